@@ -1,0 +1,27 @@
+//! Resource model of serval: Knative-shaped `Service` and `Revision` objects, their
+//! validation (with field paths), naming rules and the derived values every other crate
+//! agrees on (revision names, routing hosts, runtime choice).
+//!
+//! Owns: the wire shapes (`serving.knative.dev/v1`) and pure functions on them.
+//! Must not depend on: any IO, tokio, or another serval crate.
+
+mod meta;
+mod service;
+mod validate;
+
+pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
+pub use service::{
+    Container, ContainerPort, EnvVar, InstanceCounts, Revision, RevisionSpec, RevisionStatus, RevisionTemplate,
+    RuntimeKind, Service, ServiceSpec, ServiceStatus, TrafficTarget, annotations,
+    revision_name, SERVING_API_VERSION,
+};
+pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
+
+/// Errors of the model crate: a resource that fails validation or cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("cannot decode {kind}: {message}")]
+    Decode { kind: &'static str, message: String },
+}

@@ -1,0 +1,98 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Kubernetes-style object metadata (the subset serval uses).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Incremented by the server on every change of `spec`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub creation_timestamp: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Metadata of a revision template (`spec.template.metadata`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// `True`, `False` or `Unknown`, as in Kubernetes conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// One entry of `status.conditions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: ConditionStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_transition_time: String,
+}
+
+impl Condition {
+    pub fn new(kind: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
+        Condition {
+            kind: kind.to_string(),
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+            last_transition_time: String::new(),
+        }
+    }
+
+    /// Replaces the condition of the same type in `conditions`, keeping the old
+    /// transition time when the status did not change.
+    pub fn set(conditions: &mut Vec<Condition>, mut new: Condition, now: &str) {
+        match conditions.iter_mut().find(|c| c.kind == new.kind) {
+            Some(old) => {
+                new.last_transition_time = if old.status == new.status && !old.last_transition_time.is_empty() {
+                    old.last_transition_time.clone()
+                } else {
+                    now.to_string()
+                };
+                *old = new;
+            }
+            None => {
+                new.last_transition_time = now.to_string();
+                conditions.push(new);
+            }
+        }
+    }
+
+    pub fn find<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {
+        conditions.iter().find(|c| c.kind == kind)
+    }
+}

@@ -1,0 +1,354 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::meta::{Condition, ObjectMeta, TemplateMeta};
+
+pub const SERVING_API_VERSION: &str = "serving.knative.dev/v1";
+
+/// Annotation names serval reads (Knative's where Knative has one).
+pub mod annotations {
+    pub const MIN_SCALE: &str = "autoscaling.knative.dev/min-scale";
+    pub const MAX_SCALE: &str = "autoscaling.knative.dev/max-scale";
+    /// How long an idle instance is kept before it is stopped (Knative's
+    /// scale-to-zero retention period; serval applies it per instance).
+    pub const IDLE_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
+    pub const RUNTIME: &str = "serval.dev/runtime";
+    /// Label on a Revision naming its Service.
+    pub const SERVICE_LABEL: &str = "serving.knative.dev/service";
+    pub const CONFIGURATION_LABEL: &str = "serving.knative.dev/configuration";
+    pub const CONFIGURATION_GENERATION_LABEL: &str = "serving.knative.dev/configurationGeneration";
+}
+
+fn default_service_kind() -> String {
+    "Service".into()
+}
+fn default_revision_kind() -> String {
+    "Revision".into()
+}
+fn default_api_version() -> String {
+    SERVING_API_VERSION.into()
+}
+
+/// A `serving.knative.dev/v1 Service`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default = "default_service_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceSpec,
+    #[serde(default)]
+    pub status: ServiceStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub template: RevisionTemplate,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<TrafficTarget>,
+    /// Fields serval does not know; reported back as warnings, never silently dropped.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionTemplate {
+    #[serde(default)]
+    pub metadata: TemplateMeta,
+    #[serde(default)]
+    pub spec: RevisionSpec,
+}
+
+/// What runs: the immutable part of a Revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    /// Hard limit of concurrent requests per instance; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+impl RevisionSpec {
+    pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+
+    pub fn timeout_seconds(&self) -> u64 {
+        self.timeout_seconds.unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
+    }
+    pub fn container_concurrency(&self) -> u32 {
+        self.container_concurrency.unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// One entry of `spec.traffic` / `status.traffic`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observed_generation: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub latest_created_revision_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub latest_ready_revision_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<TrafficTarget>,
+    /// Live instance counts of the serving revision (serval extension, filled on read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceCounts>,
+}
+
+/// Live view of a revision's instances (serval extension to Knative's status).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceCounts {
+    pub desired: u32,
+    pub ready: u32,
+    pub starting: u32,
+    pub in_flight: u32,
+    pub queued: u32,
+    /// Cold starts since the server started.
+    pub cold_starts: u64,
+    /// Duration of the last cold start in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cold_start_ms: Option<f64>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A `serving.knative.dev/v1 Revision`: an immutable snapshot of a Service's template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default = "default_revision_kind")]
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: RevisionSpec,
+    #[serde(default)]
+    pub status: RevisionStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceCounts>,
+}
+
+/// Which runtime runs a revision's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Process,
+    Oci,
+    Wasm,
+}
+
+impl RuntimeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "process" => Some(Self::Process),
+            "oci" => Some(Self::Oci),
+            "wasm" => Some(Self::Wasm),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Oci => "oci",
+            Self::Wasm => "wasm",
+        }
+    }
+}
+
+/// `<service>-00001`, `<service>-00002`, … (Knative's generated revision names).
+pub fn revision_name(service: &str, number: u64) -> String {
+    format!("{service}-{number:05}")
+}
+
+impl Service {
+    pub fn new(namespace: &str, name: &str, template: RevisionTemplate) -> Self {
+        Service {
+            api_version: default_api_version(),
+            kind: default_service_kind(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                namespace: namespace.into(),
+                ..Default::default()
+            },
+            spec: ServiceSpec {
+                template,
+                ..Default::default()
+            },
+            status: ServiceStatus::default(),
+        }
+    }
+
+    /// The annotation value from the template, falling back to the Service's own metadata.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        annotation_of(&self.spec.template.metadata.annotations, &self.metadata.annotations, key)
+    }
+}
+
+fn annotation_of<'a>(
+    first: &'a BTreeMap<String, String>,
+    second: &'a BTreeMap<String, String>,
+    key: &str,
+) -> Option<&'a str> {
+    first.get(key).or_else(|| second.get(key)).map(String::as_str)
+}
+
+impl Revision {
+    /// Builds the revision a Service's current template produces.
+    pub fn from_service(service: &Service, name: String, created: &str) -> Revision {
+        let mut labels = service.spec.template.metadata.labels.clone();
+        labels.insert(annotations::SERVICE_LABEL.into(), service.metadata.name.clone());
+        labels.insert(annotations::CONFIGURATION_LABEL.into(), service.metadata.name.clone());
+        labels.insert(
+            annotations::CONFIGURATION_GENERATION_LABEL.into(),
+            service.metadata.generation.to_string(),
+        );
+        // Service-level serval annotations apply to every revision unless the template overrides.
+        let mut revision_annotations: BTreeMap<String, String> = service
+            .metadata
+            .annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with("serval.dev/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        revision_annotations.extend(service.spec.template.metadata.annotations.clone());
+        Revision {
+            api_version: default_api_version(),
+            kind: default_revision_kind(),
+            metadata: ObjectMeta {
+                name,
+                namespace: service.metadata.namespace.clone(),
+                uid: String::new(),
+                generation: 1,
+                creation_timestamp: created.into(),
+                labels,
+                annotations: revision_annotations,
+            },
+            spec: service.spec.template.spec.clone(),
+            status: RevisionStatus::default(),
+        }
+    }
+
+    pub fn service_name(&self) -> &str {
+        self.metadata
+            .labels
+            .get(annotations::SERVICE_LABEL)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.get(key).map(String::as_str)
+    }
+
+    /// The runtime this revision runs on: the `serval.dev/runtime` annotation when present,
+    /// otherwise `oci` for a container with an image and `process` for a plain command.
+    pub fn runtime_kind(&self) -> RuntimeKind {
+        if let Some(kind) = self.annotation(annotations::RUNTIME).and_then(RuntimeKind::parse) {
+            return kind;
+        }
+        match self.spec.containers.first() {
+            Some(c) if c.image.is_some() => RuntimeKind::Oci,
+            _ => RuntimeKind::Process,
+        }
+    }
+
+    pub fn min_scale(&self) -> u32 {
+        self.annotation(annotations::MIN_SCALE).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// 0 = unbounded.
+    pub fn max_scale(&self) -> u32 {
+        self.annotation(annotations::MAX_SCALE).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Idle retention from the annotation, if set (validated as a duration).
+    pub fn idle_retention(&self) -> Option<std::time::Duration> {
+        self.annotation(annotations::IDLE_RETENTION).and_then(|v| crate::validate::parse_duration(v).ok())
+    }
+}

@@ -1,0 +1,153 @@
+//! Runtimes run a revision's instances: each `start` yields an [`Instance`] that listens on
+//! a loopback address and is ready (accepts TCP connections) when `start` returns.
+//!
+//! Owns: the `Runtime` trait, the `process` runtime (host commands in their own process
+//! group, dying with the server), log capture and graceful stop (SIGTERM, grace, SIGKILL).
+//! Must not depend on: the store, the gateway or any HTTP stack. The only `unsafe` of the
+//! project lives here (the pre-exec hook of a child process).
+
+mod process;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+
+pub use process::ProcessRuntime;
+
+/// What an instance runs and the identity it is given (Knative's runtime contract).
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Unique among all instances of this server (used in logs and for cleanup).
+    pub instance_id: String,
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub configuration: String,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The user's environment; `PORT` and `K_*` are added by the runtime.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// How long an instance may take to accept connections before it counts as failed.
+    pub startup_timeout: Duration,
+}
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// A line written by serval itself about the instance (started, exited…).
+    Platform,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Platform => "serval",
+        }
+    }
+}
+
+/// One captured line of an instance's output, timestamped when it was read.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at: SystemTime,
+    pub instance: String,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// Where captured lines go.
+pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
+
+/// How an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+            (None, None) => f.write_str("exited"),
+        }
+    }
+}
+
+/// Errors of the runtime crate.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start {program:?}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("instance {exit} before it was ready{}", format_tail(.last_lines))]
+    ExitedBeforeReady { exit: ExitInfo, last_lines: Vec<String> },
+    #[error("instance did not accept connections within {after:?}{}", format_tail(.last_lines))]
+    StartTimeout { after: Duration, last_lines: Vec<String> },
+    #[error("no free port: {0}")]
+    Port(std::io::Error),
+    #[error("the {0} runtime is not available in this build")]
+    NotAvailable(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn format_tail(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!("; last output: {}", lines.join(" | ")) }
+}
+
+/// Stops an instance; implemented by each runtime.
+pub trait InstanceControl: Send + Sync {
+    /// Asks the instance to stop (SIGTERM), and kills it after `grace`.
+    fn stop(&self, grace: Duration) -> BoxFuture<'static, ExitInfo>;
+}
+
+/// A running, ready instance.
+pub struct Instance {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Time from `start` to the first accepted connection.
+    pub startup: Duration,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    control: Box<dyn InstanceControl>,
+}
+
+impl Instance {
+    /// Resolves when the instance has exited, whatever the cause.
+    pub async fn exited(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(info) = *rx.borrow_and_update() {
+                return info;
+            }
+            if rx.changed().await.is_err() {
+                return (*rx.borrow()).unwrap_or(ExitInfo { code: None, signal: None });
+            }
+        }
+    }
+
+    pub fn stop(&self, grace: Duration) -> BoxFuture<'static, ExitInfo> {
+        self.control.stop(grace)
+    }
+}
+
+/// Something that can start instances.
+pub trait Runtime: Send + Sync + 'static {
+    fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>>;
+}
+
+/// Makes the calling process receive SIGKILL when its parent dies (used by `serval server`
+/// when its supervisor asks for it, e.g. test harnesses).
+pub fn die_with_parent() -> Result<(), RuntimeError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| RuntimeError::Io(std::io::Error::from(e)))
+}

@@ -1,0 +1,247 @@
+//! The `process` runtime: a host command in its own process group that listens on `$PORT`.
+//!
+//! No isolation (local development). Children die with the server: each gets
+//! `PR_SET_PDEATHSIG(SIGKILL)`, runs in its own process group (so stop reaches its
+//! children too), and is recorded in `state_dir` so that a server restarted after a crash
+//! kills what the previous one left behind.
+
+mod leftovers;
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Runtime, RuntimeError};
+
+/// Lines of output kept per instance to explain a failed start.
+const TAIL_LINES: usize = 8;
+/// Host variables passed through to functions; everything else comes from the spec.
+const PASSTHROUGH_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// Runs instances as host processes.
+pub struct ProcessRuntime {
+    state_dir: PathBuf,
+}
+
+impl ProcessRuntime {
+    /// `state_dir` records running instances; whatever a previous server left there is
+    /// killed now.
+    pub fn new(state_dir: PathBuf) -> Result<ProcessRuntime, RuntimeError> {
+        std::fs::create_dir_all(&state_dir)?;
+        for leftover in leftovers::kill_all(&state_dir) {
+            tracing::warn!("killed process group {leftover} left over by a previous server");
+        }
+        Ok(ProcessRuntime { state_dir })
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>> {
+        let state_dir = self.state_dir.clone();
+        async move { start(spec, logs, state_dir).await }.boxed()
+    }
+}
+
+fn free_port() -> Result<u16, RuntimeError> {
+    // The port is free again when the listener drops; the child binds it right after.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(RuntimeError::Port)?;
+    Ok(listener.local_addr().map_err(RuntimeError::Port)?.port())
+}
+
+fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError> {
+    let program = spec.argv.first().ok_or_else(|| RuntimeError::Spawn {
+        program: String::new(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+    })?;
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(PASSTHROUGH_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PORT", port.to_string())
+        .env("K_SERVICE", &spec.service)
+        .env("K_REVISION", &spec.revision)
+        .env("K_CONFIGURATION", &spec.configuration)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(dir) = &spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid) without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The server may have died between fork and prctl: then nobody would kill us.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(std::io::Error::other("serval exited while starting the instance"));
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<Instance, RuntimeError> {
+    let began = Instant::now();
+    let port = free_port()?;
+    let mut child = build_command(&spec, port)?
+        .spawn()
+        .map_err(|source| RuntimeError::Spawn { program: spec.argv[0].clone(), source })?;
+    let pid = child.id().ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
+    let record = leftovers::Record::create(&state_dir, pid);
+
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump_lines(out, LogStream::Stdout, spec.instance_id.clone(), logs.clone(), tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump_lines(err, LogStream::Stderr, spec.instance_id.clone(), logs.clone(), tail.clone()));
+    }
+
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let exited = Arc::new(AtomicBool::new(false));
+    tokio::spawn(wait_for_exit(child, pid, exit_tx, exited.clone(), record));
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let timeout = spec.startup_timeout;
+    let probe_exited = exited.clone();
+    let ready = tokio::task::spawn_blocking(move || poll_until_accepting(addr, timeout, &probe_exited))
+        .await
+        .unwrap_or(Readiness::Exited);
+    let last_lines = || tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
+    match ready {
+        Readiness::Ready => Ok(Instance {
+            id: spec.instance_id,
+            addr,
+            startup: began.elapsed(),
+            exit: exit_rx,
+            control,
+        }),
+        Readiness::Exited => {
+            let exit = Instance { id: String::new(), addr, startup: Duration::ZERO, exit: exit_rx, control }
+                .exited()
+                .await;
+            // Let the log pumps drain what the process printed before dying.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(RuntimeError::ExitedBeforeReady { exit, last_lines: last_lines() })
+        }
+        Readiness::TimedOut => {
+            control.stop(Duration::ZERO).await;
+            Err(RuntimeError::StartTimeout { after: timeout, last_lines: last_lines() })
+        }
+    }
+}
+
+enum Readiness {
+    Ready,
+    Exited,
+    TimedOut,
+}
+
+/// Polls with a TCP connect: every 100 µs for the first 100 ms (a small server is seen
+/// within a fraction of a millisecond of binding), then every millisecond, then every 10 ms.
+fn poll_until_accepting(addr: SocketAddr, timeout: Duration, exited: &AtomicBool) -> Readiness {
+    let began = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Readiness::Ready;
+        }
+        if exited.load(Ordering::Acquire) {
+            return Readiness::Exited;
+        }
+        let elapsed = began.elapsed();
+        if elapsed >= timeout {
+            return Readiness::TimedOut;
+        }
+        let pause = match elapsed.as_millis() {
+            0..100 => Duration::from_micros(100),
+            100..1000 => Duration::from_millis(1),
+            _ => Duration::from_millis(10),
+        };
+        std::thread::sleep(pause);
+    }
+}
+
+async fn pump_lines(
+    stream: impl AsyncRead + Unpin,
+    which: LogStream,
+    instance: String,
+    sink: LogSink,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(text)) = lines.next_line().await {
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(text.clone());
+        }
+        sink(LogLine { at: SystemTime::now(), instance: instance.clone(), stream: which, text });
+    }
+}
+
+async fn wait_for_exit(
+    mut child: Child,
+    pid: u32,
+    exit_tx: watch::Sender<Option<ExitInfo>>,
+    exited: Arc<AtomicBool>,
+    record: Option<leftovers::Record>,
+) {
+    use std::os::unix::process::ExitStatusExt;
+    let info = match child.wait().await {
+        Ok(status) => ExitInfo { code: status.code(), signal: status.signal() },
+        Err(_) => ExitInfo { code: None, signal: None },
+    };
+    // Whatever the leader left in its group goes with it.
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    drop(record);
+    exited.store(true, Ordering::Release);
+    let _ = exit_tx.send(Some(info));
+}
+
+struct ProcessControl {
+    pid: u32,
+    exit: watch::Receiver<Option<ExitInfo>>,
+}
+
+impl InstanceControl for ProcessControl {
+    fn stop(&self, grace: Duration) -> BoxFuture<'static, ExitInfo> {
+        let group = Pid::from_raw(self.pid as i32);
+        let mut exit = self.exit.clone();
+        async move {
+            if exit.borrow().is_none() {
+                let _ = killpg(group, Signal::SIGTERM);
+                let waited = tokio::time::timeout(grace, exit.wait_for(Option::is_some)).await;
+                if !matches!(waited, Ok(Ok(_))) {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+            }
+            let result = exit.wait_for(Option::is_some).await.map(|v| *v);
+            result.ok().flatten().unwrap_or(ExitInfo { code: None, signal: None })
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! Durable state of serval: one SQLite database (WAL mode) in the data directory.
+//!
+//! Owns: the schema, its migrations, every SQL statement of the project, and group commit
+//! (one writer thread batches concurrent writes into one transaction and one fsync; each
+//! caller is answered only after its batch committed).
+//! Must not depend on: tokio beyond its channels, the network, or any serval crate but none
+//! at all today — it stores resources as JSON documents keyed by kind, namespace and name.
+
+mod writer;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use writer::WriteOp;
+
+/// The kinds of resources the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    Revision,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Revision => "Revision",
+        }
+    }
+}
+
+/// Errors of the store crate.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored {kind} {namespace}/{name} is not valid JSON: {source}")]
+    Corrupt {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode resource: {0}")]
+    Encode(serde_json::Error),
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE resources (
+        kind TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, namespace, name)
+    ) WITHOUT ROWID;",
+];
+
+/// Handle to the database; cheap to share behind an `Arc`.
+pub struct Store {
+    writer: writer::Writer,
+    reader: Mutex<Connection>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: every commit is fsynced before a caller is told it is durable.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.transaction()?;
+    for (i, sql) in SCHEMA.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) `dir/serval.db`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+        let path = dir.join("serval.db");
+        let mut write_conn = open_connection(&path)?;
+        migrate(&mut write_conn)?;
+        let reader = open_connection(&path)?;
+        Ok(Store { writer: writer::Writer::start(write_conn), reader: Mutex::new(reader) })
+    }
+
+    /// Commits `ops` atomically; returns once they are durable (group-committed with
+    /// whatever other writes arrived meanwhile).
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        self.writer.submit(ops).await
+    }
+
+    /// Transactions committed so far (each may carry many writes); for metrics.
+    pub fn commits(&self) -> u64 {
+        self.writer.batches()
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        // A poisoned lock only means another reader panicked mid-query; the connection is fine.
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
+        let body: Option<String> = self.read(|c| {
+            c.prepare_cached("SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .query_row(params![kind.as_str(), namespace, name], |r| r.get(0))
+                .optional()
+        })?;
+        body.map(|b| decode(kind, namespace, name, &b)).transpose()
+    }
+
+    /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
+    pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<(String, String, String)> = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT namespace, name, body FROM resources
+                 WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
+            )?;
+            let rows = stmt.query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        rows.iter().map(|(ns, name, body)| decode(kind, ns, name, body)).collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(kind: Kind, namespace: &str, name: &str, body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        kind: kind.as_str(),
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    })
+}
+
+impl WriteOp {
+    /// Inserts or replaces a resource.
+    pub fn put<T: Serialize>(kind: Kind, namespace: &str, name: &str, value: &T) -> Result<WriteOp, StoreError> {
+        Ok(WriteOp::Put {
+            kind: kind.as_str(),
+            namespace: namespace.into(),
+            name: name.into(),
+            body: serde_json::to_string(value).map_err(StoreError::Encode)?,
+        })
+    }
+
+    pub fn delete(kind: Kind, namespace: &str, name: &str) -> WriteOp {
+        WriteOp::Delete { kind: kind.as_str(), namespace: namespace.into(), name: name.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .write(vec![
+                    WriteOp::put(Kind::Service, "a", "x", &serde_json::json!({"n": 1})).expect("encode"),
+                    WriteOp::put(Kind::Service, "b", "y", &serde_json::json!({"n": 2})).expect("encode"),
+                    WriteOp::put(Kind::Revision, "a", "x-00001", &serde_json::json!({"n": 3})).expect("encode"),
+                ])
+                .await
+                .expect("write");
+            store.write(vec![WriteOp::delete(Kind::Service, "b", "y")]).await.expect("delete");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let all: Vec<serde_json::Value> = store.list(Kind::Service, None).expect("list");
+        assert_eq!(all, vec![serde_json::json!({"n": 1})]);
+        let one: Option<serde_json::Value> = store.get(Kind::Revision, "a", "x-00001").expect("get");
+        assert_eq!(one, Some(serde_json::json!({"n": 3})));
+        let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
+        assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_group_committed_and_all_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(Store::open(dir.path()).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let op = WriteOp::put(Kind::Service, "ns", &format!("s{i}"), &i).expect("encode");
+                store.write(vec![op]).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("write");
+        }
+        let all: Vec<i32> = store.list(Kind::Service, Some("ns")).expect("list");
+        assert_eq!(all.len(), 200);
+        assert!(store.commits() < 200, "writes were batched: {} commits", store.commits());
+    }
+}

@@ -1,0 +1,117 @@
+//! The single writer thread: group commit of concurrent write requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+
+/// One change inside a write request; all ops of one request commit atomically.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Put { kind: &'static str, namespace: String, name: String, body: String },
+    Delete { kind: &'static str, namespace: String, name: String },
+}
+
+struct Request {
+    ops: Vec<WriteOp>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most requests one transaction takes; bounds the latency of the first one.
+const MAX_BATCH: usize = 1024;
+
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Request>,
+    batches: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        let batches = Arc::new(AtomicU64::new(0));
+        let counter = batches.clone();
+        std::thread::Builder::new()
+            .name("serval-store-writer".into())
+            .spawn(move || run(conn, rx, &counter))
+            .expect("spawning the store writer thread must succeed at startup");
+        Writer { tx, batches }
+    }
+
+    pub(crate) async fn submit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Request { ops, done }).map_err(|_| StoreError::WriterGone)?;
+        wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let results = commit(&mut conn, &batch);
+        batches.fetch_add(1, Ordering::Relaxed);
+        for (request, result) in batch.into_iter().zip(results) {
+            // The caller may have gone away (request cancelled); its write still landed.
+            let _ = request.done.send(result);
+        }
+    }
+}
+
+/// Applies every request in its own savepoint inside one transaction, so one bad request
+/// fails alone while the rest share the single commit (and fsync).
+fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError>> {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect(),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let applied = (|| -> rusqlite::Result<()> {
+            let sp = tx.savepoint()?;
+            for op in &request.ops {
+                apply(&sp, op)?;
+            }
+            sp.commit()
+        })();
+        results.push(applied.map_err(StoreError::Sqlite));
+    }
+    if let Err(e) = tx.commit() {
+        tracing::error!("store commit failed: {e}");
+        return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect();
+    }
+    results
+}
+
+fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Put { kind, namespace, name, body } => {
+            conn.prepare_cached(
+                "INSERT INTO resources (kind, namespace, name, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, namespace, name) DO UPDATE SET body = excluded.body",
+            )?
+            .execute(params![kind, namespace, name, body])?;
+        }
+        WriteOp::Delete { kind, namespace, name } => {
+            conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .execute(params![kind, namespace, name])?;
+        }
+    }
+    Ok(())
+}
+
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::InvalidParameterName(e.to_string())
+}
