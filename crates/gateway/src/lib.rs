@@ -1,0 +1,18 @@
+//! The data plane: one hop from client to instance.
+//!
+//! Owns: routing by host (`<service>.<namespace>.<domain>`) and path (`/f/<ns>/<service>/…`),
+//! the per-revision [`RevisionPool`] (in-flight counting, `containerConcurrency`, the queue
+//! that holds requests while instances start — Knative's activator and queue-proxy in one),
+//! the streaming reverse proxy, and the single mapping of data-plane errors to HTTP statuses.
+//! Must not depend on: the store, the runtime or eventing. Instances are plain addresses
+//! added to and drained from pools by whoever runs them.
+
+mod error;
+mod pool;
+mod proxy;
+mod routes;
+
+pub use error::GatewayError;
+pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
+pub use proxy::{Gateway, serve};
+pub use routes::{Route, RouteKey, RoutingTable, Target};

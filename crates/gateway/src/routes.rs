@@ -1,0 +1,142 @@
+//! The routing table and the pure functions that map a request's host and path to a service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::RevisionPool;
+
+/// A service, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub namespace: String,
+    pub service: String,
+}
+
+/// Where a service's requests go.
+#[derive(Clone)]
+pub enum Target {
+    Pool(Arc<RevisionPool>),
+    /// The service exists but nothing can serve it; requests get 503 with this reason.
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+pub struct Route {
+    pub target: Target,
+    /// `timeoutSeconds` of the serving revision.
+    pub timeout: Duration,
+}
+
+/// Routes by service, swapped atomically as a whole so that lookups never lock.
+pub struct RoutingTable {
+    domain: String,
+    routes: ArcSwap<HashMap<RouteKey, Route>>,
+}
+
+impl RoutingTable {
+    pub fn new(domain: impl Into<String>) -> RoutingTable {
+        RoutingTable { domain: domain.into().to_ascii_lowercase(), routes: ArcSwap::from_pointee(HashMap::new()) }
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Sets or (with `None`) removes the route of one service.
+    pub fn set(&self, key: RouteKey, route: Option<Route>) {
+        self.routes.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            match &route {
+                Some(r) => next.insert(key.clone(), r.clone()),
+                None => next.remove(&key),
+            };
+            next
+        });
+    }
+
+    pub fn get(&self, key: &RouteKey) -> Option<Route> {
+        self.routes.load().get(key).cloned()
+    }
+
+    /// Finds the service a request is for: by host first (a host naming a service always
+    /// wins), then by the `/f/<namespace>/<service>/…` path. Returns the path to forward.
+    pub fn resolve<'a>(&self, host: Option<&str>, path: &'a str) -> Option<(RouteKey, Forward<'a>)> {
+        if let Some(key) = host.and_then(|h| service_from_host(h, &self.domain)) {
+            return Some((key, Forward::Unchanged));
+        }
+        service_from_path(path).map(|(key, rest)| (key, Forward::Stripped(rest)))
+    }
+}
+
+/// The path to send upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Forward<'a> {
+    Unchanged,
+    /// The routing prefix is removed; the rest (possibly empty, meaning `/`) is forwarded.
+    Stripped(&'a str),
+}
+
+/// `<service>.<namespace>.<domain>[:port]` → key.
+pub fn service_from_host(host: &str, domain: &str) -> Option<RouteKey> {
+    let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let labels = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let (service, namespace) = labels.split_once('.')?;
+    if service.is_empty() || namespace.is_empty() || namespace.contains('.') {
+        return None;
+    }
+    Some(RouteKey { namespace: namespace.into(), service: service.into() })
+}
+
+/// `/f/<namespace>/<service>[/rest]` → key and `/rest` (query included).
+pub fn service_from_path(path: &str) -> Option<(RouteKey, &str)> {
+    let rest = path.strip_prefix("/f/")?;
+    let (namespace, rest) = rest.split_once('/')?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (service, rest) = rest.split_at(end);
+    if namespace.is_empty() || service.is_empty() {
+        return None;
+    }
+    Some((RouteKey { namespace: namespace.into(), service: service.into() }, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, s: &str) -> RouteKey {
+        RouteKey { namespace: ns.into(), service: s.into() }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(service_from_host("hello.default.localhost", "localhost"), Some(key("default", "hello")));
+        assert_eq!(service_from_host("Hello.Default.localhost:8080", "localhost"), Some(key("default", "hello")));
+        assert_eq!(service_from_host("hello.default.example.com.", "example.com"), Some(key("default", "hello")));
+        assert_eq!(service_from_host("localhost:8080", "localhost"), None);
+        assert_eq!(service_from_host("127.0.0.1:8080", "localhost"), None);
+        assert_eq!(service_from_host("a.b.c.localhost", "localhost"), None);
+        assert_eq!(service_from_host("hello.defaultlocalhost", "localhost"), None);
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(service_from_path("/f/default/hello"), Some((key("default", "hello"), "")));
+        assert_eq!(service_from_path("/f/default/hello/a/b?x=1"), Some((key("default", "hello"), "/a/b?x=1")));
+        assert_eq!(service_from_path("/f/default/hello?x=1"), Some((key("default", "hello"), "?x=1")));
+        assert_eq!(service_from_path("/f/default/"), None);
+        assert_eq!(service_from_path("/g/default/hello"), None);
+    }
+
+    #[test]
+    fn host_wins_over_path() {
+        let t = RoutingTable::new("localhost");
+        let (k, f) = t.resolve(Some("a.ns.localhost"), "/f/other/b").expect("route");
+        assert_eq!((k, f), (key("ns", "a"), Forward::Unchanged));
+        let (k, f) = t.resolve(Some("127.0.0.1:1"), "/f/other/b/x").expect("route");
+        assert_eq!((k, f), (key("other", "b"), Forward::Stripped("/x")));
+    }
+}
