@@ -166,6 +166,9 @@ pub struct ServiceStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<TrafficTarget>,
+    /// How many templates the Service has had: the number of its latest revision.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub configuration_generation: u64,
     /// Live instance counts of the serving revision (serval extension, filled on read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<InstanceCounts>,
@@ -280,13 +283,14 @@ fn annotation_of<'a>(
 
 impl Revision {
     /// Builds the revision a Service's current template produces.
-    pub fn from_service(service: &Service, name: String, created: &str) -> Revision {
+    /// `number` is the configuration generation: how many templates the Service has had.
+    pub fn from_service(service: &Service, name: String, number: u64, created: &str) -> Revision {
         let mut labels = service.spec.template.metadata.labels.clone();
         labels.insert(annotations::SERVICE_LABEL.into(), service.metadata.name.clone());
         labels.insert(annotations::CONFIGURATION_LABEL.into(), service.metadata.name.clone());
         labels.insert(
             annotations::CONFIGURATION_GENERATION_LABEL.into(),
-            service.metadata.generation.to_string(),
+            number.to_string(),
         );
         // Service-level serval annotations apply to every revision unless the template overrides.
         let mut revision_annotations: BTreeMap<String, String> = service

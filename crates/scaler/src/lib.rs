@@ -80,6 +80,16 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
     ScaleDecision { start, stop, desired }
 }
 
+/// Delay before the next start after `failures` consecutive failed starts (or instances that
+/// died right after starting): none before the first retry's predecessor, then 100 ms
+/// doubling up to 10 s — a crash loop must not become a fork loop.
+pub fn restart_backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => Duration::from_millis(100u64.saturating_mul(1 << (n - 1).min(7))).min(Duration::from_secs(10)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +169,14 @@ mod tests {
         let ready = [load(1, 1, t0), load(2, 0, t0)];
         let d = decide(&ScaleInput { waiting: 1, container_concurrency: 1, ..input(t0 + RETENTION * 2, &ready) });
         assert!(d.stop.is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(restart_backoff(0), Duration::ZERO);
+        assert_eq!(restart_backoff(1), Duration::from_millis(100));
+        assert_eq!(restart_backoff(2), Duration::from_millis(200));
+        assert_eq!(restart_backoff(8), Duration::from_secs(10));
+        assert_eq!(restart_backoff(50), Duration::from_secs(10));
     }
 }

@@ -1,0 +1,157 @@
+//! The control API: JSON over HTTP under `/api/v1`, guarded by the bearer token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::PlatformError;
+use crate::controller::{Applied, ApplyMode, Controller};
+
+type Ctl = State<Arc<Controller>>;
+
+pub fn router(controller: Arc<Controller>) -> axum::Router {
+    let api = axum::Router::new()
+        .route("/api/v1/info", get(info))
+        .route("/api/v1/services", get(list_all_services))
+        .route("/api/v1/namespaces/{ns}/services", get(list_services).post(create_service))
+        .route(
+            "/api/v1/namespaces/{ns}/services/{name}",
+            get(get_service).put(put_service).delete(delete_service),
+        )
+        .route("/api/v1/namespaces/{ns}/services/{name}/logs", get(service_logs))
+        .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
+        .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
+        .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
+        .fallback(|| async {
+            PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }
+        })
+        .with_state(controller)
+}
+
+async fn require_token(State(ctl): Ctl, req: Request, next: Next) -> Response {
+    let expected = format!("Bearer {}", ctl.config().token);
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        next.run(req).await
+    } else {
+        PlatformError::Unauthorized.into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn list<T: serde::Serialize>(items: Vec<T>) -> Json<Value> {
+    Json(json!({ "apiVersion": "v1", "kind": "List", "items": items }))
+}
+
+async fn info(State(ctl): Ctl) -> Json<Value> {
+    let addrs = ctl.addrs();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": format!("http://{}", addrs.api),
+        "gateway": format!("http://{}", addrs.gateway),
+        "domain": ctl.config().domain,
+    }))
+}
+
+async fn list_all_services(State(ctl): Ctl) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_services(None)?))
+}
+
+async fn list_services(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_services(Some(&ns))?))
+}
+
+async fn get_service(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
+    Ok(Json(ctl.get_service(&ns, &name)?).into_response())
+}
+
+fn applied_response(applied: Applied) -> Response {
+    let status = if applied.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut headers = HeaderMap::new();
+    for w in &applied.warnings {
+        // RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as Kubernetes does.
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w)) {
+            headers.append(header::WARNING, v);
+        }
+    }
+    (status, headers, Json(applied.service)).into_response()
+}
+
+async fn create_service(State(ctl): Ctl, Path(ns): Path<String>, body: Bytes) -> Result<Response, PlatformError> {
+    Ok(applied_response(ctl.apply_service(&ns, None, &body, ApplyMode::Create).await?))
+}
+
+async fn put_service(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    Ok(applied_response(ctl.apply_service(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate).await?))
+}
+
+async fn delete_service(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_service(&ns, &name).await?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+}
+
+#[derive(Deserialize)]
+struct RevisionQuery {
+    service: Option<String>,
+}
+
+async fn list_revisions(
+    State(ctl): Ctl,
+    Path(ns): Path<String>,
+    Query(q): Query<RevisionQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_revisions(&ns, q.service.as_deref())?))
+}
+
+async fn get_revision(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
+    Ok(Json(ctl.get_revision(&ns, &name)?).into_response())
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<usize>,
+}
+
+/// Plain text, one line per captured line; with `follow=true` the response stays open and
+/// streams new lines as they are written.
+async fn service_logs(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, PlatformError> {
+    ctl.get_service(&ns, &name)?;
+    let (backlog, live) = ctl.logs().read(&ns, &name, q.tail.unwrap_or(usize::MAX));
+    let text: String = backlog.iter().map(|e| e.render()).collect();
+    let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        return Ok((content_type, text).into_response());
+    }
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let rest = BroadcastStream::new(live).filter_map(|item| async move {
+        // A lagging reader skips what it missed rather than failing.
+        item.ok().map(|e| Ok(Bytes::from(e.render())))
+    });
+    Ok((content_type, Body::from_stream(first.chain(rest))).into_response())
+}

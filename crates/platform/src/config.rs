@@ -1,0 +1,55 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::PlatformError;
+
+/// Settings of one server, parsed once at the edge and passed down.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub data_dir: PathBuf,
+    /// Routing domain: services answer at `<service>.<namespace>.<domain>`.
+    pub domain: String,
+    /// The bearer token every API call must carry.
+    pub token: String,
+    /// How long an instance may be idle before it is stopped (per-revision annotation
+    /// `autoscaling.knative.dev/scale-to-zero-pod-retention-period` overrides it).
+    pub idle_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    pub grace_period: Duration,
+    /// How long an instance may take to accept connections.
+    pub startup_timeout: Duration,
+}
+
+impl PlatformConfig {
+    pub fn new(data_dir: PathBuf, token: String) -> PlatformConfig {
+        PlatformConfig {
+            data_dir,
+            domain: "localhost".into(),
+            token,
+            idle_timeout: Duration::from_secs(60),
+            grace_period: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Reads `dir/token`, creating it (owner-only) with a fresh random token at first start.
+pub fn load_or_create_token(dir: &Path) -> Result<String, PlatformError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let token = existing.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}

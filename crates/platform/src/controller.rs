@@ -1,0 +1,479 @@
+//! Reconciliation of Services: stored spec → revisions, routes, runners and status.
+//!
+//! Level-triggered: `reconcile` looks only at what is stored now and what runs now, so it is
+//! run after every change, at start-up and periodically, and always converges.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serval_gateway::{Route, RouteKey, RoutingTable, Target};
+use serval_model::{
+    Condition, ConditionStatus, Revision, RuntimeKind, Service, TrafficTarget, ValidationError, FieldError,
+    annotations, revision_name, validate_service,
+};
+use serval_runtime::Runtime;
+use serval_store::{Kind, Store, WriteOp};
+
+use crate::logs::LogBook;
+use crate::runner::{RevisionRunner, RunnerSpec};
+use crate::{BoundAddrs, PlatformConfig, PlatformError};
+
+/// How often every service is reconciled even without changes.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// Whether an apply may replace an existing Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    Create,
+    CreateOrUpdate,
+}
+
+/// The result of an apply.
+pub struct Applied {
+    pub service: Service,
+    pub warnings: Vec<String>,
+    pub created: bool,
+}
+
+pub struct Controller {
+    config: PlatformConfig,
+    addrs: BoundAddrs,
+    store: Arc<Store>,
+    runtime: Arc<dyn Runtime>,
+    routes: Arc<RoutingTable>,
+    logs: LogBook,
+    /// Runners by `namespace/revision`.
+    runners: Mutex<HashMap<String, Arc<RevisionRunner>>>,
+    /// Serializes read-modify-write of resources and reconciles.
+    write_lock: tokio::sync::Mutex<()>,
+    instance_ids: Arc<AtomicU64>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn runner_key(namespace: &str, revision: &str) -> String {
+    format!("{namespace}/{revision}")
+}
+
+/// The number in a configuration-generation label, 0 when absent.
+fn configuration_generation(rev: &Revision) -> u64 {
+    rev.metadata
+        .labels
+        .get(annotations::CONFIGURATION_GENERATION_LABEL)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Controller {
+    pub fn new(
+        config: PlatformConfig,
+        addrs: BoundAddrs,
+        store: Arc<Store>,
+        runtime: Arc<dyn Runtime>,
+        routes: Arc<RoutingTable>,
+    ) -> Arc<Controller> {
+        Arc::new(Controller {
+            config,
+            addrs,
+            store,
+            runtime,
+            routes,
+            logs: LogBook::default(),
+            runners: Mutex::new(HashMap::new()),
+            write_lock: tokio::sync::Mutex::new(()),
+            instance_ids: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    pub fn logs(&self) -> &LogBook {
+        &self.logs
+    }
+
+    /// `http://<service>.<namespace>.<domain>[:port]`.
+    fn service_url(&self, namespace: &str, name: &str) -> String {
+        let port = self.addrs.gateway.port();
+        let port = if port == 80 { String::new() } else { format!(":{port}") };
+        format!("http://{name}.{namespace}.{}{port}", self.config.domain)
+    }
+
+    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RevisionRunner>>> {
+        self.runners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- reads (with live instance counts overlaid) ----
+
+    pub fn get_service(&self, namespace: &str, name: &str) -> Result<Service, PlatformError> {
+        let service = self.store.get::<Service>(Kind::Service, namespace, name)?.ok_or_else(|| {
+            PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() }
+        })?;
+        Ok(self.with_live_status(service))
+    }
+
+    pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<Service>, PlatformError> {
+        let services: Vec<Service> = self.store.list(Kind::Service, namespace)?;
+        Ok(services.into_iter().map(|s| self.with_live_status(s)).collect())
+    }
+
+    fn with_live_status(&self, mut service: Service) -> Service {
+        let serving = &service.status.latest_ready_revision_name;
+        if let Some(runner) = self.runners().get(&runner_key(&service.metadata.namespace, serving)) {
+            service.status.instances = Some(runner.counts());
+        }
+        service
+    }
+
+    pub fn list_revisions(&self, namespace: &str, service: Option<&str>) -> Result<Vec<Revision>, PlatformError> {
+        let mut revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
+        revisions.retain(|r| service.is_none_or(|s| r.service_name() == s));
+        revisions.sort_by_key(|r| (r.service_name().to_string(), configuration_generation(r)));
+        Ok(revisions.into_iter().map(|r| self.with_live_revision_status(r)).collect())
+    }
+
+    pub fn get_revision(&self, namespace: &str, name: &str) -> Result<Revision, PlatformError> {
+        let revision = self.store.get::<Revision>(Kind::Revision, namespace, name)?.ok_or_else(|| {
+            PlatformError::NotFound { kind: "Revision", namespace: namespace.into(), name: name.into() }
+        })?;
+        Ok(self.with_live_revision_status(revision))
+    }
+
+    fn with_live_revision_status(&self, mut revision: Revision) -> Revision {
+        if let Some(runner) = self.runners().get(&runner_key(&revision.metadata.namespace, &revision.metadata.name)) {
+            revision.status.instances = Some(runner.counts());
+            if let Some(health) = runner.health() {
+                Condition::set(&mut revision.status.conditions, health, &now_rfc3339());
+            }
+        }
+        revision
+    }
+
+    // ---- writes ----
+
+    /// Creates or updates a Service from a user's JSON document. A change of
+    /// `spec.template` creates the next immutable Revision in the same transaction.
+    pub async fn apply_service(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+        body: &[u8],
+        mode: ApplyMode,
+    ) -> Result<Applied, PlatformError> {
+        let mut service = decode_service(body)?;
+        fill_identity(&mut service.metadata.namespace, namespace, "metadata.namespace")?;
+        if let Some(name) = name {
+            fill_identity(&mut service.metadata.name, name, "metadata.name")?;
+        }
+        let warnings = validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
+        let name = service.metadata.name.clone();
+
+        let _guard = self.write_lock.lock().await;
+        let existing: Option<Service> = self.store.get(Kind::Service, namespace, &name)?;
+        if mode == ApplyMode::Create && existing.is_some() {
+            return Err(PlatformError::Conflict(format!("service {namespace}/{name} already exists")));
+        }
+        let now = now_rfc3339();
+        let created = existing.is_none();
+        let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
+        match &existing {
+            Some(old) => {
+                service.metadata.uid = old.metadata.uid.clone();
+                service.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+                service.metadata.generation = old.metadata.generation + u64::from(old.spec != service.spec);
+                service.status = old.status.clone();
+            }
+            None => {
+                service.metadata.uid = new_uid();
+                service.metadata.creation_timestamp = now.clone();
+                service.metadata.generation = 1;
+                service.status = Default::default();
+            }
+        }
+        let mut ops = Vec::new();
+        if template_changed {
+            let revisions = self.list_revisions(namespace, Some(&name))?;
+            let number = revisions.iter().map(configuration_generation).max().unwrap_or(0).max(
+                service.status.configuration_generation,
+            ) + 1;
+            let rev_name = service.spec.template.metadata.name.clone().unwrap_or_else(|| revision_name(&name, number));
+            if revisions.iter().any(|r| r.metadata.name == rev_name) {
+                return Err(PlatformError::Conflict(format!(
+                    "revision {rev_name} already exists; revisions are immutable, give spec.template.metadata.name a new value"
+                )));
+            }
+            let revision = Revision::from_service(&service, rev_name.clone(), number, &now);
+            ops.push(WriteOp::put(Kind::Revision, namespace, &rev_name, &revision)?);
+            service.status.latest_created_revision_name = rev_name;
+            service.status.configuration_generation = number;
+        }
+        ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
+        self.store.write(ops).await?;
+        self.reconcile_locked(namespace, &name).await?;
+        Ok(Applied { service: self.get_service(namespace, &name)?, warnings, created })
+    }
+
+    /// Deletes a Service and its Revisions; its instances are drained and stopped.
+    pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        if self.store.get::<Service>(Kind::Service, namespace, name)?.is_none() {
+            return Err(PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
+        }
+        let mut ops = vec![WriteOp::delete(Kind::Service, namespace, name)];
+        for revision in self.list_revisions(namespace, Some(name))? {
+            ops.push(WriteOp::delete(Kind::Revision, namespace, &revision.metadata.name));
+        }
+        self.store.write(ops).await?;
+        self.reconcile_locked(namespace, name).await
+    }
+
+    // ---- reconciliation ----
+
+    pub async fn resync_all(&self) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        let services: Vec<Service> = self.store.list(Kind::Service, None)?;
+        for s in services {
+            if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {
+                tracing::error!("reconciling {}/{}: {e}", s.metadata.namespace, s.metadata.name);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn resync_periodically(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RESYNC).await;
+            if let Err(e) = self.resync_all().await {
+                tracing::error!("resync failed: {e}");
+            }
+        }
+    }
+
+    async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+        let key = RouteKey { namespace: namespace.into(), service: name.into() };
+        let Some(mut service) = self.store.get::<Service>(Kind::Service, namespace, name)? else {
+            self.routes.set(key, None);
+            self.stop_runners(namespace, name, None).await;
+            return Ok(());
+        };
+        let now = now_rfc3339();
+        let mut ops = Vec::new();
+        let mut revisions = self.list_revisions(namespace, Some(name))?;
+        for revision in &mut revisions {
+            let ready = self.revision_readiness(revision);
+            let before = revision.status.conditions.clone();
+            Condition::set(&mut revision.status.conditions, ready, &now);
+            if revision.status.conditions != before {
+                let mut stored = revision.clone();
+                stored.status.instances = None;
+                ops.push(WriteOp::put(Kind::Revision, namespace, &revision.metadata.name, &stored)?);
+            }
+        }
+        let is_ready = |r: &Revision| {
+            Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+        };
+        let latest = revisions.iter().find(|r| r.metadata.name == service.status.latest_created_revision_name);
+        // Traffic stays on the newest ready revision while a newer one is not ready.
+        let serving = revisions.iter().rev().find(|r| is_ready(r));
+
+        let route_target = match serving {
+            Some(rev) => {
+                let runner = self.ensure_runner(rev);
+                Route {
+                    target: Target::Pool(runner.pool().clone()),
+                    timeout: Duration::from_secs(rev.spec.timeout_seconds()),
+                }
+            }
+            None => {
+                let reason = latest
+                    .and_then(|r| Condition::find(&r.status.conditions, "Ready"))
+                    .map_or_else(|| "no revision".to_string(), |c| c.message.clone());
+                Route { target: Target::Unavailable(reason), timeout: Duration::from_secs(1) }
+            }
+        };
+        self.routes.set(key, Some(route_target));
+        self.stop_runners(namespace, name, serving.map(|r| r.metadata.name.as_str())).await;
+
+        let before = service.status.clone();
+        let status = &mut service.status;
+        status.observed_generation = service.metadata.generation;
+        status.url = self.service_url(namespace, name);
+        status.latest_ready_revision_name = serving.map(|r| r.metadata.name.clone()).unwrap_or_default();
+        status.traffic = serving
+            .map(|r| {
+                vec![TrafficTarget {
+                    revision_name: Some(r.metadata.name.clone()),
+                    latest_revision: Some(true),
+                    percent: Some(100),
+                    ..Default::default()
+                }]
+            })
+            .unwrap_or_default();
+        let (ready, reason, message) = match (latest, serving) {
+            (Some(l), Some(s)) if l.metadata.name == s.metadata.name => (ConditionStatus::True, "", String::new()),
+            (Some(l), _) => {
+                let why = Condition::find(&l.status.conditions, "Ready").map(|c| c.message.clone()).unwrap_or_default();
+                (ConditionStatus::False, "RevisionFailed", format!("revision {:?} failed: {why}", l.metadata.name))
+            }
+            (None, _) => (ConditionStatus::False, "RevisionMissing", "the latest revision was not found".into()),
+        };
+        for kind in ["ConfigurationsReady", "RoutesReady", "Ready"] {
+            let (status_of, reason, message) = match kind {
+                "RoutesReady" if serving.is_some() => (ConditionStatus::True, "", String::new()),
+                _ => (ready, reason, message.clone()),
+            };
+            Condition::set(&mut service.status.conditions, Condition::new(kind, status_of, reason, message), &now);
+        }
+        if service.status != before {
+            ops.push(WriteOp::put(Kind::Service, namespace, name, &service)?);
+        }
+        if !ops.is_empty() {
+            self.store.write(ops).await?;
+        }
+        Ok(())
+    }
+
+    /// The revision's `Ready` condition: can its runtime run it?
+    fn revision_readiness(&self, revision: &Revision) -> Condition {
+        match revision.runtime_kind() {
+            RuntimeKind::Process => {
+                let container = revision.spec.containers.first();
+                let program = container.and_then(|c| c.command.first()).map(String::as_str).unwrap_or_default();
+                let dir = container.and_then(|c| c.working_dir.as_deref());
+                match find_program(program, dir) {
+                    Ok(()) => Condition::new("Ready", ConditionStatus::True, "", ""),
+                    Err(message) => Condition::new("Ready", ConditionStatus::False, "ExecutableNotFound", message),
+                }
+            }
+            other => Condition::new(
+                "Ready",
+                ConditionStatus::False,
+                "RuntimeUnavailable",
+                format!(
+                    "the {} runtime is not available in this version of serval; give a command to run it as a process",
+                    other.as_str()
+                ),
+            ),
+        }
+    }
+
+    fn ensure_runner(&self, revision: &Revision) -> Arc<RevisionRunner> {
+        let key = runner_key(&revision.metadata.namespace, &revision.metadata.name);
+        let mut runners = self.runners();
+        if let Some(r) = runners.get(&key) {
+            return r.clone();
+        }
+        let container = revision.spec.containers.first().cloned().unwrap_or_default();
+        let spec = RunnerSpec {
+            namespace: revision.metadata.namespace.clone(),
+            service: revision.service_name().to_string(),
+            revision: revision.metadata.name.clone(),
+            argv: container.command.iter().chain(&container.args).cloned().collect(),
+            env: container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+            working_dir: container.working_dir.clone(),
+            container_concurrency: revision.spec.container_concurrency(),
+            min_scale: revision.min_scale(),
+            max_scale: revision.max_scale(),
+            idle_retention: revision.idle_retention().unwrap_or(self.config.idle_timeout),
+            request_timeout: Duration::from_secs(revision.spec.timeout_seconds()),
+            grace_period: self.config.grace_period,
+            startup_timeout: self.config.startup_timeout,
+        };
+        let runner = RevisionRunner::spawn(spec, self.runtime.clone(), self.logs.clone(), self.instance_ids.clone());
+        runners.insert(key, runner.clone());
+        runner
+    }
+
+    /// Stops the runners of a service's revisions except `keep`; they finish in the
+    /// background (drain, then stop).
+    async fn stop_runners(&self, namespace: &str, service: &str, keep: Option<&str>) {
+        let stale: Vec<Arc<RevisionRunner>> = {
+            let mut runners = self.runners();
+            let keys: Vec<String> = runners
+                .iter()
+                .filter(|(_, r)| {
+                    let s = r.spec();
+                    s.namespace == namespace && s.service == service && Some(s.revision.as_str()) != keep
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| runners.remove(k)).collect()
+        };
+        for runner in stale {
+            tokio::spawn(async move { runner.stop().await });
+        }
+    }
+
+    /// Stops every runner and waits until all instances are gone.
+    pub async fn shutdown(&self) {
+        let all: Vec<Arc<RevisionRunner>> = self.runners().drain().map(|(_, r)| r).collect();
+        futures_util::future::join_all(all.iter().map(|r| r.stop())).await;
+    }
+}
+
+fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
+        } else {
+            PlatformError::Invalid {
+                kind: "Service",
+                source: ValidationError { errors: vec![FieldError { field, message: inner.to_string() }] },
+            }
+        }
+    })
+}
+
+/// Fills an empty identity field from the URL, or checks that it matches.
+fn fill_identity(field: &mut String, from_url: &str, path: &str) -> Result<(), PlatformError> {
+    if field.is_empty() {
+        *field = from_url.to_string();
+        Ok(())
+    } else if field == from_url {
+        Ok(())
+    } else {
+        Err(PlatformError::Invalid {
+            kind: "Service",
+            source: ValidationError {
+                errors: vec![FieldError { field: path.into(), message: format!("{field:?} does not match {from_url:?} in the URL") }],
+            },
+        })
+    }
+}
+
+fn new_uid() -> String {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 96))
+}
+
+/// Checks that `program` can be executed: a path (relative to `dir`) or a name on `PATH`.
+fn find_program(program: &str, dir: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = match dir {
+            Some(d) if !program.starts_with('/') => Path::new(d).join(program),
+            _ => Path::new(program).to_path_buf(),
+        };
+        return if executable(&path) { Ok(()) } else { Err(format!("{} is not an executable file", path.display())) };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("{program:?} was not found on PATH"))
+    }
+}

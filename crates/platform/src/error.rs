@@ -1,0 +1,67 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serval_model::ValidationError;
+
+/// Errors of the platform; [`IntoResponse`] below is the one place they become HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound { kind: &'static str, namespace: String, name: String },
+    #[error("invalid {kind}: {source}")]
+    Invalid { kind: &'static str, source: ValidationError },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error(transparent)]
+    Store(#[from] serval_store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] serval_runtime::RuntimeError),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl PlatformError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PlatformError::NotFound { .. } => StatusCode::NOT_FOUND,
+            PlatformError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PlatformError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PlatformError::Conflict(_) => StatusCode::CONFLICT,
+            PlatformError::Unauthorized => StatusCode::UNAUTHORIZED,
+            PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            PlatformError::NotFound { .. } => "NotFound",
+            PlatformError::Invalid { .. } => "Invalid",
+            PlatformError::BadRequest(_) => "BadRequest",
+            PlatformError::Conflict(_) => "AlreadyExists",
+            PlatformError::Unauthorized => "Unauthorized",
+            PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => "InternalError",
+        }
+    }
+}
+
+impl IntoResponse for PlatformError {
+    fn into_response(self) -> Response {
+        let details = match &self {
+            PlatformError::Invalid { source, .. } => serde_json::to_value(&source.errors).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!("api error: {self}");
+        }
+        let body = serde_json::json!({
+            "error": { "code": status.as_u16(), "reason": self.reason(), "message": self.to_string(), "details": details }
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}

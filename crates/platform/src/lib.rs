@@ -1,0 +1,89 @@
+//! The composition root of serval: wires the store, the runtimes, the scaler and the gateway
+//! together, runs the controllers that turn Services into Revisions, routes and instances,
+//! and serves the control API.
+//!
+//! Owns: reconciliation (desired spec → running state and `status.conditions`), the
+//! per-revision runners (start/stop instances on the scaler's decisions), captured logs,
+//! the control API and the one mapping of platform errors to HTTP statuses.
+//! Must not depend on: the binary's argument parsing or output formats; it takes bound
+//! listeners and a shutdown future so that tests run it on port 0.
+
+mod api;
+mod config;
+mod controller;
+mod error;
+mod logs;
+mod runner;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serval_gateway::{Gateway, RoutingTable};
+use serval_runtime::{ProcessRuntime, Runtime};
+use serval_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::{PlatformConfig, load_or_create_token};
+pub use error::PlatformError;
+
+/// The listeners the platform serves on, bound by the caller (`:0` works).
+pub struct Listeners {
+    pub api: TcpListener,
+    pub gateway: TcpListener,
+}
+
+/// Addresses actually bound, for the ready line and `server.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub api: SocketAddr,
+    pub gateway: SocketAddr,
+}
+
+impl Listeners {
+    pub fn addrs(&self) -> Result<BoundAddrs, PlatformError> {
+        Ok(BoundAddrs { api: self.api.local_addr()?, gateway: self.gateway.local_addr()? })
+    }
+}
+
+/// Runs the platform until `shutdown` resolves; then stops accepting requests, drains and
+/// stops every instance, and returns. `ready` fires once stored services are reconciled and
+/// both listeners serve.
+pub async fn run(
+    listeners: Listeners,
+    config: PlatformConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), PlatformError> {
+    let addrs = listeners.addrs()?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+    let routes = Arc::new(RoutingTable::new(config.domain.clone()));
+    let controller = controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
+    controller.resync_all().await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let gateway = tokio::spawn(serval_gateway::serve(
+        listeners.gateway,
+        Gateway::new(routes),
+        stopped(stop_rx.clone()),
+    ));
+    let app = api::router(controller.clone());
+    let api = tokio::spawn(async move {
+        axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await
+    });
+    let resync = tokio::spawn(controller.clone().resync_periodically());
+    let _ = ready.send(());
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    resync.abort();
+    controller.shutdown().await;
+    let _ = gateway.await;
+    let _ = api.await;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! One revision's instances: a task that asks the scaler what to do on every demand signal,
+//! instance event and tick, and starts, replaces, drains and stops instances accordingly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serval_gateway::{GatewayError, PoolConfig, RevisionPool};
+use serval_model::{Condition, ConditionStatus, InstanceCounts};
+use serval_runtime::{Instance, InstanceSpec, Runtime};
+use serval_scaler::{InstanceLoad, ScaleInput, decide, restart_backoff};
+use tokio::sync::{Notify, watch};
+
+use crate::logs::LogBook;
+
+/// How often the runner re-evaluates without an event (idle reaping granularity).
+const TICK: Duration = Duration::from_millis(500);
+/// An instance that dies sooner than this after becoming ready counts as a failed start.
+const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
+
+/// What a runner runs and the limits it keeps.
+#[derive(Debug, Clone)]
+pub struct RunnerSpec {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub container_concurrency: u32,
+    pub min_scale: u32,
+    pub max_scale: u32,
+    pub idle_retention: Duration,
+    pub request_timeout: Duration,
+    pub grace_period: Duration,
+    pub startup_timeout: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    instances: HashMap<u64, (Arc<Instance>, Instant)>,
+    stopping: HashSet<u64>,
+    starting: u32,
+    /// Instances that died unexpectedly and are still to be replaced.
+    to_replace: u32,
+    failures: u32,
+    not_before: Option<Instant>,
+    last_error: Option<String>,
+    health: Option<Condition>,
+    cold_starts: u64,
+    last_cold_start: Option<Duration>,
+    desired: u32,
+}
+
+pub struct RevisionRunner {
+    spec: RunnerSpec,
+    pool: Arc<RevisionPool>,
+    runtime: Arc<dyn Runtime>,
+    logs: LogBook,
+    ids: Arc<AtomicU64>,
+    state: Mutex<State>,
+    wake: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl RevisionRunner {
+    /// Creates the runner and starts its task.
+    pub fn spawn(spec: RunnerSpec, runtime: Arc<dyn Runtime>, logs: LogBook, ids: Arc<AtomicU64>) -> Arc<RevisionRunner> {
+        let queue_limit = (10 * spec.container_concurrency as usize).max(100);
+        let pool = RevisionPool::new(
+            spec.revision.clone(),
+            PoolConfig { container_concurrency: spec.container_concurrency, queue_limit },
+        );
+        let runner = Arc::new(RevisionRunner {
+            spec,
+            pool,
+            runtime,
+            logs,
+            ids,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            stop: watch::channel(false).0,
+        });
+        tokio::spawn(runner.clone().run());
+        runner
+    }
+
+    pub fn pool(&self) -> &Arc<RevisionPool> {
+        &self.pool
+    }
+
+    pub fn spec(&self) -> &RunnerSpec {
+        &self.spec
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self, instance: &str, text: String) {
+        self.logs.platform(&self.spec.namespace, &self.spec.service, instance, text);
+    }
+
+    /// Live counts for `status`.
+    pub fn counts(&self) -> InstanceCounts {
+        let stats = self.pool.stats();
+        let state = self.lock();
+        InstanceCounts {
+            desired: state.desired,
+            ready: stats.endpoints.iter().filter(|e| !e.draining).count() as u32,
+            starting: state.starting,
+            in_flight: stats.in_flight,
+            queued: stats.waiting,
+            cold_starts: state.cold_starts,
+            last_cold_start_ms: state.last_cold_start.map(|d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
+    /// `ContainerHealthy` when an instance failed, for the revision's status.
+    pub fn health(&self) -> Option<Condition> {
+        self.lock().health.clone()
+    }
+
+    /// Stops the runner: no new requests, in-flight ones finish, every instance stops.
+    /// Resolves when all instances are gone.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.pool.close(GatewayError::Closed(self.spec.revision.clone()));
+        loop {
+            let (to_stop, starting) = {
+                let mut state = self.lock();
+                let ids: Vec<u64> = state.instances.keys().copied().filter(|id| !state.stopping.contains(id)).collect();
+                let list: Vec<(u64, Arc<Instance>)> = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        state.stopping.insert(id);
+                        state.instances.get(&id).map(|(i, _)| (id, i.clone()))
+                    })
+                    .collect();
+                (list, state.starting)
+            };
+            let stops = to_stop.into_iter().map(|(id, instance)| self.stop_instance(id, instance, "revision stopped"));
+            futures_util::future::join_all(stops).await;
+            if starting == 0 && self.lock().instances.is_empty() {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.wake.notified()).await;
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            self.step();
+            tokio::select! {
+                () = self.pool.demanded() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+        }
+    }
+
+    /// One scaling decision, acted on without waiting.
+    fn step(self: &Arc<Self>) {
+        let mut state = self.lock();
+        // Pool stats are read under the runner lock so a concurrently finishing start is
+        // seen either as starting or as ready, never as neither.
+        let stats = self.pool.stats();
+        let now = Instant::now();
+        let ready: Vec<InstanceLoad> = stats
+            .endpoints
+            .iter()
+            .filter(|e| !e.draining && !state.stopping.contains(&e.id))
+            .map(|e| InstanceLoad { id: e.id, in_flight: e.in_flight, last_active: e.last_active })
+            .collect();
+        let decision = decide(&ScaleInput {
+            now,
+            ready: &ready,
+            starting: state.starting,
+            waiting: stats.waiting,
+            container_concurrency: self.spec.container_concurrency,
+            min_scale: self.spec.min_scale,
+            max_scale: self.spec.max_scale,
+            idle_retention: self.spec.idle_retention,
+        });
+        state.desired = decision.desired;
+        let backing_off = state.not_before.is_some_and(|t| now < t);
+        if backing_off {
+            if stats.waiting > 0 && ready.is_empty() && state.starting == 0 {
+                let reason = state.last_error.clone().unwrap_or_else(|| "instance keeps failing".into());
+                self.pool.fail_waiters(GatewayError::StartFailed(reason));
+            }
+        } else {
+            let start = decision.start.max(state.to_replace);
+            state.to_replace = 0;
+            for _ in 0..start {
+                state.starting += 1;
+                tokio::spawn(self.clone().start_instance(ready.is_empty()));
+            }
+        }
+        for id in decision.stop {
+            if let Some(instance) = state.instances.get(&id).map(|(i, _)| i.clone()) {
+                state.stopping.insert(id);
+                let runner = self.clone();
+                tokio::spawn(async move { runner.stop_instance(id, instance, "idle").await });
+            }
+        }
+    }
+
+    async fn start_instance(self: Arc<Self>, cold: bool) {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let instance_id = format!("{}-{id}", self.spec.revision);
+        let spec = InstanceSpec {
+            instance_id: instance_id.clone(),
+            namespace: self.spec.namespace.clone(),
+            service: self.spec.service.clone(),
+            revision: self.spec.revision.clone(),
+            configuration: self.spec.service.clone(),
+            argv: self.spec.argv.clone(),
+            env: self.spec.env.clone(),
+            working_dir: self.spec.working_dir.clone(),
+            startup_timeout: self.spec.startup_timeout,
+        };
+        let sink = self.logs.sink(&self.spec.namespace, &self.spec.service);
+        let result = self.runtime.start(spec, sink).await;
+        let stopped = *self.stop.borrow();
+        match result {
+            Ok(instance) => {
+                let instance = Arc::new(instance);
+                let startup = instance.startup;
+                {
+                    let mut state = self.lock();
+                    state.starting -= 1;
+                    state.not_before = None;
+                    if cold {
+                        state.cold_starts += 1;
+                        state.last_cold_start = Some(startup);
+                    }
+                    state.instances.insert(id, (instance.clone(), Instant::now()));
+                    if stopped {
+                        state.stopping.insert(id);
+                    } else {
+                        self.pool.add_endpoint(id, instance.addr);
+                    }
+                }
+                let kind = if cold { "cold start" } else { "started" };
+                self.log(&instance_id, format!("{kind}: ready on {} in {:.2} ms", instance.addr, startup.as_secs_f64() * 1e3));
+                tokio::spawn(self.clone().watch_instance(id, instance_id, instance.clone()));
+                if stopped {
+                    self.stop_instance(id, instance, "revision stopped").await;
+                }
+            }
+            Err(err) => {
+                let message = err.to_string();
+                self.log(&instance_id, format!("failed to start: {message}"));
+                let mut state = self.lock();
+                state.starting -= 1;
+                self.record_failure(&mut state, "StartFailed", message.clone());
+                if state.instances.is_empty() && state.starting == 0 {
+                    self.pool.fail_waiters(GatewayError::StartFailed(message));
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn record_failure(&self, state: &mut State, reason: &str, message: String) {
+        state.failures += 1;
+        state.not_before = Some(Instant::now() + restart_backoff(state.failures));
+        state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, reason, message.clone()));
+        state.last_error = Some(message);
+    }
+
+    /// Notices instances that die on their own: takes them out of the pool, reports the
+    /// exit, and has them replaced.
+    async fn watch_instance(self: Arc<Self>, id: u64, instance_id: String, instance: Arc<Instance>) {
+        let exit = instance.exited().await;
+        let unexpected = {
+            let mut state = self.lock();
+            let lived = state.instances.remove(&id).map(|(_, since)| since.elapsed());
+            let requested = state.stopping.remove(&id);
+            if !requested {
+                let message = format!("instance {instance_id} {exit}");
+                if lived.is_some_and(|l| l < MIN_HEALTHY_LIFETIME) {
+                    self.record_failure(&mut state, "ExitedEarly", message);
+                } else {
+                    state.failures = 0;
+                    state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, "Exited", message));
+                }
+                if !*self.stop.borrow() {
+                    state.to_replace += 1;
+                }
+            }
+            !requested
+        };
+        if unexpected {
+            self.pool.remove_endpoint(id);
+            self.log(&instance_id, format!("exited unexpectedly ({exit}); replacing it"));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Drains an instance (no new requests; in-flight ones finish up to the request
+    /// timeout), then stops it with the grace period.
+    async fn stop_instance(&self, id: u64, instance: Arc<Instance>, why: &str) {
+        let instance_id = format!("{}-{id}", self.spec.revision);
+        let _ = tokio::time::timeout(self.spec.request_timeout, self.pool.drain(id)).await;
+        let exit = instance.stop(self.spec.grace_period).await;
+        self.log(&instance_id, format!("stopped ({why}): {exit}"));
+    }
+}

@@ -1,0 +1,61 @@
+//! One module per command group; `run` dispatches.
+
+mod demo;
+mod invoke;
+mod resources;
+mod server;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::Global;
+use crate::output::Format;
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the platform: control API, gateway, controllers.
+    Server(server::ServerArgs),
+    /// Start a throw-away platform, deploy the bundled example, call it, and show it scale.
+    Demo(demo::DemoArgs),
+    /// Create or update a Service from a command, wait until it is ready, print its URL.
+    Deploy(resources::DeployArgs),
+    /// Create or update resources from a YAML or JSON file (`-` for stdin).
+    Apply(resources::ApplyArgs),
+    /// Show one resource.
+    Get(resources::GetArgs),
+    /// List services (or revisions).
+    List(resources::ListArgs),
+    /// Delete a service and its revisions.
+    Delete(resources::DeleteArgs),
+    /// List a service's revisions.
+    Revisions(resources::RevisionsArgs),
+    /// Send a request to a service through the gateway and print the answer.
+    Invoke(invoke::InvokeArgs),
+    /// Print a service's captured output.
+    Logs(invoke::LogsArgs),
+}
+
+/// `-o` and `-n`, shared by read commands.
+#[derive(clap::Args, Clone)]
+pub struct ReadOpts {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+pub async fn run(command: Command, global: Global) -> Result<()> {
+    match command {
+        Command::Server(a) => server::run(a, global).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Deploy(a) => resources::deploy(a, global).await,
+        Command::Apply(a) => resources::apply(a, global).await,
+        Command::Get(a) => resources::get(a, global).await,
+        Command::List(a) => resources::list(a, global).await,
+        Command::Delete(a) => resources::delete(a, global).await,
+        Command::Revisions(a) => resources::revisions(a, global).await,
+        Command::Invoke(a) => invoke::invoke(a, global).await,
+        Command::Logs(a) => invoke::logs(a, global).await,
+    }
+}

@@ -1,0 +1,301 @@
+//! Commands on resources: deploy, apply, get, list, delete, revisions.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::{DEFAULT_NAMESPACE, ReadOpts};
+use crate::Global;
+use crate::client::Client;
+use crate::output::{self, Format};
+
+/// How long `deploy` and `apply` wait for a service to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// Service name.
+    pub name: String,
+    /// OCI image to run.
+    #[arg(long, conflicts_with = "cmd", required_unless_present = "cmd")]
+    pub image: Option<String>,
+    /// Command line to run on the host (split like a shell would; no shell features).
+    #[arg(long)]
+    pub cmd: Option<String>,
+    /// Environment variable for the function (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// containerConcurrency: requests one instance serves at once (0 = unlimited).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    #[arg(long)]
+    pub min_scale: Option<u32>,
+    #[arg(long)]
+    pub max_scale: Option<u32>,
+    /// Autoscaling target (concurrent requests per instance).
+    #[arg(long)]
+    pub target: Option<u32>,
+    /// Request timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Return without waiting for the service to become ready.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+fn service_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/services/{name}")
+}
+
+/// Builds the Knative Service a `deploy` describes.
+fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
+    let mut container = json!({});
+    if let Some(image) = &args.image {
+        container["image"] = json!(image);
+    }
+    if let Some(cmd) = &args.cmd {
+        let argv = shell_words::split(cmd).with_context(|| format!("--cmd {cmd:?} cannot be split into words"))?;
+        if argv.is_empty() {
+            bail!("--cmd must not be empty");
+        }
+        container["command"] = json!(argv);
+    }
+    let env: Vec<Value> = args
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok(json!({ "name": k, "value": v })),
+            _ => bail!("--env {kv:?} must look like KEY=VALUE"),
+        })
+        .collect::<Result<_>>()?;
+    if !env.is_empty() {
+        container["env"] = json!(env);
+    }
+    let mut annotations = serde_json::Map::new();
+    for (key, value) in [
+        ("autoscaling.knative.dev/min-scale", args.min_scale),
+        ("autoscaling.knative.dev/max-scale", args.max_scale),
+        ("autoscaling.knative.dev/target", args.target),
+    ] {
+        if let Some(v) = value {
+            annotations.insert(key.into(), json!(v.to_string()));
+        }
+    }
+    let mut spec = json!({ "containers": [container] });
+    if let Some(c) = args.concurrency {
+        spec["containerConcurrency"] = json!(c);
+    }
+    if let Some(t) = args.timeout {
+        spec["timeoutSeconds"] = json!(t);
+    }
+    Ok(json!({
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": { "name": args.name, "namespace": args.namespace },
+        "spec": { "template": { "metadata": { "annotations": annotations }, "spec": spec } }
+    }))
+}
+
+fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
+    let manifest = deploy_manifest(&args)?;
+    let client = Client::from_global(&global)?;
+    let written = client.put(&service_path(&args.namespace, &args.name), &manifest).await?;
+    print_warnings(&written.warnings);
+    let service = if args.no_wait {
+        written.object
+    } else {
+        client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?
+    };
+    let revision = service["status"]["latestCreatedRevisionName"].as_str().unwrap_or("");
+    eprintln!("service {}/{} ready (revision {revision})", args.namespace, args.name);
+    println!("{}", service["status"]["url"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// YAML (multi-document) or JSON file; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub file: String,
+    /// Namespace for resources that do not name one.
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Return without waiting for services to become ready.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Parses a file of one or more YAML documents (JSON is YAML too).
+fn read_documents(file: &str) -> Result<Vec<Value>> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).with_context(|| format!("{file} is not valid YAML or JSON"))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
+    let docs = read_documents(&args.file)?;
+    if docs.is_empty() {
+        bail!("{} holds no resources", args.file);
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        let kind = doc["kind"].as_str().unwrap_or("");
+        let api_version = doc["apiVersion"].as_str().unwrap_or("");
+        if kind != "Service" || api_version != "serving.knative.dev/v1" {
+            bail!("document {}: kind {kind:?} of {api_version:?} is not supported; use serving.knative.dev/v1 Service", i + 1);
+        }
+        if doc["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+            bail!("document {}: metadata.name is required", i + 1);
+        }
+    }
+    let client = Client::from_global(&global)?;
+    let mut applied = Vec::new();
+    for doc in docs {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace).to_string();
+        let written = client.put(&service_path(&namespace, &name), &doc).await?;
+        print_warnings(&written.warnings);
+        eprintln!("service {namespace}/{name} configured");
+        applied.push((namespace, name));
+    }
+    if !args.no_wait {
+        for (namespace, name) in applied {
+            let service = client.wait_ready(&namespace, &name, READY_TIMEOUT).await?;
+            println!("{namespace}/{name} {}", service["status"]["url"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResourceKind {
+    #[value(alias = "services", alias = "svc", alias = "ksvc")]
+    Service,
+    #[value(alias = "revisions", alias = "rev")]
+    Revision,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// `service NAME`, `revision NAME`, or just `NAME` for a service.
+    #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
+    pub words: Vec<String>,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+pub async fn get(args: GetArgs, global: Global) -> Result<()> {
+    let (kind, name) = match args.words.as_slice() {
+        [name] => (ResourceKind::Service, name.clone()),
+        [kind, name] => {
+            let kind = <ResourceKind as clap::ValueEnum>::from_str(kind, true)
+                .map_err(|_| anyhow::anyhow!("unknown kind {kind:?}; use service or revision"))?;
+            (kind, name.clone())
+        }
+        _ => bail!("give a name, or a kind and a name"),
+    };
+    let client = Client::from_global(&global)?;
+    match kind {
+        ResourceKind::Service => {
+            let service = client.get(&service_path(&args.namespace, &name)).await?;
+            output::print(&service, args.read.output, output::services_table)
+        }
+        ResourceKind::Revision => {
+            let rev = client.get(&format!("/api/v1/namespaces/{}/revisions/{name}", args.namespace)).await?;
+            output::print(&rev, args.read.output, output::revisions_table)
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[arg(value_enum, default_value = "service")]
+    pub kind: ResourceKind,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// All namespaces (services only).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+pub async fn list(args: ListArgs, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    match args.kind {
+        ResourceKind::Service => {
+            let path = if args.all_namespaces {
+                "/api/v1/services".to_string()
+            } else {
+                format!("/api/v1/namespaces/{}/services", args.namespace)
+            };
+            output::print(&client.get(&path).await?, args.read.output, output::services_table)
+        }
+        ResourceKind::Revision => {
+            let revs = client.get(&format!("/api/v1/namespaces/{}/revisions", args.namespace)).await?;
+            output::print(&revs, args.read.output, output::revisions_table)
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    pub name: String,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+}
+
+pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
+    Client::from_global(&global)?.delete(&service_path(&args.namespace, &args.name)).await?;
+    eprintln!("service {}/{} deleted", args.namespace, args.name);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RevisionsArgs {
+    /// Service name.
+    pub name: String,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    let service = client.get(&service_path(&args.namespace, &args.name)).await?;
+    let mut revs = client
+        .get(&format!("/api/v1/namespaces/{}/revisions?service={}", args.namespace, args.name))
+        .await?;
+    // Each revision's share of the service's traffic, for the table and the documents.
+    let traffic = service["status"]["traffic"].as_array().cloned().unwrap_or_default();
+    if let Some(items) = revs["items"].as_array_mut() {
+        for rev in items {
+            let share: u64 = traffic
+                .iter()
+                .filter(|t| t["revisionName"] == rev["metadata"]["name"])
+                .filter_map(|t| t["percent"].as_u64())
+                .sum();
+            rev["status"]["traffic"] = json!(share);
+        }
+    }
+    if matches!(args.read.output, Format::Table) && revs["items"].as_array().is_some_and(Vec::is_empty) {
+        eprintln!("no revisions");
+        return Ok(());
+    }
+    output::print(&revs, args.read.output, output::revisions_table)
+}

@@ -1,0 +1,96 @@
+//! `serval server`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serval_platform::{Listeners, PlatformConfig, load_or_create_token};
+use tokio::net::TcpListener;
+
+use crate::Global;
+use crate::client::ServerInfo;
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Control API address (`:0` picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub api_addr: String,
+    /// Gateway (data plane) address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway_addr: String,
+    /// Routing domain: services answer at <service>.<namespace>.<domain>.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Stop an instance after it has been idle this long (e.g. 60s, 500ms).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    serval_model::parse_duration(s)
+}
+
+/// Binds `addr`; `:0` and `host:0` pick a free port, a bare `:port` means loopback.
+pub async fn bind(addr: &str) -> Result<TcpListener> {
+    let addr = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
+    let parsed: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
+    TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {parsed}"))
+}
+
+fn write_server_json(dir: &Path, info: &ServerInfo) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join("server.json.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
+    std::fs::rename(&tmp, dir.join("server.json"))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
+    if std::env::var_os("SERVAL_EXIT_WITH_PARENT").is_some() {
+        serval_runtime::die_with_parent()?;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = global.data_dir();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let token = load_or_create_token(&data_dir)?;
+    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind(&args.gateway_addr).await? };
+    let addrs = listeners.addrs()?;
+    let mut config = PlatformConfig::new(data_dir.clone(), token.clone());
+    config.domain = args.domain;
+    config.idle_timeout = args.idle_timeout;
+    config.grace_period = args.grace_period;
+
+    let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let platform = tokio::spawn(serval_platform::run(listeners, config, shutdown_signal(), ready_tx));
+    if ready_rx.await.is_ok() {
+        write_server_json(&data_dir, &info)?;
+        println!("serval ready: api {} gateway {} data-dir {}", info.api, info.gateway, data_dir.display());
+    }
+    let result = platform.await.context("the platform task failed")?;
+    let _ = std::fs::remove_file(data_dir.join("server.json"));
+    Ok(result?)
+}

@@ -1,0 +1,72 @@
+//! `serval`, the one binary: the server and the command line that talks to it.
+//!
+//! Owns: argument parsing, output formats (table/json/yaml), finding the server
+//! (`server.json`, `SERVAL_API`/`SERVAL_TOKEN`), and the one mapping of errors to exit codes.
+//! `anyhow` is used here and nowhere else.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A self-hosted serverless platform: deploy a command, get a URL that scales from zero.
+#[derive(Parser)]
+#[command(name = "serval", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+/// Options shared by every command.
+#[derive(clap::Args, Clone)]
+pub struct Global {
+    /// Data directory of the server (holds serval.db, token and server.json).
+    #[arg(long, global = true, env = "SERVAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API address of a running server (default: read from DATA_DIR/server.json).
+    #[arg(long, global = true, env = "SERVAL_API")]
+    pub api: Option<String>,
+    /// Bearer token for the API (default: read from DATA_DIR/server.json).
+    #[arg(long, global = true, env = "SERVAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Global {
+    /// `--data-dir`, else `$XDG_DATA_HOME/serval`, else `~/.local/share/serval`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(x).join("serval");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        home.join(".local/share/serval")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command, cli.global)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the outermost message plus its causes.
+            let causes: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", causes.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}

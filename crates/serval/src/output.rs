@@ -1,0 +1,104 @@
+//! Output formats of read commands: `-o table|json|yaml`.
+
+use anyhow::Result;
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML, or as the table `rows` makes of it.
+pub fn print(value: &Value, format: Format, table: impl FnOnce(&Value) -> Table) -> Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_saphyr::to_string(value)?),
+        Format::Table => println!("{}", table(value)),
+    }
+    Ok(())
+}
+
+/// `(status, reason, message)` of a condition in `status.conditions`.
+pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).map(|c| {
+        (
+            c["status"].as_str().unwrap_or(""),
+            c["reason"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or(""),
+        )
+    })
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.iter().copied());
+    t
+}
+
+fn items(value: &Value) -> Vec<&Value> {
+    match value["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![value],
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn instances(v: &Value) -> String {
+    let i = &v["status"]["instances"];
+    if i.is_null() { "0/0".into() } else { format!("{}/{}", text(&i["ready"]), text(&i["desired"])) }
+}
+
+fn ready_reason(v: &Value) -> (String, String) {
+    match condition(v, "Ready") {
+        Some((status, reason, _)) => (status.to_string(), reason.to_string()),
+        None => ("Unknown".into(), String::new()),
+    }
+}
+
+/// Services: one row each.
+pub fn services_table(value: &Value) -> Table {
+    let mut t = table(&["NAMESPACE", "NAME", "URL", "LATEST", "READY", "REASON", "INSTANCES"]);
+    for s in items(value) {
+        let (ready, reason) = ready_reason(s);
+        t.add_row(vec![
+            text(&s["metadata"]["namespace"]),
+            text(&s["metadata"]["name"]),
+            text(&s["status"]["url"]),
+            text(&s["status"]["latestCreatedRevisionName"]),
+            ready,
+            reason,
+            instances(s),
+        ]);
+    }
+    t
+}
+
+/// Revisions: one row each, with the traffic they get from their service.
+pub fn revisions_table(value: &Value) -> Table {
+    let mut t = table(&["NAME", "SERVICE", "TRAFFIC", "READY", "REASON", "INSTANCES", "CREATED"]);
+    for r in items(value) {
+        let (ready, reason) = ready_reason(r);
+        let traffic = r["status"]["traffic"].as_u64().map(|p| format!("{p}%")).unwrap_or_default();
+        t.add_row(vec![
+            text(&r["metadata"]["name"]),
+            text(&r["metadata"]["labels"]["serving.knative.dev/service"]),
+            traffic,
+            ready,
+            reason,
+            instances(r),
+            text(&r["metadata"]["creationTimestamp"]),
+        ]);
+    }
+    t
+}
