@@ -47,6 +47,9 @@ struct State {
     failures: u32,
     not_before: Option<Instant>,
     last_error: Option<String>,
+    /// The last failure was an instance that never became ready: queued requests are
+    /// answered with it at once instead of waiting out the backoff.
+    last_start_failed: bool,
     health: Option<Condition>,
     cold_starts: u64,
     last_cold_start: Option<Duration>,
@@ -188,7 +191,7 @@ impl RevisionRunner {
         state.desired = decision.desired;
         let backing_off = state.not_before.is_some_and(|t| now < t);
         if backing_off {
-            if stats.waiting > 0 && ready.is_empty() && state.starting == 0 {
+            if state.last_start_failed && stats.waiting > 0 && ready.is_empty() && state.starting == 0 {
                 let reason = state.last_error.clone().unwrap_or_else(|| "instance keeps failing".into());
                 self.pool.fail_waiters(GatewayError::StartFailed(reason));
             }
@@ -234,6 +237,7 @@ impl RevisionRunner {
                     let mut state = self.lock();
                     state.starting -= 1;
                     state.not_before = None;
+                    state.last_start_failed = false;
                     if cold {
                         state.cold_starts += 1;
                         state.last_cold_start = Some(startup);
@@ -258,6 +262,7 @@ impl RevisionRunner {
                 let mut state = self.lock();
                 state.starting -= 1;
                 self.record_failure(&mut state, "StartFailed", message.clone());
+                state.last_start_failed = true;
                 if state.instances.is_empty() && state.starting == 0 {
                     self.pool.fail_waiters(GatewayError::StartFailed(message));
                 }

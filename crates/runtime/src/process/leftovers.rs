@@ -29,12 +29,16 @@ impl Drop for Record {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot; `None` for a
+/// process that is gone or a zombie (nothing left to kill).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Kills every recorded process group still alive; returns their ids.

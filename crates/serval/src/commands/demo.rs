@@ -115,7 +115,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     let (results, peak) = tokio::join!(futures_util::future::join_all(burst), monitor);
     let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|(_, s, _)| s.is_success())).count();
-    println!("   {ok}/5 answered 200 in {}; instances scaled up to {peak}", ms(began.elapsed()));
+    let each: Vec<String> = results.iter().flatten().map(|(d, _, _)| ms(*d)).collect();
+    println!("   {ok}/5 answered 200 ({}); instances scaled up to {peak}", each.join(", "));
 
     println!("\n4. idle: waiting for instances to be stopped after {:?} without requests", args.idle_timeout);
     let idle_began = Instant::now();

@@ -1,0 +1,154 @@
+//! Helpers for end-to-end tests: a real `serval server` process on port 0 with a temporary
+//! data directory, the CLI run as a real process, and the example function's path.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn serval_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_serval")
+}
+
+/// The example function (`examples/echo`), built beside `serval`.
+pub fn echo_bin() -> PathBuf {
+    let path = Path::new(serval_bin()).with_file_name("serval-echo");
+    if !path.exists() {
+        // `cargo test --workspace` builds it; a lone `cargo test -p serval` may not have.
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "serval-echo"]);
+        if path.parent().is_some_and(|d| d.ends_with("release")) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building serval-echo failed");
+    }
+    path
+}
+
+pub struct Server {
+    pub child: Child,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub api: String,
+    pub gateway: String,
+    pub token: String,
+}
+
+impl Server {
+    /// Starts a server in a fresh temporary data directory.
+    pub fn start(extra: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in(temp.path(), extra);
+        s._temp = Some(temp);
+        s
+    }
+
+    /// Starts a server on an existing data directory (for restarts).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let _ = std::fs::remove_file(dir.join("server.json"));
+        let mut child = Command::new(serval_bin())
+            .args(["--data-dir", dir.to_str().expect("utf-8 path"), "server", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("SERVAL_EXIT_WITH_PARENT", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn serval server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        assert!(line.starts_with("serval ready:"), "unexpected first line: {line:?}");
+        let info: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("server.json")).expect("server.json")).expect("json");
+        Server {
+            child,
+            dir: dir.to_path_buf(),
+            _temp: None,
+            api: info["api"].as_str().expect("api").into(),
+            gateway: info["gateway"].as_str().expect("gateway").into(),
+            token: info["token"].as_str().expect("token").into(),
+        }
+    }
+
+    /// Runs the CLI against this server (found through `--data-dir`, like a user would).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(serval_bin())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env_remove("SERVAL_API")
+            .env_remove("SERVAL_TOKEN")
+            .output()
+            .expect("run serval")
+    }
+
+    /// Runs the CLI and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "serval {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs the CLI and insists on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "serval {args:?} should fail but printed {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).expect("utf-8")
+    }
+
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).expect("json")
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn api_client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub fn gateway_host(&self) -> String {
+        self.gateway.trim_start_matches("http://").to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let began = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(began.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
