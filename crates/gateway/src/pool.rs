@@ -96,7 +96,12 @@ impl RevisionPool {
         Arc::new(RevisionPool {
             name: name.into(),
             config,
-            state: Mutex::new(State { endpoints: Vec::new(), waiters: VecDeque::new(), closed: None, requests: 0 }),
+            state: Mutex::new(State {
+                endpoints: Vec::new(),
+                waiters: VecDeque::new(),
+                closed: None,
+                requests: 0,
+            }),
             demand: Notify::new(),
         })
     }
@@ -111,13 +116,19 @@ impl RevisionPool {
     }
 
     fn has_room(&self, e: &Endpoint) -> bool {
-        !e.draining && (self.config.container_concurrency == 0 || e.in_flight < self.config.container_concurrency)
+        !e.draining
+            && (self.config.container_concurrency == 0
+                || e.in_flight < self.config.container_concurrency)
     }
 
     /// Picks an endpoint with room: first available when the limit is small (keeps
     /// instances warm in order), otherwise the least loaded.
     fn pick(&self, state: &mut State) -> Option<usize> {
-        let candidates = state.endpoints.iter().enumerate().filter(|(_, e)| self.has_room(e));
+        let candidates = state
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| self.has_room(e));
         if self.config.container_concurrency != 0 && self.config.container_concurrency <= 3 {
             candidates.map(|(i, _)| i).next()
         } else {
@@ -127,7 +138,12 @@ impl RevisionPool {
 
     fn lease(self: &Arc<Self>, e: &mut Endpoint) -> Lease {
         e.in_flight += 1;
-        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr, armed: true }
+        Lease {
+            pool: self.clone(),
+            endpoint: e.id,
+            addr: e.addr,
+            armed: true,
+        }
     }
 
     /// Waits for a slot on an endpoint. When none is free the request queues (bounded) and
@@ -151,7 +167,8 @@ impl RevisionPool {
             rx
         };
         self.demand.notify_one();
-        wait.await.unwrap_or_else(|_| Err(GatewayError::Closed(self.name.clone())))
+        wait.await
+            .unwrap_or_else(|_| Err(GatewayError::Closed(self.name.clone())))
     }
 
     /// Resolves when requests are waiting for capacity (or were, since the last call).
@@ -163,7 +180,9 @@ impl RevisionPool {
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         while !state.waiters.is_empty() {
             let Some(i) = self.pick(state) else { return };
-            let Some(waiter) = state.waiters.pop_front() else { return };
+            let Some(waiter) = state.waiters.pop_front() else {
+                return;
+            };
             let lease = self.lease(&mut state.endpoints[i]);
             if let Err(Ok(mut unclaimed)) = waiter.send(Ok(lease)) {
                 // The request gave up (timeout, client gone): take the slot back here,
@@ -176,7 +195,9 @@ impl RevisionPool {
 
     fn release(self: &Arc<Self>, endpoint: u64) {
         let mut state = self.lock();
-        let Some(i) = state.endpoints.iter().position(|e| e.id == endpoint) else { return };
+        let Some(i) = state.endpoints.iter().position(|e| e.id == endpoint) else {
+            return;
+        };
         let e = &mut state.endpoints[i];
         e.in_flight -= 1;
         e.last_active = Instant::now();
@@ -261,7 +282,12 @@ impl RevisionPool {
             endpoints: state
                 .endpoints
                 .iter()
-                .map(|e| EndpointLoad { id: e.id, in_flight: e.in_flight, last_active: e.last_active, draining: e.draining })
+                .map(|e| EndpointLoad {
+                    id: e.id,
+                    in_flight: e.in_flight,
+                    last_active: e.last_active,
+                    draining: e.draining,
+                })
                 .collect(),
             waiting: state.waiters.len() as u32,
             in_flight: state.endpoints.iter().map(|e| e.in_flight).sum(),
@@ -280,7 +306,13 @@ mod tests {
     }
 
     fn pool(cc: u32, queue: usize) -> Arc<RevisionPool> {
-        RevisionPool::new("r", PoolConfig { container_concurrency: cc, queue_limit: queue })
+        RevisionPool::new(
+            "r",
+            PoolConfig {
+                container_concurrency: cc,
+                queue_limit: queue,
+            },
+        )
     }
 
     #[tokio::test]
@@ -290,7 +322,9 @@ mod tests {
             let p = p.clone();
             async move { p.acquire().await.map(|l| l.addr()) }
         });
-        tokio::time::timeout(Duration::from_secs(1), p.demanded()).await.expect("demand signalled");
+        tokio::time::timeout(Duration::from_secs(1), p.demanded())
+            .await
+            .expect("demand signalled");
         assert_eq!(p.stats().waiting, 1);
         p.add_endpoint(1, addr(1));
         assert_eq!(waiting.await.expect("join").expect("lease"), addr(1));
@@ -310,7 +344,11 @@ mod tests {
         assert_eq!(p.stats().in_flight, 1);
         drop(first);
         assert_eq!(second.await.expect("join").expect("lease"), 1);
-        assert_eq!(p.stats().in_flight, 0, "the second lease was dropped after use");
+        assert_eq!(
+            p.stats().in_flight,
+            0,
+            "the second lease was dropped after use"
+        );
     }
 
     #[tokio::test]
@@ -358,9 +396,15 @@ mod tests {
             async move { p.acquire().await.map(|l| l.endpoint()) }
         });
         tokio::task::yield_now().await;
-        assert_eq!(p.stats().waiting, 1, "draining endpoint takes no new request");
+        assert_eq!(
+            p.stats().waiting,
+            1,
+            "draining endpoint takes no new request"
+        );
         drop(lease);
-        tokio::time::timeout(Duration::from_secs(1), drained).await.expect("drained");
+        tokio::time::timeout(Duration::from_secs(1), drained)
+            .await
+            .expect("drained");
         p.add_endpoint(2, addr(2));
         assert_eq!(next.await.expect("join").expect("lease"), 2);
     }
@@ -374,7 +418,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         p.fail_waiters(GatewayError::StartFailed("boom".into()));
-        assert!(matches!(w.await.expect("join"), Err(GatewayError::StartFailed(_))));
+        assert!(matches!(
+            w.await.expect("join"),
+            Err(GatewayError::StartFailed(_))
+        ));
         p.close(GatewayError::Closed("r".into()));
         assert!(matches!(p.acquire().await, Err(GatewayError::Closed(_))));
     }

@@ -11,9 +11,9 @@ mod validate;
 
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
-    Container, ContainerPort, EnvVar, InstanceCounts, Revision, RevisionSpec, RevisionStatus, RevisionTemplate,
-    RuntimeKind, Service, ServiceSpec, ServiceStatus, TrafficTarget, annotations,
-    revision_name, SERVING_API_VERSION,
+    Container, ContainerPort, EnvVar, InstanceCounts, Revision, RevisionSpec, RevisionStatus,
+    RevisionTemplate, RuntimeKind, SERVING_API_VERSION, Service, ServiceSpec, ServiceStatus,
+    TrafficTarget, annotations, revision_name,
 };
 pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
 

@@ -87,7 +87,8 @@ impl RevisionSpec {
     pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 
     pub fn timeout_seconds(&self) -> u64 {
-        self.timeout_seconds.unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
+        self.timeout_seconds
+            .unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
     }
     pub fn container_concurrency(&self) -> u32 {
         self.container_concurrency.unwrap_or(0)
@@ -269,7 +270,11 @@ impl Service {
 
     /// The annotation value from the template, falling back to the Service's own metadata.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        annotation_of(&self.spec.template.metadata.annotations, &self.metadata.annotations, key)
+        annotation_of(
+            &self.spec.template.metadata.annotations,
+            &self.metadata.annotations,
+            key,
+        )
     }
 }
 
@@ -278,7 +283,10 @@ fn annotation_of<'a>(
     second: &'a BTreeMap<String, String>,
     key: &str,
 ) -> Option<&'a str> {
-    first.get(key).or_else(|| second.get(key)).map(String::as_str)
+    first
+        .get(key)
+        .or_else(|| second.get(key))
+        .map(String::as_str)
 }
 
 impl Revision {
@@ -286,8 +294,14 @@ impl Revision {
     /// `number` is the configuration generation: how many templates the Service has had.
     pub fn from_service(service: &Service, name: String, number: u64, created: &str) -> Revision {
         let mut labels = service.spec.template.metadata.labels.clone();
-        labels.insert(annotations::SERVICE_LABEL.into(), service.metadata.name.clone());
-        labels.insert(annotations::CONFIGURATION_LABEL.into(), service.metadata.name.clone());
+        labels.insert(
+            annotations::SERVICE_LABEL.into(),
+            service.metadata.name.clone(),
+        );
+        labels.insert(
+            annotations::CONFIGURATION_LABEL.into(),
+            service.metadata.name.clone(),
+        );
         labels.insert(
             annotations::CONFIGURATION_GENERATION_LABEL.into(),
             number.to_string(),
@@ -333,7 +347,10 @@ impl Revision {
     /// The runtime this revision runs on: the `serval.dev/runtime` annotation when present,
     /// otherwise `oci` for a container with an image and `process` for a plain command.
     pub fn runtime_kind(&self) -> RuntimeKind {
-        if let Some(kind) = self.annotation(annotations::RUNTIME).and_then(RuntimeKind::parse) {
+        if let Some(kind) = self
+            .annotation(annotations::RUNTIME)
+            .and_then(RuntimeKind::parse)
+        {
             return kind;
         }
         match self.spec.containers.first() {
@@ -343,16 +360,21 @@ impl Revision {
     }
 
     pub fn min_scale(&self) -> u32 {
-        self.annotation(annotations::MIN_SCALE).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.annotation(annotations::MIN_SCALE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// 0 = unbounded.
     pub fn max_scale(&self) -> u32 {
-        self.annotation(annotations::MAX_SCALE).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.annotation(annotations::MAX_SCALE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Idle retention from the annotation, if set (validated as a duration).
     pub fn idle_retention(&self) -> Option<std::time::Duration> {
-        self.annotation(annotations::IDLE_RETENTION).and_then(|v| crate::validate::parse_duration(v).ok())
+        self.annotation(annotations::IDLE_RETENTION)
+            .and_then(|v| crate::validate::parse_duration(v).ok())
     }
 }

@@ -42,7 +42,10 @@ pub struct BoundAddrs {
 
 impl Listeners {
     pub fn addrs(&self) -> Result<BoundAddrs, PlatformError> {
-        Ok(BoundAddrs { api: self.api.local_addr()?, gateway: self.gateway.local_addr()? })
+        Ok(BoundAddrs {
+            api: self.api.local_addr()?,
+            gateway: self.gateway.local_addr()?,
+        })
     }
 }
 
@@ -57,9 +60,11 @@ pub async fn run(
 ) -> Result<(), PlatformError> {
     let addrs = listeners.addrs()?;
     let store = Arc::new(Store::open(&config.data_dir)?);
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+    let runtime: Arc<dyn Runtime> =
+        Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
-    let controller = controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
+    let controller =
+        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
     controller.resync_all().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -73,7 +78,9 @@ pub async fn run(
     ));
     let app = api::router(controller.clone());
     let api = tokio::spawn(async move {
-        axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await
+        axum::serve(listeners.api, app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await
     });
     let resync = tokio::spawn(controller.clone().resync_periodically());
     let _ = ready.send(());

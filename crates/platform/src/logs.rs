@@ -51,10 +51,12 @@ fn key(namespace: &str, service: &str) -> String {
 impl LogBook {
     pub fn append(&self, namespace: &str, service: &str, entry: LogEntry) {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        let log = services.entry(key(namespace, service)).or_insert_with(|| ServiceLog {
-            backlog: VecDeque::with_capacity(64),
-            live: broadcast::channel(1024).0,
-        });
+        let log = services
+            .entry(key(namespace, service))
+            .or_insert_with(|| ServiceLog {
+                backlog: VecDeque::with_capacity(64),
+                live: broadcast::channel(1024).0,
+            });
         if log.backlog.len() == BACKLOG {
             log.backlog.pop_front();
         }
@@ -90,13 +92,23 @@ impl LogBook {
     }
 
     /// The last `tail` lines and, atomically with them, a subscription to the lines after.
-    pub fn read(&self, namespace: &str, service: &str, tail: usize) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
+    pub fn read(
+        &self,
+        namespace: &str,
+        service: &str,
+        tail: usize,
+    ) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        let log = services.entry(key(namespace, service)).or_insert_with(|| ServiceLog {
-            backlog: VecDeque::new(),
-            live: broadcast::channel(1024).0,
-        });
+        let log = services
+            .entry(key(namespace, service))
+            .or_insert_with(|| ServiceLog {
+                backlog: VecDeque::new(),
+                live: broadcast::channel(1024).0,
+            });
         let skip = log.backlog.len().saturating_sub(tail);
-        (log.backlog.iter().skip(skip).cloned().collect(), log.live.subscribe())
+        (
+            log.backlog.iter().skip(skip).cloned().collect(),
+            log.live.subscribe(),
+        )
     }
 }

@@ -69,11 +69,19 @@ pub struct RevisionRunner {
 
 impl RevisionRunner {
     /// Creates the runner and starts its task.
-    pub fn spawn(spec: RunnerSpec, runtime: Arc<dyn Runtime>, logs: LogBook, ids: Arc<AtomicU64>) -> Arc<RevisionRunner> {
+    pub fn spawn(
+        spec: RunnerSpec,
+        runtime: Arc<dyn Runtime>,
+        logs: LogBook,
+        ids: Arc<AtomicU64>,
+    ) -> Arc<RevisionRunner> {
         let queue_limit = (10 * spec.container_concurrency as usize).max(100);
         let pool = RevisionPool::new(
             spec.revision.clone(),
-            PoolConfig { container_concurrency: spec.container_concurrency, queue_limit },
+            PoolConfig {
+                container_concurrency: spec.container_concurrency,
+                queue_limit,
+            },
         );
         let runner = Arc::new(RevisionRunner {
             spec,
@@ -102,7 +110,8 @@ impl RevisionRunner {
     }
 
     fn log(&self, instance: &str, text: String) {
-        self.logs.platform(&self.spec.namespace, &self.spec.service, instance, text);
+        self.logs
+            .platform(&self.spec.namespace, &self.spec.service, instance, text);
     }
 
     /// Live counts for `status`.
@@ -129,11 +138,17 @@ impl RevisionRunner {
     /// Resolves when all instances are gone.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        self.pool.close(GatewayError::Closed(self.spec.revision.clone()));
+        self.pool
+            .close(GatewayError::Closed(self.spec.revision.clone()));
         loop {
             let (to_stop, starting) = {
                 let mut state = self.lock();
-                let ids: Vec<u64> = state.instances.keys().copied().filter(|id| !state.stopping.contains(id)).collect();
+                let ids: Vec<u64> = state
+                    .instances
+                    .keys()
+                    .copied()
+                    .filter(|id| !state.stopping.contains(id))
+                    .collect();
                 let list: Vec<(u64, Arc<Instance>)> = ids
                     .into_iter()
                     .filter_map(|id| {
@@ -143,7 +158,9 @@ impl RevisionRunner {
                     .collect();
                 (list, state.starting)
             };
-            let stops = to_stop.into_iter().map(|(id, instance)| self.stop_instance(id, instance, "revision stopped"));
+            let stops = to_stop
+                .into_iter()
+                .map(|(id, instance)| self.stop_instance(id, instance, "revision stopped"));
             futures_util::future::join_all(stops).await;
             if starting == 0 && self.lock().instances.is_empty() {
                 return;
@@ -176,7 +193,11 @@ impl RevisionRunner {
             .endpoints
             .iter()
             .filter(|e| !e.draining && !state.stopping.contains(&e.id))
-            .map(|e| InstanceLoad { id: e.id, in_flight: e.in_flight, last_active: e.last_active })
+            .map(|e| InstanceLoad {
+                id: e.id,
+                in_flight: e.in_flight,
+                last_active: e.last_active,
+            })
             .collect();
         let decision = decide(&ScaleInput {
             now,
@@ -191,8 +212,15 @@ impl RevisionRunner {
         state.desired = decision.desired;
         let backing_off = state.not_before.is_some_and(|t| now < t);
         if backing_off {
-            if state.last_start_failed && stats.waiting > 0 && ready.is_empty() && state.starting == 0 {
-                let reason = state.last_error.clone().unwrap_or_else(|| "instance keeps failing".into());
+            if state.last_start_failed
+                && stats.waiting > 0
+                && ready.is_empty()
+                && state.starting == 0
+            {
+                let reason = state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "instance keeps failing".into());
                 self.pool.fail_waiters(GatewayError::StartFailed(reason));
             }
         } else {
@@ -242,7 +270,9 @@ impl RevisionRunner {
                         state.cold_starts += 1;
                         state.last_cold_start = Some(startup);
                     }
-                    state.instances.insert(id, (instance.clone(), Instant::now()));
+                    state
+                        .instances
+                        .insert(id, (instance.clone(), Instant::now()));
                     if stopped {
                         state.stopping.insert(id);
                     } else {
@@ -250,8 +280,18 @@ impl RevisionRunner {
                     }
                 }
                 let kind = if cold { "cold start" } else { "started" };
-                self.log(&instance_id, format!("{kind}: ready on {} in {:.2} ms", instance.addr, startup.as_secs_f64() * 1e3));
-                tokio::spawn(self.clone().watch_instance(id, instance_id, instance.clone()));
+                self.log(
+                    &instance_id,
+                    format!(
+                        "{kind}: ready on {} in {:.2} ms",
+                        instance.addr,
+                        startup.as_secs_f64() * 1e3
+                    ),
+                );
+                tokio::spawn(
+                    self.clone()
+                        .watch_instance(id, instance_id, instance.clone()),
+                );
                 if stopped {
                     self.stop_instance(id, instance, "revision stopped").await;
                 }
@@ -274,17 +314,30 @@ impl RevisionRunner {
     fn record_failure(&self, state: &mut State, reason: &str, message: String) {
         state.failures += 1;
         state.not_before = Some(Instant::now() + restart_backoff(state.failures));
-        state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, reason, message.clone()));
+        state.health = Some(Condition::new(
+            "ContainerHealthy",
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+        ));
         state.last_error = Some(message);
     }
 
     /// Notices instances that die on their own: takes them out of the pool, reports the
     /// exit, and has them replaced.
-    async fn watch_instance(self: Arc<Self>, id: u64, instance_id: String, instance: Arc<Instance>) {
+    async fn watch_instance(
+        self: Arc<Self>,
+        id: u64,
+        instance_id: String,
+        instance: Arc<Instance>,
+    ) {
         let exit = instance.exited().await;
         let unexpected = {
             let mut state = self.lock();
-            let lived = state.instances.remove(&id).map(|(_, since)| since.elapsed());
+            let lived = state
+                .instances
+                .remove(&id)
+                .map(|(_, since)| since.elapsed());
             let requested = state.stopping.remove(&id);
             if !requested {
                 let message = format!("instance {instance_id} {exit}");
@@ -292,7 +345,12 @@ impl RevisionRunner {
                     self.record_failure(&mut state, "ExitedEarly", message);
                 } else {
                     state.failures = 0;
-                    state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, "Exited", message));
+                    state.health = Some(Condition::new(
+                        "ContainerHealthy",
+                        ConditionStatus::False,
+                        "Exited",
+                        message,
+                    ));
                 }
                 if !*self.stop.borrow() {
                     state.to_replace += 1;
@@ -302,7 +360,10 @@ impl RevisionRunner {
         };
         if unexpected {
             self.pool.remove_endpoint(id);
-            self.log(&instance_id, format!("exited unexpectedly ({exit}); replacing it"));
+            self.log(
+                &instance_id,
+                format!("exited unexpectedly ({exit}); replacing it"),
+            );
         }
         self.wake.notify_one();
     }

@@ -61,7 +61,13 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
     let in_flight: u32 = input.ready.iter().map(|i| i.in_flight).sum();
     let current = input.ready.len() as u32 + input.starting;
     let needed = needed_for(in_flight + input.waiting, input.container_concurrency);
-    let cap = |n: u32| if input.max_scale > 0 { n.min(input.max_scale) } else { n };
+    let cap = |n: u32| {
+        if input.max_scale > 0 {
+            n.min(input.max_scale)
+        } else {
+            n
+        }
+    };
     let floor = cap(needed.max(input.min_scale));
 
     let start = floor.saturating_sub(current);
@@ -70,14 +76,21 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
         let mut idle: Vec<&InstanceLoad> = input
             .ready
             .iter()
-            .filter(|i| i.in_flight == 0 && input.now.saturating_duration_since(i.last_active) >= input.idle_retention)
+            .filter(|i| {
+                i.in_flight == 0
+                    && input.now.saturating_duration_since(i.last_active) >= input.idle_retention
+            })
             .collect();
         idle.sort_by_key(|i| i.last_active);
         let removable = current.saturating_sub(floor) as usize;
         stop = idle.iter().take(removable).map(|i| i.id).collect();
     }
     let desired = current + start - stop.len() as u32;
-    ScaleDecision { start, stop, desired }
+    ScaleDecision {
+        start,
+        stop,
+        desired,
+    }
 }
 
 /// Delay before the next start after `failures` consecutive failed starts (or instances that
@@ -86,7 +99,8 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
 pub fn restart_backoff(failures: u32) -> Duration {
     match failures {
         0 => Duration::ZERO,
-        n => Duration::from_millis(100u64.saturating_mul(1 << (n - 1).min(7))).min(Duration::from_secs(10)),
+        n => Duration::from_millis(100u64.saturating_mul(1 << (n - 1).min(7)))
+            .min(Duration::from_secs(10)),
     }
 }
 
@@ -110,20 +124,38 @@ mod tests {
     }
 
     fn load(id: u64, in_flight: u32, last_active: Instant) -> InstanceLoad {
-        InstanceLoad { id, in_flight, last_active }
+        InstanceLoad {
+            id,
+            in_flight,
+            last_active,
+        }
     }
 
     #[test]
     fn a_request_at_zero_starts_one_instance() {
         let now = Instant::now();
-        let d = decide(&ScaleInput { waiting: 1, ..input(now, &[]) });
-        assert_eq!(d, ScaleDecision { start: 1, stop: vec![], desired: 1 });
+        let d = decide(&ScaleInput {
+            waiting: 1,
+            ..input(now, &[])
+        });
+        assert_eq!(
+            d,
+            ScaleDecision {
+                start: 1,
+                stop: vec![],
+                desired: 1
+            }
+        );
     }
 
     #[test]
     fn a_starting_instance_absorbs_the_demand() {
         let now = Instant::now();
-        let d = decide(&ScaleInput { waiting: 5, starting: 1, ..input(now, &[]) });
+        let d = decide(&ScaleInput {
+            waiting: 5,
+            starting: 1,
+            ..input(now, &[])
+        });
         assert_eq!(d.start, 0, "unlimited concurrency: one instance serves all");
     }
 
@@ -131,9 +163,18 @@ mod tests {
     fn container_concurrency_sets_the_instance_count_up_to_max_scale() {
         let now = Instant::now();
         let ready = [load(1, 2, now)];
-        let d = decide(&ScaleInput { waiting: 7, container_concurrency: 2, ..input(now, &ready) });
+        let d = decide(&ScaleInput {
+            waiting: 7,
+            container_concurrency: 2,
+            ..input(now, &ready)
+        });
         assert_eq!(d.start, 4, "9 requests / 2 per instance = 5 instances");
-        let d = decide(&ScaleInput { waiting: 7, container_concurrency: 2, max_scale: 3, ..input(now, &ready) });
+        let d = decide(&ScaleInput {
+            waiting: 7,
+            container_concurrency: 2,
+            max_scale: 3,
+            ..input(now, &ready)
+        });
         assert_eq!(d.start, 2);
     }
 
@@ -141,7 +182,11 @@ mod tests {
     fn idle_instances_stop_after_retention_and_not_before() {
         let t0 = Instant::now();
         let ready = [load(1, 0, t0)];
-        assert!(decide(&input(t0 + RETENTION - Duration::from_millis(1), &ready)).stop.is_empty());
+        assert!(
+            decide(&input(t0 + RETENTION - Duration::from_millis(1), &ready))
+                .stop
+                .is_empty()
+        );
         assert_eq!(decide(&input(t0 + RETENTION, &ready)).stop, vec![1]);
     }
 
@@ -149,16 +194,26 @@ mod tests {
     fn busy_instances_and_min_scale_are_kept() {
         let t0 = Instant::now();
         let later = t0 + RETENTION * 2;
-        let ready = [load(1, 1, t0), load(2, 0, t0), load(3, 0, t0 + Duration::from_secs(1))];
+        let ready = [
+            load(1, 1, t0),
+            load(2, 0, t0),
+            load(3, 0, t0 + Duration::from_secs(1)),
+        ];
         let d = decide(&input(later, &ready));
         assert_eq!(d.stop, vec![2, 3], "the busy one stays");
-        let d = decide(&ScaleInput { min_scale: 2, ..input(later, &ready) });
+        let d = decide(&ScaleInput {
+            min_scale: 2,
+            ..input(later, &ready)
+        });
         assert_eq!(d.stop, vec![2], "min-scale keeps two");
     }
 
     #[test]
     fn min_scale_starts_instances_without_traffic() {
-        let d = decide(&ScaleInput { min_scale: 2, ..input(Instant::now(), &[]) });
+        let d = decide(&ScaleInput {
+            min_scale: 2,
+            ..input(Instant::now(), &[])
+        });
         assert_eq!(d.start, 2);
         assert_eq!(d.desired, 2);
     }
@@ -167,7 +222,11 @@ mod tests {
     fn nothing_stops_while_requests_wait() {
         let t0 = Instant::now();
         let ready = [load(1, 1, t0), load(2, 0, t0)];
-        let d = decide(&ScaleInput { waiting: 1, container_concurrency: 1, ..input(t0 + RETENTION * 2, &ready) });
+        let d = decide(&ScaleInput {
+            waiting: 1,
+            container_concurrency: 1,
+            ..input(t0 + RETENTION * 2, &ready)
+        });
         assert!(d.stop.is_empty());
     }
 

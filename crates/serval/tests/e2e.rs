@@ -30,7 +30,12 @@ fn json(text: &str) -> Value {
 async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
     let server = Server::start(&[]);
     let url = server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=one"]);
-    let port = server.gateway_host().rsplit_once(':').expect("port").1.to_string();
+    let port = server
+        .gateway_host()
+        .rsplit_once(':')
+        .expect("port")
+        .1
+        .to_string();
     assert_eq!(url.trim(), format!("http://echo.default.localhost:{port}"));
 
     // Path routing through the CLI.
@@ -43,7 +48,11 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
     assert_eq!(body["env"]["GREETING"], "one");
 
     // Host routing: the Host header names the service; the path is forwarded unchanged.
-    let (status, text) = get(&format!("{}/f/x/y", server.gateway), Some(&format!("echo.default.localhost:{port}"))).await;
+    let (status, text) = get(
+        &format!("{}/f/x/y", server.gateway),
+        Some(&format!("echo.default.localhost:{port}")),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(json(&text)["path"], "/f/x/y");
 
@@ -58,7 +67,12 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
     assert_eq!(body["revision"], "echo-00002");
     assert_eq!(body["env"]["GREETING"], "two");
     let revisions = json(&server.ok(&["revisions", "echo", "-o", "json"]));
-    let names: Vec<&str> = revisions["items"].as_array().expect("items").iter().map(|r| r["metadata"]["name"].as_str().expect("name")).collect();
+    let names: Vec<&str> = revisions["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().expect("name"))
+        .collect();
     assert_eq!(names, ["echo-00001", "echo-00002"]);
     assert_eq!(revisions["items"][1]["status"]["traffic"], 100);
     assert_eq!(revisions["items"][0]["status"]["traffic"], 0);
@@ -72,7 +86,10 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
 
     // Tables and YAML render.
     let table = server.ok(&["list"]);
-    assert!(table.contains("echo") && table.contains("echo-00002") && table.contains("True"), "{table}");
+    assert!(
+        table.contains("echo") && table.contains("echo-00002") && table.contains("True"),
+        "{table}"
+    );
     let yaml = server.ok(&["get", "revision", "echo-00001", "-o", "yaml"]);
     assert!(yaml.contains("name: echo-00001"), "{yaml}");
 
@@ -124,16 +141,28 @@ spec:
     let file = server.dir.join("services.yaml");
     std::fs::write(&file, manifest).expect("write manifest");
     let out = server.cli(&["apply", "-f", file.to_str().expect("path")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: spec.template.spec.containers[0].resources: not supported yet, ignored"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: spec.template.spec.containers[0].resources: not supported yet, ignored"
+        ),
+        "{stderr}"
+    );
 
     let first = json(&server.ok(&["invoke", "first"]));
     assert_eq!(first["env"]["TARGET"], "yaml");
     let second = json(&server.ok(&["invoke", "second", "-n", "team-a"]));
     assert_eq!(second["revision"], "second-00001");
     let service = server.get_json(&["first"]);
-    assert_eq!(service["spec"]["template"]["spec"]["containerConcurrency"], 4);
+    assert_eq!(
+        service["spec"]["template"]["spec"]["containerConcurrency"],
+        4
+    );
     let all = json(&server.ok(&["list", "-A", "-o", "json"]));
     assert_eq!(all["items"].as_array().expect("items").len(), 2);
 }
@@ -144,9 +173,18 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let client = reqwest::Client::new();
 
     // 401 without or with a wrong token.
-    let resp = client.get(format!("{}/api/v1/services", server.api)).send().await.expect("send");
+    let resp = client
+        .get(format!("{}/api/v1/services", server.api))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = client.get(format!("{}/api/v1/services", server.api)).bearer_auth("nope").send().await.expect("send");
+    let resp = client
+        .get(format!("{}/api/v1/services", server.api))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status().as_u16(), 401);
 
     // 422 naming the field, through the API…
@@ -155,7 +193,10 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         "spec": {"template": {"spec": {"containerConcurrency": 5000, "containers": [{"command": ["x"]}]}}}
     });
     let resp = client
-        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
+        .put(format!(
+            "{}/api/v1/namespaces/default/services/bad",
+            server.api
+        ))
         .bearer_auth(&server.token)
         .json(&bad)
         .send()
@@ -163,21 +204,35 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         .expect("send");
     assert_eq!(resp.status().as_u16(), 422);
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(body["error"]["details"][0]["field"], "spec.template.spec.containerConcurrency");
+    assert_eq!(
+        body["error"]["details"][0]["field"],
+        "spec.template.spec.containerConcurrency"
+    );
     // …including type errors, with their path.
     let resp = client
-        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
+        .put(format!(
+            "{}/api/v1/namespaces/default/services/bad",
+            server.api
+        ))
         .bearer_auth(&server.token)
-        .body(r#"{"metadata":{"name":"bad"},"spec":{"template":{"spec":{"timeoutSeconds":"soon"}}}}"#)
+        .body(
+            r#"{"metadata":{"name":"bad"},"spec":{"template":{"spec":{"timeoutSeconds":"soon"}}}}"#,
+        )
         .send()
         .await
         .expect("send");
     assert_eq!(resp.status().as_u16(), 422);
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(body["error"]["details"][0]["field"], "spec.template.spec.timeoutSeconds");
+    assert_eq!(
+        body["error"]["details"][0]["field"],
+        "spec.template.spec.timeoutSeconds"
+    );
     // Malformed JSON is a 400.
     let resp = client
-        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
+        .put(format!(
+            "{}/api/v1/namespaces/default/services/bad",
+            server.api
+        ))
         .bearer_auth(&server.token)
         .body("{not json")
         .send()
@@ -188,16 +243,36 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     // …and through the CLI: one line naming the field, non-zero exit.
     let err = server.fails(&["deploy", "Bad_Name", "--cmd", &echo()]);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("metadata.name") && err.contains("(422)"), "{err}");
-    let err = server.fails(&["deploy", "x", "--cmd", &echo(), "--min-scale", "3", "--max-scale", "2"]);
+    assert!(
+        err.contains("metadata.name") && err.contains("(422)"),
+        "{err}"
+    );
+    let err = server.fails(&[
+        "deploy",
+        "x",
+        "--cmd",
+        &echo(),
+        "--min-scale",
+        "3",
+        "--max-scale",
+        "2",
+    ]);
     assert!(err.contains("autoscaling.knative.dev/min-scale"), "{err}");
     let err = server.fails(&["deploy", "x", "--cmd", &echo(), "--env", "NOEQUALS"]);
     assert!(err.contains("KEY=VALUE"), "{err}");
-    assert!(server.ok(&["list", "-A", "-o", "json"]).contains("\"items\": []"), "nothing was stored");
+    assert!(
+        server
+            .ok(&["list", "-A", "-o", "json"])
+            .contains("\"items\": []"),
+        "nothing was stored"
+    );
 
     // A command that does not exist: stored, but not ready, with the reason.
     let err = server.fails(&["deploy", "ghost", "--cmd", "/nonexistent/function"]);
-    assert!(err.contains("ExecutableNotFound") || err.contains("not an executable"), "{err}");
+    assert!(
+        err.contains("ExecutableNotFound") || err.contains("not an executable"),
+        "{err}"
+    );
     let (status, text) = get(&format!("{}/f/default/ghost", server.gateway), None).await;
     assert_eq!(status, 503, "{text}");
 
@@ -205,7 +280,11 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let (status, text) = get(&format!("{}/f/default/nothing", server.gateway), None).await;
     assert_eq!(status, 404);
     assert_eq!(json(&text)["error"]["reason"], "NotFound");
-    let (status, _) = get(&format!("{}/", server.gateway), Some("nothing.default.localhost")).await;
+    let (status, _) = get(
+        &format!("{}/", server.gateway),
+        Some("nothing.default.localhost"),
+    )
+    .await;
     assert_eq!(status, 404);
     let err = server.fails(&["get", "nothing"]);
     assert!(err.contains("not found") && err.contains("404"), "{err}");
@@ -215,7 +294,11 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let (status, text) = get(&format!("{}/f/default/echo/crash", server.gateway), None).await;
     assert_eq!(status, 502, "{text}");
     assert_eq!(json(&text)["error"]["reason"], "InstanceFailed");
-    let (status, text) = get(&format!("{}/f/default/echo/?sleep_ms=3000", server.gateway), None).await;
+    let (status, text) = get(
+        &format!("{}/f/default/echo/?sleep_ms=3000", server.gateway),
+        None,
+    )
+    .await;
     assert_eq!(status, 504, "{text}");
     let (status, _) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200, "the platform still serves after failures");
@@ -226,7 +309,10 @@ async fn scales_from_zero_on_demand_and_reaps_idle_instances() {
     let server = Server::start(&["--idle-timeout", "1s"]);
     server.ok(&["deploy", "echo", "--cmd", &echo()]);
     let service = server.get_json(&["echo"]);
-    assert_eq!(service["status"]["instances"]["ready"], 0, "no instance before the first request");
+    assert_eq!(
+        service["status"]["instances"]["ready"], 0,
+        "no instance before the first request"
+    );
 
     let (status, text) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
@@ -236,10 +322,14 @@ async fn scales_from_zero_on_demand_and_reaps_idle_instances() {
     assert_eq!(service["status"]["instances"]["ready"], 1);
     assert_eq!(service["status"]["instances"]["coldStarts"], 1);
 
-    eventually("the idle instance to stop", Duration::from_secs(10), async || {
-        let s = server.get_json(&["echo"]);
-        (s["status"]["instances"]["ready"] == 0 && !pid_alive(pid)).then_some(())
-    })
+    eventually(
+        "the idle instance to stop",
+        Duration::from_secs(10),
+        async || {
+            let s = server.get_json(&["echo"]);
+            (s["status"]["instances"]["ready"] == 0 && !pid_alive(pid)).then_some(())
+        },
+    )
     .await;
     let logs = server.ok(&["logs", "echo"]);
     assert!(logs.contains("stdout: serval-echo listening on"), "{logs}");
@@ -256,21 +346,47 @@ async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() 
     let server = Server::start(&["--idle-timeout", "1s"]);
     server.ok(&["deploy", "keep", "--cmd", &echo(), "--min-scale", "1"]);
     let ready = |s: &Value| s["status"]["instances"]["ready"].as_u64();
-    eventually("min-scale instance", Duration::from_secs(10), async || (ready(&server.get_json(&["keep"])) == Some(1)).then_some(())).await;
+    eventually("min-scale instance", Duration::from_secs(10), async || {
+        (ready(&server.get_json(&["keep"])) == Some(1)).then_some(())
+    })
+    .await;
 
     let (status, _) = get(&format!("{}/f/default/keep/crash", server.gateway), None).await;
     assert_eq!(status, 502);
     let revision = eventually("crash reported", Duration::from_secs(10), async || {
         let r = server.get_json(&["revision", "keep-00001"]);
         let conds = r["status"]["conditions"].as_array()?.clone();
-        conds.iter().any(|c| c["type"] == "ContainerHealthy" && c["status"] == "False").then_some(r)
+        conds
+            .iter()
+            .any(|c| c["type"] == "ContainerHealthy" && c["status"] == "False")
+            .then_some(r)
     })
     .await;
-    let healthy = revision["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "ContainerHealthy").cloned().expect("condition");
-    assert!(healthy["message"].as_str().expect("message").contains("exited with code 3"), "{healthy}");
-    eventually("replacement instance", Duration::from_secs(10), async || (ready(&server.get_json(&["keep"])) == Some(1)).then_some(())).await;
+    let healthy = revision["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "ContainerHealthy")
+        .cloned()
+        .expect("condition");
+    assert!(
+        healthy["message"]
+            .as_str()
+            .expect("message")
+            .contains("exited with code 3"),
+        "{healthy}"
+    );
+    eventually(
+        "replacement instance",
+        Duration::from_secs(10),
+        async || (ready(&server.get_json(&["keep"])) == Some(1)).then_some(()),
+    )
+    .await;
     let logs = server.ok(&["logs", "keep"]);
-    assert!(logs.contains("exited unexpectedly (exited with code 3)"), "{logs}");
+    assert!(
+        logs.contains("exited unexpectedly (exited with code 3)"),
+        "{logs}"
+    );
     // Well past the idle timeout the min-scale instance is still there.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(ready(&server.get_json(&["keep"])), Some(1));
@@ -279,14 +395,33 @@ async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() 
 #[tokio::test]
 async fn kill_9_of_the_server_leaves_no_orphans_and_a_restart_still_serves() {
     let mut server = Server::start(&[]);
-    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=persisted"]);
-    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=persisted2"]);
+    server.ok(&[
+        "deploy",
+        "echo",
+        "--cmd",
+        &echo(),
+        "--env",
+        "GREETING=persisted",
+    ]);
+    server.ok(&[
+        "deploy",
+        "echo",
+        "--cmd",
+        &echo(),
+        "--env",
+        "GREETING=persisted2",
+    ]);
     let (status, text) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
     let pid = json(&text)["pid"].as_u64().expect("pid") as u32;
 
     server.kill9();
-    eventually("the instance to die with the server", Duration::from_secs(5), async || (!pid_alive(pid)).then_some(())).await;
+    eventually(
+        "the instance to die with the server",
+        Duration::from_secs(5),
+        async || (!pid_alive(pid)).then_some(()),
+    )
+    .await;
 
     let dir = server.dir.clone();
     let restarted = Server::start_in(&dir, &[]);
@@ -326,8 +461,13 @@ async fn logs_follow_streams_new_lines() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
-    let line = tokio::task::spawn_blocking(move || reader.join().expect("join")).await.expect("join");
+    let line = tokio::task::spawn_blocking(move || reader.join().expect("join"))
+        .await
+        .expect("join");
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(line.contains("stdout: serval-echo listening on 127.0.0.1:"), "{line}");
+    assert!(
+        line.contains("stdout: serval-echo listening on 127.0.0.1:"),
+        "{line}"
+    );
 }

@@ -44,15 +44,23 @@ fn start_time(pid: u32) -> Option<u64> {
 /// Kills every recorded process group still alive; returns their ids.
 pub(super) fn kill_all(dir: &Path) -> Vec<u32> {
     let mut killed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return killed };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return killed;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let pid: Option<u32> = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
-        let recorded: Option<u64> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-        if let (Some(pid), Some(recorded)) = (pid, recorded) {
-            if start_time(pid) == Some(recorded) && killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
-                killed.push(pid);
-            }
+        let pid: Option<u32> = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok());
+        let recorded: Option<u64> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if let (Some(pid), Some(recorded)) = (pid, recorded)
+            && start_time(pid) == Some(recorded)
+            && killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+        {
+            killed.push(pid);
         }
         let _ = std::fs::remove_file(&path);
     }

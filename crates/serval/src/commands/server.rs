@@ -36,16 +36,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Binds `addr`; `:0` and `host:0` pick a free port, a bare `:port` means loopback.
 pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let addr = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
-    let parsed: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
-    TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {parsed}"))
+    let addr = if addr.starts_with(':') {
+        format!("127.0.0.1{addr}")
+    } else {
+        addr.to_string()
+    };
+    let parsed: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
+    TcpListener::bind(parsed)
+        .await
+        .with_context(|| format!("cannot listen on {parsed}"))
 }
 
 fn write_server_json(dir: &Path, info: &ServerInfo) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join("server.json.tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
     std::fs::rename(&tmp, dir.join("server.json"))?;
     Ok(())
@@ -74,21 +87,39 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let data_dir = global.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
-    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind(&args.gateway_addr).await? };
+    let listeners = Listeners {
+        api: bind(&args.api_addr).await?,
+        gateway: bind(&args.gateway_addr).await?,
+    };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data_dir.clone(), token.clone());
     config.domain = args.domain;
     config.idle_timeout = args.idle_timeout;
     config.grace_period = args.grace_period;
 
-    let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
+    let info = ServerInfo {
+        api: format!("http://{}", addrs.api),
+        gateway: format!("http://{}", addrs.gateway),
+        token,
+    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let platform = tokio::spawn(serval_platform::run(listeners, config, shutdown_signal(), ready_tx));
+    let platform = tokio::spawn(serval_platform::run(
+        listeners,
+        config,
+        shutdown_signal(),
+        ready_tx,
+    ));
     if ready_rx.await.is_ok() {
         write_server_json(&data_dir, &info)?;
-        println!("serval ready: api {} gateway {} data-dir {}", info.api, info.gateway, data_dir.display());
+        println!(
+            "serval ready: api {} gateway {} data-dir {}",
+            info.api,
+            info.gateway,
+            data_dir.display()
+        );
     }
     let result = platform.await.context("the platform task failed")?;
     let _ = std::fs::remove_file(data_dir.join("server.json"));

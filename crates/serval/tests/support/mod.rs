@@ -52,7 +52,15 @@ impl Server {
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let _ = std::fs::remove_file(dir.join("server.json"));
         let mut child = Command::new(serval_bin())
-            .args(["--data-dir", dir.to_str().expect("utf-8 path"), "server", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"])
+            .args([
+                "--data-dir",
+                dir.to_str().expect("utf-8 path"),
+                "server",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--gateway-addr",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("SERVAL_EXIT_WITH_PARENT", "1")
             .env("RUST_LOG", "warn")
@@ -62,10 +70,17 @@ impl Server {
             .expect("spawn serval server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
-        assert!(line.starts_with("serval ready:"), "unexpected first line: {line:?}");
-        let info: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("server.json")).expect("server.json")).expect("json");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        assert!(
+            line.starts_with("serval ready:"),
+            "unexpected first line: {line:?}"
+        );
+        let info: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("server.json")).expect("server.json"),
+        )
+        .expect("json");
         Server {
             child,
             dir: dir.to_path_buf(),
@@ -103,7 +118,11 @@ impl Server {
     /// Runs the CLI and insists on failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(!out.status.success(), "serval {args:?} should fail but printed {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "serval {args:?} should fail but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).expect("utf-8")
     }
 
@@ -135,13 +154,20 @@ impl Drop for Server {
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout`.
-pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let began = Instant::now();
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(began.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            began.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -149,6 +175,9 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncF
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
