@@ -1,0 +1,155 @@
+//! Shared helpers of serval's benchmarks: locating (and building) the release binaries,
+//! running a real `serval server`, a minimal HTTP/1.1 client over std sockets, statistics.
+//!
+//! Owns nothing of the product; depends on no serval crate, only on the binaries.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release binary `name`, next to this benchmark's own executable; built on demand.
+pub fn release_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "serval", "-p", "serval-echo"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the release binaries failed");
+    }
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Sends one GET on a new connection and reads the whole answer; returns the status code.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    request_on(&mut stream, host, path)
+}
+
+fn request_on(stream: &mut TcpStream, host: &str, path: &str) -> std::io::Result<u16> {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    status.ok_or_else(|| std::io::Error::other(format!("bad answer: {text:?}")))
+}
+
+/// Connects every 100 µs until `addr` accepts, then sends one GET on that connection.
+pub fn poll_then_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<u16> {
+    let began = Instant::now();
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                stream.set_nodelay(true)?;
+                return request_on(&mut stream, "localhost", path);
+            }
+            Err(e) if began.elapsed() > timeout => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_micros(100)),
+        }
+    }
+}
+
+/// A `serval server` on loopback port 0 with a temporary data directory; killed on drop.
+pub struct ServalServer {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub api: SocketAddr,
+    pub gateway: SocketAddr,
+    pub token: String,
+}
+
+impl ServalServer {
+    pub fn start(extra: &[&str]) -> ServalServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(release_binary("serval"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["server", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("SERVAL_EXIT_WITH_PARENT", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn serval");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("server.json")).expect("server.json"))
+                .expect("json");
+        let addr = |k: &str| -> SocketAddr {
+            info[k].as_str().expect("addr").trim_start_matches("http://").parse().expect("socket addr")
+        };
+        ServalServer { api: addr("api"), gateway: addr("gateway"), token: info["token"].as_str().expect("token").into(), child, dir }
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(release_binary("serval"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("run serval");
+        assert!(out.status.success(), "serval {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// GET on the API with the token; the JSON answer.
+    pub fn api_get(&self, path: &str) -> serde_json::Value {
+        let mut stream = TcpStream::connect(self.api).expect("connect api");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.token
+        )
+        .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        serde_json::from_str(body).expect("json body")
+    }
+}
+
+impl Drop for ServalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sorted copy of `samples` in milliseconds and its percentiles.
+pub struct Summary {
+    sorted: Vec<f64>,
+}
+
+impl Summary {
+    pub fn new(samples: &[Duration]) -> Summary {
+        let mut sorted: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        sorted.sort_by(f64::total_cmp);
+        Summary { sorted }
+    }
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * (self.sorted.len() - 1) as f64).round() as usize;
+        self.sorted[rank.min(self.sorted.len() - 1)]
+    }
+    pub fn median(&self) -> f64 {
+        self.percentile(50.0)
+    }
+}
+
+pub fn path_display(p: &Path) -> String {
+    p.display().to_string()
+}
