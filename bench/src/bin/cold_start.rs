@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serval_bench::{ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary};
+use serval_bench::{
+    ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary,
+};
 
 fn direct_run(echo: &str) -> Duration {
     let port = free_port();
@@ -19,7 +21,11 @@ fn direct_run(echo: &str) -> Duration {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serval-echo");
-    let status = poll_then_get(SocketAddr::from(([127, 0, 0, 1], port)), "/hello", Duration::from_secs(10));
+    let status = poll_then_get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/hello",
+        Duration::from_secs(10),
+    );
     let elapsed = began.elapsed();
     let _ = child.kill();
     let _ = child.wait();
@@ -35,7 +41,10 @@ fn wait_for_zero(server: &ServalServer) {
         if i["ready"] == 0 && i["starting"] == 0 && i["inFlight"] == 0 {
             return;
         }
-        assert!(began.elapsed() < Duration::from_secs(20), "service did not scale to zero: {i}");
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "service did not scale to zero: {i}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -45,14 +54,18 @@ fn serval_run(server: &ServalServer) -> Duration {
     // Let the stopped instance's port and process table settle like between direct runs.
     std::thread::sleep(Duration::from_millis(20));
     let began = Instant::now();
-    let status = http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
+    let status =
+        http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
     let elapsed = began.elapsed();
     assert_eq!(status, 200);
     elapsed
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(30);
     let echo = path_display(&release_binary("serval-echo"));
     let server = ServalServer::start(&["--idle-timeout", "100ms", "--grace-period", "1s"]);
     server.cli(&["deploy", "cold", "--cmd", &echo]);
@@ -71,8 +84,23 @@ fn main() {
     let s = Summary::new(&through_serval);
     println!("cold start, zero to first response of serval-echo ({runs} runs each, interleaved)");
     println!("{:<34} {:>10} {:>10} {:>10}", "", "median", "p90", "min");
-    println!("{:<34} {:>7.2} ms {:>7.2} ms {:>7.2} ms", "direct (spawn + poll + GET)", d.median(), d.percentile(90.0), d.percentile(0.0));
-    println!("{:<34} {:>7.2} ms {:>7.2} ms {:>7.2} ms", "through serval (GET at zero)", s.median(), s.percentile(90.0), s.percentile(0.0));
+    println!(
+        "{:<34} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
+        "direct (spawn + poll + GET)",
+        d.median(),
+        d.percentile(90.0),
+        d.percentile(0.0)
+    );
+    println!(
+        "{:<34} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
+        "through serval (GET at zero)",
+        s.median(),
+        s.percentile(90.0),
+        s.percentile(0.0)
+    );
     let added = s.median() - d.median();
-    println!("serval adds {added:.2} ms to the median (target: <= 5 ms) -> {}", if added <= 5.0 { "PASS" } else { "FAIL" });
+    println!(
+        "serval adds {added:.2} ms to the median (target: <= 5 ms) -> {}",
+        if added <= 5.0 { "PASS" } else { "FAIL" }
+    );
 }
