@@ -25,10 +25,7 @@ pub fn release_binary(name: &str) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 /// Sends one GET on a new connection and reads the whole answer; returns the status code.
@@ -39,10 +36,7 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16
 }
 
 fn request_on(stream: &mut TcpStream, host: &str, path: &str) -> std::io::Result<u16> {
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     let text = String::from_utf8_lossy(&answer);
@@ -80,13 +74,7 @@ impl ServalServer {
         let mut child = Command::new(release_binary("serval"))
             .arg("--data-dir")
             .arg(dir.path())
-            .args([
-                "server",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--gateway-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["server", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"])
             .args(extra)
             .env("SERVAL_EXIT_WITH_PARENT", "1")
             .env("RUST_LOG", "warn")
@@ -94,20 +82,12 @@ impl ServalServer {
             .spawn()
             .expect("spawn serval");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let info: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("server.json")).expect("server.json"),
-        )
-        .expect("json");
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("server.json")).expect("server.json"))
+                .expect("json");
         let addr = |k: &str| -> SocketAddr {
-            info[k]
-                .as_str()
-                .expect("addr")
-                .trim_start_matches("http://")
-                .parse()
-                .expect("socket addr")
+            info[k].as_str().expect("addr").trim_start_matches("http://").parse().expect("socket addr")
         };
         ServalServer {
             api: addr("api"),
@@ -126,11 +106,7 @@ impl ServalServer {
             .args(args)
             .output()
             .expect("run serval");
-        assert!(
-            out.status.success(),
-            "serval {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "serval {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -145,10 +121,7 @@ impl ServalServer {
         .expect("write");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("read");
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
         serde_json::from_str(body).expect("json body")
     }
 }

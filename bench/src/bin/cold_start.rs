@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serval_bench::{
-    ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary,
-};
+use serval_bench::{ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary};
 
 fn direct_run(echo: &str) -> Duration {
     let port = free_port();
@@ -21,11 +19,7 @@ fn direct_run(echo: &str) -> Duration {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serval-echo");
-    let status = poll_then_get(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        "/hello",
-        Duration::from_secs(10),
-    );
+    let status = poll_then_get(SocketAddr::from(([127, 0, 0, 1], port)), "/hello", Duration::from_secs(10));
     let elapsed = began.elapsed();
     let _ = child.kill();
     let _ = child.wait();
@@ -41,10 +35,7 @@ fn wait_for_zero(server: &ServalServer) {
         if i["ready"] == 0 && i["starting"] == 0 && i["inFlight"] == 0 {
             return;
         }
-        assert!(
-            began.elapsed() < Duration::from_secs(20),
-            "service did not scale to zero: {i}"
-        );
+        assert!(began.elapsed() < Duration::from_secs(20), "service did not scale to zero: {i}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -54,18 +45,14 @@ fn serval_run(server: &ServalServer) -> Duration {
     // Let the stopped instance's port and process table settle like between direct runs.
     std::thread::sleep(Duration::from_millis(20));
     let began = Instant::now();
-    let status =
-        http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
+    let status = http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
     let elapsed = began.elapsed();
     assert_eq!(status, 200);
     elapsed
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(30);
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let echo = path_display(&release_binary("serval-echo"));
     let server = ServalServer::start(&["--idle-timeout", "100ms", "--grace-period", "1s"]);
     server.cli(&["deploy", "cold", "--cmd", &echo]);

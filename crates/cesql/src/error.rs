@@ -24,10 +24,7 @@ pub enum CesqlError {
     MissingFunction { name: String, arity: usize },
     /// A built-in function rejected its arguments (for example `LEFT('abc', -1)`).
     #[error("error evaluating {function}: {message}")]
-    FunctionEvaluation {
-        function: &'static str,
-        message: String,
-    },
+    FunctionEvaluation { function: &'static str, message: String },
     /// The expression addressed an attribute that the event does not carry.
     #[error("missing attribute: {0}")]
     MissingAttribute(String),
@@ -51,10 +48,7 @@ impl CesqlError {
     }
 
     pub(crate) fn parse(position: usize, message: impl Into<String>) -> Self {
-        Self::Parse {
-            position,
-            message: message.into(),
-        }
+        Self::Parse { position, message: message.into() }
     }
 }
 
@@ -99,31 +93,16 @@ mod tests {
     #[test]
     fn kinds_use_tck_names() {
         assert_eq!(CesqlError::parse(0, "x").kind().as_str(), "parse");
-        assert_eq!(
-            CesqlError::MissingAttribute("a".into()).kind().as_str(),
-            "missingAttribute"
-        );
-        let missing = CesqlError::MissingFunction {
-            name: "F".into(),
-            arity: 0,
-        };
+        assert_eq!(CesqlError::MissingAttribute("a".into()).kind().as_str(), "missingAttribute");
+        let missing = CesqlError::MissingFunction { name: "F".into(), arity: 0 };
         assert_eq!(missing.kind().to_string(), "missingFunction");
-        let function = CesqlError::FunctionEvaluation {
-            function: "LEFT",
-            message: "m".into(),
-        };
+        let function = CesqlError::FunctionEvaluation { function: "LEFT", message: "m".into() };
         assert_eq!(function.kind(), ErrorKind::FunctionEvaluation);
     }
 
     #[test]
     fn messages_name_the_problem() {
-        assert_eq!(
-            CesqlError::parse(3, "unexpected ')'").to_string(),
-            "parse error at byte 3: unexpected ')'"
-        );
-        assert_eq!(
-            CesqlError::MissingAttribute("subject".into()).to_string(),
-            "missing attribute: subject"
-        );
+        assert_eq!(CesqlError::parse(3, "unexpected ')'").to_string(), "parse error at byte 3: unexpected ')'");
+        assert_eq!(CesqlError::MissingAttribute("subject".into()).to_string(), "missing attribute: subject");
     }
 }

@@ -41,15 +41,9 @@ impl Evaluation {
 }
 
 pub(crate) fn evaluate(root: &Expr, event: &dyn EventAttributes) -> Evaluation {
-    let mut evaluator = Evaluator {
-        event,
-        errors: Vec::new(),
-    };
+    let mut evaluator = Evaluator { event, errors: Vec::new() };
     let value = evaluator.eval(root);
-    Evaluation {
-        value,
-        errors: evaluator.errors,
-    }
+    Evaluation { value, errors: evaluator.errors }
 }
 
 struct Evaluator<'a> {
@@ -71,22 +65,12 @@ impl Evaluator<'_> {
             Expr::Negate(operand) => match self.operand(operand) {
                 Some(v) => {
                     let i = to_integer(&v, &mut self.errors);
-                    Value::Integer(self.checked(i.checked_neg(), || {
-                        format!("-({i}) overflows a 32-bit integer")
-                    }))
+                    Value::Integer(self.checked(i.checked_neg(), || format!("-({i}) overflows a 32-bit integer")))
                 }
                 None => Value::Integer(0),
             },
-            Expr::Binary {
-                op: BinaryOp::And,
-                left,
-                right,
-            } => Value::Boolean(self.logic(left, right, false)),
-            Expr::Binary {
-                op: BinaryOp::Or,
-                left,
-                right,
-            } => Value::Boolean(self.logic(left, right, true)),
+            Expr::Binary { op: BinaryOp::And, left, right } => Value::Boolean(self.logic(left, right, false)),
+            Expr::Binary { op: BinaryOp::Or, left, right } => Value::Boolean(self.logic(left, right, true)),
             Expr::Binary { op, left, right } => {
                 let left = self.operand(left);
                 let right = self.operand(right);
@@ -95,11 +79,7 @@ impl Evaluator<'_> {
                     _ => binary_type(*op).zero(),
                 }
             }
-            Expr::Like {
-                expr,
-                pattern,
-                negated,
-            } => match self.operand(expr) {
+            Expr::Like { expr, pattern, negated } => match self.operand(expr) {
                 Some(v) => Value::Boolean(pattern.matches(&to_string(&v)) != *negated),
                 None => Value::Boolean(false),
             },
@@ -177,10 +157,7 @@ impl Evaluator<'_> {
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
                 let (l, r) = (to_integer(left, errors), to_integer(right, errors));
                 if r == 0 && matches!(op, BinaryOp::Div | BinaryOp::Mod) {
-                    self.errors.push(CesqlError::Math(format!(
-                        "division by zero in {l} {} 0",
-                        symbol(op)
-                    )));
+                    self.errors.push(CesqlError::Math(format!("division by zero in {l} {} 0", symbol(op))));
                     return Value::Integer(0);
                 }
                 let result = match op {
@@ -191,9 +168,7 @@ impl Evaluator<'_> {
                     // Truncated remainder; MIN % -1 is mathematically 0, not an overflow.
                     _ => Some(l.wrapping_rem(r)),
                 };
-                Value::Integer(self.checked(result, || {
-                    format!("{l} {} {r} overflows a 32-bit integer", symbol(op))
-                }))
+                Value::Integer(self.checked(result, || format!("{l} {} {r} overflows a 32-bit integer", symbol(op))))
             }
             // Short-circuit operators never reach here; keep the match total anyway.
             BinaryOp::And => Value::Boolean(to_boolean(left, errors) && to_boolean(right, errors)),
@@ -233,9 +208,7 @@ fn equals(left: &Value, right: &Value, errors: &mut Vec<CesqlError>) -> bool {
 /// The return type of a binary operator, whose zero value it yields on a missing operand.
 fn binary_type(op: BinaryOp) -> Type {
     match op {
-        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
-            Type::Integer
-        }
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => Type::Integer,
         _ => Type::Boolean,
     }
 }
@@ -279,14 +252,7 @@ mod tests {
     fn eval(src: &str) -> (Value, Vec<ErrorKind>) {
         let expression = parse(src).unwrap_or_else(|e| panic!("{src:?} should parse: {e}"));
         let evaluation = expression.evaluate(&event());
-        (
-            evaluation.value,
-            evaluation
-                .errors
-                .iter()
-                .map(crate::CesqlError::kind)
-                .collect(),
-        )
+        (evaluation.value, evaluation.errors.iter().map(crate::CesqlError::kind).collect())
     }
 
     fn ok(v: impl Into<Value>) -> (Value, Vec<ErrorKind>) {
@@ -326,10 +292,7 @@ mod tests {
 
     #[test]
     fn errors_in_operands_propagate_as_zero_values() {
-        assert_eq!(
-            eval("true AND (1 != 1 / 0)"),
-            failed(false, ErrorKind::Math)
-        );
+        assert_eq!(eval("true AND (1 != 1 / 0)"), failed(false, ErrorKind::Math));
         assert_eq!(eval("1 + 1 % 0"), failed(0, ErrorKind::Math));
         assert_eq!(eval("LENGTH(STRING(1 / 0))"), failed(0, ErrorKind::Math));
         assert_eq!(eval("NOT NOT 10"), failed(false, ErrorKind::Cast));
@@ -370,16 +333,10 @@ mod tests {
     fn logic_short_circuits() {
         assert_eq!(eval("false AND missing"), ok(false));
         assert_eq!(eval("true OR 1 / 0 = 0"), ok(true));
-        assert_eq!(
-            eval("missing AND true"),
-            failed(false, ErrorKind::MissingAttribute)
-        );
+        assert_eq!(eval("missing AND true"), failed(false, ErrorKind::MissingAttribute));
         assert_eq!(
             eval("missing OR 1 / 0 = 0"),
-            (
-                Value::Boolean(false),
-                vec![ErrorKind::MissingAttribute, ErrorKind::Math]
-            )
+            (Value::Boolean(false), vec![ErrorKind::MissingAttribute, ErrorKind::Math])
         );
         assert_eq!(eval("'true' XOR FALSE"), ok(true));
         assert_eq!(eval("TRUE XOR 'true'"), ok(false));

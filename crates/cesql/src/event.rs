@@ -59,10 +59,7 @@ mod tests {
             "nothing": null, "data": {"a": 1}, "data_base64": "AA==",
         }));
         assert_eq!(e.attribute("specversion"), Some(Value::from("1.0")));
-        assert_eq!(
-            e.attribute("time"),
-            Some(Value::from("2018-04-26T14:48:09+02:00"))
-        );
+        assert_eq!(e.attribute("time"), Some(Value::from("2018-04-26T14:48:09+02:00")));
         assert_eq!(e.attribute("flag"), Some(Value::from(true)));
         assert_eq!(e.attribute("count"), Some(Value::from(10)));
         assert_eq!(e.attribute("big"), Some(Value::from("4000000000")));

@@ -108,10 +108,7 @@ impl Function {
     /// [`Self::return_type`].
     pub(crate) fn call(self, args: &[Value], errors: &mut Vec<CesqlError>) -> Value {
         let fail = |errors: &mut Vec<CesqlError>, message: String, value: Value| {
-            errors.push(CesqlError::FunctionEvaluation {
-                function: self.name(),
-                message,
-            });
+            errors.push(CesqlError::FunctionEvaluation { function: self.name(), message });
             value
         };
         match (self, args) {
@@ -121,9 +118,7 @@ impl Function {
                     Some(abs) => Value::Integer(abs),
                     None => {
                         // §3.5.2: ABS(-2147483648) is 2147483647 plus a math error.
-                        errors.push(CesqlError::Math(format!(
-                            "ABS({x}) overflows a 32-bit integer"
-                        )));
+                        errors.push(CesqlError::Math(format!("ABS({x}) overflows a 32-bit integer")));
                         Value::Integer(i32::MAX)
                     }
                 }
@@ -132,11 +127,7 @@ impl Function {
                 let length = to_string(x).chars().count();
                 match i32::try_from(length) {
                     Ok(length) => Value::Integer(length),
-                    Err(_) => fail(
-                        errors,
-                        format!("length {length} does not fit an Integer"),
-                        Value::Integer(0),
-                    ),
+                    Err(_) => fail(errors, format!("length {length} does not fit an Integer"), Value::Integer(0)),
                 }
             }
             (Self::Concat, xs) => Value::String(xs.iter().map(to_string).collect()),
@@ -154,11 +145,7 @@ impl Function {
                     return fail(errors, format!("negative length {count}"), Value::String(x));
                 };
                 let length = x.chars().count();
-                let skip = if self == Self::Left {
-                    0
-                } else {
-                    length.saturating_sub(count)
-                };
+                let skip = if self == Self::Left { 0 } else { length.saturating_sub(count) };
                 Value::String(x.chars().skip(skip).take(count).collect())
             }
             (Self::Substring, [x, pos]) => {
@@ -190,11 +177,7 @@ impl Function {
             (Self::IsBool, [x]) => Value::Boolean(x.cast_to_boolean().is_ok()),
             (Self::IsInt, [x]) => Value::Boolean(x.cast_to_integer().is_ok()),
             // `resolve` only hands out functions for arities they accept.
-            (_, args) => fail(
-                errors,
-                format!("called with {} argument(s)", args.len()),
-                self.return_type().zero(),
-            ),
+            (_, args) => fail(errors, format!("called with {} argument(s)", args.len()), self.return_type().zero()),
         }
     }
 }
@@ -205,9 +188,7 @@ fn substring(x: &str, pos: i32, len: Option<i32>) -> Result<String, String> {
     let length = i64::try_from(x.chars().count()).unwrap_or(i64::MAX);
     let pos = i64::from(pos);
     if pos > length || pos < -length {
-        return Err(format!(
-            "position {pos} is outside a string of length {length}"
-        ));
+        return Err(format!("position {pos} is outside a string of length {length}"));
     }
     if let Some(len) = len.filter(|len| *len < 0) {
         return Err(format!("negative length {len}"));
@@ -218,9 +199,7 @@ fn substring(x: &str, pos: i32, len: Option<i32>) -> Result<String, String> {
     let start = if pos > 0 { pos - 1 } else { length + pos };
     let chars = x.chars().skip(usize::try_from(start).unwrap_or(usize::MAX));
     Ok(match len {
-        Some(len) => chars
-            .take(usize::try_from(len).unwrap_or(usize::MAX))
-            .collect(),
+        Some(len) => chars.take(usize::try_from(len).unwrap_or(usize::MAX)).collect(),
         None => chars.collect(),
     })
 }
@@ -247,10 +226,7 @@ mod tests {
         assert_eq!(Function::resolve("Concat", 0), Some(Function::Concat));
         assert_eq!(Function::resolve("CONCAT_WS", 0), None);
         assert_eq!(Function::resolve("substring", 2), Some(Function::Substring));
-        assert_eq!(
-            Function::resolve("SUBSTRING", 3),
-            Some(Function::SubstringLen)
-        );
+        assert_eq!(Function::resolve("SUBSTRING", 3), Some(Function::SubstringLen));
         assert_eq!(Function::resolve("SUBSTRING", 4), None);
         assert_eq!(Function::resolve("ABS", 2), None);
         assert_eq!(Function::resolve("NOPE", 1), None);
@@ -259,37 +235,16 @@ mod tests {
     #[test]
     fn string_functions() {
         assert_eq!(call("LENGTH", &[s("héllo")]), (Value::from(5), vec![]));
-        assert_eq!(
-            call("LENGTH", &[Value::from(-12)]),
-            (Value::from(3), vec![])
-        );
-        assert_eq!(
-            call("CONCAT", &[s("a"), Value::from(1), Value::from(true)]),
-            (s("a1true"), vec![])
-        );
-        assert_eq!(
-            call("CONCAT_WS", &[s(", "), s("a"), s("b")]),
-            (s("a, b"), vec![])
-        );
+        assert_eq!(call("LENGTH", &[Value::from(-12)]), (Value::from(3), vec![]));
+        assert_eq!(call("CONCAT", &[s("a"), Value::from(1), Value::from(true)]), (s("a1true"), vec![]));
+        assert_eq!(call("CONCAT_WS", &[s(", "), s("a"), s("b")]), (s("a, b"), vec![]));
         assert_eq!(call("LOWER", &[s("ÀB")]), (s("àb"), vec![]));
         assert_eq!(call("UPPER", &[s("straße")]), (s("STRASSE"), vec![]));
         assert_eq!(call("TRIM", &[s("\u{2003} a \t\n")]), (s("a"), vec![]));
-        assert_eq!(
-            call("LEFT", &[s("héllo"), Value::from(2)]),
-            (s("hé"), vec![])
-        );
-        assert_eq!(
-            call("RIGHT", &[s("héllo"), Value::from(4)]),
-            (s("éllo"), vec![])
-        );
-        assert_eq!(
-            call("RIGHT", &[s("abc"), Value::from(-1)]),
-            (s("abc"), vec![ErrorKind::FunctionEvaluation])
-        );
-        assert_eq!(
-            call("LEFT", &[s("abc"), s("x")]),
-            (s(""), vec![ErrorKind::Cast])
-        );
+        assert_eq!(call("LEFT", &[s("héllo"), Value::from(2)]), (s("hé"), vec![]));
+        assert_eq!(call("RIGHT", &[s("héllo"), Value::from(4)]), (s("éllo"), vec![]));
+        assert_eq!(call("RIGHT", &[s("abc"), Value::from(-1)]), (s("abc"), vec![ErrorKind::FunctionEvaluation]));
+        assert_eq!(call("LEFT", &[s("abc"), s("x")]), (s(""), vec![ErrorKind::Cast]));
     }
 
     #[test]
@@ -312,15 +267,9 @@ mod tests {
     #[test]
     fn casting_functions() {
         assert_eq!(call("INT", &[s("+42")]), (Value::from(42), vec![]));
-        assert_eq!(
-            call("INT", &[s("4x")]),
-            (Value::from(0), vec![ErrorKind::Cast])
-        );
+        assert_eq!(call("INT", &[s("4x")]), (Value::from(0), vec![ErrorKind::Cast]));
         assert_eq!(call("BOOL", &[Value::from(7)]), (Value::from(true), vec![]));
-        assert_eq!(
-            call("BOOL", &[s("nope")]),
-            (Value::from(false), vec![ErrorKind::Cast])
-        );
+        assert_eq!(call("BOOL", &[s("nope")]), (Value::from(false), vec![ErrorKind::Cast]));
         assert_eq!(call("STRING", &[Value::from(-7)]), (s("-7"), vec![]));
         assert_eq!(call("IS_INT", &[s("12")]), (Value::from(true), vec![]));
         assert_eq!(call("IS_INT", &[s("1.5")]), (Value::from(false), vec![]));
@@ -330,10 +279,7 @@ mod tests {
 
     #[test]
     fn abs_overflow_is_a_math_error() {
-        assert_eq!(
-            call("ABS", &[Value::from(i32::MIN)]),
-            (Value::from(i32::MAX), vec![ErrorKind::Math])
-        );
+        assert_eq!(call("ABS", &[Value::from(i32::MIN)]), (Value::from(i32::MAX), vec![ErrorKind::Math]));
         assert_eq!(call("ABS", &[s("-3")]), (Value::from(3), vec![]));
     }
 }

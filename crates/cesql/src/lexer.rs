@@ -66,22 +66,13 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, CesqlError> {
             '\'' | '"' => TokenKind::Str(string_literal(pos, c, &mut chars)?),
             c if c.is_ascii_alphanumeric() || c == '_' => {
                 let mut word = String::from(c);
-                while let Some((_, c)) =
-                    chars.next_if(|&(_, c)| c.is_ascii_alphanumeric() || c == '_')
-                {
+                while let Some((_, c)) = chars.next_if(|&(_, c)| c.is_ascii_alphanumeric() || c == '_') {
                     word.push(c);
                 }
-                if word.bytes().all(|b| b.is_ascii_digit()) {
-                    TokenKind::Integer(word)
-                } else {
-                    TokenKind::Word(word)
-                }
+                if word.bytes().all(|b| b.is_ascii_digit()) { TokenKind::Integer(word) } else { TokenKind::Word(word) }
             }
             other => {
-                return Err(CesqlError::parse(
-                    pos,
-                    format!("unexpected character {other:?}"),
-                ));
+                return Err(CesqlError::parse(pos, format!("unexpected character {other:?}")));
             }
         };
         tokens.push(Token { kind, pos });
@@ -129,11 +120,7 @@ mod tests {
     use super::*;
 
     fn kinds(src: &str) -> Vec<TokenKind> {
-        tokenize(src)
-            .expect("valid input")
-            .into_iter()
-            .map(|t| t.kind)
-            .collect()
+        tokenize(src).expect("valid input").into_iter().map(|t| t.kind).collect()
     }
 
     fn word(s: &str) -> TokenKind {
@@ -149,27 +136,16 @@ mod tests {
         use TokenKind::*;
         assert_eq!(
             kinds("( ) , + - * / % = != <> < <= > >="),
-            vec![
-                LParen, RParen, Comma, Plus, Minus, Star, Slash, Percent, Eq, NotEq, NotEq, Lt,
-                LtEq, Gt, GtEq
-            ]
+            vec![LParen, RParen, Comma, Plus, Minus, Star, Slash, Percent, Eq, NotEq, NotEq, Lt, LtEq, Gt, GtEq]
         );
-        assert_eq!(
-            kinds("a<=-1"),
-            vec![word("a"), LtEq, Minus, Integer("1".into())]
-        );
+        assert_eq!(kinds("a<=-1"), vec![word("a"), LtEq, Minus, Integer("1".into())]);
     }
 
     #[test]
     fn words_and_integers() {
         assert_eq!(
             kinds("CONCAT_WS 123 abc1 1abc"),
-            vec![
-                word("CONCAT_WS"),
-                TokenKind::Integer("123".into()),
-                word("abc1"),
-                word("1abc")
-            ]
+            vec![word("CONCAT_WS"), TokenKind::Integer("123".into()), word("abc1"), word("1abc")]
         );
     }
 
@@ -186,15 +162,9 @@ mod tests {
     #[test]
     fn positions_are_byte_offsets() {
         let tokens = tokenize("é = 'é'").err();
-        assert_eq!(
-            tokens,
-            Some(CesqlError::parse(0, "unexpected character 'é'"))
-        );
+        assert_eq!(tokens, Some(CesqlError::parse(0, "unexpected character 'é'")));
         let tokens = tokenize("a  =  'é'").expect("valid input");
-        assert_eq!(
-            tokens.iter().map(|t| t.pos).collect::<Vec<_>>(),
-            vec![0, 3, 6]
-        );
+        assert_eq!(tokens.iter().map(|t| t.pos).collect::<Vec<_>>(), vec![0, 3, 6]);
     }
 
     #[test]

@@ -50,10 +50,7 @@ pub use value::{Type, Value};
 /// number of arguments.
 pub fn parse(expr: &str) -> Result<Expression, CesqlError> {
     let root = parser::parse(expr)?;
-    Ok(Expression {
-        source: expr.to_owned(),
-        root,
-    })
+    Ok(Expression { source: expr.to_owned(), root })
 }
 
 /// A compiled CESQL expression. Immutable, cheap to share, and evaluable any number of

@@ -77,11 +77,7 @@ impl LikePattern {
                 None => return false,
             }
         }
-        self.parts
-            .get(p..)
-            .unwrap_or(&[])
-            .iter()
-            .all(|part| *part == Part::Any)
+        self.parts.get(p..).unwrap_or(&[]).iter().all(|part| *part == Part::Any)
     }
 }
 

@@ -28,25 +28,15 @@ pub(crate) const MAX_DEPTH: usize = 256;
 /// [`MAX_DEPTH`] to keep unoptimised builds well within a 2 MiB thread stack.
 pub(crate) const MAX_NESTING: usize = 64;
 
-const KEYWORDS: [&str; 9] = [
-    "AND", "OR", "XOR", "NOT", "LIKE", "IN", "EXISTS", "TRUE", "FALSE",
-];
+const KEYWORDS: [&str; 9] = ["AND", "OR", "XOR", "NOT", "LIKE", "IN", "EXISTS", "TRUE", "FALSE"];
 
 pub(crate) fn parse(src: &str) -> Result<Expr, CesqlError> {
     let tokens = tokenize(src)?;
-    let mut parser = Parser {
-        tokens,
-        next: 0,
-        end: src.len(),
-        nesting: 0,
-    };
+    let mut parser = Parser { tokens, next: 0, end: src.len(), nesting: 0 };
     let root = parser.expression()?;
     match parser.peek() {
         None => Ok(root.expr),
-        Some(token) => Err(CesqlError::parse(
-            token.pos,
-            format!("unexpected {}", describe(&token.kind)),
-        )),
+        Some(token) => Err(CesqlError::parse(token.pos, format!("unexpected {}", describe(&token.kind)))),
     }
 }
 
@@ -142,25 +132,14 @@ impl Parser {
     fn node(&self, pos: usize, children_depth: usize, expr: Expr) -> Parsed {
         let depth = children_depth + 1;
         if depth > MAX_DEPTH {
-            return Err(CesqlError::parse(
-                pos,
-                format!("expression nested deeper than {MAX_DEPTH}"),
-            ));
+            return Err(CesqlError::parse(pos, format!("expression nested deeper than {MAX_DEPTH}")));
         }
         Ok(Node { expr, depth })
     }
 
     fn binary(&self, pos: usize, op: BinaryOp, left: Node, right: Node) -> Parsed {
         let depth = left.depth.max(right.depth);
-        self.node(
-            pos,
-            depth,
-            Expr::Binary {
-                op,
-                left: Box::new(left.expr),
-                right: Box::new(right.expr),
-            },
-        )
+        self.node(pos, depth, Expr::Binary { op, left: Box::new(left.expr), right: Box::new(right.expr) })
     }
 
     /// expression := comparison ((AND | OR | XOR) comparison)*
@@ -248,8 +227,7 @@ impl Parser {
         let mut node = self.unary()?;
         loop {
             let pos = self.pos();
-            let negated =
-                self.at_keyword("NOT") && (self.keyword_at(1, "LIKE") || self.keyword_at(1, "IN"));
+            let negated = self.at_keyword("NOT") && (self.keyword_at(1, "LIKE") || self.keyword_at(1, "IN"));
             if negated {
                 self.next += 1;
             }
@@ -262,28 +240,12 @@ impl Parser {
                     }
                 };
                 self.next += 1;
-                node = self.node(
-                    pos,
-                    node.depth,
-                    Expr::Like {
-                        expr: Box::new(node.expr),
-                        pattern,
-                        negated,
-                    },
-                )?;
+                node = self.node(pos, node.depth, Expr::Like { expr: Box::new(node.expr), pattern, negated })?;
             } else if self.at_keyword("IN") {
                 self.next += 1;
                 let (set, depth) = self.list(false)?;
                 let depth = depth.max(node.depth);
-                node = self.node(
-                    pos,
-                    depth,
-                    Expr::In {
-                        expr: Box::new(node.expr),
-                        set,
-                        negated,
-                    },
-                )?;
+                node = self.node(pos, depth, Expr::In { expr: Box::new(node.expr), set, negated })?;
             } else {
                 return Ok(node);
             }
@@ -333,9 +295,9 @@ impl Parser {
             return Err(CesqlError::parse(pos, "unexpected end of expression"));
         };
         match token.kind {
-            TokenKind::Integer(digits) => Ok(Node::leaf(Expr::Literal(Value::Integer(
-                integer_literal(pos, &digits, false)?,
-            )))),
+            TokenKind::Integer(digits) => {
+                Ok(Node::leaf(Expr::Literal(Value::Integer(integer_literal(pos, &digits, false)?))))
+            }
             TokenKind::Str(s) => Ok(Node::leaf(Expr::Literal(Value::String(s)))),
             TokenKind::LParen => {
                 let inner = self.expression()?;
@@ -343,10 +305,7 @@ impl Parser {
                 Ok(inner)
             }
             TokenKind::Word(word) => self.word(pos, word),
-            other => Err(CesqlError::parse(
-                pos,
-                format!("unexpected {}", describe(&other)),
-            )),
+            other => Err(CesqlError::parse(pos, format!("unexpected {}", describe(&other)))),
         }
     }
 
@@ -360,47 +319,29 @@ impl Parser {
             "EXISTS" => {
                 let name_pos = self.pos();
                 return match self.advance() {
-                    Some(Token {
-                        kind: TokenKind::Word(name),
-                        ..
-                    }) if is_attribute_name(&name) => {
+                    Some(Token { kind: TokenKind::Word(name), .. }) if is_attribute_name(&name) => {
                         Ok(Node::leaf(Expr::Exists(name.to_ascii_lowercase())))
                     }
-                    _ => Err(CesqlError::parse(
-                        name_pos,
-                        "expected an attribute name after EXISTS",
-                    )),
+                    _ => Err(CesqlError::parse(name_pos, "expected an attribute name after EXISTS")),
                 };
             }
             keyword if KEYWORDS.contains(&keyword) => {
-                return Err(CesqlError::parse(
-                    pos,
-                    format!("unexpected keyword {upper}"),
-                ));
+                return Err(CesqlError::parse(pos, format!("unexpected keyword {upper}")));
             }
             _ => {}
         }
         if self.peek_kind() == Some(&TokenKind::LParen) {
             if !is_function_name(&word) {
-                return Err(CesqlError::parse(
-                    pos,
-                    format!("invalid function name {word:?}"),
-                ));
+                return Err(CesqlError::parse(pos, format!("invalid function name {word:?}")));
             }
             self.next += 1;
             let (args, depth) = self.list(true)?;
-            let function =
-                Function::resolve(&upper, args.len()).ok_or(CesqlError::MissingFunction {
-                    name: upper,
-                    arity: args.len(),
-                })?;
+            let function = Function::resolve(&upper, args.len())
+                .ok_or(CesqlError::MissingFunction { name: upper, arity: args.len() })?;
             return self.node(pos, depth, Expr::Call { function, args });
         }
         if !is_attribute_name(&word) {
-            return Err(CesqlError::parse(
-                pos,
-                format!("invalid attribute name {word:?}"),
-            ));
+            return Err(CesqlError::parse(pos, format!("invalid attribute name {word:?}")));
         }
         // Attribute names are lowercase by the CloudEvents naming rules; like keywords,
         // they are matched case-insensitively (the TCK uses `EXISTS SOURCE`).
@@ -439,10 +380,7 @@ impl Parser {
 fn integer_literal(pos: usize, digits: &str, negative: bool) -> Result<i32, CesqlError> {
     let out_of_range = || {
         let sign = if negative { "-" } else { "" };
-        CesqlError::parse(
-            pos,
-            format!("integer literal {sign}{digits} does not fit 32 bits"),
-        )
+        CesqlError::parse(pos, format!("integer literal {sign}{digits} does not fit 32 bits"))
     };
     let magnitude: i64 = digits.parse().map_err(|_| out_of_range())?;
     let value = if negative { -magnitude } else { magnitude };
@@ -458,8 +396,7 @@ fn is_attribute_name(word: &str) -> bool {
 
 /// `function-identifier ::= char ( "_" | char )*`
 fn is_function_name(word: &str) -> bool {
-    word.starts_with(|c: char| c.is_ascii_alphabetic())
-        && word.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+    word.starts_with(|c: char| c.is_ascii_alphabetic()) && word.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
 }
 
 fn describe(kind: &TokenKind) -> String {
@@ -498,11 +435,7 @@ mod tests {
     }
 
     fn bin(op: BinaryOp, left: Expr, right: Expr) -> Expr {
-        Expr::Binary {
-            op,
-            left: Box::new(left),
-            right: Box::new(right),
-        }
+        Expr::Binary { op, left: Box::new(left), right: Box::new(right) }
     }
 
     fn ok(src: &str) -> Expr {
@@ -536,20 +469,11 @@ mod tests {
     #[test]
     fn arithmetic_precedence_and_associativity() {
         use BinaryOp::*;
-        assert_eq!(
-            ok("4 * 2 + 4 / 2"),
-            bin(Add, bin(Mul, lit(4), lit(2)), bin(Div, lit(4), lit(2)))
-        );
-        assert_eq!(
-            ok("4 * (2 + 4) / 2"),
-            bin(Div, bin(Mul, lit(4), bin(Add, lit(2), lit(4))), lit(2))
-        );
+        assert_eq!(ok("4 * 2 + 4 / 2"), bin(Add, bin(Mul, lit(4), lit(2)), bin(Div, lit(4), lit(2))));
+        assert_eq!(ok("4 * (2 + 4) / 2"), bin(Div, bin(Mul, lit(4), bin(Add, lit(2), lit(4))), lit(2)));
         assert_eq!(ok("1 - 2 - 3"), bin(Sub, bin(Sub, lit(1), lit(2)), lit(3)));
         assert_eq!(ok("5 -3"), bin(Sub, lit(5), lit(3)));
-        assert_eq!(
-            ok("-a * b"),
-            bin(Mul, Expr::Negate(Box::new(attr("a"))), attr("b"))
-        );
+        assert_eq!(ok("-a * b"), bin(Mul, Expr::Negate(Box::new(attr("a"))), attr("b")));
         assert_eq!(ok("1 + 2 = 3"), bin(Eq, bin(Add, lit(1), lit(2)), lit(3)));
         assert_eq!(ok("a <> b"), bin(NotEq, attr("a"), attr("b")));
     }
@@ -557,22 +481,10 @@ mod tests {
     #[test]
     fn logic_operators_share_one_level_left_to_right() {
         use BinaryOp::*;
-        assert_eq!(
-            ok("a OR b AND c"),
-            bin(And, bin(Or, attr("a"), attr("b")), attr("c"))
-        );
-        assert_eq!(
-            ok("a AND b XOR c"),
-            bin(Xor, bin(And, attr("a"), attr("b")), attr("c"))
-        );
-        assert_eq!(
-            ok("a = 1 and b < 2"),
-            bin(And, bin(Eq, attr("a"), lit(1)), bin(Lt, attr("b"), lit(2)))
-        );
-        assert_eq!(
-            ok("a OR (b AND c)"),
-            bin(Or, attr("a"), bin(And, attr("b"), attr("c")))
-        );
+        assert_eq!(ok("a OR b AND c"), bin(And, bin(Or, attr("a"), attr("b")), attr("c")));
+        assert_eq!(ok("a AND b XOR c"), bin(Xor, bin(And, attr("a"), attr("b")), attr("c")));
+        assert_eq!(ok("a = 1 and b < 2"), bin(And, bin(Eq, attr("a"), lit(1)), bin(Lt, attr("b"), lit(2))));
+        assert_eq!(ok("a OR (b AND c)"), bin(Or, attr("a"), bin(And, attr("b"), attr("c"))));
     }
 
     #[test]
@@ -581,16 +493,9 @@ mod tests {
         assert_eq!(ok("NOT a = b"), bin(BinaryOp::Eq, not_a.clone(), attr("b")));
         assert_eq!(
             ok("not a like 'x'"),
-            Expr::Like {
-                expr: Box::new(not_a),
-                pattern: LikePattern::new("x"),
-                negated: false
-            }
+            Expr::Like { expr: Box::new(not_a), pattern: LikePattern::new("x"), negated: false }
         );
-        assert_eq!(
-            ok("NOT EXISTS time"),
-            Expr::Not(Box::new(Expr::Exists("time".into())))
-        );
+        assert_eq!(ok("NOT EXISTS time"), Expr::Not(Box::new(Expr::Exists("time".into()))));
     }
 
     #[test]
@@ -600,29 +505,14 @@ mod tests {
             bin(
                 BinaryOp::Add,
                 attr("a"),
-                Expr::Like {
-                    expr: Box::new(attr("b")),
-                    pattern: LikePattern::new("x%"),
-                    negated: true
-                }
+                Expr::Like { expr: Box::new(attr("b")), pattern: LikePattern::new("x%"), negated: true }
             )
         );
         assert_eq!(
             ok("x not in (1, 'a', y)"),
-            Expr::In {
-                expr: Box::new(attr("x")),
-                set: vec![lit(1), lit("a"), attr("y")],
-                negated: true
-            }
+            Expr::In { expr: Box::new(attr("x")), set: vec![lit(1), lit("a"), attr("y")], negated: true }
         );
-        assert_eq!(
-            ok("x IN (1)"),
-            Expr::In {
-                expr: Box::new(attr("x")),
-                set: vec![lit(1)],
-                negated: false
-            }
-        );
+        assert_eq!(ok("x IN (1)"), Expr::In { expr: Box::new(attr("x")), set: vec![lit(1)], negated: false });
     }
 
     #[test]
@@ -630,45 +520,15 @@ mod tests {
         assert_eq!(ok("EXISTS SOURCE"), Expr::Exists("source".into()));
         assert_eq!(ok("MyExt1"), attr("myext1"));
         assert_eq!(ok("1abc"), attr("1abc"));
-        assert_eq!(
-            ok("int(hop)"),
-            Expr::Call {
-                function: Function::Int,
-                args: vec![attr("hop")]
-            }
-        );
-        assert_eq!(
-            ok("Concat_Ws(',')"),
-            Expr::Call {
-                function: Function::ConcatWs,
-                args: vec![lit(",")]
-            }
-        );
-        assert_eq!(
-            ok("CONCAT()"),
-            Expr::Call {
-                function: Function::Concat,
-                args: vec![]
-            }
-        );
+        assert_eq!(ok("int(hop)"), Expr::Call { function: Function::Int, args: vec![attr("hop")] });
+        assert_eq!(ok("Concat_Ws(',')"), Expr::Call { function: Function::ConcatWs, args: vec![lit(",")] });
+        assert_eq!(ok("CONCAT()"), Expr::Call { function: Function::Concat, args: vec![] });
     }
 
     #[test]
     fn unknown_functions_fail_at_parse_time() {
-        assert_eq!(
-            err("CONCAT_WS()"),
-            CesqlError::MissingFunction {
-                name: "CONCAT_WS".into(),
-                arity: 0
-            }
-        );
-        assert_eq!(
-            err("nope(1, 2)"),
-            CesqlError::MissingFunction {
-                name: "NOPE".into(),
-                arity: 2
-            }
-        );
+        assert_eq!(err("CONCAT_WS()"), CesqlError::MissingFunction { name: "CONCAT_WS".into(), arity: 0 });
+        assert_eq!(err("nope(1, 2)"), CesqlError::MissingFunction { name: "NOPE".into(), arity: 2 });
         assert_eq!(err("ABS(1, 2)").kind(), ErrorKind::MissingFunction);
     }
 
@@ -708,16 +568,10 @@ mod tests {
     #[test]
     fn errors_carry_positions() {
         assert_eq!(err("1 + )"), CesqlError::parse(4, "unexpected ')'"));
-        assert_eq!(
-            err("(1"),
-            CesqlError::parse(2, "expected ')', found end of expression")
-        );
+        assert_eq!(err("(1"), CesqlError::parse(2, "expected ')', found end of expression"));
         assert_eq!(
             err("x LIKE 123"),
-            CesqlError::parse(
-                7,
-                "the pattern of LIKE must be a string literal, found integer 123"
-            )
+            CesqlError::parse(7, "the pattern of LIKE must be a string literal, found integer 123")
         );
     }
 

@@ -60,9 +60,9 @@ impl Value {
         match self {
             Self::Integer(i) => Ok(*i),
             Self::Boolean(b) => Ok(i32::from(*b)),
-            Self::String(s) => s
-                .parse::<i32>()
-                .map_err(|_| CesqlError::Cast(format!("cannot cast string {s:?} to Integer"))),
+            Self::String(s) => {
+                s.parse::<i32>().map_err(|_| CesqlError::Cast(format!("cannot cast string {s:?} to Integer")))
+            }
         }
     }
 
@@ -75,9 +75,7 @@ impl Value {
             Self::String(s) => match s.to_lowercase().as_str() {
                 "true" => Ok(true),
                 "false" => Ok(false),
-                _ => Err(CesqlError::Cast(format!(
-                    "cannot cast string {s:?} to Boolean"
-                ))),
+                _ => Err(CesqlError::Cast(format!("cannot cast string {s:?} to Boolean"))),
             },
         }
     }
@@ -132,9 +130,7 @@ pub(crate) fn to_integer(value: &Value, errors: &mut Vec<CesqlError>) -> i32 {
 /// error here (the TCK requires `NOT 10` to fail); a failed cast yields `false`.
 pub(crate) fn to_boolean(value: &Value, errors: &mut Vec<CesqlError>) -> bool {
     let cast = match value {
-        Value::Integer(i) => Err(CesqlError::Cast(format!(
-            "cannot implicitly cast Integer {i} to Boolean (use BOOL)"
-        ))),
+        Value::Integer(i) => Err(CesqlError::Cast(format!("cannot implicitly cast Integer {i} to Boolean (use BOOL)"))),
         other => other.cast_to_boolean(),
     };
     cast.unwrap_or_else(|e| {
@@ -188,14 +184,8 @@ mod tests {
         assert!(!to_boolean(&Value::from(1), &mut errors));
         assert_eq!(errors.len(), 2);
         assert!(errors.iter().all(|e| e.kind() == crate::ErrorKind::Cast));
-        assert_eq!(
-            cast_implicit(&Value::from(true), Type::String, &mut errors),
-            Value::from("true")
-        );
-        assert_eq!(
-            cast_implicit(&Value::from("5"), Type::Integer, &mut errors),
-            Value::from(5)
-        );
+        assert_eq!(cast_implicit(&Value::from(true), Type::String, &mut errors), Value::from("true"));
+        assert_eq!(cast_implicit(&Value::from("5"), Type::Integer, &mut errors), Value::from(5));
         assert_eq!(errors.len(), 2);
     }
 

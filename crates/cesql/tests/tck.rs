@@ -59,10 +59,7 @@ fn default_event() -> Map<String, Json> {
 fn expected_value(json: &Json) -> Option<Value> {
     match json {
         Json::Bool(b) => Some(Value::Boolean(*b)),
-        Json::Number(n) => n
-            .as_i64()
-            .and_then(|i| i32::try_from(i).ok())
-            .map(Value::Integer),
+        Json::Number(n) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map(Value::Integer),
         Json::String(s) => Some(Value::String(s.clone())),
         _ => None,
     }
@@ -85,35 +82,23 @@ fn run_case(case: &Case) -> Result<(), String> {
     let got_error = got.error().map(|e| e.kind().as_str());
     let mut problems = Vec::new();
     if got_error != expected_error {
-        problems.push(format!(
-            "error: expected {expected_error:?}, got {:?}",
-            got.errors
-        ));
+        problems.push(format!("error: expected {expected_error:?}, got {:?}", got.errors));
     }
     if let Some(result) = &case.result {
         match expected_value(result) {
             Some(expected) if expected == got.value => {}
-            Some(expected) => {
-                problems.push(format!("value: expected {expected:?}, got {:?}", got.value))
-            }
+            Some(expected) => problems.push(format!("value: expected {expected:?}, got {:?}", got.value)),
             None => problems.push(format!("unsupported expected result {result}")),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
 #[test]
 fn cesql_tck() {
     let required = std::env::var("SERVAL_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1");
     let Some(dir) = tck_dir() else {
-        assert!(
-            !required,
-            "SERVAL_REQUIRE_CONFORMANCE=1 but the CESQL TCK directory was not found"
-        );
+        assert!(!required, "SERVAL_REQUIRE_CONFORMANCE=1 but the CESQL TCK directory was not found");
         println!("skipped: conformance data not found");
         return;
     };
@@ -121,24 +106,16 @@ fn cesql_tck() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| entry.expect("readable directory entry").path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no TCK files in {}", dir.display());
 
     let (mut total, mut failures) = (0, String::new());
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-        let suite: Suite = serde_saphyr::from_str(&text)
-            .unwrap_or_else(|e| panic!("decoding {}: {e}", file.display()));
-        let file_name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let suite: Suite = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("decoding {}: {e}", file.display()));
+        let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         for case in &suite.tests {
             total += 1;
             if let Err(problem) = run_case(case) {
@@ -151,14 +128,6 @@ fn cesql_tck() {
         }
     }
     let failed = failures.lines().filter(|l| l.starts_with("- ")).count();
-    println!(
-        "CESQL TCK: {}/{total} passed ({} files in {})",
-        total - failed,
-        files.len(),
-        dir.display()
-    );
-    assert!(
-        failures.is_empty(),
-        "{failed} of {total} TCK cases failed:\n{failures}"
-    );
+    println!("CESQL TCK: {}/{total} passed ({} files in {})", total - failed, files.len(), dir.display());
+    assert!(failures.is_empty(), "{failed} of {total} TCK cases failed:\n{failures}");
 }

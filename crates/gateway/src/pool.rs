@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use serval_scaler::{ConcurrencyMeter, Sample};
 use tokio::sync::{Notify, oneshot};
 
 use crate::GatewayError;
@@ -18,9 +19,15 @@ use crate::GatewayError;
 pub struct PoolConfig {
     /// Requests one instance may serve at once; 0 = unlimited.
     pub container_concurrency: u32,
-    /// Requests that may wait for capacity before new ones get 503.
-    pub queue_limit: usize,
+    /// An instance's capacity when `container_concurrency` is unlimited (the autoscaling
+    /// target), for sizing the queue.
+    pub nominal_capacity: u32,
 }
+
+/// The smallest queue a revision gets, even at zero instances.
+const MIN_QUEUE: usize = 100;
+/// Queue depth per unit of capacity.
+const QUEUE_PER_CAPACITY: usize = 10;
 
 struct Endpoint {
     id: u64,
@@ -38,6 +45,21 @@ struct State {
     waiters: VecDeque<Waiter>,
     closed: Option<GatewayError>,
     requests: u64,
+    meter: ConcurrencyMeter,
+}
+
+impl State {
+    /// Requests in the system: in flight plus queued (what the autoscaler scales on).
+    fn level(&self) -> u32 {
+        self.endpoints.iter().map(|e| e.in_flight).sum::<u32>() + self.waiters.len() as u32
+    }
+
+    fn update_meter(&mut self) {
+        let level = self.level();
+        if level != self.meter.level() {
+            self.meter.set_level(Instant::now(), level);
+        }
+    }
 }
 
 /// The endpoints of one revision and the requests waiting for them.
@@ -101,6 +123,7 @@ impl RevisionPool {
                 waiters: VecDeque::new(),
                 closed: None,
                 requests: 0,
+                meter: ConcurrencyMeter::new(Instant::now()),
             }),
             demand: Notify::new(),
         })
@@ -116,34 +139,48 @@ impl RevisionPool {
     }
 
     fn has_room(&self, e: &Endpoint) -> bool {
-        !e.draining
-            && (self.config.container_concurrency == 0
-                || e.in_flight < self.config.container_concurrency)
+        !e.draining && (self.config.container_concurrency == 0 || e.in_flight < self.config.container_concurrency)
     }
 
-    /// Picks an endpoint with room: first available when the limit is small (keeps
-    /// instances warm in order), otherwise the least loaded.
+    /// Picks an endpoint with room: first available when the limit is small (≤ 3: keeps
+    /// requests packed on few instances), the least loaded for larger limits, and the
+    /// better of two random choices when unlimited (no herd on one instance, O(1)).
     fn pick(&self, state: &mut State) -> Option<usize> {
-        let candidates = state
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| self.has_room(e));
-        if self.config.container_concurrency != 0 && self.config.container_concurrency <= 3 {
-            candidates.map(|(i, _)| i).next()
-        } else {
-            candidates.min_by_key(|(_, e)| e.in_flight).map(|(i, _)| i)
+        let cc = self.config.container_concurrency;
+        let candidates = state.endpoints.iter().enumerate().filter(|(_, e)| self.has_room(e));
+        match cc {
+            1..=3 => candidates.map(|(i, _)| i).next(),
+            0 => {
+                let open: Vec<usize> = candidates.map(|(i, _)| i).collect();
+                match open.len() {
+                    0 => None,
+                    1 => Some(open[0]),
+                    n => {
+                        // Two distinct random candidates.
+                        let first = fastrand::usize(..n);
+                        let a = open[first];
+                        let b = open[(first + 1 + fastrand::usize(..n - 1)) % n];
+                        Some(if state.endpoints[b].in_flight < state.endpoints[a].in_flight { b } else { a })
+                    }
+                }
+            }
+            _ => candidates.min_by_key(|(_, e)| e.in_flight).map(|(i, _)| i),
         }
+    }
+
+    /// 10 × the capacity of the ready instances (at least one), never below 100.
+    fn queue_limit(&self, state: &State) -> usize {
+        let per_instance = match self.config.container_concurrency {
+            0 => self.config.nominal_capacity.max(1),
+            cc => cc,
+        } as usize;
+        let instances = state.endpoints.iter().filter(|e| !e.draining).count().max(1);
+        (QUEUE_PER_CAPACITY * per_instance * instances).max(MIN_QUEUE)
     }
 
     fn lease(self: &Arc<Self>, e: &mut Endpoint) -> Lease {
         e.in_flight += 1;
-        Lease {
-            pool: self.clone(),
-            endpoint: e.id,
-            addr: e.addr,
-            armed: true,
-        }
+        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr, armed: true }
     }
 
     /// Waits for a slot on an endpoint. When none is free the request queues (bounded) and
@@ -155,20 +192,22 @@ impl RevisionPool {
                 return Err(err.clone());
             }
             state.requests += 1;
+            state.meter.count_request();
             if let Some(i) = self.pick(&mut state) {
-                let endpoint = &mut state.endpoints[i];
-                return Ok(self.lease(endpoint));
+                let lease = self.lease(&mut state.endpoints[i]);
+                state.update_meter();
+                return Ok(lease);
             }
-            if state.waiters.len() >= self.config.queue_limit {
+            if state.waiters.len() >= self.queue_limit(&state) {
                 return Err(GatewayError::QueueFull(self.name.clone()));
             }
             let (tx, rx) = oneshot::channel();
             state.waiters.push_back(tx);
+            state.update_meter();
             rx
         };
         self.demand.notify_one();
-        wait.await
-            .unwrap_or_else(|_| Err(GatewayError::Closed(self.name.clone())))
+        wait.await.unwrap_or_else(|_| Err(GatewayError::Closed(self.name.clone())))
     }
 
     /// Resolves when requests are waiting for capacity (or were, since the last call).
@@ -191,6 +230,7 @@ impl RevisionPool {
                 state.endpoints[i].in_flight -= 1;
             }
         }
+        state.update_meter();
     }
 
     fn release(self: &Arc<Self>, endpoint: u64) {
@@ -211,6 +251,7 @@ impl RevisionPool {
         } else {
             self.dispatch(&mut state);
         }
+        state.update_meter();
     }
 
     /// Adds a ready endpoint and gives it queued requests.
@@ -260,11 +301,17 @@ impl RevisionPool {
                 let _ = done.send(());
             }
         }
+        state.update_meter();
     }
 
     /// Answers every queued request with `err` (e.g. the instance could not start).
     pub fn fail_waiters(&self, err: GatewayError) {
-        let waiters = std::mem::take(&mut self.lock().waiters);
+        let waiters = {
+            let mut state = self.lock();
+            let waiters = std::mem::take(&mut state.waiters);
+            state.update_meter();
+            waiters
+        };
         for w in waiters {
             let _ = w.send(Err(err.clone()));
         }
@@ -274,6 +321,11 @@ impl RevisionPool {
     pub fn close(&self, err: GatewayError) {
         self.lock().closed = Some(err.clone());
         self.fail_waiters(err);
+    }
+
+    /// What the meter measured since the last call (for the autoscaler).
+    pub fn take_sample(&self, now: Instant) -> Sample {
+        self.lock().meter.take(now)
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -305,26 +357,18 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn pool(cc: u32, queue: usize) -> Arc<RevisionPool> {
-        RevisionPool::new(
-            "r",
-            PoolConfig {
-                container_concurrency: cc,
-                queue_limit: queue,
-            },
-        )
+    fn pool(cc: u32) -> Arc<RevisionPool> {
+        RevisionPool::new("r", PoolConfig { container_concurrency: cc, nominal_capacity: 100 })
     }
 
     #[tokio::test]
     async fn queued_request_gets_the_first_endpoint() {
-        let p = pool(1, 10);
+        let p = pool(1);
         let waiting = tokio::spawn({
             let p = p.clone();
             async move { p.acquire().await.map(|l| l.addr()) }
         });
-        tokio::time::timeout(Duration::from_secs(1), p.demanded())
-            .await
-            .expect("demand signalled");
+        tokio::time::timeout(Duration::from_secs(1), p.demanded()).await.expect("demand signalled");
         assert_eq!(p.stats().waiting, 1);
         p.add_endpoint(1, addr(1));
         assert_eq!(waiting.await.expect("join").expect("lease"), addr(1));
@@ -332,7 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrency_limit_queues_and_release_hands_over() {
-        let p = pool(1, 10);
+        let p = pool(1);
         p.add_endpoint(1, addr(1));
         let first = p.acquire().await.expect("first");
         let second = tokio::spawn({
@@ -344,29 +388,50 @@ mod tests {
         assert_eq!(p.stats().in_flight, 1);
         drop(first);
         assert_eq!(second.await.expect("join").expect("lease"), 1);
-        assert_eq!(
-            p.stats().in_flight,
-            0,
-            "the second lease was dropped after use"
-        );
+        assert_eq!(p.stats().in_flight, 0, "the second lease was dropped after use");
     }
 
     #[tokio::test]
-    async fn overflow_is_refused() {
-        let p = pool(1, 1);
+    async fn overflow_beyond_ten_times_capacity_is_refused() {
+        let p = pool(1);
         p.add_endpoint(1, addr(1));
         let _busy = p.acquire().await.expect("first");
-        let _queued = tokio::spawn({
+        let mut queued = Vec::new();
+        for _ in 0..100 {
+            let p = p.clone();
+            queued.push(tokio::spawn(async move { p.acquire().await.map(|_| ()) }));
+        }
+        while p.stats().waiting < 100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(p.acquire().await, Err(GatewayError::QueueFull(_))), "minimum depth is 100");
+    }
+
+    #[tokio::test]
+    async fn the_meter_counts_queued_and_in_flight_requests() {
+        let p = pool(1);
+        let start = Instant::now();
+        p.add_endpoint(1, addr(1));
+        let lease = p.acquire().await.expect("lease");
+        let queued = tokio::spawn({
             let p = p.clone();
             async move { p.acquire().await.map(|_| ()) }
         });
-        tokio::task::yield_now().await;
-        assert!(matches!(p.acquire().await, Err(GatewayError::QueueFull(_))));
+        while p.stats().waiting < 1 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sample = p.take_sample(Instant::now());
+        let seconds = sample.end.duration_since(start).as_secs_f64();
+        assert_eq!(sample.requests, 2);
+        assert!(sample.area > 0.05 && sample.area <= 2.0 * seconds, "about 2 in the system: {sample:?}");
+        drop(lease);
+        queued.await.expect("join").expect("served");
     }
 
     #[tokio::test]
     async fn abandoned_waiters_do_not_leak_slots() {
-        let p = pool(1, 10);
+        let p = pool(1);
         let abandoned = tokio::time::timeout(Duration::from_millis(10), p.acquire()).await;
         assert!(abandoned.is_err());
         p.add_endpoint(1, addr(1));
@@ -376,8 +441,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn least_loaded_endpoint_wins_when_unlimited() {
-        let p = pool(0, 10);
+    async fn the_less_loaded_of_two_wins_when_unlimited() {
+        let p = pool(0);
         p.add_endpoint(1, addr(1));
         p.add_endpoint(2, addr(2));
         let a = p.acquire().await.expect("a");
@@ -387,7 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn drain_waits_for_in_flight_and_stops_new_requests() {
-        let p = pool(0, 10);
+        let p = pool(0);
         p.add_endpoint(1, addr(1));
         let lease = p.acquire().await.expect("lease");
         let drained = p.drain(1);
@@ -396,32 +461,23 @@ mod tests {
             async move { p.acquire().await.map(|l| l.endpoint()) }
         });
         tokio::task::yield_now().await;
-        assert_eq!(
-            p.stats().waiting,
-            1,
-            "draining endpoint takes no new request"
-        );
+        assert_eq!(p.stats().waiting, 1, "draining endpoint takes no new request");
         drop(lease);
-        tokio::time::timeout(Duration::from_secs(1), drained)
-            .await
-            .expect("drained");
+        tokio::time::timeout(Duration::from_secs(1), drained).await.expect("drained");
         p.add_endpoint(2, addr(2));
         assert_eq!(next.await.expect("join").expect("lease"), 2);
     }
 
     #[tokio::test]
     async fn failing_and_closing_answer_waiters() {
-        let p = pool(0, 10);
+        let p = pool(0);
         let w = tokio::spawn({
             let p = p.clone();
             async move { p.acquire().await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
         p.fail_waiters(GatewayError::StartFailed("boom".into()));
-        assert!(matches!(
-            w.await.expect("join"),
-            Err(GatewayError::StartFailed(_))
-        ));
+        assert!(matches!(w.await.expect("join"), Err(GatewayError::StartFailed(_))));
         p.close(GatewayError::Closed("r".into()));
         assert!(matches!(p.acquire().await, Err(GatewayError::Closed(_))));
     }

@@ -79,18 +79,10 @@ impl Gateway {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().host())
             .map(str::to_owned);
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let (key, forward) = self
-            .routes
-            .resolve(host.as_deref(), &path_and_query)
-            .ok_or_else(|| GatewayError::NoRoute {
-                host: host.clone().unwrap_or_default(),
-                path: path_and_query.clone(),
-            })?;
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let (key, forward) = self.routes.resolve(host.as_deref(), &path_and_query).ok_or_else(|| {
+            GatewayError::NoRoute { host: host.clone().unwrap_or_default(), path: path_and_query.clone() }
+        })?;
         let route = self.routes.get(&key).ok_or_else(|| GatewayError::NoRoute {
             host: host.clone().unwrap_or_default(),
             path: path_and_query.clone(),
@@ -106,14 +98,9 @@ impl Gateway {
         };
 
         let timeout = route.timeout;
-        let timed_out = || GatewayError::Timeout {
-            service: key.service.clone(),
-            seconds: timeout.as_secs(),
-        };
+        let timed_out = || GatewayError::Timeout { service: key.service.clone(), seconds: timeout.as_secs() };
         let deadline = tokio::time::Instant::now() + timeout;
-        let lease = tokio::time::timeout_at(deadline, pool.acquire())
-            .await
-            .map_err(|_| timed_out())??;
+        let lease = tokio::time::timeout_at(deadline, pool.acquire()).await.map_err(|_| timed_out())??;
 
         let uri = Uri::builder()
             .scheme("http")
@@ -143,14 +130,7 @@ impl Gateway {
             parts.headers.remove(*h);
         }
         // The slot stays taken until the response body has been fully sent.
-        Ok(Response::from_parts(
-            parts,
-            LeasedBody {
-                inner: body,
-                _lease: lease,
-            }
-            .boxed(),
-        ))
+        Ok(Response::from_parts(parts, LeasedBody { inner: body, _lease: lease }.boxed()))
     }
 }
 
@@ -168,18 +148,12 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
 
 /// The JSON error answer of the data plane.
 pub fn error_response(err: &GatewayError) -> Response<GatewayBody> {
-    let mut builder = Response::builder()
-        .status(err.status())
-        .header(header::CONTENT_TYPE, "application/json");
+    let mut builder = Response::builder().status(err.status()).header(header::CONTENT_TYPE, "application/json");
     if let Some(seconds) = err.retry_after() {
         builder = builder.header(header::RETRY_AFTER, seconds);
     }
-    let body = Full::new(Bytes::from(err.body()))
-        .map_err(|never: Infallible| match never {})
-        .boxed();
-    builder
-        .body(body)
-        .unwrap_or_else(|_| Response::new(BoxBody::default()))
+    let body = Full::new(Bytes::from(err.body())).map_err(|never: Infallible| match never {}).boxed();
+    builder.body(body).unwrap_or_else(|_| Response::new(BoxBody::default()))
 }
 
 /// A response body that holds its lease until the last frame is sent (or the client leaves).
@@ -192,10 +166,7 @@ impl Body for LeasedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -208,11 +179,7 @@ impl Body for LeasedBody {
 
 /// Accepts connections (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
 /// connections finish their requests.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -38,10 +38,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     pub fn new(domain: impl Into<String>) -> RoutingTable {
-        RoutingTable {
-            domain: domain.into().to_ascii_lowercase(),
-            routes: ArcSwap::from_pointee(HashMap::new()),
-        }
+        RoutingTable { domain: domain.into().to_ascii_lowercase(), routes: ArcSwap::from_pointee(HashMap::new()) }
     }
 
     pub fn domain(&self) -> &str {
@@ -66,11 +63,7 @@ impl RoutingTable {
 
     /// Finds the service a request is for: by host first (a host naming a service always
     /// wins), then by the `/f/<namespace>/<service>/…` path. Returns the path to forward.
-    pub fn resolve<'a>(
-        &self,
-        host: Option<&str>,
-        path: &'a str,
-    ) -> Option<(RouteKey, Forward<'a>)> {
+    pub fn resolve<'a>(&self, host: Option<&str>, path: &'a str) -> Option<(RouteKey, Forward<'a>)> {
         if let Some(key) = host.and_then(|h| service_from_host(h, &self.domain)) {
             return Some((key, Forward::Unchanged));
         }
@@ -88,20 +81,15 @@ pub enum Forward<'a> {
 
 /// `<service>.<namespace>.<domain>[:port]` → key.
 pub fn service_from_host(host: &str, domain: &str) -> Option<RouteKey> {
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
+    let host =
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     let labels = host.strip_suffix(domain)?.strip_suffix('.')?;
     let (service, namespace) = labels.split_once('.')?;
     if service.is_empty() || namespace.is_empty() || namespace.contains('.') {
         return None;
     }
-    Some(RouteKey {
-        namespace: namespace.into(),
-        service: service.into(),
-    })
+    Some(RouteKey { namespace: namespace.into(), service: service.into() })
 }
 
 /// `/f/<namespace>/<service>[/rest]` → key and `/rest` (query included).
@@ -113,13 +101,7 @@ pub fn service_from_path(path: &str) -> Option<(RouteKey, &str)> {
     if namespace.is_empty() || service.is_empty() {
         return None;
     }
-    Some((
-        RouteKey {
-            namespace: namespace.into(),
-            service: service.into(),
-        },
-        rest,
-    ))
+    Some((RouteKey { namespace: namespace.into(), service: service.into() }, rest))
 }
 
 #[cfg(test)]
@@ -127,49 +109,25 @@ mod tests {
     use super::*;
 
     fn key(ns: &str, s: &str) -> RouteKey {
-        RouteKey {
-            namespace: ns.into(),
-            service: s.into(),
-        }
+        RouteKey { namespace: ns.into(), service: s.into() }
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(
-            service_from_host("hello.default.localhost", "localhost"),
-            Some(key("default", "hello"))
-        );
-        assert_eq!(
-            service_from_host("Hello.Default.localhost:8080", "localhost"),
-            Some(key("default", "hello"))
-        );
-        assert_eq!(
-            service_from_host("hello.default.example.com.", "example.com"),
-            Some(key("default", "hello"))
-        );
+        assert_eq!(service_from_host("hello.default.localhost", "localhost"), Some(key("default", "hello")));
+        assert_eq!(service_from_host("Hello.Default.localhost:8080", "localhost"), Some(key("default", "hello")));
+        assert_eq!(service_from_host("hello.default.example.com.", "example.com"), Some(key("default", "hello")));
         assert_eq!(service_from_host("localhost:8080", "localhost"), None);
         assert_eq!(service_from_host("127.0.0.1:8080", "localhost"), None);
         assert_eq!(service_from_host("a.b.c.localhost", "localhost"), None);
-        assert_eq!(
-            service_from_host("hello.defaultlocalhost", "localhost"),
-            None
-        );
+        assert_eq!(service_from_host("hello.defaultlocalhost", "localhost"), None);
     }
 
     #[test]
     fn paths() {
-        assert_eq!(
-            service_from_path("/f/default/hello"),
-            Some((key("default", "hello"), ""))
-        );
-        assert_eq!(
-            service_from_path("/f/default/hello/a/b?x=1"),
-            Some((key("default", "hello"), "/a/b?x=1"))
-        );
-        assert_eq!(
-            service_from_path("/f/default/hello?x=1"),
-            Some((key("default", "hello"), "?x=1"))
-        );
+        assert_eq!(service_from_path("/f/default/hello"), Some((key("default", "hello"), "")));
+        assert_eq!(service_from_path("/f/default/hello/a/b?x=1"), Some((key("default", "hello"), "/a/b?x=1")));
+        assert_eq!(service_from_path("/f/default/hello?x=1"), Some((key("default", "hello"), "?x=1")));
         assert_eq!(service_from_path("/f/default/"), None);
         assert_eq!(service_from_path("/g/default/hello"), None);
     }
@@ -177,13 +135,9 @@ mod tests {
     #[test]
     fn host_wins_over_path() {
         let t = RoutingTable::new("localhost");
-        let (k, f) = t
-            .resolve(Some("a.ns.localhost"), "/f/other/b")
-            .expect("route");
+        let (k, f) = t.resolve(Some("a.ns.localhost"), "/f/other/b").expect("route");
         assert_eq!((k, f), (key("ns", "a"), Forward::Unchanged));
-        let (k, f) = t
-            .resolve(Some("127.0.0.1:1"), "/f/other/b/x")
-            .expect("route");
+        let (k, f) = t.resolve(Some("127.0.0.1:1"), "/f/other/b/x").expect("route");
         assert_eq!((k, f), (key("other", "b"), Forward::Stripped("/x")));
     }
 }

@@ -5,15 +5,16 @@
 //! Owns: the wire shapes (`serving.knative.dev/v1`) and pure functions on them.
 //! Must not depend on: any IO, tokio, or another serval crate.
 
+pub mod autoscaling;
 mod meta;
 mod service;
 mod validate;
 
+pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
-    Container, ContainerPort, EnvVar, InstanceCounts, Revision, RevisionSpec, RevisionStatus,
-    RevisionTemplate, RuntimeKind, SERVING_API_VERSION, Service, ServiceSpec, ServiceStatus,
-    TrafficTarget, annotations, revision_name,
+    Container, ContainerPort, EnvVar, InstanceCounts, Revision, RevisionSpec, RevisionStatus, RevisionTemplate,
+    RuntimeKind, SERVING_API_VERSION, Service, ServiceSpec, ServiceStatus, TrafficTarget, annotations, revision_name,
 };
 pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
 

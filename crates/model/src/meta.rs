@@ -63,12 +63,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(
-        kind: &str,
-        status: ConditionStatus,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
         Condition {
             kind: kind.to_string(),
             status,
@@ -83,12 +78,11 @@ impl Condition {
     pub fn set(conditions: &mut Vec<Condition>, mut new: Condition, now: &str) {
         match conditions.iter_mut().find(|c| c.kind == new.kind) {
             Some(old) => {
-                new.last_transition_time =
-                    if old.status == new.status && !old.last_transition_time.is_empty() {
-                        old.last_transition_time.clone()
-                    } else {
-                        now.to_string()
-                    };
+                new.last_transition_time = if old.status == new.status && !old.last_transition_time.is_empty() {
+                    old.last_transition_time.clone()
+                } else {
+                    now.to_string()
+                };
                 *old = new;
             }
             None => {

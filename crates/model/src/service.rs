@@ -9,11 +9,6 @@ pub const SERVING_API_VERSION: &str = "serving.knative.dev/v1";
 
 /// Annotation names serval reads (Knative's where Knative has one).
 pub mod annotations {
-    pub const MIN_SCALE: &str = "autoscaling.knative.dev/min-scale";
-    pub const MAX_SCALE: &str = "autoscaling.knative.dev/max-scale";
-    /// How long an idle instance is kept before it is stopped (Knative's
-    /// scale-to-zero retention period; serval applies it per instance).
-    pub const IDLE_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
     pub const RUNTIME: &str = "serval.dev/runtime";
     /// Label on a Revision naming its Service.
     pub const SERVICE_LABEL: &str = "serving.knative.dev/service";
@@ -87,8 +82,7 @@ impl RevisionSpec {
     pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 
     pub fn timeout_seconds(&self) -> u64 {
-        self.timeout_seconds
-            .unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
+        self.timeout_seconds.unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
     }
     pub fn container_concurrency(&self) -> u32 {
         self.container_concurrency.unwrap_or(0)
@@ -189,6 +183,15 @@ pub struct InstanceCounts {
     /// Duration of the last cold start in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_cold_start_ms: Option<f64>,
+    /// The autoscaler is in panic mode.
+    #[serde(default)]
+    pub panic: bool,
+    /// Average requests in the system (in flight + queued) over the stable window.
+    #[serde(default)]
+    pub observed_concurrency: f64,
+    /// Requests per second over the stable window.
+    #[serde(default)]
+    pub observed_rps: f64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -255,26 +258,15 @@ impl Service {
         Service {
             api_version: default_api_version(),
             kind: default_service_kind(),
-            metadata: ObjectMeta {
-                name: name.into(),
-                namespace: namespace.into(),
-                ..Default::default()
-            },
-            spec: ServiceSpec {
-                template,
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: name.into(), namespace: namespace.into(), ..Default::default() },
+            spec: ServiceSpec { template, ..Default::default() },
             status: ServiceStatus::default(),
         }
     }
 
     /// The annotation value from the template, falling back to the Service's own metadata.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        annotation_of(
-            &self.spec.template.metadata.annotations,
-            &self.metadata.annotations,
-            key,
-        )
+        annotation_of(&self.spec.template.metadata.annotations, &self.metadata.annotations, key)
     }
 }
 
@@ -283,10 +275,7 @@ fn annotation_of<'a>(
     second: &'a BTreeMap<String, String>,
     key: &str,
 ) -> Option<&'a str> {
-    first
-        .get(key)
-        .or_else(|| second.get(key))
-        .map(String::as_str)
+    first.get(key).or_else(|| second.get(key)).map(String::as_str)
 }
 
 impl Revision {
@@ -294,18 +283,9 @@ impl Revision {
     /// `number` is the configuration generation: how many templates the Service has had.
     pub fn from_service(service: &Service, name: String, number: u64, created: &str) -> Revision {
         let mut labels = service.spec.template.metadata.labels.clone();
-        labels.insert(
-            annotations::SERVICE_LABEL.into(),
-            service.metadata.name.clone(),
-        );
-        labels.insert(
-            annotations::CONFIGURATION_LABEL.into(),
-            service.metadata.name.clone(),
-        );
-        labels.insert(
-            annotations::CONFIGURATION_GENERATION_LABEL.into(),
-            number.to_string(),
-        );
+        labels.insert(annotations::SERVICE_LABEL.into(), service.metadata.name.clone());
+        labels.insert(annotations::CONFIGURATION_LABEL.into(), service.metadata.name.clone());
+        labels.insert(annotations::CONFIGURATION_GENERATION_LABEL.into(), number.to_string());
         // Service-level serval annotations apply to every revision unless the template overrides.
         let mut revision_annotations: BTreeMap<String, String> = service
             .metadata
@@ -333,11 +313,7 @@ impl Revision {
     }
 
     pub fn service_name(&self) -> &str {
-        self.metadata
-            .labels
-            .get(annotations::SERVICE_LABEL)
-            .map(String::as_str)
-            .unwrap_or_default()
+        self.metadata.labels.get(annotations::SERVICE_LABEL).map(String::as_str).unwrap_or_default()
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -347,10 +323,7 @@ impl Revision {
     /// The runtime this revision runs on: the `serval.dev/runtime` annotation when present,
     /// otherwise `oci` for a container with an image and `process` for a plain command.
     pub fn runtime_kind(&self) -> RuntimeKind {
-        if let Some(kind) = self
-            .annotation(annotations::RUNTIME)
-            .and_then(RuntimeKind::parse)
-        {
+        if let Some(kind) = self.annotation(annotations::RUNTIME).and_then(RuntimeKind::parse) {
             return kind;
         }
         match self.spec.containers.first() {
@@ -359,22 +332,9 @@ impl Revision {
         }
     }
 
-    pub fn min_scale(&self) -> u32 {
-        self.annotation(annotations::MIN_SCALE)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// 0 = unbounded.
-    pub fn max_scale(&self) -> u32 {
-        self.annotation(annotations::MAX_SCALE)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Idle retention from the annotation, if set (validated as a duration).
-    pub fn idle_retention(&self) -> Option<std::time::Duration> {
-        self.annotation(annotations::IDLE_RETENTION)
-            .and_then(|v| crate::validate::parse_duration(v).ok())
+    /// The revision's autoscaling annotations (validated when the Service was accepted;
+    /// anything unparsable here falls back to the defaults).
+    pub fn autoscaling(&self) -> crate::AutoscalingAnnotations {
+        crate::parse_autoscaling(&self.metadata.annotations, "metadata.annotations").unwrap_or_default()
     }
 }

@@ -59,9 +59,7 @@ pub fn validate_name(value: &str, max: usize) -> Result<(), String> {
         return Err(format!("must be at most {max} characters"));
     }
     let bytes = value.as_bytes();
-    let ok_chars = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let ok_chars = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     let ok_start = bytes[0].is_ascii_lowercase();
     let ok_end = bytes[bytes.len() - 1] != b'-';
     if !(ok_chars && ok_start && ok_end) {
@@ -84,17 +82,13 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
         if digits == 0 {
             return Err(bad());
         }
         let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -117,15 +111,11 @@ struct Checker {
 
 impl Checker {
     fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors.push(FieldError { field: field.into(), message: message.into() });
     }
     fn warn_unknown<'a>(&mut self, path: &str, keys: impl Iterator<Item = &'a String>) {
         for key in keys {
-            self.warnings
-                .push(format!("{path}.{key}: unknown field, ignored"));
+            self.warnings.push(format!("{path}.{key}: unknown field, ignored"));
         }
     }
 }
@@ -133,15 +123,9 @@ impl Checker {
 /// Validates a Service as submitted by a user. Returns the warnings (fields serval ignores)
 /// or every error found, each with its field path.
 pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationError> {
-    let mut c = Checker {
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut c = Checker { errors: Vec::new(), warnings: Vec::new() };
     if service.api_version != crate::SERVING_API_VERSION {
-        c.error(
-            "apiVersion",
-            format!("must be {}", crate::SERVING_API_VERSION),
-        );
+        c.error("apiVersion", format!("must be {}", crate::SERVING_API_VERSION));
     }
     if service.kind != "Service" {
         c.error("kind", "must be Service");
@@ -160,10 +144,7 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     if let Some(name) = &template.metadata.name {
         let prefix = format!("{}-", service.metadata.name);
         if !name.starts_with(&prefix) {
-            c.error(
-                "spec.template.metadata.name",
-                format!("must start with {prefix:?}"),
-            );
+            c.error("spec.template.metadata.name", format!("must start with {prefix:?}"));
         } else if let Err(m) = validate_name(name, 63) {
             c.error("spec.template.metadata.name", m);
         }
@@ -175,10 +156,7 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     match spec.containers.len() {
         0 => c.error("spec.template.spec.containers", "one container is required"),
         1 => check_container(&mut c, &spec.containers[0], service),
-        _ => c.error(
-            "spec.template.spec.containers",
-            "serval runs exactly one container per revision",
-        ),
+        _ => c.error("spec.template.spec.containers", "serval runs exactly one container per revision"),
     }
     if spec.container_concurrency() > MAX_CONTAINER_CONCURRENCY {
         c.error(
@@ -189,14 +167,10 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     if let Some(t) = spec.timeout_seconds
         && (t == 0 || t > MAX_TIMEOUT_SECONDS)
     {
-        c.error(
-            "spec.template.spec.timeoutSeconds",
-            format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
-        );
+        c.error("spec.template.spec.timeoutSeconds", format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"));
     }
     for (i, t) in service.spec.traffic.iter().enumerate() {
-        let is_plain_latest =
-            t.latest_revision == Some(true) && t.percent.unwrap_or(100) == 100 && t.tag.is_none();
+        let is_plain_latest = t.latest_revision == Some(true) && t.percent.unwrap_or(100) == 100 && t.tag.is_none();
         if !is_plain_latest || service.spec.traffic.len() > 1 {
             c.error(
                 format!("spec.traffic[{i}]"),
@@ -204,48 +178,24 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
             );
         }
     }
-    if c.errors.is_empty() {
-        Ok(c.warnings)
-    } else {
-        Err(ValidationError { errors: c.errors })
-    }
+    if c.errors.is_empty() { Ok(c.warnings) } else { Err(ValidationError { errors: c.errors }) }
 }
 
 fn check_annotations(c: &mut Checker, service: &Service) {
     let path = |key: &str| format!("spec.template.metadata.annotations[{key}]");
-    let scale = |c: &mut Checker, key: &str| -> Option<u32> {
-        let raw = service.annotation(key)?;
-        match raw.parse::<u32>() {
-            Ok(v) => Some(v),
-            Err(_) => {
-                c.error(path(key), format!("{raw:?} must be a non-negative integer"));
-                None
-            }
-        }
-    };
-    let min = scale(c, annotations::MIN_SCALE);
-    let max = scale(c, annotations::MAX_SCALE);
-    if let (Some(min), Some(max)) = (min, max)
-        && max > 0
-        && min > max
-    {
-        c.error(
-            path(annotations::MIN_SCALE),
-            format!("min-scale {min} is greater than max-scale {max}"),
-        );
+    let template = &service.spec.template.metadata.annotations;
+    if let Err(errors) = crate::parse_autoscaling(template, "spec.template.metadata.annotations") {
+        c.errors.extend(errors);
     }
-    if let Some(raw) = service.annotation(annotations::IDLE_RETENTION)
-        && let Err(m) = parse_duration(raw)
-    {
-        c.error(path(annotations::IDLE_RETENTION), m);
+    for key in service.metadata.annotations.keys().filter(|k| k.starts_with("autoscaling.knative.dev/")) {
+        c.warnings.push(format!(
+            "metadata.annotations[{key}]: autoscaling annotations belong in spec.template.metadata.annotations; ignored"
+        ));
     }
     if let Some(raw) = service.annotation(annotations::RUNTIME)
         && RuntimeKind::parse(raw).is_none()
     {
-        c.error(
-            path(annotations::RUNTIME),
-            format!("{raw:?} must be one of process, oci, wasm"),
-        );
+        c.error(path(annotations::RUNTIME), format!("{raw:?} must be one of process, oci, wasm"));
     }
 }
 
@@ -254,65 +204,39 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
     let runtime = service
         .annotation(annotations::RUNTIME)
         .and_then(RuntimeKind::parse)
-        .unwrap_or(if container.image.is_some() {
-            RuntimeKind::Oci
-        } else {
-            RuntimeKind::Process
-        });
+        .unwrap_or(if container.image.is_some() { RuntimeKind::Oci } else { RuntimeKind::Process });
     match (&container.image, runtime) {
-        (Some(image), _) if image.trim().is_empty() => {
-            c.error(format!("{base}.image"), "must not be empty")
-        }
+        (Some(image), _) if image.trim().is_empty() => c.error(format!("{base}.image"), "must not be empty"),
         (None, RuntimeKind::Process) if container.command.is_empty() => {
             c.error(base, "either image or command is required")
         }
-        (None, RuntimeKind::Oci | RuntimeKind::Wasm) => c.error(
-            format!("{base}.image"),
-            format!("is required by the {} runtime", runtime.as_str()),
-        ),
+        (None, RuntimeKind::Oci | RuntimeKind::Wasm) => {
+            c.error(format!("{base}.image"), format!("is required by the {} runtime", runtime.as_str()))
+        }
         _ => {}
     }
-    if container
-        .command
-        .first()
-        .is_some_and(|c| c.trim().is_empty())
-    {
+    if container.command.first().is_some_and(|c| c.trim().is_empty()) {
         c.error(format!("{base}.command[0]"), "must not be empty");
     }
     for (i, env) in container.env.iter().enumerate() {
         if env.name.is_empty() || env.name.contains('=') || env.name.contains('\0') {
-            c.error(
-                format!("{base}.env[{i}].name"),
-                format!("{:?} is not a valid variable name", env.name),
-            );
+            c.error(format!("{base}.env[{i}].name"), format!("{:?} is not a valid variable name", env.name));
         }
         if env.unknown.contains_key("valueFrom") {
-            c.error(
-                format!("{base}.env[{i}].valueFrom"),
-                "is not supported; give a value",
-            );
+            c.error(format!("{base}.env[{i}].valueFrom"), "is not supported; give a value");
         }
     }
     if container.ports.len() > 1 {
         c.error(format!("{base}.ports"), "at most one port may be given");
     }
-    if container
-        .ports
-        .first()
-        .is_some_and(|p| p.container_port == 0)
-    {
-        c.error(
-            format!("{base}.ports[0].containerPort"),
-            "must be between 1 and 65535",
-        );
+    if container.ports.first().is_some_and(|p| p.container_port == 0) {
+        c.error(format!("{base}.ports[0].containerPort"), "must be between 1 and 65535");
     }
     for key in container.unknown.keys() {
         if IGNORED_CONTAINER_FIELDS.contains(&key.as_str()) {
-            c.warnings
-                .push(format!("{base}.{key}: not supported yet, ignored"));
+            c.warnings.push(format!("{base}.{key}: not supported yet, ignored"));
         } else {
-            c.warnings
-                .push(format!("{base}.{key}: unknown field, ignored"));
+            c.warnings.push(format!("{base}.{key}: unknown field, ignored"));
         }
     }
 }
@@ -329,10 +253,7 @@ mod tests {
     }
 
     fn cmd(c: &str) -> Container {
-        Container {
-            command: vec![c.into()],
-            ..Default::default()
-        }
+        Container { command: vec![c.into()], ..Default::default() }
     }
 
     #[test]
@@ -345,11 +266,7 @@ mod tests {
         let mut s = service(Container::default());
         s.metadata.name = "Bad_Name".into();
         s.spec.template.spec.timeout_seconds = Some(0);
-        s.spec
-            .template
-            .metadata
-            .annotations
-            .insert(annotations::MIN_SCALE.into(), "-1".into());
+        s.spec.template.metadata.annotations.insert(crate::autoscaling::MIN_SCALE.into(), "-1".into());
         let err = validate_service(&s).expect_err("invalid");
         let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -367,8 +284,8 @@ mod tests {
     fn min_above_max_is_rejected() {
         let mut s = service(cmd("x"));
         let a = &mut s.spec.template.metadata.annotations;
-        a.insert(annotations::MIN_SCALE.into(), "3".into());
-        a.insert(annotations::MAX_SCALE.into(), "2".into());
+        a.insert(crate::autoscaling::MIN_SCALE.into(), "3".into());
+        a.insert(crate::autoscaling::MAX_SCALE.into(), "2".into());
         assert!(validate_service(&s).is_err());
     }
 

@@ -23,46 +23,24 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
     let api = axum::Router::new()
         .route("/api/v1/info", get(info))
         .route("/api/v1/services", get(list_all_services))
-        .route(
-            "/api/v1/namespaces/{ns}/services",
-            get(list_services).post(create_service),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/services/{name}",
-            get(get_service).put(put_service).delete(delete_service),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/services/{name}/logs",
-            get(service_logs),
-        )
+        .route("/api/v1/namespaces/{ns}/services", get(list_services).post(create_service))
+        .route("/api/v1/namespaces/{ns}/services/{name}", get(get_service).put(put_service).delete(delete_service))
+        .route("/api/v1/namespaces/{ns}/services/{name}/logs", get(service_logs))
         .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
-        .route(
-            "/api/v1/namespaces/{ns}/revisions/{name}",
-            get(get_revision),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            controller.clone(),
-            require_token,
-        ));
+        .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
+        .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .fallback(|| async {
-            PlatformError::NotFound {
-                kind: "API path",
-                namespace: String::new(),
-                name: String::new(),
-            }
+            PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }
         })
         .with_state(controller)
 }
 
 async fn require_token(State(ctl): Ctl, req: Request, next: Next) -> Response {
     let expected = format!("Bearer {}", ctl.config().token);
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         next.run(req).await
     } else {
@@ -92,26 +70,16 @@ async fn list_all_services(State(ctl): Ctl) -> Result<Json<Value>, PlatformError
     Ok(list(ctl.list_services(None)?))
 }
 
-async fn list_services(
-    State(ctl): Ctl,
-    Path(ns): Path<String>,
-) -> Result<Json<Value>, PlatformError> {
+async fn list_services(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
     Ok(list(ctl.list_services(Some(&ns))?))
 }
 
-async fn get_service(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Response, PlatformError> {
+async fn get_service(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
     Ok(Json(ctl.get_service(&ns, &name)?).into_response())
 }
 
 fn applied_response(applied: Applied) -> Response {
-    let status = if applied.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if applied.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut headers = HeaderMap::new();
     for w in &applied.warnings {
         // RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as Kubernetes does.
@@ -122,15 +90,8 @@ fn applied_response(applied: Applied) -> Response {
     (status, headers, Json(applied.service)).into_response()
 }
 
-async fn create_service(
-    State(ctl): Ctl,
-    Path(ns): Path<String>,
-    body: Bytes,
-) -> Result<Response, PlatformError> {
-    Ok(applied_response(
-        ctl.apply_service(&ns, None, &body, ApplyMode::Create)
-            .await?,
-    ))
+async fn create_service(State(ctl): Ctl, Path(ns): Path<String>, body: Bytes) -> Result<Response, PlatformError> {
+    Ok(applied_response(ctl.apply_service(&ns, None, &body, ApplyMode::Create).await?))
 }
 
 async fn put_service(
@@ -138,10 +99,7 @@ async fn put_service(
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, PlatformError> {
-    Ok(applied_response(
-        ctl.apply_service(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate)
-            .await?,
-    ))
+    Ok(applied_response(ctl.apply_service(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate).await?))
 }
 
 async fn delete_service(
@@ -149,9 +107,7 @@ async fn delete_service(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_service(&ns, &name).await?;
-    Ok(Json(
-        json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } }),
-    ))
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
 }
 
 #[derive(Deserialize)]
@@ -167,10 +123,7 @@ async fn list_revisions(
     Ok(list(ctl.list_revisions(&ns, q.service.as_deref())?))
 }
 
-async fn get_revision(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Response, PlatformError> {
+async fn get_revision(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
     Ok(Json(ctl.get_revision(&ns, &name)?).into_response())
 }
 
@@ -195,8 +148,7 @@ async fn service_logs(
     if !q.follow {
         return Ok((content_type, text).into_response());
     }
-    let first =
-        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
     let rest = BroadcastStream::new(live).filter_map(|item| async move {
         // A lagging reader skips what it missed rather than failing.
         item.ok().map(|e| Ok(Bytes::from(e.render())))

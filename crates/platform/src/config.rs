@@ -1,6 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serval_scaler::ClusterDefaults;
+
 use crate::PlatformError;
 
 /// Settings of one server, parsed once at the edge and passed down.
@@ -11,9 +13,9 @@ pub struct PlatformConfig {
     pub domain: String,
     /// The bearer token every API call must carry.
     pub token: String,
-    /// How long an instance may be idle before it is stopped (per-revision annotation
-    /// `autoscaling.knative.dev/scale-to-zero-pod-retention-period` overrides it).
-    pub idle_timeout: Duration,
+    /// Autoscaler defaults (Knative's `config-autoscaler`): stable window, scale-to-zero
+    /// grace period, tick, targets; revisions override some by annotation.
+    pub autoscaler: ClusterDefaults,
     /// Time between SIGTERM and SIGKILL when an instance is stopped.
     pub grace_period: Duration,
     /// How long an instance may take to accept connections.
@@ -26,7 +28,7 @@ impl PlatformConfig {
             data_dir,
             domain: "localhost".into(),
             token,
-            idle_timeout: Duration::from_secs(60),
+            autoscaler: ClusterDefaults::default(),
             grace_period: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(60),
         }
@@ -48,12 +50,7 @@ pub fn load_or_create_token(dir: &Path) -> Result<String, PlatformError> {
     let mut random = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
     file.write_all(token.as_bytes())?;
     file.sync_all()?;
     Ok(token)

@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget,
-    ValidationError, annotations, revision_name, validate_service,
+    Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
+    annotations, revision_name, validate_service,
 };
 use serval_runtime::Runtime;
+use serval_scaler::KpaSpec;
 use serval_store::{Kind, Store, WriteOp};
 
 use crate::logs::LogBook;
@@ -62,11 +63,7 @@ fn runner_key(namespace: &str, revision: &str) -> String {
 
 /// The number in a configuration-generation label, 0 when absent.
 fn configuration_generation(rev: &Revision) -> u64 {
-    rev.metadata
-        .labels
-        .get(annotations::CONFIGURATION_GENERATION_LABEL)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rev.metadata.labels.get(annotations::CONFIGURATION_GENERATION_LABEL).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 impl Controller {
@@ -105,11 +102,7 @@ impl Controller {
     /// `http://<service>.<namespace>.<domain>[:port]`.
     fn service_url(&self, namespace: &str, name: &str) -> String {
         let port = self.addrs.gateway.port();
-        let port = if port == 80 {
-            String::new()
-        } else {
-            format!(":{port}")
-        };
+        let port = if port == 80 { String::new() } else { format!(":{port}") };
         format!("http://{name}.{namespace}.{}{port}", self.config.domain)
     }
 
@@ -120,67 +113,41 @@ impl Controller {
     // ---- reads (with live instance counts overlaid) ----
 
     pub fn get_service(&self, namespace: &str, name: &str) -> Result<Service, PlatformError> {
-        let service = self
-            .store
-            .get::<Service>(Kind::Service, namespace, name)?
-            .ok_or_else(|| PlatformError::NotFound {
-                kind: "Service",
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let service = self.store.get::<Service>(Kind::Service, namespace, name)?.ok_or_else(|| {
+            PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() }
+        })?;
         Ok(self.with_live_status(service))
     }
 
     pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<Service>, PlatformError> {
         let services: Vec<Service> = self.store.list(Kind::Service, namespace)?;
-        Ok(services
-            .into_iter()
-            .map(|s| self.with_live_status(s))
-            .collect())
+        Ok(services.into_iter().map(|s| self.with_live_status(s)).collect())
     }
 
     fn with_live_status(&self, mut service: Service) -> Service {
         let serving = &service.status.latest_ready_revision_name;
-        if let Some(runner) = self
-            .runners()
-            .get(&runner_key(&service.metadata.namespace, serving))
-        {
+        if let Some(runner) = self.runners().get(&runner_key(&service.metadata.namespace, serving)) {
             service.status.instances = Some(runner.counts());
         }
         service
     }
 
-    pub fn list_revisions(
-        &self,
-        namespace: &str,
-        service: Option<&str>,
-    ) -> Result<Vec<Revision>, PlatformError> {
+    pub fn list_revisions(&self, namespace: &str, service: Option<&str>) -> Result<Vec<Revision>, PlatformError> {
         let mut revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
         revisions.retain(|r| service.is_none_or(|s| r.service_name() == s));
         revisions.sort_by_key(|r| (r.service_name().to_string(), configuration_generation(r)));
-        Ok(revisions
-            .into_iter()
-            .map(|r| self.with_live_revision_status(r))
-            .collect())
+        Ok(revisions.into_iter().map(|r| self.with_live_revision_status(r)).collect())
     }
 
     pub fn get_revision(&self, namespace: &str, name: &str) -> Result<Revision, PlatformError> {
-        let revision = self
-            .store
-            .get::<Revision>(Kind::Revision, namespace, name)?
-            .ok_or_else(|| PlatformError::NotFound {
-                kind: "Revision",
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
+        let revision = self.store.get::<Revision>(Kind::Revision, namespace, name)?.ok_or_else(|| {
+            PlatformError::NotFound { kind: "Revision", namespace: namespace.into(), name: name.into() }
+        })?;
         Ok(self.with_live_revision_status(revision))
     }
 
     fn with_live_revision_status(&self, mut revision: Revision) -> Revision {
-        if let Some(runner) = self.runners().get(&runner_key(
-            &revision.metadata.namespace,
-            &revision.metadata.name,
-        )) {
+        if let Some(runner) = self.runners().get(&runner_key(&revision.metadata.namespace, &revision.metadata.name)) {
             revision.status.instances = Some(runner.counts());
             if let Some(health) = runner.health() {
                 Condition::set(&mut revision.status.conditions, health, &now_rfc3339());
@@ -201,38 +168,27 @@ impl Controller {
         mode: ApplyMode,
     ) -> Result<Applied, PlatformError> {
         let mut service = decode_service(body)?;
-        fill_identity(
-            &mut service.metadata.namespace,
-            namespace,
-            "metadata.namespace",
-        )?;
+        fill_identity(&mut service.metadata.namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
             fill_identity(&mut service.metadata.name, name, "metadata.name")?;
         }
-        let warnings = validate_service(&service).map_err(|source| PlatformError::Invalid {
-            kind: "Service",
-            source,
-        })?;
+        let warnings =
+            validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
         let name = service.metadata.name.clone();
 
         let _guard = self.write_lock.lock().await;
         let existing: Option<Service> = self.store.get(Kind::Service, namespace, &name)?;
         if mode == ApplyMode::Create && existing.is_some() {
-            return Err(PlatformError::Conflict(format!(
-                "service {namespace}/{name} already exists"
-            )));
+            return Err(PlatformError::Conflict(format!("service {namespace}/{name} already exists")));
         }
         let now = now_rfc3339();
         let created = existing.is_none();
-        let template_changed = existing
-            .as_ref()
-            .is_none_or(|e| e.spec.template != service.spec.template);
+        let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
         match &existing {
             Some(old) => {
                 service.metadata.uid = old.metadata.uid.clone();
                 service.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-                service.metadata.generation =
-                    old.metadata.generation + u64::from(old.spec != service.spec);
+                service.metadata.generation = old.metadata.generation + u64::from(old.spec != service.spec);
                 service.status = old.status.clone();
             }
             None => {
@@ -252,59 +208,32 @@ impl Controller {
                 .unwrap_or(0)
                 .max(service.status.configuration_generation)
                 + 1;
-            let rev_name = service
-                .spec
-                .template
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| revision_name(&name, number));
+            let rev_name = service.spec.template.metadata.name.clone().unwrap_or_else(|| revision_name(&name, number));
             if revisions.iter().any(|r| r.metadata.name == rev_name) {
                 return Err(PlatformError::Conflict(format!(
                     "revision {rev_name} already exists; revisions are immutable, give spec.template.metadata.name a new value"
                 )));
             }
             let revision = Revision::from_service(&service, rev_name.clone(), number, &now);
-            ops.push(WriteOp::put(
-                Kind::Revision,
-                namespace,
-                &rev_name,
-                &revision,
-            )?);
+            ops.push(WriteOp::put(Kind::Revision, namespace, &rev_name, &revision)?);
             service.status.latest_created_revision_name = rev_name;
             service.status.configuration_generation = number;
         }
         ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, &name).await?;
-        Ok(Applied {
-            service: self.get_service(namespace, &name)?,
-            warnings,
-            created,
-        })
+        Ok(Applied { service: self.get_service(namespace, &name)?, warnings, created })
     }
 
     /// Deletes a Service and its Revisions; its instances are drained and stopped.
     pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
-        if self
-            .store
-            .get::<Service>(Kind::Service, namespace, name)?
-            .is_none()
-        {
-            return Err(PlatformError::NotFound {
-                kind: "Service",
-                namespace: namespace.into(),
-                name: name.into(),
-            });
+        if self.store.get::<Service>(Kind::Service, namespace, name)?.is_none() {
+            return Err(PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
         }
         let mut ops = vec![WriteOp::delete(Kind::Service, namespace, name)];
         for revision in self.list_revisions(namespace, Some(name))? {
-            ops.push(WriteOp::delete(
-                Kind::Revision,
-                namespace,
-                &revision.metadata.name,
-            ));
+            ops.push(WriteOp::delete(Kind::Revision, namespace, &revision.metadata.name));
         }
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, name).await
@@ -316,15 +245,8 @@ impl Controller {
         let _guard = self.write_lock.lock().await;
         let services: Vec<Service> = self.store.list(Kind::Service, None)?;
         for s in services {
-            if let Err(e) = self
-                .reconcile_locked(&s.metadata.namespace, &s.metadata.name)
-                .await
-            {
-                tracing::error!(
-                    "reconciling {}/{}: {e}",
-                    s.metadata.namespace,
-                    s.metadata.name
-                );
+            if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {
+                tracing::error!("reconciling {}/{}: {e}", s.metadata.namespace, s.metadata.name);
             }
         }
         Ok(())
@@ -340,10 +262,7 @@ impl Controller {
     }
 
     async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
-        let key = RouteKey {
-            namespace: namespace.into(),
-            service: name.into(),
-        };
+        let key = RouteKey { namespace: namespace.into(), service: name.into() };
         let Some(mut service) = self.store.get::<Service>(Kind::Service, namespace, name)? else {
             self.routes.set(key, None);
             self.stop_runners(namespace, name, None).await;
@@ -359,21 +278,13 @@ impl Controller {
             if revision.status.conditions != before {
                 let mut stored = revision.clone();
                 stored.status.instances = None;
-                ops.push(WriteOp::put(
-                    Kind::Revision,
-                    namespace,
-                    &revision.metadata.name,
-                    &stored,
-                )?);
+                ops.push(WriteOp::put(Kind::Revision, namespace, &revision.metadata.name, &stored)?);
             }
         }
         let is_ready = |r: &Revision| {
-            Condition::find(&r.status.conditions, "Ready")
-                .is_some_and(|c| c.status == ConditionStatus::True)
+            Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
         };
-        let latest = revisions
-            .iter()
-            .find(|r| r.metadata.name == service.status.latest_created_revision_name);
+        let latest = revisions.iter().find(|r| r.metadata.name == service.status.latest_created_revision_name);
         // Traffic stays on the newest ready revision while a newer one is not ready.
         let serving = revisions.iter().rev().find(|r| is_ready(r));
 
@@ -389,22 +300,17 @@ impl Controller {
                 let reason = latest
                     .and_then(|r| Condition::find(&r.status.conditions, "Ready"))
                     .map_or_else(|| "no revision".to_string(), |c| c.message.clone());
-                Route {
-                    target: Target::Unavailable(reason),
-                    timeout: Duration::from_secs(1),
-                }
+                Route { target: Target::Unavailable(reason), timeout: Duration::from_secs(1) }
             }
         };
         self.routes.set(key, Some(route_target));
-        self.stop_runners(namespace, name, serving.map(|r| r.metadata.name.as_str()))
-            .await;
+        self.stop_runners(namespace, name, serving.map(|r| r.metadata.name.as_str())).await;
 
         let before = service.status.clone();
         let status = &mut service.status;
         status.observed_generation = service.metadata.generation;
         status.url = self.service_url(namespace, name);
-        status.latest_ready_revision_name =
-            serving.map(|r| r.metadata.name.clone()).unwrap_or_default();
+        status.latest_ready_revision_name = serving.map(|r| r.metadata.name.clone()).unwrap_or_default();
         status.traffic = serving
             .map(|r| {
                 vec![TrafficTarget {
@@ -416,35 +322,19 @@ impl Controller {
             })
             .unwrap_or_default();
         let (ready, reason, message) = match (latest, serving) {
-            (Some(l), Some(s)) if l.metadata.name == s.metadata.name => {
-                (ConditionStatus::True, "", String::new())
-            }
+            (Some(l), Some(s)) if l.metadata.name == s.metadata.name => (ConditionStatus::True, "", String::new()),
             (Some(l), _) => {
-                let why = Condition::find(&l.status.conditions, "Ready")
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                (
-                    ConditionStatus::False,
-                    "RevisionFailed",
-                    format!("revision {:?} failed: {why}", l.metadata.name),
-                )
+                let why = Condition::find(&l.status.conditions, "Ready").map(|c| c.message.clone()).unwrap_or_default();
+                (ConditionStatus::False, "RevisionFailed", format!("revision {:?} failed: {why}", l.metadata.name))
             }
-            (None, _) => (
-                ConditionStatus::False,
-                "RevisionMissing",
-                "the latest revision was not found".into(),
-            ),
+            (None, _) => (ConditionStatus::False, "RevisionMissing", "the latest revision was not found".into()),
         };
         for kind in ["ConfigurationsReady", "RoutesReady", "Ready"] {
             let (status_of, reason, message) = match kind {
                 "RoutesReady" if serving.is_some() => (ConditionStatus::True, "", String::new()),
                 _ => (ready, reason, message.clone()),
             };
-            Condition::set(
-                &mut service.status.conditions,
-                Condition::new(kind, status_of, reason, message),
-                &now,
-            );
+            Condition::set(&mut service.status.conditions, Condition::new(kind, status_of, reason, message), &now);
         }
         if service.status != before {
             ops.push(WriteOp::put(Kind::Service, namespace, name, &service)?);
@@ -460,19 +350,11 @@ impl Controller {
         match revision.runtime_kind() {
             RuntimeKind::Process => {
                 let container = revision.spec.containers.first();
-                let program = container
-                    .and_then(|c| c.command.first())
-                    .map(String::as_str)
-                    .unwrap_or_default();
+                let program = container.and_then(|c| c.command.first()).map(String::as_str).unwrap_or_default();
                 let dir = container.and_then(|c| c.working_dir.as_deref());
                 match find_program(program, dir) {
                     Ok(()) => Condition::new("Ready", ConditionStatus::True, "", ""),
-                    Err(message) => Condition::new(
-                        "Ready",
-                        ConditionStatus::False,
-                        "ExecutableNotFound",
-                        message,
-                    ),
+                    Err(message) => Condition::new("Ready", ConditionStatus::False, "ExecutableNotFound", message),
                 }
             }
             other => Condition::new(
@@ -493,44 +375,26 @@ impl Controller {
         if let Some(r) = runners.get(&key) {
             return r.clone();
         }
-        let container = revision
-            .spec
-            .containers
-            .first()
-            .cloned()
-            .unwrap_or_default();
+        let container = revision.spec.containers.first().cloned().unwrap_or_default();
         let spec = RunnerSpec {
             namespace: revision.metadata.namespace.clone(),
             service: revision.service_name().to_string(),
             revision: revision.metadata.name.clone(),
-            argv: container
-                .command
-                .iter()
-                .chain(&container.args)
-                .cloned()
-                .collect(),
-            env: container
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
+            argv: container.command.iter().chain(&container.args).cloned().collect(),
+            env: container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
             working_dir: container.working_dir.clone(),
             container_concurrency: revision.spec.container_concurrency(),
-            min_scale: revision.min_scale(),
-            max_scale: revision.max_scale(),
-            idle_retention: revision
-                .idle_retention()
-                .unwrap_or(self.config.idle_timeout),
+            autoscaling: KpaSpec::new(
+                &revision.autoscaling(),
+                &self.config.autoscaler,
+                revision.spec.container_concurrency(),
+            ),
+            tick: self.config.autoscaler.tick,
             request_timeout: Duration::from_secs(revision.spec.timeout_seconds()),
             grace_period: self.config.grace_period,
             startup_timeout: self.config.startup_timeout,
         };
-        let runner = RevisionRunner::spawn(
-            spec,
-            self.runtime.clone(),
-            self.logs.clone(),
-            self.instance_ids.clone(),
-        );
+        let runner = RevisionRunner::spawn(spec, self.runtime.clone(), self.logs.clone(), self.instance_ids.clone());
         runners.insert(key, runner.clone());
         runner
     }
@@ -544,9 +408,7 @@ impl Controller {
                 .iter()
                 .filter(|(_, r)| {
                     let s = r.spec();
-                    s.namespace == namespace
-                        && s.service == service
-                        && Some(s.revision.as_str()) != keep
+                    s.namespace == namespace && s.service == service && Some(s.revision.as_str()) != keep
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -574,12 +436,7 @@ fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {
         } else {
             PlatformError::Invalid {
                 kind: "Service",
-                source: ValidationError {
-                    errors: vec![FieldError {
-                        field,
-                        message: inner.to_string(),
-                    }],
-                },
+                source: ValidationError { errors: vec![FieldError { field, message: inner.to_string() }] },
             }
         }
     })
@@ -606,30 +463,20 @@ fn fill_identity(field: &mut String, from_url: &str, path: &str) -> Result<(), P
 }
 
 fn new_uid() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 96))
 }
 
 /// Checks that `program` can be executed: a path (relative to `dir`) or a name on `PATH`.
 fn find_program(program: &str, dir: Option<&str>) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if program.contains('/') {
         let path = match dir {
             Some(d) if !program.starts_with('/') => Path::new(d).join(program),
             _ => Path::new(program).to_path_buf(),
         };
-        return if executable(&path) {
-            Ok(())
-        } else {
-            Err(format!("{} is not an executable file", path.display()))
-        };
+        return if executable(&path) { Ok(()) } else { Err(format!("{} is not an executable file", path.display())) };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {

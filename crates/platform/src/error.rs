@@ -6,16 +6,9 @@ use serval_model::ValidationError;
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error("{kind} {namespace}/{name} not found")]
-    NotFound {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-    },
+    NotFound { kind: &'static str, namespace: String, name: String },
     #[error("invalid {kind}: {source}")]
-    Invalid {
-        kind: &'static str,
-        source: ValidationError,
-    },
+    Invalid { kind: &'static str, source: ValidationError },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -51,9 +44,7 @@ impl PlatformError {
             PlatformError::BadRequest(_) => "BadRequest",
             PlatformError::Conflict(_) => "AlreadyExists",
             PlatformError::Unauthorized => "Unauthorized",
-            PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => {
-                "InternalError"
-            }
+            PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => "InternalError",
         }
     }
 }
@@ -61,9 +52,7 @@ impl PlatformError {
 impl IntoResponse for PlatformError {
     fn into_response(self) -> Response {
         let details = match &self {
-            PlatformError::Invalid { source, .. } => {
-                serde_json::to_value(&source.errors).unwrap_or_default()
-            }
+            PlatformError::Invalid { source, .. } => serde_json::to_value(&source.errors).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
         let status = self.status();

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 pub use config::{PlatformConfig, load_or_create_token};
 pub use error::PlatformError;
+pub use serval_scaler::ClusterDefaults;
 
 /// The listeners the platform serves on, bound by the caller (`:0` works).
 pub struct Listeners {
@@ -42,10 +43,7 @@ pub struct BoundAddrs {
 
 impl Listeners {
     pub fn addrs(&self) -> Result<BoundAddrs, PlatformError> {
-        Ok(BoundAddrs {
-            api: self.api.local_addr()?,
-            gateway: self.gateway.local_addr()?,
-        })
+        Ok(BoundAddrs { api: self.api.local_addr()?, gateway: self.gateway.local_addr()? })
     }
 }
 
@@ -60,28 +58,20 @@ pub async fn run(
 ) -> Result<(), PlatformError> {
     let addrs = listeners.addrs()?;
     let store = Arc::new(Store::open(&config.data_dir)?);
-    let runtime: Arc<dyn Runtime> =
-        Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
-    let controller =
-        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
+    let controller = controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
     controller.resync_all().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let gateway = tokio::spawn(serval_gateway::serve(
-        listeners.gateway,
-        Gateway::new(routes),
-        stopped(stop_rx.clone()),
-    ));
+    let gateway =
+        tokio::spawn(serval_gateway::serve(listeners.gateway, Gateway::new(routes), stopped(stop_rx.clone())));
     let app = api::router(controller.clone());
-    let api = tokio::spawn(async move {
-        axum::serve(listeners.api, app)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-    });
+    let api =
+        tokio::spawn(async move { axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await });
     let resync = tokio::spawn(controller.clone().resync_periodically());
     let _ = ready.send(());
 

@@ -53,10 +53,7 @@ impl LogBook {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
         let log = services
             .entry(key(namespace, service))
-            .or_insert_with(|| ServiceLog {
-                backlog: VecDeque::with_capacity(64),
-                live: broadcast::channel(1024).0,
-            });
+            .or_insert_with(|| ServiceLog { backlog: VecDeque::with_capacity(64), live: broadcast::channel(1024).0 });
         if log.backlog.len() == BACKLOG {
             log.backlog.pop_front();
         }
@@ -67,12 +64,7 @@ impl LogBook {
     /// A line written by serval itself about an instance.
     pub fn platform(&self, namespace: &str, service: &str, instance: &str, text: String) {
         tracing::info!("{namespace}/{service} {instance}: {text}");
-        let entry = LogEntry {
-            at: SystemTime::now(),
-            instance: instance.into(),
-            stream: LogStream::Platform,
-            text,
-        };
+        let entry = LogEntry { at: SystemTime::now(), instance: instance.into(), stream: LogStream::Platform, text };
         self.append(namespace, service, entry);
     }
 
@@ -81,34 +73,18 @@ impl LogBook {
         let book = self.clone();
         let (namespace, service) = (namespace.to_string(), service.to_string());
         Arc::new(move |line: LogLine| {
-            let entry = LogEntry {
-                at: line.at,
-                instance: line.instance,
-                stream: line.stream,
-                text: line.text,
-            };
+            let entry = LogEntry { at: line.at, instance: line.instance, stream: line.stream, text: line.text };
             book.append(&namespace, &service, entry);
         })
     }
 
     /// The last `tail` lines and, atomically with them, a subscription to the lines after.
-    pub fn read(
-        &self,
-        namespace: &str,
-        service: &str,
-        tail: usize,
-    ) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
+    pub fn read(&self, namespace: &str, service: &str, tail: usize) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
         let log = services
             .entry(key(namespace, service))
-            .or_insert_with(|| ServiceLog {
-                backlog: VecDeque::new(),
-                live: broadcast::channel(1024).0,
-            });
+            .or_insert_with(|| ServiceLog { backlog: VecDeque::new(), live: broadcast::channel(1024).0 });
         let skip = log.backlog.len().saturating_sub(tail);
-        (
-            log.backlog.iter().skip(skip).cloned().collect(),
-            log.live.subscribe(),
-        )
+        (log.backlog.iter().skip(skip).cloned().collect(), log.live.subscribe())
     }
 }

@@ -1,5 +1,7 @@
-//! One revision's instances: a task that asks the scaler what to do on every demand signal,
-//! instance event and tick, and starts, replaces, drains and stops instances accordingly.
+//! One revision's instances: a task that feeds the gateway's measurements to the revision's
+//! KPA and starts, replaces, drains and stops instances on its decisions — on every tick
+//! (scale up and down) and at once when requests queue or an instance event happens (scale
+//! up only).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,13 +11,11 @@ use std::time::{Duration, Instant};
 use serval_gateway::{GatewayError, PoolConfig, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
 use serval_runtime::{Instance, InstanceSpec, Runtime};
-use serval_scaler::{InstanceLoad, ScaleInput, decide, restart_backoff};
+use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
 use tokio::sync::{Notify, watch};
 
 use crate::logs::LogBook;
 
-/// How often the runner re-evaluates without an event (idle reaping granularity).
-const TICK: Duration = Duration::from_millis(500);
 /// An instance that dies sooner than this after becoming ready counts as a failed start.
 const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
 
@@ -29,21 +29,20 @@ pub struct RunnerSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub container_concurrency: u32,
-    pub min_scale: u32,
-    pub max_scale: u32,
-    pub idle_retention: Duration,
+    pub autoscaling: KpaSpec,
+    /// How often the autoscaler decides without an event.
+    pub tick: Duration,
     pub request_timeout: Duration,
     pub grace_period: Duration,
     pub startup_timeout: Duration,
 }
 
-#[derive(Default)]
 struct State {
+    autoscaler: Autoscaler,
+    last_decision: Option<Decision>,
     instances: HashMap<u64, (Arc<Instance>, Instant)>,
     stopping: HashSet<u64>,
     starting: u32,
-    /// Instances that died unexpectedly and are still to be replaced.
-    to_replace: u32,
     failures: u32,
     not_before: Option<Instant>,
     last_error: Option<String>,
@@ -54,6 +53,26 @@ struct State {
     cold_starts: u64,
     last_cold_start: Option<Duration>,
     desired: u32,
+}
+
+impl State {
+    fn new(autoscaler: Autoscaler) -> State {
+        State {
+            autoscaler,
+            last_decision: None,
+            instances: HashMap::new(),
+            stopping: HashSet::new(),
+            starting: 0,
+            failures: 0,
+            not_before: None,
+            last_error: None,
+            last_start_failed: false,
+            health: None,
+            cold_starts: 0,
+            last_cold_start: None,
+            desired: 0,
+        }
+    }
 }
 
 pub struct RevisionRunner {
@@ -75,21 +94,19 @@ impl RevisionRunner {
         logs: LogBook,
         ids: Arc<AtomicU64>,
     ) -> Arc<RevisionRunner> {
-        let queue_limit = (10 * spec.container_concurrency as usize).max(100);
+        let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
         let pool = RevisionPool::new(
             spec.revision.clone(),
-            PoolConfig {
-                container_concurrency: spec.container_concurrency,
-                queue_limit,
-            },
+            PoolConfig { container_concurrency: spec.container_concurrency, nominal_capacity },
         );
+        let autoscaler = Autoscaler::new(spec.autoscaling.clone(), Instant::now());
         let runner = Arc::new(RevisionRunner {
             spec,
             pool,
             runtime,
             logs,
             ids,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(autoscaler)),
             wake: Notify::new(),
             stop: watch::channel(false).0,
         });
@@ -110,8 +127,7 @@ impl RevisionRunner {
     }
 
     fn log(&self, instance: &str, text: String) {
-        self.logs
-            .platform(&self.spec.namespace, &self.spec.service, instance, text);
+        self.logs.platform(&self.spec.namespace, &self.spec.service, instance, text);
     }
 
     /// Live counts for `status`.
@@ -126,6 +142,9 @@ impl RevisionRunner {
             queued: stats.waiting,
             cold_starts: state.cold_starts,
             last_cold_start_ms: state.last_cold_start.map(|d| d.as_secs_f64() * 1000.0),
+            panic: state.last_decision.is_some_and(|d| d.panic),
+            observed_concurrency: state.last_decision.map_or(0.0, |d| d.observed_concurrency),
+            observed_rps: state.last_decision.map_or(0.0, |d| d.observed_rps),
         }
     }
 
@@ -138,17 +157,11 @@ impl RevisionRunner {
     /// Resolves when all instances are gone.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        self.pool
-            .close(GatewayError::Closed(self.spec.revision.clone()));
+        self.pool.close(GatewayError::Closed(self.spec.revision.clone()));
         loop {
             let (to_stop, starting) = {
                 let mut state = self.lock();
-                let ids: Vec<u64> = state
-                    .instances
-                    .keys()
-                    .copied()
-                    .filter(|id| !state.stopping.contains(id))
-                    .collect();
+                let ids: Vec<u64> = state.instances.keys().copied().filter(|id| !state.stopping.contains(id)).collect();
                 let list: Vec<(u64, Arc<Instance>)> = ids
                     .into_iter()
                     .filter_map(|id| {
@@ -158,9 +171,7 @@ impl RevisionRunner {
                     .collect();
                 (list, state.starting)
             };
-            let stops = to_stop
-                .into_iter()
-                .map(|(id, instance)| self.stop_instance(id, instance, "revision stopped"));
+            let stops = to_stop.into_iter().map(|(id, instance)| self.stop_instance(id, instance, "revision stopped"));
             futures_util::future::join_all(stops).await;
             if starting == 0 && self.lock().instances.is_empty() {
                 return;
@@ -171,71 +182,74 @@ impl RevisionRunner {
 
     async fn run(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
+        let mut next_tick = tokio::time::Instant::now();
         loop {
-            self.step();
+            let full_tick = tokio::time::Instant::now() >= next_tick;
+            if full_tick {
+                next_tick += self.spec.tick;
+            }
+            self.step(full_tick);
             tokio::select! {
                 () = self.pool.demanded() => {}
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep_until(next_tick) => {}
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
     }
 
-    /// One scaling decision, acted on without waiting.
-    fn step(self: &Arc<Self>) {
+    /// Feeds the latest measurements to the autoscaler and acts on its decision without
+    /// waiting. Scale-down happens only on ticks; events between ticks may only add.
+    fn step(self: &Arc<Self>, full_tick: bool) {
         let mut state = self.lock();
+        let now = Instant::now();
         // Pool stats are read under the runner lock so a concurrently finishing start is
         // seen either as starting or as ready, never as neither.
+        let sample = self.pool.take_sample(now);
+        state.autoscaler.record(sample);
         let stats = self.pool.stats();
-        let now = Instant::now();
         let ready: Vec<InstanceLoad> = stats
             .endpoints
             .iter()
             .filter(|e| !e.draining && !state.stopping.contains(&e.id))
-            .map(|e| InstanceLoad {
-                id: e.id,
-                in_flight: e.in_flight,
-                last_active: e.last_active,
-            })
+            .map(|e| InstanceLoad { id: e.id, in_flight: e.in_flight, last_active: e.last_active })
             .collect();
-        let decision = decide(&ScaleInput {
-            now,
-            ready: &ready,
-            starting: state.starting,
-            waiting: stats.waiting,
-            container_concurrency: self.spec.container_concurrency,
-            min_scale: self.spec.min_scale,
-            max_scale: self.spec.max_scale,
-            idle_retention: self.spec.idle_retention,
-        });
-        state.desired = decision.desired;
+        let decision = state.autoscaler.decide(now, ready.len() as u32);
+        // Requests already queued need capacity now, whatever the windows say (the
+        // activator's view: a revision at zero with a request starts at once).
+        let mut floor = if stats.waiting > 0 {
+            capacity_floor(stats.in_flight + stats.waiting, self.spec.container_concurrency)
+        } else {
+            0
+        };
+        if self.spec.autoscaling.max_scale > 0 {
+            floor = floor.min(self.spec.autoscaling.max_scale);
+        }
+        let desired = decision.desired.max(floor);
+        state.last_decision = Some(decision);
+        state.desired = desired;
+
+        let current = ready.len() as u32 + state.starting;
         let backing_off = state.not_before.is_some_and(|t| now < t);
         if backing_off {
-            if state.last_start_failed
-                && stats.waiting > 0
-                && ready.is_empty()
-                && state.starting == 0
-            {
-                let reason = state
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "instance keeps failing".into());
+            if state.last_start_failed && stats.waiting > 0 && ready.is_empty() && state.starting == 0 {
+                let reason = state.last_error.clone().unwrap_or_else(|| "instance keeps failing".into());
                 self.pool.fail_waiters(GatewayError::StartFailed(reason));
             }
         } else {
-            let start = decision.start.max(state.to_replace);
-            state.to_replace = 0;
-            for _ in 0..start {
+            for _ in current..desired {
                 state.starting += 1;
                 tokio::spawn(self.clone().start_instance(ready.is_empty()));
             }
         }
-        for id in decision.stop {
-            if let Some(instance) = state.instances.get(&id).map(|(i, _)| i.clone()) {
-                state.stopping.insert(id);
-                let runner = self.clone();
-                tokio::spawn(async move { runner.stop_instance(id, instance, "idle").await });
+        if full_tick && desired < current {
+            let surplus = ((current - desired) as usize).min(ready.len());
+            for id in choose_victims(&ready, surplus) {
+                if let Some(instance) = state.instances.get(&id).map(|(i, _)| i.clone()) {
+                    state.stopping.insert(id);
+                    let runner = self.clone();
+                    tokio::spawn(async move { runner.stop_instance(id, instance, "scaled down").await });
+                }
             }
         }
     }
@@ -270,9 +284,7 @@ impl RevisionRunner {
                         state.cold_starts += 1;
                         state.last_cold_start = Some(startup);
                     }
-                    state
-                        .instances
-                        .insert(id, (instance.clone(), Instant::now()));
+                    state.instances.insert(id, (instance.clone(), Instant::now()));
                     if stopped {
                         state.stopping.insert(id);
                     } else {
@@ -282,16 +294,9 @@ impl RevisionRunner {
                 let kind = if cold { "cold start" } else { "started" };
                 self.log(
                     &instance_id,
-                    format!(
-                        "{kind}: ready on {} in {:.2} ms",
-                        instance.addr,
-                        startup.as_secs_f64() * 1e3
-                    ),
+                    format!("{kind}: ready on {} in {:.2} ms", instance.addr, startup.as_secs_f64() * 1e3),
                 );
-                tokio::spawn(
-                    self.clone()
-                        .watch_instance(id, instance_id, instance.clone()),
-                );
+                tokio::spawn(self.clone().watch_instance(id, instance_id, instance.clone()));
                 if stopped {
                     self.stop_instance(id, instance, "revision stopped").await;
                 }
@@ -314,30 +319,17 @@ impl RevisionRunner {
     fn record_failure(&self, state: &mut State, reason: &str, message: String) {
         state.failures += 1;
         state.not_before = Some(Instant::now() + restart_backoff(state.failures));
-        state.health = Some(Condition::new(
-            "ContainerHealthy",
-            ConditionStatus::False,
-            reason,
-            message.clone(),
-        ));
+        state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, reason, message.clone()));
         state.last_error = Some(message);
     }
 
     /// Notices instances that die on their own: takes them out of the pool, reports the
     /// exit, and has them replaced.
-    async fn watch_instance(
-        self: Arc<Self>,
-        id: u64,
-        instance_id: String,
-        instance: Arc<Instance>,
-    ) {
+    async fn watch_instance(self: Arc<Self>, id: u64, instance_id: String, instance: Arc<Instance>) {
         let exit = instance.exited().await;
         let unexpected = {
             let mut state = self.lock();
-            let lived = state
-                .instances
-                .remove(&id)
-                .map(|(_, since)| since.elapsed());
+            let lived = state.instances.remove(&id).map(|(_, since)| since.elapsed());
             let requested = state.stopping.remove(&id);
             if !requested {
                 let message = format!("instance {instance_id} {exit}");
@@ -345,25 +337,14 @@ impl RevisionRunner {
                     self.record_failure(&mut state, "ExitedEarly", message);
                 } else {
                     state.failures = 0;
-                    state.health = Some(Condition::new(
-                        "ContainerHealthy",
-                        ConditionStatus::False,
-                        "Exited",
-                        message,
-                    ));
-                }
-                if !*self.stop.borrow() {
-                    state.to_replace += 1;
+                    state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, "Exited", message));
                 }
             }
             !requested
         };
         if unexpected {
             self.pool.remove_endpoint(id);
-            self.log(
-                &instance_id,
-                format!("exited unexpectedly ({exit}); replacing it"),
-            );
+            self.log(&instance_id, format!("exited unexpectedly ({exit}); replacing it"));
         }
         self.wake.notify_one();
     }

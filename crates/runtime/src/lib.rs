@@ -88,20 +88,11 @@ impl fmt::Display for ExitInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot start {program:?}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("instance {exit} before it was ready{}", format_tail(.last_lines))]
-    ExitedBeforeReady {
-        exit: ExitInfo,
-        last_lines: Vec<String>,
-    },
+    ExitedBeforeReady { exit: ExitInfo, last_lines: Vec<String> },
     #[error("instance did not accept connections within {after:?}{}", format_tail(.last_lines))]
-    StartTimeout {
-        after: Duration,
-        last_lines: Vec<String>,
-    },
+    StartTimeout { after: Duration, last_lines: Vec<String> },
     #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error("the {0} runtime is not available in this build")]
@@ -111,11 +102,7 @@ pub enum RuntimeError {
 }
 
 fn format_tail(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!("; last output: {}", lines.join(" | "))
-    }
+    if lines.is_empty() { String::new() } else { format!("; last output: {}", lines.join(" | ")) }
 }
 
 /// Stops an instance; implemented by each runtime.
@@ -143,10 +130,7 @@ impl Instance {
                 return info;
             }
             if rx.changed().await.is_err() {
-                return (*rx.borrow()).unwrap_or(ExitInfo {
-                    code: None,
-                    signal: None,
-                });
+                return (*rx.borrow()).unwrap_or(ExitInfo { code: None, signal: None });
             }
         }
     }
@@ -158,11 +142,7 @@ impl Instance {
 
 /// Something that can start instances.
 pub trait Runtime: Send + Sync + 'static {
-    fn start(
-        &self,
-        spec: InstanceSpec,
-        logs: LogSink,
-    ) -> BoxFuture<'static, Result<Instance, RuntimeError>>;
+    fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>>;
 }
 
 /// Makes the calling process receive SIGKILL when its parent dies (used by `serval server`

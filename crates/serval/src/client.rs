@@ -22,7 +22,10 @@ impl ServerInfo {
     pub fn read(data_dir: &Path) -> Result<ServerInfo> {
         let path = data_dir.join("server.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("no running server found ({} is missing; start one with `serval server` or set SERVAL_API)", path.display())
+            format!(
+                "no running server found ({} is missing; start one with `serval server` or set SERVAL_API)",
+                path.display()
+            )
         })?;
         serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
     }
@@ -47,14 +50,8 @@ impl Client {
         } else {
             format!("http://{}", api.trim_end_matches('/'))
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Client {
-            http,
-            api,
-            token: token.to_string(),
-        })
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Client { http, api, token: token.to_string() })
     }
 
     pub fn from_global(global: &Global) -> Result<Client> {
@@ -62,31 +59,17 @@ impl Client {
             (Some(api), Some(token)) => Client::new(api, token),
             (api, token) => {
                 let info = ServerInfo::read(&global.data_dir())?;
-                Client::new(
-                    api.as_deref().unwrap_or(&info.api),
-                    token.as_deref().unwrap_or(&info.token),
-                )
+                Client::new(api.as_deref().unwrap_or(&info.api), token.as_deref().unwrap_or(&info.token))
             }
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(&self.token);
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the serval API at {}", self.api))?;
+        let resp = req.send().await.with_context(|| format!("cannot reach the serval API at {}", self.api))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -113,10 +96,7 @@ impl Client {
                 serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_string())
             })
             .collect();
-        Ok(Written {
-            object: resp.json().await?,
-            warnings,
-        })
+        Ok(Written { object: resp.json().await?, warnings })
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
@@ -127,24 +107,14 @@ impl Client {
     /// The gateway's base URL, from the server itself.
     pub async fn gateway(&self) -> Result<String> {
         let info = self.get("/api/v1/info").await?;
-        info["gateway"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("the server did not report its gateway"))
+        info["gateway"].as_str().map(str::to_string).ok_or_else(|| anyhow!("the server did not report its gateway"))
     }
 
     /// Polls a service until it reports Ready for its current generation.
-    pub async fn wait_ready(
-        &self,
-        namespace: &str,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<Value> {
+    pub async fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let service = self
-                .get(&format!("/api/v1/namespaces/{namespace}/services/{name}"))
-                .await?;
+            let service = self.get(&format!("/api/v1/namespaces/{namespace}/services/{name}")).await?;
             let generation = service["metadata"]["generation"].as_u64();
             let observed = service["status"]["observedGeneration"].as_u64();
             let ready = crate::output::condition(&service, "Ready");

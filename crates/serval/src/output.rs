@@ -24,17 +24,9 @@ pub fn print(value: &Value, format: Format, table: impl FnOnce(&Value) -> Table)
 
 /// `(status, reason, message)` of a condition in `status.conditions`.
 pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or(""),
-                c["reason"].as_str().unwrap_or(""),
-                c["message"].as_str().unwrap_or(""),
-            )
-        })
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind).map(|c| {
+        (c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""))
+    })
 }
 
 fn table(header: &[&str]) -> Table {
@@ -60,11 +52,7 @@ fn text(v: &Value) -> String {
 
 fn instances(v: &Value) -> String {
     let i = &v["status"]["instances"];
-    if i.is_null() {
-        "0/0".into()
-    } else {
-        format!("{}/{}", text(&i["ready"]), text(&i["desired"]))
-    }
+    if i.is_null() { "0/0".into() } else { format!("{}/{}", text(&i["ready"]), text(&i["desired"])) }
 }
 
 fn ready_reason(v: &Value) -> (String, String) {
@@ -76,15 +64,7 @@ fn ready_reason(v: &Value) -> (String, String) {
 
 /// Services: one row each.
 pub fn services_table(value: &Value) -> Table {
-    let mut t = table(&[
-        "NAMESPACE",
-        "NAME",
-        "URL",
-        "LATEST",
-        "READY",
-        "REASON",
-        "INSTANCES",
-    ]);
+    let mut t = table(&["NAMESPACE", "NAME", "URL", "LATEST", "READY", "REASON", "INSTANCES"]);
     for s in items(value) {
         let (ready, reason) = ready_reason(s);
         t.add_row(vec![
@@ -102,21 +82,10 @@ pub fn services_table(value: &Value) -> Table {
 
 /// Revisions: one row each, with the traffic they get from their service.
 pub fn revisions_table(value: &Value) -> Table {
-    let mut t = table(&[
-        "NAME",
-        "SERVICE",
-        "TRAFFIC",
-        "READY",
-        "REASON",
-        "INSTANCES",
-        "CREATED",
-    ]);
+    let mut t = table(&["NAME", "SERVICE", "TRAFFIC", "READY", "REASON", "INSTANCES", "CREATED"]);
     for r in items(value) {
         let (ready, reason) = ready_reason(r);
-        let traffic = r["status"]["traffic"]
-            .as_u64()
-            .map(|p| format!("{p}%"))
-            .unwrap_or_default();
+        let traffic = r["status"]["traffic"].as_u64().map(|p| format!("{p}%")).unwrap_or_default();
         t.add_row(vec![
             text(&r["metadata"]["name"]),
             text(&r["metadata"]["labels"]["serving.knative.dev/service"]),

@@ -8,6 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Server, echo_bin, eventually, pid_alive};
 
+/// Autoscaler settings that reach zero within about a second.
+const FAST_SCALING: &[&str] = &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
+
 fn echo() -> String {
     echo_bin().display().to_string()
 }
@@ -30,12 +33,7 @@ fn json(text: &str) -> Value {
 async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
     let server = Server::start(&[]);
     let url = server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=one"]);
-    let port = server
-        .gateway_host()
-        .rsplit_once(':')
-        .expect("port")
-        .1
-        .to_string();
+    let port = server.gateway_host().rsplit_once(':').expect("port").1.to_string();
     assert_eq!(url.trim(), format!("http://echo.default.localhost:{port}"));
 
     // Path routing through the CLI.
@@ -48,11 +46,8 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
     assert_eq!(body["env"]["GREETING"], "one");
 
     // Host routing: the Host header names the service; the path is forwarded unchanged.
-    let (status, text) = get(
-        &format!("{}/f/x/y", server.gateway),
-        Some(&format!("echo.default.localhost:{port}")),
-    )
-    .await;
+    let (status, text) =
+        get(&format!("{}/f/x/y", server.gateway), Some(&format!("echo.default.localhost:{port}"))).await;
     assert_eq!(status, 200);
     assert_eq!(json(&text)["path"], "/f/x/y");
 
@@ -86,10 +81,7 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
 
     // Tables and YAML render.
     let table = server.ok(&["list"]);
-    assert!(
-        table.contains("echo") && table.contains("echo-00002") && table.contains("True"),
-        "{table}"
-    );
+    assert!(table.contains("echo") && table.contains("echo-00002") && table.contains("True"), "{table}");
     let yaml = server.ok(&["get", "revision", "echo-00001", "-o", "yaml"]);
     assert!(yaml.contains("name: echo-00001"), "{yaml}");
 
@@ -141,16 +133,10 @@ spec:
     let file = server.dir.join("services.yaml");
     std::fs::write(&file, manifest).expect("write manifest");
     let out = server.cli(&["apply", "-f", file.to_str().expect("path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(
-            "warning: spec.template.spec.containers[0].resources: not supported yet, ignored"
-        ),
+        stderr.contains("warning: spec.template.spec.containers[0].resources: not supported yet, ignored"),
         "{stderr}"
     );
 
@@ -159,10 +145,7 @@ spec:
     let second = json(&server.ok(&["invoke", "second", "-n", "team-a"]));
     assert_eq!(second["revision"], "second-00001");
     let service = server.get_json(&["first"]);
-    assert_eq!(
-        service["spec"]["template"]["spec"]["containerConcurrency"],
-        4
-    );
+    assert_eq!(service["spec"]["template"]["spec"]["containerConcurrency"], 4);
     let all = json(&server.ok(&["list", "-A", "-o", "json"]));
     assert_eq!(all["items"].as_array().expect("items").len(), 2);
 }
@@ -173,18 +156,9 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let client = reqwest::Client::new();
 
     // 401 without or with a wrong token.
-    let resp = client
-        .get(format!("{}/api/v1/services", server.api))
-        .send()
-        .await
-        .expect("send");
+    let resp = client.get(format!("{}/api/v1/services", server.api)).send().await.expect("send");
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = client
-        .get(format!("{}/api/v1/services", server.api))
-        .bearer_auth("nope")
-        .send()
-        .await
-        .expect("send");
+    let resp = client.get(format!("{}/api/v1/services", server.api)).bearer_auth("nope").send().await.expect("send");
     assert_eq!(resp.status().as_u16(), 401);
 
     // 422 naming the field, through the API…
@@ -193,10 +167,7 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         "spec": {"template": {"spec": {"containerConcurrency": 5000, "containers": [{"command": ["x"]}]}}}
     });
     let resp = client
-        .put(format!(
-            "{}/api/v1/namespaces/default/services/bad",
-            server.api
-        ))
+        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
         .bearer_auth(&server.token)
         .json(&bad)
         .send()
@@ -204,35 +175,21 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         .expect("send");
     assert_eq!(resp.status().as_u16(), 422);
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(
-        body["error"]["details"][0]["field"],
-        "spec.template.spec.containerConcurrency"
-    );
+    assert_eq!(body["error"]["details"][0]["field"], "spec.template.spec.containerConcurrency");
     // …including type errors, with their path.
     let resp = client
-        .put(format!(
-            "{}/api/v1/namespaces/default/services/bad",
-            server.api
-        ))
+        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
         .bearer_auth(&server.token)
-        .body(
-            r#"{"metadata":{"name":"bad"},"spec":{"template":{"spec":{"timeoutSeconds":"soon"}}}}"#,
-        )
+        .body(r#"{"metadata":{"name":"bad"},"spec":{"template":{"spec":{"timeoutSeconds":"soon"}}}}"#)
         .send()
         .await
         .expect("send");
     assert_eq!(resp.status().as_u16(), 422);
     let body: Value = resp.json().await.expect("json");
-    assert_eq!(
-        body["error"]["details"][0]["field"],
-        "spec.template.spec.timeoutSeconds"
-    );
+    assert_eq!(body["error"]["details"][0]["field"], "spec.template.spec.timeoutSeconds");
     // Malformed JSON is a 400.
     let resp = client
-        .put(format!(
-            "{}/api/v1/namespaces/default/services/bad",
-            server.api
-        ))
+        .put(format!("{}/api/v1/namespaces/default/services/bad", server.api))
         .bearer_auth(&server.token)
         .body("{not json")
         .send()
@@ -243,36 +200,16 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     // …and through the CLI: one line naming the field, non-zero exit.
     let err = server.fails(&["deploy", "Bad_Name", "--cmd", &echo()]);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("metadata.name") && err.contains("(422)"),
-        "{err}"
-    );
-    let err = server.fails(&[
-        "deploy",
-        "x",
-        "--cmd",
-        &echo(),
-        "--min-scale",
-        "3",
-        "--max-scale",
-        "2",
-    ]);
+    assert!(err.contains("metadata.name") && err.contains("(422)"), "{err}");
+    let err = server.fails(&["deploy", "x", "--cmd", &echo(), "--min-scale", "3", "--max-scale", "2"]);
     assert!(err.contains("autoscaling.knative.dev/min-scale"), "{err}");
     let err = server.fails(&["deploy", "x", "--cmd", &echo(), "--env", "NOEQUALS"]);
     assert!(err.contains("KEY=VALUE"), "{err}");
-    assert!(
-        server
-            .ok(&["list", "-A", "-o", "json"])
-            .contains("\"items\": []"),
-        "nothing was stored"
-    );
+    assert!(server.ok(&["list", "-A", "-o", "json"]).contains("\"items\": []"), "nothing was stored");
 
     // A command that does not exist: stored, but not ready, with the reason.
     let err = server.fails(&["deploy", "ghost", "--cmd", "/nonexistent/function"]);
-    assert!(
-        err.contains("ExecutableNotFound") || err.contains("not an executable"),
-        "{err}"
-    );
+    assert!(err.contains("ExecutableNotFound") || err.contains("not an executable"), "{err}");
     let (status, text) = get(&format!("{}/f/default/ghost", server.gateway), None).await;
     assert_eq!(status, 503, "{text}");
 
@@ -280,11 +217,7 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let (status, text) = get(&format!("{}/f/default/nothing", server.gateway), None).await;
     assert_eq!(status, 404);
     assert_eq!(json(&text)["error"]["reason"], "NotFound");
-    let (status, _) = get(
-        &format!("{}/", server.gateway),
-        Some("nothing.default.localhost"),
-    )
-    .await;
+    let (status, _) = get(&format!("{}/", server.gateway), Some("nothing.default.localhost")).await;
     assert_eq!(status, 404);
     let err = server.fails(&["get", "nothing"]);
     assert!(err.contains("not found") && err.contains("404"), "{err}");
@@ -294,11 +227,7 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let (status, text) = get(&format!("{}/f/default/echo/crash", server.gateway), None).await;
     assert_eq!(status, 502, "{text}");
     assert_eq!(json(&text)["error"]["reason"], "InstanceFailed");
-    let (status, text) = get(
-        &format!("{}/f/default/echo/?sleep_ms=3000", server.gateway),
-        None,
-    )
-    .await;
+    let (status, text) = get(&format!("{}/f/default/echo/?sleep_ms=3000", server.gateway), None).await;
     assert_eq!(status, 504, "{text}");
     let (status, _) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200, "the platform still serves after failures");
@@ -306,13 +235,10 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
 
 #[tokio::test]
 async fn scales_from_zero_on_demand_and_reaps_idle_instances() {
-    let server = Server::start(&["--idle-timeout", "1s"]);
+    let server = Server::start(FAST_SCALING);
     server.ok(&["deploy", "echo", "--cmd", &echo()]);
     let service = server.get_json(&["echo"]);
-    assert_eq!(
-        service["status"]["instances"]["ready"], 0,
-        "no instance before the first request"
-    );
+    assert_eq!(service["status"]["instances"]["ready"], 0, "no instance before the first request");
 
     let (status, text) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
@@ -322,18 +248,14 @@ async fn scales_from_zero_on_demand_and_reaps_idle_instances() {
     assert_eq!(service["status"]["instances"]["ready"], 1);
     assert_eq!(service["status"]["instances"]["coldStarts"], 1);
 
-    eventually(
-        "the idle instance to stop",
-        Duration::from_secs(10),
-        async || {
-            let s = server.get_json(&["echo"]);
-            (s["status"]["instances"]["ready"] == 0 && !pid_alive(pid)).then_some(())
-        },
-    )
+    eventually("the idle instance to stop", Duration::from_secs(10), async || {
+        let s = server.get_json(&["echo"]);
+        (s["status"]["instances"]["ready"] == 0 && !pid_alive(pid)).then_some(())
+    })
     .await;
     let logs = server.ok(&["logs", "echo"]);
     assert!(logs.contains("stdout: serval-echo listening on"), "{logs}");
-    assert!(logs.contains("stopped (idle)"), "{logs}");
+    assert!(logs.contains("stopped (scaled down)"), "{logs}");
 
     // And it comes back on the next request.
     let (status, text) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
@@ -343,7 +265,7 @@ async fn scales_from_zero_on_demand_and_reaps_idle_instances() {
 
 #[tokio::test]
 async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() {
-    let server = Server::start(&["--idle-timeout", "1s"]);
+    let server = Server::start(FAST_SCALING);
     server.ok(&["deploy", "keep", "--cmd", &echo(), "--min-scale", "1"]);
     let ready = |s: &Value| s["status"]["instances"]["ready"].as_u64();
     eventually("min-scale instance", Duration::from_secs(10), async || {
@@ -356,10 +278,7 @@ async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() 
     let revision = eventually("crash reported", Duration::from_secs(10), async || {
         let r = server.get_json(&["revision", "keep-00001"]);
         let conds = r["status"]["conditions"].as_array()?.clone();
-        conds
-            .iter()
-            .any(|c| c["type"] == "ContainerHealthy" && c["status"] == "False")
-            .then_some(r)
+        conds.iter().any(|c| c["type"] == "ContainerHealthy" && c["status"] == "False").then_some(r)
     })
     .await;
     let healthy = revision["status"]["conditions"]
@@ -369,25 +288,14 @@ async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() 
         .find(|c| c["type"] == "ContainerHealthy")
         .cloned()
         .expect("condition");
-    assert!(
-        healthy["message"]
-            .as_str()
-            .expect("message")
-            .contains("exited with code 3"),
-        "{healthy}"
-    );
-    eventually(
-        "replacement instance",
-        Duration::from_secs(10),
-        async || (ready(&server.get_json(&["keep"])) == Some(1)).then_some(()),
-    )
+    assert!(healthy["message"].as_str().expect("message").contains("exited with code 3"), "{healthy}");
+    eventually("replacement instance", Duration::from_secs(10), async || {
+        (ready(&server.get_json(&["keep"])) == Some(1)).then_some(())
+    })
     .await;
     let logs = server.ok(&["logs", "keep"]);
-    assert!(
-        logs.contains("exited unexpectedly (exited with code 3)"),
-        "{logs}"
-    );
-    // Well past the idle timeout the min-scale instance is still there.
+    assert!(logs.contains("exited unexpectedly (exited with code 3)"), "{logs}");
+    // Well past the stable window the min-scale instance is still there.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(ready(&server.get_json(&["keep"])), Some(1));
 }
@@ -395,33 +303,15 @@ async fn min_scale_keeps_instances_and_a_crashed_one_is_replaced_and_reported() 
 #[tokio::test]
 async fn kill_9_of_the_server_leaves_no_orphans_and_a_restart_still_serves() {
     let mut server = Server::start(&[]);
-    server.ok(&[
-        "deploy",
-        "echo",
-        "--cmd",
-        &echo(),
-        "--env",
-        "GREETING=persisted",
-    ]);
-    server.ok(&[
-        "deploy",
-        "echo",
-        "--cmd",
-        &echo(),
-        "--env",
-        "GREETING=persisted2",
-    ]);
+    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=persisted"]);
+    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "GREETING=persisted2"]);
     let (status, text) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
     let pid = json(&text)["pid"].as_u64().expect("pid") as u32;
 
     server.kill9();
-    eventually(
-        "the instance to die with the server",
-        Duration::from_secs(5),
-        async || (!pid_alive(pid)).then_some(()),
-    )
-    .await;
+    eventually("the instance to die with the server", Duration::from_secs(5), async || (!pid_alive(pid)).then_some(()))
+        .await;
 
     let dir = server.dir.clone();
     let restarted = Server::start_in(&dir, &[]);
@@ -461,13 +351,38 @@ async fn logs_follow_streams_new_lines() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, _) = get(&format!("{}/f/default/echo/", server.gateway), None).await;
     assert_eq!(status, 200);
-    let line = tokio::task::spawn_blocking(move || reader.join().expect("join"))
-        .await
-        .expect("join");
+    let line = tokio::task::spawn_blocking(move || reader.join().expect("join")).await.expect("join");
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(
-        line.contains("stdout: serval-echo listening on 127.0.0.1:"),
-        "{line}"
-    );
+    assert!(line.contains("stdout: serval-echo listening on 127.0.0.1:"), "{line}");
+}
+
+#[tokio::test]
+async fn burst_from_zero_scales_out_respects_container_concurrency_and_returns_to_zero() {
+    let server = Server::start(FAST_SCALING);
+    server.ok(&["deploy", "one", "--cmd", &echo(), "--concurrency", "1"]);
+    let url = format!("{}/f/default/one/?sleep_ms=200", server.gateway);
+    let client = reqwest::Client::new();
+    let requests = (0..20).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let resp = client.get(&url).send().await.expect("send");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        })
+    });
+    let mut pids = std::collections::HashSet::new();
+    for r in futures_util::future::join_all(requests).await {
+        let (status, body) = r.expect("join");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["max_in_flight"], 1, "an instance never saw more than one request: {body}");
+        pids.insert(body["pid"].as_u64().expect("pid"));
+    }
+    assert!(pids.len() > 1, "scaled out to {} instances", pids.len());
+    eventually("scale back to zero", Duration::from_secs(15), async || {
+        let s = server.get_json(&["one"]);
+        (s["status"]["instances"]["ready"] == 0 && s["status"]["instances"]["starting"] == 0).then_some(())
+    })
+    .await;
+    assert!(pids.iter().all(|p| !pid_alive(*p as u32)), "every instance is gone");
 }

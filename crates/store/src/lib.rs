@@ -39,21 +39,13 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored {kind} {namespace}/{name} is not valid JSON: {source}")]
-    Corrupt {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-        source: serde_json::Error,
-    },
+    Corrupt { kind: &'static str, namespace: String, name: String, source: serde_json::Error },
     #[error("cannot encode resource: {0}")]
     Encode(serde_json::Error),
     #[error("the store's writer thread has stopped")]
     WriterGone,
     #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
 }
 
 const SCHEMA: &[&str] = &[
@@ -85,17 +77,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tx = conn.transaction()?;
-    for (i, sql) in SCHEMA
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
+    for (i, sql) in SCHEMA.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(
-            None,
-            "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
-        )?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
     }
     tx.commit()?;
     Ok(())
@@ -104,18 +88,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 impl Store {
     /// Opens (creating and migrating if needed) `dir/serval.db`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         let path = dir.join("serval.db");
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
         let reader = open_connection(&path)?;
-        Ok(Store {
-            writer: writer::Writer::start(write_conn),
-            reader: Mutex::new(reader),
-        })
+        Ok(Store { writer: writer::Writer::start(write_conn), reader: Mutex::new(reader) })
     }
 
     /// Commits `ops` atomically; returns once they are durable (group-committed with
@@ -135,50 +114,30 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    pub fn get<T: DeserializeOwned>(
-        &self,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
         let body: Option<String> = self.read(|c| {
-            c.prepare_cached(
-                "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            )?
-            .query_row(params![kind.as_str(), namespace, name], |r| r.get(0))
-            .optional()
+            c.prepare_cached("SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .query_row(params![kind.as_str(), namespace, name], |r| r.get(0))
+                .optional()
         })?;
         body.map(|b| decode(kind, namespace, name, &b)).transpose()
     }
 
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
-    pub fn list<T: DeserializeOwned>(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-    ) -> Result<Vec<T>, StoreError> {
+    pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
         let rows: Vec<(String, String, String)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT namespace, name, body FROM resources
                  WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
             )?;
-            let rows = stmt.query_map(params![kind.as_str(), namespace], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
+            let rows = stmt.query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        rows.iter()
-            .map(|(ns, name, body)| decode(kind, ns, name, body))
-            .collect()
+        rows.iter().map(|(ns, name, body)| decode(kind, ns, name, body)).collect()
     }
 }
 
-fn decode<T: DeserializeOwned>(
-    kind: Kind,
-    namespace: &str,
-    name: &str,
-    body: &str,
-) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(kind: Kind, namespace: &str, name: &str, body: &str) -> Result<T, StoreError> {
     serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
         kind: kind.as_str(),
         namespace: namespace.into(),
@@ -189,12 +148,7 @@ fn decode<T: DeserializeOwned>(
 
 impl WriteOp {
     /// Inserts or replaces a resource.
-    pub fn put<T: Serialize>(
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-        value: &T,
-    ) -> Result<WriteOp, StoreError> {
+    pub fn put<T: Serialize>(kind: Kind, namespace: &str, name: &str, value: &T) -> Result<WriteOp, StoreError> {
         Ok(WriteOp::Put {
             kind: kind.as_str(),
             namespace: namespace.into(),
@@ -204,11 +158,7 @@ impl WriteOp {
     }
 
     pub fn delete(kind: Kind, namespace: &str, name: &str) -> WriteOp {
-        WriteOp::Delete {
-            kind: kind.as_str(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        WriteOp::Delete { kind: kind.as_str(), namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -223,28 +173,20 @@ mod tests {
             let store = Store::open(dir.path()).expect("open");
             store
                 .write(vec![
-                    WriteOp::put(Kind::Service, "a", "x", &serde_json::json!({"n": 1}))
-                        .expect("encode"),
-                    WriteOp::put(Kind::Service, "b", "y", &serde_json::json!({"n": 2}))
-                        .expect("encode"),
-                    WriteOp::put(Kind::Revision, "a", "x-00001", &serde_json::json!({"n": 3}))
-                        .expect("encode"),
+                    WriteOp::put(Kind::Service, "a", "x", &serde_json::json!({"n": 1})).expect("encode"),
+                    WriteOp::put(Kind::Service, "b", "y", &serde_json::json!({"n": 2})).expect("encode"),
+                    WriteOp::put(Kind::Revision, "a", "x-00001", &serde_json::json!({"n": 3})).expect("encode"),
                 ])
                 .await
                 .expect("write");
-            store
-                .write(vec![WriteOp::delete(Kind::Service, "b", "y")])
-                .await
-                .expect("delete");
+            store.write(vec![WriteOp::delete(Kind::Service, "b", "y")]).await.expect("delete");
         }
         let store = Store::open(dir.path()).expect("reopen");
         let all: Vec<serde_json::Value> = store.list(Kind::Service, None).expect("list");
         assert_eq!(all, vec![serde_json::json!({"n": 1})]);
-        let one: Option<serde_json::Value> =
-            store.get(Kind::Revision, "a", "x-00001").expect("get");
+        let one: Option<serde_json::Value> = store.get(Kind::Revision, "a", "x-00001").expect("get");
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
-        let none: Option<serde_json::Value> =
-            store.get(Kind::Revision, "b", "x-00001").expect("get");
+        let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
         assert_eq!(none, None);
     }
 
@@ -265,10 +207,6 @@ mod tests {
         }
         let all: Vec<i32> = store.list(Kind::Service, Some("ns")).expect("list");
         assert_eq!(all.len(), 200);
-        assert!(
-            store.commits() < 200,
-            "writes were batched: {} commits",
-            store.commits()
-        );
+        assert!(store.commits() < 200, "writes were batched: {} commits", store.commits());
     }
 }

@@ -12,17 +12,8 @@ use crate::StoreError;
 /// One change inside a write request; all ops of one request commit atomically.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    Put {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-        body: String,
-    },
-    Delete {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-    },
+    Put { kind: &'static str, namespace: String, name: String, body: String },
+    Delete { kind: &'static str, namespace: String, name: String },
 }
 
 struct Request {
@@ -52,9 +43,7 @@ impl Writer {
 
     pub(crate) async fn submit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request { ops, done })
-            .map_err(|_| StoreError::WriterGone)?;
+        self.tx.send(Request { ops, done }).map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -87,10 +76,7 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
-            return batch
-                .iter()
-                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-                .collect();
+            return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect();
         }
     };
     let mut results = Vec::with_capacity(batch.len());
@@ -106,37 +92,23 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError
     }
     if let Err(e) = tx.commit() {
         tracing::error!("store commit failed: {e}");
-        return batch
-            .iter()
-            .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-            .collect();
+        return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect();
     }
     results
 }
 
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::Put {
-            kind,
-            namespace,
-            name,
-            body,
-        } => {
+        WriteOp::Put { kind, namespace, name, body } => {
             conn.prepare_cached(
                 "INSERT INTO resources (kind, namespace, name, body) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (kind, namespace, name) DO UPDATE SET body = excluded.body",
             )?
             .execute(params![kind, namespace, name, body])?;
         }
-        WriteOp::Delete {
-            kind,
-            namespace,
-            name,
-        } => {
-            conn.prepare_cached(
-                "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            )?
-            .execute(params![kind, namespace, name])?;
+        WriteOp::Delete { kind, namespace, name } => {
+            conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .execute(params![kind, namespace, name])?;
         }
     }
     Ok(())

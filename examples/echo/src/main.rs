@@ -86,14 +86,8 @@ fn main() -> ExitCode {
         std::process::exit(code);
     }
 
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_WORKER_THREADS);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKER_THREADS);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("serval-echo: cannot start the tokio runtime: {err}");
@@ -137,19 +131,14 @@ fn env_string(name: &str) -> Option<String> {
 /// set to something that does not parse.
 fn env_number<T: FromStr>(name: &str) -> Result<Option<T>, String> {
     env_string(name)
-        .map(|value| {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| format!("invalid {name}={value:?}: expected a number"))
-        })
+        .map(|value| value.trim().parse().map_err(|_| format!("invalid {name}={value:?}: expected a number")))
         .transpose()
 }
 
 async fn run(config: Config) -> Result<(), String> {
     // Installed first so that a SIGTERM during the start-up delay is honoured too.
-    let mut sigterm = signal(SignalKind::terminate())
-        .map_err(|err| format!("cannot install the SIGTERM handler: {err}"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|err| format!("cannot install the SIGTERM handler: {err}"))?;
 
     if let Some(delay) = config.startup_delay {
         tokio::select! {
@@ -164,9 +153,7 @@ async fn run(config: Config) -> Result<(), String> {
     let listener = TcpListener::bind((config.bind_addr.as_str(), config.port))
         .await
         .map_err(|err| format!("cannot bind {}:{}: {err}", config.bind_addr, config.port))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|err| format!("cannot read the bound address: {err}"))?;
+    let local_addr = listener.local_addr().map_err(|err| format!("cannot read the bound address: {err}"))?;
     announce(local_addr);
 
     let state = Arc::new(State::new(local_addr.port()));
@@ -199,14 +186,8 @@ async fn run(config: Config) -> Result<(), String> {
 
     eprintln!("serval-echo: SIGTERM, shutting down");
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        eprintln!(
-            "serval-echo: requests still in flight after {}s, exiting anyway",
-            SHUTDOWN_GRACE.as_secs()
-        );
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        eprintln!("serval-echo: requests still in flight after {}s, exiting anyway", SHUTDOWN_GRACE.as_secs());
     }
     Ok(())
 }
@@ -229,12 +210,7 @@ struct State {
 
 impl State {
     fn new(port: u16) -> Self {
-        Self {
-            port,
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-        }
+        Self { port, in_flight: AtomicUsize::new(0), max_in_flight: AtomicUsize::new(0), requests: AtomicU64::new(0) }
     }
 
     /// Counts a new request; it stays in flight until the guard is dropped.
@@ -247,18 +223,9 @@ impl State {
 
     fn counters(&self) -> Map<String, Value> {
         let mut map = Map::new();
-        map.insert(
-            "in_flight".into(),
-            self.in_flight.load(Ordering::SeqCst).into(),
-        );
-        map.insert(
-            "max_in_flight".into(),
-            self.max_in_flight.load(Ordering::SeqCst).into(),
-        );
-        map.insert(
-            "requests".into(),
-            self.requests.load(Ordering::SeqCst).into(),
-        );
+        map.insert("in_flight".into(), self.in_flight.load(Ordering::SeqCst).into());
+        map.insert("max_in_flight".into(), self.max_in_flight.load(Ordering::SeqCst).into());
+        map.insert("requests".into(), self.requests.load(Ordering::SeqCst).into());
         map
     }
 }
@@ -292,8 +259,7 @@ impl Params {
                 "status" => {
                     let code = parse_param(key, value)?;
                     params.status = Some(
-                        StatusCode::from_u16(code)
-                            .map_err(|_| format!("invalid status={value}: not a status code"))?,
+                        StatusCode::from_u16(code).map_err(|_| format!("invalid status={value}: not a status code"))?,
                     );
                 }
                 "bytes" => params.bytes = Some(parse_param(key, value)?),
@@ -306,15 +272,10 @@ impl Params {
 }
 
 fn parse_param<T: FromStr>(key: &str, value: &str) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("invalid {key}={value}: expected a non-negative integer"))
+    value.parse().map_err(|_| format!("invalid {key}={value}: expected a non-negative integer"))
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<EchoBody>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
     if req.uri().path() == "/crash" {
         eprintln!("serval-echo: /crash requested, exiting with code {CRASH_EXIT_CODE}");
         std::process::exit(CRASH_EXIT_CODE);
@@ -337,10 +298,7 @@ async fn handle(
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(err) => {
-                return Ok(text(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {err}\n"),
-                ));
+                return Ok(text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}\n")));
             }
         };
         if let Some(delay) = params.sleep {
@@ -369,12 +327,7 @@ async fn handle(
 /// The JSON answer describing the request and the process.
 fn echo_document(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) -> Value {
     let env: Map<String, Value> = std::env::vars_os()
-        .map(|(name, value)| {
-            (
-                name.to_string_lossy().into_owned(),
-                Value::String(value.to_string_lossy().into_owned()),
-            )
-        })
+        .map(|(name, value)| (name.to_string_lossy().into_owned(), Value::String(value.to_string_lossy().into_owned())))
         .collect();
 
     let mut doc = json!({
@@ -399,11 +352,8 @@ fn echo_document(state: &State, parts: &hyper::http::request::Parts, body: &Byte
 fn headers_json(headers: &HeaderMap) -> Value {
     let mut map = Map::new();
     for name in headers.keys() {
-        let values: Vec<_> = headers
-            .get_all(name)
-            .iter()
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-            .collect();
+        let values: Vec<_> =
+            headers.get_all(name).iter().map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned()).collect();
         map.insert(name.as_str().to_owned(), Value::String(values.join(", ")));
     }
     Value::Object(map)
@@ -421,39 +371,21 @@ fn echo_body(req: Request<Incoming>) -> Response<EchoBody> {
 fn json_response(value: &Value) -> Response<EchoBody> {
     let mut body = serde_json::to_vec(value).expect("a serde_json::Value always serializes");
     body.push(b'\n');
-    with_content_type(
-        StatusCode::OK,
-        "application/json",
-        EchoBody::Full(Full::new(body.into())),
-    )
+    with_content_type(StatusCode::OK, "application/json", EchoBody::Full(Full::new(body.into())))
 }
 
 fn text(status: StatusCode, body: String) -> Response<EchoBody> {
-    with_content_type(
-        status,
-        "text/plain; charset=utf-8",
-        EchoBody::Full(Full::new(body.into())),
-    )
+    with_content_type(status, "text/plain; charset=utf-8", EchoBody::Full(Full::new(body.into())))
 }
 
 fn filler(len: u64) -> Response<EchoBody> {
-    with_content_type(
-        StatusCode::OK,
-        "text/plain",
-        EchoBody::Filler { remaining: len },
-    )
+    with_content_type(StatusCode::OK, "text/plain", EchoBody::Filler { remaining: len })
 }
 
-fn with_content_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: EchoBody,
-) -> Response<EchoBody> {
+fn with_content_type(status: StatusCode, content_type: &'static str, body: EchoBody) -> Response<EchoBody> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -468,14 +400,9 @@ impl Body for EchoBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Self::Full(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+            Self::Full(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
             Self::Filler { remaining } => {
                 if *remaining == 0 {

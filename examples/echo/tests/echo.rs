@@ -87,10 +87,7 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("poll serval-echo") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "serval-echo did not exit within {EXIT_TIMEOUT:?}"
-            );
+            assert!(Instant::now() < deadline, "serval-echo did not exit within {EXIT_TIMEOUT:?}");
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -119,10 +116,7 @@ impl Drop for Server {
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("ephemeral port address")
-        .port()
+    listener.local_addr().expect("ephemeral port address").port()
 }
 
 struct HttpResponse {
@@ -133,10 +127,7 @@ struct HttpResponse {
 
 impl HttpResponse {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn text(&self) -> String {
@@ -144,21 +135,13 @@ impl HttpResponse {
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("invalid JSON ({err}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("invalid JSON ({err}): {}", self.text()))
     }
 }
 
 /// One request on a fresh connection with `Connection: close`.
-fn request(
-    port: u16,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpResponse {
-    try_request(port, method, target, headers, body)
-        .unwrap_or_else(|err| panic!("{method} {target}: {err}"))
+fn request(port: u16, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    try_request(port, method, target, headers, body).unwrap_or_else(|err| panic!("{method} {target}: {err}"))
 }
 
 fn try_request(
@@ -168,14 +151,9 @@ fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<HttpResponse, String> {
-    let stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|err| format!("connect: {err}"))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|err| err.to_string())?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|err| err.to_string())?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|err| format!("connect: {err}"))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|err| err.to_string())?;
+    stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|err| err.to_string())?;
 
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -207,11 +185,7 @@ fn try_request(
 
 fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
-        format!(
-            "no complete response head in {} bytes: {:?}",
-            raw.len(),
-            String::from_utf8_lossy(raw)
-        )
+        format!("no complete response head in {} bytes: {:?}", raw.len(), String::from_utf8_lossy(raw))
     })?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
@@ -225,25 +199,13 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         .collect();
-    let mut response = HttpResponse {
-        status,
-        headers,
-        body: raw[end + 4..].to_vec(),
-    };
-    if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
+    let mut response = HttpResponse { status, headers, body: raw[end + 4..].to_vec() };
+    if response.header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
         response.body = dechunk(&response.body)?;
     } else if let Some(len) = response.header("content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| format!("bad content-length {len}"))?;
+        let len: usize = len.parse().map_err(|_| format!("bad content-length {len}"))?;
         if response.body.len() != len {
-            return Err(format!(
-                "content-length {len} but {} body bytes",
-                response.body.len()
-            ));
+            return Err(format!("content-length {len} but {} body bytes", response.body.len()));
         }
     }
     Ok(response)
@@ -255,8 +217,7 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         let line_end = find(data, b"\r\n").ok_or("truncated chunk size")?;
         let size_line = String::from_utf8_lossy(&data[..line_end]);
         let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size {size_hex:?}"))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(body);
@@ -270,17 +231,11 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 fn send_sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
+    let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("run kill");
     assert!(status.success(), "kill -TERM {pid} failed: {status}");
 }
 
@@ -328,11 +283,7 @@ fn hello_stats_and_bytes() {
     let hello = server.get("/hello");
     assert_eq!(hello.status, 200);
     assert_eq!(hello.text(), "Hello from echo-test!\n");
-    assert!(
-        hello
-            .header("content-type")
-            .is_some_and(|ct| ct.starts_with("text/plain"))
-    );
+    assert!(hello.header("content-type").is_some_and(|ct| ct.starts_with("text/plain")));
 
     let filler = server.get("/?bytes=200000");
     assert_eq!(filler.status, 200);
@@ -343,10 +294,7 @@ fn hello_stats_and_bytes() {
     let stats = server.get_json("/stats");
     assert_eq!(stats["requests"], 4);
     assert_eq!(stats["in_flight"], 1);
-    assert!(
-        stats.get("env").is_none(),
-        "/stats has only counters: {stats}"
-    );
+    assert!(stats.get("env").is_none(), "/stats has only counters: {stats}");
 }
 
 #[test]
@@ -355,10 +303,7 @@ fn sleep_ms_delays_the_answer() {
     let started = Instant::now();
     let doc = server.get_json("/?sleep_ms=300");
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(300),
-        "answered after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(300), "answered after {elapsed:?}");
     assert_eq!(doc["query"], "sleep_ms=300");
 }
 
@@ -383,33 +328,16 @@ fn status_query_sets_the_status_code() {
 fn echo_body_returns_the_posted_body() {
     let server = Server::start(&[]);
 
-    let response = request(
-        server.port,
-        "POST",
-        "/echo-body",
-        &[("Content-Type", "text/csv")],
-        b"a,b\n1,2\n",
-    );
+    let response = request(server.port, "POST", "/echo-body", &[("Content-Type", "text/csv")], b"a,b\n1,2\n");
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("text/csv"));
     assert_eq!(response.body, b"a,b\n1,2\n");
 
     // Large enough that it cannot be answered without streaming both ways.
-    let big: Vec<u8> = (0..4 * 1024 * 1024_u32)
-        .map(|i| u8::try_from(i % 251).expect("below 256"))
-        .collect();
-    let response = request(
-        server.port,
-        "PUT",
-        "/echo-body",
-        &[("Content-Type", "application/octet-stream")],
-        &big,
-    );
+    let big: Vec<u8> = (0..4 * 1024 * 1024_u32).map(|i| u8::try_from(i % 251).expect("below 256")).collect();
+    let response = request(server.port, "PUT", "/echo-body", &[("Content-Type", "application/octet-stream")], &big);
     assert_eq!(response.status, 200);
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/octet-stream")
-    );
+    assert_eq!(response.header("content-type"), Some("application/octet-stream"));
     assert!(response.body == big, "echoed body differs");
 }
 
@@ -428,15 +356,9 @@ fn concurrent_requests_raise_max_in_flight() {
             })
         })
         .collect();
-    let docs: Vec<Value> = workers
-        .into_iter()
-        .map(|worker| worker.join().expect("request thread panicked"))
-        .collect();
+    let docs: Vec<Value> = workers.into_iter().map(|worker| worker.join().expect("request thread panicked")).collect();
 
-    let max_seen = docs
-        .iter()
-        .filter_map(|doc| doc["max_in_flight"].as_u64())
-        .max();
+    let max_seen = docs.iter().filter_map(|doc| doc["max_in_flight"].as_u64()).max();
     assert_eq!(max_seen, Some(5), "responses: {docs:?}");
 
     let stats = server.get_json("/stats");
@@ -461,23 +383,12 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     send_sigterm(server.pid());
     let status = server.wait_exit();
     let slow = slow.join().expect("slow request thread panicked");
-    assert_eq!(
-        slow.status,
-        200,
-        "in-flight request was cut: {}",
-        slow.text()
-    );
+    assert_eq!(slow.status, 200, "in-flight request was cut: {}", slow.text());
     assert_eq!(status.code(), Some(0), "exit status {status}");
 
     let (stdout, stderr) = server.output();
-    assert_eq!(
-        stdout,
-        format!("serval-echo listening on 127.0.0.1:{port}\n")
-    );
-    assert!(
-        stderr.contains("serval-echo: SIGTERM, shutting down"),
-        "stderr: {stderr}"
-    );
+    assert_eq!(stdout, format!("serval-echo listening on 127.0.0.1:{port}\n"));
+    assert!(stderr.contains("serval-echo: SIGTERM, shutting down"), "stderr: {stderr}");
 }
 
 #[test]
@@ -504,9 +415,6 @@ fn startup_delay_postpones_binding() {
     let started = Instant::now();
     let server = Server::start(&[("STARTUP_DELAY_MS", "400")]);
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(400),
-        "accepted after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(400), "accepted after {elapsed:?}");
     assert_eq!(server.get_json("/")["service"], "echo-test");
 }

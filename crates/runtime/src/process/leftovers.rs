@@ -49,13 +49,8 @@ pub(super) fn kill_all(dir: &Path) -> Vec<u32> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let pid: Option<u32> = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse().ok());
-        let recorded: Option<u64> = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+        let pid: Option<u32> = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+        let recorded: Option<u64> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
         if let (Some(pid), Some(recorded)) = (pid, recorded)
             && start_time(pid) == Some(recorded)
             && killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()

@@ -23,10 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{
-    ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Runtime,
-    RuntimeError,
-};
+use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Runtime, RuntimeError};
 
 /// Lines of output kept per instance to explain a failed start.
 const TAIL_LINES: usize = 8;
@@ -51,11 +48,7 @@ impl ProcessRuntime {
 }
 
 impl Runtime for ProcessRuntime {
-    fn start(
-        &self,
-        spec: InstanceSpec,
-        logs: LogSink,
-    ) -> BoxFuture<'static, Result<Instance, RuntimeError>> {
+    fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>> {
         let state_dir = self.state_dir.clone();
         async move { start(spec, logs, state_dir).await }.boxed()
     }
@@ -75,11 +68,7 @@ fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
-        .envs(
-            PASSTHROUGH_ENV
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        )
+        .envs(PASSTHROUGH_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("PORT", port.to_string())
         .env("K_SERVICE", &spec.service)
@@ -102,9 +91,7 @@ fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // The server may have died between fork and prctl: then nobody would kill us.
             if nix::unistd::getppid().as_raw() as u32 != parent {
-                return Err(std::io::Error::other(
-                    "serval exited while starting the instance",
-                ));
+                return Err(std::io::Error::other("serval exited while starting the instance"));
             }
             Ok(())
         });
@@ -112,42 +99,21 @@ fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError
     Ok(cmd)
 }
 
-async fn start(
-    spec: InstanceSpec,
-    logs: LogSink,
-    state_dir: PathBuf,
-) -> Result<Instance, RuntimeError> {
+async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<Instance, RuntimeError> {
     let began = Instant::now();
     let port = free_port()?;
     let mut child = build_command(&spec, port)?
         .spawn()
-        .map_err(|source| RuntimeError::Spawn {
-            program: spec.argv[0].clone(),
-            source,
-        })?;
-    let pid = child
-        .id()
-        .ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
+        .map_err(|source| RuntimeError::Spawn { program: spec.argv[0].clone(), source })?;
+    let pid = child.id().ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
     let record = leftovers::Record::create(&state_dir, pid);
 
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump_lines(
-            out,
-            LogStream::Stdout,
-            spec.instance_id.clone(),
-            logs.clone(),
-            tail.clone(),
-        ));
+        tokio::spawn(pump_lines(out, LogStream::Stdout, spec.instance_id.clone(), logs.clone(), tail.clone()));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump_lines(
-            err,
-            LogStream::Stderr,
-            spec.instance_id.clone(),
-            logs.clone(),
-            tail.clone(),
-        ));
+        tokio::spawn(pump_lines(err, LogStream::Stderr, spec.instance_id.clone(), logs.clone(), tail.clone()));
     }
 
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -157,50 +123,25 @@ async fn start(
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let timeout = spec.startup_timeout;
     let probe_exited = exited.clone();
-    let ready =
-        tokio::task::spawn_blocking(move || poll_until_accepting(addr, timeout, &probe_exited))
-            .await
-            .unwrap_or(Readiness::Exited);
-    let last_lines = || {
-        tail.lock()
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
-    };
-    let control = Box::new(ProcessControl {
-        pid,
-        exit: exit_rx.clone(),
-    });
+    let ready = tokio::task::spawn_blocking(move || poll_until_accepting(addr, timeout, &probe_exited))
+        .await
+        .unwrap_or(Readiness::Exited);
+    let last_lines = || tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
     match ready {
-        Readiness::Ready => Ok(Instance {
-            id: spec.instance_id,
-            addr,
-            startup: began.elapsed(),
-            exit: exit_rx,
-            control,
-        }),
+        Readiness::Ready => {
+            Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control })
+        }
         Readiness::Exited => {
-            let exit = Instance {
-                id: String::new(),
-                addr,
-                startup: Duration::ZERO,
-                exit: exit_rx,
-                control,
-            }
-            .exited()
-            .await;
+            let exit =
+                Instance { id: String::new(), addr, startup: Duration::ZERO, exit: exit_rx, control }.exited().await;
             // Let the log pumps drain what the process printed before dying.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Err(RuntimeError::ExitedBeforeReady {
-                exit,
-                last_lines: last_lines(),
-            })
+            Err(RuntimeError::ExitedBeforeReady { exit, last_lines: last_lines() })
         }
         Readiness::TimedOut => {
             control.stop(Duration::ZERO).await;
-            Err(RuntimeError::StartTimeout {
-                after: timeout,
-                last_lines: last_lines(),
-            })
+            Err(RuntimeError::StartTimeout { after: timeout, last_lines: last_lines() })
         }
     }
 }
@@ -250,12 +191,7 @@ async fn pump_lines(
             }
             t.push_back(text.clone());
         }
-        sink(LogLine {
-            at: SystemTime::now(),
-            instance: instance.clone(),
-            stream: which,
-            text,
-        });
+        sink(LogLine { at: SystemTime::now(), instance: instance.clone(), stream: which, text });
     }
 }
 
@@ -268,14 +204,8 @@ async fn wait_for_exit(
 ) {
     use std::os::unix::process::ExitStatusExt;
     let info = match child.wait().await {
-        Ok(status) => ExitInfo {
-            code: status.code(),
-            signal: status.signal(),
-        },
-        Err(_) => ExitInfo {
-            code: None,
-            signal: None,
-        },
+        Ok(status) => ExitInfo { code: status.code(), signal: status.signal() },
+        Err(_) => ExitInfo { code: None, signal: None },
     };
     // Whatever the leader left in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -302,10 +232,7 @@ impl InstanceControl for ProcessControl {
                 }
             }
             let result = exit.wait_for(Option::is_some).await.map(|v| *v);
-            result.ok().flatten().unwrap_or(ExitInfo {
-                code: None,
-                signal: None,
-            })
+            result.ok().flatten().unwrap_or(ExitInfo { code: None, signal: None })
         }
         .boxed()
     }

@@ -34,29 +34,12 @@ async fn starts_a_listener_with_the_runtime_contract_and_stops_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
     let (sink, lines) = collecting_sink();
-    let instance = runtime
-        .start(spec(&["python3", "-c", PY_SERVER]), sink)
-        .await
-        .expect("ready");
+    let instance = runtime.start(spec(&["python3", "-c", PY_SERVER]), sink).await.expect("ready");
     assert!(TcpStream::connect(instance.addr).is_ok());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).expect("dir").count(),
-        1,
-        "instance recorded"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "instance recorded");
     let exit = instance.stop(Duration::from_secs(5)).await;
-    assert_eq!(
-        exit.signal,
-        Some(libc_sigterm()),
-        "python dies of SIGTERM: {exit}"
-    );
-    assert!(
-        lines
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|l| l == "svc svc-00001 hi")
-    );
+    assert_eq!(exit.signal, Some(libc_sigterm()), "python dies of SIGTERM: {exit}");
+    assert!(lines.lock().expect("lock").iter().any(|l| l == "svc svc-00001 hi"));
     // The record is removed once the exit is observed.
     tokio::time::timeout(Duration::from_secs(2), async {
         while std::fs::read_dir(dir.path()).expect("dir").count() != 0 {
@@ -76,16 +59,9 @@ async fn exit_before_ready_is_reported_with_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
     let (sink, _) = collecting_sink();
-    let err = runtime
-        .start(spec(&["sh", "-c", "echo boom >&2; exit 7"]), sink)
-        .await
-        .err()
-        .expect("fails");
+    let err = runtime.start(spec(&["sh", "-c", "echo boom >&2; exit 7"]), sink).await.err().expect("fails");
     let text = err.to_string();
-    assert!(
-        text.contains("exited with code 7") && text.contains("boom"),
-        "{text}"
-    );
+    assert!(text.contains("exited with code 7") && text.contains("boom"), "{text}");
 }
 
 #[tokio::test]
@@ -93,11 +69,7 @@ async fn missing_program_is_a_spawn_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
     let (sink, _) = collecting_sink();
-    let err = runtime
-        .start(spec(&["/nonexistent/x"]), sink)
-        .await
-        .err()
-        .expect("fails");
+    let err = runtime.start(spec(&["/nonexistent/x"]), sink).await.err().expect("fails");
     assert!(matches!(err, RuntimeError::Spawn { .. }), "{err}");
 }
 
@@ -106,12 +78,8 @@ async fn stop_kills_after_grace_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
     let (sink, _) = collecting_sink();
-    let script =
-        format!("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n{PY_SERVER}");
-    let instance = runtime
-        .start(spec(&["python3", "-c", &script]), sink)
-        .await
-        .expect("ready");
+    let script = format!("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n{PY_SERVER}");
+    let instance = runtime.start(spec(&["python3", "-c", &script]), sink).await.expect("ready");
     let exit = instance.stop(Duration::from_millis(200)).await;
     assert_eq!(exit.signal, Some(Signal::SIGKILL as i32));
 }
@@ -120,11 +88,7 @@ async fn stop_kills_after_grace_when_sigterm_is_ignored() {
 async fn leftovers_of_a_previous_server_are_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A process in its own group, recorded as an instance, but not our child any more.
-    let mut child = std::process::Command::new("sleep")
-        .arg("30")
-        .process_group(0)
-        .spawn()
-        .expect("spawn sleep");
+    let mut child = std::process::Command::new("sleep").arg("30").process_group(0).spawn().expect("spawn sleep");
     let record = leftovers::Record::create(dir.path(), child.id()).expect("record");
     std::mem::forget(record); // as if the server died without cleaning up
     let _runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");

@@ -12,9 +12,9 @@ use crate::client::Client;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Idle time before an instance is stopped (short, so the demo shows scale to zero).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
+    /// Stable window (short, so that the demo shows scale to zero within seconds).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub stable_window: Duration,
     /// Keep the platform running after the demo (until Ctrl-C).
     #[arg(long)]
     pub keep: bool,
@@ -44,23 +44,19 @@ fn ms(d: Duration) -> String {
 
 fn instances(service: &Value) -> (u64, u64) {
     let i = &service["status"]["instances"];
-    (
-        i["ready"].as_u64().unwrap_or(0),
-        i["starting"].as_u64().unwrap_or(0),
-    )
+    (i["ready"].as_u64().unwrap_or(0), i["starting"].as_u64().unwrap_or(0))
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     let function = example_binary(&args)?;
     let data = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let token = load_or_create_token(data.path())?;
-    let listeners = Listeners {
-        api: bind("127.0.0.1:0").await?,
-        gateway: bind("127.0.0.1:0").await?,
-    };
+    let listeners = Listeners { api: bind("127.0.0.1:0").await?, gateway: bind("127.0.0.1:0").await? };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data.path().to_path_buf(), token.clone());
-    config.idle_timeout = args.idle_timeout;
+    config.autoscaler.stable_window = args.stable_window;
+    config.autoscaler.scale_to_zero_grace = Duration::ZERO;
+    config.autoscaler.tick = Duration::from_millis(250);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let platform = tokio::spawn(serval_platform::run(
@@ -92,20 +88,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             }
         } }
     });
-    println!(
-        "\n1. deploy: {} as service default/hello (containerConcurrency 1, max-scale 5)",
-        function.display()
-    );
-    client
-        .put("/api/v1/namespaces/default/services/hello", &manifest)
-        .await?;
-    let service = client
-        .wait_ready("default", "hello", Duration::from_secs(30))
-        .await?;
-    let url = service["status"]["url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    println!("\n1. deploy: {} as service default/hello (containerConcurrency 1, max-scale 5)", function.display());
+    client.put("/api/v1/namespaces/default/services/hello", &manifest).await?;
+    let service = client.wait_ready("default", "hello", Duration::from_secs(30)).await?;
+    let url = service["status"]["url"].as_str().unwrap_or_default().to_string();
     let path_url = format!("http://{}/f/default/hello", addrs.gateway);
     println!("   ready, with no instance running: {url}  (or {path_url})");
 
@@ -122,17 +108,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
     println!("\n2. first request, from zero instances:");
     let (cold, status, body) = call("/hello").await?;
-    let service = client
-        .get("/api/v1/namespaces/default/services/hello")
-        .await?;
-    let startup = service["status"]["instances"]["lastColdStartMs"]
-        .as_f64()
-        .unwrap_or(0.0);
-    println!(
-        "   {status} {:?} in {} (instance start to ready: {startup:.1} ms)",
-        body.trim(),
-        ms(cold)
-    );
+    let service = client.get("/api/v1/namespaces/default/services/hello").await?;
+    let startup = service["status"]["instances"]["lastColdStartMs"].as_f64().unwrap_or(0.0);
+    println!("   {status} {:?} in {} (instance start to ready: {startup:.1} ms)", body.trim(), ms(cold));
     let (warm, status, _) = call("/hello").await?;
     println!("   second request (warm): {status} in {}", ms(warm));
 
@@ -142,10 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let monitor = async {
         let mut peak = 0;
         while began.elapsed() < Duration::from_millis(600) {
-            if let Ok(s) = client
-                .get("/api/v1/namespaces/default/services/hello")
-                .await
-            {
+            if let Ok(s) = client.get("/api/v1/namespaces/default/services/hello").await {
                 peak = peak.max(instances(&s).0);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -153,42 +128,24 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         peak
     };
     let (results, peak) = tokio::join!(futures_util::future::join_all(burst), monitor);
-    let ok = results
-        .iter()
-        .filter(|r| r.as_ref().is_ok_and(|(_, s, _)| s.is_success()))
-        .count();
+    let ok = results.iter().filter(|r| r.as_ref().is_ok_and(|(_, s, _)| s.is_success())).count();
     let each: Vec<String> = results.iter().flatten().map(|(d, _, _)| ms(*d)).collect();
-    println!(
-        "   {ok}/5 answered 200 ({}); instances scaled up to {peak}",
-        each.join(", ")
-    );
+    println!("   {ok}/5 answered 200 ({}); instances scaled up to {peak}", each.join(", "));
 
-    println!(
-        "\n4. idle: waiting for instances to be stopped after {:?} without requests",
-        args.idle_timeout
-    );
+    println!("\n4. idle: the autoscaler scales down once the {:?} stable window has no requests", args.stable_window);
     let idle_began = Instant::now();
     loop {
-        let s = client
-            .get("/api/v1/namespaces/default/services/hello")
-            .await?;
+        let s = client.get("/api/v1/namespaces/default/services/hello").await?;
         if instances(&s) == (0, 0) {
-            println!(
-                "   scaled to zero after {:.1} s",
-                idle_began.elapsed().as_secs_f64()
-            );
+            println!("   scaled to zero after {:.1} s", idle_began.elapsed().as_secs_f64());
             break;
         }
-        if idle_began.elapsed() > args.idle_timeout + Duration::from_secs(30) {
+        if idle_began.elapsed() > args.stable_window + Duration::from_secs(30) {
             bail!("instances were not stopped");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let logs = client
-        .get_text("/api/v1/namespaces/default/services/hello/logs?tail=8")
-        .await?
-        .text()
-        .await?;
+    let logs = client.get_text("/api/v1/namespaces/default/services/hello/logs?tail=8").await?.text().await?;
     println!("\n5. the service's log (last lines):");
     for line in logs.lines() {
         println!("   {line}");

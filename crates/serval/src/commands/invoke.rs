@@ -36,11 +36,7 @@ pub struct InvokeArgs {
 pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
     let gateway = client.gateway().await?;
-    let path = if args.path.starts_with('/') {
-        args.path.clone()
-    } else {
-        format!("/{}", args.path)
-    };
+    let path = if args.path.starts_with('/') { args.path.clone() } else { format!("/{}", args.path) };
     let url = format!("{gateway}/f/{}/{}{path}", args.namespace, args.name);
     let body = match &args.data {
         Some(d) => match d.strip_prefix('@') {
@@ -50,25 +46,21 @@ pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
         None => None,
     };
     let method = match (&args.method, &body) {
-        (Some(m), _) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-            .with_context(|| format!("bad method {m:?}"))?,
+        (Some(m), _) => {
+            Method::from_bytes(m.to_ascii_uppercase().as_bytes()).with_context(|| format!("bad method {m:?}"))?
+        }
         (None, Some(_)) => Method::POST,
         (None, None) => Method::GET,
     };
     let mut req = reqwest::Client::new().request(method, &url);
     for h in &args.headers {
-        let Some((k, v)) = h.split_once(':') else {
-            bail!("header {h:?} must look like KEY:VALUE")
-        };
+        let Some((k, v)) = h.split_once(':') else { bail!("header {h:?} must look like KEY:VALUE") };
         req = req.header(k.trim(), v.trim());
     }
     if let Some(b) = body {
         req = req.body(b);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {gateway}"))?;
+    let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {gateway}"))?;
     let status = resp.status();
     if args.verbose {
         eprintln!("{:?} {status}", resp.version());
@@ -78,11 +70,7 @@ pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
     }
     let bytes = resp.bytes().await.context("the response body broke off")?;
     if !status.is_success() {
-        bail!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            String::from_utf8_lossy(&bytes).trim()
-        );
+        bail!("HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&bytes).trim());
     }
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
@@ -108,10 +96,7 @@ pub struct LogsArgs {
 
 pub async fn logs(args: LogsArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
-    let mut path = format!(
-        "/api/v1/namespaces/{}/services/{}/logs?follow={}",
-        args.namespace, args.name, args.follow
-    );
+    let mut path = format!("/api/v1/namespaces/{}/services/{}/logs?follow={}", args.namespace, args.name, args.follow);
     if let Some(t) = args.tail {
         path.push_str(&format!("&tail={t}"));
     }

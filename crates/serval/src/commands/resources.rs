@@ -57,8 +57,7 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         container["image"] = json!(image);
     }
     if let Some(cmd) = &args.cmd {
-        let argv = shell_words::split(cmd)
-            .with_context(|| format!("--cmd {cmd:?} cannot be split into words"))?;
+        let argv = shell_words::split(cmd).with_context(|| format!("--cmd {cmd:?} cannot be split into words"))?;
         if argv.is_empty() {
             bail!("--cmd must not be empty");
         }
@@ -109,24 +108,15 @@ fn print_warnings(warnings: &[String]) {
 pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
     let manifest = deploy_manifest(&args)?;
     let client = Client::from_global(&global)?;
-    let written = client
-        .put(&service_path(&args.namespace, &args.name), &manifest)
-        .await?;
+    let written = client.put(&service_path(&args.namespace, &args.name), &manifest).await?;
     print_warnings(&written.warnings);
     let service = if args.no_wait {
         written.object
     } else {
-        client
-            .wait_ready(&args.namespace, &args.name, READY_TIMEOUT)
-            .await?
+        client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?
     };
-    let revision = service["status"]["latestCreatedRevisionName"]
-        .as_str()
-        .unwrap_or("");
-    eprintln!(
-        "service {}/{} ready (revision {revision})",
-        args.namespace, args.name
-    );
+    let revision = service["status"]["latestCreatedRevisionName"].as_str().unwrap_or("");
+    eprintln!("service {}/{} ready (revision {revision})", args.namespace, args.name);
     println!("{}", service["status"]["url"].as_str().unwrap_or(""));
     Ok(())
 }
@@ -151,8 +141,8 @@ fn read_documents(file: &str) -> Result<Vec<Value>> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .with_context(|| format!("{file} is not valid YAML or JSON"))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).with_context(|| format!("{file} is not valid YAML or JSON"))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -177,14 +167,8 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
     let mut applied = Vec::new();
     for doc in docs {
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let namespace = doc["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or(&args.namespace)
-            .to_string();
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace).to_string();
         let written = client.put(&service_path(&namespace, &name), &doc).await?;
         print_warnings(&written.warnings);
         eprintln!("service {namespace}/{name} configured");
@@ -193,10 +177,7 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     if !args.no_wait {
         for (namespace, name) in applied {
             let service = client.wait_ready(&namespace, &name, READY_TIMEOUT).await?;
-            println!(
-                "{namespace}/{name} {}",
-                service["status"]["url"].as_str().unwrap_or("")
-            );
+            println!("{namespace}/{name} {}", service["status"]["url"].as_str().unwrap_or(""));
         }
     }
     Ok(())
@@ -238,12 +219,7 @@ pub async fn get(args: GetArgs, global: Global) -> Result<()> {
             output::print(&service, args.read.output, output::services_table)
         }
         ResourceKind::Revision => {
-            let rev = client
-                .get(&format!(
-                    "/api/v1/namespaces/{}/revisions/{name}",
-                    args.namespace
-                ))
-                .await?;
+            let rev = client.get(&format!("/api/v1/namespaces/{}/revisions/{name}", args.namespace)).await?;
             output::print(&rev, args.read.output, output::revisions_table)
         }
     }
@@ -271,16 +247,10 @@ pub async fn list(args: ListArgs, global: Global) -> Result<()> {
             } else {
                 format!("/api/v1/namespaces/{}/services", args.namespace)
             };
-            output::print(
-                &client.get(&path).await?,
-                args.read.output,
-                output::services_table,
-            )
+            output::print(&client.get(&path).await?, args.read.output, output::services_table)
         }
         ResourceKind::Revision => {
-            let revs = client
-                .get(&format!("/api/v1/namespaces/{}/revisions", args.namespace))
-                .await?;
+            let revs = client.get(&format!("/api/v1/namespaces/{}/revisions", args.namespace)).await?;
             output::print(&revs, args.read.output, output::revisions_table)
         }
     }
@@ -294,9 +264,7 @@ pub struct DeleteArgs {
 }
 
 pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
-    Client::from_global(&global)?
-        .delete(&service_path(&args.namespace, &args.name))
-        .await?;
+    Client::from_global(&global)?.delete(&service_path(&args.namespace, &args.name)).await?;
     eprintln!("service {}/{} deleted", args.namespace, args.name);
     Ok(())
 }
@@ -313,20 +281,11 @@ pub struct RevisionsArgs {
 
 pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
-    let service = client
-        .get(&service_path(&args.namespace, &args.name))
-        .await?;
-    let mut revs = client
-        .get(&format!(
-            "/api/v1/namespaces/{}/revisions?service={}",
-            args.namespace, args.name
-        ))
-        .await?;
+    let service = client.get(&service_path(&args.namespace, &args.name)).await?;
+    let mut revs =
+        client.get(&format!("/api/v1/namespaces/{}/revisions?service={}", args.namespace, args.name)).await?;
     // Each revision's share of the service's traffic, for the table and the documents.
-    let traffic = service["status"]["traffic"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let traffic = service["status"]["traffic"].as_array().cloned().unwrap_or_default();
     if let Some(items) = revs["items"].as_array_mut() {
         for rev in items {
             let share: u64 = traffic
@@ -337,9 +296,7 @@ pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
             rev["status"]["traffic"] = json!(share);
         }
     }
-    if matches!(args.read.output, Format::Table)
-        && revs["items"].as_array().is_some_and(Vec::is_empty)
-    {
+    if matches!(args.read.output, Format::Table) && revs["items"].as_array().is_some_and(Vec::is_empty) {
         eprintln!("no revisions");
         return Ok(());
     }

@@ -22,12 +22,35 @@ pub struct ServerArgs {
     /// Routing domain: services answer at <service>.<namespace>.<domain>.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
-    /// Stop an instance after it has been idle this long (e.g. 60s, 500ms).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
+    #[command(flatten)]
+    pub autoscaler: AutoscalerArgs,
     /// Time between SIGTERM and SIGKILL when an instance is stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+}
+
+/// Server-wide autoscaler defaults (Knative's config-autoscaler); revisions override the
+/// window and more by annotation.
+#[derive(clap::Args, Clone)]
+pub struct AutoscalerArgs {
+    /// Stable window: the period load is averaged over; with no request in it, a revision
+    /// heads for zero.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub stable_window: Duration,
+    /// How long the last instance stays after the autoscaler decided on zero.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub scale_to_zero_grace: Duration,
+    /// How often the autoscaler decides without an event.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub autoscaler_tick: Duration,
+}
+
+impl AutoscalerArgs {
+    pub fn apply(&self, defaults: &mut serval_platform::ClusterDefaults) {
+        defaults.stable_window = self.stable_window;
+        defaults.scale_to_zero_grace = self.scale_to_zero_grace;
+        defaults.tick = self.autoscaler_tick;
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -36,29 +59,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Binds `addr`; `:0` and `host:0` pick a free port, a bare `:port` means loopback.
 pub async fn bind(addr: &str) -> Result<TcpListener> {
-    let addr = if addr.starts_with(':') {
-        format!("127.0.0.1{addr}")
-    } else {
-        addr.to_string()
-    };
-    let parsed: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
-    TcpListener::bind(parsed)
-        .await
-        .with_context(|| format!("cannot listen on {parsed}"))
+    let addr = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
+    let parsed: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
+    TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {parsed}"))
 }
 
 fn write_server_json(dir: &Path, info: &ServerInfo) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join("server.json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(serde_json::to_string_pretty(info)?.as_bytes())?;
     std::fs::rename(&tmp, dir.join("server.json"))?;
     Ok(())
@@ -81,45 +91,25 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
         serval_runtime::die_with_parent()?;
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let data_dir = global.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
-    let listeners = Listeners {
-        api: bind(&args.api_addr).await?,
-        gateway: bind(&args.gateway_addr).await?,
-    };
+    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind(&args.gateway_addr).await? };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data_dir.clone(), token.clone());
     config.domain = args.domain;
-    config.idle_timeout = args.idle_timeout;
+    args.autoscaler.apply(&mut config.autoscaler);
     config.grace_period = args.grace_period;
 
-    let info = ServerInfo {
-        api: format!("http://{}", addrs.api),
-        gateway: format!("http://{}", addrs.gateway),
-        token,
-    };
+    let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let platform = tokio::spawn(serval_platform::run(
-        listeners,
-        config,
-        shutdown_signal(),
-        ready_tx,
-    ));
+    let platform = tokio::spawn(serval_platform::run(listeners, config, shutdown_signal(), ready_tx));
     if ready_rx.await.is_ok() {
         write_server_json(&data_dir, &info)?;
-        println!(
-            "serval ready: api {} gateway {} data-dir {}",
-            info.api,
-            info.gateway,
-            data_dir.display()
-        );
+        println!("serval ready: api {} gateway {} data-dir {}", info.api, info.gateway, data_dir.display());
     }
     let result = platform.await.context("the platform task failed")?;
     let _ = std::fs::remove_file(data_dir.join("server.json"));

@@ -70,17 +70,10 @@ impl Server {
             .expect("spawn serval server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read ready line");
-        assert!(
-            line.starts_with("serval ready:"),
-            "unexpected first line: {line:?}"
-        );
-        let info: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("server.json")).expect("server.json"),
-        )
-        .expect("json");
+        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        assert!(line.starts_with("serval ready:"), "unexpected first line: {line:?}");
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("server.json")).expect("server.json"))
+            .expect("json");
         Server {
             child,
             dir: dir.to_path_buf(),
@@ -154,20 +147,13 @@ impl Drop for Server {
 }
 
 /// Polls `check` until it returns Some, or panics after `timeout`.
-pub async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let began = Instant::now();
     loop {
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            began.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(began.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -175,9 +161,6 @@ pub async fn eventually<T>(
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
