@@ -8,11 +8,13 @@
 //! added to and drained from pools by whoever runs them.
 
 mod error;
+mod metrics;
 mod pool;
 mod proxy;
 mod routes;
 
 pub use error::GatewayError;
+pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, latency_family};
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
 pub use proxy::{Gateway, serve};
 pub use routes::{Route, RouteKey, RoutingTable, Target};

@@ -12,7 +12,7 @@ use std::time::Instant;
 use serval_scaler::{ConcurrencyMeter, Sample};
 use tokio::sync::{Notify, oneshot};
 
-use crate::GatewayError;
+use crate::{GatewayError, RevisionLabels};
 
 /// Limits of one revision's pool.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +65,7 @@ impl State {
 /// The endpoints of one revision and the requests waiting for them.
 pub struct RevisionPool {
     name: String,
+    labels: RevisionLabels,
     config: PoolConfig,
     state: Mutex<State>,
     demand: Notify,
@@ -114,9 +115,10 @@ pub struct PoolStats {
 }
 
 impl RevisionPool {
-    pub fn new(name: impl Into<String>, config: PoolConfig) -> Arc<RevisionPool> {
+    pub fn new(labels: RevisionLabels, config: PoolConfig) -> Arc<RevisionPool> {
         Arc::new(RevisionPool {
-            name: name.into(),
+            name: labels.revision.clone(),
+            labels,
             config,
             state: Mutex::new(State {
                 endpoints: Vec::new(),
@@ -131,6 +133,11 @@ impl RevisionPool {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Metric labels of this revision.
+    pub fn labels(&self) -> &RevisionLabels {
+        &self.labels
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -358,7 +365,10 @@ mod tests {
     }
 
     fn pool(cc: u32) -> Arc<RevisionPool> {
-        RevisionPool::new("r", PoolConfig { container_concurrency: cc, nominal_capacity: 100 })
+        RevisionPool::new(
+            RevisionLabels::new("ns", "svc", "r"),
+            PoolConfig { container_concurrency: cc, nominal_capacity: 100 },
+        )
     }
 
     #[tokio::test]

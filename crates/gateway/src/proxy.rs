@@ -22,7 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::routes::Forward;
-use crate::{GatewayError, Lease, RoutingTable, Target};
+use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RoutingTable, Target};
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 
@@ -30,6 +30,7 @@ pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 pub struct Gateway {
     routes: Arc<RoutingTable>,
     client: Client<HttpConnector, Incoming>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -46,14 +47,14 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 impl Gateway {
-    pub fn new(routes: Arc<RoutingTable>) -> Arc<Gateway> {
+    pub fn new(routes: Arc<RoutingTable>, metrics: Arc<GatewayMetrics>) -> Arc<Gateway> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Arc::new(Gateway { routes, client })
+        Arc::new(Gateway { routes, client, metrics })
     }
 
     pub fn routes(&self) -> &Arc<RoutingTable> {
@@ -62,16 +63,23 @@ impl Gateway {
 
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
-        match self.forward(req, peer).await {
+        let began = std::time::Instant::now();
+        let mut labels = None;
+        let response = match self.forward(req, peer, &mut labels).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
+        };
+        if let Some(labels) = labels {
+            self.metrics.observe(&labels, response.status().as_u16(), began.elapsed());
         }
+        response
     }
 
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        labels: &mut Option<RevisionLabels>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let host = req
             .headers()
@@ -87,10 +95,12 @@ impl Gateway {
             host: host.clone().unwrap_or_default(),
             path: path_and_query.clone(),
         })?;
+        *labels = Some(RevisionLabels::new(&key.namespace, &key.service, ""));
         let pool = match route.target {
             Target::Pool(pool) => pool,
             Target::Unavailable(reason) => return Err(GatewayError::NotReady(key.service, reason)),
         };
+        *labels = Some(pool.labels().clone());
         let upstream_path = match forward {
             Forward::Unchanged => path_and_query.clone(),
             Forward::Stripped(rest) if rest.starts_with('/') => rest.to_owned(),

@@ -19,7 +19,7 @@ use crate::controller::{Applied, ApplyMode, Controller};
 
 type Ctl = State<Arc<Controller>>;
 
-pub fn router(controller: Arc<Controller>) -> axum::Router {
+pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::registry::Registry>) -> axum::Router {
     let api = axum::Router::new()
         .route("/api/v1/info", get(info))
         .route("/api/v1/services", get(list_all_services))
@@ -31,6 +31,13 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
         .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                ([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&registry))
+            }),
+        )
         .merge(api)
         .fallback(|| async {
             PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }

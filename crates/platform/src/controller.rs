@@ -19,6 +19,7 @@ use serval_scaler::KpaSpec;
 use serval_store::{Kind, Store, WriteOp};
 
 use crate::logs::LogBook;
+use crate::metrics::PlatformMetrics;
 use crate::runner::{RevisionRunner, RunnerSpec};
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
@@ -51,6 +52,7 @@ pub struct Controller {
     /// Serializes read-modify-write of resources and reconciles.
     write_lock: tokio::sync::Mutex<()>,
     instance_ids: Arc<AtomicU64>,
+    metrics: Arc<PlatformMetrics>,
 }
 
 fn now_rfc3339() -> String {
@@ -73,6 +75,7 @@ impl Controller {
         store: Arc<Store>,
         runtime: Arc<dyn Runtime>,
         routes: Arc<RoutingTable>,
+        metrics: Arc<PlatformMetrics>,
     ) -> Arc<Controller> {
         Arc::new(Controller {
             config,
@@ -84,6 +87,7 @@ impl Controller {
             runners: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
             instance_ids: Arc::new(AtomicU64::new(1)),
+            metrics,
         })
     }
 
@@ -108,6 +112,11 @@ impl Controller {
 
     fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RevisionRunner>>> {
         self.runners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live counts of every running revision, for metrics.
+    pub fn runner_counts(&self) -> Vec<(serval_gateway::RevisionLabels, serval_model::InstanceCounts)> {
+        self.runners().values().map(|r| (r.pool().labels().clone(), r.counts())).collect()
     }
 
     // ---- reads (with live instance counts overlaid) ----
@@ -394,7 +403,13 @@ impl Controller {
             grace_period: self.config.grace_period,
             startup_timeout: self.config.startup_timeout,
         };
-        let runner = RevisionRunner::spawn(spec, self.runtime.clone(), self.logs.clone(), self.instance_ids.clone());
+        let runner = RevisionRunner::spawn(
+            spec,
+            self.runtime.clone(),
+            self.logs.clone(),
+            self.instance_ids.clone(),
+            self.metrics.clone(),
+        );
         runners.insert(key, runner.clone());
         runner
     }

@@ -13,6 +13,7 @@ mod config;
 mod controller;
 mod error;
 mod logs;
+mod metrics;
 mod runner;
 
 use std::future::Future;
@@ -60,16 +61,22 @@ pub async fn run(
     let store = Arc::new(Store::open(&config.data_dir)?);
     let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
-    let controller = controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone());
+    let metrics = Arc::new(metrics::PlatformMetrics::default());
+    let controller =
+        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone(), metrics.clone());
+    let registry = Arc::new(metrics.registry(Arc::downgrade(&controller)));
     controller.resync_all().await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let gateway =
-        tokio::spawn(serval_gateway::serve(listeners.gateway, Gateway::new(routes), stopped(stop_rx.clone())));
-    let app = api::router(controller.clone());
+    let gateway = tokio::spawn(serval_gateway::serve(
+        listeners.gateway,
+        Gateway::new(routes, metrics.gateway.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    let app = api::router(controller.clone(), registry);
     let api =
         tokio::spawn(async move { axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await });
     let resync = tokio::spawn(controller.clone().resync_periodically());

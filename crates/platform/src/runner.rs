@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serval_gateway::{GatewayError, PoolConfig, RevisionPool};
+use serval_gateway::{GatewayError, PoolConfig, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
 use serval_runtime::{Instance, InstanceSpec, Runtime};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
 use tokio::sync::{Notify, watch};
 
 use crate::logs::LogBook;
+use crate::metrics::PlatformMetrics;
 
 /// An instance that dies sooner than this after becoming ready counts as a failed start.
 const MIN_HEALTHY_LIFETIME: Duration = Duration::from_secs(5);
@@ -81,6 +82,7 @@ pub struct RevisionRunner {
     runtime: Arc<dyn Runtime>,
     logs: LogBook,
     ids: Arc<AtomicU64>,
+    metrics: Arc<PlatformMetrics>,
     state: Mutex<State>,
     wake: Notify,
     stop: watch::Sender<bool>,
@@ -93,10 +95,11 @@ impl RevisionRunner {
         runtime: Arc<dyn Runtime>,
         logs: LogBook,
         ids: Arc<AtomicU64>,
+        metrics: Arc<PlatformMetrics>,
     ) -> Arc<RevisionRunner> {
         let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
         let pool = RevisionPool::new(
-            spec.revision.clone(),
+            RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision),
             PoolConfig { container_concurrency: spec.container_concurrency, nominal_capacity },
         );
         let autoscaler = Autoscaler::new(spec.autoscaling.clone(), Instant::now());
@@ -106,6 +109,7 @@ impl RevisionRunner {
             runtime,
             logs,
             ids,
+            metrics,
             state: Mutex::new(State::new(autoscaler)),
             wake: Notify::new(),
             stop: watch::channel(false).0,
@@ -283,6 +287,7 @@ impl RevisionRunner {
                     if cold {
                         state.cold_starts += 1;
                         state.last_cold_start = Some(startup);
+                        self.metrics.cold_start(self.pool.labels(), startup);
                     }
                     state.instances.insert(id, (instance.clone(), Instant::now()));
                     if stopped {

@@ -64,7 +64,7 @@ fn ready_reason(v: &Value) -> (String, String) {
 
 /// Services: one row each.
 pub fn services_table(value: &Value) -> Table {
-    let mut t = table(&["NAMESPACE", "NAME", "URL", "LATEST", "READY", "REASON", "INSTANCES"]);
+    let mut t = table(&["NAMESPACE", "NAME", "URL", "LATEST", "READY", "REASON", "INSTANCES", "LOAD"]);
     for s in items(value) {
         let (ready, reason) = ready_reason(s);
         t.add_row(vec![
@@ -75,9 +75,31 @@ pub fn services_table(value: &Value) -> Table {
             ready,
             reason,
             instances(s),
+            load(s),
         ]);
     }
     t
+}
+
+/// `c=1.5 rps=12.0 q=3 PANIC`: observed concurrency and rps over the stable window, queued
+/// requests, panic mode.
+fn load(v: &Value) -> String {
+    let i = &v["status"]["instances"];
+    if i.is_null() {
+        return String::new();
+    }
+    let mut text = format!(
+        "c={:.1} rps={:.1}",
+        i["observedConcurrency"].as_f64().unwrap_or(0.0),
+        i["observedRps"].as_f64().unwrap_or(0.0)
+    );
+    if i["queued"].as_u64().is_some_and(|q| q > 0) {
+        text.push_str(&format!(" q={}", i["queued"]));
+    }
+    if i["panic"] == true {
+        text.push_str(" PANIC");
+    }
+    text
 }
 
 /// Revisions: one row each, with the traffic they get from their service.

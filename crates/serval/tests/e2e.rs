@@ -379,6 +379,25 @@ async fn burst_from_zero_scales_out_respects_container_concurrency_and_returns_t
         pids.insert(body["pid"].as_u64().expect("pid"));
     }
     assert!(pids.len() > 1, "scaled out to {} instances", pids.len());
+    let top = server.ok(&["top", "--count", "1"]);
+    assert!(top.contains("one") && top.contains("rps="), "{top}");
+
+    // Prometheus metrics on the API port (no token needed for scraping).
+    let metrics = reqwest::get(format!("{}/metrics", server.api)).await.expect("scrape").text().await.expect("text");
+    let labels = r#"namespace="default",service="one",revision="one-00001""#;
+    for expected in [
+        format!("serval_requests_total{{{labels},code=\"200\"}} 20"),
+        format!("serval_request_duration_seconds_count{{{labels}}} 20"),
+        format!("serval_cold_starts_total{{{labels}}}"),
+        format!("serval_cold_start_duration_seconds_bucket{{"),
+        format!("serval_instances_ready{{{labels}}}"),
+        format!("serval_instances_desired{{{labels}}}"),
+        format!("serval_requests_in_flight{{{labels}}} 0"),
+        format!("serval_queue_depth{{{labels}}} 0"),
+        format!("serval_autoscaler_panic{{{labels}}}"),
+    ] {
+        assert!(metrics.contains(&expected), "missing {expected} in\n{metrics}");
+    }
     eventually("scale back to zero", Duration::from_secs(15), async || {
         let s = server.get_json(&["one"]);
         (s["status"]["instances"]["ready"] == 0 && s["status"]["instances"]["starting"] == 0).then_some(())

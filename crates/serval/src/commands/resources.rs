@@ -302,3 +302,47 @@ pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
     }
     output::print(&revs, args.read.output, output::revisions_table)
 }
+
+#[derive(clap::Args)]
+pub struct TopArgs {
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Refresh interval.
+    #[arg(long, default_value = "1s", value_parser = super::server::parse_duration)]
+    pub interval: Duration,
+    /// Print this many frames and exit (default: until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+pub async fn top(args: TopArgs, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    let path = if args.all_namespaces {
+        "/api/v1/services".to_string()
+    } else {
+        format!("/api/v1/namespaces/{}/services", args.namespace)
+    };
+    let mut frame = 0;
+    loop {
+        let services = client.get(&path).await?;
+        // Clear the screen and home the cursor (ANSI), then the table.
+        print!("\x1b[2J\x1b[H");
+        println!(
+            "serval top — {} (every {:?}, Ctrl-C to quit)\n",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+            args.interval
+        );
+        println!("{}", output::services_table(&services));
+        frame += 1;
+        if args.count.is_some_and(|c| frame >= c) {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
