@@ -69,6 +69,9 @@ pub fn render(registry: &Registry) -> String {
     text
 }
 
+/// A gauge: name, help, and how to read it from a revision's counts.
+type GaugeOf<T> = (&'static str, &'static str, fn(&serval_model::InstanceCounts) -> T);
+
 /// Instances, in-flight requests, queue depth and autoscaler state per serving revision.
 struct RevisionGauges(Weak<Controller>);
 
@@ -82,7 +85,7 @@ impl Collector for RevisionGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(controller) = self.0.upgrade() else { return Ok(()) };
         let revisions = controller.runner_counts();
-        let int_gauges: [(&str, &str, fn(&serval_model::InstanceCounts) -> i64); 6] = [
+        let int_gauges: [GaugeOf<i64>; 6] = [
             ("serval_instances_desired", "Instances the autoscaler wants", |c| i64::from(c.desired)),
             ("serval_instances_ready", "Instances serving requests", |c| i64::from(c.ready)),
             ("serval_instances_starting", "Instances being started", |c| i64::from(c.starting)),
@@ -97,7 +100,7 @@ impl Collector for RevisionGauges {
             }
             family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
         }
-        let float_gauges: [(&str, &str, fn(&serval_model::InstanceCounts) -> f64); 2] = [
+        let float_gauges: [GaugeOf<f64>; 2] = [
             ("serval_observed_concurrency", "Average requests in the system over the stable window", |c| {
                 c.observed_concurrency
             }),
