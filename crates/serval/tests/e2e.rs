@@ -389,7 +389,7 @@ async fn burst_from_zero_scales_out_respects_container_concurrency_and_returns_t
         format!("serval_requests_total{{{labels},code=\"200\"}} 20"),
         format!("serval_request_duration_seconds_count{{{labels}}} 20"),
         format!("serval_cold_starts_total{{{labels}}}"),
-        format!("serval_cold_start_duration_seconds_bucket{{"),
+        "serval_cold_start_duration_seconds_bucket{".to_string(),
         format!("serval_instances_ready{{{labels}}}"),
         format!("serval_instances_desired{{{labels}}}"),
         format!("serval_requests_in_flight{{{labels}}} 0"),
