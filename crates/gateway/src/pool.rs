@@ -22,6 +22,8 @@ pub struct PoolConfig {
     /// An instance's capacity when `container_concurrency` is unlimited (the autoscaling
     /// target), for sizing the queue.
     pub nominal_capacity: u32,
+    /// The revision's `timeoutSeconds`: the longest a request may take, queueing included.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The smallest queue a revision gets, even at zero instances.
@@ -133,6 +135,10 @@ impl RevisionPool {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.config.request_timeout
     }
 
     /// Metric labels of this revision.
@@ -367,7 +373,7 @@ mod tests {
     fn pool(cc: u32) -> Arc<RevisionPool> {
         RevisionPool::new(
             RevisionLabels::new("ns", "svc", "r"),
-            PoolConfig { container_concurrency: cc, nominal_capacity: 100 },
+            PoolConfig { container_concurrency: cc, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
         )
     }
 

@@ -91,12 +91,12 @@ impl Gateway {
         let (key, forward) = self.routes.resolve(host.as_deref(), &path_and_query).ok_or_else(|| {
             GatewayError::NoRoute { host: host.clone().unwrap_or_default(), path: path_and_query.clone() }
         })?;
-        let route = self.routes.get(&key).ok_or_else(|| GatewayError::NoRoute {
+        let target = self.routes.target(&key.namespace, &key.service).ok_or_else(|| GatewayError::NoRoute {
             host: host.clone().unwrap_or_default(),
             path: path_and_query.clone(),
         })?;
         *labels = Some(RevisionLabels::new(&key.namespace, &key.service, ""));
-        let pool = match route.target {
+        let pool = match target {
             Target::Pool(pool) => pool,
             Target::Unavailable(reason) => return Err(GatewayError::NotReady(key.service, reason)),
         };
@@ -107,7 +107,7 @@ impl Gateway {
             Forward::Stripped(rest) => format!("/{rest}"),
         };
 
-        let timeout = route.timeout;
+        let timeout = pool.request_timeout();
         let timed_out = || GatewayError::Timeout { service: key.service.clone(), seconds: timeout.as_secs() };
         let deadline = tokio::time::Instant::now() + timeout;
         let lease = tokio::time::timeout_at(deadline, pool.acquire()).await.map_err(|_| timed_out())??;

@@ -1,10 +1,8 @@
 //! The routing table and the pure functions that map a request's host and path to a service.
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use arc_swap::ArcSwap;
 
 use crate::RevisionPool;
 
@@ -15,19 +13,39 @@ pub struct RouteKey {
     pub service: String,
 }
 
-/// Where a service's requests go.
+/// Where a request goes once its revision is chosen.
 #[derive(Clone)]
 pub enum Target {
     Pool(Arc<RevisionPool>),
-    /// The service exists but nothing can serve it; requests get 503 with this reason.
+    /// Nothing can serve it; requests get 503 with this reason.
     Unavailable(String),
 }
 
+/// A service's routing: revisions weighted by percent (summing to 100), plus tags that each
+/// name one revision.
 #[derive(Clone)]
 pub struct Route {
-    pub target: Target,
-    /// `timeoutSeconds` of the serving revision.
-    pub timeout: Duration,
+    pub weighted: Vec<(u32, Target)>,
+    pub tags: HashMap<String, Target>,
+}
+
+impl Route {
+    /// All traffic to one target.
+    pub fn single(target: Target) -> Route {
+        Route { weighted: vec![(100, target)], tags: HashMap::new() }
+    }
+
+    /// Picks a target by weight; `roll` is uniform in `0..100`.
+    pub fn pick(&self, roll: u32) -> Option<&Target> {
+        let mut cumulative = 0;
+        for (percent, target) in &self.weighted {
+            cumulative += percent;
+            if roll < cumulative {
+                return Some(target);
+            }
+        }
+        self.weighted.last().map(|(_, t)| t)
+    }
 }
 
 /// Routes by service, swapped atomically as a whole so that lookups never lock.
@@ -59,6 +77,20 @@ impl RoutingTable {
 
     pub fn get(&self, key: &RouteKey) -> Option<Route> {
         self.routes.load().get(key).cloned()
+    }
+
+    /// The target for a request to `name` in `namespace`: the service of that name (a
+    /// revision picked by weight), else a tag route `<tag>-<service>`.
+    pub fn target(&self, namespace: &str, name: &str) -> Option<Target> {
+        let routes = self.routes.load();
+        let key = |service: &str| RouteKey { namespace: namespace.into(), service: service.into() };
+        if let Some(route) = routes.get(&key(name)) {
+            return route.pick(fastrand::u32(..100)).cloned();
+        }
+        name.match_indices('-').find_map(|(i, _)| {
+            let (tag, service) = (&name[..i], &name[i + 1..]);
+            routes.get(&key(service)).and_then(|r| r.tags.get(tag)).cloned()
+        })
     }
 
     /// Finds the service a request is for: by host first (a host naming a service always
@@ -130,6 +162,41 @@ mod tests {
         assert_eq!(service_from_path("/f/default/hello?x=1"), Some((key("default", "hello"), "?x=1")));
         assert_eq!(service_from_path("/f/default/"), None);
         assert_eq!(service_from_path("/g/default/hello"), None);
+    }
+
+    #[test]
+    fn weights_and_tags() {
+        let t = RoutingTable::new("localhost");
+        let pool = |rev: &str| {
+            crate::RevisionPool::new(
+                crate::RevisionLabels::new("ns", "svc", rev),
+                crate::PoolConfig {
+                    container_concurrency: 0,
+                    nominal_capacity: 100,
+                    request_timeout: std::time::Duration::from_secs(1),
+                },
+            )
+        };
+        let (old, new) = (pool("svc-1"), pool("svc-2"));
+        let mut route = Route {
+            weighted: vec![(90, Target::Pool(old.clone())), (10, Target::Pool(new.clone()))],
+            tags: HashMap::new(),
+        };
+        route.tags.insert("canary".into(), Target::Pool(new.clone()));
+        let name = |target: Option<&Target>| match target {
+            Some(Target::Pool(p)) => p.name().to_string(),
+            _ => String::new(),
+        };
+        assert_eq!(name(route.pick(0)), "svc-1");
+        assert_eq!(name(route.pick(89)), "svc-1");
+        assert_eq!(name(route.pick(90)), "svc-2");
+        assert_eq!(name(route.pick(99)), "svc-2");
+        t.set(key("ns", "svc"), Some(route));
+        assert_eq!(name(t.target("ns", "canary-svc").as_ref()), "svc-2");
+        assert!(t.target("ns", "nope-svc").is_none());
+        assert!(t.target("other", "svc").is_none());
+        let to_new = (0..10_000).filter(|_| name(t.target("ns", "svc").as_ref()) == "svc-2").count();
+        assert!((800..1200).contains(&to_new), "about 10 %: {to_new}");
     }
 
     #[test]

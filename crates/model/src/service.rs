@@ -12,6 +12,8 @@ pub mod annotations {
     pub const RUNTIME: &str = "serval.dev/runtime";
     /// Label on a Revision naming its Service.
     pub const SERVICE_LABEL: &str = "serving.knative.dev/service";
+    /// How long a new revision may take to become ready (Knative's annotation).
+    pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
     pub const CONFIGURATION_LABEL: &str = "serving.knative.dev/configuration";
     pub const CONFIGURATION_GENERATION_LABEL: &str = "serving.knative.dev/configurationGeneration";
 }
@@ -106,8 +108,58 @@ pub struct Container {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
+}
+
+/// A Kubernetes probe; serval runs `httpGet` and `tcpSocket` against the serving port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u32>,
+    /// 0 (Knative's default): probe aggressively until ready, then stop probing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcpSocketAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -262,6 +314,65 @@ impl Service {
             spec: ServiceSpec { template, ..Default::default() },
             status: ServiceStatus::default(),
         }
+    }
+
+    /// Knative's `Configuration` view of this Service (read-only): its template and the
+    /// revisions it produced.
+    pub fn configuration_view(&self) -> Value {
+        let ready = self.status.conditions.iter().find(|c| c.kind == "ConfigurationsReady").map(|c| {
+            let mut c = c.clone();
+            c.kind = "Ready".into();
+            c
+        });
+        serde_json::json!({
+            "apiVersion": SERVING_API_VERSION,
+            "kind": "Configuration",
+            "metadata": self.child_metadata(self.status.configuration_generation),
+            "spec": { "template": self.spec.template },
+            "status": {
+                "observedGeneration": self.status.configuration_generation,
+                "latestCreatedRevisionName": self.status.latest_created_revision_name,
+                "latestReadyRevisionName": self.status.latest_ready_revision_name,
+                "conditions": ready.into_iter().collect::<Vec<_>>(),
+            }
+        })
+    }
+
+    /// Knative's `Route` view of this Service (read-only): its traffic and URLs.
+    pub fn route_view(&self) -> Value {
+        let ready = self.status.conditions.iter().find(|c| c.kind == "RoutesReady").map(|c| {
+            let mut c = c.clone();
+            c.kind = "Ready".into();
+            c
+        });
+        let spec_traffic = if self.spec.traffic.is_empty() {
+            vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }]
+        } else {
+            self.spec.traffic.clone()
+        };
+        serde_json::json!({
+            "apiVersion": SERVING_API_VERSION,
+            "kind": "Route",
+            "metadata": self.child_metadata(self.metadata.generation),
+            "spec": { "traffic": spec_traffic },
+            "status": {
+                "observedGeneration": self.status.observed_generation,
+                "url": self.status.url,
+                "address": { "url": self.status.url },
+                "traffic": self.status.traffic,
+                "conditions": ready.into_iter().collect::<Vec<_>>(),
+            }
+        })
+    }
+
+    fn child_metadata(&self, generation: u64) -> Value {
+        serde_json::json!({
+            "name": self.metadata.name,
+            "namespace": self.metadata.namespace,
+            "generation": generation,
+            "creationTimestamp": self.metadata.creation_timestamp,
+            "labels": { annotations::SERVICE_LABEL: self.metadata.name },
+        })
     }
 
     /// The annotation value from the template, falling back to the Service's own metadata.

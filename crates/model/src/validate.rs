@@ -39,7 +39,6 @@ const MAX_TIMEOUT_SECONDS: u64 = 3600;
 /// Knative fields that serval accepts but does not act on yet; they produce warnings.
 const IGNORED_CONTAINER_FIELDS: &[&str] = &[
     "resources",
-    "readinessProbe",
     "livenessProbe",
     "startupProbe",
     "securityContext",
@@ -169,16 +168,83 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     {
         c.error("spec.template.spec.timeoutSeconds", format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"));
     }
-    for (i, t) in service.spec.traffic.iter().enumerate() {
-        let is_plain_latest = t.latest_revision == Some(true) && t.percent.unwrap_or(100) == 100 && t.tag.is_none();
-        if !is_plain_latest || service.spec.traffic.len() > 1 {
-            c.error(
-                format!("spec.traffic[{i}]"),
-                "only a single target with latestRevision: true and percent: 100 is supported",
-            );
-        }
+    check_traffic(&mut c, service);
+    if let Some(raw) = service.spec.template.metadata.annotations.get(annotations::PROGRESS_DEADLINE)
+        && let Err(m) = parse_duration(raw)
+    {
+        c.error(format!("spec.template.metadata.annotations[{}]", annotations::PROGRESS_DEADLINE), m);
     }
     if c.errors.is_empty() { Ok(c.warnings) } else { Err(ValidationError { errors: c.errors }) }
+}
+
+/// Knative's rules for `spec.traffic`: each target names a revision or `latestRevision: true`
+/// (not both), percents are 0–100 and sum to 100, tags are DNS labels and unique.
+fn check_traffic(c: &mut Checker, service: &Service) {
+    let traffic = &service.spec.traffic;
+    if traffic.is_empty() {
+        return;
+    }
+    let mut tags = std::collections::BTreeSet::new();
+    let mut sum = 0u32;
+    for (i, t) in traffic.iter().enumerate() {
+        let path = format!("spec.traffic[{i}]");
+        match (&t.revision_name, t.latest_revision) {
+            (Some(_), Some(true)) => c.error(&path, "give either revisionName or latestRevision: true, not both"),
+            (None, Some(true)) => {}
+            (Some(name), _) => {
+                if let Err(m) = validate_name(name, 63) {
+                    c.error(format!("{path}.revisionName"), m);
+                }
+            }
+            (None, _) => c.error(&path, "give revisionName or latestRevision: true"),
+        }
+        let percent = t.percent.unwrap_or(0);
+        if percent > 100 {
+            c.error(format!("{path}.percent"), "must be between 0 and 100");
+        }
+        sum += percent;
+        if let Some(tag) = &t.tag {
+            if let Err(m) = validate_name(tag, 63) {
+                c.error(format!("{path}.tag"), m);
+            } else if !tags.insert(tag.as_str()) {
+                c.error(format!("{path}.tag"), format!("tag {tag:?} is used twice"));
+            }
+        }
+        if t.url.is_some() {
+            c.warnings.push(format!("{path}.url: set by serval in status, ignored in spec"));
+        }
+    }
+    if sum != 100 {
+        c.error("spec.traffic", format!("percents must sum to 100, not {sum}"));
+    }
+}
+
+fn check_probe(c: &mut Checker, probe: &crate::Probe, path: &str) {
+    match (&probe.http_get, &probe.tcp_socket) {
+        (Some(_), Some(_)) => c.error(path, "give one of httpGet or tcpSocket"),
+        (None, None) => {
+            let handler = probe.unknown.keys().next().map_or("none", String::as_str);
+            c.error(path, format!("serval runs httpGet and tcpSocket probes; {handler} is not supported"));
+        }
+        _ => {}
+    }
+    if let Some(get) = &probe.http_get {
+        if get.scheme.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case("http")) {
+            c.error(format!("{path}.httpGet.scheme"), "only HTTP is supported");
+        }
+        if get.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            c.error(format!("{path}.httpGet.path"), "must start with /");
+        }
+    }
+    let port_given = probe.http_get.as_ref().and_then(|g| g.port.as_ref()).is_some()
+        || probe.tcp_socket.as_ref().and_then(|t| t.port.as_ref()).is_some();
+    if port_given {
+        c.warnings.push(format!("{path}: probes always target the serving port; the port given is ignored"));
+    }
+    if probe.success_threshold.is_some_and(|t| t != 1) {
+        c.error(format!("{path}.successThreshold"), "must be 1");
+    }
+    c.warn_unknown(path, probe.unknown.keys().filter(|k| *k != "exec" && *k != "grpc"));
 }
 
 fn check_annotations(c: &mut Checker, service: &Service) {
@@ -225,6 +291,9 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
         if env.unknown.contains_key("valueFrom") {
             c.error(format!("{base}.env[{i}].valueFrom"), "is not supported; give a value");
         }
+    }
+    if let Some(probe) = &container.readiness_probe {
+        check_probe(c, probe, &format!("{base}.readinessProbe"));
     }
     if container.ports.len() > 1 {
         c.error(format!("{base}.ports"), "at most one port may be given");
@@ -314,5 +383,39 @@ mod tests {
         assert!(validate_name("1a", 63).is_err());
         assert!(validate_name("a-", 63).is_err());
         assert!(validate_name("", 63).is_err());
+    }
+
+    #[test]
+    fn traffic_rules() {
+        let target = |rev: Option<&str>, latest: Option<bool>, pct: u32, tag: Option<&str>| crate::TrafficTarget {
+            revision_name: rev.map(Into::into),
+            latest_revision: latest,
+            percent: Some(pct),
+            tag: tag.map(Into::into),
+            url: None,
+        };
+        let mut s = service(cmd("x"));
+        s.spec.traffic = vec![target(Some("hello-00001"), None, 90, Some("old")), target(None, Some(true), 10, None)];
+        assert!(validate_service(&s).is_ok());
+        s.spec.traffic[1].percent = Some(20);
+        let err = validate_service(&s).expect_err("sum 110");
+        assert_eq!(err.errors[0].field, "spec.traffic");
+        s.spec.traffic = vec![target(Some("a-1"), Some(true), 100, None)];
+        assert_eq!(validate_service(&s).expect_err("both").errors[0].field, "spec.traffic[0]");
+        s.spec.traffic = vec![target(None, Some(true), 50, Some("x")), target(None, Some(true), 50, Some("x"))];
+        assert_eq!(validate_service(&s).expect_err("dup tag").errors[0].field, "spec.traffic[1].tag");
+    }
+
+    #[test]
+    fn probes_must_be_http_or_tcp() {
+        let json = r#"{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":"a"},
+            "spec":{"template":{"spec":{"containers":[{"command":["x"],"readinessProbe":{"exec":{"command":["true"]}}}]}}}}"#;
+        let s: Service = serde_json::from_str(json).expect("decodes");
+        let err = validate_service(&s).expect_err("exec unsupported");
+        assert!(err.errors[0].message.contains("exec"), "{err}");
+        let json = json.replace(r#"{"exec":{"command":["true"]}}"#, r#"{"httpGet":{"path":"/ready","port":8080}}"#);
+        let s: Service = serde_json::from_str(&json).expect("decodes");
+        let warnings = validate_service(&s).expect("valid");
+        assert!(warnings[0].contains("serving port"), "{warnings:?}");
     }
 }

@@ -26,6 +26,10 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/services", get(list_services).post(create_service))
         .route("/api/v1/namespaces/{ns}/services/{name}", get(get_service).put(put_service).delete(delete_service))
         .route("/api/v1/namespaces/{ns}/services/{name}/logs", get(service_logs))
+        .route("/api/v1/namespaces/{ns}/configurations", get(list_configurations))
+        .route("/api/v1/namespaces/{ns}/configurations/{name}", get(get_configuration))
+        .route("/api/v1/namespaces/{ns}/routes", get(list_routes))
+        .route("/api/v1/namespaces/{ns}/routes/{name}", get(get_route))
         .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
         .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
         .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
@@ -115,6 +119,25 @@ async fn delete_service(
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_service(&ns, &name).await?;
     Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+}
+
+async fn list_configurations(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_services(Some(&ns))?.iter().map(|s| s.configuration_view()).collect()))
+}
+
+async fn get_configuration(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(ctl.get_service(&ns, &name)?.configuration_view()))
+}
+
+async fn list_routes(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_services(Some(&ns))?.iter().map(|s| s.route_view()).collect()))
+}
+
+async fn get_route(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(ctl.get_service(&ns, &name)?.route_view()))
 }
 
 #[derive(Deserialize)]

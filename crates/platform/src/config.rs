@@ -18,8 +18,11 @@ pub struct PlatformConfig {
     pub autoscaler: ClusterDefaults,
     /// Time between SIGTERM and SIGKILL when an instance is stopped.
     pub grace_period: Duration,
-    /// How long an instance may take to accept connections.
+    /// How long an instance may take to become ready (a revision's
+    /// `serving.knative.dev/progress-deadline` overrides it).
     pub startup_timeout: Duration,
+    /// Revisions kept that no route references (older ones are garbage-collected).
+    pub revision_history: usize,
 }
 
 impl PlatformConfig {
@@ -31,6 +34,7 @@ impl PlatformConfig {
             autoscaler: ClusterDefaults::default(),
             grace_period: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(60),
+            revision_history: 10,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Level-triggered: `reconcile` looks only at what is stored now and what runs now, so it is
 //! run after every change, at start-up and periodically, and always converges.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -14,9 +14,10 @@ use serval_model::{
     Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
     annotations, revision_name, validate_service,
 };
-use serval_runtime::Runtime;
+use serval_runtime::{Readiness, Runtime};
 use serval_scaler::KpaSpec;
 use serval_store::{Kind, Store, WriteOp};
+use tokio::sync::mpsc;
 
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
@@ -53,6 +54,7 @@ pub struct Controller {
     write_lock: tokio::sync::Mutex<()>,
     instance_ids: Arc<AtomicU64>,
     metrics: Arc<PlatformMetrics>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 fn now_rfc3339() -> String {
@@ -76,6 +78,7 @@ impl Controller {
         runtime: Arc<dyn Runtime>,
         routes: Arc<RoutingTable>,
         metrics: Arc<PlatformMetrics>,
+        events: mpsc::UnboundedSender<Event>,
     ) -> Arc<Controller> {
         Arc::new(Controller {
             config,
@@ -88,6 +91,7 @@ impl Controller {
             write_lock: tokio::sync::Mutex::new(()),
             instance_ids: Arc::new(AtomicU64::new(1)),
             metrics,
+            events,
         })
     }
 
@@ -228,6 +232,23 @@ impl Controller {
             service.status.latest_created_revision_name = rev_name;
             service.status.configuration_generation = number;
         }
+        let known = self.list_revisions(namespace, Some(&name))?;
+        for (i, t) in service.spec.traffic.iter().enumerate() {
+            if let Some(rev) = &t.revision_name
+                && *rev != service.status.latest_created_revision_name
+                && !known.iter().any(|r| &r.metadata.name == rev)
+            {
+                return Err(PlatformError::Invalid {
+                    kind: "Service",
+                    source: ValidationError {
+                        errors: vec![FieldError {
+                            field: format!("spec.traffic[{i}].revisionName"),
+                            message: format!("revision {rev:?} does not exist"),
+                        }],
+                    },
+                });
+            }
+        }
         ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, &name).await?;
@@ -274,76 +295,163 @@ impl Controller {
         let key = RouteKey { namespace: namespace.into(), service: name.into() };
         let Some(mut service) = self.store.get::<Service>(Kind::Service, namespace, name)? else {
             self.routes.set(key, None);
-            self.stop_runners(namespace, name, None).await;
+            self.retire_runners(namespace, name, &HashSet::new());
             return Ok(());
         };
         let now = now_rfc3339();
         let mut ops = Vec::new();
         let mut revisions = self.list_revisions(namespace, Some(name))?;
+
+        // 1. Readiness of each revision. The first one is ready once its runtime can run it;
+        //    later ones (rollouts) must also start one instance that passes readiness.
+        let any_ready = revisions.iter().any(is_ready);
+        let mut verifying = HashSet::new();
         for revision in &mut revisions {
-            let ready = self.revision_readiness(revision);
+            let stored = Condition::find(&revision.status.conditions, "Ready").cloned();
+            let settled = stored.as_ref().is_some_and(|c| {
+                c.status == ConditionStatus::True || (c.status == ConditionStatus::False && c.reason != STATIC_FAILURE)
+            });
+            let condition = match static_readiness(revision) {
+                Err((reason, message)) if !settled => Condition::new("Ready", ConditionStatus::False, reason, message),
+                _ if settled => continue,
+                Ok(()) if !any_ready => Condition::new("Ready", ConditionStatus::True, "", ""),
+                Ok(()) => {
+                    verifying.insert(revision.metadata.name.clone());
+                    self.ensure_verification(revision);
+                    Condition::new(
+                        "Ready",
+                        ConditionStatus::Unknown,
+                        "Deploying",
+                        "starting one instance to check readiness",
+                    )
+                }
+                Err(_) => continue,
+            };
             let before = revision.status.conditions.clone();
-            Condition::set(&mut revision.status.conditions, ready, &now);
+            Condition::set(&mut revision.status.conditions, condition, &now);
             if revision.status.conditions != before {
                 let mut stored = revision.clone();
                 stored.status.instances = None;
                 ops.push(WriteOp::put(Kind::Revision, namespace, &revision.metadata.name, &stored)?);
             }
         }
-        let is_ready = |r: &Revision| {
-            Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
-        };
-        let latest = revisions.iter().find(|r| r.metadata.name == service.status.latest_created_revision_name);
-        // Traffic stays on the newest ready revision while a newer one is not ready.
-        let serving = revisions.iter().rev().find(|r| is_ready(r));
 
-        let route_target = match serving {
-            Some(rev) => {
-                let runner = self.ensure_runner(rev);
-                Route {
-                    target: Target::Pool(runner.pool().clone()),
-                    timeout: Duration::from_secs(rev.spec.timeout_seconds()),
+        // 2. Traffic: resolve every target; switch routing only when all are ready.
+        let latest_ready = revisions.iter().rev().find(|r| is_ready(r)).map(|r| r.metadata.name.clone());
+        let spec_traffic = if service.spec.traffic.is_empty() {
+            vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }]
+        } else {
+            service.spec.traffic.clone()
+        };
+        let mut resolved = Vec::new();
+        let mut pending: Option<(&'static str, String)> = None;
+        for t in &spec_traffic {
+            let target_name = match (&t.revision_name, t.latest_revision) {
+                (Some(name), _) => Some(name.clone()),
+                (None, _) => latest_ready.clone(),
+            };
+            let Some(target_name) = target_name else {
+                pending.get_or_insert(("RevisionMissing", "no revision is ready yet".into()));
+                continue;
+            };
+            match revisions.iter().find(|r| r.metadata.name == target_name) {
+                Some(r) if is_ready(r) => resolved.push((t.clone(), r)),
+                Some(_) => {
+                    pending.get_or_insert(("RevisionNotReady", format!("revision {target_name:?} is not ready")));
+                }
+                None => {
+                    pending.get_or_insert(("RevisionMissing", format!("revision {target_name:?} does not exist")));
                 }
             }
-            None => {
-                let reason = latest
-                    .and_then(|r| Condition::find(&r.status.conditions, "Ready"))
-                    .map_or_else(|| "no revision".to_string(), |c| c.message.clone());
-                Route { target: Target::Unavailable(reason), timeout: Duration::from_secs(1) }
+        }
+        let mut routed: HashSet<String> = self.routed_revisions(namespace, name);
+        if pending.is_none() {
+            let mut weighted = Vec::new();
+            let mut tags = HashMap::new();
+            let mut status_traffic = Vec::new();
+            for (t, r) in &resolved {
+                let target = Target::Pool(self.ensure_runner(r, false).pool().clone());
+                let percent = t.percent.unwrap_or(0);
+                if percent > 0 {
+                    weighted.push((percent, target.clone()));
+                }
+                if let Some(tag) = &t.tag {
+                    tags.insert(tag.clone(), target);
+                }
+                status_traffic.push(TrafficTarget {
+                    revision_name: Some(r.metadata.name.clone()),
+                    latest_revision: Some(t.latest_revision == Some(true)),
+                    percent: Some(percent),
+                    tag: t.tag.clone(),
+                    url: t.tag.as_ref().map(|tag| self.service_url(namespace, &format!("{tag}-{name}"))),
+                });
             }
-        };
-        self.routes.set(key, Some(route_target));
-        self.stop_runners(namespace, name, serving.map(|r| r.metadata.name.as_str())).await;
+            self.routes.set(key, Some(Route { weighted, tags }));
+            routed = resolved.iter().map(|(_, r)| r.metadata.name.clone()).collect();
+            service.status.traffic = status_traffic;
+        } else if self.routes.get(&key).is_none() {
+            let reason = pending.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+            let why = revisions
+                .last()
+                .and_then(|r| Condition::find(&r.status.conditions, "Ready"))
+                .filter(|c| c.status == ConditionStatus::False)
+                .map_or(reason, |c| c.message.clone());
+            self.routes.set(key, Some(Route::single(Target::Unavailable(why))));
+            service.status.traffic.clear();
+        }
+        // Otherwise the previous routing stays until every target is ready.
 
+        // 3. Runners: the routed and the verifying revisions run; the rest retire.
+        let keep: HashSet<String> = routed.union(&verifying).cloned().collect();
+        self.retire_runners(namespace, name, &keep);
+
+        // 4. Garbage: unrouted revisions beyond the history limit, oldest first.
+        let latest_created = service.status.latest_created_revision_name.clone();
+        let collectable: Vec<&Revision> = revisions
+            .iter()
+            .filter(|r| !keep.contains(&r.metadata.name) && r.metadata.name != latest_created)
+            .collect();
+        let excess = collectable.len().saturating_sub(self.config.revision_history);
+        for r in &collectable[..excess] {
+            ops.push(WriteOp::delete(Kind::Revision, namespace, &r.metadata.name));
+            self.logs.platform(namespace, name, &r.metadata.name, "revision garbage-collected".into());
+        }
+
+        // 5. Status.
         let before = service.status.clone();
         let status = &mut service.status;
         status.observed_generation = service.metadata.generation;
         status.url = self.service_url(namespace, name);
-        status.latest_ready_revision_name = serving.map(|r| r.metadata.name.clone()).unwrap_or_default();
-        status.traffic = serving
-            .map(|r| {
-                vec![TrafficTarget {
-                    revision_name: Some(r.metadata.name.clone()),
-                    latest_revision: Some(true),
-                    percent: Some(100),
-                    ..Default::default()
-                }]
-            })
-            .unwrap_or_default();
-        let (ready, reason, message) = match (latest, serving) {
-            (Some(l), Some(s)) if l.metadata.name == s.metadata.name => (ConditionStatus::True, "", String::new()),
-            (Some(l), _) => {
-                let why = Condition::find(&l.status.conditions, "Ready").map(|c| c.message.clone()).unwrap_or_default();
-                (ConditionStatus::False, "RevisionFailed", format!("revision {:?} failed: {why}", l.metadata.name))
-            }
-            (None, _) => (ConditionStatus::False, "RevisionMissing", "the latest revision was not found".into()),
-        };
-        for kind in ["ConfigurationsReady", "RoutesReady", "Ready"] {
-            let (status_of, reason, message) = match kind {
-                "RoutesReady" if serving.is_some() => (ConditionStatus::True, "", String::new()),
-                _ => (ready, reason, message.clone()),
+        status.latest_ready_revision_name = latest_ready.clone().unwrap_or_default();
+        let latest = revisions.iter().find(|r| r.metadata.name == latest_created);
+        let (config_status, config_reason, config_message) =
+            match latest.and_then(|l| Condition::find(&l.status.conditions, "Ready")) {
+                Some(c) if c.status == ConditionStatus::True => (ConditionStatus::True, "", String::new()),
+                Some(c) if c.status == ConditionStatus::Unknown => {
+                    (ConditionStatus::Unknown, "Deploying", c.message.clone())
+                }
+                Some(c) => (
+                    ConditionStatus::False,
+                    "RevisionFailed",
+                    format!("revision {latest_created:?} failed: {}: {}", c.reason, c.message),
+                ),
+                None => (ConditionStatus::False, "RevisionMissing", "the latest revision was not found".to_string()),
             };
-            Condition::set(&mut service.status.conditions, Condition::new(kind, status_of, reason, message), &now);
+        let (routes_status, routes_reason, routes_message) = match &pending {
+            None => (ConditionStatus::True, "", String::new()),
+            Some((reason, message)) => (ConditionStatus::Unknown, *reason, message.clone()),
+        };
+        let (ready, reason, message) = match (config_status, routes_status) {
+            (ConditionStatus::True, ConditionStatus::True) => (ConditionStatus::True, "", String::new()),
+            (ConditionStatus::True, s) => (s, routes_reason, routes_message.clone()),
+            (s, _) => (s, config_reason, config_message.clone()),
+        };
+        for condition in [
+            Condition::new("ConfigurationsReady", config_status, config_reason, config_message.clone()),
+            Condition::new("RoutesReady", routes_status, routes_reason, routes_message.clone()),
+            Condition::new("Ready", ready, reason, message),
+        ] {
+            Condition::set(&mut service.status.conditions, condition, &now);
         }
         if service.status != before {
             ops.push(WriteOp::put(Kind::Service, namespace, name, &service)?);
@@ -354,37 +462,96 @@ impl Controller {
         Ok(())
     }
 
-    /// The revision's `Ready` condition: can its runtime run it?
-    fn revision_readiness(&self, revision: &Revision) -> Condition {
-        match revision.runtime_kind() {
-            RuntimeKind::Process => {
-                let container = revision.spec.containers.first();
-                let program = container.and_then(|c| c.command.first()).map(String::as_str).unwrap_or_default();
-                let dir = container.and_then(|c| c.working_dir.as_deref());
-                match find_program(program, dir) {
-                    Ok(()) => Condition::new("Ready", ConditionStatus::True, "", ""),
-                    Err(message) => Condition::new("Ready", ConditionStatus::False, "ExecutableNotFound", message),
-                }
+    /// Revisions the routing table currently sends traffic (or tags) to.
+    fn routed_revisions(&self, namespace: &str, name: &str) -> HashSet<String> {
+        let key = RouteKey { namespace: namespace.into(), service: name.into() };
+        let Some(route) = self.routes.get(&key) else { return HashSet::new() };
+        route
+            .weighted
+            .iter()
+            .map(|(_, t)| t)
+            .chain(route.tags.values())
+            .filter_map(|t| match t {
+                Target::Pool(p) => Some(p.name().to_string()),
+                Target::Unavailable(_) => None,
+            })
+            .collect()
+    }
+
+    /// Starts one instance of a new revision to prove it becomes ready; the outcome is
+    /// written to the revision's `Ready` condition by `record_verification`.
+    fn ensure_verification(&self, revision: &Revision) {
+        let already = self.runners().contains_key(&runner_key(&revision.metadata.namespace, &revision.metadata.name));
+        let runner = self.ensure_runner(revision, true);
+        if already {
+            return;
+        }
+        let mut outcome = runner.first_start();
+        let events = self.events.clone();
+        let (namespace, revision_name) = (revision.metadata.namespace.clone(), revision.metadata.name.clone());
+        let service = revision.service_name().to_string();
+        tokio::spawn(async move {
+            if let Ok(result) = outcome.wait_for(Option::is_some).await {
+                let result = result.clone().unwrap_or(Ok(()));
+                let _ = events.send(Event::Verified { namespace, service, revision: revision_name, result });
             }
-            other => Condition::new(
-                "Ready",
-                ConditionStatus::False,
-                "RuntimeUnavailable",
-                format!(
-                    "the {} runtime is not available in this version of serval; give a command to run it as a process",
-                    other.as_str()
-                ),
-            ),
+        });
+    }
+
+    /// Handles events from runners, one at a time, under the write lock.
+    pub async fn handle_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Event>) {
+        while let Some(event) = events.recv().await {
+            let Event::Verified { namespace, service, revision, result } = event;
+            if let Err(e) = self.record_verification(&namespace, &service, &revision, result).await {
+                tracing::error!("recording readiness of {namespace}/{revision}: {e}");
+            }
         }
     }
 
-    fn ensure_runner(&self, revision: &Revision) -> Arc<RevisionRunner> {
+    async fn record_verification(
+        &self,
+        namespace: &str,
+        service: &str,
+        revision: &str,
+        result: Result<(), (&'static str, String)>,
+    ) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        let Some(mut rev) = self.store.get::<Revision>(Kind::Revision, namespace, revision)? else { return Ok(()) };
+        let condition = match result {
+            Ok(()) => Condition::new("Ready", ConditionStatus::True, "", ""),
+            Err((reason, message)) => Condition::new("Ready", ConditionStatus::False, reason, message),
+        };
+        Condition::set(&mut rev.status.conditions, condition, &now_rfc3339());
+        self.store.write(vec![WriteOp::put(Kind::Revision, namespace, revision, &rev)?]).await?;
+        self.reconcile_locked(namespace, service).await
+    }
+
+    fn ensure_runner(&self, revision: &Revision, verify: bool) -> Arc<RevisionRunner> {
         let key = runner_key(&revision.metadata.namespace, &revision.metadata.name);
         let mut runners = self.runners();
         if let Some(r) = runners.get(&key) {
             return r.clone();
         }
         let container = revision.spec.containers.first().cloned().unwrap_or_default();
+        let mut autoscaling =
+            KpaSpec::new(&revision.autoscaling(), &self.config.autoscaler, revision.spec.container_concurrency());
+        if verify {
+            autoscaling.initial_scale = autoscaling.initial_scale.max(1);
+        }
+        let startup_timeout = revision
+            .annotation(annotations::PROGRESS_DEADLINE)
+            .and_then(|d| serval_model::parse_duration(d).ok())
+            .unwrap_or(self.config.startup_timeout);
+        let readiness = match container.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()) {
+            Some(get) => Readiness::HttpGet {
+                path: get.path.clone().unwrap_or_else(|| "/".into()),
+                headers: get.http_headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+                timeout: Duration::from_secs(
+                    container.readiness_probe.as_ref().and_then(|p| p.timeout_seconds).unwrap_or(1).into(),
+                ),
+            },
+            None => Readiness::TcpConnect,
+        };
         let spec = RunnerSpec {
             namespace: revision.metadata.namespace.clone(),
             service: revision.service_name().to_string(),
@@ -393,15 +560,12 @@ impl Controller {
             env: container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
             working_dir: container.working_dir.clone(),
             container_concurrency: revision.spec.container_concurrency(),
-            autoscaling: KpaSpec::new(
-                &revision.autoscaling(),
-                &self.config.autoscaler,
-                revision.spec.container_concurrency(),
-            ),
+            autoscaling,
             tick: self.config.autoscaler.tick,
             request_timeout: Duration::from_secs(revision.spec.timeout_seconds()),
             grace_period: self.config.grace_period,
-            startup_timeout: self.config.startup_timeout,
+            startup_timeout,
+            readiness,
         };
         let runner = RevisionRunner::spawn(
             spec,
@@ -414,23 +578,23 @@ impl Controller {
         runner
     }
 
-    /// Stops the runners of a service's revisions except `keep`; they finish in the
-    /// background (drain, then stop).
-    async fn stop_runners(&self, namespace: &str, service: &str, keep: Option<&str>) {
+    /// Retires the runners of a service's revisions not in `keep`: the routing table no
+    /// longer sends them requests; queued and in-flight ones finish, then instances stop.
+    fn retire_runners(&self, namespace: &str, service: &str, keep: &HashSet<String>) {
         let stale: Vec<Arc<RevisionRunner>> = {
             let mut runners = self.runners();
             let keys: Vec<String> = runners
                 .iter()
                 .filter(|(_, r)| {
                     let s = r.spec();
-                    s.namespace == namespace && s.service == service && Some(s.revision.as_str()) != keep
+                    s.namespace == namespace && s.service == service && !keep.contains(&s.revision)
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| runners.remove(k)).collect()
         };
         for runner in stale {
-            tokio::spawn(async move { runner.stop().await });
+            tokio::spawn(async move { runner.retire().await });
         }
     }
 
@@ -439,6 +603,41 @@ impl Controller {
         let all: Vec<Arc<RevisionRunner>> = self.runners().drain().map(|(_, r)| r).collect();
         futures_util::future::join_all(all.iter().map(|r| r.stop())).await;
     }
+}
+
+/// The reason of a `Ready=False` that a later reconcile may revisit (the executable may
+/// appear); every other failure of a revision is final.
+const STATIC_FAILURE: &str = "ExecutableNotFound";
+
+fn is_ready(r: &Revision) -> bool {
+    Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+/// What can be checked without starting anything: is the runtime available, does the
+/// program exist?
+fn static_readiness(revision: &Revision) -> Result<(), (&'static str, String)> {
+    match revision.runtime_kind() {
+        RuntimeKind::Process => {
+            let container = revision.spec.containers.first();
+            let program = container.and_then(|c| c.command.first()).map(String::as_str).unwrap_or_default();
+            let dir = container.and_then(|c| c.working_dir.as_deref());
+            find_program(program, dir).map_err(|m| (STATIC_FAILURE, m))
+        }
+        other => Err((
+            "RuntimeUnavailable",
+            format!(
+                "the {} runtime is not available in this version of serval; give a command to run it as a process",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+/// Something a runner reports back to the controller.
+#[derive(Debug)]
+pub enum Event {
+    /// A new revision's first instance became ready (or failed to).
+    Verified { namespace: String, service: String, revision: String, result: Result<(), (&'static str, String)> },
 }
 
 fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {

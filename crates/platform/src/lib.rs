@@ -62,8 +62,10 @@ pub async fn run(
     let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let controller =
-        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone(), metrics.clone());
+        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone(), metrics.clone(), events_tx);
+    let events = tokio::spawn(controller.clone().handle_events(events_rx));
     let registry = Arc::new(metrics.registry(Arc::downgrade(&controller)));
     controller.resync_all().await?;
 
@@ -86,6 +88,7 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     resync.abort();
+    events.abort();
     controller.shutdown().await;
     let _ = gateway.await;
     let _ = api.await;

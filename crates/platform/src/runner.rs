@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serval_gateway::{GatewayError, PoolConfig, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
-use serval_runtime::{Instance, InstanceSpec, Runtime};
+use serval_runtime::{Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
 use tokio::sync::{Notify, watch};
 
@@ -36,6 +36,20 @@ pub struct RunnerSpec {
     pub request_timeout: Duration,
     pub grace_period: Duration,
     pub startup_timeout: Duration,
+    pub readiness: Readiness,
+}
+
+/// How the first start of a revision went: `Err((reason, message))` with a Knative-style
+/// reason for the revision's `Ready` condition.
+pub type FirstStart = Option<Result<(), (&'static str, String)>>;
+
+fn failure_reason(err: &RuntimeError) -> &'static str {
+    match err {
+        RuntimeError::ExitedBeforeReady { .. } => "ExitCode",
+        RuntimeError::StartTimeout { .. } => "ProgressDeadlineExceeded",
+        RuntimeError::Spawn { .. } => "ContainerMissing",
+        _ => "StartFailed",
+    }
 }
 
 struct State {
@@ -86,6 +100,7 @@ pub struct RevisionRunner {
     state: Mutex<State>,
     wake: Notify,
     stop: watch::Sender<bool>,
+    first_start: watch::Sender<FirstStart>,
 }
 
 impl RevisionRunner {
@@ -100,7 +115,11 @@ impl RevisionRunner {
         let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
         let pool = RevisionPool::new(
             RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision),
-            PoolConfig { container_concurrency: spec.container_concurrency, nominal_capacity },
+            PoolConfig {
+                container_concurrency: spec.container_concurrency,
+                nominal_capacity,
+                request_timeout: spec.request_timeout,
+            },
         );
         let autoscaler = Autoscaler::new(spec.autoscaling.clone(), Instant::now());
         let runner = Arc::new(RevisionRunner {
@@ -113,6 +132,7 @@ impl RevisionRunner {
             state: Mutex::new(State::new(autoscaler)),
             wake: Notify::new(),
             stop: watch::channel(false).0,
+            first_start: watch::channel(None).0,
         });
         tokio::spawn(runner.clone().run());
         runner
@@ -155,6 +175,21 @@ impl RevisionRunner {
     /// `ContainerHealthy` when an instance failed, for the revision's status.
     pub fn health(&self) -> Option<Condition> {
         self.lock().health.clone()
+    }
+
+    /// Resolves with the outcome of the revision's first instance start.
+    pub fn first_start(&self) -> watch::Receiver<FirstStart> {
+        self.first_start.subscribe()
+    }
+
+    /// Retires a runner the routing table no longer points at: requests already queued
+    /// here are still served (up to the request timeout), then everything stops.
+    pub async fn retire(&self) {
+        let deadline = tokio::time::Instant::now() + self.spec.request_timeout;
+        while self.pool.stats().waiting > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop().await;
     }
 
     /// Stops the runner: no new requests, in-flight ones finish, every instance stops.
@@ -271,6 +306,7 @@ impl RevisionRunner {
             env: self.spec.env.clone(),
             working_dir: self.spec.working_dir.clone(),
             startup_timeout: self.spec.startup_timeout,
+            readiness: self.spec.readiness.clone(),
         };
         let sink = self.logs.sink(&self.spec.namespace, &self.spec.service);
         let result = self.runtime.start(spec, sink).await;
@@ -296,6 +332,7 @@ impl RevisionRunner {
                         self.pool.add_endpoint(id, instance.addr);
                     }
                 }
+                self.first_start.send_if_modified(|v| v.is_none() && v.replace(Ok(())).is_none());
                 let kind = if cold { "cold start" } else { "started" };
                 self.log(
                     &instance_id,
@@ -308,6 +345,9 @@ impl RevisionRunner {
             }
             Err(err) => {
                 let message = err.to_string();
+                let reason = failure_reason(&err);
+                self.first_start
+                    .send_if_modified(|v| v.is_none() && v.replace(Err((reason, message.clone()))).is_none());
                 self.log(&instance_id, format!("failed to start: {message}"));
                 let mut state = self.lock();
                 state.starting -= 1;

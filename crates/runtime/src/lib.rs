@@ -32,8 +32,20 @@ pub struct InstanceSpec {
     /// The user's environment; `PORT` and `K_*` are added by the runtime.
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
-    /// How long an instance may take to accept connections before it counts as failed.
+    /// How long an instance may take to become ready before it counts as failed.
     pub startup_timeout: Duration,
+    /// What "ready" means.
+    pub readiness: Readiness,
+}
+
+/// The readiness check run against the serving port until it passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Readiness {
+    /// The port accepts a TCP connection (Knative's default).
+    #[default]
+    TcpConnect,
+    /// `GET path` answers 200–399.
+    HttpGet { path: String, headers: Vec<(String, String)>, timeout: Duration },
 }
 
 /// Which output a log line came from.
@@ -91,8 +103,8 @@ pub enum RuntimeError {
     Spawn { program: String, source: std::io::Error },
     #[error("instance {exit} before it was ready{}", format_tail(.last_lines))]
     ExitedBeforeReady { exit: ExitInfo, last_lines: Vec<String> },
-    #[error("instance did not accept connections within {after:?}{}", format_tail(.last_lines))]
-    StartTimeout { after: Duration, last_lines: Vec<String> },
+    #[error("instance was not ready within {after:?} (last check: {last_check}){}", format_tail(.last_lines))]
+    StartTimeout { after: Duration, last_check: String, last_lines: Vec<String> },
     #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error("the {0} runtime is not available in this build")]

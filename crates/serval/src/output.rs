@@ -104,7 +104,7 @@ fn load(v: &Value) -> String {
 
 /// Revisions: one row each, with the traffic they get from their service.
 pub fn revisions_table(value: &Value) -> Table {
-    let mut t = table(&["NAME", "SERVICE", "TRAFFIC", "READY", "REASON", "INSTANCES", "CREATED"]);
+    let mut t = table(&["NAME", "SERVICE", "TRAFFIC", "TAGS", "READY", "REASON", "INSTANCES", "CREATED"]);
     for r in items(value) {
         let (ready, reason) = ready_reason(r);
         let traffic = r["status"]["traffic"].as_u64().map(|p| format!("{p}%")).unwrap_or_default();
@@ -112,10 +112,26 @@ pub fn revisions_table(value: &Value) -> Table {
             text(&r["metadata"]["name"]),
             text(&r["metadata"]["labels"]["serving.knative.dev/service"]),
             traffic,
+            text(&r["status"]["tags"]),
             ready,
             reason,
             instances(r),
             text(&r["metadata"]["creationTimestamp"]),
+        ]);
+    }
+    t
+}
+
+/// `status.traffic`: one row per target.
+pub fn traffic_table(value: &Value) -> Table {
+    let mut t = table(&["REVISION", "PERCENT", "LATEST", "TAG", "URL"]);
+    for target in value.as_array().into_iter().flatten() {
+        t.add_row(vec![
+            text(&target["revisionName"]),
+            format!("{}%", text(&target["percent"])),
+            if target["latestRevision"] == true { "yes".into() } else { String::new() },
+            text(&target["tag"]),
+            text(&target["url"]),
         ]);
     }
     t

@@ -23,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Runtime, RuntimeError};
+use crate::{
+    ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Readiness, Runtime, RuntimeError,
+};
 
 /// Lines of output kept per instance to explain a failed start.
 const TAIL_LINES: usize = 8;
@@ -123,49 +125,50 @@ async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let timeout = spec.startup_timeout;
     let probe_exited = exited.clone();
-    let ready = tokio::task::spawn_blocking(move || poll_until_accepting(addr, timeout, &probe_exited))
+    let check = spec.readiness.clone();
+    let ready = tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited))
         .await
-        .unwrap_or(Readiness::Exited);
+        .unwrap_or(Outcome::Exited);
     let last_lines = || tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
     let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
     match ready {
-        Readiness::Ready => {
-            Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control })
-        }
-        Readiness::Exited => {
+        Outcome::Ready => Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control }),
+        Outcome::Exited => {
             let exit =
                 Instance { id: String::new(), addr, startup: Duration::ZERO, exit: exit_rx, control }.exited().await;
             // Let the log pumps drain what the process printed before dying.
             tokio::time::sleep(Duration::from_millis(20)).await;
             Err(RuntimeError::ExitedBeforeReady { exit, last_lines: last_lines() })
         }
-        Readiness::TimedOut => {
+        Outcome::TimedOut(last_check) => {
             control.stop(Duration::ZERO).await;
-            Err(RuntimeError::StartTimeout { after: timeout, last_lines: last_lines() })
+            Err(RuntimeError::StartTimeout { after: timeout, last_check, last_lines: last_lines() })
         }
     }
 }
 
-enum Readiness {
+enum Outcome {
     Ready,
     Exited,
-    TimedOut,
+    /// With the result of the last check.
+    TimedOut(String),
 }
 
-/// Polls with a TCP connect: every 100 µs for the first 100 ms (a small server is seen
+/// Runs the readiness check every 100 µs for the first 100 ms (a small server is seen
 /// within a fraction of a millisecond of binding), then every millisecond, then every 10 ms.
-fn poll_until_accepting(addr: SocketAddr, timeout: Duration, exited: &AtomicBool) -> Readiness {
+fn poll_until_ready(addr: SocketAddr, check: &Readiness, timeout: Duration, exited: &AtomicBool) -> Outcome {
     let began = Instant::now();
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Readiness::Ready;
-        }
+        let last = match check_once(addr, check) {
+            Ok(()) => return Outcome::Ready,
+            Err(why) => why,
+        };
         if exited.load(Ordering::Acquire) {
-            return Readiness::Exited;
+            return Outcome::Exited;
         }
         let elapsed = began.elapsed();
         if elapsed >= timeout {
-            return Readiness::TimedOut;
+            return Outcome::TimedOut(last);
         }
         let pause = match elapsed.as_millis() {
             0..100 => Duration::from_micros(100),
@@ -174,6 +177,43 @@ fn poll_until_accepting(addr: SocketAddr, timeout: Duration, exited: &AtomicBool
         };
         std::thread::sleep(pause);
     }
+}
+
+fn check_once(addr: SocketAddr, check: &Readiness) -> Result<(), String> {
+    let connect_timeout = match check {
+        Readiness::TcpConnect => Duration::from_millis(100),
+        Readiness::HttpGet { timeout, .. } => *timeout,
+    };
+    let stream = TcpStream::connect_timeout(&addr, connect_timeout).map_err(|e| format!("connect: {e}"))?;
+    match check {
+        Readiness::TcpConnect => Ok(()),
+        Readiness::HttpGet { path, headers, timeout } => http_probe(stream, path, headers, *timeout),
+    }
+}
+
+/// One `GET` over a fresh connection; 200–399 is ready.
+fn http_probe(
+    mut stream: TcpStream,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: serval-probe\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("GET {path}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("GET {path}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status: u16 =
+        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("GET {path}: not HTTP"))?;
+    if (200..400).contains(&status) { Ok(()) } else { Err(format!("GET {path} answered {status}")) }
 }
 
 async fn pump_lines(

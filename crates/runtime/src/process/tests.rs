@@ -12,6 +12,7 @@ fn spec(argv: &[&str]) -> InstanceSpec {
         env: vec![("GREETING".into(), "hi".into())],
         working_dir: None,
         startup_timeout: Duration::from_secs(5),
+        readiness: Readiness::TcpConnect,
     }
 }
 
@@ -96,4 +97,34 @@ async fn leftovers_of_a_previous_server_are_killed() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+}
+
+/// Answers `GET /ready` with the status in $READY_STATUS.
+const PY_HTTP: &str = concat!(
+    "import os\n",
+    "from http.server import BaseHTTPRequestHandler, HTTPServer\n",
+    "class H(BaseHTTPRequestHandler):\n",
+    "    def do_GET(self):\n",
+    "        self.send_response(int(os.environ['READY_STATUS'])); self.end_headers()\n",
+    "HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+);
+
+#[tokio::test]
+async fn http_readiness_passes_on_2xx_and_times_out_on_5xx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
+    let probe = Readiness::HttpGet { path: "/ready".into(), headers: vec![], timeout: Duration::from_secs(1) };
+    let mut ok = spec(&["python3", "-c", PY_HTTP]);
+    ok.env.push(("READY_STATUS".into(), "204".into()));
+    ok.readiness = probe.clone();
+    let (sink, _) = collecting_sink();
+    let instance = runtime.start(ok, sink.clone()).await.expect("ready");
+    instance.stop(Duration::from_secs(1)).await;
+
+    let mut failing = spec(&["python3", "-c", PY_HTTP]);
+    failing.env.push(("READY_STATUS".into(), "500".into()));
+    failing.readiness = probe;
+    failing.startup_timeout = Duration::from_millis(1500);
+    let err = runtime.start(failing, sink).await.err().expect("not ready");
+    assert!(err.to_string().contains("GET /ready answered 500"), "{err}");
 }

@@ -31,6 +31,8 @@ pub enum Command {
     Delete(resources::DeleteArgs),
     /// List a service's revisions.
     Revisions(resources::RevisionsArgs),
+    /// Split traffic between revisions, tag them, or roll back: `serval traffic NAME REV=PCT… [--latest PCT] [--tag REV=TAG]`.
+    Traffic(resources::TrafficArgs),
     /// Live view of services: instances, load, panic mode (refreshes until Ctrl-C).
     Top(resources::TopArgs),
     /// Send a request to a service through the gateway and print the answer.
@@ -58,6 +60,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Delete(a) => resources::delete(a, global).await,
         Command::Revisions(a) => resources::revisions(a, global).await,
         Command::Top(a) => resources::top(a, global).await,
+        Command::Traffic(a) => resources::traffic(a, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
     }

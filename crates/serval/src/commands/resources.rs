@@ -123,7 +123,7 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// YAML (multi-document) or JSON file; `-` reads stdin.
+    /// YAML (multi-document) or JSON file, or a directory of them; `-` reads stdin.
     #[arg(short = 'f', long = "filename", required = true)]
     pub file: String,
     /// Namespace for resources that do not name one.
@@ -294,6 +294,12 @@ pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
                 .filter_map(|t| t["percent"].as_u64())
                 .sum();
             rev["status"]["traffic"] = json!(share);
+            let tags: Vec<&str> = traffic
+                .iter()
+                .filter(|t| t["revisionName"] == rev["metadata"]["name"])
+                .filter_map(|t| t["tag"].as_str())
+                .collect();
+            rev["status"]["tags"] = json!(tags.join(","));
         }
     }
     if matches!(args.read.output, Format::Table) && revs["items"].as_array().is_some_and(Vec::is_empty) {
@@ -345,4 +351,78 @@ pub async fn top(args: TopArgs, global: Global) -> Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct TrafficArgs {
+    /// Service name.
+    pub name: String,
+    /// REVISION=PERCENT targets (`@latest=PERCENT` follows the latest ready revision).
+    #[arg(value_name = "REV=PCT")]
+    pub targets: Vec<String>,
+    /// Percent for the latest ready revision (same as `@latest=PCT`).
+    #[arg(long)]
+    pub latest: Option<u32>,
+    /// REVISION=TAG: give a revision its own URL `<tag>-<service>…` (repeatable).
+    #[arg(long = "tag", value_name = "REV=TAG")]
+    pub tags: Vec<String>,
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub read: ReadOpts,
+}
+
+fn traffic_target(revision: &str, percent: u32) -> Value {
+    if revision == "@latest" {
+        json!({ "latestRevision": true, "percent": percent })
+    } else {
+        json!({ "revisionName": revision, "percent": percent })
+    }
+}
+
+/// The spec.traffic a `serval traffic` asks for, given the current one.
+fn build_traffic(args: &TrafficArgs, current: &[Value]) -> Result<Vec<Value>> {
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        let Some((rev, pct)) = t.split_once('=') else { bail!("{t:?} must look like REVISION=PERCENT") };
+        let pct: u32 = pct.parse().with_context(|| format!("{t:?}: {pct:?} is not a percent"))?;
+        targets.push(traffic_target(rev, pct));
+    }
+    if let Some(pct) = args.latest {
+        targets.push(traffic_target("@latest", pct));
+    }
+    if targets.is_empty() {
+        // Only tags: keep the split as it is.
+        targets = if current.is_empty() { vec![traffic_target("@latest", 100)] } else { current.to_vec() };
+    }
+    for t in &args.tags {
+        let Some((rev, tag)) = t.split_once('=') else { bail!("--tag {t:?} must look like REVISION=TAG") };
+        let matches = |v: &Value| {
+            if rev == "@latest" { v["latestRevision"] == true } else { v["revisionName"] == rev }
+        };
+        match targets.iter_mut().find(|v| matches(v)) {
+            Some(v) => v["tag"] = json!(tag),
+            None => {
+                let mut v = traffic_target(rev, 0);
+                v["tag"] = json!(tag);
+                targets.push(v);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+pub async fn traffic(args: TrafficArgs, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    let path = service_path(&args.namespace, &args.name);
+    let mut service = client.get(&path).await?;
+    let current = service["spec"]["traffic"].as_array().cloned().unwrap_or_default();
+    service["spec"]["traffic"] = json!(build_traffic(&args, &current)?);
+    if let Some(status) = service.as_object_mut() {
+        status.remove("status");
+    }
+    let written = client.put(&path, &service).await?;
+    print_warnings(&written.warnings);
+    let service = client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?;
+    output::print(&service["status"]["traffic"], args.read.output, output::traffic_table)
 }
