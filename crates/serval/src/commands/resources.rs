@@ -134,8 +134,23 @@ pub struct ApplyArgs {
     pub no_wait: bool,
 }
 
-/// Parses a file of one or more YAML documents (JSON is YAML too).
+/// Parses a file of one or more YAML documents (JSON is YAML too), or every `.yaml`,
+/// `.yml` and `.json` file of a directory in name order.
 fn read_documents(file: &str) -> Result<Vec<Value>> {
+    let path = std::path::Path::new(file);
+    if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read directory {file}"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .collect();
+        files.sort();
+        let mut docs = Vec::new();
+        for f in files {
+            docs.extend(read_documents(&f.display().to_string())?);
+        }
+        return Ok(docs);
+    }
     let text = if file == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
     } else {

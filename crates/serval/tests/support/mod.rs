@@ -43,13 +43,25 @@ impl Server {
     /// Starts a server in a fresh temporary data directory.
     pub fn start(extra: &[&str]) -> Server {
         let temp = tempfile::tempdir().expect("tempdir");
-        let mut s = Server::start_in(temp.path(), extra);
+        let mut s = Server::spawn(temp.path(), extra, &[]);
+        s._temp = Some(temp);
+        s
+    }
+
+    /// Starts a server with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::spawn(temp.path(), extra, env);
         s._temp = Some(temp);
         s
     }
 
     /// Starts a server on an existing data directory (for restarts).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        Server::spawn(dir, extra, &[])
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let _ = std::fs::remove_file(dir.join("server.json"));
         let mut child = Command::new(serval_bin())
             .args([
@@ -64,6 +76,7 @@ impl Server {
             .args(extra)
             .env("SERVAL_EXIT_WITH_PARENT", "1")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
