@@ -241,6 +241,11 @@ fn check_probe(c: &mut Checker, probe: &crate::Probe, path: &str) {
     if port_given {
         c.warnings.push(format!("{path}: probes always target the serving port; the port given is ignored"));
     }
+    if probe.period_seconds.is_some_and(|p| p > 0) {
+        c.warnings.push(format!(
+            "{path}.periodSeconds: instances are probed until ready, not periodically afterwards; ignored"
+        ));
+    }
     if probe.success_threshold.is_some_and(|t| t != 1) {
         c.error(format!("{path}.successThreshold"), "must be 1");
     }

@@ -80,6 +80,22 @@ impl Client {
         Ok(self.send(Method::GET, path, None).await?.json().await?)
     }
 
+    /// Like `get`, but `None` when the object does not exist (404).
+    pub async fn get_optional(&self, path: &str) -> Result<Option<Value>> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the serval API at {}", self.api))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp.json().await?)),
+            _ => Err(api_error(resp).await),
+        }
+    }
+
     pub async fn get_text(&self, path: &str) -> Result<reqwest::Response> {
         self.send(Method::GET, path, None).await
     }

@@ -248,3 +248,25 @@ async fn knative_sample_manifests_apply_unchanged() {
     assert_eq!(current["env"]["T_VERSION"], "blue");
     assert_eq!(current["revision"], "blue-green-v1");
 }
+
+#[tokio::test]
+async fn old_unrouted_revisions_are_garbage_collected() {
+    let server = Server::start(&["--revision-history", "1"]);
+    for v in 1..=4 {
+        server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", &format!("V={v}")]);
+    }
+    let revisions = json(&server.ok(&["revisions", "echo", "-o", "json"]));
+    let names: Vec<&str> =
+        revisions["items"].as_array().expect("items").iter().filter_map(|r| r["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["echo-00003", "echo-00004"], "one unrouted revision kept besides the serving one");
+    let logs = server.ok(&["logs", "echo"]);
+    assert!(logs.contains("echo-00001 serval: revision garbage-collected"), "{logs}");
+    // A pinned revision is never collected.
+    server.ok(&["traffic", "echo", "echo-00003=100"]);
+    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "V=5"]);
+    server.ok(&["deploy", "echo", "--cmd", &echo(), "--env", "V=6"]);
+    let revisions = json(&server.ok(&["revisions", "echo", "-o", "json"]));
+    let names: Vec<&str> =
+        revisions["items"].as_array().expect("items").iter().filter_map(|r| r["metadata"]["name"].as_str()).collect();
+    assert!(names.contains(&"echo-00003"), "{names:?}");
+}

@@ -106,9 +106,17 @@ fn print_warnings(warnings: &[String]) {
 }
 
 pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
-    let manifest = deploy_manifest(&args)?;
+    let mut manifest = deploy_manifest(&args)?;
     let client = Client::from_global(&global)?;
-    let written = client.put(&service_path(&args.namespace, &args.name), &manifest).await?;
+    let path = service_path(&args.namespace, &args.name);
+    // Like `kn service update`: a new template keeps the traffic block (pinned revisions
+    // and tags stay where the user put them).
+    if let Some(existing) = client.get_optional(&path).await?
+        && let Some(traffic) = existing["spec"].get("traffic")
+    {
+        manifest["spec"]["traffic"] = traffic.clone();
+    }
+    let written = client.put(&path, &manifest).await?;
     print_warnings(&written.warnings);
     let service = if args.no_wait {
         written.object

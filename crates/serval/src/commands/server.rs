@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Time between SIGTERM and SIGKILL when an instance is stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+    /// Revisions kept per service that no route references; older ones are deleted.
+    #[arg(long, default_value_t = 10)]
+    pub revision_history: usize,
 }
 
 /// Server-wide autoscaler defaults (Knative's config-autoscaler); revisions override the
@@ -103,6 +106,7 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     config.domain = args.domain;
     args.autoscaler.apply(&mut config.autoscaler);
     config.grace_period = args.grace_period;
+    config.revision_history = args.revision_history;
 
     let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
