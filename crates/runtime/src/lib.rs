@@ -6,7 +6,9 @@
 //! Must not depend on: the store, the gateway or any HTTP stack. The only `unsafe` of the
 //! project lives here (the pre-exec hook of a child process).
 
+mod capture;
 mod process;
+mod readiness;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -7,28 +7,24 @@
 
 mod leftovers;
 
-use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::{
-    ExitInfo, Instance, InstanceControl, InstanceSpec, LogLine, LogSink, LogStream, Readiness, Runtime, RuntimeError,
-};
+use crate::capture::{new_tail, pump_lines, tail_lines};
+use crate::readiness::{Outcome, poll_until_ready};
+use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError};
 
-/// Lines of output kept per instance to explain a failed start.
-const TAIL_LINES: usize = 8;
 /// Host variables passed through to functions; everything else comes from the spec.
 const PASSTHROUGH_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
@@ -110,7 +106,7 @@ async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<
     let pid = child.id().ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
     let record = leftovers::Record::create(&state_dir, pid);
 
-    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let tail = new_tail();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump_lines(out, LogStream::Stdout, spec.instance_id.clone(), logs.clone(), tail.clone()));
     }
@@ -129,7 +125,7 @@ async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<
     let ready = tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited))
         .await
         .unwrap_or(Outcome::Exited);
-    let last_lines = || tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let last_lines = || tail_lines(&tail);
     let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
     match ready {
         Outcome::Ready => Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control }),
@@ -144,94 +140,6 @@ async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<
             control.stop(Duration::ZERO).await;
             Err(RuntimeError::StartTimeout { after: timeout, last_check, last_lines: last_lines() })
         }
-    }
-}
-
-enum Outcome {
-    Ready,
-    Exited,
-    /// With the result of the last check.
-    TimedOut(String),
-}
-
-/// Runs the readiness check every 100 µs for the first 100 ms (a small server is seen
-/// within a fraction of a millisecond of binding), then every millisecond, then every 10 ms.
-fn poll_until_ready(addr: SocketAddr, check: &Readiness, timeout: Duration, exited: &AtomicBool) -> Outcome {
-    let began = Instant::now();
-    loop {
-        let last = match check_once(addr, check) {
-            Ok(()) => return Outcome::Ready,
-            Err(why) => why,
-        };
-        if exited.load(Ordering::Acquire) {
-            return Outcome::Exited;
-        }
-        let elapsed = began.elapsed();
-        if elapsed >= timeout {
-            return Outcome::TimedOut(last);
-        }
-        let pause = match elapsed.as_millis() {
-            0..100 => Duration::from_micros(100),
-            100..1000 => Duration::from_millis(1),
-            _ => Duration::from_millis(10),
-        };
-        std::thread::sleep(pause);
-    }
-}
-
-fn check_once(addr: SocketAddr, check: &Readiness) -> Result<(), String> {
-    let connect_timeout = match check {
-        Readiness::TcpConnect => Duration::from_millis(100),
-        Readiness::HttpGet { timeout, .. } => *timeout,
-    };
-    let stream = TcpStream::connect_timeout(&addr, connect_timeout).map_err(|e| format!("connect: {e}"))?;
-    match check {
-        Readiness::TcpConnect => Ok(()),
-        Readiness::HttpGet { path, headers, timeout } => http_probe(stream, path, headers, *timeout),
-    }
-}
-
-/// One `GET` over a fresh connection; 200–399 is ready.
-fn http_probe(
-    mut stream: TcpStream,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Result<(), String> {
-    use std::io::{Read, Write};
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: serval-probe\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| format!("GET {path}: {e}"))?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| format!("GET {path}: {e}"))?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    let status: u16 =
-        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("GET {path}: not HTTP"))?;
-    if (200..400).contains(&status) { Ok(()) } else { Err(format!("GET {path} answered {status}")) }
-}
-
-async fn pump_lines(
-    stream: impl AsyncRead + Unpin,
-    which: LogStream,
-    instance: String,
-    sink: LogSink,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(text)) = lines.next_line().await {
-        if let Ok(mut t) = tail.lock() {
-            if t.len() == TAIL_LINES {
-                t.pop_front();
-            }
-            t.push_back(text.clone());
-        }
-        sink(LogLine { at: SystemTime::now(), instance: instance.clone(), stream: which, text });
     }
 }
 

@@ -1,5 +1,9 @@
 use super::*;
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
+use std::sync::Mutex;
+
+use crate::{LogLine, Readiness};
 
 fn spec(argv: &[&str]) -> InstanceSpec {
     InstanceSpec {
