@@ -1,5 +1,6 @@
 //! Shared helpers of serval's benchmarks: locating (and building) the release binaries,
-//! running a real `serval server`, a minimal HTTP/1.1 client over std sockets, statistics.
+//! running a real `serval server`, minimal HTTP/1.1 clients over std sockets (one-shot and
+//! keep-alive), statistics.
 //!
 //! Owns nothing of the product; depends on no serval crate, only on the binaries.
 
@@ -112,17 +113,22 @@ impl ServalServer {
 
     /// GET on the API with the token; the JSON answer.
     pub fn api_get(&self, path: &str) -> serde_json::Value {
-        let mut stream = TcpStream::connect(self.api).expect("connect api");
+        self.try_api_get(path).expect("API answer")
+    }
+
+    /// [`ServalServer::api_get`] that reports failures instead of panicking, for pollers
+    /// running next to a load test.
+    pub fn try_api_get(&self, path: &str) -> std::io::Result<serde_json::Value> {
+        let mut stream = TcpStream::connect(self.api)?;
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
             self.token
-        )
-        .expect("write");
+        )?;
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
+        stream.read_to_string(&mut answer)?;
         let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        serde_json::from_str(body).expect("json body")
+        serde_json::from_str(body).map_err(std::io::Error::other)
     }
 }
 
@@ -131,6 +137,133 @@ impl Drop for ServalServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/1.1 keep-alive connection to `addr`, opened on first use and again after an
+/// error or a `Connection: close` answer. Reads bodies framed by `Content-Length`, chunked
+/// encoding, or the end of the connection.
+pub struct KeepAliveClient {
+    addr: SocketAddr,
+    host: String,
+    timeout: Duration,
+    conn: Option<BufReader<TcpStream>>,
+    /// Connections opened so far (the first one included).
+    pub connects: u64,
+}
+
+/// Status and body of one answer.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl KeepAliveClient {
+    /// `timeout` bounds connecting and each read of an answer.
+    pub fn new(addr: SocketAddr, host: &str, timeout: Duration) -> KeepAliveClient {
+        KeepAliveClient { addr, host: host.into(), timeout, conn: None, connects: 0 }
+    }
+
+    /// Sends `GET path` and reads the whole answer. On an error the connection is dropped,
+    /// so that the next call reconnects.
+    pub fn get(&mut self, path: &str) -> std::io::Result<Answer> {
+        let result = self.exchange(path);
+        match &result {
+            Ok((_, keep)) if *keep => {}
+            _ => self.conn = None,
+        }
+        result.map(|(answer, _)| answer)
+    }
+
+    fn exchange(&mut self, path: &str) -> std::io::Result<(Answer, bool)> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(self.timeout))?;
+                self.connects += 1;
+                self.conn.insert(BufReader::new(stream))
+            }
+        };
+        write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host)?;
+        read_answer(conn)
+    }
+}
+
+fn bad(what: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.into())
+}
+
+/// Reads a line; an empty read (connection closed) is an error.
+fn read_line_crlf(conn: &mut impl BufRead, line: &mut String) -> std::io::Result<()> {
+    line.clear();
+    if conn.read_line(line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Reads one answer; the flag says whether the connection may be reused.
+fn read_answer(conn: &mut BufReader<TcpStream>) -> std::io::Result<(Answer, bool)> {
+    let mut line = String::new();
+    read_line_crlf(conn, &mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+    let mut length = None;
+    let mut chunked = false;
+    let mut keep = !line.starts_with("HTTP/1.0");
+    loop {
+        read_line_crlf(conn, &mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(bad(format!("bad header {header:?}")));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<usize>().map_err(|_| bad(format!("bad length {value:?}")))?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            keep = !value.eq_ignore_ascii_case("close");
+        }
+    }
+    let mut body = Vec::new();
+    if status == 204 || status == 304 || (100..200).contains(&status) {
+        // No body.
+    } else if chunked {
+        loop {
+            read_line_crlf(conn, &mut line)?;
+            let size = line.trim_end().split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {size:?}")))?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    read_line_crlf(conn, &mut line)?;
+                    if line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..])?;
+            read_line_crlf(conn, &mut line)?;
+        }
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        conn.read_exact(&mut body)?;
+    } else {
+        conn.read_to_end(&mut body)?;
+        keep = false;
+    }
+    Ok((Answer { status, body }, keep))
 }
 
 /// Sorted copy of `samples` in milliseconds and its percentiles.
