@@ -14,7 +14,7 @@ mod proxy;
 mod routes;
 
 pub use error::GatewayError;
-pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, latency_family};
+pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
 pub use proxy::{Gateway, serve};
 pub use routes::{Route, RouteKey, RoutingTable, Target};

@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
 
 /// Identifies a revision in metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -69,6 +70,16 @@ impl GatewayMetrics {
         );
     }
 
+    /// Handles for one revision, so the hot path neither hashes label strings nor allocates.
+    pub fn for_revision(self: &Arc<Self>, labels: &RevisionLabels) -> RevisionMetrics {
+        RevisionMetrics {
+            family: self.clone(),
+            labels: labels.clone(),
+            latency: self.latency.get_or_create(labels).clone(),
+            by_code: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Records one answered request (`revision` empty when none was chosen).
     pub fn observe(&self, labels: &RevisionLabels, code: u16, elapsed: Duration) {
         let request = RequestLabels {
@@ -79,5 +90,38 @@ impl GatewayMetrics {
         };
         self.requests.get_or_create(&request).inc();
         self.latency.get_or_create(labels).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// One revision's metric handles.
+#[derive(Debug)]
+pub struct RevisionMetrics {
+    family: Arc<GatewayMetrics>,
+    labels: RevisionLabels,
+    latency: Histogram,
+    /// Counters by status code, created on first use (a revision answers few codes).
+    by_code: Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RevisionMetrics {
+    pub fn observe(&self, code: u16, elapsed: Duration) {
+        self.latency.observe(elapsed.as_secs_f64());
+        let mut codes = self.by_code.lock().unwrap_or_else(|p| p.into_inner());
+        match codes.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let request = RequestLabels {
+                    namespace: self.labels.namespace.clone(),
+                    service: self.labels.service.clone(),
+                    revision: self.labels.revision.clone(),
+                    code,
+                };
+                let counter = self.family.requests.get_or_create(&request).clone();
+                counter.inc();
+                codes.push((code, counter));
+            }
+        }
     }
 }

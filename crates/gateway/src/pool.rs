@@ -12,7 +12,7 @@ use std::time::Instant;
 use serval_scaler::{ConcurrencyMeter, Sample};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{GatewayError, RevisionLabels};
+use crate::{GatewayError, RevisionLabels, RevisionMetrics};
 
 /// Limits of one revision's pool.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +34,8 @@ const QUEUE_PER_CAPACITY: usize = 10;
 struct Endpoint {
     id: u64,
     addr: SocketAddr,
+    /// `addr` as a URI authority, built once.
+    authority: http::uri::Authority,
     in_flight: u32,
     last_active: Instant,
     draining: bool,
@@ -68,6 +70,7 @@ impl State {
 pub struct RevisionPool {
     name: String,
     labels: RevisionLabels,
+    metrics: Option<RevisionMetrics>,
     config: PoolConfig,
     state: Mutex<State>,
     demand: Notify,
@@ -78,12 +81,16 @@ pub struct Lease {
     pool: Arc<RevisionPool>,
     endpoint: u64,
     addr: SocketAddr,
+    authority: http::uri::Authority,
     armed: bool,
 }
 
 impl Lease {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
     }
     pub fn endpoint(&self) -> u64 {
         self.endpoint
@@ -118,9 +125,19 @@ pub struct PoolStats {
 
 impl RevisionPool {
     pub fn new(labels: RevisionLabels, config: PoolConfig) -> Arc<RevisionPool> {
+        RevisionPool::with_metrics(labels, config, None)
+    }
+
+    /// A pool whose answered requests are counted in `metrics`.
+    pub fn with_metrics(
+        labels: RevisionLabels,
+        config: PoolConfig,
+        metrics: Option<RevisionMetrics>,
+    ) -> Arc<RevisionPool> {
         Arc::new(RevisionPool {
             name: labels.revision.clone(),
             labels,
+            metrics,
             config,
             state: Mutex::new(State {
                 endpoints: Vec::new(),
@@ -139,6 +156,11 @@ impl RevisionPool {
 
     pub fn request_timeout(&self) -> std::time::Duration {
         self.config.request_timeout
+    }
+
+    /// Where this revision's requests are counted.
+    pub fn metrics(&self) -> Option<&RevisionMetrics> {
+        self.metrics.as_ref()
     }
 
     /// Metric labels of this revision.
@@ -193,7 +215,7 @@ impl RevisionPool {
 
     fn lease(self: &Arc<Self>, e: &mut Endpoint) -> Lease {
         e.in_flight += 1;
-        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr, armed: true }
+        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr, authority: e.authority.clone(), armed: true }
     }
 
     /// Waits for a slot on an endpoint. When none is free the request queues (bounded) and
@@ -270,9 +292,12 @@ impl RevisionPool {
     /// Adds a ready endpoint and gives it queued requests.
     pub fn add_endpoint(self: &Arc<Self>, id: u64, addr: SocketAddr) {
         let mut state = self.lock();
+        let authority = http::uri::Authority::try_from(addr.to_string().as_str())
+            .expect("a socket address is a valid URI authority");
         state.endpoints.push(Endpoint {
             id,
             addr,
+            authority,
             in_flight: 0,
             last_active: Instant::now(),
             draining: false,

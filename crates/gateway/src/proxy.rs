@@ -1,13 +1,13 @@
 //! The HTTP server of the data plane and its streaming reverse proxy.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
@@ -22,7 +22,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::routes::Forward;
-use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RoutingTable, Target};
+use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RevisionPool, RoutingTable, Target};
+
+/// What a request was routed to, for its metrics.
+enum Chosen {
+    Pool(Arc<RevisionPool>),
+    /// A service with nothing to serve it.
+    Service(RevisionLabels),
+}
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 
@@ -62,15 +69,23 @@ impl Gateway {
     }
 
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GatewayBody> {
+    /// `forwarded_for` is the client's address as a header value (built once per connection).
+    pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<GatewayBody> {
         let began = std::time::Instant::now();
-        let mut labels = None;
-        let response = match self.forward(req, peer, &mut labels).await {
+        let mut chosen = None;
+        let response = match self.forward(req, forwarded_for, &mut chosen).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
         };
-        if let Some(labels) = labels {
-            self.metrics.observe(&labels, response.status().as_u16(), began.elapsed());
+        let code = response.status().as_u16();
+        match chosen {
+            Some(Chosen::Pool(pool)) => {
+                if let Some(m) = pool.metrics() {
+                    m.observe(code, began.elapsed());
+                }
+            }
+            Some(Chosen::Service(labels)) => self.metrics.observe(&labels, code, began.elapsed()),
+            None => {}
         }
         response
     }
@@ -78,63 +93,62 @@ impl Gateway {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
-        labels: &mut Option<RevisionLabels>,
+        forwarded_for: &HeaderValue,
+        chosen: &mut Option<Chosen>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .map(str::to_owned);
-        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let (key, forward) = self.routes.resolve(host.as_deref(), &path_and_query).ok_or_else(|| {
-            GatewayError::NoRoute { host: host.clone().unwrap_or_default(), path: path_and_query.clone() }
-        })?;
-        let target = self.routes.target(&key.namespace, &key.service).ok_or_else(|| GatewayError::NoRoute {
-            host: host.clone().unwrap_or_default(),
-            path: path_and_query.clone(),
-        })?;
-        *labels = Some(RevisionLabels::new(&key.namespace, &key.service, ""));
+        let host = req.headers().get(header::HOST).cloned();
+        let host_text = host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let no_route = || GatewayError::NoRoute {
+            host: host_text.unwrap_or_default().to_string(),
+            path: path_and_query.to_string(),
+        };
+        let (key, forward) = self.routes.resolve(host_text, path_and_query).ok_or_else(no_route)?;
+        let target = self.routes.target(&key.namespace, &key.service).ok_or_else(no_route)?;
         let pool = match target {
             Target::Pool(pool) => pool,
-            Target::Unavailable(reason) => return Err(GatewayError::NotReady(key.service, reason)),
+            Target::Unavailable(reason) => {
+                *chosen = Some(Chosen::Service(RevisionLabels::new(&key.namespace, &key.service, "")));
+                return Err(GatewayError::NotReady(key.service, reason));
+            }
         };
-        *labels = Some(pool.labels().clone());
+        *chosen = Some(Chosen::Pool(pool.clone()));
         let upstream_path = match forward {
-            Forward::Unchanged => path_and_query.clone(),
-            Forward::Stripped(rest) if rest.starts_with('/') => rest.to_owned(),
-            Forward::Stripped(rest) => format!("/{rest}"),
-        };
+            Forward::Unchanged => None,
+            Forward::Stripped(rest) if rest.starts_with('/') => Some(PathAndQuery::try_from(rest)),
+            Forward::Stripped(rest) => Some(PathAndQuery::try_from(format!("/{rest}"))),
+        }
+        .transpose()
+        .map_err(|e| GatewayError::Upstream(e.to_string()))?;
 
         let timeout = pool.request_timeout();
-        let timed_out = || GatewayError::Timeout { service: key.service.clone(), seconds: timeout.as_secs() };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let lease = tokio::time::timeout_at(deadline, pool.acquire()).await.map_err(|_| timed_out())??;
-
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(lease.addr().to_string())
-            .path_and_query(upstream_path)
-            .build()
-            .map_err(|e| GatewayError::Upstream(e.to_string()))?;
-        *req.uri_mut() = uri;
-        *req.version_mut() = http::Version::HTTP_11;
-        let headers = req.headers_mut();
-        for h in HOP_BY_HOP {
-            headers.remove(*h);
-        }
-        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-            headers.append(HeaderName::from_static("x-forwarded-for"), v);
-        }
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
-        }
-
-        let response = tokio::time::timeout_at(deadline, self.client.request(req))
+        let service = key.service;
+        // One timer covers the wait for capacity and the wait for response headers.
+        let exchange = async move {
+            let lease = pool.acquire().await?;
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(lease.authority().clone());
+            if let Some(path) = upstream_path {
+                parts.path_and_query = Some(path);
+            }
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::Upstream(e.to_string()))?;
+            *req.version_mut() = http::Version::HTTP_11;
+            let headers = req.headers_mut();
+            for h in HOP_BY_HOP {
+                headers.remove(*h);
+            }
+            headers.append(HeaderName::from_static("x-forwarded-for"), forwarded_for.clone());
+            if let Some(h) = host {
+                headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+            }
+            let response =
+                self.client.request(req).await.map_err(|e| GatewayError::Upstream(describe_client_error(&e)))?;
+            Ok::<_, GatewayError>((response, lease))
+        };
+        let (response, lease) = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| GatewayError::Upstream(describe_client_error(&e)))?;
+            .map_err(|_| GatewayError::Timeout { service, seconds: timeout.as_secs() })??;
         let (mut parts, body) = response.into_parts();
         for h in HOP_BY_HOP {
             parts.headers.remove(*h);
@@ -205,9 +219,12 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
                 };
                 let _ = stream.set_nodelay(true);
                 let gateway = gateway.clone();
+                let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
                 let service = service_fn(move |req| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+                    let forwarded_for = forwarded_for.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(req, &forwarded_for).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

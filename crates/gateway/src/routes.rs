@@ -48,10 +48,13 @@ impl Route {
     }
 }
 
+/// Routes by namespace, then service name (lookups by `&str`, no allocation).
+type Routes = HashMap<String, HashMap<String, Route>>;
+
 /// Routes by service, swapped atomically as a whole so that lookups never lock.
 pub struct RoutingTable {
     domain: String,
-    routes: ArcSwap<HashMap<RouteKey, Route>>,
+    routes: ArcSwap<Routes>,
 }
 
 impl RoutingTable {
@@ -66,30 +69,39 @@ impl RoutingTable {
     /// Sets or (with `None`) removes the route of one service.
     pub fn set(&self, key: RouteKey, route: Option<Route>) {
         self.routes.rcu(|current| {
-            let mut next = HashMap::clone(current);
+            let mut next = Routes::clone(current);
             match &route {
-                Some(r) => next.insert(key.clone(), r.clone()),
-                None => next.remove(&key),
-            };
+                Some(r) => {
+                    next.entry(key.namespace.clone()).or_default().insert(key.service.clone(), r.clone());
+                }
+                None => {
+                    if let Some(services) = next.get_mut(&key.namespace) {
+                        services.remove(&key.service);
+                        if services.is_empty() {
+                            next.remove(&key.namespace);
+                        }
+                    }
+                }
+            }
             next
         });
     }
 
     pub fn get(&self, key: &RouteKey) -> Option<Route> {
-        self.routes.load().get(key).cloned()
+        self.routes.load().get(&key.namespace).and_then(|s| s.get(&key.service)).cloned()
     }
 
     /// The target for a request to `name` in `namespace`: the service of that name (a
     /// revision picked by weight), else a tag route `<tag>-<service>`.
     pub fn target(&self, namespace: &str, name: &str) -> Option<Target> {
         let routes = self.routes.load();
-        let key = |service: &str| RouteKey { namespace: namespace.into(), service: service.into() };
-        if let Some(route) = routes.get(&key(name)) {
+        let services = routes.get(namespace)?;
+        if let Some(route) = services.get(name) {
             return route.pick(fastrand::u32(..100)).cloned();
         }
         name.match_indices('-').find_map(|(i, _)| {
             let (tag, service) = (&name[..i], &name[i + 1..]);
-            routes.get(&key(service)).and_then(|r| r.tags.get(tag)).cloned()
+            services.get(service).and_then(|r| r.tags.get(tag)).cloned()
         })
     }
 
