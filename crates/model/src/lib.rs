@@ -13,9 +13,9 @@ mod validate;
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
-    Container, ContainerPort, EnvVar, HttpGetAction, HttpHeader, InstanceCounts, Probe, Revision, RevisionSpec,
-    RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION, Service, ServiceSpec, ServiceStatus,
-    TcpSocketAction, TrafficTarget, annotations, revision_name,
+    Container, ContainerPort, EnvVar, HttpGetAction, HttpHeader, InstanceCounts, Probe, ResourceRequirements, Revision,
+    RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION, SecurityContext, Service,
+    ServiceSpec, ServiceStatus, TcpSocketAction, TrafficTarget, annotations, parse_cpu, parse_memory, revision_name,
 };
 pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
 

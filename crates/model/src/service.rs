@@ -110,8 +110,68 @@ pub struct Container {
     pub ports: Vec<ContainerPort>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
+}
+
+/// `resources.limits` / `requests` with Kubernetes quantities (`64Mi`, `500m`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// Parses a Kubernetes memory quantity into bytes: `64Mi`, `1Gi`, `128M`, `1e6`, `1024`.
+pub fn parse_memory(q: &str) -> Result<i64, String> {
+    let bad = || format!("{q:?} is not a memory quantity (examples: 64Mi, 1Gi, 500M)");
+    let split = q.find(|c: char| c.is_ascii_alphabetic() && c != 'e').unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = number * factor;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
+}
+
+/// Parses a Kubernetes CPU quantity into millicores: `500m`, `1`, `0.5`.
+pub fn parse_cpu(q: &str) -> Result<u64, String> {
+    let bad = || format!("{q:?} is not a CPU quantity (examples: 500m, 1, 0.25)");
+    let millis = match q.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().map_err(|_| bad())?,
+        None => q.parse::<f64>().map_err(|_| bad())? * 1000.0,
+    };
+    if !millis.is_finite() || millis < 1.0 {
+        return Err(bad());
+    }
+    Ok(millis as u64)
 }
 
 /// A Kubernetes probe; serval runs `httpGet` and `tcpSocket` against the serving port.

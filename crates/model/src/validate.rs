@@ -38,10 +38,8 @@ const MAX_TIMEOUT_SECONDS: u64 = 3600;
 
 /// Knative fields that serval accepts but does not act on yet; they produce warnings.
 const IGNORED_CONTAINER_FIELDS: &[&str] = &[
-    "resources",
     "livenessProbe",
     "startupProbe",
-    "securityContext",
     "imagePullPolicy",
     "volumeMounts",
     "terminationMessagePath",
@@ -297,6 +295,39 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
             c.error(format!("{base}.env[{i}].valueFrom"), "is not supported; give a value");
         }
     }
+    if let Some(resources) = &container.resources {
+        for (key, value) in &resources.limits {
+            let field = format!("{base}.resources.limits.{key}");
+            match key.as_str() {
+                "memory" => {
+                    if let Err(m) = crate::parse_memory(value) {
+                        c.error(field, m);
+                    }
+                }
+                "cpu" => {
+                    if let Err(m) = crate::parse_cpu(value) {
+                        c.error(field, m);
+                    }
+                }
+                _ => c.warnings.push(format!("{field}: only memory and cpu limits are applied; ignored")),
+            }
+        }
+        if !resources.requests.is_empty() {
+            c.warnings.push(format!("{base}.resources.requests: one machine, nothing to schedule; ignored"));
+        }
+        if runtime == RuntimeKind::Process && !resources.limits.is_empty() {
+            c.warnings.push(format!(
+                "{base}.resources.limits: the process runtime does not isolate; limits apply with the oci runtime only"
+            ));
+        }
+    }
+    if let Some(sc) = &container.security_context {
+        if runtime == RuntimeKind::Process && sc.read_only_root_filesystem == Some(true) {
+            c.warnings
+                .push(format!("{base}.securityContext.readOnlyRootFilesystem: applies with the oci runtime only"));
+        }
+        c.warn_unknown(&format!("{base}.securityContext"), sc.unknown.keys());
+    }
     if let Some(probe) = &container.readiness_probe {
         check_probe(c, probe, &format!("{base}.readinessProbe"));
     }
@@ -374,7 +405,7 @@ mod tests {
     #[test]
     fn unknown_fields_become_warnings() {
         let json = r#"{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":"a"},
-            "spec":{"template":{"spec":{"containers":[{"command":["x"],"resources":{},"foo":1}]}}}}"#;
+            "spec":{"template":{"spec":{"containers":[{"command":["x"],"livenessProbe":{},"foo":1}]}}}}"#;
         let s: Service = serde_json::from_str(json).expect("decodes");
         let warnings = validate_service(&s).expect("valid");
         assert_eq!(warnings.len(), 2, "{warnings:?}");
@@ -430,5 +461,19 @@ mod tests {
         let s: Service = serde_json::from_str(&json).expect("decodes");
         let warnings = validate_service(&s).expect("valid");
         assert!(warnings[0].contains("serving port"), "{warnings:?}");
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(crate::parse_memory("64Mi"), Ok(64 << 20));
+        assert_eq!(crate::parse_memory("1Gi"), Ok(1 << 30));
+        assert_eq!(crate::parse_memory("500M"), Ok(500_000_000));
+        assert_eq!(crate::parse_memory("1024"), Ok(1024));
+        assert!(crate::parse_memory("lots").is_err());
+        assert!(crate::parse_memory("0").is_err());
+        assert_eq!(crate::parse_cpu("500m"), Ok(500));
+        assert_eq!(crate::parse_cpu("2"), Ok(2000));
+        assert_eq!(crate::parse_cpu("0.25"), Ok(250));
+        assert!(crate::parse_cpu("fast").is_err());
     }
 }

@@ -30,6 +30,9 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/configurations/{name}", get(get_configuration))
         .route("/api/v1/namespaces/{ns}/routes", get(list_routes))
         .route("/api/v1/namespaces/{ns}/routes/{name}", get(get_route))
+        .route("/api/v1/images", get(list_images).delete(delete_image))
+        .route("/api/v1/images/import", axum::routing::post(import_image))
+        .route("/api/v1/images/pull", axum::routing::post(pull_image))
         .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
         .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
         .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
@@ -184,4 +187,85 @@ async fn service_logs(
         item.ok().map(|e| Ok(Bytes::from(e.render())))
     });
     Ok((content_type, Body::from_stream(first.chain(rest))).into_response())
+}
+
+fn image_json(i: &serval_runtime::oci::ImageSummary) -> Value {
+    json!({ "name": i.name, "digest": i.digest, "size": i.size, "created": i.created })
+}
+
+async fn list_images(State(ctl): Ctl) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.images().list()?.iter().map(image_json).collect()))
+}
+
+fn progress_json(p: &serval_runtime::oci::PullProgress) -> Value {
+    use serval_runtime::oci::PullProgress;
+    match p {
+        PullProgress::Resolved { digest, layers } => json!({ "manifest": digest, "layers": layers.len() }),
+        PullProgress::Layer { digest, downloaded, total } => {
+            json!({ "layer": digest, "done": downloaded, "total": total })
+        }
+        PullProgress::LayerDone { digest, size, cached } => {
+            json!({ "layer": digest, "done": size, "total": size, "cached": cached })
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ImageQuery {
+    reference: String,
+}
+
+async fn delete_image(State(ctl): Ctl, Query(q): Query<ImageQuery>) -> Result<Json<Value>, PlatformError> {
+    ctl.remove_image(&q.reference)?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "reference": q.reference } })))
+}
+
+/// Body: a `docker save` archive or an OCI image-layout tar, streamed to a temporary file
+/// and imported from there.
+async fn import_image(State(ctl): Ctl, body: Body) -> Result<Json<Value>, PlatformError> {
+    let tmp = tempfile::NamedTempFile::new_in(&ctl.config().data_dir)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| PlatformError::BadRequest(format!("upload broke off: {e}")))?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    let images = ctl.images().clone();
+    let imported = tokio::task::spawn_blocking(move || images.import(tmp.path()))
+        .await
+        .map_err(|e| PlatformError::Io(std::io::Error::other(e)))??;
+    Ok(list(imported.iter().map(image_json).collect()))
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    reference: String,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Streams progress as JSON lines (`{"layer", "done", "total"}`), then a last line with
+/// `{"image": …}` or `{"error": "…"}`.
+async fn pull_image(State(ctl): Ctl, Json(req): Json<PullRequest>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let images = ctl.images().clone();
+    tokio::spawn(async move {
+        let auth = match (req.username, req.password) {
+            (Some(username), Some(password)) => serval_runtime::oci::RegistryAuth::Basic { username, password },
+            _ => serval_runtime::oci::RegistryAuth::Anonymous,
+        };
+        let progress_tx = tx.clone();
+        let progress = move |p: serval_runtime::oci::PullProgress| {
+            let _ = progress_tx.send(format!("{}\n", progress_json(&p)));
+        };
+        let last = match images.pull(&req.reference, auth, progress).await {
+            Ok(summary) => json!({ "image": image_json(&summary) }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        let _ = tx.send(format!("{last}\n"));
+    });
+    let stream =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|line| Ok::<_, std::io::Error>(Bytes::from(line)));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }

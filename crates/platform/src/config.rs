@@ -23,6 +23,8 @@ pub struct PlatformConfig {
     pub startup_timeout: Duration,
     /// Revisions kept that no route references (older ones are garbage-collected).
     pub revision_history: usize,
+    /// The OCI runtime CLI (`runc`, `crun`, `youki`) that runs images.
+    pub oci_runtime: PathBuf,
 }
 
 impl PlatformConfig {
@@ -35,6 +37,7 @@ impl PlatformConfig {
             grace_period: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(60),
             revision_history: 10,
+            oci_runtime: PathBuf::from("runc"),
         }
     }
 }

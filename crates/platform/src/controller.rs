@@ -14,7 +14,8 @@ use serval_model::{
     Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
     annotations, revision_name, validate_service,
 };
-use serval_runtime::{Readiness, Runtime};
+use serval_runtime::oci::ImageStore;
+use serval_runtime::{ContainerSettings, Readiness, Runtime};
 use serval_scaler::KpaSpec;
 use serval_store::{Kind, Store, WriteOp};
 use tokio::sync::mpsc;
@@ -26,6 +27,14 @@ use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 /// How often every service is reconciled even without changes.
 const RESYNC: Duration = Duration::from_secs(10);
+
+/// The runtimes instances can run on.
+#[derive(Clone)]
+pub struct Runtimes {
+    pub process: Arc<dyn Runtime>,
+    /// The OCI runtime, or why there is none (e.g. `runc` not installed).
+    pub oci: Result<Arc<dyn Runtime>, String>,
+}
 
 /// Whether an apply may replace an existing Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +54,8 @@ pub struct Controller {
     config: PlatformConfig,
     addrs: BoundAddrs,
     store: Arc<Store>,
-    runtime: Arc<dyn Runtime>,
+    runtimes: Runtimes,
+    images: Arc<ImageStore>,
     routes: Arc<RoutingTable>,
     logs: LogBook,
     /// Runners by `namespace/revision`.
@@ -75,7 +85,8 @@ impl Controller {
         config: PlatformConfig,
         addrs: BoundAddrs,
         store: Arc<Store>,
-        runtime: Arc<dyn Runtime>,
+        runtimes: Runtimes,
+        images: Arc<ImageStore>,
         routes: Arc<RoutingTable>,
         metrics: Arc<PlatformMetrics>,
         events: mpsc::UnboundedSender<Event>,
@@ -84,7 +95,8 @@ impl Controller {
             config,
             addrs,
             store,
-            runtime,
+            runtimes,
+            images,
             routes,
             logs: LogBook::default(),
             runners: Mutex::new(HashMap::new()),
@@ -105,6 +117,28 @@ impl Controller {
 
     pub fn logs(&self) -> &LogBook {
         &self.logs
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// Removes an image from the store unless a revision still runs from it.
+    pub fn remove_image(&self, reference: &str) -> Result<(), PlatformError> {
+        let target = self.images.resolve(reference)?.digest;
+        let revisions: Vec<Revision> = self.store.list(Kind::Revision, None)?;
+        for r in &revisions {
+            let image = r.spec.containers.first().and_then(|c| c.image.as_deref());
+            if let Some(image) = image
+                && self.images.resolve(image).is_ok_and(|i| i.digest == target)
+            {
+                return Err(PlatformError::Conflict(format!(
+                    "image {reference} is used by revision {}/{}; delete that service first",
+                    r.metadata.namespace, r.metadata.name
+                )));
+            }
+        }
+        Ok(self.images.remove(reference)?)
     }
 
     /// `http://<service>.<namespace>.<domain>[:port]`.
@@ -311,10 +345,14 @@ impl Controller {
             let settled = stored.as_ref().is_some_and(|c| {
                 c.status == ConditionStatus::True || (c.status == ConditionStatus::False && c.reason != STATIC_FAILURE)
             });
-            let condition = match static_readiness(revision) {
+            let condition = match static_readiness(revision, &self.runtimes) {
                 Err((reason, message)) if !settled => Condition::new("Ready", ConditionStatus::False, reason, message),
                 _ if settled => continue,
-                Ok(()) if !any_ready => Condition::new("Ready", ConditionStatus::True, "", ""),
+                // A first process revision is ready without a start; images are always
+                // proven by starting one instance (pull, unpack, run).
+                Ok(()) if !any_ready && revision.runtime_kind() == RuntimeKind::Process => {
+                    Condition::new("Ready", ConditionStatus::True, "", "")
+                }
                 Ok(()) => {
                     verifying.insert(revision.metadata.name.clone());
                     self.ensure_verification(revision);
@@ -552,6 +590,13 @@ impl Controller {
             },
             None => Readiness::TcpConnect,
         };
+        let (runtime, container_settings) = match revision.runtime_kind() {
+            RuntimeKind::Oci => match &self.runtimes.oci {
+                Ok(oci) => (oci.clone(), Some(container_settings(&container))),
+                Err(_) => (self.runtimes.process.clone(), None),
+            },
+            _ => (self.runtimes.process.clone(), None),
+        };
         let spec = RunnerSpec {
             namespace: revision.metadata.namespace.clone(),
             service: revision.service_name().to_string(),
@@ -566,14 +611,10 @@ impl Controller {
             grace_period: self.config.grace_period,
             startup_timeout,
             readiness,
+            container: container_settings,
         };
-        let runner = RevisionRunner::spawn(
-            spec,
-            self.runtime.clone(),
-            self.logs.clone(),
-            self.instance_ids.clone(),
-            self.metrics.clone(),
-        );
+        let runner =
+            RevisionRunner::spawn(spec, runtime, self.logs.clone(), self.instance_ids.clone(), self.metrics.clone());
         runners.insert(key, runner.clone());
         runner
     }
@@ -615,7 +656,7 @@ fn is_ready(r: &Revision) -> bool {
 
 /// What can be checked without starting anything: is the runtime available, does the
 /// program exist?
-fn static_readiness(revision: &Revision) -> Result<(), (&'static str, String)> {
+fn static_readiness(revision: &Revision, runtimes: &Runtimes) -> Result<(), (&'static str, String)> {
     match revision.runtime_kind() {
         RuntimeKind::Process => {
             let container = revision.spec.containers.first();
@@ -623,13 +664,24 @@ fn static_readiness(revision: &Revision) -> Result<(), (&'static str, String)> {
             let dir = container.and_then(|c| c.working_dir.as_deref());
             find_program(program, dir).map_err(|m| (STATIC_FAILURE, m))
         }
-        other => Err((
-            "RuntimeUnavailable",
-            format!(
-                "the {} runtime is not available in this version of serval; give a command to run it as a process",
-                other.as_str()
-            ),
-        )),
+        RuntimeKind::Oci => runtimes.oci.as_ref().map(|_| ()).map_err(|why| ("RuntimeUnavailable", why.clone())),
+        RuntimeKind::Wasm => {
+            Err(("RuntimeUnavailable", "the wasm runtime is not available in this version of serval".to_string()))
+        }
+    }
+}
+
+/// How the `oci` runtime runs a revision's container.
+fn container_settings(container: &serval_model::Container) -> ContainerSettings {
+    let limits = container.resources.as_ref().map(|r| &r.limits);
+    ContainerSettings {
+        image: container.image.clone().unwrap_or_default(),
+        command: container.command.clone(),
+        args: container.args.clone(),
+        read_only_root: container.security_context.as_ref().and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        memory_limit: limits.and_then(|l| l.get("memory")).and_then(|q| serval_model::parse_memory(q).ok()),
+        cpu_millis: limits.and_then(|l| l.get("cpu")).and_then(|q| serval_model::parse_cpu(q).ok()),
+        pids_limit: serval_runtime::container::DEFAULT_PIDS_LIMIT,
     }
 }
 

@@ -31,6 +31,12 @@ impl PlatformError {
             PlatformError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PlatformError::Conflict(_) => StatusCode::CONFLICT,
             PlatformError::Unauthorized => StatusCode::UNAUTHORIZED,
+            PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => StatusCode::NOT_FOUND,
+            PlatformError::Runtime(
+                serval_runtime::RuntimeError::PullFailed { .. }
+                | serval_runtime::RuntimeError::UnpackRejected(_)
+                | serval_runtime::RuntimeError::Image(_),
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
             PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -44,6 +50,12 @@ impl PlatformError {
             PlatformError::BadRequest(_) => "BadRequest",
             PlatformError::Conflict(_) => "AlreadyExists",
             PlatformError::Unauthorized => "Unauthorized",
+            PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => "NotFound",
+            PlatformError::Runtime(
+                serval_runtime::RuntimeError::PullFailed { .. }
+                | serval_runtime::RuntimeError::UnpackRejected(_)
+                | serval_runtime::RuntimeError::Image(_),
+            ) => "ImageError",
             PlatformError::Store(_) | PlatformError::Runtime(_) | PlatformError::Io(_) => "InternalError",
         }
     }

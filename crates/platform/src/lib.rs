@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serval_gateway::{Gateway, RoutingTable};
+use serval_runtime::container::{OciRuntime, StoreImages};
+use serval_runtime::oci::ImageStore;
 use serval_runtime::{ProcessRuntime, Runtime};
 use serval_store::Store;
 use tokio::net::TcpListener;
@@ -59,12 +61,32 @@ pub async fn run(
 ) -> Result<(), PlatformError> {
     let addrs = listeners.addrs()?;
     let store = Arc::new(Store::open(&config.data_dir)?);
-    let runtime: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+    let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+    let images = Arc::new(ImageStore::open(config.data_dir.join("images"))?);
+    let oci = if OciRuntime::available(&config.oci_runtime).await {
+        let source = Arc::new(StoreImages(images.clone()));
+        let oci = OciRuntime::new(config.oci_runtime.clone(), &config.data_dir.join("containers"), source).await?;
+        Ok(Arc::new(oci) as Arc<dyn Runtime>)
+    } else {
+        Err(format!(
+            "the OCI runtime {:?} was not found; install runc (or pass --oci-runtime) to run images",
+            config.oci_runtime
+        ))
+    };
+    let runtimes = controller::Runtimes { process, oci };
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let controller =
-        controller::Controller::new(config.clone(), addrs, store, runtime, routes.clone(), metrics.clone(), events_tx);
+    let controller = controller::Controller::new(
+        config.clone(),
+        addrs,
+        store,
+        runtimes,
+        images,
+        routes.clone(),
+        metrics.clone(),
+        events_tx,
+    );
     let events = tokio::spawn(controller.clone().handle_events(events_rx));
     let registry = Arc::new(metrics.registry(Arc::downgrade(&controller)));
     controller.resync_all().await?;

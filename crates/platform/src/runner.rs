@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serval_gateway::{GatewayError, PoolConfig, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
-use serval_runtime::{Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
+use serval_runtime::{ContainerSettings, Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
 use tokio::sync::{Notify, watch};
 
@@ -37,6 +37,8 @@ pub struct RunnerSpec {
     pub grace_period: Duration,
     pub startup_timeout: Duration,
     pub readiness: Readiness,
+    /// For the oci runtime.
+    pub container: Option<ContainerSettings>,
 }
 
 /// How the first start of a revision went: `Err((reason, message))` with a Knative-style
@@ -45,7 +47,12 @@ pub type FirstStart = Option<Result<(), (&'static str, String)>>;
 
 fn failure_reason(err: &RuntimeError) -> &'static str {
     match err {
+        RuntimeError::ExitedBeforeReady { exit, .. } if exit.oom_killed => "OOMKilled",
         RuntimeError::ExitedBeforeReady { .. } => "ExitCode",
+        RuntimeError::ImageNotFound(_) => "ImageNotFound",
+        RuntimeError::PullFailed { .. } => "ImagePullFailed",
+        RuntimeError::UnpackRejected(_) => "ImageUnpackRejected",
+        RuntimeError::Image(_) => "ImageInvalid",
         RuntimeError::StartTimeout { .. } => "ProgressDeadlineExceeded",
         RuntimeError::Spawn { .. } => "ContainerMissing",
         _ => "StartFailed",
@@ -113,13 +120,16 @@ impl RevisionRunner {
         metrics: Arc<PlatformMetrics>,
     ) -> Arc<RevisionRunner> {
         let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
-        let pool = RevisionPool::new(
-            RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision),
+        let labels = RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision);
+        let revision_metrics = metrics.gateway.for_revision(&labels);
+        let pool = RevisionPool::with_metrics(
+            labels,
             PoolConfig {
                 container_concurrency: spec.container_concurrency,
                 nominal_capacity,
                 request_timeout: spec.request_timeout,
             },
+            Some(revision_metrics),
         );
         let autoscaler = Autoscaler::new(spec.autoscaling.clone(), Instant::now());
         let runner = Arc::new(RevisionRunner {
@@ -307,6 +317,7 @@ impl RevisionRunner {
             working_dir: self.spec.working_dir.clone(),
             startup_timeout: self.spec.startup_timeout,
             readiness: self.spec.readiness.clone(),
+            container: self.spec.container.clone(),
         };
         let sink = self.logs.sink(&self.spec.namespace, &self.spec.service);
         let result = self.runtime.start(spec, sink).await;
@@ -378,11 +389,12 @@ impl RevisionRunner {
             let requested = state.stopping.remove(&id);
             if !requested {
                 let message = format!("instance {instance_id} {exit}");
+                let reason = if exit.oom_killed { "OOMKilled" } else { "ExitCode" };
                 if lived.is_some_and(|l| l < MIN_HEALTHY_LIFETIME) {
-                    self.record_failure(&mut state, "ExitedEarly", message);
+                    self.record_failure(&mut state, reason, message);
                 } else {
                     state.failures = 0;
-                    state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, "Exited", message));
+                    state.health = Some(Condition::new("ContainerHealthy", ConditionStatus::False, reason, message));
                 }
             }
             !requested

@@ -2,11 +2,15 @@
 //! a loopback address and is ready (accepts TCP connections) when `start` returns.
 //!
 //! Owns: the `Runtime` trait, the `process` runtime (host commands in their own process
-//! group, dying with the server), log capture and graceful stop (SIGTERM, grace, SIGKILL).
+//! group, dying with the server), log capture and graceful stop (SIGTERM, grace, SIGKILL),
+//! and the OCI image side (`oci`: the content-addressed image store, import, registry pull,
+//! secure layer unpacking).
 //! Must not depend on: the store, the gateway or any HTTP stack. The only `unsafe` of the
 //! project lives here (the pre-exec hook of a child process).
 
 mod capture;
+pub mod container;
+pub mod oci;
 mod process;
 mod readiness;
 
@@ -38,6 +42,24 @@ pub struct InstanceSpec {
     pub startup_timeout: Duration,
     /// What "ready" means.
     pub readiness: Readiness,
+    /// For the `oci` runtime: the image and how to run it (`argv` is then unused).
+    pub container: Option<ContainerSettings>,
+}
+
+/// How to run an instance from an image (Kubernetes container semantics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerSettings {
+    pub image: String,
+    /// Replaces the image's Entrypoint (and its Cmd) when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's Cmd when not empty.
+    pub args: Vec<String>,
+    pub read_only_root: bool,
+    /// Bytes.
+    pub memory_limit: Option<i64>,
+    /// Millicores.
+    pub cpu_millis: Option<u64>,
+    pub pids_limit: i64,
 }
 
 /// The readiness check run against the serving port until it passes.
@@ -86,10 +108,15 @@ pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
 pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// The kernel killed it for exceeding its memory limit.
+    pub oom_killed: bool,
 }
 
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.oom_killed {
+            return f.write_str("was OOM-killed (out of its memory limit)");
+        }
         match (self.code, self.signal) {
             (Some(code), _) => write!(f, "exited with code {code}"),
             (None, Some(sig)) => write!(f, "killed by signal {sig}"),
@@ -113,6 +140,20 @@ pub enum RuntimeError {
     NotAvailable(&'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An image could not be read, stored or parsed (the message names the file or blob).
+    #[error("{0}")]
+    Image(String),
+    /// No image with this name or digest is in the local image store.
+    #[error("image not found: {0}")]
+    ImageNotFound(String),
+    /// Pulling from a registry failed; `message` carries the registry's own words when it
+    /// gave any.
+    #[error("pulling {reference} failed: {message}")]
+    PullFailed { reference: String, message: String },
+    /// A layer tried to write outside the root filesystem (or was otherwise unsafe); nothing
+    /// was written outside it.
+    #[error("image layer rejected: {0}")]
+    UnpackRejected(String),
 }
 
 fn format_tail(lines: &[String]) -> String {
@@ -144,7 +185,7 @@ impl Instance {
                 return info;
             }
             if rx.changed().await.is_err() {
-                return (*rx.borrow()).unwrap_or(ExitInfo { code: None, signal: None });
+                return (*rx.borrow()).unwrap_or(ExitInfo { code: None, signal: None, oom_killed: false });
             }
         }
     }

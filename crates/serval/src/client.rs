@@ -115,6 +115,20 @@ impl Client {
         Ok(Written { object: resp.json().await?, warnings })
     }
 
+    /// POSTs a body; returns the response for streaming.
+    pub async fn post(&self, path: &str, body: reqwest::Body, content_type: &str) -> Result<reqwest::Response> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the serval API at {}", self.api))?;
+        if resp.status().is_success() { Ok(resp) } else { Err(api_error(resp).await) }
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None).await?;
         Ok(())

@@ -136,7 +136,9 @@ spec:
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("warning: spec.template.spec.containers[0].resources: not supported yet, ignored"),
+        stderr.contains(
+            "warning: spec.template.spec.containers[0].resources.limits: the process runtime does not isolate"
+        ),
         "{stderr}"
     );
 

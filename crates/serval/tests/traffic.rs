@@ -223,7 +223,7 @@ async fn knative_sample_manifests_apply_unchanged() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("ports[0].containerPort"), "ignored fields are listed: {stderr}");
-    assert!(stderr.contains("resources: not supported yet"), "{stderr}");
+    assert!(stderr.contains("resources.limits: the process runtime does not isolate"), "{stderr}");
 
     // hello: env and readiness probe.
     let hello = json(&server.ok(&["invoke", "hello"]));

@@ -52,7 +52,8 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-fn free_port() -> Result<u16, RuntimeError> {
+/// A loopback port that is free now.
+pub(crate) fn free_port() -> Result<u16, RuntimeError> {
     // The port is free again when the listener drops; the child binds it right after.
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(RuntimeError::Port)?;
     Ok(listener.local_addr().map_err(RuntimeError::Port)?.port())
@@ -80,6 +81,12 @@ fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
+    die_with_server(&mut cmd);
+    Ok(cmd)
+}
+
+/// Makes the child get SIGKILL when the server dies, even by `kill -9`.
+pub(crate) fn die_with_server(cmd: &mut Command) {
     let parent = std::process::id();
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and only makes
@@ -94,7 +101,6 @@ fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError
             Ok(())
         });
     }
-    Ok(cmd)
 }
 
 async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<Instance, RuntimeError> {
@@ -152,8 +158,8 @@ async fn wait_for_exit(
 ) {
     use std::os::unix::process::ExitStatusExt;
     let info = match child.wait().await {
-        Ok(status) => ExitInfo { code: status.code(), signal: status.signal() },
-        Err(_) => ExitInfo { code: None, signal: None },
+        Ok(status) => ExitInfo { code: status.code(), signal: status.signal(), oom_killed: false },
+        Err(_) => ExitInfo { code: None, signal: None, oom_killed: false },
     };
     // Whatever the leader left in its group goes with it.
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -180,7 +186,7 @@ impl InstanceControl for ProcessControl {
                 }
             }
             let result = exit.wait_for(Option::is_some).await.map(|v| *v);
-            result.ok().flatten().unwrap_or(ExitInfo { code: None, signal: None })
+            result.ok().flatten().unwrap_or(ExitInfo { code: None, signal: None, oom_killed: false })
         }
         .boxed()
     }

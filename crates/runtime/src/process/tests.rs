@@ -17,6 +17,7 @@ fn spec(argv: &[&str]) -> InstanceSpec {
         working_dir: None,
         startup_timeout: Duration::from_secs(5),
         readiness: Readiness::TcpConnect,
+        container: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per command group; `run` dispatches.
 
 mod demo;
+mod image;
 mod invoke;
 mod resources;
 mod server;
@@ -33,6 +34,9 @@ pub enum Command {
     Revisions(resources::RevisionsArgs),
     /// Split traffic between revisions, tag them, or roll back: `serval traffic NAME REV=PCT… [--latest PCT] [--tag REV=TAG]`.
     Traffic(resources::TrafficArgs),
+    /// Manage the local image store: import, pull, ls, rm.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Live view of services: instances, load, panic mode (refreshes until Ctrl-C).
     Top(resources::TopArgs),
     /// Send a request to a service through the gateway and print the answer.
@@ -61,6 +65,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Revisions(a) => resources::revisions(a, global).await,
         Command::Top(a) => resources::top(a, global).await,
         Command::Traffic(a) => resources::traffic(a, global).await,
+        Command::Image(c) => image::run(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
     }

@@ -27,6 +27,9 @@ pub struct ServerArgs {
     /// Time between SIGTERM and SIGKILL when an instance is stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub grace_period: Duration,
+    /// OCI runtime CLI that runs images (runc, crun, youki).
+    #[arg(long, default_value = "runc")]
+    pub oci_runtime: std::path::PathBuf,
     /// Revisions kept per service that no route references; older ones are deleted.
     #[arg(long, default_value_t = 10)]
     pub revision_history: usize,
@@ -107,6 +110,7 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     args.autoscaler.apply(&mut config.autoscaler);
     config.grace_period = args.grace_period;
     config.revision_history = args.revision_history;
+    config.oci_runtime = args.oci_runtime;
 
     let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
