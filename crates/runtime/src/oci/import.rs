@@ -60,7 +60,9 @@ impl ImageStore {
         if images.is_empty() {
             return Err(RuntimeError::Image(format!("cannot import {shown}: it holds no image")));
         }
-        let staged: Vec<StagedBlob> = files.blobs.into_values().collect();
+        // Only what the images reference becomes a blob (not manifest.json, VERSION files…).
+        let needed: std::collections::HashSet<&String> = images.iter().flat_map(|i| &i.blobs).collect();
+        let staged: Vec<StagedBlob> = files.blobs.into_values().filter(|b| needed.contains(&b.digest)).collect();
         self.commit(staged, &images)?;
         let mut out = Vec::new();
         for image in &images {
@@ -382,13 +384,16 @@ fn import_layout_manifest(
     if depth > 4 {
         return Err(RuntimeError::Image("image indexes nested too deeply".to_owned()));
     }
-    let what = format!("manifest {}", d.digest);
-    files.layout_blob(d, &what)?;
-    let hex = digest_hex(&d.digest, &what)?;
+    let what = "an image manifest";
+    files.layout_blob(d, what)?;
+    let hex = digest_hex(&d.digest, what)?;
     let path = format!("blobs/sha256/{hex}");
     let versioned: Versioned = files.json(&path)?;
     if versioned.schema_version != 2 {
-        return Err(RuntimeError::Image(format!("{what}: unsupported schema version {}", versioned.schema_version)));
+        return Err(RuntimeError::Image(format!(
+            "manifest {}: unsupported schema version {}",
+            d.digest, versioned.schema_version
+        )));
     }
     if versioned.is_index() {
         let nested: Index = files.json(&path)?;
@@ -404,11 +409,11 @@ fn import_layout_manifest(
     let manifest: Manifest = files.json(&path)?;
     if !is_image_config(&manifest.config.media_type) {
         return Err(RuntimeError::Image(format!(
-            "{what} is not a container image (config media type {:?})",
-            manifest.config.media_type
+            "manifest {} is not a container image (config media type {:?})",
+            d.digest, manifest.config.media_type
         )));
     }
-    files.layout_blob(&manifest.config, &format!("config {}", manifest.config.digest))?;
+    files.layout_blob(&manifest.config, "an image config")?;
     let config_hex = digest_hex(&manifest.config.digest, "config")?;
     let _: ConfigFile = files.json(&format!("blobs/sha256/{config_hex}"))?;
     for layer in &manifest.layers {
@@ -418,7 +423,7 @@ fn import_layout_manifest(
                 layer.digest, layer.media_type
             )));
         }
-        files.layout_blob(layer, &format!("layer {}", layer.digest))?;
+        files.layout_blob(layer, "a layer")?;
     }
     let mut blobs = vec![d.digest.clone(), manifest.config.digest.clone()];
     blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));

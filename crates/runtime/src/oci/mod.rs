@@ -208,6 +208,11 @@ impl<R: Read> Read for HashingReader<R> {
 pub fn normalize_reference(name: &str) -> Result<String, RuntimeError> {
     let reference: oci_client::Reference =
         name.parse().map_err(|e| RuntimeError::Image(format!("invalid image reference {name:?}: {e}")))?;
+    if reference.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(RuntimeError::Image(format!(
+            "invalid image reference {name:?}: repository names must be lowercase"
+        )));
+    }
     Ok(reference.whole())
 }
 

@@ -142,11 +142,11 @@ impl ImageStore {
         if !self.has_blob(&manifest.config.digest) {
             let mut data = Vec::new();
             client.pull_blob(&image, manifest.config.digest.as_str(), &mut data).await.map_err(registry_err)?;
-            let blob = self.stage_bytes(&data)?;
-            blob.expect(&manifest.config.digest, Some(manifest.config.size), "the image config")
-                .map_err(|e| fail(e.to_string()))?;
             serde_json::from_slice::<ConfigFile>(&data)
                 .map_err(|e| fail(format!("the registry sent an invalid image config: {e}")))?;
+            let blob = self.stage_blocking(data).await?;
+            blob.expect(&manifest.config.digest, Some(manifest.config.size), "the image config")
+                .map_err(|e| fail(e.to_string()))?;
             staged.push(blob);
         }
         // Collected first: a closure inside the stream's type would make the whole future
@@ -159,7 +159,7 @@ impl ImageStore {
         let layers: Vec<Option<StagedBlob>> =
             stream::iter(downloads).buffer_unordered(PARALLEL_LAYERS).try_collect().await?;
         staged.extend(layers.into_iter().flatten());
-        staged.push(self.stage_bytes(&manifest_bytes)?);
+        staged.push(self.stage_blocking(manifest_bytes.clone()).await?);
 
         let mut blobs = vec![digest.clone(), manifest.config.digest.clone()];
         blobs.extend(manifest.layers.iter().map(|l| l.digest.clone()));
@@ -181,6 +181,14 @@ impl ImageStore {
         })
         .await
         .map_err(|e| fail(format!("storing the image: {e}")))?
+    }
+
+    /// `stage_bytes` (which fsyncs) off the async workers.
+    async fn stage_blocking(&self, data: Vec<u8>) -> Result<StagedBlob, RuntimeError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.stage_bytes(&data))
+            .await
+            .map_err(|e| RuntimeError::Image(format!("storing a blob: {e}")))?
     }
 
     /// Downloads one layer into a staged blob (`None` when the store already has it).
@@ -221,8 +229,7 @@ impl ImageStore {
         let blob = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| fail(format!("storing layer {}: {e}", layer.digest)))??;
-        blob.expect(&layer.digest, Some(layer.size), &format!("layer {}", layer.digest))
-            .map_err(|e| fail(e.to_string()))?;
+        blob.expect(&layer.digest, Some(layer.size), "a layer").map_err(|e| fail(e.to_string()))?;
         progress(PullProgress::LayerDone { digest: layer.digest.clone(), size: layer.size, cached: false });
         Ok(Some(blob))
     }

@@ -177,7 +177,12 @@ impl ImageStore {
                 }
             })?;
             let mut reader = HashingReader::new(io::BufReader::with_capacity(256 * 1024, file));
-            unpack_layer(&mut reader, &layer.media_type, tmp.path())?;
+            unpack_layer(&mut reader, &layer.media_type, tmp.path()).map_err(|e| match e {
+                RuntimeError::UnpackRejected(m) => {
+                    RuntimeError::UnpackRejected(format!("{m} (layer {} of image {})", layer.digest, image.digest))
+                }
+                other => other,
+            })?;
             let (actual, _) = reader.finish().map_err(|e| io_ctx(path.display(), e))?;
             if actual != layer.digest {
                 return Err(RuntimeError::Image(format!(

@@ -462,12 +462,6 @@ fn parse_ldd(output: &str) -> Result<Vec<String>, String> {
     Ok(libs)
 }
 
-/// `sha256:<hex>` of a file (handy in tests).
-pub fn file_digest(path: &Path) -> Result<String, RuntimeError> {
-    let data = fs::read(path).map_err(|e| err(path.display(), e))?;
-    Ok(sha256_digest(&data))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

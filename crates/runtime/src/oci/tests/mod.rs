@@ -1,0 +1,46 @@
+//! Tests of the image side: unpacking (including hostile layers), the store, registry pulls.
+
+mod registry;
+mod store;
+mod unpack;
+
+use std::path::{Path, PathBuf};
+
+use super::testimage::{LayerEntry, layer_tar};
+use super::{MT_LAYER_TAR, unpack_layer};
+use crate::RuntimeError;
+
+/// A scratch area: `root` is the unpack destination, everything else in `base` is "outside".
+struct Scratch {
+    base: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let base = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(base.path().join("root")).expect("create root");
+        Scratch { base }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.base.path().join("root")
+    }
+
+    fn outside(&self, name: &str) -> PathBuf {
+        self.base.path().join(name)
+    }
+}
+
+/// Applies each element of `layers` as an uncompressed layer, in order.
+fn apply(dest: &Path, layers: &[Vec<LayerEntry>]) -> Result<(), RuntimeError> {
+    for entries in layers {
+        let tar = layer_tar(entries).expect("layer builds");
+        unpack_layer(&tar[..], MT_LAYER_TAR, dest)?;
+    }
+    Ok(())
+}
+
+/// Whether tests that need external tools must fail instead of skipping.
+fn tools_required() -> bool {
+    std::env::var("SERVAL_REQUIRE_RUNC").is_ok_and(|v| v == "1")
+}
