@@ -2,7 +2,8 @@
 //! running a real `serval server`, minimal HTTP/1.1 clients over std sockets (one-shot and
 //! keep-alive), statistics.
 //!
-//! Owns nothing of the product; depends on no serval crate, only on the binaries.
+//! Owns nothing of the product; drives the release binaries, and uses `serval-runtime` only
+//! for its test-image builders and bundle generator (the same `config.json` for baselines).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -80,17 +80,19 @@ fn configuration_generation(rev: &Revision) -> u64 {
     rev.metadata.labels.get(annotations::CONFIGURATION_GENERATION_LABEL).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// What the controller works with, built by `run`.
+pub struct Parts {
+    pub store: Arc<Store>,
+    pub runtimes: Runtimes,
+    pub images: Arc<ImageStore>,
+    pub routes: Arc<RoutingTable>,
+    pub metrics: Arc<PlatformMetrics>,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
 impl Controller {
-    pub fn new(
-        config: PlatformConfig,
-        addrs: BoundAddrs,
-        store: Arc<Store>,
-        runtimes: Runtimes,
-        images: Arc<ImageStore>,
-        routes: Arc<RoutingTable>,
-        metrics: Arc<PlatformMetrics>,
-        events: mpsc::UnboundedSender<Event>,
-    ) -> Arc<Controller> {
+    pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
+        let Parts { store, runtimes, images, routes, metrics, events } = parts;
         Arc::new(Controller {
             config,
             addrs,

@@ -80,12 +80,14 @@ pub async fn run(
     let controller = controller::Controller::new(
         config.clone(),
         addrs,
-        store,
-        runtimes,
-        images,
-        routes.clone(),
-        metrics.clone(),
-        events_tx,
+        controller::Parts {
+            store,
+            runtimes,
+            images,
+            routes: routes.clone(),
+            metrics: metrics.clone(),
+            events: events_tx,
+        },
     );
     let events = tokio::spawn(controller.clone().handle_events(events_rx));
     let registry = Arc::new(metrics.registry(Arc::downgrade(&controller)));

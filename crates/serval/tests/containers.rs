@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serval_runtime::oci::testimage::{
-    HostSource, ImageConfigSpec, LayerCompression, LayerEntry, binary_with_libs, build_image_layout_with_layers,
-    busybox_files, layer_entries, write_docker_archive,
+    HostSource, ImageConfigSpec, LayerCompression, LayerEntry, TestRegistry, binary_with_libs, build_image_layout,
+    build_image_layout_with_layers, busybox_files, layer_entries, registry_tools, write_docker_archive,
 };
 use support::{Server, echo_bin, eventually};
 
@@ -216,4 +216,44 @@ async fn malicious_layers_are_rejected_and_write_nothing_outside() {
     assert!(!outside.join("pwned").exists(), "nothing written through the symlink");
     assert!(!Path::new("/tmp/serval-evil-dotdot").exists(), "nothing written above the root");
     let _ = std::fs::remove_dir_all(&outside);
+}
+
+#[tokio::test]
+async fn pulls_from_a_registry_and_deploys_by_reference() {
+    if !runc_available() {
+        return;
+    }
+    let Some(skopeo) = registry_tools() else {
+        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "docker-registry and skopeo are required");
+        println!("skipped: docker-registry/skopeo not found");
+        return;
+    };
+    let server = Server::start(FAST_SCALING);
+    let layout = server.dir.join("echo-layout");
+    let mut files = busybox_files().expect("busybox");
+    files.extend(binary_with_libs(&echo_bin(), "/app/serval-echo").expect("echo"));
+    let config = ImageConfigSpec { entrypoint: vec!["/app/serval-echo".into()], ..Default::default() };
+    build_image_layout(&layout, "echo:1", &files, config).expect("layout");
+    let registry = TestRegistry::start(None);
+    let source = format!("oci:{}:echo:1", layout.display());
+    registry.push(&skopeo, &source, "test/echo:1", None, false);
+    registry.push(&skopeo, &source, "test/other:2", None, false);
+
+    let reference = format!("{}/test/echo:1", registry.addr);
+    let pulled = server.ok(&["image", "pull", &reference]);
+    assert!(pulled.contains(&reference), "{pulled}");
+    server.ok(&["deploy", "pulled", "--image", &reference]);
+    assert_eq!(json(&server.ok(&["invoke", "pulled"]))["service"], "pulled");
+
+    // Not pulled beforehand: the deploy pulls on demand.
+    let other = format!("{}/test/other:2", registry.addr);
+    server.ok(&["deploy", "ondemand", "--image", &other]);
+    assert_eq!(json(&server.ok(&["invoke", "ondemand"]))["service"], "ondemand");
+    assert!(server.ok(&["image", "ls"]).contains(&other));
+
+    // An image in use cannot be removed; a missing one is a clear error.
+    let err = server.fails(&["image", "rm", &reference]);
+    assert!(err.contains("used by revision"), "{err}");
+    let err = server.fails(&["deploy", "missing", "--image", &format!("{}/test/nope:1", registry.addr)]);
+    assert!(err.contains("ImagePullFailed") && err.contains("manifest unknown"), "{err}");
 }

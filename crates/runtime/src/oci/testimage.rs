@@ -9,9 +9,11 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -460,6 +462,86 @@ fn parse_ldd(output: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(libs)
+}
+
+// ---- a registry for pull tests ----
+
+/// Debian's `docker-registry`.
+const REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// The first `name` on `PATH`.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+}
+
+/// `skopeo`'s path when both it and Debian's `docker-registry` are installed.
+pub fn registry_tools() -> Option<PathBuf> {
+    let skopeo = find_tool("skopeo");
+    if Path::new(REGISTRY).is_file() { skopeo } else { None }
+}
+
+/// A `docker-registry` serving on 127.0.0.1; killed when dropped.
+pub struct TestRegistry {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestRegistry {
+    /// Starts a registry; with `htpasswd` (an htpasswd file's content) it requires basic auth.
+    pub fn start(htpasswd: Option<&str>) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: serval-test-secret\n",
+            dir.path().join("data").display()
+        );
+        if let Some(htpasswd) = htpasswd {
+            let path = dir.path().join("htpasswd");
+            fs::write(&path, htpasswd).expect("htpasswd");
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: serval-test\n    path: {}\n", path.display()));
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).expect("config");
+        let log = fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starts docker-registry");
+        let registry = TestRegistry { child, addr, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        registry
+    }
+
+    /// Copies `source` (a skopeo transport reference) to `<registry>/<repo>`.
+    pub fn push(&self, skopeo: &Path, source: &str, repo: &str, creds: Option<&str>, all: bool) {
+        let mut cmd = Command::new(skopeo);
+        cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+        if all {
+            cmd.arg("--all");
+        }
+        if let Some(creds) = creds {
+            cmd.args(["--dest-creds", creds]);
+        }
+        let out = cmd.arg(source).arg(format!("docker://{}/{repo}", self.addr)).output().expect("runs skopeo");
+        assert!(out.status.success(), "skopeo copy failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[cfg(test)]

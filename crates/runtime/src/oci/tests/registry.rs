@@ -3,98 +3,26 @@
 //! `SERVAL_REQUIRE_RUNC=1`.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use super::super::testimage::{ImageConfigSpec, build_image_layout, busybox_files};
+use super::super::testimage::{
+    ImageConfigSpec, TestRegistry as Registry, build_image_layout, busybox_files, find_tool, registry_tools,
+};
 use super::super::{ImageStore, PullProgress, RegistryAuth};
 use super::store::multi_arch_layout;
 use super::tools_required;
 use crate::RuntimeError;
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
-}
-
-/// The tools, or `None` after printing why the test is skipped.
 fn tools() -> Option<PathBuf> {
-    let skopeo = find_tool("skopeo");
-    if Path::new(REGISTRY).is_file()
-        && let Some(skopeo) = skopeo
-    {
-        return Some(skopeo);
+    let tools = registry_tools();
+    if tools.is_none() {
+        assert!(!tools_required(), "docker-registry/skopeo not found but SERVAL_REQUIRE_RUNC=1");
+        println!("skipped: docker-registry/skopeo not found");
     }
-    assert!(!tools_required(), "docker-registry/skopeo not found but SERVAL_REQUIRE_RUNC=1");
-    println!("skipped: docker-registry/skopeo not found");
-    None
-}
-
-/// A `docker-registry` serving on 127.0.0.1; killed when dropped.
-struct Registry {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    /// Starts a registry; with `htpasswd` (an htpasswd file's content) it requires basic auth.
-    fn start(htpasswd: Option<&str>) -> Registry {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: serval-test-secret\n",
-            dir.path().join("data").display()
-        );
-        if let Some(htpasswd) = htpasswd {
-            let path = dir.path().join("htpasswd");
-            fs::write(&path, htpasswd).expect("htpasswd");
-            config.push_str(&format!("auth:\n  htpasswd:\n    realm: serval-test\n    path: {}\n", path.display()));
-        }
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).expect("config");
-        let log = fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("starts docker-registry");
-        let registry = Registry { child, addr, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        registry
-    }
-
-    fn push(&self, skopeo: &Path, source: &str, repo: &str, creds: Option<&str>, all: bool) {
-        let mut cmd = Command::new(skopeo);
-        cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
-        if all {
-            cmd.arg("--all");
-        }
-        if let Some(creds) = creds {
-            cmd.args(["--dest-creds", creds]);
-        }
-        let out = cmd.arg(source).arg(format!("docker://{}/{repo}", self.addr)).output().expect("runs skopeo");
-        assert!(out.status.success(), "skopeo copy failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    tools
 }
 
 fn busybox_layout(dir: &Path) -> PathBuf {
