@@ -33,11 +33,23 @@ enum Chosen {
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 
-/// The data plane: the routing table plus a pooled client to instances.
+/// The data plane: the routing table and request metrics, shared by all gateway threads.
 pub struct Gateway {
     routes: Arc<RoutingTable>,
-    client: Client<HttpConnector, Incoming>,
     metrics: Arc<GatewayMetrics>,
+}
+
+/// The pooled HTTP client to instances; one per gateway thread (its connections live on
+/// that thread's runtime).
+type InstanceClient = Client<HttpConnector, Incoming>;
+
+fn instance_client() -> InstanceClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build(connector)
 }
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -55,13 +67,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 impl Gateway {
     pub fn new(routes: Arc<RoutingTable>, metrics: Arc<GatewayMetrics>) -> Arc<Gateway> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Arc::new(Gateway { routes, client, metrics })
+        Arc::new(Gateway { routes, metrics })
     }
 
     pub fn routes(&self) -> &Arc<RoutingTable> {
@@ -70,10 +76,15 @@ impl Gateway {
 
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
     /// `forwarded_for` is the client's address as a header value (built once per connection).
-    pub async fn handle(&self, req: Request<Incoming>, forwarded_for: &HeaderValue) -> Response<GatewayBody> {
+    async fn handle(
+        &self,
+        client: &InstanceClient,
+        req: Request<Incoming>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<GatewayBody> {
         let began = std::time::Instant::now();
         let mut chosen = None;
-        let response = match self.forward(req, forwarded_for, &mut chosen).await {
+        let response = match self.forward(client, req, forwarded_for, &mut chosen).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
         };
@@ -92,6 +103,7 @@ impl Gateway {
 
     async fn forward(
         &self,
+        client: &InstanceClient,
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,
         chosen: &mut Option<Chosen>,
@@ -142,8 +154,7 @@ impl Gateway {
             if let Some(h) = host {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), h);
             }
-            let response =
-                self.client.request(req).await.map_err(|e| GatewayError::Upstream(describe_client_error(&e)))?;
+            let response = client.request(req).await.map_err(|e| GatewayError::Upstream(describe_client_error(&e)))?;
             Ok::<_, GatewayError>((response, lease))
         };
         let (response, lease) = tokio::time::timeout(timeout, exchange)
@@ -201,9 +212,65 @@ impl Body for LeasedBody {
     }
 }
 
-/// Accepts connections (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
+/// Serves the gateway on `threads` threads, each with its own single-threaded runtime, its
+/// own accept loop on the shared listener and its own client to instances: a proxied request
+/// is read, forwarded and answered on one thread, with no cross-thread hand-offs (the
+/// layout nginx uses). Returns once `shutdown` resolved and open connections finished their
+/// requests (at most 10 s).
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize, shutdown: impl Future<Output = ()>) {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("gateway listener unusable: {e}");
+            return;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for n in 0..threads.max(1) {
+        let (listener, gateway, mut stop) = match listener.try_clone() {
+            Ok(l) => (l, gateway.clone(), stop_rx.clone()),
+            Err(e) => {
+                tracing::error!("gateway listener cannot be shared: {e}");
+                break;
+            }
+        };
+        let spawned = std::thread::Builder::new().name(format!("serval-gateway-{n}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return tracing::error!("gateway thread runtime: {e}"),
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let stopped = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        accept_loop(listener, gateway, stopped).await
+                    }
+                    Err(e) => tracing::error!("gateway listener: {e}"),
+                }
+            });
+        });
+        match spawned {
+            Ok(handle) => workers.push(handle),
+            Err(e) => tracing::error!("gateway thread: {e}"),
+        }
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
+}
+
+/// One thread's accept loop (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
 /// connections finish their requests.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    let client = instance_client();
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -212,19 +279,20 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
+                    // Another thread took the connection, or a transient error.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
                         tracing::warn!("gateway accept failed: {e}");
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gateway = gateway.clone();
+                let (gateway, client) = (gateway.clone(), client.clone());
                 let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
                 let service = service_fn(move |req| {
-                    let gateway = gateway.clone();
-                    let forwarded_for = forwarded_for.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(req, &forwarded_for).await) }
+                    let (gateway, client, forwarded_for) = (gateway.clone(), client.clone(), forwarded_for.clone());
+                    async move { Ok::<_, Infallible>(gateway.handle(&client, req, &forwarded_for).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

@@ -25,6 +25,8 @@ pub struct PlatformConfig {
     pub revision_history: usize,
     /// The OCI runtime CLI (`runc`, `crun`, `youki`) that runs images.
     pub oci_runtime: PathBuf,
+    /// Threads serving the gateway (default: one per core).
+    pub gateway_threads: usize,
 }
 
 impl PlatformConfig {
@@ -38,6 +40,7 @@ impl PlatformConfig {
             startup_timeout: Duration::from_secs(60),
             revision_history: 10,
             oci_runtime: PathBuf::from("runc"),
+            gateway_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }

@@ -100,6 +100,7 @@ pub async fn run(
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
         Gateway::new(routes, metrics.gateway.clone()),
+        config.gateway_threads,
         stopped(stop_rx.clone()),
     ));
     let app = api::router(controller.clone(), registry);
