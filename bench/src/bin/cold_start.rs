@@ -54,7 +54,16 @@ fn serval_run(server: &ServalServer) -> Duration {
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let echo = path_display(&release_binary("serval-echo"));
-    let server = ServalServer::start(&["--idle-timeout", "100ms", "--grace-period", "1s"]);
+    let server = ServalServer::start(&[
+        "--stable-window",
+        "100ms",
+        "--scale-to-zero-grace",
+        "0s",
+        "--autoscaler-tick",
+        "100ms",
+        "--grace-period",
+        "1s",
+    ]);
     server.cli(&["deploy", "cold", "--cmd", &echo]);
 
     // One warm-up of each path (page cache, first-use allocations).

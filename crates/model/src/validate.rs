@@ -334,11 +334,9 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
     if container.ports.len() > 1 {
         c.error(format!("{base}.ports"), "at most one port may be given");
     }
-    if runtime == RuntimeKind::Process
-        && let Some(port) = container.ports.first().filter(|p| p.container_port != 0)
-    {
+    if let Some(port) = container.ports.first().filter(|p| p.container_port != 0) {
         c.warnings.push(format!(
-            "{base}.ports[0].containerPort: the process runtime gives each instance its own $PORT; {} is ignored",
+            "{base}.ports[0].containerPort: instances share the host network, so each gets its own $PORT; {} is ignored",
             port.container_port
         ));
     }

@@ -64,7 +64,7 @@ pub async fn run(
     let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let images = Arc::new(ImageStore::open(config.data_dir.join("images"))?);
     let oci = if OciRuntime::available(&config.oci_runtime).await {
-        let source = Arc::new(StoreImages(images.clone()));
+        let source = Arc::new(StoreImages::new(images.clone()));
         let oci = OciRuntime::new(config.oci_runtime.clone(), &config.data_dir.join("containers"), source).await?;
         Ok(Arc::new(oci) as Arc<dyn Runtime>)
     } else {
