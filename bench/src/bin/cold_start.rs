@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serval_bench::{ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary};
+use serval_bench::{FAST_ZERO, ServalServer, Summary, free_port, path_display, poll_then_get, release_binary};
 
 fn direct_run(echo: &str) -> Duration {
     let port = free_port();
@@ -27,43 +27,15 @@ fn direct_run(echo: &str) -> Duration {
     elapsed
 }
 
-fn wait_for_zero(server: &ServalServer) {
-    let began = Instant::now();
-    loop {
-        let s = server.api_get("/api/v1/namespaces/default/services/cold");
-        let i = &s["status"]["instances"];
-        if i["ready"] == 0 && i["starting"] == 0 && i["inFlight"] == 0 {
-            return;
-        }
-        assert!(began.elapsed() < Duration::from_secs(20), "service did not scale to zero: {i}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn serval_run(server: &ServalServer) -> Duration {
-    wait_for_zero(server);
-    // Let the stopped instance's port and process table settle like between direct runs.
-    std::thread::sleep(Duration::from_millis(20));
-    let began = Instant::now();
-    let status = http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
-    let elapsed = began.elapsed();
-    assert_eq!(status, 200);
-    elapsed
+    // Let the stopped instance's port and process table settle like between baseline runs.
+    server.cold_request("cold", Duration::from_millis(20))
 }
 
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let echo = path_display(&release_binary("serval-echo"));
-    let server = ServalServer::start(&[
-        "--stable-window",
-        "100ms",
-        "--scale-to-zero-grace",
-        "0s",
-        "--autoscaler-tick",
-        "100ms",
-        "--grace-period",
-        "1s",
-    ]);
+    let server = ServalServer::start(FAST_ZERO);
     server.cli(&["deploy", "cold", "--cmd", &echo]);
 
     // One warm-up of each path (page cache, first-use allocations).

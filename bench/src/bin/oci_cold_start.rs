@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serval_bench::{ServalServer, Summary, free_port, http_get, path_display, poll_then_get, release_binary};
+use serval_bench::{FAST_ZERO, ServalServer, Summary, free_port, path_display, poll_then_get, release_binary};
 use serval_runtime::container::{BundleSpec, ImageDefaults, config};
 use serval_runtime::oci::testimage::{ImageConfigSpec, binary_with_libs, busybox_files, write_docker_archive};
 
@@ -83,41 +83,14 @@ fn bare_runc_run(work: &Path, rootfs: &Path, n: usize) -> Duration {
     elapsed
 }
 
-fn wait_for_zero(server: &ServalServer) {
-    let began = Instant::now();
-    loop {
-        let s = server.api_get("/api/v1/namespaces/default/services/cold");
-        let i = &s["status"]["instances"];
-        if s["status"]["latestReadyRevisionName"] == "cold-00001" && i["ready"] == 0 && i["starting"] == 0 {
-            return;
-        }
-        assert!(began.elapsed() < Duration::from_secs(30), "service did not scale to zero: {s}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn serval_run(server: &ServalServer) -> Duration {
-    wait_for_zero(server);
-    std::thread::sleep(Duration::from_millis(50));
-    let began = Instant::now();
-    let status = http_get(server.gateway, "cold.default.localhost", "/hello").expect("serval response");
-    let elapsed = began.elapsed();
-    assert_eq!(status, 200);
-    elapsed
+    // Let the stopped instance's port and process table settle like between baseline runs.
+    server.cold_request("cold", Duration::from_millis(50))
 }
 
 fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let server = ServalServer::start(&[
-        "--stable-window",
-        "100ms",
-        "--scale-to-zero-grace",
-        "0s",
-        "--autoscaler-tick",
-        "100ms",
-        "--grace-period",
-        "1s",
-    ]);
+    let server = ServalServer::start(FAST_ZERO);
     let work = tempfile::tempdir().expect("work dir");
     let archive = build_image(work.path());
     server.cli(&["image", "import", &path_display(&archive)]);

@@ -80,6 +80,17 @@ pub struct RevisionSpec {
     pub unknown: BTreeMap<String, Value>,
 }
 
+impl ServiceSpec {
+    /// `spec.traffic`, or Knative's default when it is empty: 100 % to the latest ready revision.
+    pub fn effective_traffic(&self) -> Vec<TrafficTarget> {
+        if self.traffic.is_empty() {
+            vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }]
+        } else {
+            self.traffic.clone()
+        }
+    }
+}
+
 impl RevisionSpec {
     pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 
@@ -379,11 +390,7 @@ impl Service {
     /// Knative's `Configuration` view of this Service (read-only): its template and the
     /// revisions it produced.
     pub fn configuration_view(&self) -> Value {
-        let ready = self.status.conditions.iter().find(|c| c.kind == "ConfigurationsReady").map(|c| {
-            let mut c = c.clone();
-            c.kind = "Ready".into();
-            c
-        });
+        let ready = self.condition_as_ready("ConfigurationsReady");
         serde_json::json!({
             "apiVersion": SERVING_API_VERSION,
             "kind": "Configuration",
@@ -400,16 +407,8 @@ impl Service {
 
     /// Knative's `Route` view of this Service (read-only): its traffic and URLs.
     pub fn route_view(&self) -> Value {
-        let ready = self.status.conditions.iter().find(|c| c.kind == "RoutesReady").map(|c| {
-            let mut c = c.clone();
-            c.kind = "Ready".into();
-            c
-        });
-        let spec_traffic = if self.spec.traffic.is_empty() {
-            vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }]
-        } else {
-            self.spec.traffic.clone()
-        };
+        let ready = self.condition_as_ready("RoutesReady");
+        let spec_traffic = self.spec.effective_traffic();
         serde_json::json!({
             "apiVersion": SERVING_API_VERSION,
             "kind": "Route",
@@ -423,6 +422,11 @@ impl Service {
                 "conditions": ready.into_iter().collect::<Vec<_>>(),
             }
         })
+    }
+
+    /// One of the Service's conditions renamed `Ready`, as the child view's own condition.
+    fn condition_as_ready(&self, kind: &str) -> Option<Condition> {
+        self.status.conditions.iter().find(|c| c.kind == kind).map(|c| Condition { kind: "Ready".into(), ..c.clone() })
     }
 
     fn child_metadata(&self, generation: u64) -> Value {

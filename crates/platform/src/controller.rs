@@ -378,11 +378,7 @@ impl Controller {
 
         // 2. Traffic: resolve every target; switch routing only when all are ready.
         let latest_ready = revisions.iter().rev().find(|r| is_ready(r)).map(|r| r.metadata.name.clone());
-        let spec_traffic = if service.spec.traffic.is_empty() {
-            vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }]
-        } else {
-            service.spec.traffic.clone()
-        };
+        let spec_traffic = service.spec.effective_traffic();
         let mut resolved = Vec::new();
         let mut pending: Option<(&'static str, String)> = None;
         for t in &spec_traffic {
