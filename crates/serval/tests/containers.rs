@@ -257,3 +257,42 @@ async fn pulls_from_a_registry_and_deploys_by_reference() {
     let err = server.fails(&["deploy", "missing", "--image", &format!("{}/test/nope:1", registry.addr)]);
     assert!(err.contains("ImagePullFailed") && err.contains("manifest unknown"), "{err}");
 }
+
+/// Container ids in serval's runc root.
+fn runc_containers(data_dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(data_dir.join("containers/runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn containers_left_by_a_killed_server_are_removed_at_restart() {
+    if !runc_available() {
+        return;
+    }
+    let mut server = Server::start(&[]);
+    let archive = build_test_image(&server.dir);
+    server.ok(&["image", "import", archive.to_str().expect("path")]);
+    server.ok(&["deploy", "kept", "--image", "test/echo:1", "--min-scale", "1"]);
+    let before = eventually("a running container", Duration::from_secs(20), async || {
+        let ids = runc_containers(&server.dir);
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+
+    server.kill9();
+    // runc died with the server; the container it ran is orphaned but still there.
+    assert!(runc_containers(&server.dir).iter().any(|id| before.contains(id)), "container outlived the server");
+
+    let dir = server.dir.clone();
+    let restarted = Server::start_in(&dir, &[]);
+    let after = runc_containers(&restarted.dir);
+    assert!(after.iter().all(|id| !before.contains(id)), "leftovers removed: before {before:?}, after {after:?}");
+    // And the service is served again by a fresh container.
+    assert_eq!(json(&restarted.ok(&["invoke", "kept"]))["service"], "kept");
+    drop(server);
+}
