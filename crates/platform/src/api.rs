@@ -243,6 +243,8 @@ struct PullRequest {
     reference: String,
     username: Option<String>,
     password: Option<String>,
+    /// A registry bearer token, sent as is.
+    token: Option<String>,
 }
 
 /// Streams progress as JSON lines (`{"layer", "done", "total"}`), then a last line with
@@ -251,8 +253,9 @@ async fn pull_image(State(ctl): Ctl, Json(req): Json<PullRequest>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let images = ctl.images().clone();
     tokio::spawn(async move {
-        let auth = match (req.username, req.password) {
-            (Some(username), Some(password)) => serval_runtime::oci::RegistryAuth::Basic { username, password },
+        let auth = match (req.username, req.password, req.token) {
+            (Some(username), Some(password), _) => serval_runtime::oci::RegistryAuth::Basic { username, password },
+            (_, _, Some(token)) => serval_runtime::oci::RegistryAuth::Bearer(token),
             _ => serval_runtime::oci::RegistryAuth::Anonymous,
         };
         let progress_tx = tx.clone();

@@ -23,9 +23,12 @@ pub enum ImageCommand {
         reference: String,
         #[arg(long)]
         username: Option<String>,
-        /// Password or token (or SERVAL_REGISTRY_PASSWORD).
+        /// Password for --username (or SERVAL_REGISTRY_PASSWORD).
         #[arg(long, env = "SERVAL_REGISTRY_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// A registry bearer token instead of a username and password (or SERVAL_REGISTRY_TOKEN).
+        #[arg(long, env = "SERVAL_REGISTRY_TOKEN", hide_env_values = true, conflicts_with = "username")]
+        registry_token: Option<String>,
     },
     /// List images.
     Ls {
@@ -85,8 +88,12 @@ pub async fn run(command: ImageCommand, global: Global) -> Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Pull { reference, username, password } => {
-            let body = json!({ "reference": reference, "username": username, "password": password });
+        ImageCommand::Pull { reference, username, password, registry_token } => {
+            if username.is_some() != password.is_some() {
+                bail!("--username and --password go together");
+            }
+            let body =
+                json!({ "reference": reference, "username": username, "password": password, "token": registry_token });
             let resp = client.post("/api/v1/images/pull", body.to_string().into(), "application/json").await?;
             let mut lines = resp.bytes_stream();
             let mut buffer = Vec::new();
