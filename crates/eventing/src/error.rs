@@ -57,4 +57,15 @@ pub enum EventError {
          and application/cloudevents-batch+json (or binary content mode)"
     )]
     UnsupportedFormat(String),
+    /// A Trigger's `filter` or `filters` is invalid; `path` names the field at fault, for
+    /// example `spec.filters[1].cesql`.
+    #[error("invalid filter at '{path}': {reason}")]
+    InvalidFilter { path: String, reason: String },
+    /// A string is not an ISO-8601 duration of the form Knative accepts (`PnWnDTnHnMn.nS`).
+    #[error("invalid ISO-8601 duration '{value}': {reason}")]
+    InvalidDuration { value: String, reason: String },
+    /// A delivery spec field is invalid; `field` names it, for example
+    /// `spec.delivery.backoffDelay`.
+    #[error("invalid delivery field '{field}': {reason}")]
+    InvalidDelivery { field: String, reason: String },
 }

@@ -70,10 +70,6 @@ impl Gateway {
         Arc::new(Gateway { routes, metrics })
     }
 
-    pub fn routes(&self) -> &Arc<RoutingTable> {
-        &self.routes
-    }
-
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
     /// `forwarded_for` is the client's address as a header value (built once per connection).
     async fn handle(

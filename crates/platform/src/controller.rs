@@ -247,9 +247,10 @@ impl Controller {
                 service.status = Default::default();
             }
         }
+        let revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
+        let revisions: Vec<Revision> = revisions.into_iter().filter(|r| r.service_name() == name).collect();
         let mut ops = Vec::new();
         if template_changed {
-            let revisions = self.list_revisions(namespace, Some(&name))?;
             let number = revisions
                 .iter()
                 .map(configuration_generation)
@@ -268,11 +269,10 @@ impl Controller {
             service.status.latest_created_revision_name = rev_name;
             service.status.configuration_generation = number;
         }
-        let known = self.list_revisions(namespace, Some(&name))?;
         for (i, t) in service.spec.traffic.iter().enumerate() {
             if let Some(rev) = &t.revision_name
                 && *rev != service.status.latest_created_revision_name
-                && !known.iter().any(|r| &r.metadata.name == rev)
+                && !revisions.iter().any(|r| &r.metadata.name == rev)
             {
                 return Err(PlatformError::Invalid {
                     kind: "Service",
