@@ -1,4 +1,4 @@
-//! Resource model of serval: Knative-shaped `Service` and `Revision` objects, their
+//! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker` and `Trigger` objects, their
 //! validation (with field paths), naming rules and the derived values every other crate
 //! agrees on (revision names, routing hosts, runtime choice).
 //!
@@ -6,11 +6,16 @@
 //! Must not depend on: any IO, tokio, or another serval crate.
 
 pub mod autoscaling;
+mod eventing;
 mod meta;
 mod service;
 mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
+pub use eventing::{
+    Addressable, Broker, BrokerSpec, Destination, EVENTING_API_VERSION, EventingStatus, KReference, Trigger, TriggerSpec,
+    validate_broker, validate_trigger,
+};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
     Container, ContainerPort, EnvVar, HttpGetAction, HttpHeader, InstanceCounts, Probe, ResourceRequirements, Revision,

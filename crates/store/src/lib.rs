@@ -22,6 +22,8 @@ pub use writer::WriteOp;
 pub enum Kind {
     Service,
     Revision,
+    Broker,
+    Trigger,
 }
 
 impl Kind {
@@ -29,8 +31,19 @@ impl Kind {
         match self {
             Kind::Service => "Service",
             Kind::Revision => "Revision",
+            Kind::Broker => "Broker",
+            Kind::Trigger => "Trigger",
         }
     }
+}
+
+/// One accepted event in a broker's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log of all brokers; increasing in acceptance order.
+    pub seq: i64,
+    /// The event in the CloudEvents JSON format.
+    pub body: String,
 }
 
 /// Errors of the store crate.
@@ -57,6 +70,14 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (kind, namespace, name)
     ) WITHOUT ROWID;",
+    // version 2: brokers' durable event logs
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        broker TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_by_broker ON events (namespace, broker, seq);",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
@@ -123,6 +144,26 @@ impl Store {
         body.map(|b| decode(kind, namespace, name, &b)).transpose()
     }
 
+    /// Events of a broker accepted after `after` (a `seq`), oldest first, at most `limit`.
+    pub fn events_after(
+        &self,
+        namespace: &str,
+        broker: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, body FROM events WHERE namespace = ?1 AND broker = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![namespace, broker, after, limit], |r| {
+                Ok(StoredEvent { seq: r.get(0)?, body: r.get(1)? })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
     pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
         let rows: Vec<(String, String, String)> = self.read(|c| {
@@ -160,6 +201,16 @@ impl WriteOp {
     pub fn delete(kind: Kind, namespace: &str, name: &str) -> WriteOp {
         WriteOp::Delete { kind: kind.as_str(), namespace: namespace.into(), name: name.into() }
     }
+
+    /// Appends an event (JSON format) to a broker's log.
+    pub fn append_event(namespace: &str, broker: &str, body: String) -> WriteOp {
+        WriteOp::AppendEvent { namespace: namespace.into(), broker: broker.into(), body }
+    }
+
+    /// Drops a broker's whole log (the broker is deleted).
+    pub fn delete_events(namespace: &str, broker: &str) -> WriteOp {
+        WriteOp::DeleteEvents { namespace: namespace.into(), broker: broker.into() }
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +239,24 @@ mod tests {
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
         let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
         assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn event_logs_are_ordered_per_broker_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let ops = (0..5).map(|i| WriteOp::append_event("ns", if i % 2 == 0 { "a" } else { "b" }, format!("{i}")));
+            store.write(ops.collect()).await.expect("append");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let a = store.events_after("ns", "a", 0, 10).expect("read");
+        assert_eq!(a.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(), ["0", "2", "4"]);
+        let later = store.events_after("ns", "a", a[0].seq, 1).expect("read");
+        assert_eq!(later[0].body, "2");
+        store.write(vec![WriteOp::delete_events("ns", "a")]).await.expect("delete");
+        assert!(store.events_after("ns", "a", 0, 10).expect("read").is_empty());
+        assert_eq!(store.events_after("ns", "b", 0, 10).expect("read").len(), 2);
     }
 
     #[tokio::test]

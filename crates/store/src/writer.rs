@@ -14,6 +14,8 @@ use crate::StoreError;
 pub enum WriteOp {
     Put { kind: &'static str, namespace: String, name: String, body: String },
     Delete { kind: &'static str, namespace: String, name: String },
+    AppendEvent { namespace: String, broker: String, body: String },
+    DeleteEvents { namespace: String, broker: String },
 }
 
 struct Request {
@@ -109,6 +111,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
         WriteOp::Delete { kind, namespace, name } => {
             conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
                 .execute(params![kind, namespace, name])?;
+        }
+        WriteOp::AppendEvent { namespace, broker, body } => {
+            conn.prepare_cached("INSERT INTO events (namespace, broker, body) VALUES (?1, ?2, ?3)")?
+                .execute(params![namespace, broker, body])?;
+        }
+        WriteOp::DeleteEvents { namespace, broker } => {
+            conn.prepare_cached("DELETE FROM events WHERE namespace = ?1 AND broker = ?2")?
+                .execute(params![namespace, broker])?;
         }
     }
     Ok(())

@@ -1,0 +1,185 @@
+//! Knative Eventing shapes: `eventing.knative.dev/v1` Broker and Trigger. Filters and delivery
+//! settings stay JSON here; the eventing crate compiles and checks them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::meta::{Condition, ObjectMeta};
+use crate::validate::{FieldError, ValidationError, validate_name};
+
+pub const EVENTING_API_VERSION: &str = "eventing.knative.dev/v1";
+
+fn default_api_version() -> String {
+    EVENTING_API_VERSION.into()
+}
+
+/// An addressable's URL (`status.address.url`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Addressable {
+    pub url: String,
+}
+
+/// A `Broker`: a durable event log with an HTTP ingress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Broker {
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: BrokerSpec,
+    #[serde(default)]
+    pub status: EventingStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Default delivery for the broker's triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// A `Trigger`: the events of a broker that match a filter, delivered to a subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: TriggerSpec,
+    #[serde(default)]
+    pub status: EventingStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerSpec {
+    #[serde(default)]
+    pub broker: String,
+    /// Legacy attribute filter: `{ attributes: { type: "x" } }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    /// Subscriptions-API filters (exact, prefix, suffix, all, any, not, cesql).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Value>,
+    pub subscriber: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// Where events go: a reference to a serval Service, or a URI (or both: the URI is then
+/// resolved relative to the reference, as Knative does).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<KReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KReference {
+    #[serde(default)]
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventingStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Addressable>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_uri: Option<String>,
+}
+
+fn check_identity(errors: &mut Vec<FieldError>, api_version: &str, kind: &str, expected: &str, meta: &ObjectMeta) {
+    if api_version != EVENTING_API_VERSION {
+        errors.push(FieldError { field: "apiVersion".into(), message: format!("must be {EVENTING_API_VERSION}") });
+    }
+    if kind != expected {
+        errors.push(FieldError { field: "kind".into(), message: format!("must be {expected}") });
+    }
+    if let Err(m) = validate_name(&meta.name, 63) {
+        errors.push(FieldError { field: "metadata.name".into(), message: m });
+    }
+}
+
+fn result(errors: Vec<FieldError>) -> Result<(), ValidationError> {
+    if errors.is_empty() { Ok(()) } else { Err(ValidationError { errors }) }
+}
+
+pub fn validate_broker(broker: &Broker) -> Result<(), ValidationError> {
+    let mut errors = Vec::new();
+    check_identity(&mut errors, &broker.api_version, &broker.kind, "Broker", &broker.metadata);
+    result(errors)
+}
+
+/// Checks the trigger's shape; filters and delivery are checked by the eventing crate.
+pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
+    let mut errors = Vec::new();
+    check_identity(&mut errors, &trigger.api_version, &trigger.kind, "Trigger", &trigger.metadata);
+    if let Err(m) = validate_name(&trigger.spec.broker, 63) {
+        errors.push(FieldError { field: "spec.broker".into(), message: m });
+    }
+    let subscriber = &trigger.spec.subscriber;
+    match (&subscriber.reference, &subscriber.uri) {
+        (None, None) => errors.push(FieldError { field: "spec.subscriber".into(), message: "give ref or uri".into() }),
+        (Some(r), _) if r.kind != "Service" => errors.push(FieldError {
+            field: "spec.subscriber.ref.kind".into(),
+            message: format!("{:?} is not supported; reference a Service", r.kind),
+        }),
+        (_, Some(uri)) if subscriber.reference.is_none() && !(uri.starts_with("http://") || uri.starts_with("https://")) => {
+            errors.push(FieldError {
+                field: "spec.subscriber.uri".into(),
+                message: format!("{uri:?} must be an absolute http(s) URL"),
+            })
+        }
+        _ => {}
+    }
+    result(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(json: &str) -> Trigger {
+        serde_json::from_str(json).expect("decodes")
+    }
+
+    #[test]
+    fn triggers_need_a_broker_and_a_subscriber() {
+        let ok = trigger(
+            r#"{"apiVersion":"eventing.knative.dev/v1","kind":"Trigger","metadata":{"name":"t"},
+                "spec":{"broker":"default","subscriber":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"s"}}}}"#,
+        );
+        assert!(validate_trigger(&ok).is_ok());
+        let bad = trigger(
+            r#"{"apiVersion":"eventing.knative.dev/v1","kind":"Trigger","metadata":{"name":"t"},
+                "spec":{"broker":"","subscriber":{"uri":"ftp://x"}}}"#,
+        );
+        let fields: Vec<String> = validate_trigger(&bad).expect_err("invalid").errors.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.broker", "spec.subscriber.uri"]);
+    }
+}
