@@ -28,7 +28,14 @@
 //! ```
 
 mod cloudevent;
+pub mod delivery;
 mod error;
+pub mod filter;
 
 pub use cloudevent::*;
+pub use delivery::{
+    BackoffPolicy, Decision, DeliverySpec, Destination, KReference, Outcome, RetryAfter, RetryPolicy,
+    dead_letter_extensions, parse_iso8601_duration,
+};
 pub use error::EventError;
+pub use filter::{CompiledFilter, SubscriptionsApiFilter, TriggerFilter, compile};

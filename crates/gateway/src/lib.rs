@@ -3,7 +3,9 @@
 //! Owns: routing by host (`<service>.<namespace>.<domain>`) and path (`/f/<ns>/<service>/…`),
 //! the per-revision [`RevisionPool`] (in-flight counting, `containerConcurrency`, the queue
 //! that holds requests while instances start — Knative's activator and queue-proxy in one),
-//! the streaming reverse proxy, and the single mapping of data-plane errors to HTTP statuses.
+//! the streaming reverse proxy, the hand-off of `/b/<ns>/<broker>` requests to the broker
+//! ingress (implemented elsewhere, behind [`BrokerIngress`]), and the single mapping of
+//! data-plane errors to HTTP statuses.
 //! Must not depend on: the store, the runtime or eventing. Instances are plain addresses
 //! added to and drained from pools by whoever runs them.
 
@@ -16,5 +18,5 @@ mod routes;
 pub use error::GatewayError;
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
-pub use proxy::{Gateway, serve};
-pub use routes::{Route, RouteKey, RoutingTable, Target};
+pub use proxy::{BrokerIngress, Gateway, GatewayBody, serve};
+pub use routes::{Route, RouteKey, RoutingTable, Target, broker_from_path};

@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::routes::Forward;
+use crate::routes::{Forward, broker_from_path, service_from_host};
 use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// What a request was routed to, for its metrics.
@@ -37,6 +37,17 @@ pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 pub struct Gateway {
     routes: Arc<RoutingTable>,
     metrics: Arc<GatewayMetrics>,
+    brokers: Option<Arc<dyn BrokerIngress>>,
+}
+
+/// Serves the broker ingress `/b/<namespace>/<broker>` (eventing lives outside the gateway).
+pub trait BrokerIngress: Send + Sync + 'static {
+    fn handle(
+        &self,
+        namespace: String,
+        broker: String,
+        req: Request<Incoming>,
+    ) -> futures_util::future::BoxFuture<'static, Response<Full<Bytes>>>;
 }
 
 /// The pooled HTTP client to instances; one per gateway thread (its connections live on
@@ -66,8 +77,12 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 impl Gateway {
-    pub fn new(routes: Arc<RoutingTable>, metrics: Arc<GatewayMetrics>) -> Arc<Gateway> {
-        Arc::new(Gateway { routes, metrics })
+    pub fn new(
+        routes: Arc<RoutingTable>,
+        metrics: Arc<GatewayMetrics>,
+        brokers: Option<Arc<dyn BrokerIngress>>,
+    ) -> Arc<Gateway> {
+        Arc::new(Gateway { routes, metrics, brokers })
     }
 
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
@@ -107,6 +122,16 @@ impl Gateway {
         let host = req.headers().get(header::HOST).cloned();
         let host_text = host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        // A broker's ingress, unless the host names a service (then the service gets it).
+        if path_and_query.starts_with("/b/")
+            && let Some(brokers) = &self.brokers
+            && let Some((namespace, broker)) = broker_from_path(path_and_query)
+            && host_text.is_none_or(|h| service_from_host(h, self.routes.domain()).is_none())
+        {
+            let (namespace, broker) = (namespace.to_string(), broker.to_string());
+            let response = brokers.handle(namespace, broker, req).await;
+            return Ok(response.map(|b| b.map_err(|never: Infallible| match never {}).boxed()));
+        }
         let no_route = || GatewayError::NoRoute {
             host: host_text.unwrap_or_default().to_string(),
             path: path_and_query.to_string(),

@@ -82,7 +82,7 @@ pub struct TriggerSpec {
 
 /// Where events go: a reference to a serval Service, or a URI (or both: the URI is then
 /// resolved relative to the reference, as Knative does).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -91,7 +91,7 @@ pub struct Destination {
     pub uri: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KReference {
     #[serde(default)]
@@ -149,7 +149,9 @@ pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
             field: "spec.subscriber.ref.kind".into(),
             message: format!("{:?} is not supported; reference a Service", r.kind),
         }),
-        (_, Some(uri)) if subscriber.reference.is_none() && !(uri.starts_with("http://") || uri.starts_with("https://")) => {
+        (_, Some(uri))
+            if subscriber.reference.is_none() && !(uri.starts_with("http://") || uri.starts_with("https://")) =>
+        {
             errors.push(FieldError {
                 field: "spec.subscriber.uri".into(),
                 message: format!("{uri:?} must be an absolute http(s) URL"),
@@ -179,7 +181,8 @@ mod tests {
             r#"{"apiVersion":"eventing.knative.dev/v1","kind":"Trigger","metadata":{"name":"t"},
                 "spec":{"broker":"","subscriber":{"uri":"ftp://x"}}}"#,
         );
-        let fields: Vec<String> = validate_trigger(&bad).expect_err("invalid").errors.into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> =
+            validate_trigger(&bad).expect_err("invalid").errors.into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["spec.broker", "spec.subscriber.uri"]);
     }
 }

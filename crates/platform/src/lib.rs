@@ -9,6 +9,7 @@
 //! listeners and a shutdown future so that tests run it on port 0.
 
 mod api;
+mod brokers;
 mod config;
 mod controller;
 mod error;
@@ -81,7 +82,7 @@ pub async fn run(
         config.clone(),
         addrs,
         controller::Parts {
-            store,
+            store: store.clone(),
             runtimes,
             images,
             routes: routes.clone(),
@@ -99,7 +100,7 @@ pub async fn run(
     };
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Gateway::new(routes, metrics.gateway.clone()),
+        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone()))),
         config.gateway_threads,
         stopped(stop_rx.clone()),
     ));

@@ -1,0 +1,103 @@
+//! Brokers: their resources and their durable HTTP ingress (`/b/<namespace>/<broker>` on the
+//! gateway). An accepted event is answered 202 only after the group commit that stores it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serval_gateway::BrokerIngress;
+use serval_store::{Kind, Store, WriteOp};
+
+/// Largest request body the ingress reads.
+const MAX_BODY: usize = 10 << 20;
+
+/// The broker ingress.
+pub struct Ingress {
+    store: Arc<Store>,
+}
+
+impl Ingress {
+    pub fn new(store: Arc<Store>) -> Arc<Ingress> {
+        Arc::new(Ingress { store })
+    }
+}
+
+fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = if message.is_empty() {
+        Bytes::new()
+    } else {
+        let reason = status.canonical_reason().unwrap_or("");
+        Bytes::from(
+            serde_json::json!({ "error": { "code": status.as_u16(), "reason": reason, "message": message } })
+                .to_string(),
+        )
+    };
+    let mut builder = Response::builder().status(status).header(header::ALLOW, "POST, OPTIONS");
+    if !body.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, "application/json");
+    }
+    builder.body(Full::new(body)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+impl Ingress {
+    async fn accept(&self, namespace: String, broker: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match *req.method() {
+            Method::POST => {}
+            // CloudEvents' webhook validation handshake.
+            Method::OPTIONS => {
+                let mut ok = answer(StatusCode::OK, "");
+                ok.headers_mut().insert("webhook-allowed-origin", header::HeaderValue::from_static("*"));
+                return ok;
+            }
+            _ => return answer(StatusCode::METHOD_NOT_ALLOWED, "send events with POST"),
+        }
+        match self.store.get::<serde_json::Value>(Kind::Broker, &namespace, &broker) {
+            Ok(Some(_)) => {}
+            Ok(None) => return answer(StatusCode::NOT_FOUND, &format!("broker {namespace}/{broker} not found")),
+            Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body could not be read ({e}); limit {MAX_BODY} bytes"),
+                );
+            }
+        };
+        let events = match serval_eventing::decode_request(&parts.headers, bytes) {
+            Ok(events) => events,
+            Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let mut ops = Vec::with_capacity(events.len());
+        for mut event in events {
+            if let Err(e) = event.set_extension("knativearrivaltime", arrival.clone()) {
+                return answer(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+            ops.push(WriteOp::append_event(&namespace, &broker, serval_eventing::to_json(&event).to_string()));
+        }
+        match self.store.write(ops).await {
+            Ok(()) => answer(StatusCode::ACCEPTED, ""),
+            Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, &format!("the event was not stored: {e}")),
+        }
+    }
+}
+
+impl BrokerIngress for Ingress {
+    fn handle(
+        &self,
+        namespace: String,
+        broker: String,
+        req: Request<Incoming>,
+    ) -> BoxFuture<'static, Response<Full<Bytes>>> {
+        let ingress = Ingress { store: self.store.clone() };
+        async move { ingress.accept(namespace, broker, req).await }.boxed()
+    }
+}
