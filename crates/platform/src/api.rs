@@ -30,6 +30,9 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/configurations/{name}", get(get_configuration))
         .route("/api/v1/namespaces/{ns}/routes", get(list_routes))
         .route("/api/v1/namespaces/{ns}/routes/{name}", get(get_route))
+        .route("/api/v1/namespaces/{ns}/brokers", get(list_brokers))
+        .route("/api/v1/namespaces/{ns}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
+        .route("/api/v1/namespaces/{ns}/brokers/{name}/events", get(broker_events))
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
@@ -271,4 +274,51 @@ async fn pull_image(State(ctl): Ctl, Json(req): Json<PullRequest>) -> Response {
     let stream =
         tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|line| Ok::<_, std::io::Error>(Bytes::from(line)));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+async fn list_brokers(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_brokers(Some(&ns))?))
+}
+
+async fn get_broker(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(serde_json::to_value(ctl.get_broker(&ns, &name)?).unwrap_or_default()))
+}
+
+async fn put_broker(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    let (broker, created) = ctl.apply_broker(&ns, &name, &body).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(broker)).into_response())
+}
+
+async fn delete_broker(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_broker(&ns, &name).await?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<usize>,
+}
+
+/// The broker's accepted events after a log position: `{"items": [{"seq", "event"}]}`.
+async fn broker_events(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    let events = ctl.broker_events(&ns, &name, q.after, q.limit.unwrap_or(100).min(1000))?;
+    let items: Vec<Value> = events
+        .into_iter()
+        .map(|e| json!({ "seq": e.seq, "event": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null) }))
+        .collect();
+    Ok(list(items))
 }

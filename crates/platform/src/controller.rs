@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
-    annotations, revision_name, validate_service,
+    Broker, Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
+    annotations, revision_name, validate_broker, validate_service,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
@@ -303,6 +303,78 @@ impl Controller {
         }
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, name).await
+    }
+
+    // ---- brokers ----
+
+    fn broker_url(&self, namespace: &str, name: &str) -> String {
+        format!("http://{}/b/{namespace}/{name}", self.addrs.gateway)
+    }
+
+    /// Creates or updates a Broker; it is ready as soon as it is stored (its log is SQLite).
+    pub async fn apply_broker(
+        &self,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(Broker, bool), PlatformError> {
+        let mut broker: Broker = decode(body, "Broker")?;
+        fill_identity(&mut broker.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity(&mut broker.metadata.name, name, "metadata.name")?;
+        validate_broker(&broker).map_err(|source| PlatformError::Invalid { kind: "Broker", source })?;
+        let _guard = self.write_lock.lock().await;
+        let existing: Option<Broker> = self.store.get(Kind::Broker, namespace, name)?;
+        let created = existing.is_none();
+        let now = now_rfc3339();
+        match &existing {
+            Some(old) => {
+                broker.metadata.uid = old.metadata.uid.clone();
+                broker.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+                broker.metadata.generation = old.metadata.generation + u64::from(old.spec != broker.spec);
+            }
+            None => {
+                broker.metadata.uid = new_uid();
+                broker.metadata.creation_timestamp = now.clone();
+                broker.metadata.generation = 1;
+            }
+        }
+        broker.status = existing.map(|b| b.status).unwrap_or_default();
+        broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
+        Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
+        self.store.write(vec![WriteOp::put(Kind::Broker, namespace, name, &broker)?]).await?;
+        Ok((broker, created))
+    }
+
+    pub fn get_broker(&self, namespace: &str, name: &str) -> Result<Broker, PlatformError> {
+        self.store.get(Kind::Broker, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
+            kind: "Broker",
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    pub fn list_brokers(&self, namespace: Option<&str>) -> Result<Vec<Broker>, PlatformError> {
+        Ok(self.store.list(Kind::Broker, namespace)?)
+    }
+
+    /// Deletes a Broker and its event log.
+    pub async fn delete_broker(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        self.get_broker(namespace, name)?;
+        let ops = vec![WriteOp::delete(Kind::Broker, namespace, name), WriteOp::delete_events(namespace, name)];
+        Ok(self.store.write(ops).await?)
+    }
+
+    /// Accepted events of a broker after `after` (a log position), oldest first.
+    pub fn broker_events(
+        &self,
+        namespace: &str,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<serval_store::StoredEvent>, PlatformError> {
+        self.get_broker(namespace, name)?;
+        Ok(self.store.events_after(namespace, name, after, limit)?)
     }
 
     // ---- reconciliation ----
@@ -691,6 +763,12 @@ pub enum Event {
 }
 
 fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {
+    decode(body, "Service")
+}
+
+/// Decodes a user's JSON document; type errors name their field path (422), syntax errors
+/// are a 400.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, PlatformError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -699,7 +777,7 @@ fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {
             PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
         } else {
             PlatformError::Invalid {
-                kind: "Service",
+                kind,
                 source: ValidationError { errors: vec![FieldError { field, message: inner.to_string() }] },
             }
         }

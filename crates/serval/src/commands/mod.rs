@@ -1,6 +1,7 @@
 //! One module per command group; `run` dispatches.
 
 mod demo;
+mod eventing;
 mod image;
 mod invoke;
 mod resources;
@@ -34,6 +35,12 @@ pub enum Command {
     Revisions(resources::RevisionsArgs),
     /// Split traffic between revisions, tag them, or roll back: `serval traffic NAME REV=PCT… [--latest PCT] [--tag REV=TAG]`.
     Traffic(resources::TrafficArgs),
+    /// Brokers: durable event logs with an HTTP ingress (create, get, list, delete).
+    #[command(subcommand)]
+    Broker(eventing::BrokerCommand),
+    /// Send CloudEvents to a broker, or tail what it accepted.
+    #[command(subcommand)]
+    Event(eventing::EventCommand),
     /// Manage the local image store: import, pull, ls, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -66,6 +73,8 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Top(a) => resources::top(a, global).await,
         Command::Traffic(a) => resources::traffic(a, global).await,
         Command::Image(c) => image::run(c, global).await,
+        Command::Broker(c) => eventing::broker(c, global).await,
+        Command::Event(c) => eventing::event(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
     }

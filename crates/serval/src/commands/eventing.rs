@@ -1,0 +1,189 @@
+//! `serval broker …` and `serval event …`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::{Value, json};
+
+use super::{DEFAULT_NAMESPACE, ReadOpts};
+use crate::Global;
+use crate::client::Client;
+use crate::output;
+
+#[derive(clap::Subcommand)]
+pub enum BrokerCommand {
+    /// Create (or update) a broker; prints its ingress URL.
+    Create {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Show one broker.
+    Get {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// List brokers.
+    List {
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete a broker and its stored events.
+    Delete {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum EventCommand {
+    /// Send a CloudEvent (binary mode) to a broker's ingress.
+    Send {
+        #[arg(long)]
+        broker: String,
+        #[arg(long = "type")]
+        event_type: String,
+        #[arg(long)]
+        source: String,
+        /// Event id (default: a fresh one).
+        #[arg(long)]
+        id: Option<String>,
+        /// Data, or @FILE.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Extension attributes (repeatable).
+        #[arg(long = "ext", value_name = "NAME=VALUE")]
+        extensions: Vec<String>,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Print the events a broker accepted (and, with -f, those that follow).
+    Tail {
+        broker: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+fn brokers_table(value: &Value) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "URL", "READY"]);
+    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
+    for b in &items {
+        t.add_row(vec![
+            b["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            b["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            b["status"]["address"]["url"].as_str().unwrap_or("").to_string(),
+            output::condition(b, "Ready").map_or("Unknown", |(s, _, _)| s).to_string(),
+        ]);
+    }
+    t
+}
+
+fn broker_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/brokers/{name}")
+}
+
+pub async fn broker(command: BrokerCommand, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    match command {
+        BrokerCommand::Create { name, namespace } => {
+            let manifest = json!({
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                "metadata": { "name": name, "namespace": namespace }
+            });
+            let written = client.put(&broker_path(&namespace, &name), &manifest).await?;
+            println!("{}", written.object["status"]["address"]["url"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        BrokerCommand::Get { name, namespace, read } => {
+            output::print(&client.get(&broker_path(&namespace, &name)).await?, read.output, brokers_table)
+        }
+        BrokerCommand::List { namespace, read } => output::print(
+            &client.get(&format!("/api/v1/namespaces/{namespace}/brokers")).await?,
+            read.output,
+            brokers_table,
+        ),
+        BrokerCommand::Delete { name, namespace } => {
+            client.delete(&broker_path(&namespace, &name)).await?;
+            eprintln!("broker {namespace}/{name} deleted");
+            Ok(())
+        }
+    }
+}
+
+fn fresh_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+pub async fn event(command: EventCommand, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    match command {
+        EventCommand::Send { broker, event_type, source, id, data, content_type, extensions, namespace } => {
+            let url = client.get(&broker_path(&namespace, &broker)).await?["status"]["address"]["url"]
+                .as_str()
+                .map(str::to_string)
+                .context("the broker has no address")?;
+            let body =
+                match data.as_deref().map(|d| d.strip_prefix('@').map_or(Ok(d.as_bytes().to_vec()), std::fs::read)) {
+                    Some(read) => read.context("cannot read the data file")?,
+                    None => Vec::new(),
+                };
+            let mut req = reqwest::Client::new()
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", id.unwrap_or_else(fresh_id))
+                .header("ce-type", event_type)
+                .header("ce-source", source);
+            if !body.is_empty() {
+                req = req.header("content-type", content_type);
+            }
+            for ext in &extensions {
+                let Some((name, value)) = ext.split_once('=') else { bail!("--ext {ext:?} must look like NAME=VALUE") };
+                req = req.header(format!("ce-{name}"), value);
+            }
+            let resp = req.body(body).send().await.with_context(|| format!("cannot reach {url}"))?;
+            let status = resp.status();
+            if status.as_u16() != 202 {
+                let text = resp.text().await.unwrap_or_default();
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                    .unwrap_or(text);
+                bail!("{message} ({})", status.as_u16());
+            }
+            eprintln!("event accepted by {namespace}/{broker}");
+            Ok(())
+        }
+        EventCommand::Tail { broker, follow, namespace } => {
+            let mut after = 0i64;
+            loop {
+                let page =
+                    client.get(&format!("{}/events?after={after}&limit=500", broker_path(&namespace, &broker))).await?;
+                let items = page["items"].as_array().cloned().unwrap_or_default();
+                for item in &items {
+                    println!("{}", item["event"]);
+                    after = item["seq"].as_i64().unwrap_or(after);
+                }
+                if items.is_empty() {
+                    if !follow {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
