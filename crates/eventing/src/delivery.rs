@@ -52,6 +52,9 @@ pub struct DeliverySpec {
     /// Where events go when delivery fails for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_sink: Option<Destination>,
+    /// `json` delivers in structured mode; `binary` (the default) in binary mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// `linear` or `exponential`.

@@ -33,6 +33,8 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/brokers", get(list_brokers))
         .route("/api/v1/namespaces/{ns}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
         .route("/api/v1/namespaces/{ns}/brokers/{name}/events", get(broker_events))
+        .route("/api/v1/namespaces/{ns}/triggers", get(list_triggers))
+        .route("/api/v1/namespaces/{ns}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
@@ -321,4 +323,30 @@ async fn broker_events(
         .map(|e| json!({ "seq": e.seq, "event": serde_json::from_str::<Value>(&e.body).unwrap_or(Value::Null) }))
         .collect();
     Ok(list(items))
+}
+
+async fn list_triggers(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_triggers(Some(&ns))?))
+}
+
+async fn get_trigger(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(serde_json::to_value(ctl.get_trigger(&ns, &name)?).unwrap_or_default()))
+}
+
+async fn put_trigger(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    let (trigger, created) = ctl.apply_trigger(&ns, &name, &body).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(trigger)).into_response())
+}
+
+async fn delete_trigger(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_trigger(&ns, &name).await?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
 }

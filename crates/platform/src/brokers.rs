@@ -13,17 +13,20 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::BrokerIngress;
 use serval_store::{Kind, Store, WriteOp};
 
+use crate::delivery::{DEFAULT_TTL, Dispatchers};
+
 /// Largest request body the ingress reads.
 const MAX_BODY: usize = 10 << 20;
 
 /// The broker ingress.
 pub struct Ingress {
     store: Arc<Store>,
+    dispatchers: Arc<Dispatchers>,
 }
 
 impl Ingress {
-    pub fn new(store: Arc<Store>) -> Arc<Ingress> {
-        Arc::new(Ingress { store })
+    pub fn new(store: Arc<Store>, dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
+        Arc::new(Ingress { store, dispatchers })
     }
 }
 
@@ -81,10 +84,16 @@ impl Ingress {
             if let Err(e) = event.set_extension("knativearrivaltime", arrival.clone()) {
                 return answer(StatusCode::BAD_REQUEST, &e.to_string());
             }
+            if event.extension("knativebrokerttl").is_none() {
+                let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
+            }
             ops.push(WriteOp::append_event(&namespace, &broker, serval_eventing::to_json(&event).to_string()));
         }
         match self.store.write(ops).await {
-            Ok(()) => answer(StatusCode::ACCEPTED, ""),
+            Ok(()) => {
+                self.dispatchers.notify(&namespace, &broker);
+                answer(StatusCode::ACCEPTED, "")
+            }
             Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, &format!("the event was not stored: {e}")),
         }
     }
@@ -97,7 +106,7 @@ impl BrokerIngress for Ingress {
         broker: String,
         req: Request<Incoming>,
     ) -> BoxFuture<'static, Response<Full<Bytes>>> {
-        let ingress = Ingress { store: self.store.clone() };
+        let ingress = Ingress { store: self.store.clone(), dispatchers: self.dispatchers.clone() };
         async move { ingress.accept(namespace, broker, req).await }.boxed()
     }
 }

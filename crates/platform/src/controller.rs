@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Broker, Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, ValidationError,
-    annotations, revision_name, validate_broker, validate_service,
+    Broker, Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
+    ValidationError, annotations, revision_name, validate_broker, validate_service, validate_trigger,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
@@ -20,6 +20,7 @@ use serval_scaler::KpaSpec;
 use serval_store::{Kind, Store, WriteOp};
 use tokio::sync::mpsc;
 
+use crate::delivery::Dispatchers;
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{RevisionRunner, RunnerSpec};
@@ -65,6 +66,7 @@ pub struct Controller {
     instance_ids: Arc<AtomicU64>,
     metrics: Arc<PlatformMetrics>,
     events: mpsc::UnboundedSender<Event>,
+    dispatchers: Arc<Dispatchers>,
 }
 
 fn now_rfc3339() -> String {
@@ -88,11 +90,12 @@ pub struct Parts {
     pub routes: Arc<RoutingTable>,
     pub metrics: Arc<PlatformMetrics>,
     pub events: mpsc::UnboundedSender<Event>,
+    pub dispatchers: Arc<Dispatchers>,
 }
 
 impl Controller {
     pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
-        let Parts { store, runtimes, images, routes, metrics, events } = parts;
+        let Parts { store, runtimes, images, routes, metrics, events, dispatchers } = parts;
         Arc::new(Controller {
             config,
             addrs,
@@ -106,6 +109,7 @@ impl Controller {
             instance_ids: Arc::new(AtomicU64::new(1)),
             metrics,
             events,
+            dispatchers,
         })
     }
 
@@ -342,6 +346,7 @@ impl Controller {
         broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
         Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
         self.store.write(vec![WriteOp::put(Kind::Broker, namespace, name, &broker)?]).await?;
+        self.sync_dispatchers();
         Ok((broker, created))
     }
 
@@ -362,7 +367,9 @@ impl Controller {
         let _guard = self.write_lock.lock().await;
         self.get_broker(namespace, name)?;
         let ops = vec![WriteOp::delete(Kind::Broker, namespace, name), WriteOp::delete_events(namespace, name)];
-        Ok(self.store.write(ops).await?)
+        self.store.write(ops).await?;
+        self.sync_dispatchers();
+        Ok(())
     }
 
     /// Accepted events of a broker after `after` (a log position), oldest first.
@@ -377,10 +384,98 @@ impl Controller {
         Ok(self.store.events_after(namespace, name, after, limit)?)
     }
 
+    // ---- triggers ----
+
+    fn gateway_url(&self) -> String {
+        format!("http://{}", self.addrs.gateway)
+    }
+
+    /// Makes the trigger dispatchers match the stored triggers.
+    fn sync_dispatchers(&self) {
+        self.dispatchers.sync(crate::delivery::plans(&self.store, &self.gateway_url()));
+    }
+
+    /// Creates or updates a Trigger. Filters and delivery are compiled now (bad ones are a
+    /// 422 naming the field); a new trigger delivers events accepted from now on.
+    pub async fn apply_trigger(
+        &self,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(Trigger, bool), PlatformError> {
+        let mut trigger: Trigger = decode(body, "Trigger")?;
+        fill_identity(&mut trigger.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity(&mut trigger.metadata.name, name, "metadata.name")?;
+        validate_trigger(&trigger).map_err(|source| PlatformError::Invalid { kind: "Trigger", source })?;
+        let _guard = self.write_lock.lock().await;
+        let broker: Option<Broker> = self.store.get(Kind::Broker, namespace, &trigger.spec.broker)?;
+        let plan = crate::delivery::plan(
+            &trigger,
+            broker.as_ref().and_then(|b| b.spec.delivery.as_ref()),
+            &self.gateway_url(),
+        )?;
+        let existing: Option<Trigger> = self.store.get(Kind::Trigger, namespace, name)?;
+        let created = existing.is_none();
+        let now = now_rfc3339();
+        match &existing {
+            Some(old) => {
+                trigger.metadata.uid = old.metadata.uid.clone();
+                trigger.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+                trigger.metadata.generation = old.metadata.generation + u64::from(old.spec != trigger.spec);
+                trigger.status = old.status.clone();
+            }
+            None => {
+                trigger.metadata.uid = new_uid();
+                trigger.metadata.creation_timestamp = now.clone();
+                trigger.metadata.generation = 1;
+            }
+        }
+        trigger.status.subscriber_uri = Some(plan.subscriber.clone());
+        let ready = match &broker {
+            Some(_) => Condition::new("Ready", ConditionStatus::True, "", ""),
+            None => Condition::new(
+                "Ready",
+                ConditionStatus::False,
+                "BrokerDoesNotExist",
+                format!("broker {:?} does not exist", trigger.spec.broker),
+            ),
+        };
+        Condition::set(&mut trigger.status.conditions, ready, &now);
+        let mut ops = vec![WriteOp::put(Kind::Trigger, namespace, name, &trigger)?];
+        if created {
+            ops.push(WriteOp::set_cursor(namespace, name, Some(self.store.last_event_seq()?)));
+        }
+        self.store.write(ops).await?;
+        self.sync_dispatchers();
+        Ok((trigger, created))
+    }
+
+    pub fn get_trigger(&self, namespace: &str, name: &str) -> Result<Trigger, PlatformError> {
+        self.store.get(Kind::Trigger, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
+            kind: "Trigger",
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    pub fn list_triggers(&self, namespace: Option<&str>) -> Result<Vec<Trigger>, PlatformError> {
+        Ok(self.store.list(Kind::Trigger, namespace)?)
+    }
+
+    pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        self.get_trigger(namespace, name)?;
+        let ops = vec![WriteOp::delete(Kind::Trigger, namespace, name), WriteOp::set_cursor(namespace, name, None)];
+        self.store.write(ops).await?;
+        self.sync_dispatchers();
+        Ok(())
+    }
+
     // ---- reconciliation ----
 
     pub async fn resync_all(&self) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
+        self.sync_dispatchers();
         let services: Vec<Service> = self.store.list(Kind::Service, None)?;
         for s in services {
             if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {

@@ -12,6 +12,7 @@ mod api;
 mod brokers;
 mod config;
 mod controller;
+mod delivery;
 mod error;
 mod logs;
 mod metrics;
@@ -78,6 +79,7 @@ pub async fn run(
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let dispatchers = delivery::Dispatchers::new(store.clone());
     let controller = controller::Controller::new(
         config.clone(),
         addrs,
@@ -88,6 +90,7 @@ pub async fn run(
             routes: routes.clone(),
             metrics: metrics.clone(),
             events: events_tx,
+            dispatchers: dispatchers.clone(),
         },
     );
     let events = tokio::spawn(controller.clone().handle_events(events_rx));
@@ -100,7 +103,7 @@ pub async fn run(
     };
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone()))),
+        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone(), dispatchers.clone()))),
         config.gateway_threads,
         stopped(stop_rx.clone()),
     ));
@@ -115,6 +118,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     resync.abort();
     events.abort();
+    dispatchers.stop_all();
     controller.shutdown().await;
     let _ = gateway.await;
     let _ = api.await;

@@ -78,6 +78,13 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX events_by_broker ON events (namespace, broker, seq);",
+    // version 3: how far each trigger has delivered its broker's log
+    "CREATE TABLE trigger_cursors (
+        namespace TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (namespace, trigger)
+    ) WITHOUT ROWID;",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
@@ -164,6 +171,21 @@ impl Store {
         })
     }
 
+    /// The log position up to which a trigger has handled its broker's events (0: none).
+    pub fn cursor(&self, namespace: &str, trigger: &str) -> Result<i64, StoreError> {
+        let seq: Option<i64> = self.read(|c| {
+            c.prepare_cached("SELECT seq FROM trigger_cursors WHERE namespace = ?1 AND trigger = ?2")?
+                .query_row(params![namespace, trigger], |r| r.get(0))
+                .optional()
+        })?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// The newest log position of all brokers (0 when empty); a new trigger starts there.
+    pub fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
+    }
+
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
     pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
         let rows: Vec<(String, String, String)> = self.read(|c| {
@@ -205,6 +227,11 @@ impl WriteOp {
     /// Appends an event (JSON format) to a broker's log.
     pub fn append_event(namespace: &str, broker: &str, body: String) -> WriteOp {
         WriteOp::AppendEvent { namespace: namespace.into(), broker: broker.into(), body }
+    }
+
+    /// Records how far a trigger has delivered (`None` forgets the trigger).
+    pub fn set_cursor(namespace: &str, trigger: &str, seq: Option<i64>) -> WriteOp {
+        WriteOp::SetCursor { namespace: namespace.into(), trigger: trigger.into(), seq }
     }
 
     /// Drops a broker's whole log (the broker is deleted).

@@ -16,6 +16,7 @@ pub enum WriteOp {
     Delete { kind: &'static str, namespace: String, name: String },
     AppendEvent { namespace: String, broker: String, body: String },
     DeleteEvents { namespace: String, broker: String },
+    SetCursor { namespace: String, trigger: String, seq: Option<i64> },
 }
 
 struct Request {
@@ -115,6 +116,17 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
         WriteOp::AppendEvent { namespace, broker, body } => {
             conn.prepare_cached("INSERT INTO events (namespace, broker, body) VALUES (?1, ?2, ?3)")?
                 .execute(params![namespace, broker, body])?;
+        }
+        WriteOp::SetCursor { namespace, trigger, seq: Some(seq) } => {
+            conn.prepare_cached(
+                "INSERT INTO trigger_cursors (namespace, trigger, seq) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (namespace, trigger) DO UPDATE SET seq = excluded.seq",
+            )?
+            .execute(params![namespace, trigger, seq])?;
+        }
+        WriteOp::SetCursor { namespace, trigger, seq: None } => {
+            conn.prepare_cached("DELETE FROM trigger_cursors WHERE namespace = ?1 AND trigger = ?2")?
+                .execute(params![namespace, trigger])?;
         }
         WriteOp::DeleteEvents { namespace, broker } => {
             conn.prepare_cached("DELETE FROM events WHERE namespace = ?1 AND broker = ?2")?

@@ -43,6 +43,168 @@ pub enum BrokerCommand {
 }
 
 #[derive(clap::Subcommand)]
+pub enum TriggerCommand {
+    /// Create (or update) a trigger: the events of a broker that match, sent to a subscriber.
+    Create {
+        name: String,
+        #[arg(long, default_value = "default")]
+        broker: String,
+        /// Subscriber URL.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        sink: Option<String>,
+        /// Subscriber: a serval Service in the namespace.
+        #[arg(long)]
+        service: Option<String>,
+        /// Exact attribute filter NAME=VALUE (repeatable).
+        #[arg(long = "filter", value_name = "NAME=VALUE")]
+        filters: Vec<String>,
+        /// A CESQL filter expression.
+        #[arg(long)]
+        cesql: Option<String>,
+        /// Retries after the first attempt.
+        #[arg(long)]
+        retry: Option<u32>,
+        /// linear or exponential.
+        #[arg(long)]
+        backoff_policy: Option<String>,
+        /// ISO-8601 base delay, e.g. PT0.2S.
+        #[arg(long)]
+        backoff_delay: Option<String>,
+        /// Where events go when delivery fails for good.
+        #[arg(long)]
+        dead_letter_sink: Option<String>,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Show one trigger.
+    Get {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// List triggers.
+    List {
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete a trigger.
+    Delete {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+fn triggers_table(value: &Value) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY", "REASON"]);
+    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
+    for tr in &items {
+        let (ready, reason) = output::condition(tr, "Ready").map_or(("Unknown", ""), |(s, r, _)| (s, r));
+        t.add_row(vec![
+            tr["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            tr["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            tr["spec"]["broker"].as_str().unwrap_or("").to_string(),
+            tr["status"]["subscriberUri"].as_str().unwrap_or("").to_string(),
+            ready.to_string(),
+            reason.to_string(),
+        ]);
+    }
+    t
+}
+
+fn trigger_path(namespace: &str, name: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/triggers/{name}")
+}
+
+pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    match command {
+        TriggerCommand::Create {
+            name,
+            broker,
+            sink,
+            service,
+            filters,
+            cesql,
+            retry,
+            backoff_policy,
+            backoff_delay,
+            dead_letter_sink,
+            namespace,
+        } => {
+            let subscriber = match (sink, service) {
+                (Some(uri), _) => json!({ "uri": uri }),
+                (None, Some(svc)) => {
+                    json!({ "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": svc } })
+                }
+                (None, None) => bail!("give --sink or --service"),
+            };
+            let mut exact = serde_json::Map::new();
+            for f in &filters {
+                let Some((k, v)) = f.split_once('=') else { bail!("--filter {f:?} must look like NAME=VALUE") };
+                exact.insert(k.to_string(), json!(v));
+            }
+            let mut spec = json!({ "broker": broker, "subscriber": subscriber });
+            let mut api_filters = Vec::new();
+            if !exact.is_empty() {
+                api_filters.push(json!({ "exact": exact }));
+            }
+            if let Some(expr) = cesql {
+                api_filters.push(json!({ "cesql": expr }));
+            }
+            if !api_filters.is_empty() {
+                spec["filters"] = json!(api_filters);
+            }
+            let mut delivery = serde_json::Map::new();
+            if let Some(r) = retry {
+                delivery.insert("retry".into(), json!(r));
+            }
+            if let Some(p) = backoff_policy {
+                delivery.insert("backoffPolicy".into(), json!(p));
+            }
+            if let Some(d) = backoff_delay {
+                delivery.insert("backoffDelay".into(), json!(d));
+            }
+            if let Some(d) = dead_letter_sink {
+                delivery.insert("deadLetterSink".into(), json!({ "uri": d }));
+            }
+            if !delivery.is_empty() {
+                spec["delivery"] = Value::Object(delivery);
+            }
+            let manifest = json!({
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                "metadata": { "name": name, "namespace": namespace }, "spec": spec
+            });
+            let written = client.put(&trigger_path(&namespace, &name), &manifest).await?;
+            let (ready, reason, message) = output::condition(&written.object, "Ready").unwrap_or(("Unknown", "", ""));
+            if ready != "True" {
+                eprintln!("trigger {namespace}/{name} is not ready: {reason}: {message}");
+            }
+            println!("{}", written.object["status"]["subscriberUri"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        TriggerCommand::Get { name, namespace, read } => {
+            output::print(&client.get(&trigger_path(&namespace, &name)).await?, read.output, triggers_table)
+        }
+        TriggerCommand::List { namespace, read } => output::print(
+            &client.get(&format!("/api/v1/namespaces/{namespace}/triggers")).await?,
+            read.output,
+            triggers_table,
+        ),
+        TriggerCommand::Delete { name, namespace } => {
+            client.delete(&trigger_path(&namespace, &name)).await?;
+            eprintln!("trigger {namespace}/{name} deleted");
+            Ok(())
+        }
+    }
+}
+
+#[derive(clap::Subcommand)]
 pub enum EventCommand {
     /// Send a CloudEvent (binary mode) to a broker's ingress.
     Send {

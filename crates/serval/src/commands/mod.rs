@@ -38,6 +38,9 @@ pub enum Command {
     /// Brokers: durable event logs with an HTTP ingress (create, get, list, delete).
     #[command(subcommand)]
     Broker(eventing::BrokerCommand),
+    /// Triggers: deliver a broker's matching events to a subscriber (create, get, list, delete).
+    #[command(subcommand)]
+    Trigger(eventing::TriggerCommand),
     /// Send CloudEvents to a broker, or tail what it accepted.
     #[command(subcommand)]
     Event(eventing::EventCommand),
@@ -75,6 +78,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Image(c) => image::run(c, global).await,
         Command::Broker(c) => eventing::broker(c, global).await,
         Command::Event(c) => eventing::event(c, global).await,
+        Command::Trigger(c) => eventing::trigger(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
     }

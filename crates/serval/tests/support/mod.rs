@@ -177,3 +177,96 @@ pub fn pid_alive(pid: u32) -> bool {
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }
+
+/// One request a [`Subscriber`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    /// Lower-case header names.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// One scripted answer: status, extra headers, body.
+pub type Answer = (u16, Vec<(String, String)>, String);
+
+/// An HTTP event subscriber on loopback that records what it gets and answers from a script
+/// (then 200).
+pub struct Subscriber {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn start(script: Vec<Answer>) -> Subscriber {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(script)));
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                let (log, script) = (log.clone(), script.clone());
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        let n = stream.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
+                                .unwrap_or(0usize);
+                            break (end + 4, length);
+                        }
+                    };
+                    while data.len() < head_end + length {
+                        let n = stream.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+                    let headers = head
+                        .lines()
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
+                        .collect();
+                    let body = data[head_end..(head_end + length).min(data.len())].to_vec();
+                    log.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
+                    let (status, extra, reply) =
+                        script.lock().expect("lock").pop_front().unwrap_or((200, Vec::new(), String::new()));
+                    let mut response =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.len());
+                    for (k, v) in extra {
+                        response.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    response.push_str("\r\n");
+                    response.push_str(&reply);
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Subscriber { url, received, task }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

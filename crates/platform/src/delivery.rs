@@ -1,0 +1,348 @@
+//! Trigger delivery: one dispatcher task per trigger reads its broker's durable log from the
+//! trigger's cursor, filters, delivers (binary or structured mode) with the trigger's retry
+//! policy, dead-letters what fails for good, feeds replies back into the broker, and records
+//! its cursor after each batch. At-least-once: a crash redelivers at most the batch in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serval_eventing::{
+    CloudEvent, CompiledFilter, Decision, DeliverySpec, Outcome, RetryAfter, RetryPolicy, SubscriptionsApiFilter,
+    TriggerFilter,
+};
+use serval_model::{Destination, Trigger};
+use serval_store::{Kind, Store, WriteOp};
+use tokio::sync::{Notify, watch};
+
+use crate::PlatformError;
+
+/// Events read from the log at a time (and delivered concurrently).
+const BATCH: usize = 32;
+/// Re-read the log this often even without a notification.
+const POLL: Duration = Duration::from_secs(1);
+/// Knative's default time-to-live of an event bouncing between broker and subscribers.
+pub const DEFAULT_TTL: i32 = 255;
+
+/// A trigger made ready to deliver: compiled filter, resolved URLs, retry policy.
+#[derive(Clone)]
+pub struct Plan {
+    pub namespace: String,
+    pub name: String,
+    pub broker: String,
+    pub filter: Arc<CompiledFilter>,
+    pub subscriber: String,
+    pub dead_letter: Option<String>,
+    pub policy: RetryPolicy,
+    pub structured: bool,
+}
+
+/// Resolves a destination: a Service by its path route on the gateway, or a URI.
+pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Option<String> {
+    match (&dest.reference, &dest.uri) {
+        (Some(r), uri) => {
+            let ns = r.namespace.as_deref().unwrap_or(namespace);
+            let path = uri.as_deref().unwrap_or("");
+            let path = if path.is_empty() || path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+            Some(format!("{gateway}/f/{ns}/{}{path}", r.name))
+        }
+        (None, Some(uri)) => Some(uri.clone()),
+        (None, None) => None,
+    }
+}
+
+/// Validates a trigger's filters and delivery and resolves where its events go.
+pub fn plan(
+    trigger: &Trigger,
+    broker_delivery: Option<&serde_json::Value>,
+    gateway: &str,
+) -> Result<Plan, PlatformError> {
+    let invalid = |field: &str, message: String| PlatformError::Invalid {
+        kind: "Trigger",
+        source: serval_model::ValidationError {
+            errors: vec![serval_model::FieldError { field: field.into(), message }],
+        },
+    };
+    let filter: Option<TriggerFilter> = trigger
+        .spec
+        .filter
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| invalid("spec.filter", e.to_string()))?;
+    let filters: Vec<SubscriptionsApiFilter> = trigger
+        .spec
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            serde_json::from_value(f.clone()).map_err(|e| invalid(&format!("spec.filters[{i}]"), e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let compiled =
+        serval_eventing::compile(filter.as_ref(), &filters).map_err(|e| invalid("spec.filters", e.to_string()))?;
+    let delivery_value = trigger.spec.delivery.as_ref().or(broker_delivery);
+    let delivery: DeliverySpec = delivery_value
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| invalid("spec.delivery", e.to_string()))?
+        .unwrap_or_default();
+    let policy = RetryPolicy::from_spec(&delivery).map_err(|e| invalid("spec.delivery", e.to_string()))?;
+    let namespace = trigger.metadata.namespace.clone();
+    let subscriber = resolve(&trigger.spec.subscriber, &namespace, gateway)
+        .ok_or_else(|| invalid("spec.subscriber", "give ref or uri".into()))?;
+    let dead_letter = delivery.dead_letter_sink.as_ref().and_then(|d| resolve(d, &namespace, gateway));
+    Ok(Plan {
+        namespace,
+        name: trigger.metadata.name.clone(),
+        broker: trigger.spec.broker.clone(),
+        filter: Arc::new(compiled),
+        subscriber,
+        dead_letter,
+        policy,
+        structured: delivery.format.as_deref() == Some("json"),
+    })
+}
+
+struct Running {
+    fingerprint: String,
+    stop: watch::Sender<bool>,
+}
+
+/// The dispatchers of all triggers.
+pub struct Dispatchers {
+    store: Arc<Store>,
+    http: reqwest::Client,
+    running: Mutex<HashMap<String, Running>>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Dispatchers {
+    pub fn new(store: Arc<Store>) -> Arc<Dispatchers> {
+        Arc::new(Dispatchers {
+            store,
+            http: reqwest::Client::new(),
+            running: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn waker(&self, namespace: &str, broker: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        wakers.entry(key(namespace, broker)).or_default().clone()
+    }
+
+    /// New events were committed to a broker's log.
+    pub fn notify(&self, namespace: &str, broker: &str) {
+        self.waker(namespace, broker).notify_waiters();
+    }
+
+    /// Makes the running dispatchers match `plans`: starts new ones, restarts changed ones
+    /// (from their stored cursor), stops those whose trigger is gone.
+    pub fn sync(self: &Arc<Self>, plans: Vec<(Plan, String)>) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<String, (Plan, String)> =
+            plans.into_iter().map(|(p, f)| (key(&p.namespace, &p.name), (p, f))).collect();
+        running.retain(|k, r| {
+            let keep = wanted.get(k).is_some_and(|(_, f)| *f == r.fingerprint);
+            if !keep {
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        for (k, (plan, fingerprint)) in wanted {
+            if running.contains_key(&k) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            running.insert(k, Running { fingerprint, stop });
+            tokio::spawn(self.clone().dispatch(plan, stopped));
+        }
+    }
+
+    /// Stops every dispatcher.
+    pub fn stop_all(&self) {
+        for (_, r) in self.running.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            let _ = r.stop.send(true);
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>) {
+        let waker = self.waker(&plan.namespace, &plan.broker);
+        let mut cursor = match self.store.cursor(&plan.namespace, &plan.name) {
+            Ok(c) => c,
+            Err(e) => return tracing::error!("trigger {}/{}: {e}", plan.namespace, plan.name),
+        };
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let notified = waker.notified();
+            let batch = match self.store.events_after(&plan.namespace, &plan.broker, cursor, BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("trigger {}/{}: {e}", plan.namespace, plan.name);
+                    Vec::new()
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            let last = batch.last().map_or(cursor, |e| e.seq);
+            let deliveries = batch.into_iter().filter_map(|stored| {
+                let json: serde_json::Value = serde_json::from_str(&stored.body).ok()?;
+                let event = serval_eventing::from_json(&json).ok()?;
+                plan.filter.matches(&event).then(|| self.deliver(&plan, event))
+            });
+            tokio::select! {
+                _ = futures_util::future::join_all(deliveries) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            cursor = last;
+            if let Err(e) = self.store.write(vec![WriteOp::set_cursor(&plan.namespace, &plan.name, Some(cursor))]).await
+            {
+                tracing::error!("trigger {}/{}: saving cursor: {e}", plan.namespace, plan.name);
+            }
+        }
+    }
+
+    /// One POST of an event; the outcome and, for 2xx, the response (a possible reply).
+    async fn post(
+        &self,
+        url: &str,
+        event: &CloudEvent,
+        structured: bool,
+        timeout: Option<Duration>,
+    ) -> (Outcome, Bytes, Option<CloudEvent>) {
+        let (headers, body) =
+            if structured { serval_eventing::encode_structured(event) } else { serval_eventing::encode_binary(event) };
+        let mut req = self.http.post(url).body(body);
+        for (name, value) in headers.iter() {
+            req = req.header(name.as_str(), value.as_bytes());
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(_) => return (Outcome::NoResponse, Bytes::new(), None),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| RetryAfter::parse(v, SystemTime::now()));
+        let mut reply_headers = hyper::HeaderMap::new();
+        for (name, value) in resp.headers() {
+            reply_headers.append(name.clone(), value.clone());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let reply = ((200..300).contains(&status) && serval_eventing::is_cloudevent(&reply_headers))
+            .then(|| serval_eventing::decode_request(&reply_headers, body.clone()).ok())
+            .flatten()
+            .and_then(|mut events| events.pop());
+        (Outcome::Status(status, retry_after), body, reply)
+    }
+
+    /// Delivers one event with retries; dead-letters it when it fails for good.
+    async fn deliver(&self, plan: &Plan, event: CloudEvent) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (outcome, body, reply) =
+                self.post(&plan.subscriber, &event, plan.structured, plan.policy.timeout).await;
+            match plan.policy.decide(attempt, outcome, Instant::now()) {
+                Decision::Done => {
+                    if let Some(reply) = reply {
+                        self.reingest(plan, &event, reply).await;
+                    }
+                    return;
+                }
+                Decision::RetryAt(at) => tokio::time::sleep_until(at.into()).await,
+                Decision::DeadLetter { code } => {
+                    let Some(sink) = &plan.dead_letter else {
+                        tracing::warn!(
+                            "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink)",
+                            plan.namespace,
+                            plan.name,
+                            event.id()
+                        );
+                        return;
+                    };
+                    let mut dead = event.clone();
+                    for (name, value) in serval_eventing::dead_letter_extensions(&plan.subscriber, code, &body) {
+                        let _ = dead.set_extension(name, value);
+                    }
+                    let (outcome, _, _) = self.post(sink, &dead, plan.structured, plan.policy.timeout).await;
+                    if !matches!(outcome, Outcome::Status(200..=299, _)) {
+                        tracing::warn!(
+                            "trigger {}/{}: dead-letter sink refused event {}",
+                            plan.namespace,
+                            plan.name,
+                            dead.id()
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A subscriber's reply goes back into the broker, one hop closer to its TTL.
+    async fn reingest(&self, plan: &Plan, original: &CloudEvent, mut reply: CloudEvent) {
+        let ttl = original
+            .extension("knativebrokerttl")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(DEFAULT_TTL)
+            .saturating_sub(1);
+        if ttl <= 0 {
+            tracing::warn!(
+                "trigger {}/{}: reply {} dropped: knativebrokerttl exhausted",
+                plan.namespace,
+                plan.name,
+                reply.id()
+            );
+            return;
+        }
+        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let _ = reply.set_extension("knativebrokerttl", ttl);
+        let _ = reply.set_extension("knativearrivaltime", arrival);
+        let body = serval_eventing::to_json(&reply).to_string();
+        match self.store.write(vec![WriteOp::append_event(&plan.namespace, &plan.broker, body)]).await {
+            Ok(()) => self.notify(&plan.namespace, &plan.broker),
+            Err(e) => tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name),
+        }
+    }
+}
+
+/// The stored triggers, as plans, with a fingerprint of what they were built from.
+pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
+    let triggers: Vec<Trigger> = store.list(Kind::Trigger, None).unwrap_or_default();
+    triggers
+        .iter()
+        .filter_map(|t| {
+            let broker: Option<serval_model::Broker> =
+                store.get(Kind::Broker, &t.metadata.namespace, &t.spec.broker).ok().flatten();
+            let broker = broker?;
+            let plan = plan(t, broker.spec.delivery.as_ref(), gateway).ok()?;
+            let fingerprint = format!(
+                "{}|{}",
+                serde_json::to_string(&t.spec).unwrap_or_default(),
+                serde_json::to_string(&broker.spec.delivery).unwrap_or_default()
+            );
+            Some((plan, fingerprint))
+        })
+        .collect()
+}

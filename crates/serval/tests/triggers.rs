@@ -1,0 +1,147 @@
+//! End-to-end tests of trigger delivery: filters (attributes and CESQL), retries with
+//! backoff, dead-letter sinks with the knativeerror* attributes, and replies.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Server, Subscriber, eventually};
+
+fn send(server: &Server, event_type: &str, source: &str) {
+    server.ok(&[
+        "event",
+        "send",
+        "--broker",
+        "default",
+        "--type",
+        event_type,
+        "--source",
+        source,
+        "--data",
+        r#"{"x":1}"#,
+    ]);
+}
+
+fn types(s: &Subscriber) -> Vec<String> {
+    s.received().iter().filter_map(|r| r.headers.get("ce-type").cloned()).collect()
+}
+
+#[tokio::test]
+async fn triggers_filter_retry_dead_letter_and_reply() {
+    let server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    let a = Subscriber::start(vec![]).await;
+    let b = Subscriber::start(vec![]).await;
+    let flaky = Subscriber::start(vec![(503, vec![], String::new()), (503, vec![], String::new())]).await;
+    let failing = Subscriber::start((0..10).map(|_| (500, vec![], "kaput".to_string())).collect()).await;
+    let dead = Subscriber::start(vec![]).await;
+    let reply_headers = vec![
+        ("ce-specversion".to_string(), "1.0".to_string()),
+        ("ce-id".to_string(), "r1".to_string()),
+        ("ce-type".to_string(), "com.example.reply".to_string()),
+        ("ce-source".to_string(), "/replier".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    let replier = Subscriber::start(vec![(200, reply_headers, r#"{"answer":42}"#.to_string())]).await;
+    let third = Subscriber::start(vec![]).await;
+
+    server.ok(&["trigger", "create", "t-a", "--sink", &a.url, "--filter", "type=com.example.a"]);
+    server.ok(&[
+        "trigger",
+        "create",
+        "t-b",
+        "--sink",
+        &b.url,
+        "--cesql",
+        "type LIKE 'com.example.b%' AND source = '/x'",
+    ]);
+    server.ok(&[
+        "trigger",
+        "create",
+        "t-flaky",
+        "--sink",
+        &flaky.url,
+        "--filter",
+        "type=com.example.retry",
+        "--retry",
+        "3",
+        "--backoff-policy",
+        "exponential",
+        "--backoff-delay",
+        "PT0.2S",
+    ]);
+    server.ok(&[
+        "trigger",
+        "create",
+        "t-dead",
+        "--sink",
+        &failing.url,
+        "--filter",
+        "type=com.example.dead",
+        "--retry",
+        "1",
+        "--backoff-delay",
+        "PT0.05S",
+        "--dead-letter-sink",
+        &dead.url,
+    ]);
+    server.ok(&["trigger", "create", "t-ask", "--sink", &replier.url, "--filter", "type=com.example.ask"]);
+    server.ok(&["trigger", "create", "t-reply", "--sink", &third.url, "--filter", "type=com.example.reply"]);
+    let err = server.fails(&["trigger", "create", "bad", "--sink", &a.url, "--cesql", "type = "]);
+    assert!(err.contains("422") && err.contains("cesql"), "{err}");
+
+    for (t, s) in [
+        ("com.example.a", "/x"),
+        ("com.example.b.1", "/x"),
+        ("com.example.c", "/x"),
+        ("com.example.b.2", "/y"),
+        ("com.example.retry", "/x"),
+        ("com.example.dead", "/x"),
+        ("com.example.ask", "/x"),
+    ] {
+        send(&server, t, s);
+    }
+
+    eventually("filtered deliveries", Duration::from_secs(10), async || {
+        (types(&a) == ["com.example.a"] && types(&b) == ["com.example.b.1"]).then_some(())
+    })
+    .await;
+
+    // 503 twice, then 200: three attempts, spaced by the exponential backoff (0.2 s, 0.4 s).
+    let attempts = eventually("three attempts", Duration::from_secs(10), async || {
+        let r = flaky.received();
+        (r.len() == 3).then_some(r)
+    })
+    .await;
+    assert!(attempts[1].at - attempts[0].at >= Duration::from_millis(180), "{:?}", attempts[1].at - attempts[0].at);
+    assert!(attempts[2].at - attempts[1].at >= Duration::from_millis(380), "{:?}", attempts[2].at - attempts[1].at);
+
+    // Always 500: dead-lettered with the error attributes.
+    let dead_letters = eventually("a dead letter", Duration::from_secs(10), async || {
+        let r = dead.received();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    let h = &dead_letters[0].headers;
+    assert_eq!(h.get("ce-type").map(String::as_str), Some("com.example.dead"));
+    assert_eq!(h.get("ce-knativeerrorcode").map(String::as_str), Some("500"));
+    assert_eq!(h.get("ce-knativeerrordest").map(String::as_str), Some(failing.url.as_str()));
+    assert!(h.contains_key("ce-knativeerrordata"), "{h:?}");
+    assert_eq!(failing.received().len(), 2, "one attempt and one retry");
+
+    // The reply goes back into the broker and reaches the third trigger.
+    let replies = eventually("the reply delivered", Duration::from_secs(10), async || {
+        let r = third.received();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(replies[0].headers.get("ce-knativebrokerttl").map(String::as_str), Some("254"));
+    assert_eq!(String::from_utf8_lossy(&replies[0].body), r#"{"answer":42}"#);
+
+    // Nothing else arrived where it should not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(types(&a), ["com.example.a"]);
+    assert_eq!(types(&b), ["com.example.b.1"]);
+    let listed = server.ok(&["trigger", "list"]);
+    assert!(listed.contains("t-flaky") && listed.contains("True"), "{listed}");
+}
