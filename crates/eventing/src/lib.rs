@@ -38,4 +38,5 @@ pub use delivery::{
     dead_letter_extensions, parse_iso8601_duration,
 };
 pub use error::EventError;
+pub mod ping;
 pub use filter::{CompiledFilter, SubscriptionsApiFilter, TriggerFilter, compile};

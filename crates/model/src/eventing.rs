@@ -10,6 +10,7 @@ use crate::meta::{Condition, ObjectMeta};
 use crate::validate::{FieldError, ValidationError, validate_name};
 
 pub const EVENTING_API_VERSION: &str = "eventing.knative.dev/v1";
+pub const SOURCES_API_VERSION: &str = "sources.knative.dev/v1";
 
 fn default_api_version() -> String {
     EVENTING_API_VERSION.into()
@@ -114,8 +115,9 @@ pub struct EventingStatus {
 }
 
 fn check_identity(errors: &mut Vec<FieldError>, api_version: &str, kind: &str, expected: &str, meta: &ObjectMeta) {
-    if api_version != EVENTING_API_VERSION {
-        errors.push(FieldError { field: "apiVersion".into(), message: format!("must be {EVENTING_API_VERSION}") });
+    let wanted = if expected == "PingSource" { SOURCES_API_VERSION } else { EVENTING_API_VERSION };
+    if api_version != wanted {
+        errors.push(FieldError { field: "apiVersion".into(), message: format!("must be {wanted}") });
     }
     if kind != expected {
         errors.push(FieldError { field: "kind".into(), message: format!("must be {expected}") });
@@ -145,9 +147,9 @@ pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
     let subscriber = &trigger.spec.subscriber;
     match (&subscriber.reference, &subscriber.uri) {
         (None, None) => errors.push(FieldError { field: "spec.subscriber".into(), message: "give ref or uri".into() }),
-        (Some(r), _) if r.kind != "Service" => errors.push(FieldError {
+        (Some(r), _) if r.kind != "Service" && r.kind != "Broker" => errors.push(FieldError {
             field: "spec.subscriber.ref.kind".into(),
-            message: format!("{:?} is not supported; reference a Service", r.kind),
+            message: format!("{:?} is not supported; reference a Service or a Broker", r.kind),
         }),
         (_, Some(uri))
             if subscriber.reference.is_none() && !(uri.starts_with("http://") || uri.starts_with("https://")) =>
@@ -158,6 +160,56 @@ pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
             })
         }
         _ => {}
+    }
+    result(errors)
+}
+
+/// A `PingSource`: a cron schedule that emits `dev.knative.sources.ping` events to a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingSource {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: PingSourceSpec,
+    #[serde(default)]
+    pub status: EventingStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingSourceSpec {
+    /// Cron: 5 fields, or 6 with seconds first.
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub sink: Destination,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// Checks the source's shape; the schedule and time zone are checked by the eventing crate.
+pub fn validate_ping_source(source: &PingSource) -> Result<(), ValidationError> {
+    let mut errors = Vec::new();
+    check_identity(&mut errors, &source.api_version, &source.kind, "PingSource", &source.metadata);
+    if source.spec.schedule.trim().is_empty() {
+        errors.push(FieldError { field: "spec.schedule".into(), message: "is required".into() });
+    }
+    if source.spec.data.is_some() && source.spec.data_base64.is_some() {
+        errors
+            .push(FieldError { field: "spec.dataBase64".into(), message: "give data or dataBase64, not both".into() });
+    }
+    if source.spec.sink.reference.is_none() && source.spec.sink.uri.is_none() {
+        errors.push(FieldError { field: "spec.sink".into(), message: "give ref or uri".into() });
     }
     result(errors)
 }

@@ -13,8 +13,8 @@ mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use eventing::{
-    Addressable, Broker, BrokerSpec, Destination, EVENTING_API_VERSION, EventingStatus, KReference, Trigger,
-    TriggerSpec, validate_broker, validate_trigger,
+    Addressable, Broker, BrokerSpec, Destination, EVENTING_API_VERSION, EventingStatus, KReference, PingSource,
+    PingSourceSpec, SOURCES_API_VERSION, Trigger, TriggerSpec, validate_broker, validate_ping_source, validate_trigger,
 };
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{

@@ -35,6 +35,11 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/brokers/{name}/events", get(broker_events))
         .route("/api/v1/namespaces/{ns}/triggers", get(list_triggers))
         .route("/api/v1/namespaces/{ns}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
+        .route("/api/v1/namespaces/{ns}/pingsources", get(list_ping_sources))
+        .route(
+            "/api/v1/namespaces/{ns}/pingsources/{name}",
+            get(get_ping_source).put(put_ping_source).delete(delete_ping_source),
+        )
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
@@ -348,5 +353,34 @@ async fn delete_trigger(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_trigger(&ns, &name).await?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+}
+
+async fn list_ping_sources(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_ping_sources(Some(&ns))?))
+}
+
+async fn get_ping_source(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(serde_json::to_value(ctl.get_ping_source(&ns, &name)?).unwrap_or_default()))
+}
+
+async fn put_ping_source(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    let (source, created) = ctl.apply_ping_source(&ns, &name, &body).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(source)).into_response())
+}
+
+async fn delete_ping_source(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_ping_source(&ns, &name).await?;
     Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
 }

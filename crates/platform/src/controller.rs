@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Broker, Condition, ConditionStatus, FieldError, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
-    ValidationError, annotations, revision_name, validate_broker, validate_service, validate_trigger,
+    Broker, Condition, ConditionStatus, FieldError, PingSource, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
+    ValidationError, annotations, revision_name, validate_broker, validate_ping_source, validate_service,
+    validate_trigger,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
@@ -67,6 +68,7 @@ pub struct Controller {
     metrics: Arc<PlatformMetrics>,
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
+    sources: crate::sources::Sources,
 }
 
 fn now_rfc3339() -> String {
@@ -110,6 +112,7 @@ impl Controller {
             metrics,
             events,
             dispatchers,
+            sources: Default::default(),
         })
     }
 
@@ -471,11 +474,87 @@ impl Controller {
         Ok(())
     }
 
+    // ---- ping sources ----
+
+    fn sync_sources(&self) {
+        let sources: Vec<PingSource> = self.store.list(Kind::PingSource, None).unwrap_or_default();
+        let gateway = self.gateway_url();
+        let plans = sources
+            .iter()
+            .filter_map(|s| {
+                let plan = crate::sources::ping_plan(s, &gateway).ok()?;
+                Some((plan, serde_json::to_string(&s.spec).unwrap_or_default()))
+            })
+            .collect();
+        self.sources.sync(plans);
+    }
+
+    /// Creates or updates a PingSource; a bad schedule or time zone is a 422.
+    pub async fn apply_ping_source(
+        &self,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(PingSource, bool), PlatformError> {
+        let mut source: PingSource = decode(body, "PingSource")?;
+        fill_identity(&mut source.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity(&mut source.metadata.name, name, "metadata.name")?;
+        validate_ping_source(&source).map_err(|source| PlatformError::Invalid { kind: "PingSource", source })?;
+        let plan = crate::sources::ping_plan(&source, &self.gateway_url())?;
+        let _guard = self.write_lock.lock().await;
+        let existing: Option<PingSource> = self.store.get(Kind::PingSource, namespace, name)?;
+        let created = existing.is_none();
+        let now = now_rfc3339();
+        match &existing {
+            Some(old) => {
+                source.metadata.uid = old.metadata.uid.clone();
+                source.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+                source.metadata.generation = old.metadata.generation + u64::from(old.spec != source.spec);
+            }
+            None => {
+                source.metadata.uid = new_uid();
+                source.metadata.creation_timestamp = now.clone();
+                source.metadata.generation = 1;
+            }
+        }
+        source.status.subscriber_uri = Some(plan.sink.clone());
+        Condition::set(&mut source.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
+        self.store.write(vec![WriteOp::put(Kind::PingSource, namespace, name, &source)?]).await?;
+        self.sync_sources();
+        Ok((source, created))
+    }
+
+    pub fn get_ping_source(&self, namespace: &str, name: &str) -> Result<PingSource, PlatformError> {
+        self.store.get(Kind::PingSource, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
+            kind: "PingSource",
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
+    pub fn list_ping_sources(&self, namespace: Option<&str>) -> Result<Vec<PingSource>, PlatformError> {
+        Ok(self.store.list(Kind::PingSource, namespace)?)
+    }
+
+    pub async fn delete_ping_source(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+        let _guard = self.write_lock.lock().await;
+        self.get_ping_source(namespace, name)?;
+        self.store.write(vec![WriteOp::delete(Kind::PingSource, namespace, name)]).await?;
+        self.sync_sources();
+        Ok(())
+    }
+
+    /// Stops every source.
+    pub fn stop_sources(&self) {
+        self.sources.stop_all();
+    }
+
     // ---- reconciliation ----
 
     pub async fn resync_all(&self) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
         self.sync_dispatchers();
+        self.sync_sources();
         let services: Vec<Service> = self.store.list(Kind::Service, None)?;
         for s in services {
             if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {

@@ -38,9 +38,13 @@ pub struct Plan {
     pub structured: bool,
 }
 
-/// Resolves a destination: a Service by its path route on the gateway, or a URI.
+/// Resolves a destination: a Broker by its ingress, a Service by its path route on the
+/// gateway, or a URI.
 pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Option<String> {
     match (&dest.reference, &dest.uri) {
+        (Some(r), _) if r.kind == "Broker" => {
+            Some(format!("{gateway}/b/{}/{}", r.namespace.as_deref().unwrap_or(namespace), r.name))
+        }
         (Some(r), uri) => {
             let ns = r.namespace.as_deref().unwrap_or(namespace);
             let path = uri.as_deref().unwrap_or("");

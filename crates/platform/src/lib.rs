@@ -17,6 +17,7 @@ mod error;
 mod logs;
 mod metrics;
 mod runner;
+mod sources;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -119,6 +120,7 @@ pub async fn run(
     resync.abort();
     events.abort();
     dispatchers.stop_all();
+    controller.stop_sources();
     controller.shutdown().await;
     let _ = gateway.await;
     let _ = api.await;

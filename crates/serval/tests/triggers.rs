@@ -226,3 +226,61 @@ async fn accepted_events_survive_kill_9_and_are_all_delivered() {
     assert!(accepted.len() >= TOTAL / 2, "the restarted server accepted the second half: {}", accepted.len());
     drop(server);
 }
+
+#[tokio::test]
+async fn ping_sources_deliver_on_schedule_to_sinks_and_brokers() {
+    let server = Server::start(&[]);
+    let direct = Subscriber::start(vec![]).await;
+    server.ok(&[
+        "source",
+        "ping",
+        "create",
+        "tick",
+        "--schedule",
+        "* * * * * *",
+        "--data",
+        r#"{"hello":"ping"}"#,
+        "--content-type",
+        "application/json",
+        "--sink",
+        &direct.url,
+    ]);
+    // Through a broker and a trigger, too.
+    server.ok(&["broker", "create", "default"]);
+    let via_broker = Subscriber::start(vec![]).await;
+    server.ok(&["trigger", "create", "pings", "--sink", &via_broker.url, "--filter", "type=dev.knative.sources.ping"]);
+    server.ok(&[
+        "source",
+        "ping",
+        "create",
+        "tock",
+        "--schedule",
+        "* * * * * *",
+        "--data",
+        "plain",
+        "--broker",
+        "default",
+    ]);
+
+    let pings = eventually("two pings", Duration::from_secs(10), async || {
+        let r = direct.received();
+        (r.len() >= 2).then_some(r)
+    })
+    .await;
+    let h = &pings[0].headers;
+    assert_eq!(h.get("ce-type").map(String::as_str), Some("dev.knative.sources.ping"));
+    assert_eq!(h.get("ce-source").map(String::as_str), Some("/apis/v1/namespaces/default/pingsources/tick"));
+    assert_eq!(String::from_utf8_lossy(&pings[0].body), r#"{"hello":"ping"}"#);
+    assert!(pings[1].at - pings[0].at >= Duration::from_millis(500), "one per second");
+    let routed = eventually("a ping through the broker", Duration::from_secs(10), async || {
+        let r = via_broker.received();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(String::from_utf8_lossy(&routed[0].body), "plain");
+    let err = server.fails(&["source", "ping", "create", "bad", "--schedule", "never", "--sink", &direct.url]);
+    assert!(err.contains("spec.schedule") && err.contains("(422)"), "{err}");
+    server.ok(&["source", "ping", "delete", "tick"]);
+    let listed = server.ok(&["source", "ping", "list"]);
+    assert!(listed.contains("tock") && !listed.contains("tick"), "{listed}");
+}

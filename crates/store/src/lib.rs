@@ -24,6 +24,7 @@ pub enum Kind {
     Revision,
     Broker,
     Trigger,
+    PingSource,
 }
 
 impl Kind {
@@ -33,6 +34,7 @@ impl Kind {
             Kind::Revision => "Revision",
             Kind::Broker => "Broker",
             Kind::Trigger => "Trigger",
+            Kind::PingSource => "PingSource",
         }
     }
 }

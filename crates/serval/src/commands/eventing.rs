@@ -349,3 +349,107 @@ pub async fn event(command: EventCommand, global: Global) -> Result<()> {
         }
     }
 }
+
+#[derive(clap::Subcommand)]
+pub enum SourceCommand {
+    /// PingSources: events on a cron schedule.
+    #[command(subcommand)]
+    Ping(PingCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum PingCommand {
+    /// Create (or update) a ping source.
+    Create {
+        name: String,
+        /// Cron schedule: 5 fields, or 6 with seconds first ("*/2 * * * * *").
+        #[arg(long)]
+        schedule: String,
+        /// IANA time zone of the schedule (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        #[arg(long, conflicts_with = "data_base64")]
+        data: Option<String>,
+        #[arg(long)]
+        data_base64: Option<String>,
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Sink URL.
+        #[arg(long, required_unless_present = "broker", conflicts_with = "broker")]
+        sink: Option<String>,
+        /// Sink: a broker in the namespace.
+        #[arg(long)]
+        broker: Option<String>,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// List ping sources.
+    List {
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        read: ReadOpts,
+    },
+    /// Delete a ping source.
+    Delete {
+        name: String,
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+fn sources_table(value: &Value) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "SCHEDULE", "SINK", "READY"]);
+    for s in value["items"].as_array().into_iter().flatten() {
+        t.add_row(vec![
+            s["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
+            s["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            s["spec"]["schedule"].as_str().unwrap_or("").to_string(),
+            s["status"]["subscriberUri"].as_str().unwrap_or("").to_string(),
+            output::condition(s, "Ready").map_or("Unknown", |(st, _, _)| st).to_string(),
+        ]);
+    }
+    t
+}
+
+pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    let SourceCommand::Ping(command) = command;
+    match command {
+        PingCommand::Create { name, schedule, timezone, data, data_base64, content_type, sink, broker, namespace } => {
+            let sink = match (sink, broker) {
+                (Some(uri), _) => json!({ "uri": uri }),
+                (None, Some(b)) => {
+                    json!({ "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": b } })
+                }
+                (None, None) => bail!("give --sink or --broker"),
+            };
+            let mut spec = json!({ "schedule": schedule, "sink": sink });
+            for (key, value) in
+                [("timezone", timezone), ("data", data), ("dataBase64", data_base64), ("contentType", content_type)]
+            {
+                if let Some(v) = value {
+                    spec[key] = json!(v);
+                }
+            }
+            let manifest = json!({
+                "apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+                "metadata": { "name": name, "namespace": namespace }, "spec": spec
+            });
+            let written = client.put(&format!("/api/v1/namespaces/{namespace}/pingsources/{name}"), &manifest).await?;
+            println!("{}", written.object["status"]["subscriberUri"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        PingCommand::List { namespace, read } => output::print(
+            &client.get(&format!("/api/v1/namespaces/{namespace}/pingsources")).await?,
+            read.output,
+            sources_table,
+        ),
+        PingCommand::Delete { name, namespace } => {
+            client.delete(&format!("/api/v1/namespaces/{namespace}/pingsources/{name}")).await?;
+            eprintln!("pingsource {namespace}/{name} deleted");
+            Ok(())
+        }
+    }
+}

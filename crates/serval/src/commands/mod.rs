@@ -41,6 +41,9 @@ pub enum Command {
     /// Triggers: deliver a broker's matching events to a subscriber (create, get, list, delete).
     #[command(subcommand)]
     Trigger(eventing::TriggerCommand),
+    /// Event sources: `serval source ping create|list|delete`.
+    #[command(subcommand)]
+    Source(eventing::SourceCommand),
     /// Send CloudEvents to a broker, or tail what it accepted.
     #[command(subcommand)]
     Event(eventing::EventCommand),
@@ -79,6 +82,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Broker(c) => eventing::broker(c, global).await,
         Command::Event(c) => eventing::event(c, global).await,
         Command::Trigger(c) => eventing::trigger(c, global).await,
+        Command::Source(c) => eventing::source(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
     }

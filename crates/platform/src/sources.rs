@@ -1,0 +1,121 @@
+//! Event sources: one task per `PingSource` that sleeps until the schedule's next tick and
+//! sends the ping to its sink. Ticks missed while the server was down are not replayed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use serval_eventing::Data;
+use serval_eventing::ping::{PingSchedule, ping_event};
+use serval_model::PingSource;
+use tokio::sync::watch;
+
+use crate::PlatformError;
+
+/// A source made ready to run.
+#[derive(Clone)]
+pub struct PingPlan {
+    pub namespace: String,
+    pub name: String,
+    pub schedule: PingSchedule,
+    pub data: Option<Data>,
+    pub content_type: Option<String>,
+    pub sink: String,
+}
+
+/// Validates the schedule, time zone and data, and resolves the sink.
+pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, PlatformError> {
+    let invalid = |field: &str, message: String| PlatformError::Invalid {
+        kind: "PingSource",
+        source: serval_model::ValidationError {
+            errors: vec![serval_model::FieldError { field: field.into(), message }],
+        },
+    };
+    let spec = &source.spec;
+    let schedule = PingSchedule::new(&spec.schedule, spec.timezone.as_deref())
+        .map_err(|e| invalid("spec.schedule", e.to_string()))?;
+    let data = match (&spec.data, &spec.data_base64) {
+        (Some(text), _) => Some(Data::from(text.as_str())),
+        (None, Some(b64)) => Some(Data::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| invalid("spec.dataBase64", format!("not base64: {e}")))?,
+        )),
+        (None, None) => None,
+    };
+    let sink = crate::delivery::resolve(&spec.sink, &source.metadata.namespace, gateway)
+        .ok_or_else(|| invalid("spec.sink", "give ref or uri".into()))?;
+    Ok(PingPlan {
+        namespace: source.metadata.namespace.clone(),
+        name: source.metadata.name.clone(),
+        schedule,
+        data,
+        content_type: spec.content_type.clone(),
+        sink,
+    })
+}
+
+/// The running ping sources.
+#[derive(Default)]
+pub struct Sources {
+    running: Mutex<HashMap<String, (String, watch::Sender<bool>)>>,
+}
+
+impl Sources {
+    /// Makes the running sources match `plans` (`(plan, fingerprint)`).
+    pub fn sync(&self, plans: Vec<(PingPlan, String)>) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: HashMap<String, (PingPlan, String)> =
+            plans.into_iter().map(|(p, f)| (format!("{}/{}", p.namespace, p.name), (p, f))).collect();
+        running.retain(|k, (fingerprint, stop)| {
+            let keep = wanted.get(k).is_some_and(|(_, f)| f == fingerprint);
+            if !keep {
+                let _ = stop.send(true);
+            }
+            keep
+        });
+        for (k, (plan, fingerprint)) in wanted {
+            if running.contains_key(&k) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            running.insert(k, (fingerprint, stop));
+            tokio::spawn(run(plan, stopped));
+        }
+    }
+
+    pub fn stop_all(&self) {
+        for (_, (_, stop)) in self.running.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+async fn run(plan: PingPlan, mut stopped: watch::Receiver<bool>) {
+    let http = reqwest::Client::new();
+    loop {
+        let now = SystemTime::now();
+        let Some(next) = plan.schedule.next_after(now) else { return };
+        let wait = next.duration_since(now).unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let event = match ping_event(&plan.namespace, &plan.name, next, plan.data.clone(), plan.content_type.as_deref())
+        {
+            Ok(e) => e,
+            Err(e) => return tracing::error!("pingsource {}/{}: {e}", plan.namespace, plan.name),
+        };
+        let (headers, body) = serval_eventing::encode_binary(&event);
+        let mut req = http.post(&plan.sink).body(body).timeout(Duration::from_secs(10));
+        for (name, value) in headers.iter() {
+            req = req.header(name.as_str(), value.as_bytes());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!("pingsource {}/{}: sink answered {}", plan.namespace, plan.name, r.status()),
+            Err(e) => tracing::warn!("pingsource {}/{}: sink unreachable: {e}", plan.namespace, plan.name),
+        }
+    }
+}
