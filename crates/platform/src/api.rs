@@ -331,11 +331,11 @@ async fn broker_events(
 }
 
 async fn list_triggers(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_triggers(Some(&ns))?))
+    Ok(list(ctl.list_triggers(Some(&ns))?.iter().map(|t| ctl.trigger_view(t)).collect()))
 }
 
 async fn get_trigger(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(serde_json::to_value(ctl.get_trigger(&ns, &name)?).unwrap_or_default()))
+    Ok(Json(ctl.trigger_view(&ctl.get_trigger(&ns, &name)?)))
 }
 
 async fn put_trigger(

@@ -465,6 +465,14 @@ impl Controller {
         Ok(self.store.list(Kind::Trigger, namespace)?)
     }
 
+    /// A trigger as JSON with its live delivery status (`status.delivery`).
+    pub fn trigger_view(&self, trigger: &Trigger) -> serde_json::Value {
+        let mut view = serde_json::to_value(trigger).unwrap_or_default();
+        let status = self.dispatchers.status(&trigger.metadata.namespace, &trigger.metadata.name, &trigger.spec.broker);
+        view["status"]["delivery"] = serde_json::to_value(status).unwrap_or_default();
+        view
+    }
+
     pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
         self.get_trigger(namespace, name)?;

@@ -113,6 +113,27 @@ pub fn plan(
 struct Running {
     fingerprint: String,
     stop: watch::Sender<bool>,
+    counts: Arc<Counts>,
+}
+
+/// What a dispatcher has done since the server started.
+#[derive(Debug, Default)]
+pub struct Counts {
+    delivered: std::sync::atomic::AtomicU64,
+    retrying: std::sync::atomic::AtomicU64,
+    dead_lettered: std::sync::atomic::AtomicU64,
+}
+
+/// A trigger's delivery status, for `status.delivery`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// Accepted events the trigger has not handled yet.
+    pub pending: u64,
+    /// Events waiting for a retry right now.
+    pub retrying: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
 }
 
 /// The dispatchers of all triggers.
@@ -165,8 +186,27 @@ impl Dispatchers {
                 continue;
             }
             let (stop, stopped) = watch::channel(false);
-            running.insert(k, Running { fingerprint, stop });
-            tokio::spawn(self.clone().dispatch(plan, stopped));
+            let counts = Arc::new(Counts::default());
+            running.insert(k, Running { fingerprint, stop, counts: counts.clone() });
+            tokio::spawn(self.clone().dispatch(plan, stopped, counts));
+        }
+    }
+
+    /// The delivery status of a trigger (pending counts accepted events after its cursor).
+    pub fn status(&self, namespace: &str, trigger: &str, broker: &str) -> DeliveryStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pending = self
+            .store
+            .cursor(namespace, trigger)
+            .and_then(|cursor| self.store.count_events_after(namespace, broker, cursor))
+            .unwrap_or(0);
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = running.get(&key(namespace, trigger)).map(|r| r.counts.clone()).unwrap_or_default();
+        DeliveryStatus {
+            pending,
+            retrying: counts.retrying.load(Relaxed),
+            delivered: counts.delivered.load(Relaxed),
+            dead_lettered: counts.dead_lettered.load(Relaxed),
         }
     }
 
@@ -177,7 +217,7 @@ impl Dispatchers {
         }
     }
 
-    async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>) {
+    async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
         let waker = self.waker(&plan.namespace, &plan.broker);
         let mut cursor = match self.store.cursor(&plan.namespace, &plan.name) {
             Ok(c) => c,
@@ -207,7 +247,7 @@ impl Dispatchers {
             let deliveries = batch.into_iter().filter_map(|stored| {
                 let json: serde_json::Value = serde_json::from_str(&stored.body).ok()?;
                 let event = serval_eventing::from_json(&json).ok()?;
-                plan.filter.matches(&event).then(|| self.deliver(&plan, event))
+                plan.filter.matches(&event).then(|| self.deliver(&plan, event, &counts))
             });
             tokio::select! {
                 _ = futures_util::future::join_all(deliveries) => {}
@@ -261,7 +301,8 @@ impl Dispatchers {
     }
 
     /// Delivers one event with retries; dead-letters it when it fails for good.
-    async fn deliver(&self, plan: &Plan, event: CloudEvent) {
+    async fn deliver(&self, plan: &Plan, event: CloudEvent, counts: &Counts) {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -269,13 +310,19 @@ impl Dispatchers {
                 self.post(&plan.subscriber, &event, plan.structured, plan.policy.timeout).await;
             match plan.policy.decide(attempt, outcome, Instant::now()) {
                 Decision::Done => {
+                    counts.delivered.fetch_add(1, Relaxed);
                     if let Some(reply) = reply {
                         self.reingest(plan, &event, reply).await;
                     }
                     return;
                 }
-                Decision::RetryAt(at) => tokio::time::sleep_until(at.into()).await,
+                Decision::RetryAt(at) => {
+                    counts.retrying.fetch_add(1, Relaxed);
+                    tokio::time::sleep_until(at.into()).await;
+                    counts.retrying.fetch_sub(1, Relaxed);
+                }
                 Decision::DeadLetter { code } => {
+                    counts.dead_lettered.fetch_add(1, Relaxed);
                     let Some(sink) = &plan.dead_letter else {
                         tracing::warn!(
                             "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink)",

@@ -144,6 +144,13 @@ async fn triggers_filter_retry_dead_letter_and_reply() {
     assert_eq!(types(&b), ["com.example.b.1"]);
     let listed = server.ok(&["trigger", "list"]);
     assert!(listed.contains("t-flaky") && listed.contains("True"), "{listed}");
+    let dead_status: serde_json::Value =
+        serde_json::from_str(&server.ok(&["trigger", "get", "t-dead", "-o", "json"])).expect("json");
+    assert_eq!(dead_status["status"]["delivery"]["deadLettered"], 1, "{dead_status}");
+    assert_eq!(dead_status["status"]["delivery"]["pending"], 0, "{dead_status}");
+    let flaky_status: serde_json::Value =
+        serde_json::from_str(&server.ok(&["trigger", "get", "t-flaky", "-o", "json"])).expect("json");
+    assert_eq!(flaky_status["status"]["delivery"]["delivered"], 1, "{flaky_status}");
 }
 
 #[tokio::test]

@@ -173,6 +173,15 @@ impl Store {
         })
     }
 
+    /// How many events of a broker were accepted after `after`.
+    pub fn count_events_after(&self, namespace: &str, broker: &str, after: i64) -> Result<u64, StoreError> {
+        let n: i64 = self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM events WHERE namespace = ?1 AND broker = ?2 AND seq > ?3")?
+                .query_row(params![namespace, broker, after], |r| r.get(0))
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// The log position up to which a trigger has handled its broker's events (0: none).
     pub fn cursor(&self, namespace: &str, trigger: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = self.read(|c| {

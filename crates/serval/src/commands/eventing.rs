@@ -101,7 +101,18 @@ pub enum TriggerCommand {
 
 fn triggers_table(value: &Value) -> Table {
     let mut t = Table::new();
-    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY", "REASON"]);
+    t.load_preset(NOTHING).set_header([
+        "NAMESPACE",
+        "NAME",
+        "BROKER",
+        "SUBSCRIBER",
+        "READY",
+        "REASON",
+        "PENDING",
+        "RETRYING",
+        "DELIVERED",
+        "DEAD-LETTERED",
+    ]);
     let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
     for tr in &items {
         let (ready, reason) = output::condition(tr, "Ready").map_or(("Unknown", ""), |(s, r, _)| (s, r));
@@ -112,6 +123,10 @@ fn triggers_table(value: &Value) -> Table {
             tr["status"]["subscriberUri"].as_str().unwrap_or("").to_string(),
             ready.to_string(),
             reason.to_string(),
+            tr["status"]["delivery"]["pending"].to_string(),
+            tr["status"]["delivery"]["retrying"].to_string(),
+            tr["status"]["delivery"]["delivered"].to_string(),
+            tr["status"]["delivery"]["deadLettered"].to_string(),
         ]);
     }
     t
