@@ -18,8 +18,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::PlatformError;
 
-/// Events read from the log at a time (and delivered concurrently).
-const BATCH: usize = 32;
+/// Events read from the log at a time and delivered concurrently (the per-trigger concurrency).
+const BATCH: usize = 256;
 /// Re-read the log this often even without a notification.
 const POLL: Duration = Duration::from_secs(1);
 /// Knative's default time-to-live of an event bouncing between broker and subscribers.
