@@ -98,3 +98,57 @@ async fn broker_ingress_accepts_durably_and_rejects_clearly() {
     assert!(err.contains("not found"), "{err}");
     drop(server);
 }
+
+#[tokio::test]
+async fn apply_takes_knative_eventing_manifests() {
+    let server = Server::start(&[]);
+    let manifest = r#"apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: orders
+spec:
+  broker: shop
+  filters:
+    - cesql: "type = 'com.example.order' AND source LIKE '/shop%'"
+  subscriber:
+    uri: http://127.0.0.1:9/
+  delivery:
+    retry: 2
+    backoffPolicy: exponential
+    backoffDelay: PT0.5S
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: shop
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata:
+  name: heartbeat
+spec:
+  schedule: "*/5 * * * *"
+  timezone: Europe/Berlin
+  data: '{"beat":true}'
+  contentType: application/json
+  sink:
+    ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: shop
+"#;
+    let file = server.dir.join("eventing.yaml");
+    std::fs::write(&file, manifest).expect("write");
+    server.ok(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(server.ok(&["broker", "list"]).contains("shop"));
+    let trigger: serde_json::Value =
+        serde_json::from_str(&server.ok(&["trigger", "get", "orders", "-o", "json"])).expect("json");
+    assert_eq!(trigger["status"]["conditions"][0]["status"], "True", "{trigger}");
+    let sources = server.ok(&["source", "ping", "list"]);
+    assert!(sources.contains("heartbeat") && sources.contains("/b/default/shop"), "{sources}");
+    // A bad delivery duration is refused with the field.
+    let bad = manifest.replace("PT0.5S", "half a second");
+    std::fs::write(&file, bad).expect("write");
+    let err = server.fails(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(err.contains("spec.delivery") && err.contains("(422)"), "{err}");
+}

@@ -169,6 +169,17 @@ fn read_documents(file: &str) -> Result<Vec<Value>> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
+/// The API collection of a document's kind, or `None` when serval does not take it.
+fn collection(api_version: &str, kind: &str) -> Option<&'static str> {
+    match (api_version, kind) {
+        ("serving.knative.dev/v1", "Service") => Some("services"),
+        ("eventing.knative.dev/v1", "Broker") => Some("brokers"),
+        ("eventing.knative.dev/v1", "Trigger") => Some("triggers"),
+        ("sources.knative.dev/v1", "PingSource") => Some("pingsources"),
+        _ => None,
+    }
+}
+
 pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     let docs = read_documents(&args.file)?;
     if docs.is_empty() {
@@ -177,9 +188,9 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     for (i, doc) in docs.iter().enumerate() {
         let kind = doc["kind"].as_str().unwrap_or("");
         let api_version = doc["apiVersion"].as_str().unwrap_or("");
-        if kind != "Service" || api_version != "serving.knative.dev/v1" {
+        if collection(api_version, kind).is_none() {
             bail!(
-                "document {}: kind {kind:?} of {api_version:?} is not supported; use serving.knative.dev/v1 Service",
+                "document {}: kind {kind:?} of {api_version:?} is not supported; use a Knative Service, Broker, Trigger or PingSource",
                 i + 1
             );
         }
@@ -188,17 +199,29 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
         }
     }
     let client = Client::from_global(&global)?;
-    let mut applied = Vec::new();
+    let mut services = Vec::new();
+    // Brokers before triggers and sources that name them, in document order otherwise.
+    let order = |d: &Value| match d["kind"].as_str() {
+        Some("Broker") => 0,
+        Some("Service") => 1,
+        _ => 2,
+    };
+    let mut docs = docs;
+    docs.sort_by_key(order);
     for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let plural = collection(doc["apiVersion"].as_str().unwrap_or_default(), &kind).unwrap_or("services");
         let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace).to_string();
-        let written = client.put(&service_path(&namespace, &name), &doc).await?;
+        let written = client.put(&format!("/api/v1/namespaces/{namespace}/{plural}/{name}"), &doc).await?;
         print_warnings(&written.warnings);
-        eprintln!("service {namespace}/{name} configured");
-        applied.push((namespace, name));
+        eprintln!("{} {namespace}/{name} configured", kind.to_lowercase());
+        if plural == "services" {
+            services.push((namespace, name));
+        }
     }
     if !args.no_wait {
-        for (namespace, name) in applied {
+        for (namespace, name) in services {
             let service = client.wait_ready(&namespace, &name, READY_TIMEOUT).await?;
             println!("{namespace}/{name} {}", service["status"]["url"].as_str().unwrap_or(""));
         }
