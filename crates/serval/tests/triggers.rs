@@ -291,3 +291,57 @@ async fn ping_sources_deliver_on_schedule_to_sinks_and_brokers() {
     let listed = server.ok(&["source", "ping", "list"]);
     assert!(listed.contains("tock") && !listed.contains("tick"), "{listed}");
 }
+
+#[tokio::test]
+async fn structured_delivery_and_service_subscribers_scaled_from_zero() {
+    let server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    let structured = Subscriber::start(vec![]).await;
+    let manifest = format!(
+        r#"apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: as-json
+spec:
+  broker: default
+  filter:
+    attributes:
+      type: com.example.json
+  subscriber:
+    uri: {url}
+  delivery:
+    format: json
+"#,
+        url = structured.url
+    );
+    let file = server.dir.join("json.yaml");
+    std::fs::write(&file, manifest).expect("write");
+    server.ok(&["apply", "-f", file.to_str().expect("path")]);
+
+    // A serval Service as the subscriber: it starts from zero on the first event.
+    let echo = support::echo_bin().display().to_string();
+    server.ok(&["deploy", "consumer", "--cmd", &echo]);
+    server.ok(&["trigger", "create", "to-service", "--service", "consumer", "--filter", "type=com.example.svc"]);
+    send(&server, "com.example.json", "/x");
+    send(&server, "com.example.svc", "/x");
+
+    let got = eventually("a structured delivery", Duration::from_secs(10), async || {
+        let r = structured.received();
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    let content_type = got[0].headers.get("content-type").cloned().unwrap_or_default();
+    assert!(content_type.starts_with("application/cloudevents+json"), "{content_type}");
+    let event: serde_json::Value = serde_json::from_slice(&got[0].body).expect("structured JSON");
+    assert_eq!(event["type"], "com.example.json");
+    assert_eq!(event["data"]["x"], 1);
+
+    eventually("the service got the event", Duration::from_secs(10), async || {
+        let t: serde_json::Value =
+            serde_json::from_str(&server.ok(&["trigger", "get", "to-service", "-o", "json"])).ok()?;
+        (t["status"]["delivery"]["delivered"] == 1).then_some(())
+    })
+    .await;
+    let service = server.get_json(&["consumer"]);
+    assert_eq!(service["status"]["instances"]["coldStarts"], 1, "{service}");
+}
