@@ -154,6 +154,9 @@ metadata:
   name: bomb
 spec:
   template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "1"
     spec:
       containers:
         - image: test/echo:1
@@ -171,13 +174,22 @@ spec:
     .await;
     println!("{}", revision["status"]["conditions"]);
 
-    // The fork bomb is held at the pids limit and its instance still answers.
-    let count = eventually("the bomb to serve", Duration::from_secs(30), async || {
-        let out = server.cli(&["invoke", "bomb", "--path", "/cgi-bin/pids"]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap_or(0))
+    // The fork bomb is held at the pids limit (read from its cgroup on the host).
+    let pids_file = |id: &str, file: &str| {
+        [format!("/sys/fs/cgroup/pids/serval/{id}/{file}"), format!("/sys/fs/cgroup/serval/{id}/{file}")]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|v| v.trim().to_string())
+    };
+    let (current, max) = eventually("the bomb to reach its pids limit", Duration::from_secs(30), async || {
+        let ids = runc_containers(&server.dir);
+        let id = ids.iter().find(|i| i.starts_with("bomb-"))?;
+        let current: u32 = pids_file(id, "pids.current")?.parse().ok()?;
+        (current >= 200).then(|| (current, pids_file(id, "pids.max").unwrap_or_default()))
     })
     .await;
-    assert!(count <= 256, "pids are capped by the limit: {count}");
+    assert_eq!(max, "256");
+    assert!(current <= 256, "pids are capped by the limit: {current}");
     let logs = server.ok(&["logs", "bomb"]);
     assert!(logs.contains("can't fork"), "forks beyond the limit fail: {logs}");
 
