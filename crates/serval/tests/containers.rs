@@ -181,17 +181,20 @@ spec:
             .find_map(|p| std::fs::read_to_string(p).ok())
             .map(|v| v.trim().to_string())
     };
-    let (current, max) = eventually("the bomb to reach its pids limit", Duration::from_secs(30), async || {
+    // Forks fail only because of the limit (the host has pids to spare); the container's
+    // cgroup shows the limit and never more processes than it allows.
+    let (current, max) = eventually("the bomb to hit its pids limit", Duration::from_secs(30), async || {
+        if !server.ok(&["logs", "bomb"]).contains("can't fork") {
+            return None;
+        }
         let ids = runc_containers(&server.dir);
         let id = ids.iter().find(|i| i.starts_with("bomb-"))?;
         let current: u32 = pids_file(id, "pids.current")?.parse().ok()?;
-        (current >= 200).then(|| (current, pids_file(id, "pids.max").unwrap_or_default()))
+        Some((current, pids_file(id, "pids.max")?))
     })
     .await;
     assert_eq!(max, "256");
     assert!(current <= 256, "pids are capped by the limit: {current}");
-    let logs = server.ok(&["logs", "bomb"]);
-    assert!(logs.contains("can't fork"), "forks beyond the limit fail: {logs}");
 
     // Others keep serving.
     let body = json(&server.ok(&["invoke", "steady"]));
