@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -42,6 +42,8 @@ impl PingSchedule {
     /// the schedule always continues from the present.
     pub fn next_after(&self, now: SystemTime) -> Option<SystemTime> {
         let now: DateTime<Utc> = now.into();
+        // Ticks fall on whole seconds; croner would carry the fraction of `now` along.
+        let now = now.with_nanosecond(0)?;
         let local = now.with_timezone(&self.zone);
         let next = self.cron.find_next_occurrence(&local, false).ok()?;
         let secs = next.timestamp();
@@ -88,6 +90,8 @@ mod tests {
         assert_eq!(every_minute.next_after(at(1_700_000_030)), Some(at(1_700_000_040)));
         let every_second = PingSchedule::new("* * * * * *", None).expect("valid");
         assert_eq!(every_second.next_after(at(100)), Some(at(101)));
+        let mid_second = at(100) + Duration::from_millis(954);
+        assert_eq!(every_second.next_after(mid_second), Some(at(101)), "ticks are whole seconds");
         // 09:00 in Berlin is 08:00 UTC in winter.
         let nine = PingSchedule::new("0 9 * * *", Some("Europe/Berlin")).expect("valid");
         let midnight_utc = at(1_700_006_400); // 2023-11-15T00:00:00Z
