@@ -240,20 +240,9 @@ impl Controller {
         let now = now_rfc3339();
         let created = existing.is_none();
         let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
-        match &existing {
-            Some(old) => {
-                service.metadata.uid = old.metadata.uid.clone();
-                service.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-                service.metadata.generation = old.metadata.generation + u64::from(old.spec != service.spec);
-                service.status = old.status.clone();
-            }
-            None => {
-                service.metadata.uid = new_uid();
-                service.metadata.creation_timestamp = now.clone();
-                service.metadata.generation = 1;
-                service.status = Default::default();
-            }
-        }
+        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
+        carry_identity(&mut service.metadata, old, &now);
+        service.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         let revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
         let revisions: Vec<Revision> = revisions.into_iter().filter(|r| r.service_name() == name).collect();
         let mut ops = Vec::new();
@@ -333,18 +322,8 @@ impl Controller {
         let existing: Option<Broker> = self.store.get(Kind::Broker, namespace, name)?;
         let created = existing.is_none();
         let now = now_rfc3339();
-        match &existing {
-            Some(old) => {
-                broker.metadata.uid = old.metadata.uid.clone();
-                broker.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-                broker.metadata.generation = old.metadata.generation + u64::from(old.spec != broker.spec);
-            }
-            None => {
-                broker.metadata.uid = new_uid();
-                broker.metadata.creation_timestamp = now.clone();
-                broker.metadata.generation = 1;
-            }
-        }
+        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != broker.spec));
+        carry_identity(&mut broker.metadata, old, &now);
         broker.status = existing.map(|b| b.status).unwrap_or_default();
         broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
         Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
@@ -420,19 +399,9 @@ impl Controller {
         let existing: Option<Trigger> = self.store.get(Kind::Trigger, namespace, name)?;
         let created = existing.is_none();
         let now = now_rfc3339();
-        match &existing {
-            Some(old) => {
-                trigger.metadata.uid = old.metadata.uid.clone();
-                trigger.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-                trigger.metadata.generation = old.metadata.generation + u64::from(old.spec != trigger.spec);
-                trigger.status = old.status.clone();
-            }
-            None => {
-                trigger.metadata.uid = new_uid();
-                trigger.metadata.creation_timestamp = now.clone();
-                trigger.metadata.generation = 1;
-            }
-        }
+        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != trigger.spec));
+        carry_identity(&mut trigger.metadata, old, &now);
+        trigger.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         trigger.status.subscriber_uri = Some(plan.subscriber.clone());
         let ready = match &broker {
             Some(_) => Condition::new("Ready", ConditionStatus::True, "", ""),
@@ -513,18 +482,8 @@ impl Controller {
         let existing: Option<PingSource> = self.store.get(Kind::PingSource, namespace, name)?;
         let created = existing.is_none();
         let now = now_rfc3339();
-        match &existing {
-            Some(old) => {
-                source.metadata.uid = old.metadata.uid.clone();
-                source.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
-                source.metadata.generation = old.metadata.generation + u64::from(old.spec != source.spec);
-            }
-            None => {
-                source.metadata.uid = new_uid();
-                source.metadata.creation_timestamp = now.clone();
-                source.metadata.generation = 1;
-            }
-        }
+        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != source.spec));
+        carry_identity(&mut source.metadata, old, &now);
         source.status.subscriber_uri = Some(plan.sink.clone());
         Condition::set(&mut source.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
         self.store.write(vec![WriteOp::put(Kind::PingSource, namespace, name, &source)?]).await?;
@@ -983,6 +942,24 @@ fn fill_identity(field: &mut String, from_url: &str, path: &str) -> Result<(), P
                 }],
             },
         })
+    }
+}
+
+/// Keeps what the server owns across an update (uid, creation time; generation bumped when
+/// the spec changed), or sets it for a new object. `old` is the stored metadata and whether
+/// the spec differs from it.
+fn carry_identity(meta: &mut serval_model::ObjectMeta, old: Option<(&serval_model::ObjectMeta, bool)>, now: &str) {
+    match old {
+        Some((old, spec_changed)) => {
+            meta.uid = old.uid.clone();
+            meta.creation_timestamp = old.creation_timestamp.clone();
+            meta.generation = old.generation + u64::from(spec_changed);
+        }
+        None => {
+            meta.uid = new_uid();
+            meta.creation_timestamp = now.to_string();
+            meta.generation = 1;
+        }
     }
 }
 
