@@ -14,7 +14,8 @@ use serval_runtime::oci::testimage::{
 };
 use support::{Server, echo_bin, eventually};
 
-const FAST_SCALING: &[&str] = &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
+const FAST_SCALING: &[&str] =
+    &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms", "--grace-period", "2s"];
 
 /// Whether runc can run here; a missing runc fails the test when CI requires it.
 fn runc_available() -> bool {

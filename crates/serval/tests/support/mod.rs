@@ -153,9 +153,28 @@ impl Server {
     }
 }
 
+/// Asks a server to shut down (SIGTERM: it stops its instances and containers), then kills
+/// it if it has not exited within `patience`.
+pub fn stop_gracefully(child: &mut Child, patience: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Server {
+    /// Graceful, so that no instance or container outlives the test.
     fn drop(&mut self) {
-        self.kill9();
+        stop_gracefully(&mut self.child, Duration::from_secs(20));
     }
 }
 
