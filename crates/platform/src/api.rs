@@ -102,8 +102,18 @@ async fn get_service(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) 
     Ok(Json(ctl.get_service(&ns, &name)?).into_response())
 }
 
+/// 201 for a created object, 200 for an updated one, with the stored object.
+fn written<T: serde::Serialize>(created: bool, object: T) -> Response {
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    (status, Json(object)).into_response()
+}
+
+/// The answer to a successful DELETE of a namespaced object.
+fn deleted(namespace: &str, name: &str) -> Json<Value> {
+    Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": namespace } }))
+}
+
 fn applied_response(applied: Applied) -> Response {
-    let status = if applied.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut headers = HeaderMap::new();
     for w in &applied.warnings {
         // RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as Kubernetes does.
@@ -111,7 +121,7 @@ fn applied_response(applied: Applied) -> Response {
             headers.append(header::WARNING, v);
         }
     }
-    (status, headers, Json(applied.service)).into_response()
+    (headers, written(applied.created, applied.service)).into_response()
 }
 
 async fn create_service(State(ctl): Ctl, Path(ns): Path<String>, body: Bytes) -> Result<Response, PlatformError> {
@@ -131,7 +141,7 @@ async fn delete_service(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_service(&ns, &name).await?;
-    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+    Ok(deleted(&ns, &name))
 }
 
 async fn list_configurations(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
@@ -297,8 +307,7 @@ async fn put_broker(
     body: Bytes,
 ) -> Result<Response, PlatformError> {
     let (broker, created) = ctl.apply_broker(&ns, &name, &body).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(broker)).into_response())
+    Ok(written(created, broker))
 }
 
 async fn delete_broker(
@@ -306,7 +315,7 @@ async fn delete_broker(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_broker(&ns, &name).await?;
-    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+    Ok(deleted(&ns, &name))
 }
 
 #[derive(Deserialize)]
@@ -344,8 +353,7 @@ async fn put_trigger(
     body: Bytes,
 ) -> Result<Response, PlatformError> {
     let (trigger, created) = ctl.apply_trigger(&ns, &name, &body).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(trigger)).into_response())
+    Ok(written(created, trigger))
 }
 
 async fn delete_trigger(
@@ -353,7 +361,7 @@ async fn delete_trigger(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_trigger(&ns, &name).await?;
-    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+    Ok(deleted(&ns, &name))
 }
 
 async fn list_ping_sources(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
@@ -373,8 +381,7 @@ async fn put_ping_source(
     body: Bytes,
 ) -> Result<Response, PlatformError> {
     let (source, created) = ctl.apply_ping_source(&ns, &name, &body).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(source)).into_response())
+    Ok(written(created, source))
 }
 
 async fn delete_ping_source(
@@ -382,5 +389,5 @@ async fn delete_ping_source(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_ping_source(&ns, &name).await?;
-    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
+    Ok(deleted(&ns, &name))
 }
