@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Broker, Condition, ConditionStatus, FieldError, PingSource, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
-    ValidationError, annotations, revision_name, validate_broker, validate_ping_source, validate_service,
-    validate_trigger,
+    Broker, Condition, ConditionStatus, PingSource, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
+    annotations, revision_name, validate_broker, validate_ping_source, validate_service, validate_trigger,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
@@ -224,9 +223,9 @@ impl Controller {
         mode: ApplyMode,
     ) -> Result<Applied, PlatformError> {
         let mut service = decode_service(body)?;
-        fill_identity(&mut service.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity("Service", &mut service.metadata.namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
-            fill_identity(&mut service.metadata.name, name, "metadata.name")?;
+            fill_identity("Service", &mut service.metadata.name, name, "metadata.name")?;
         }
         let warnings =
             validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
@@ -270,15 +269,11 @@ impl Controller {
                 && *rev != service.status.latest_created_revision_name
                 && !revisions.iter().any(|r| &r.metadata.name == rev)
             {
-                return Err(PlatformError::Invalid {
-                    kind: "Service",
-                    source: ValidationError {
-                        errors: vec![FieldError {
-                            field: format!("spec.traffic[{i}].revisionName"),
-                            message: format!("revision {rev:?} does not exist"),
-                        }],
-                    },
-                });
+                return Err(PlatformError::invalid_field(
+                    "Service",
+                    format!("spec.traffic[{i}].revisionName"),
+                    format!("revision {rev:?} does not exist"),
+                ));
             }
         }
         ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
@@ -315,8 +310,8 @@ impl Controller {
         body: &[u8],
     ) -> Result<(Broker, bool), PlatformError> {
         let mut broker: Broker = decode(body, "Broker")?;
-        fill_identity(&mut broker.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity(&mut broker.metadata.name, name, "metadata.name")?;
+        fill_identity("Broker", &mut broker.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity("Broker", &mut broker.metadata.name, name, "metadata.name")?;
         validate_broker(&broker).map_err(|source| PlatformError::Invalid { kind: "Broker", source })?;
         let _guard = self.write_lock.lock().await;
         let existing: Option<Broker> = self.store.get(Kind::Broker, namespace, name)?;
@@ -386,8 +381,8 @@ impl Controller {
         body: &[u8],
     ) -> Result<(Trigger, bool), PlatformError> {
         let mut trigger: Trigger = decode(body, "Trigger")?;
-        fill_identity(&mut trigger.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity(&mut trigger.metadata.name, name, "metadata.name")?;
+        fill_identity("Trigger", &mut trigger.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity("Trigger", &mut trigger.metadata.name, name, "metadata.name")?;
         validate_trigger(&trigger).map_err(|source| PlatformError::Invalid { kind: "Trigger", source })?;
         let _guard = self.write_lock.lock().await;
         let broker: Option<Broker> = self.store.get(Kind::Broker, namespace, &trigger.spec.broker)?;
@@ -474,8 +469,8 @@ impl Controller {
         body: &[u8],
     ) -> Result<(PingSource, bool), PlatformError> {
         let mut source: PingSource = decode(body, "PingSource")?;
-        fill_identity(&mut source.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity(&mut source.metadata.name, name, "metadata.name")?;
+        fill_identity("PingSource", &mut source.metadata.namespace, namespace, "metadata.namespace")?;
+        fill_identity("PingSource", &mut source.metadata.name, name, "metadata.name")?;
         validate_ping_source(&source).map_err(|source| PlatformError::Invalid { kind: "PingSource", source })?;
         let plan = crate::sources::ping_plan(&source, &self.gateway_url())?;
         let _guard = self.write_lock.lock().await;
@@ -917,31 +912,20 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Re
         if inner.is_syntax() || inner.is_eof() {
             PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
         } else {
-            PlatformError::Invalid {
-                kind,
-                source: ValidationError { errors: vec![FieldError { field, message: inner.to_string() }] },
-            }
+            PlatformError::invalid_field(kind, field, inner.to_string())
         }
     })
 }
 
-/// Fills an empty identity field from the URL, or checks that it matches.
-fn fill_identity(field: &mut String, from_url: &str, path: &str) -> Result<(), PlatformError> {
+/// Fills an empty identity field of a `kind` document from the URL, or checks that it matches.
+fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, path: &str) -> Result<(), PlatformError> {
     if field.is_empty() {
         *field = from_url.to_string();
         Ok(())
     } else if field == from_url {
         Ok(())
     } else {
-        Err(PlatformError::Invalid {
-            kind: "Service",
-            source: ValidationError {
-                errors: vec![FieldError {
-                    field: path.into(),
-                    message: format!("{field:?} does not match {from_url:?} in the URL"),
-                }],
-            },
-        })
+        Err(PlatformError::invalid_field(kind, path, format!("{field:?} does not match {from_url:?} in the URL")))
     }
 }
 

@@ -62,12 +62,7 @@ pub fn plan(
     broker_delivery: Option<&serde_json::Value>,
     gateway: &str,
 ) -> Result<Plan, PlatformError> {
-    let invalid = |field: &str, message: String| PlatformError::Invalid {
-        kind: "Trigger",
-        source: serval_model::ValidationError {
-            errors: vec![serval_model::FieldError { field: field.into(), message }],
-        },
-    };
+    let invalid = |field: &str, message: String| PlatformError::invalid_field("Trigger", field, message);
     let filter: Option<TriggerFilter> = trigger
         .spec
         .filter

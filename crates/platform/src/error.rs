@@ -24,6 +24,16 @@ pub enum PlatformError {
 }
 
 impl PlatformError {
+    /// A 422 naming one field of a `kind` document.
+    pub fn invalid_field(kind: &'static str, field: impl Into<String>, message: impl Into<String>) -> PlatformError {
+        PlatformError::Invalid {
+            kind,
+            source: ValidationError {
+                errors: vec![serval_model::FieldError { field: field.into(), message: message.into() }],
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             PlatformError::NotFound { .. } => StatusCode::NOT_FOUND,

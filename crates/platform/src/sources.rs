@@ -26,12 +26,7 @@ pub struct PingPlan {
 
 /// Validates the schedule, time zone and data, and resolves the sink.
 pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, PlatformError> {
-    let invalid = |field: &str, message: String| PlatformError::Invalid {
-        kind: "PingSource",
-        source: serval_model::ValidationError {
-            errors: vec![serval_model::FieldError { field: field.into(), message }],
-        },
-    };
+    let invalid = |field: &str, message: String| PlatformError::invalid_field("PingSource", field, message);
     let spec = &source.spec;
     let schedule = PingSchedule::new(&spec.schedule, spec.timezone.as_deref())
         .map_err(|e| invalid("spec.schedule", e.to_string()))?;
