@@ -14,6 +14,7 @@ mod metrics;
 mod pool;
 mod proxy;
 mod routes;
+mod upstream;
 
 pub use error::GatewayError;
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};

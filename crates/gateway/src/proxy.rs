@@ -7,21 +7,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::routes::{Forward, broker_from_path, service_from_host};
+use crate::upstream::{UpstreamBody, Upstreams};
 use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// What a request was routed to, for its metrics.
@@ -50,31 +49,28 @@ pub trait BrokerIngress: Send + Sync + 'static {
     ) -> futures_util::future::BoxFuture<'static, Response<Full<Bytes>>>;
 }
 
-/// The pooled HTTP client to instances; one per gateway thread (its connections live on
-/// that thread's runtime).
-type InstanceClient = Client<HttpConnector, Incoming>;
-
-fn instance_client() -> InstanceClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
-
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// Removes the hop-by-hop headers (one pass over the few headers a request usually has;
+/// removal only when one is there).
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+}
 
 impl Gateway {
     pub fn new(
@@ -89,13 +85,13 @@ impl Gateway {
     /// `forwarded_for` is the client's address as a header value (built once per connection).
     async fn handle(
         &self,
-        client: &InstanceClient,
+        upstreams: &Upstreams,
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<GatewayBody> {
         let began = std::time::Instant::now();
         let mut chosen = None;
-        let response = match self.forward(client, req, forwarded_for, &mut chosen).await {
+        let response = match self.forward(upstreams, req, forwarded_for, &mut chosen).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
         };
@@ -114,7 +110,7 @@ impl Gateway {
 
     async fn forward(
         &self,
-        client: &InstanceClient,
+        upstreams: &Upstreams,
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,
         chosen: &mut Option<Chosen>,
@@ -160,46 +156,40 @@ impl Gateway {
         let exchange = async move {
             let lease = pool.acquire().await?;
             let mut parts = std::mem::take(req.uri_mut()).into_parts();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(lease.authority().clone());
+            // Origin form on the wire, the client's Host kept (HTTP/2 clients send it as the
+            // URI's authority; HTTP/1.0 ones may send none: then the instance's address).
+            parts.scheme = None;
+            let authority = parts.authority.take();
             if let Some(path) = upstream_path {
                 parts.path_and_query = Some(path);
             }
             *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::Upstream(e.to_string()))?;
             *req.version_mut() = http::Version::HTTP_11;
             let headers = req.headers_mut();
-            for h in HOP_BY_HOP {
-                headers.remove(*h);
+            strip_hop_by_hop(headers);
+            if !headers.contains_key(header::HOST) {
+                let authority = authority.as_ref().unwrap_or(lease.authority());
+                let value =
+                    HeaderValue::from_str(authority.as_str()).map_err(|e| GatewayError::Upstream(e.to_string()))?;
+                headers.insert(header::HOST, value);
             }
             headers.append(HeaderName::from_static("x-forwarded-for"), forwarded_for.clone());
             if let Some(h) = host {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), h);
             }
-            let response = client.request(req).await.map_err(|e| GatewayError::Upstream(describe_client_error(&e)))?;
-            Ok::<_, GatewayError>((response, lease))
+            let (response, conn) =
+                upstreams.send(lease.addr(), req).await.map_err(|e| GatewayError::Upstream(e.to_string()))?;
+            Ok::<_, GatewayError>((response, conn, lease))
         };
-        let (response, lease) = tokio::time::timeout(timeout, exchange)
+        let (response, conn, lease) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| GatewayError::Timeout { service, seconds: timeout.as_secs() })??;
         let (mut parts, body) = response.into_parts();
-        for h in HOP_BY_HOP {
-            parts.headers.remove(*h);
-        }
+        strip_hop_by_hop(&mut parts.headers);
+        let body = UpstreamBody::new(body, upstreams.clone(), lease.addr(), conn);
         // The slot stays taken until the response body has been fully sent.
         Ok(Response::from_parts(parts, LeasedBody { inner: body, _lease: lease }.boxed()))
     }
-}
-
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The JSON error answer of the data plane.
@@ -214,7 +204,7 @@ pub fn error_response(err: &GatewayError) -> Response<GatewayBody> {
 
 /// A response body that holds its lease until the last frame is sent (or the client leaves).
 struct LeasedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     _lease: Lease,
 }
 
@@ -234,7 +224,7 @@ impl Body for LeasedBody {
 }
 
 /// Serves the gateway on `threads` threads, each with its own single-threaded runtime, its
-/// own accept loop on the shared listener and its own client to instances: a proxied request
+/// own accept loop on the shared listener and its own connections to instances: a proxied request
 /// is read, forwarded and answered on one thread, with no cross-thread hand-offs (the
 /// layout nginx uses). Returns once `shutdown` resolved and open connections finished their
 /// requests (at most 10 s).
@@ -291,7 +281,16 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
 /// One thread's accept loop (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
 /// connections finish their requests.
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let client = instance_client();
+    let upstreams = Upstreams::new();
+    // Every request arms a timer for its deadline (its revision's timeout). Tokio wakes its
+    // own driver (an eventfd write and one more epoll round) whenever a new timer is due
+    // before the driver's next planned wake-up; a heartbeat due within the second keeps
+    // that wake-up near, so request deadlines (≥ 1 s away) are armed without a syscall.
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -308,12 +307,13 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: imp
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (gateway, client) = (gateway.clone(), client.clone());
+                let (gateway, upstreams) = (gateway.clone(), upstreams.clone());
                 let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
                 let service = service_fn(move |req| {
-                    let (gateway, client, forwarded_for) = (gateway.clone(), client.clone(), forwarded_for.clone());
-                    async move { Ok::<_, Infallible>(gateway.handle(&client, req, &forwarded_for).await) }
+                    let (gateway, upstreams, forwarded_for) =
+                        (gateway.clone(), upstreams.clone(), forwarded_for.clone());
+                    async move { Ok::<_, Infallible>(gateway.handle(&upstreams, req, &forwarded_for).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

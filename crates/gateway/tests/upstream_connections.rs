@@ -1,0 +1,137 @@
+//! The gateway's connections to instances, through a real gateway on a loopback port and a
+//! real HTTP/1.1 instance that counts the connections it accepts.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serval_gateway::{
+    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
+};
+use tokio::net::TcpListener;
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// An instance: `/close` answers with `Connection: close`, `/stream` sends one chunk and
+/// then never ends, anything else answers with its path. Counts accepted connections.
+async fn instance() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+                    let response = match path.as_str() {
+                        "/close" => Response::builder()
+                            .header("connection", "close")
+                            .body(Full::new(Bytes::from("closing")).boxed()),
+                        "/stream" => {
+                            let first = futures_util::stream::once(async { Ok(Frame::data(Bytes::from("first"))) });
+                            let body =
+                                StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+                            Response::builder().body(BodyExt::boxed(body))
+                        }
+                        _ => Response::builder().body(Full::new(Bytes::from(format!("{path} for {host}"))).boxed()),
+                    };
+                    Ok::<Response<TestBody>, Infallible>(response.expect("response"))
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A gateway on a loopback port routing `svc.ns.localhost` to `instance`.
+async fn gateway(instance: SocketAddr) -> SocketAddr {
+    let routes = Arc::new(RoutingTable::new("localhost"));
+    let pool = RevisionPool::new(
+        RevisionLabels::new("ns", "svc", "svc-00001"),
+        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
+    );
+    pool.add_endpoint(1, instance);
+    routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
+    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serval_gateway::serve(listener, gateway, 1, std::future::pending()));
+    addr
+}
+
+/// One keep-alive client connection to the gateway.
+async fn client(gateway: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(gateway).await.expect("connect gateway");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> (StatusCode, String) {
+    sender.ready().await.expect("client connection ready");
+    let req = Request::get(path).header("host", "svc.ns.localhost").body(Empty::new()).expect("request");
+    let response = sender.send_request(req).await.expect("response");
+    let status = response.status();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_instance_connection_and_keep_the_host() {
+    let (instance, connections) = instance().await;
+    let gateway = gateway(instance).await;
+    let mut c = client(gateway).await;
+    for n in 0..20 {
+        let (status, body) = get(&mut c, &format!("/r{n}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, format!("/r{n} for svc.ns.localhost"), "the client's Host reaches the instance");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "one keep-alive connection served all 20 requests");
+}
+
+#[tokio::test]
+async fn a_connection_the_instance_closed_is_replaced() {
+    let (instance, connections) = instance().await;
+    let gateway = gateway(instance).await;
+    let mut c = client(gateway).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut c, "/close").await, (StatusCode::OK, "closing".into()));
+        assert_eq!(get(&mut c, "/after").await.0, StatusCode::OK);
+    }
+    // Each `/close` ends its connection; the request after it needs a new one.
+    assert_eq!(connections.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn an_abandoned_response_body_does_not_poison_the_next_request() {
+    let (instance, connections) = instance().await;
+    let gateway = gateway(instance).await;
+    {
+        let mut c = client(gateway).await;
+        c.ready().await.expect("ready");
+        let req = Request::get("/stream").header("host", "svc.ns.localhost").body(Empty::new()).expect("request");
+        let response = c.send_request(req).await.expect("response head");
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("a frame").expect("no error").into_data().expect("data");
+        assert_eq!(first, Bytes::from("first"));
+        // The client goes away in the middle of the body.
+    }
+    let mut c = client(gateway).await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), get(&mut c, "/next")).await;
+    assert_eq!(answered.expect("answered").0, StatusCode::OK);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "the half-read connection was not reused");
+}
