@@ -1,14 +1,32 @@
-//! Eventing throughput: durable ingest (broker, group commit) → trigger delivery to a fast
-//! subscriber (serval-echo started directly), beside the same machine's raw SQLite rate of
-//! one insert + fsync per event (no group commit).
+//! Eventing: durable ingest (broker ingress, group commit) → trigger delivery to a fast
+//! subscriber, beside the same machine's raw SQLite rate of one insert + fsync per event.
 //!
-//! `cargo run --release -p serval-bench --bin events [-- SECONDS]` (default 10; needs wrk).
+//! `cargo run --release -p serval-bench --bin events [-- --events N --seconds S]`
+//!
+//! The subscriber runs inside this process (a hyper server that answers 202 and records,
+//! per `ce-id`, when the event arrived), so sending and receiving times share one clock.
+//! One broker with one trigger to that subscriber, three runs one after another:
+//! 1. throughput with batched ingest: N events (default 200 000) in `application/cloudevents-
+//!    batch+json` POSTs of 100, from 4 connections; events/s acknowledged and delivered;
+//! 2. throughput with one event per POST (binary mode) from 32 connections (N / 4 events);
+//! 3. latency at a fixed 1 000 events/s for S seconds (default 10): one binary-mode POST per
+//!    event, sent on schedule (open loop); p50/p99 of ingress (202) and of end to end (POST
+//!    sent → subscriber received).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serval_bench::{KeepAliveClient, ServalServer, free_port, path_display, poll_then_get, release_binary};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serval_bench::{ServalServer, Summary};
 
 /// Single-row transactions with fsync (WAL, synchronous=FULL): what a store without group
 /// commit could acknowledge.
@@ -27,91 +45,257 @@ fn raw_sqlite_rate(n: usize) -> f64 {
     n as f64 / began.elapsed().as_secs_f64()
 }
 
-/// Requests the subscriber has answered (minus the `/stats` calls themselves).
-fn delivered(sink: SocketAddr, polls: &mut u64) -> u64 {
-    let mut client = KeepAliveClient::new(sink, "localhost", Duration::from_secs(5));
-    *polls += 1;
-    let answer = client.get("/stats").expect("stats");
-    let stats: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
-    stats["requests"].as_u64().unwrap_or(0).saturating_sub(*polls)
+/// The subscriber: counts deliveries and records when each event id arrived.
+struct Sink {
+    epoch: Instant,
+    received: AtomicU64,
+    /// Arrival of event `id`, in ns since `epoch` (0 = not yet).
+    arrivals: Vec<AtomicU64>,
 }
 
-const WRK_SCRIPT: &str = r#"
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/cloudevents+json"
-local n = 0
-request = function()
-  n = n + 1
-  local body = '{"specversion":"1.0","id":"' .. tostring(n) .. '-' .. tostring(math.random(1e9)) .. '","type":"bench","source":"/wrk","data":{"n":' .. n .. '}}'
-  return wrk.format(nil, nil, nil, body)
-end
-"#;
+impl Sink {
+    fn record(&self, req: &Request<Incoming>) {
+        let nanos = self.epoch.elapsed().as_nanos() as u64;
+        let id = req.headers().get("ce-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if let Some(slot) = id.and_then(|i| self.arrivals.get(i)) {
+            let _ = slot.compare_exchange(0, nanos.max(1), Ordering::Relaxed, Ordering::Relaxed);
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
-fn main() {
-    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+async fn serve_sink(sink: Arc<Sink>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+    let addr = listener.local_addr().expect("sink addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let sink = sink.clone();
+                    async move {
+                        sink.record(&req);
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, Infallible>(Response::builder().status(202).body(Empty::<Bytes>::new()).expect("202"))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn binary_event(url: &str, id: usize) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id.to_string())
+        .header("ce-type", "bench")
+        .header("ce-source", "/bench")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(format!(r#"{{"n":{id}}}"#))))
+        .expect("request")
+}
+
+fn batch_of(url: &str, ids: std::ops::Range<usize>) -> Request<Full<Bytes>> {
+    let events: Vec<serde_json::Value> = ids
+        .map(|id| {
+            serde_json::json!({"specversion": "1.0", "id": id.to_string(), "type": "bench", "source": "/bench",
+                "datacontenttype": "application/json", "data": {"n": id}})
+        })
+        .collect();
+    Request::post(url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&events).expect("json"))))
+        .expect("request")
+}
+
+/// Sends a request, returns whether it was accepted (202).
+async fn post(client: &HttpClient, req: Request<Full<Bytes>>) -> bool {
+    match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            if status != 202 {
+                report_failure(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            status == 202
+        }
+        Err(e) => {
+            report_failure(format!("{e:?}"));
+            false
+        }
+    }
+}
+
+/// Prints the first few failed POSTs.
+fn report_failure(what: String) {
+    static FAILURES: AtomicU64 = AtomicU64::new(0);
+    if FAILURES.fetch_add(1, Ordering::Relaxed) < 3 {
+        eprintln!("POST failed: {what}");
+    }
+}
+
+/// Waits until the sink has received `target` events in total (or 120 s passed).
+async fn delivered_by(sink: &Sink, target: u64) -> Instant {
+    let limit = Instant::now() + Duration::from_secs(120);
+    while sink.received.load(Ordering::Relaxed) < target && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Instant::now()
+}
+
+struct Throughput {
+    accepted: u64,
+    ingest: Duration,
+    end_to_end: Duration,
+}
+
+impl Throughput {
+    fn print(&self, what: &str) {
+        println!(
+            "{what:<44} ingest {:>7.0} events/s   end to end {:>7.0} events/s   ({} events, all delivered in {:.2} s)",
+            self.accepted as f64 / self.ingest.as_secs_f64(),
+            self.accepted as f64 / self.end_to_end.as_secs_f64(),
+            self.accepted,
+            self.end_to_end.as_secs_f64()
+        );
+    }
+}
+
+/// `events` ids from `first`, as batches of `per_post` over `connections` concurrent posters.
+async fn throughput(
+    client: &HttpClient,
+    url: &str,
+    sink: &Sink,
+    first: usize,
+    events: usize,
+    per_post: usize,
+    connections: usize,
+) -> Throughput {
+    let before = sink.received.load(Ordering::Relaxed);
+    let next = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let mut posters = Vec::new();
+    for _ in 0..connections {
+        let (client, url, next, accepted) = (client.clone(), url.to_string(), next.clone(), accepted.clone());
+        posters.push(tokio::spawn(async move {
+            loop {
+                let start = next.fetch_add(per_post as u64, Ordering::Relaxed) as usize;
+                if start >= events {
+                    return;
+                }
+                let ids = first + start..first + (start + per_post).min(events);
+                let n = ids.len() as u64;
+                let req = if per_post == 1 { binary_event(&url, ids.start) } else { batch_of(&url, ids) };
+                if post(&client, req).await {
+                    accepted.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for p in posters {
+        p.await.expect("poster");
+    }
+    let ingest = began.elapsed();
+    let accepted = accepted.load(Ordering::Relaxed);
+    let done = delivered_by(sink, before + accepted).await;
+    Throughput { accepted, ingest, end_to_end: done.duration_since(began) }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut events = 200_000usize;
+    let mut seconds = 10u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--events" => events = args.next().and_then(|v| v.parse().ok()).expect("--events N"),
+            "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
+            other => panic!("unknown argument {other} (use --events N --seconds S)"),
+        }
+    }
+    let singles = events / 4;
+    let paced = 1000 * seconds as usize;
     let raw = raw_sqlite_rate(2000);
 
+    let sink = Arc::new(Sink {
+        epoch: Instant::now(),
+        received: AtomicU64::new(0),
+        arrivals: (0..events + singles + paced).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let sink_addr = serve_sink(sink.clone()).await;
+    // Started on the main thread: the server exits with the thread that spawned it.
     let server = ServalServer::start(&[]);
     server.cli(&["broker", "create", "bench"]);
-    let port = free_port();
-    let mut sink = Command::new(release_binary("serval-echo"))
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serval-echo");
-    let sink_addr = SocketAddr::from(([127, 0, 0, 1], port));
-    poll_then_get(sink_addr, "/stats", Duration::from_secs(5)).expect("sink up");
-    let mut polls = 1;
     server.cli(&["trigger", "create", "all", "--broker", "bench", "--sink", &format!("http://{sink_addr}/")]);
-
-    let work = tempfile::tempdir().expect("tempdir");
-    let script = work.path().join("post.lua");
-    std::fs::write(&script, WRK_SCRIPT).expect("script");
     let url = format!("http://{}/b/default/bench", server.gateway);
-    let began = Instant::now();
-    let out = Command::new("wrk")
-        .args(["-t2", "-c32", &format!("-d{seconds}s"), "-s", &path_display(&script), &url])
-        .output()
-        .expect("wrk (apt-get install wrk)");
-    let ingest_done = began.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let total: u64 = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("wrk total");
-    let non_2xx: u64 = text
-        .lines()
-        .find(|l| l.contains("Non-2xx"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let accepted = total - non_2xx;
-    loop {
-        let got = delivered(sink_addr, &mut polls);
-        if got >= accepted || began.elapsed() > ingest_done + Duration::from_secs(120) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let all_delivered = began.elapsed();
-    let got = delivered(sink_addr, &mut polls);
-    let _ = sink.kill();
-    let _ = sink.wait();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
 
-    println!("eventing throughput ({seconds} s of wrk -c32 POSTs of structured events)");
-    println!("raw SQLite, one insert + fsync per event:   {raw:>9.0} events/s");
+    println!("eventing: broker ingress -> SQLite (group commit) -> trigger -> subscriber (in this process)");
+    println!("raw SQLite, one insert + fsync per event:    {raw:>7.0} events/s (baseline)");
+    let batched = throughput(&client, &url, &sink, 0, events, 100, 4).await;
+    batched.print("batched ingest (100 per POST, 4 conns)");
+    let single = throughput(&client, &url, &sink, events, singles, 1, 32).await;
+    single.print("one event per POST (binary, 32 conns)");
+
+    // Fixed rate: event i is sent at start + i ms, whatever happened to the previous ones.
+    let first = events + singles;
+    let before = sink.received.load(Ordering::Relaxed);
+    let start = Instant::now() + Duration::from_millis(10);
+    let mut sends = Vec::with_capacity(paced);
+    for i in 0..paced {
+        let at = start + Duration::from_micros(1000 * i as u64);
+        let (client, url, epoch) = (client.clone(), url.clone(), sink.epoch);
+        sends.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let sent = epoch.elapsed();
+            let ok = post(&client, binary_event(&url, first + i)).await;
+            (sent, epoch.elapsed() - sent, ok)
+        }));
+    }
+    let mut ingress = Vec::new();
+    let mut end_to_end = Vec::new();
+    let mut accepted = 0u64;
+    let mut sent_at = Vec::with_capacity(paced);
+    for s in sends {
+        let (sent, took, ok) = s.await.expect("send");
+        sent_at.push(sent);
+        if ok {
+            accepted += 1;
+            ingress.push(took);
+        }
+    }
+    delivered_by(&sink, before + accepted).await;
+    let mut missing = 0;
+    for (i, sent) in sent_at.iter().enumerate() {
+        match sink.arrivals[first + i].load(Ordering::Relaxed) {
+            0 => missing += 1,
+            nanos => end_to_end.push(Duration::from_nanos(nanos).saturating_sub(*sent)),
+        }
+    }
+    let (ingress, e2e) = (Summary::new(&ingress), Summary::new(&end_to_end));
     println!(
-        "ingest acknowledged (202 after commit):      {:>9.0} events/s ({accepted} accepted, {non_2xx} refused)",
-        accepted as f64 / ingest_done.as_secs_f64()
+        "fixed 1000 events/s for {seconds} s: {accepted} accepted, {missing} not delivered; ingress 202 p50 {:.2} ms p99 {:.2} ms; end to end p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        ingress.median(),
+        ingress.percentile(99.0),
+        e2e.median(),
+        e2e.percentile(99.0),
+        e2e.percentile(100.0)
     );
+    let best = batched.accepted as f64 / batched.end_to_end.as_secs_f64();
+    println!("target: >= 20000 events/s end to end -> {}", if best >= 20_000.0 { "PASS" } else { "FAIL" });
     println!(
-        "ingest -> delivery end to end:               {:>9.0} events/s ({got} delivered in {:.1} s)",
-        got as f64 / all_delivered.as_secs_f64(),
-        all_delivered.as_secs_f64()
+        "target: p99 <= 10 ms end to end at 1000 events/s -> {}",
+        if e2e.percentile(99.0) <= 10.0 && missing == 0 { "PASS" } else { "FAIL" }
     );
-    let e2e = got as f64 / all_delivered.as_secs_f64();
-    println!("target: >= 20000 events/s end to end -> {}", if e2e >= 20_000.0 { "PASS" } else { "FAIL" });
+    tokio::task::spawn_blocking(move || drop(server)).await.expect("stop server");
 }
