@@ -17,6 +17,7 @@
 //! - Dead-lettered events carry `knativeerrordest`, `knativeerrorcode` and
 //!   `knativeerrordata` (the response body, base64, at most 1024 characters).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -362,11 +363,112 @@ pub fn dead_letter_extensions(destination_url: &str, code: Option<u16>, body: &[
     extensions
 }
 
+/// How many started events (finished ones included) a [`DeliveryWindow`] holds per slot of
+/// its limit before it refuses new ones: bounds memory while an old event is still retrying.
+const OPEN_PER_SLOT: usize = 100;
+
+/// The events of one trigger's stream being delivered, and its watermark: the log position
+/// up to which every event has been handled, which is the cursor to store. Events start in
+/// log order and may finish in any order; at most `limit` are in flight at once.
+///
+/// Sans-IO: the dispatcher reports starts and finishes; nothing here waits.
+#[derive(Debug)]
+pub struct DeliveryWindow {
+    watermark: i64,
+    /// Started events in log order, with whether each has finished.
+    open: VecDeque<(i64, bool)>,
+    in_flight: usize,
+    limit: usize,
+}
+
+impl DeliveryWindow {
+    /// A window after `cursor` (everything up to it handled) letting `limit` (≥ 1) events fly.
+    pub fn new(cursor: i64, limit: usize) -> DeliveryWindow {
+        DeliveryWindow { watermark: cursor, open: VecDeque::new(), in_flight: 0, limit: limit.max(1) }
+    }
+
+    /// Whether another event may start.
+    pub fn has_room(&self) -> bool {
+        self.in_flight < self.limit && self.open.len() < self.limit.saturating_mul(OPEN_PER_SLOT)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Every event up to here has been handled.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The event at `seq` (after every event started so far) starts.
+    pub fn start(&mut self, seq: i64) {
+        debug_assert!(self.open.back().map_or(self.watermark, |(s, _)| *s) < seq, "events start in log order");
+        self.open.push_back((seq, false));
+        self.in_flight += 1;
+    }
+
+    /// The event at `seq` was handled (delivered, dead-lettered or dropped); the watermark
+    /// moves past every finished event at the head.
+    pub fn finish(&mut self, seq: i64) {
+        let Ok(i) = self.open.binary_search_by_key(&seq, |(s, _)| *s) else {
+            return;
+        };
+        if !self.open[i].1 {
+            self.open[i].1 = true;
+            self.in_flight -= 1;
+        }
+        while let Some(&(head, true)) = self.open.front() {
+            self.watermark = head;
+            self.open.pop_front();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_watermark_waits_for_the_oldest_event_in_flight() {
+        let mut w = DeliveryWindow::new(10, 3);
+        for seq in [11, 13, 14] {
+            assert!(w.has_room());
+            w.start(seq);
+        }
+        assert!(!w.has_room(), "three in flight fill a window of 3");
+        w.finish(14);
+        w.finish(13);
+        assert_eq!(w.watermark(), 10, "11 is still in flight");
+        assert!(w.has_room());
+        w.start(20);
+        w.finish(11);
+        assert_eq!(w.watermark(), 14, "11, 13 and 14 are done; 20 is not");
+        w.finish(11);
+        assert_eq!(w.in_flight(), 1, "finishing twice counts once");
+        w.finish(20);
+        assert_eq!(w.watermark(), 20);
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_long_retry_at_the_head_bounds_how_far_the_window_runs_ahead() {
+        let mut w = DeliveryWindow::new(0, 2);
+        w.start(1);
+        let mut seq = 1;
+        while w.has_room() {
+            seq += 1;
+            w.start(seq);
+            w.finish(seq);
+        }
+        assert_eq!(seq as usize, 2 * OPEN_PER_SLOT, "the window stops at 100 started events per slot");
+        assert_eq!(w.watermark(), 0);
+        w.finish(1);
+        assert_eq!(w.watermark(), seq);
+        assert!(w.has_room());
+    }
 
     fn policy(spec: serde_json::Value) -> RetryPolicy {
         let spec: DeliverySpec = serde_json::from_value(spec).expect("valid spec JSON");

@@ -34,7 +34,7 @@ pub mod filter;
 
 pub use cloudevent::*;
 pub use delivery::{
-    BackoffPolicy, Decision, DeliverySpec, Destination, KReference, Outcome, RetryAfter, RetryPolicy,
+    BackoffPolicy, Decision, DeliverySpec, DeliveryWindow, Destination, KReference, Outcome, RetryAfter, RetryPolicy,
     dead_letter_extensions, parse_iso8601_duration,
 };
 pub use error::EventError;

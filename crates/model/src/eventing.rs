@@ -137,10 +137,33 @@ pub fn validate_broker(broker: &Broker) -> Result<(), ValidationError> {
     result(errors)
 }
 
+/// serval's Trigger annotation: how many of the trigger's events are delivered at once
+/// (events waiting for a retry included).
+pub const DELIVERY_CONCURRENCY: &str = "serval.dev/delivery-concurrency";
+/// The delivery concurrency of a trigger without the annotation.
+pub const DEFAULT_DELIVERY_CONCURRENCY: u32 = 100;
+/// The largest delivery concurrency a trigger may ask for.
+pub const MAX_DELIVERY_CONCURRENCY: u32 = 10_000;
+
+/// The trigger's delivery concurrency: its [`DELIVERY_CONCURRENCY`] annotation (an integer
+/// from 1 to [`MAX_DELIVERY_CONCURRENCY`]) or the default.
+pub fn delivery_concurrency(trigger: &Trigger) -> Result<u32, FieldError> {
+    let Some(raw) = trigger.metadata.annotations.get(DELIVERY_CONCURRENCY) else {
+        return Ok(DEFAULT_DELIVERY_CONCURRENCY);
+    };
+    raw.trim().parse::<u32>().ok().filter(|n| (1..=MAX_DELIVERY_CONCURRENCY).contains(n)).ok_or_else(|| FieldError {
+        field: format!("metadata.annotations[{DELIVERY_CONCURRENCY}]"),
+        message: format!("{raw:?} must be an integer from 1 to {MAX_DELIVERY_CONCURRENCY}"),
+    })
+}
+
 /// Checks the trigger's shape; filters and delivery are checked by the eventing crate.
 pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
     let mut errors = Vec::new();
     check_identity(&mut errors, &trigger.api_version, &trigger.kind, "Trigger", &trigger.metadata);
+    if let Err(e) = delivery_concurrency(trigger) {
+        errors.push(e);
+    }
     if let Err(m) = validate_name(&trigger.spec.broker, 63) {
         errors.push(FieldError { field: "spec.broker".into(), message: m });
     }
@@ -220,6 +243,23 @@ mod tests {
 
     fn trigger(json: &str) -> Trigger {
         serde_json::from_str(json).expect("decodes")
+    }
+
+    #[test]
+    fn delivery_concurrency_comes_from_the_annotation_within_range() {
+        let mut t = trigger(
+            r#"{"apiVersion":"eventing.knative.dev/v1","kind":"Trigger","metadata":{"name":"t"},
+                "spec":{"broker":"default","subscriber":{"uri":"http://127.0.0.1:1/"}}}"#,
+        );
+        assert_eq!(delivery_concurrency(&t), Ok(DEFAULT_DELIVERY_CONCURRENCY));
+        t.metadata.annotations.insert(DELIVERY_CONCURRENCY.into(), "7".into());
+        assert_eq!(delivery_concurrency(&t), Ok(7));
+        assert!(validate_trigger(&t).is_ok());
+        for bad in ["0", "-1", "ten", "10001"] {
+            t.metadata.annotations.insert(DELIVERY_CONCURRENCY.into(), bad.into());
+            let err = validate_trigger(&t).expect_err(bad);
+            assert_eq!(err.errors[0].field, "metadata.annotations[serval.dev/delivery-concurrency]", "{bad}");
+        }
     }
 
     #[test]

@@ -13,8 +13,10 @@ mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use eventing::{
-    Addressable, Broker, BrokerSpec, Destination, EVENTING_API_VERSION, EventingStatus, KReference, PingSource,
-    PingSourceSpec, SOURCES_API_VERSION, Trigger, TriggerSpec, validate_broker, validate_ping_source, validate_trigger,
+    Addressable, Broker, BrokerSpec, DEFAULT_DELIVERY_CONCURRENCY, DELIVERY_CONCURRENCY, Destination,
+    EVENTING_API_VERSION, EventingStatus, KReference, MAX_DELIVERY_CONCURRENCY, PingSource, PingSourceSpec,
+    SOURCES_API_VERSION, Trigger, TriggerSpec, delivery_concurrency, validate_broker, validate_ping_source,
+    validate_trigger,
 };
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{

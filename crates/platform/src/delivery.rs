@@ -1,16 +1,24 @@
 //! Trigger delivery: one dispatcher task per trigger reads its broker's durable log from the
 //! trigger's cursor, filters, delivers (binary or structured mode) with the trigger's retry
-//! policy, dead-letters what fails for good, feeds replies back into the broker, and records
-//! its cursor after each batch. At-least-once: a crash redelivers at most the batch in flight.
+//! policy, dead-letters what fails for good and feeds replies back into the broker.
+//!
+//! Up to the trigger's delivery concurrency (`serval.dev/delivery-concurrency`) events are
+//! in flight at once, started in log order and finishing in any order (a [`DeliveryWindow`]);
+//! the log is read ahead in pages while they fly. The stored cursor is the window's
+//! watermark — every event up to it was handled — written as it advances, one write at a
+//! time, group-committed with the broker's other writes. At-least-once: a crash redelivers
+//! the events after the last stored watermark.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serval_eventing::{
-    CloudEvent, CompiledFilter, Decision, DeliverySpec, Outcome, RetryAfter, RetryPolicy, SubscriptionsApiFilter,
-    TriggerFilter,
+    CloudEvent, CompiledFilter, Decision, DeliverySpec, DeliveryWindow, Outcome, RetryAfter, RetryPolicy,
+    SubscriptionsApiFilter, TriggerFilter,
 };
 use serval_model::{Destination, Trigger};
 use serval_store::{Kind, Store, WriteOp};
@@ -18,9 +26,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::PlatformError;
 
-/// Events read from the log at a time and delivered concurrently (the per-trigger concurrency).
-const BATCH: usize = 256;
-/// Re-read the log this often even without a notification.
+/// Events read from the log at a time; the next page is read when half are left.
+const READ_AHEAD: usize = 512;
+/// Re-read the log this often even without a notification, and wait this long before
+/// retrying a failed cursor write.
 const POLL: Duration = Duration::from_secs(1);
 /// Knative's default time-to-live of an event bouncing between broker and subscribers.
 pub const DEFAULT_TTL: i32 = 255;
@@ -33,9 +42,12 @@ pub struct Plan {
     pub broker: String,
     pub filter: Arc<CompiledFilter>,
     pub subscriber: String,
-    pub dead_letter: Option<String>,
+    subscriber_url: reqwest::Url,
+    dead_letter_url: Option<reqwest::Url>,
     pub policy: RetryPolicy,
     pub structured: bool,
+    /// Events in flight at once.
+    pub concurrency: usize,
 }
 
 /// Resolves a destination: a Broker by its ingress, a Service by its path route on the
@@ -92,16 +104,28 @@ pub fn plan(
     let namespace = trigger.metadata.namespace.clone();
     let subscriber = resolve(&trigger.spec.subscriber, &namespace, gateway)
         .ok_or_else(|| invalid("spec.subscriber", "give ref or uri".into()))?;
-    let dead_letter = delivery.dead_letter_sink.as_ref().and_then(|d| resolve(d, &namespace, gateway));
+    let subscriber_url =
+        reqwest::Url::parse(&subscriber).map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
+    let dead_letter_url = delivery
+        .dead_letter_sink
+        .as_ref()
+        .and_then(|d| resolve(d, &namespace, gateway))
+        .as_deref()
+        .map(reqwest::Url::parse)
+        .transpose()
+        .map_err(|e| invalid("spec.delivery.deadLetterSink", e.to_string()))?;
+    let concurrency = serval_model::delivery_concurrency(trigger).map_err(|e| invalid(&e.field, e.message))?;
     Ok(Plan {
         namespace,
         name: trigger.metadata.name.clone(),
         broker: trigger.spec.broker.clone(),
         filter: Arc::new(compiled),
         subscriber,
-        dead_letter,
+        subscriber_url,
+        dead_letter_url,
         policy,
         structured: delivery.format.as_deref() == Some("json"),
+        concurrency: concurrency as usize,
     })
 }
 
@@ -213,63 +237,99 @@ impl Dispatchers {
     }
 
     async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
-        let waker = self.waker(&plan.namespace, &plan.broker);
-        let mut cursor = match self.store.cursor(&plan.namespace, &plan.name) {
+        let (namespace, broker, trigger) = (plan.namespace.as_str(), plan.broker.as_str(), plan.name.as_str());
+        let waker = self.waker(namespace, broker);
+        let cursor = match self.store.cursor(namespace, trigger) {
             Ok(c) => c,
-            Err(e) => return tracing::error!("trigger {}/{}: {e}", plan.namespace, plan.name),
+            Err(e) => return tracing::error!("trigger {namespace}/{trigger}: {e}"),
         };
+        let mut window = DeliveryWindow::new(cursor, plan.concurrency);
+        // The last event read from the log, and the last cursor stored or being stored.
+        let (mut read_to, mut saved) = (cursor, cursor);
+        let mut buffered = VecDeque::new();
+        // The last read found the end of the log: wait for a notification (or the poll).
+        let mut caught_up = false;
+        let mut in_flight = FuturesUnordered::new();
+        let mut saving = None;
+        let mut notified = Box::pin(waker.notified());
         loop {
             if *stopped.borrow() {
                 return;
             }
-            let notified = waker.notified();
-            let batch = match self.store.events_after(&plan.namespace, &plan.broker, cursor, BATCH) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("trigger {}/{}: {e}", plan.namespace, plan.name);
-                    Vec::new()
+            if !caught_up && buffered.len() < READ_AHEAD / 2 {
+                // Listen before reading, so that an append right after the read is not missed.
+                notified.as_mut().enable();
+                match self.store.events_after(namespace, broker, read_to, READ_AHEAD) {
+                    Ok(page) => {
+                        caught_up = page.len() < READ_AHEAD;
+                        read_to = page.last().map_or(read_to, |e| e.seq);
+                        buffered.extend(page);
+                    }
+                    Err(e) => {
+                        tracing::error!("trigger {namespace}/{trigger}: reading the log: {e}");
+                        caught_up = true;
+                    }
                 }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(POLL) => {}
-                    _ = stopped.wait_for(|s| *s) => return,
-                }
-                continue;
             }
-            let last = batch.last().map_or(cursor, |e| e.seq);
-            let deliveries = batch.into_iter().filter_map(|stored| {
-                let json: serde_json::Value = serde_json::from_str(&stored.body).ok()?;
-                let event = serval_eventing::from_json(&json).ok()?;
-                plan.filter.matches(&event).then(|| self.deliver(&plan, event, &counts))
-            });
+            while window.has_room()
+                && let Some(stored) = buffered.pop_front()
+            {
+                window.start(stored.seq);
+                let event = serde_json::from_str::<serde_json::Value>(&stored.body)
+                    .ok()
+                    .and_then(|json| serval_eventing::from_json(&json).ok())
+                    .filter(|event| plan.filter.matches(event));
+                match event {
+                    Some(event) => {
+                        let seq = stored.seq;
+                        let delivery = self.deliver(&plan, event, &counts);
+                        in_flight.push(async move {
+                            delivery.await;
+                            seq
+                        });
+                    }
+                    None => window.finish(stored.seq),
+                }
+            }
+            if saving.is_none() && window.watermark() > saved {
+                saved = window.watermark();
+                saving = Some(Box::pin(self.save_cursor(namespace, trigger, saved)));
+            }
             tokio::select! {
-                _ = futures_util::future::join_all(deliveries) => {}
+                Some(seq) = in_flight.next(), if !in_flight.is_empty() => window.finish(seq),
+                () = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => saving = None,
+                () = notified.as_mut(), if caught_up => {
+                    caught_up = false;
+                    notified.set(waker.notified());
+                }
+                () = tokio::time::sleep(POLL), if caught_up && in_flight.is_empty() => caught_up = false,
                 _ = stopped.wait_for(|s| *s) => return,
             }
-            cursor = last;
-            if let Err(e) = self.store.write(vec![WriteOp::set_cursor(&plan.namespace, &plan.name, Some(cursor))]).await
-            {
-                tracing::error!("trigger {}/{}: saving cursor: {e}", plan.namespace, plan.name);
+        }
+    }
+
+    /// Stores a trigger's cursor, retrying (every [`POLL`]) until the store takes it.
+    async fn save_cursor(&self, namespace: &str, trigger: &str, seq: i64) {
+        loop {
+            match self.store.write(vec![WriteOp::set_cursor(namespace, trigger, Some(seq))]).await {
+                Ok(()) => return,
+                Err(e) => tracing::error!("trigger {namespace}/{trigger}: saving the cursor: {e}"),
             }
+            tokio::time::sleep(POLL).await;
         }
     }
 
     /// One POST of an event; the outcome and, for 2xx, the response (a possible reply).
     async fn post(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         event: &CloudEvent,
         structured: bool,
         timeout: Option<Duration>,
     ) -> (Outcome, Bytes, Option<CloudEvent>) {
         let (headers, body) =
             if structured { serval_eventing::encode_structured(event) } else { serval_eventing::encode_binary(event) };
-        let mut req = self.http.post(url).body(body);
-        for (name, value) in headers.iter() {
-            req = req.header(name.as_str(), value.as_bytes());
-        }
+        let mut req = self.http.post(url.clone()).headers(headers).body(body);
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
@@ -283,14 +343,11 @@ impl Dispatchers {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| RetryAfter::parse(v, SystemTime::now()));
-        let mut reply_headers = hyper::HeaderMap::new();
-        for (name, value) in resp.headers() {
-            reply_headers.append(name.clone(), value.clone());
-        }
+        let reply_headers = ((200..300).contains(&status) && serval_eventing::is_cloudevent(resp.headers()))
+            .then(|| resp.headers().clone());
         let body = resp.bytes().await.unwrap_or_default();
-        let reply = ((200..300).contains(&status) && serval_eventing::is_cloudevent(&reply_headers))
-            .then(|| serval_eventing::decode_request(&reply_headers, body.clone()).ok())
-            .flatten()
+        let reply = reply_headers
+            .and_then(|headers| serval_eventing::decode_request(&headers, body.clone()).ok())
             .and_then(|mut events| events.pop());
         (Outcome::Status(status, retry_after), body, reply)
     }
@@ -302,7 +359,7 @@ impl Dispatchers {
         loop {
             attempt += 1;
             let (outcome, body, reply) =
-                self.post(&plan.subscriber, &event, plan.structured, plan.policy.timeout).await;
+                self.post(&plan.subscriber_url, &event, plan.structured, plan.policy.timeout).await;
             match plan.policy.decide(attempt, outcome, Instant::now()) {
                 Decision::Done => {
                     counts.delivered.fetch_add(1, Relaxed);
@@ -318,7 +375,7 @@ impl Dispatchers {
                 }
                 Decision::DeadLetter { code } => {
                     counts.dead_lettered.fetch_add(1, Relaxed);
-                    let Some(sink) = &plan.dead_letter else {
+                    let Some(sink) = &plan.dead_letter_url else {
                         tracing::warn!(
                             "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink)",
                             plan.namespace,
@@ -384,9 +441,10 @@ pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
             let broker = broker?;
             let plan = plan(t, broker.spec.delivery.as_ref(), gateway).ok()?;
             let fingerprint = format!(
-                "{}|{}",
+                "{}|{}|{}",
                 serde_json::to_string(&t.spec).unwrap_or_default(),
-                serde_json::to_string(&broker.spec.delivery).unwrap_or_default()
+                serde_json::to_string(&broker.spec.delivery).unwrap_or_default(),
+                plan.concurrency
             );
             Some((plan, fingerprint))
         })

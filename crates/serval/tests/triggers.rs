@@ -347,3 +347,19 @@ spec:
     let service = server.get_json(&["consumer"]);
     assert_eq!(service["status"]["instances"]["coldStarts"], 1, "{service}");
 }
+
+#[tokio::test]
+async fn a_trigger_delivers_at_most_its_concurrency_at_once() {
+    let server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    let slow = Subscriber::start_slow(vec![], Duration::from_millis(300)).await;
+    let refused = server.fails(&["trigger", "create", "t", "--sink", &slow.url, "--concurrency", "0"]);
+    assert!(refused.contains("serval.dev/delivery-concurrency"), "names the annotation: {refused}");
+    server.ok(&["trigger", "create", "t", "--sink", &slow.url, "--concurrency", "3"]);
+    for n in 0..9 {
+        send(&server, "com.example.slow", &format!("/n{n}"));
+    }
+    eventually("all 9 events delivered", Duration::from_secs(20), async || (slow.received().len() >= 9).then_some(()))
+        .await;
+    assert_eq!(slow.max_in_flight(), 3, "9 events queued, 3 at a time");
+}

@@ -73,6 +73,9 @@ pub enum TriggerCommand {
         /// Where events go when delivery fails for good.
         #[arg(long)]
         dead_letter_sink: Option<String>,
+        /// Events delivered at once (annotation serval.dev/delivery-concurrency; default 100).
+        #[arg(long)]
+        concurrency: Option<u32>,
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
@@ -150,6 +153,7 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
             backoff_policy,
             backoff_delay,
             dead_letter_sink,
+            concurrency,
             namespace,
         } => {
             let subscriber = match (sink, service) {
@@ -191,9 +195,12 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
             if !delivery.is_empty() {
                 spec["delivery"] = Value::Object(delivery);
             }
+            let mut metadata = json!({ "name": name, "namespace": namespace });
+            if let Some(n) = concurrency {
+                metadata["annotations"] = json!({ "serval.dev/delivery-concurrency": n.to_string() });
+            }
             let manifest = json!({
-                "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
-                "metadata": { "name": name, "namespace": namespace }, "spec": spec
+                "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": metadata, "spec": spec
             });
             let written = client.put(&trigger_path(&namespace, &name), &manifest).await?;
             let (ready, reason, message) = output::condition(&written.object, "Ready").unwrap_or(("Unknown", "", ""));

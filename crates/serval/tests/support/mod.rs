@@ -214,12 +214,23 @@ pub type Answer = (u16, Vec<(String, String)>, String);
 pub struct Subscriber {
     pub url: String,
     received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrency: std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Subscriber {
     pub async fn start(script: Vec<Answer>) -> Subscriber {
+        Subscriber::start_slow(script, Duration::ZERO).await
+    }
+
+    /// A subscriber that takes `delay` to answer each request.
+    pub async fn start_slow(script: Vec<Answer>, delay: Duration) -> Subscriber {
+        use std::sync::atomic::Ordering::SeqCst;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let concurrency =
+            std::sync::Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)));
+        let counted = concurrency.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -228,7 +239,7 @@ impl Subscriber {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { return };
-                let (log, script) = (log.clone(), script.clone());
+                let (log, script, counted) = (log.clone(), script.clone(), counted.clone());
                 tokio::spawn(async move {
                     let mut data = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -262,6 +273,10 @@ impl Subscriber {
                         .collect();
                     let body = data[head_end..(head_end + length).min(data.len())].to_vec();
                     log.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
+                    let now = counted.0.fetch_add(1, SeqCst) + 1;
+                    counted.1.fetch_max(now, SeqCst);
+                    tokio::time::sleep(delay).await;
+                    counted.0.fetch_sub(1, SeqCst);
                     let (status, extra, reply) =
                         script.lock().expect("lock").pop_front().unwrap_or((200, Vec::new(), String::new()));
                     let mut response =
@@ -276,11 +291,16 @@ impl Subscriber {
                 });
             }
         });
-        Subscriber { url, received, task }
+        Subscriber { url, received, concurrency, task }
     }
 
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// The most requests this subscriber was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.concurrency.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
