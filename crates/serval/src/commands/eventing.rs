@@ -43,6 +43,7 @@ pub enum BrokerCommand {
 }
 
 #[derive(clap::Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process; boxing would only obscure the clap shape")]
 pub enum TriggerCommand {
     /// Create (or update) a trigger: the events of a broker that match, sent to a subscriber.
     Create {
