@@ -31,6 +31,9 @@ const READ_AHEAD: usize = 512;
 /// Re-read the log this often even without a notification, and wait this long before
 /// retrying a failed cursor write.
 const POLL: Duration = Duration::from_secs(1);
+/// The shortest time between two cursor writes of one trigger: a crash redelivers at most
+/// this much more, and a busy trigger costs the store 20 commits a second, not hundreds.
+const SAVE_EVERY: Duration = Duration::from_millis(50);
 /// Knative's default time-to-live of an event bouncing between broker and subscribers.
 pub const DEFAULT_TTL: i32 = 255;
 
@@ -308,11 +311,13 @@ impl Dispatchers {
         }
     }
 
-    /// Stores a trigger's cursor, retrying (every [`POLL`]) until the store takes it.
+    /// Stores a trigger's cursor, retrying (every [`POLL`]) until the store takes it; takes
+    /// at least [`SAVE_EVERY`].
     async fn save_cursor(&self, namespace: &str, trigger: &str, seq: i64) {
+        let spacing = tokio::time::sleep(SAVE_EVERY);
         loop {
             match self.store.write(vec![WriteOp::set_cursor(namespace, trigger, Some(seq))]).await {
-                Ok(()) => return,
+                Ok(()) => return spacing.await,
                 Err(e) => tracing::error!("trigger {namespace}/{trigger}: saving the cursor: {e}"),
             }
             tokio::time::sleep(POLL).await;
