@@ -64,27 +64,36 @@ impl Sink {
     }
 }
 
-async fn serve_sink(sink: Arc<Sink>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+/// Runs the subscriber on a thread of its own with a single-threaded runtime (the leanest
+/// hyper server: the benchmark measures serval, not the subscriber).
+fn serve_sink(sink: Arc<Sink>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
     let addr = listener.local_addr().expect("sink addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let sink = sink.clone();
-                    async move {
-                        sink.record(&req);
-                        let _ = req.into_body().collect().await;
-                        Ok::<_, Infallible>(Response::builder().status(202).body(Empty::<Bytes>::new()).expect("202"))
-                    }
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("sink runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("sink listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            sink.record(&req);
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, Infallible>(
+                                Response::builder().status(202).body(Empty::<Bytes>::new()).expect("202"),
+                            )
+                        }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
+            }
+        });
     });
     addr
 }
@@ -230,7 +239,7 @@ async fn main() {
         received: AtomicU64::new(0),
         arrivals: (0..events + singles + paced).map(|_| AtomicU64::new(0)).collect(),
     });
-    let sink_addr = serve_sink(sink.clone()).await;
+    let sink_addr = serve_sink(sink.clone());
     // Started on the main thread: the server exits with the thread that spawned it.
     let server = ServalServer::start(&[]);
     server.cli(&["broker", "create", "bench"]);
