@@ -89,8 +89,9 @@ fn serve_sink(sink: Arc<Sink>) -> SocketAddr {
                             )
                         }
                     });
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -243,7 +244,17 @@ async fn main() {
     // Started on the main thread: the server exits with the thread that spawned it.
     let server = ServalServer::start(&[]);
     server.cli(&["broker", "create", "bench"]);
-    server.cli(&["trigger", "create", "all", "--broker", "bench", "--sink", &format!("http://{sink_addr}/")]);
+    server.cli(&[
+        "trigger",
+        "create",
+        "all",
+        "--broker",
+        "bench",
+        "--sink",
+        &format!("http://{sink_addr}/"),
+        "--concurrency",
+        &std::env::var("XXC").unwrap_or("100".into()),
+    ]);
     let url = format!("http://{}/b/default/bench", server.gateway);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);

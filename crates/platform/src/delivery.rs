@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serval_eventing::{
     CloudEvent, CompiledFilter, Decision, DeliverySpec, DeliveryWindow, Outcome, RetryAfter, RetryPolicy,
     SubscriptionsApiFilter, TriggerFilter,
@@ -45,8 +47,8 @@ pub struct Plan {
     pub broker: String,
     pub filter: Arc<CompiledFilter>,
     pub subscriber: String,
-    subscriber_url: reqwest::Url,
-    dead_letter_url: Option<reqwest::Url>,
+    subscriber_url: DeliveryUrl,
+    dead_letter_url: Option<DeliveryUrl>,
     pub policy: RetryPolicy,
     pub structured: bool,
     /// Events in flight at once.
@@ -108,13 +110,13 @@ pub fn plan(
     let subscriber = resolve(&trigger.spec.subscriber, &namespace, gateway)
         .ok_or_else(|| invalid("spec.subscriber", "give ref or uri".into()))?;
     let subscriber_url =
-        reqwest::Url::parse(&subscriber).map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
+        DeliveryUrl::parse(&subscriber).map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
     let dead_letter_url = delivery
         .dead_letter_sink
         .as_ref()
         .and_then(|d| resolve(d, &namespace, gateway))
         .as_deref()
-        .map(reqwest::Url::parse)
+        .map(DeliveryUrl::parse)
         .transpose()
         .map_err(|e| invalid("spec.delivery.deadLetterSink", e.to_string()))?;
     let concurrency = serval_model::delivery_concurrency(trigger).map_err(|e| invalid(&e.field, e.message))?;
@@ -131,6 +133,35 @@ pub fn plan(
         concurrency: concurrency as usize,
     })
 }
+
+/// A delivery destination, parsed once. Plain-HTTP ones (subscribers on this machine, the
+/// gateway's service routes) go through the pooled hyper client; others (https) through
+/// reqwest and its TLS. reqwest's extra layers cost a sixth of the delivery throughput.
+#[derive(Clone, Debug)]
+struct DeliveryUrl {
+    url: reqwest::Url,
+    plain: Option<http::Uri>,
+}
+
+impl DeliveryUrl {
+    fn parse(text: &str) -> Result<DeliveryUrl, String> {
+        let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+        let plain = match url.scheme() {
+            "http" => Some(http::Uri::try_from(url.as_str()).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        Ok(DeliveryUrl { url, plain })
+    }
+}
+
+/// The parts of a subscriber's answer that delivery looks at.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+type PlainClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
 struct Running {
     fingerprint: String,
@@ -162,6 +193,7 @@ pub struct DeliveryStatus {
 pub struct Dispatchers {
     store: Arc<Store>,
     http: reqwest::Client,
+    plain_http: PlainClient,
     running: Mutex<HashMap<String, Running>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
@@ -175,6 +207,11 @@ impl Dispatchers {
         Arc::new(Dispatchers {
             store,
             http: reqwest::Client::new(),
+            plain_http: {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+            },
             running: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         })
@@ -327,34 +364,60 @@ impl Dispatchers {
     /// One POST of an event; the outcome and, for 2xx, the response (a possible reply).
     async fn post(
         &self,
-        url: &reqwest::Url,
+        to: &DeliveryUrl,
         event: &CloudEvent,
         structured: bool,
         timeout: Option<Duration>,
     ) -> (Outcome, Bytes, Option<CloudEvent>) {
         let (headers, body) =
             if structured { serval_eventing::encode_structured(event) } else { serval_eventing::encode_binary(event) };
+        let answer = match &to.plain {
+            Some(uri) => {
+                let exchange = self.post_plain(uri.clone(), headers, body);
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, exchange).await.ok().flatten(),
+                    None => exchange.await,
+                }
+            }
+            None => self.post_reqwest(&to.url, headers, body, timeout).await,
+        };
+        let Some(Answer { status, headers, body }) = answer else {
+            return (Outcome::NoResponse, Bytes::new(), None);
+        };
+        let retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| RetryAfter::parse(v, SystemTime::now()));
+        let reply = ((200..300).contains(&status) && serval_eventing::is_cloudevent(&headers))
+            .then(|| serval_eventing::decode_request(&headers, body.clone()).ok())
+            .flatten()
+            .and_then(|mut events| events.pop());
+        (Outcome::Status(status, retry_after), body, reply)
+    }
+
+    async fn post_plain(&self, uri: http::Uri, headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
+        let mut req = http::Request::post(uri).body(Full::new(body)).ok()?;
+        *req.headers_mut() = headers;
+        let (parts, body) = self.plain_http.request(req).await.ok()?.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    async fn post_reqwest(
+        &self,
+        url: &reqwest::Url,
+        headers: http::HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Option<Answer> {
         let mut req = self.http.post(url.clone()).headers(headers).body(body);
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(_) => return (Outcome::NoResponse, Bytes::new(), None),
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| RetryAfter::parse(v, SystemTime::now()));
-        let reply_headers = ((200..300).contains(&status) && serval_eventing::is_cloudevent(resp.headers()))
-            .then(|| resp.headers().clone());
-        let body = resp.bytes().await.unwrap_or_default();
-        let reply = reply_headers
-            .and_then(|headers| serval_eventing::decode_request(&headers, body.clone()).ok())
-            .and_then(|mut events| events.pop());
-        (Outcome::Status(status, retry_after), body, reply)
+        let mut resp = req.send().await.ok()?;
+        let (status, headers) = (resp.status().as_u16(), std::mem::take(resp.headers_mut()));
+        let body = resp.bytes().await.ok()?;
+        Some(Answer { status, headers, body })
     }
 
     /// Delivers one event with retries; dead-letters it when it fails for good.
