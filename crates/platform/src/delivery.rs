@@ -322,7 +322,8 @@ impl Dispatchers {
                 match event {
                     Some(event) => {
                         let seq = stored.seq;
-                        let delivery = self.deliver(&plan, event, &counts);
+                        // Boxed: the future is large and would be copied into the set otherwise.
+                        let delivery = Box::pin(self.deliver(&plan, event, &counts));
                         in_flight.push(async move {
                             delivery.await;
                             seq
