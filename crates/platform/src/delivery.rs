@@ -499,6 +499,43 @@ impl Dispatchers {
     }
 }
 
+/// Most events one compaction drops from one broker's log.
+const COMPACT_LIMIT: u32 = 100_000;
+/// How often handled events are dropped from the brokers' logs.
+const COMPACT_EVERY: Duration = Duration::from_secs(5);
+
+/// Drops from each broker's log the events every trigger of that broker has handled (all of
+/// them when the broker has no trigger: a new trigger starts at the end of the log), so that
+/// logs hold what is still to deliver, not the broker's whole history.
+pub async fn compact_logs(store: &Store) -> Result<(), PlatformError> {
+    let brokers: Vec<serval_model::Broker> = store.list(Kind::Broker, None)?;
+    let triggers: Vec<Trigger> = store.list(Kind::Trigger, None)?;
+    let end = store.last_event_seq()?;
+    let mut ops = Vec::new();
+    for broker in &brokers {
+        let (namespace, name) = (&broker.metadata.namespace, &broker.metadata.name);
+        let mut handled = end;
+        for t in triggers.iter().filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name) {
+            handled = handled.min(store.cursor(namespace, &t.metadata.name)?);
+        }
+        ops.push(WriteOp::delete_events_up_to(namespace, name, handled, COMPACT_LIMIT));
+    }
+    if !ops.is_empty() {
+        store.write(ops).await?;
+    }
+    Ok(())
+}
+
+/// Runs [`compact_logs`] every [`COMPACT_EVERY`] until the task is dropped.
+pub async fn compact_periodically(store: Arc<Store>) {
+    loop {
+        tokio::time::sleep(COMPACT_EVERY).await;
+        if let Err(e) = compact_logs(&store).await {
+            tracing::warn!("compacting the brokers' logs: {e}");
+        }
+    }
+}
+
 /// The stored triggers, as plans, with a fingerprint of what they were built from.
 pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
     let triggers: Vec<Trigger> = store.list(Kind::Trigger, None).unwrap_or_default();
@@ -518,4 +555,51 @@ pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
             Some((plan, fingerprint))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(kind: Kind, namespace: &str, name: &str, json: serde_json::Value) -> WriteOp {
+        WriteOp::put(kind, namespace, name, &json).expect("encodes")
+    }
+
+    fn bodies(store: &Store, broker: &str) -> Vec<String> {
+        store.events_after("ns", broker, 0, 100).expect("read").into_iter().map(|e| e.body).collect()
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_what_the_slowest_trigger_has_not_handled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let broker = |name: &str| serde_json::json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {}});
+        let trigger = |name: &str| {
+            serde_json::json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"broker": "busy", "subscriber": {"uri": "http://127.0.0.1:1/"}}})
+        };
+        let mut ops = vec![
+            put(Kind::Broker, "ns", "busy", broker("busy")),
+            put(Kind::Broker, "ns", "quiet", broker("quiet")),
+            put(Kind::Trigger, "ns", "fast", trigger("fast")),
+            put(Kind::Trigger, "ns", "slow", trigger("slow")),
+        ];
+        for n in 0..4 {
+            ops.push(WriteOp::append_event("ns", "busy", format!("e{n}")));
+            ops.push(WriteOp::append_event("ns", "quiet", format!("q{n}")));
+        }
+        store.write(ops).await.expect("write");
+        let busy: Vec<i64> = store.events_after("ns", "busy", 0, 10).expect("read").iter().map(|e| e.seq).collect();
+        store
+            .write(vec![
+                WriteOp::set_cursor("ns", "fast", Some(busy[3])),
+                WriteOp::set_cursor("ns", "slow", Some(busy[1])),
+            ])
+            .await
+            .expect("cursors");
+        compact_logs(&store).await.expect("compact");
+        assert_eq!(bodies(&store, "busy"), ["e2", "e3"], "the slow trigger has handled e0 and e1 only");
+        assert!(bodies(&store, "quiet").is_empty(), "no trigger will ever read the quiet broker's events");
+    }
 }

@@ -112,12 +112,14 @@ pub async fn run(
     let api =
         tokio::spawn(async move { axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await });
     let resync = tokio::spawn(controller.clone().resync_periodically());
+    let compaction = tokio::spawn(delivery::compact_periodically(store.clone()));
     let _ = ready.send(());
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     resync.abort();
+    compaction.abort();
     events.abort();
     dispatchers.stop_all();
     controller.stop_sources();

@@ -249,6 +249,12 @@ impl WriteOp {
     pub fn delete_events(namespace: &str, broker: &str) -> WriteOp {
         WriteOp::DeleteEvents { namespace: namespace.into(), broker: broker.into() }
     }
+
+    /// Drops the oldest events of a broker's log up to `seq` (handled by every trigger), at
+    /// most `limit` of them, so that one compaction never holds the writer for long.
+    pub fn delete_events_up_to(namespace: &str, broker: &str, seq: i64, limit: u32) -> WriteOp {
+        WriteOp::DeleteEventsUpTo { namespace: namespace.into(), broker: broker.into(), seq, limit }
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +283,26 @@ mod tests {
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
         let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
         assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn compaction_drops_the_oldest_events_of_one_broker_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for n in 0..5 {
+            store.write(vec![WriteOp::append_event("ns", "a", format!("a{n}"))]).await.expect("append a");
+            store.write(vec![WriteOp::append_event("ns", "b", format!("b{n}"))]).await.expect("append b");
+        }
+        let a: Vec<i64> = store.events_after("ns", "a", 0, 10).expect("read").iter().map(|e| e.seq).collect();
+        store.write(vec![WriteOp::delete_events_up_to("ns", "a", a[3], 2)]).await.expect("compact");
+        let left: Vec<String> =
+            store.events_after("ns", "a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        assert_eq!(left, ["a2", "a3", "a4"], "the two oldest went (the limit)");
+        store.write(vec![WriteOp::delete_events_up_to("ns", "a", a[3], 100)]).await.expect("compact");
+        let left: Vec<String> =
+            store.events_after("ns", "a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        assert_eq!(left, ["a4"]);
+        assert_eq!(store.count_events_after("ns", "b", 0).expect("count"), 5, "broker b untouched");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub enum WriteOp {
     Delete { kind: &'static str, namespace: String, name: String },
     AppendEvent { namespace: String, broker: String, body: String },
     DeleteEvents { namespace: String, broker: String },
+    DeleteEventsUpTo { namespace: String, broker: String, seq: i64, limit: u32 },
     SetCursor { namespace: String, trigger: String, seq: Option<i64> },
 }
 
@@ -127,6 +128,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
         WriteOp::SetCursor { namespace, trigger, seq: None } => {
             conn.prepare_cached("DELETE FROM trigger_cursors WHERE namespace = ?1 AND trigger = ?2")?
                 .execute(params![namespace, trigger])?;
+        }
+        WriteOp::DeleteEventsUpTo { namespace, broker, seq, limit } => {
+            conn.prepare_cached(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events
+                 WHERE namespace = ?1 AND broker = ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4)",
+            )?
+            .execute(params![namespace, broker, seq, limit])?;
         }
         WriteOp::DeleteEvents { namespace, broker } => {
             conn.prepare_cached("DELETE FROM events WHERE namespace = ?1 AND broker = ?2")?
