@@ -3,9 +3,10 @@
 //! Owns, today: CloudEvents 1.0.2 — the [`CloudEvent`] type with its validation, the JSON
 //! event format (single and batch), and the HTTP protocol binding in binary, structured
 //! and batched content modes. The codec is sans-IO: it turns a [`http::HeaderMap`] plus
-//! a body into events and back, and never touches a socket. Brokers, triggers, filters and
-//! delivery (retries, dead-letter sinks) will live here next, on top of this codec and of
-//! `serval-cesql`.
+//! a body into events and back, and never touches a socket. Also: trigger filters (on top of
+//! `serval-cesql`), the delivery policy (retries, backoff, dead-letter attributes), the
+//! [`DeliveryWindow`] of a trigger's stream, and PingSource schedules — all sans-IO; the
+//! platform does the IO.
 //!
 //! Must not depend on: the gateway (the gateway routes broker ingress to this crate, not
 //! the other way round), the store's SQL, a runtime, or any IO in the codec.
