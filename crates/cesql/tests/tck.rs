@@ -39,10 +39,11 @@ fn tck_dir() -> Option<PathBuf> {
         // Accept either the conformance root or the cesql-tck directory itself.
         return [dir.join(TCK_SUBDIR), dir].into_iter().find(|d| d.is_dir());
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared").join("conformance").join(TCK_SUBDIR))
-        .find(|d| d.is_dir())
+    // Read at run time: a test binary reused from a shared target directory may have been
+    // built in another checkout, whose compile-time path no longer exists.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.ancestors().map(|dir| dir.join("shared").join("conformance").join(TCK_SUBDIR)).find(|d| d.is_dir())
 }
 
 /// The event used when a case gives none: the required attributes only.

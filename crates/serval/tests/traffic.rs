@@ -218,7 +218,10 @@ async fn knative_sample_manifests_apply_unchanged() {
     let bin_dir = echo_bin().parent().expect("dir").to_path_buf();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let server = Server::start_with_env(&[], &[("PATH", &path)]);
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/knative");
+    // The manifest directory at run time (the binary may come from another checkout's build).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), std::path::PathBuf::from);
+    let samples = manifest_dir.join("../../examples/knative");
     let out = server.cli(&["apply", "-f", samples.to_str().expect("path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
