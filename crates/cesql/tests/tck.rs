@@ -4,7 +4,7 @@
 //! it the test prints "skipped: ..." and passes, unless `SERVAL_REQUIRE_CONFORMANCE=1`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
