@@ -65,11 +65,12 @@ impl UpstreamConn {
     /// Waits, driving the connection, until it can take a request. `false`: it closed.
     async fn ready(&mut self) -> bool {
         std::future::poll_fn(|cx| {
-            let failed = self.drive(cx).is_some();
+            // A failure ends the connection (`done`); its error matters to no one here.
+            let _ = self.drive(cx);
             match self.sender.poll_ready(cx) {
                 Poll::Ready(Ok(())) if !self.done => Poll::Ready(true),
                 Poll::Ready(_) => Poll::Ready(false),
-                Poll::Pending if self.done || failed => Poll::Ready(false),
+                Poll::Pending if self.done => Poll::Ready(false),
                 Poll::Pending => Poll::Pending,
             }
         })
