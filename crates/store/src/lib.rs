@@ -193,6 +193,14 @@ impl Store {
     }
 
     /// The newest log position of all brokers (0 when empty); a new trigger starts there.
+    /// The oldest event still in a broker's log.
+    pub fn first_event_seq(&self, namespace: &str, broker: &str) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT MIN(seq) FROM events WHERE namespace = ?1 AND broker = ?2")?
+                .query_row(params![namespace, broker], |r| r.get(0))
+        })
+    }
+
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
     }
@@ -303,6 +311,8 @@ mod tests {
             store.events_after("ns", "a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
         assert_eq!(left, ["a4"]);
         assert_eq!(store.count_events_after("ns", "b", 0).expect("count"), 5, "broker b untouched");
+        assert_eq!(store.first_event_seq("ns", "a").expect("first"), Some(a[4]));
+        assert_eq!(store.first_event_seq("ns", "none").expect("first"), None);
     }
 
     #[tokio::test]
