@@ -87,7 +87,7 @@ impl Ingress {
             if event.extension("knativebrokerttl").is_none() {
                 let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
             }
-            ops.push(WriteOp::append_event(&namespace, &broker, serval_eventing::to_json(&event).to_string()));
+            ops.push(WriteOp::append_event(&namespace, &broker, serval_eventing::to_json_string(&event)));
         }
         match self.store.write(ops).await {
             Ok(()) => {

@@ -315,10 +315,8 @@ impl Dispatchers {
                 && let Some(stored) = buffered.pop_front()
             {
                 window.start(stored.seq);
-                let event = serde_json::from_str::<serde_json::Value>(&stored.body)
-                    .ok()
-                    .and_then(|json| serval_eventing::from_json(&json).ok())
-                    .filter(|event| plan.filter.matches(event));
+                let event =
+                    serval_eventing::from_json_str(&stored.body).ok().filter(|event| plan.filter.matches(event));
                 match event {
                     Some(event) => {
                         let seq = stored.seq;
@@ -482,7 +480,7 @@ impl Dispatchers {
         let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let _ = reply.set_extension("knativebrokerttl", ttl);
         let _ = reply.set_extension("knativearrivaltime", arrival);
-        let body = serval_eventing::to_json(&reply).to_string();
+        let body = serval_eventing::to_json_string(&reply);
         match self.store.write(vec![WriteOp::append_event(&plan.namespace, &plan.broker, body)]).await {
             Ok(()) => self.notify(&plan.namespace, &plan.broker),
             Err(e) => tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name),

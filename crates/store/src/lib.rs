@@ -124,7 +124,8 @@ impl Store {
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
         let reader = open_connection(&path)?;
-        Ok(Store { writer: writer::Writer::start(write_conn), reader: Mutex::new(reader) })
+        let writer = writer::Writer::start(write_conn, open_connection(&path)?)?;
+        Ok(Store { writer, reader: Mutex::new(reader) })
     }
 
     /// Commits `ops` atomically; returns once they are durable (group-committed with
@@ -192,7 +193,6 @@ impl Store {
         Ok(seq.unwrap_or(0))
     }
 
-    /// The newest log position of all brokers (0 when empty); a new trigger starts there.
     /// The oldest event still in a broker's log.
     pub fn first_event_seq(&self, namespace: &str, broker: &str) -> Result<Option<i64>, StoreError> {
         self.read(|c| {
@@ -201,6 +201,7 @@ impl Store {
         })
     }
 
+    /// The newest log position of all brokers (0 when empty); a new trigger starts there.
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
     }
@@ -331,6 +332,22 @@ mod tests {
         store.write(vec![WriteOp::delete_events("ns", "a")]).await.expect("delete");
         assert!(store.events_after("ns", "a", 0, 10).expect("read").is_empty());
         assert_eq!(store.events_after("ns", "b", 0, 10).expect("read").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn commits_are_checkpointed_into_the_database_file_off_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let db_size = || std::fs::metadata(dir.path().join("serval.db")).expect("db file").len();
+        let before = db_size();
+        let ops = (0..2_000).map(|i| WriteOp::append_event("ns", "b", format!("event {i:0>100}"))).collect();
+        store.write(ops).await.expect("append");
+        // The writer itself would only checkpoint past 8 192 WAL pages; these are ~60.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db_size() <= before + 100_000 {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer copied nothing in 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -28,21 +29,41 @@ struct Request {
 /// Most requests one transaction takes; bounds the latency of the first one.
 const MAX_BATCH: usize = 1024;
 
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL size (pages of 4 KiB) at which the writer checkpoints itself.
+const WAL_BACKSTOP_PAGES: i64 = 8192;
+
 pub(crate) struct Writer {
     tx: mpsc::Sender<Request>,
     batches: Arc<AtomicU64>,
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Writer {
+    /// Starts the writer thread on `conn` and the checkpointer thread on `checkpoints`, a
+    /// second connection to the same database. SQLite would otherwise checkpoint inside the
+    /// commit that crosses 1 000 WAL pages, and every write waiting behind that commit would
+    /// wait for the checkpoint's copying and fsyncs too. A passive checkpoint on its own
+    /// connection runs beside the writer (WAL allows it) and never blocks it. The writer
+    /// still checkpoints a WAL grown past [`WAL_BACKSTOP_PAGES`]; the frames are copied by
+    /// then, so that is quick, and it lets the next commit start the WAL file over, which
+    /// under constant load might otherwise never happen.
+    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> rusqlite::Result<Writer> {
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let (tx, rx) = mpsc::channel();
+        let (wrote, written) = mpsc::sync_channel(1);
         let batches = Arc::new(AtomicU64::new(0));
         let counter = batches.clone();
         std::thread::Builder::new()
             .name("serval-store-writer".into())
-            .spawn(move || run(conn, rx, &counter))
+            .spawn(move || run(conn, rx, &counter, &wrote))
             .expect("spawning the store writer thread must succeed at startup");
-        Writer { tx, batches }
+        std::thread::Builder::new()
+            .name("serval-store-checkpointer".into())
+            .spawn(move || checkpoint(&checkpoints, &written))
+            .expect("spawning the store checkpointer thread must succeed at startup");
+        Ok(Writer { tx, batches })
     }
 
     pub(crate) async fn submit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
@@ -56,7 +77,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64) {
+fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64, wrote: &mpsc::SyncSender<()>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -67,10 +88,24 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64) {
         }
         let results = commit(&mut conn, &batch);
         batches.fetch_add(1, Ordering::Relaxed);
+        // Full means a signal is already pending: the checkpointer will see this commit too.
+        let _ = wrote.try_send(());
         for (request, result) in batch.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); its write still landed.
             let _ = request.done.send(result);
         }
+    }
+}
+
+/// Checkpoints (passively) after commits, at most every [`CHECKPOINT_EVERY`], until the
+/// writer stops.
+fn checkpoint(conn: &Connection, written: &mpsc::Receiver<()>) {
+    while written.recv().is_ok() {
+        let began = Instant::now();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("store checkpoint failed: {e}");
+        }
+        std::thread::sleep(CHECKPOINT_EVERY.saturating_sub(began.elapsed()));
     }
 }
 

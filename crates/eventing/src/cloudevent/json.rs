@@ -9,54 +9,67 @@ use serde_json::{Map, Value};
 use super::{CloudEvent, Data, ExtensionValue, SPEC_VERSION, validate};
 use crate::EventError;
 
-/// The event as a JSON object in the JSON event format.
+/// The event as a JSON object in the JSON event format (see [`CloudEvent`]'s `Serialize`).
+pub fn to_json(event: &CloudEvent) -> Value {
+    serde_json::to_value(event).expect("an event serializes to a JSON object")
+}
+
+/// The event in the JSON event format, as text (what broker logs store), written straight
+/// from the event without an intermediate [`Value`].
+pub fn to_json_string(event: &CloudEvent) -> String {
+    serde_json::to_string(event).expect("an event serializes to a JSON object")
+}
+
+/// Reads an event in the JSON event format from text, checking every rule.
+pub fn from_json_str(text: &str) -> Result<CloudEvent, EventError> {
+    let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| EventError::InvalidJson(e.to_string()))?;
+    from_map(map)
+}
+
+/// The JSON event format.
 ///
 /// Attributes are top-level members (extensions too, Integer and Boolean as JSON numbers
 /// and booleans). `Binary` data is `data_base64`; `Json` data is `data` as a value;
 /// `Text` data is a `data` string under a non-JSON `datacontenttype`, and `data_base64`
 /// of its UTF-8 bytes when `datacontenttype` is JSON or absent (a JSON string would
 /// change its meaning there).
-pub fn to_json(event: &CloudEvent) -> Value {
-    let mut map = Map::new();
-    map.insert("specversion".into(), SPEC_VERSION.into());
-    map.insert("id".into(), event.id.as_str().into());
-    map.insert("source".into(), event.source.as_str().into());
-    map.insert("type".into(), event.ty.as_str().into());
-    let optional = [
-        ("datacontenttype", &event.datacontenttype),
-        ("dataschema", &event.dataschema),
-        ("subject", &event.subject),
-        ("time", &event.time),
-    ];
-    for (name, value) in optional {
-        if let Some(value) = value {
-            map.insert(name.into(), value.as_str().into());
+impl serde::Serialize for CloudEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", SPEC_VERSION)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("source", &self.source)?;
+        map.serialize_entry("type", &self.ty)?;
+        let optional = [
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+            ("subject", &self.subject),
+            ("time", &self.time),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
         }
+        for (name, value) in &self.extensions {
+            match value {
+                ExtensionValue::String(s) => map.serialize_entry(name, s)?,
+                ExtensionValue::Integer(i) => map.serialize_entry(name, i)?,
+                ExtensionValue::Boolean(b) => map.serialize_entry(name, b)?,
+            }
+        }
+        match &self.data {
+            None => {}
+            Some(Data::Binary(bytes)) => map.serialize_entry("data_base64", &STANDARD.encode(bytes))?,
+            Some(Data::Text(text)) if self.data_is_json() => {
+                map.serialize_entry("data_base64", &STANDARD.encode(text))?
+            }
+            Some(Data::Text(text)) => map.serialize_entry("data", text)?,
+            Some(Data::Json(value)) => map.serialize_entry("data", value)?,
+        }
+        map.end()
     }
-    for (name, value) in &event.extensions {
-        let value = match value {
-            ExtensionValue::String(s) => Value::from(s.as_str()),
-            ExtensionValue::Integer(i) => Value::from(*i),
-            ExtensionValue::Boolean(b) => Value::from(*b),
-        };
-        map.insert(name.clone(), value);
-    }
-    match &event.data {
-        None => {}
-        Some(Data::Binary(bytes)) => {
-            map.insert("data_base64".into(), STANDARD.encode(bytes).into());
-        }
-        Some(Data::Text(text)) if event.data_is_json() => {
-            map.insert("data_base64".into(), STANDARD.encode(text).into());
-        }
-        Some(Data::Text(text)) => {
-            map.insert("data".into(), text.as_str().into());
-        }
-        Some(Data::Json(value)) => {
-            map.insert("data".into(), value.clone());
-        }
-    }
-    Value::Object(map)
 }
 
 /// Reads an event in the JSON event format, checking every rule.
@@ -217,6 +230,10 @@ mod tests {
         assert_eq!(e.extension("comexampleothervalue"), Some(&ExtensionValue::Integer(5)));
         assert_eq!(e.data(), Some(&Data::Binary(Bytes::from_static(&[0, 1, 2, 3, 4]))));
         assert_eq!(to_json(&e), spec_binary_example());
+        let text = to_json_string(&e);
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), spec_binary_example());
+        assert_eq!(from_json_str(&text).expect("reads back"), e);
+        assert!(matches!(from_json_str("[1]"), Err(EventError::InvalidJson(_))));
     }
 
     #[test]

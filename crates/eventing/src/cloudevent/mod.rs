@@ -20,7 +20,7 @@ pub use self::http::{
     BATCH_CONTENT_TYPE, ContentMode, STRUCTURED_CONTENT_TYPE, content_mode, decode_batch, decode_binary,
     decode_request, decode_structured, encode_batch, encode_binary, encode_structured, is_cloudevent,
 };
-pub use self::json::{from_json, to_json};
+pub use self::json::{from_json, from_json_str, to_json, to_json_string};
 
 /// The only `specversion` this crate accepts and produces.
 pub const SPEC_VERSION: &str = "1.0";
@@ -326,12 +326,6 @@ impl serval_cesql::EventAttributes for CloudEvent {
             Some(ExtensionValue::String(s)) => Some(Value::String(s.clone())),
             None => self.attribute_string(name).map(|s| Value::String(s.into_owned())),
         }
-    }
-}
-
-impl serde::Serialize for CloudEvent {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&to_json(self), serializer)
     }
 }
 
