@@ -1,11 +1,12 @@
 //! Eventing: durable ingest (broker ingress, group commit) → trigger delivery to a fast
 //! subscriber, beside the same machine's raw SQLite rate of one insert + fsync per event.
 //!
-//! `cargo run --release -p serval-bench --bin events [-- --events N --seconds S]`
+//! `cargo run --release -p serval-bench --bin events [-- --events N --seconds S --concurrency N]`
 //!
 //! The subscriber runs inside this process (a hyper server that answers 202 and records,
 //! per `ce-id`, when the event arrived), so sending and receiving times share one clock.
-//! One broker with one trigger to that subscriber, three runs one after another:
+//! One broker with one trigger to that subscriber (delivery concurrency 100, the default,
+//! unless `--concurrency` says otherwise), three runs one after another:
 //! 1. throughput with batched ingest: N events (default 200 000) in `application/cloudevents-
 //!    batch+json` POSTs of 100, from 4 connections; events/s acknowledged and delivered;
 //! 2. throughput with one event per POST (binary mode) from 32 connections (N / 4 events);
@@ -223,12 +224,14 @@ async fn throughput(
 async fn main() {
     let mut events = 200_000usize;
     let mut seconds = 10u64;
+    let mut concurrency = 100u32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--events" => events = args.next().and_then(|v| v.parse().ok()).expect("--events N"),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
-            other => panic!("unknown argument {other} (use --events N --seconds S)"),
+            "--concurrency" => concurrency = args.next().and_then(|v| v.parse().ok()).expect("--concurrency N"),
+            other => panic!("unknown argument {other} (use --events N --seconds S --concurrency N)"),
         }
     }
     let singles = events / 4;
@@ -253,7 +256,7 @@ async fn main() {
         "--sink",
         &format!("http://{sink_addr}/"),
         "--concurrency",
-        &std::env::var("XXC").unwrap_or("100".into()),
+        &concurrency.to_string(),
     ]);
     let url = format!("http://{}/b/default/bench", server.gateway);
     let mut connector = HttpConnector::new();

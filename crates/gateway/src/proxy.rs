@@ -178,7 +178,7 @@ impl Gateway {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), h);
             }
             let (response, conn) =
-                upstreams.send(lease.addr(), req).await.map_err(|e| GatewayError::Upstream(e.to_string()))?;
+                upstreams.send(&lease.addr(), req).await.map_err(|e| GatewayError::Upstream(e.to_string()))?;
             Ok::<_, GatewayError>((response, conn, lease))
         };
         let (response, conn, lease) = tokio::time::timeout(timeout, exchange)
@@ -281,7 +281,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
 /// One thread's accept loop (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
 /// connections finish their requests.
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let upstreams = Upstreams::new();
+    let upstreams = Upstreams::default();
     // Every request arms a timer for its deadline (its revision's timeout). Tokio wakes its
     // own driver (an eventfd write and one more epoll round) whenever a new timer is due
     // before the driver's next planned wake-up; a heartbeat due within the second keeps

@@ -1,4 +1,5 @@
-//! Keep-alive HTTP/1.1 connections from one gateway thread to instances.
+//! Keep-alive HTTP/1.1 client connections of the data plane: from a gateway thread to
+//! instances, and from trigger delivery to subscribers.
 //!
 //! A connection has no task of its own: the request that borrows it drives it (polls the
 //! hyper connection next to its own future) while it sends the request, waits for the
@@ -8,11 +9,12 @@
 //! connection costs two hand-offs per request). A connection returns to the idle list
 //! only after its response body ended; one whose body was abandoned is closed.
 //!
-//! Invariant: idle connections are only ever used on the thread (runtime) that opened
-//! them, because their sockets are registered with that runtime's reactor — each gateway
-//! thread owns one [`Upstreams`].
+//! Invariant: idle connections are only ever used on the runtime that opened them, because
+//! their sockets are registered with that runtime's reactor — each gateway thread owns one
+//! [`Upstreams`], delivery (on the main runtime) another.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,25 +27,38 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle connections kept per instance.
-const MAX_IDLE_PER_INSTANCE: usize = 256;
+/// Idle connections kept per address, unless [`Upstreams::with_max_idle`] says otherwise.
+const MAX_IDLE_PER_ADDRESS: usize = 256;
 /// How often the idle lists of all instances are swept for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// One HTTP/1.1 connection to an instance.
-pub(crate) struct UpstreamConn {
-    sender: http1::SendRequest<Incoming>,
-    conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
+/// What addresses connections: a socket address, or a `host:port` resolved on connect.
+pub trait Address: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static {}
+
+impl<A: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static> Address for A {}
+
+/// What a request body must be to go out on an [`UpstreamConn`].
+pub trait RequestBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static> RequestBody for B {}
+
+/// One HTTP/1.1 connection to an instance (or subscriber), sending bodies of type `B`.
+pub struct UpstreamConn<B: RequestBody = Incoming> {
+    sender: http1::SendRequest<B>,
+    conn: http1::Connection<TokioIo<TcpStream>, B>,
     /// The connection finished (closed or failed); it must not be polled or reused.
     done: bool,
     idle_since: Instant,
 }
 
-impl UpstreamConn {
+impl<B: RequestBody> UpstreamConn<B> {
     /// Polls the connection itself (reads, writes, body hand-over); records when it ends.
     fn drive(&mut self, cx: &mut Context<'_>) -> Option<hyper::Error> {
         if self.done {
@@ -79,7 +94,8 @@ impl UpstreamConn {
 }
 
 /// What went wrong talking to an instance.
-pub(crate) enum UpstreamError {
+#[derive(Debug)]
+pub enum UpstreamError {
     Connect(std::io::Error),
     Http(hyper::Error),
 }
@@ -101,31 +117,45 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
-struct IdleLists {
+struct IdleLists<A, B: RequestBody> {
     #[expect(clippy::vec_box, reason = "boxed so a connection moves as a pointer through requests and bodies")]
-    by_instance: HashMap<SocketAddr, Vec<Box<UpstreamConn>>>,
+    by_address: HashMap<A, Vec<Box<UpstreamConn<B>>>>,
     last_sweep: Instant,
+    max_per_address: usize,
 }
 
-/// The idle connections of one gateway thread, by instance address.
-#[derive(Clone)]
-pub(crate) struct Upstreams {
-    idle: Arc<Mutex<IdleLists>>,
+/// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
+pub struct Upstreams<A = SocketAddr, B: RequestBody = Incoming> {
+    idle: Arc<Mutex<IdleLists<A, B>>>,
 }
 
-impl Upstreams {
-    pub(crate) fn new() -> Upstreams {
-        Upstreams { idle: Arc::new(Mutex::new(IdleLists { by_instance: HashMap::new(), last_sweep: Instant::now() })) }
+impl<A, B: RequestBody> Clone for Upstreams<A, B> {
+    fn clone(&self) -> Self {
+        Upstreams { idle: self.idle.clone() }
+    }
+}
+
+impl<A: Address, B: RequestBody> Default for Upstreams<A, B> {
+    fn default() -> Self {
+        Self::with_max_idle(MAX_IDLE_PER_ADDRESS)
+    }
+}
+
+impl<A: Address, B: RequestBody> Upstreams<A, B> {
+    /// Keeps up to `max_per_address` idle connections to each address.
+    pub fn with_max_idle(max_per_address: usize) -> Self {
+        let lists = IdleLists { by_address: HashMap::new(), last_sweep: Instant::now(), max_per_address };
+        Upstreams { idle: Arc::new(Mutex::new(lists)) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, B>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently used idle connection to `addr` that is still fresh.
-    fn take_idle(&self, addr: SocketAddr) -> Option<Box<UpstreamConn>> {
+    fn take_idle(&self, addr: &A) -> Option<Box<UpstreamConn<B>>> {
         let mut idle = self.lock();
-        let list = idle.by_instance.get_mut(&addr)?;
+        let list = idle.by_address.get_mut(addr)?;
         while let Some(conn) = list.pop() {
             if conn.idle_since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
                 return Some(conn);
@@ -134,7 +164,7 @@ impl Upstreams {
         None
     }
 
-    fn put_idle(&self, addr: SocketAddr, mut conn: Box<UpstreamConn>) {
+    fn put_idle(&self, addr: A, mut conn: Box<UpstreamConn<B>>) {
         if conn.done || conn.sender.is_closed() {
             return;
         }
@@ -143,39 +173,41 @@ impl Upstreams {
         let mut idle = self.lock();
         if now.duration_since(idle.last_sweep) >= SWEEP_EVERY {
             idle.last_sweep = now;
-            idle.by_instance.retain(|_, list| {
+            idle.by_address.retain(|_, list| {
                 list.retain(|c| now.duration_since(c.idle_since) < IDLE_TIMEOUT);
                 !list.is_empty()
             });
         }
-        let list = idle.by_instance.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_INSTANCE {
+        let max = idle.max_per_address;
+        let list = idle.by_address.entry(addr).or_default();
+        if list.len() < max {
             list.push(conn);
         }
     }
 
     /// A new connection, boxed: it is large (hyper's buffers and state) and moves with the
     /// request through the pool and the response body.
-    async fn connect(addr: SocketAddr) -> Result<Box<UpstreamConn>, UpstreamError> {
+    async fn connect(addr: A) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
         let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Http)?;
         Ok(Box::new(UpstreamConn { sender, conn, done: false, idle_since: Instant::now() }))
     }
 
-    /// Sends `req` to the instance at `addr` on an idle connection (a stale one is retried
-    /// on a new connection when the request was not written yet) or a new one, and returns
-    /// the response head with the connection, which the body must keep driving.
-    pub(crate) async fn send(
+    /// Sends `req` (origin-form URI, Host set) to `addr` on an idle connection (a stale one
+    /// is retried on a new connection when the request was not written yet) or a new one,
+    /// and returns the response head with the connection, which the body must keep driving
+    /// (see [`UpstreamBody`]).
+    pub async fn send(
         &self,
-        addr: SocketAddr,
-        mut req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), UpstreamError> {
+        addr: &A,
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn<B>>), UpstreamError> {
         loop {
             let (mut upstream, reused) = match self.take_idle(addr) {
                 Some(c) => (c, true),
                 // Boxed: the rare path keeps the per-request future small.
-                None => (Box::pin(Self::connect(addr)).await?, false),
+                None => (Box::pin(Self::connect(addr.clone())).await?, false),
             };
             if !upstream.ready().await {
                 if reused {
@@ -215,13 +247,17 @@ impl Upstreams {
 
 /// A response body from an instance. Drives its connection while streaming and gives the
 /// connection back to the idle list after the last frame.
-pub(crate) struct UpstreamBody {
+pub struct UpstreamBody<A: Address = SocketAddr, B: RequestBody = Incoming> {
     body: Incoming,
-    upstream: Option<(Upstreams, SocketAddr, Box<UpstreamConn>)>,
+    upstream: Option<Borrowed<A, B>>,
 }
 
-impl UpstreamBody {
-    pub(crate) fn new(body: Incoming, upstreams: Upstreams, addr: SocketAddr, conn: Box<UpstreamConn>) -> UpstreamBody {
+/// A connection on loan to a response body: where it goes back, and to which address.
+type Borrowed<A, B> = (Upstreams<A, B>, A, Box<UpstreamConn<B>>);
+
+impl<A: Address, B: RequestBody> UpstreamBody<A, B> {
+    /// The body of a response [`Upstreams::send`] returned, with that call's connection.
+    pub fn new(body: Incoming, upstreams: Upstreams<A, B>, addr: A, conn: Box<UpstreamConn<B>>) -> Self {
         UpstreamBody { body, upstream: Some((upstreams, addr, conn)) }
     }
 
@@ -232,7 +268,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl<A: Address, B: RequestBody> Body for UpstreamBody<A, B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -257,7 +293,7 @@ impl Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl<A: Address, B: RequestBody> Drop for UpstreamBody<A, B> {
     /// A body read to its end (hyper stops polling once `is_end_stream` says so) gives its
     /// connection back; an abandoned one closes it (HTTP/1 cannot skip the rest).
     fn drop(&mut self) {

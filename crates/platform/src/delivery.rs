@@ -17,11 +17,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use serval_eventing::{
     CloudEvent, CompiledFilter, Decision, DeliverySpec, DeliveryWindow, Outcome, RetryAfter, RetryPolicy,
     SubscriptionsApiFilter, TriggerFilter,
 };
+use serval_gateway::{UpstreamBody, Upstreams};
 use serval_model::{Destination, Trigger};
 use serval_store::{Kind, Store, WriteOp};
 use tokio::sync::{Notify, watch};
@@ -135,19 +135,38 @@ pub fn plan(
 }
 
 /// A delivery destination, parsed once. Plain-HTTP ones (subscribers on this machine, the
-/// gateway's service routes) go through the pooled hyper client; others (https) through
-/// reqwest and its TLS. reqwest's extra layers cost a sixth of the delivery throughput.
+/// gateway's service routes) go over the data plane's own keep-alive connections, driven
+/// by the delivering task (no connection tasks, no hand-offs); others (https) through
+/// reqwest and its TLS.
 #[derive(Clone, Debug)]
 struct DeliveryUrl {
     url: reqwest::Url,
-    plain: Option<http::Uri>,
+    plain: Option<PlainTarget>,
+}
+
+/// Where a plain-HTTP delivery goes: `host:port` to connect to, and the request line's
+/// origin-form target and Host header.
+#[derive(Clone, Debug)]
+struct PlainTarget {
+    address: String,
+    path: http::Uri,
+    host: http::HeaderValue,
 }
 
 impl DeliveryUrl {
     fn parse(text: &str) -> Result<DeliveryUrl, String> {
         let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
-        let plain = match url.scheme() {
-            "http" => Some(http::Uri::try_from(url.as_str()).map_err(|e| e.to_string())?),
+        let plain = match (url.scheme(), url.host_str(), url.port_or_known_default()) {
+            ("http", Some(host), Some(port)) => {
+                let uri = http::Uri::try_from(url.as_str()).map_err(|e| e.to_string())?;
+                let authority = uri.authority().ok_or("no host")?;
+                Some(PlainTarget {
+                    // A bracketed IPv6 literal stays bracketed, as `host:port` wants it.
+                    address: format!("{host}:{port}"),
+                    path: uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|e| format!("{e}"))?,
+                    host: http::HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+                })
+            }
             _ => None,
         };
         Ok(DeliveryUrl { url, plain })
@@ -161,7 +180,9 @@ struct Answer {
     body: Bytes,
 }
 
-type PlainClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+/// Most idle connections kept to one subscriber (a trigger keeps up to its delivery
+/// concurrency busy).
+const MAX_IDLE_PER_SUBSCRIBER: usize = 1024;
 
 struct Running {
     fingerprint: String,
@@ -193,7 +214,7 @@ pub struct DeliveryStatus {
 pub struct Dispatchers {
     store: Arc<Store>,
     http: reqwest::Client,
-    plain_http: PlainClient,
+    plain_http: Upstreams<String, Full<Bytes>>,
     running: Mutex<HashMap<String, Running>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
@@ -207,11 +228,7 @@ impl Dispatchers {
         Arc::new(Dispatchers {
             store,
             http: reqwest::Client::new(),
-            plain_http: {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
-            },
+            plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER),
             running: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         })
@@ -373,7 +390,7 @@ impl Dispatchers {
         // One deadline for both clients: the whole exchange, response body included.
         let exchange = async {
             match &to.plain {
-                Some(uri) => self.post_plain(uri.clone(), headers, body).await,
+                Some(target) => self.post_plain(target, headers, body).await,
                 None => self.post_reqwest(&to.url, headers, body).await,
             }
         };
@@ -395,10 +412,13 @@ impl Dispatchers {
         (Outcome::Status(status, retry_after), body, reply)
     }
 
-    async fn post_plain(&self, uri: http::Uri, headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
-        let mut req = http::Request::post(uri).body(Full::new(body)).ok()?;
+    async fn post_plain(&self, to: &PlainTarget, mut headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
+        let mut req = http::Request::post(to.path.clone()).body(Full::new(body)).ok()?;
+        headers.insert(http::header::HOST, to.host.clone());
         *req.headers_mut() = headers;
-        let (parts, body) = self.plain_http.request(req).await.ok()?.into_parts();
+        let (response, conn) = self.plain_http.send(&to.address, req).await.ok()?;
+        let (parts, body) = response.into_parts();
+        let body = UpstreamBody::new(body, self.plain_http.clone(), to.address.clone(), conn);
         let body = body.collect().await.ok()?.to_bytes();
         Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
     }
@@ -561,6 +581,24 @@ mod tests {
 
     fn bodies(store: &Store, broker: &str) -> Vec<String> {
         store.events_after("ns", broker, 0, 100).expect("read").into_iter().map(|e| e.body).collect()
+    }
+
+    #[test]
+    fn plain_http_urls_become_an_address_a_target_and_a_host() {
+        let plain = |url: &str| DeliveryUrl::parse(url).expect("valid").plain.expect("plain HTTP");
+        let t = plain("http://127.0.0.1:8080/f/ns/svc/hook?x=1");
+        assert_eq!(
+            (t.address.as_str(), t.path.to_string(), t.host.to_str().ok()),
+            ("127.0.0.1:8080", "/f/ns/svc/hook?x=1".into(), Some("127.0.0.1:8080"))
+        );
+        let t = plain("http://localhost");
+        assert_eq!(
+            (t.address.as_str(), t.path.to_string(), t.host.to_str().ok()),
+            ("localhost:80", "/".into(), Some("localhost"))
+        );
+        let t = plain("http://[::1]:9000/");
+        assert_eq!(t.address, "[::1]:9000");
+        assert!(DeliveryUrl::parse("https://example.com/").expect("valid").plain.is_none(), "TLS goes through reqwest");
     }
 
     #[tokio::test]

@@ -278,21 +278,37 @@ fn encode_header_value(value: &str) -> HeaderValue {
 /// JSON data without `datacontenttype` is sent as `application/json`, the content type
 /// the JSON format implies (JSON format §3.1.2), so it reads back with that attribute set.
 pub fn encode_binary(event: &CloudEvent) -> (HeaderMap, Bytes) {
+    // Names built at compile time: a `&str` name would be parsed on every insert.
+    const SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
+    const ID: HeaderName = HeaderName::from_static("ce-id");
+    const SOURCE: HeaderName = HeaderName::from_static("ce-source");
+    const TYPE: HeaderName = HeaderName::from_static("ce-type");
+    const DATASCHEMA: HeaderName = HeaderName::from_static("ce-dataschema");
+    const SUBJECT: HeaderName = HeaderName::from_static("ce-subject");
+    const TIME: HeaderName = HeaderName::from_static("ce-time");
     let mut headers = HeaderMap::with_capacity(6 + event.extensions.len());
-    headers.insert("ce-specversion", HeaderValue::from_static(SPEC_VERSION));
-    headers.insert("ce-id", encode_header_value(&event.id));
-    headers.insert("ce-source", encode_header_value(&event.source));
-    headers.insert("ce-type", encode_header_value(&event.ty));
-    let optional = [("ce-dataschema", &event.dataschema), ("ce-subject", &event.subject), ("ce-time", &event.time)];
+    headers.insert(SPECVERSION, HeaderValue::from_static(SPEC_VERSION));
+    headers.insert(ID, encode_header_value(&event.id));
+    headers.insert(SOURCE, encode_header_value(&event.source));
+    headers.insert(TYPE, encode_header_value(&event.ty));
+    let optional = [(DATASCHEMA, &event.dataschema), (SUBJECT, &event.subject), (TIME, &event.time)];
     for (name, value) in optional {
         if let Some(value) = value {
             headers.insert(name, encode_header_value(value));
         }
     }
     for (name, value) in &event.extensions {
-        let name = HeaderName::try_from(format!("ce-{name}"))
+        let mut header = String::with_capacity(3 + name.len());
+        header.push_str("ce-");
+        header.push_str(name);
+        let header = HeaderName::try_from(header)
             .expect("extension names are lowercase alphanumerics, so ce-<name> is a valid header name");
-        headers.insert(name, encode_header_value(&value.to_string()));
+        let value = match value {
+            ExtensionValue::String(s) => encode_header_value(s),
+            ExtensionValue::Integer(i) => HeaderValue::from(*i),
+            ExtensionValue::Boolean(b) => HeaderValue::from_static(if *b { "true" } else { "false" }),
+        };
+        headers.insert(header, value);
     }
     let content_type = match (&event.datacontenttype, &event.data) {
         (Some(ct), _) => Some(ct.as_str()),
