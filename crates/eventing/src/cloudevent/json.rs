@@ -20,10 +20,114 @@ pub fn to_json_string(event: &CloudEvent) -> String {
     serde_json::to_string(event).expect("an event serializes to a JSON object")
 }
 
-/// Reads an event in the JSON event format from text, checking every rule.
+/// Reads an event in the JSON event format from text, checking every rule (read straight
+/// into the event's members, without building a JSON object first).
 pub fn from_json_str(text: &str) -> Result<CloudEvent, EventError> {
-    let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| EventError::InvalidJson(e.to_string()))?;
-    from_map(map)
+    let members: Members = serde_json::from_str(text).map_err(|e| EventError::InvalidJson(e.to_string()))?;
+    from_members(members)
+}
+
+/// The JSON event format, checking every rule.
+impl<'de> serde::Deserialize<'de> for CloudEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_members(Members::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The members the JSON format names, in this order in [`Members::known`].
+const KNOWN: [&str; 10] =
+    ["specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time", "data", "data_base64"];
+
+/// The members of an event object: those the format names by slot, the rest (extensions)
+/// in arrival order. A repeated member keeps its last value, as in a JSON object.
+#[derive(Default)]
+struct Members {
+    known: [Option<Value>; KNOWN.len()],
+    others: Vec<(String, Value)>,
+}
+
+impl Members {
+    fn insert(&mut self, name: &str, value: Value) {
+        if let Some(i) = KNOWN.iter().position(|k| *k == name) {
+            self.known[i] = Some(value);
+        } else if let Some(other) = self.others.iter_mut().find(|(n, _)| n == name) {
+            other.1 = value;
+        } else {
+            self.others.push((name.to_owned(), value));
+        }
+    }
+
+    fn remove(&mut self, name: &'static str) -> Option<Value> {
+        let i = KNOWN.iter().position(|k| *k == name).expect("only members the format names are removed");
+        self.known[i].take()
+    }
+}
+
+impl From<Map<String, Value>> for Members {
+    fn from(map: Map<String, Value>) -> Members {
+        let mut members = Members::default();
+        for (name, value) in map {
+            members.insert(&name, value);
+        }
+        members
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event (a JSON object)")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members, M::Error> {
+                let mut members = Members::default();
+                while let Some(name) = map.next_key::<Name<'de>>()? {
+                    members.insert(name.as_str(), map.next_value()?);
+                }
+                Ok(members)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes.
+enum Name<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Borrowed(s) => s,
+            Name::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(s))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// The JSON event format.
@@ -103,7 +207,7 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 }
 
 /// Removes member `name`; `null` counts as absent, anything but a string is an error.
-fn take_string(map: &mut Map<String, Value>, name: &str) -> Result<Option<String>, EventError> {
+fn take_string(map: &mut Members, name: &'static str) -> Result<Option<String>, EventError> {
     match map.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -114,11 +218,15 @@ fn take_string(map: &mut Map<String, Value>, name: &str) -> Result<Option<String
     }
 }
 
-fn required(map: &mut Map<String, Value>, name: &'static str) -> Result<String, EventError> {
+fn required(map: &mut Members, name: &'static str) -> Result<String, EventError> {
     take_string(map, name)?.ok_or(EventError::MissingAttribute(name))
 }
 
-fn from_map(mut map: Map<String, Value>) -> Result<CloudEvent, EventError> {
+fn from_map(map: Map<String, Value>) -> Result<CloudEvent, EventError> {
+    from_members(Members::from(map))
+}
+
+fn from_members(mut map: Members) -> Result<CloudEvent, EventError> {
     let specversion = required(&mut map, "specversion")?;
     if specversion != SPEC_VERSION {
         return Err(EventError::UnsupportedSpecVersion(specversion));
@@ -162,7 +270,7 @@ fn from_map(mut map: Map<String, Value>) -> Result<CloudEvent, EventError> {
     };
 
     let mut extensions = BTreeMap::new();
-    for (name, value) in map {
+    for (name, value) in map.others {
         validate::attribute_name(&name)?;
         let value = match value {
             Value::Null => continue,
@@ -234,6 +342,20 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), spec_binary_example());
         assert_eq!(from_json_str(&text).expect("reads back"), e);
         assert!(matches!(from_json_str("[1]"), Err(EventError::InvalidJson(_))));
+    }
+
+    #[test]
+    fn text_reads_like_a_json_object_repeated_and_escaped_names_included() {
+        let text = r#"{"specversion":"1.0","id":"1","id":"2","source":"/s","type":"t",
+                       "ext":"a","ext":"b","\u0065xt2":"c","data":{"n":1}}"#;
+        let e = from_json_str(text).expect("valid");
+        assert_eq!(e, from_json(&serde_json::from_str(text).expect("JSON")).expect("valid"));
+        assert_eq!(e.id(), "2", "the last of repeated members counts");
+        assert_eq!(e.extension("ext"), Some(&ExtensionValue::from("b")));
+        assert_eq!(e.extension("ext2"), Some(&ExtensionValue::from("c")));
+        assert_eq!(serde_json::from_str::<CloudEvent>(text).expect("serde"), e);
+        let err = from_json_str(r#"{"specversion":"1.0","id":"1","source":"/s"}"#).expect_err("no type");
+        assert!(matches!(err, EventError::MissingAttribute("type")), "{err}");
     }
 
     #[test]

@@ -329,13 +329,6 @@ impl serval_cesql::EventAttributes for CloudEvent {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for CloudEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
-        Self::try_from(value).map_err(serde::de::Error::custom)
-    }
-}
-
 /// The JSON event format, taking the value by move (no copy of `data`).
 impl TryFrom<serde_json::Value> for CloudEvent {
     type Error = EventError;
