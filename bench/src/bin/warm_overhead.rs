@@ -2,13 +2,15 @@
 //! hit directly, through serval's gateway, and through nginx (`proxy_pass` with an upstream
 //! keep-alive pool) — all three in the same run, against the very same instance process.
 //!
-//! `cargo run --release -p serval-bench --bin warm-overhead [-- [--duration S | S]]`
-//! (default 10 s per run). Needs `wrk`; the nginx row is skipped when nginx is not installed.
+//! `cargo run --release -p serval-bench --bin warm-overhead [-- [--duration S | S] [--rounds N]]`
+//! (default 5 s per run, 3 rounds). Needs `wrk`; the nginx row is skipped when nginx is not installed.
 //!
 //! The service is deployed with `--min-scale 1 --max-scale 1` so that the single instance the
 //! gateway uses is the one the direct and nginx rows hit (its port is read from one answer of
 //! `GET /` through the gateway). Each scenario (`-t2 -c32`, `-t1 -c1`) runs the three targets
-//! one after another after a 1 s warm-up of each.
+//! one after another, in rounds that each start with the next target, after a 1 s warm-up of
+//! each; every figure is the median over the rounds (this VM's speed drifts by ±20 % from one
+//! run to the next, so single runs compare the machine's moods as much as the proxies).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,29 +220,59 @@ impl Drop for Nginx {
     }
 }
 
-fn parse_args() -> u64 {
+/// Seconds per run and rounds per scenario, from `--duration S` (or a bare `S`) and
+/// `--rounds N`.
+fn parse_args() -> (u64, usize) {
+    let usage = || -> ! { panic!("usage: warm-overhead [--duration SECONDS | SECONDS] [--rounds N]") };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut secs = 10;
+    let (mut secs, mut rounds) = (5, 3);
     let mut i = 0;
     while i < args.len() {
-        let value = if args[i] == "--duration" {
-            i += 1;
-            args.get(i).map(String::as_str)
-        } else {
-            Some(args[i].as_str())
-        };
-        secs = value
-            .map(|v| v.trim_end_matches('s'))
-            .and_then(|v| v.parse().ok())
-            .filter(|&s| s > 0)
-            .unwrap_or_else(|| panic!("usage: warm-overhead [--duration SECONDS | SECONDS]"));
+        match args[i].as_str() {
+            "--rounds" => {
+                i += 1;
+                rounds = args.get(i).and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or_else(|| usage());
+            }
+            flag => {
+                let value = if flag == "--duration" {
+                    i += 1;
+                    args.get(i).map(String::as_str)
+                } else {
+                    Some(flag)
+                };
+                secs = value
+                    .map(|v| v.trim_end_matches('s'))
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&s| s > 0)
+                    .unwrap_or_else(|| usage());
+            }
+        }
         i += 1;
     }
-    secs
+    (secs, rounds)
+}
+
+/// The median of each figure over a target's rounds (errors summed), and the range of
+/// its throughput.
+fn median(runs: &[WrkResult]) -> (WrkResult, f64, f64) {
+    let middle = |f: fn(&WrkResult) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+    let (low, high) = rps.iter().fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let result = WrkResult {
+        rps: middle(|r| r.rps),
+        p50_us: middle(|r| r.p50_us),
+        p99_us: middle(|r| r.p99_us),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    };
+    (result, low, high)
 }
 
 fn main() {
-    let secs = parse_args();
+    let (secs, rounds) = parse_args();
     let Some(wrk) = find_program(&["/usr/bin/wrk", "wrk"]) else {
         println!("warm-overhead skipped: wrk not found (apt-get install wrk)");
         return;
@@ -283,19 +315,33 @@ fn main() {
     let scenarios = [(2u32, 32u32), (1, 1)];
     let mut results = Vec::new();
     for &(threads, conns) in &scenarios {
-        for (i, t) in targets.iter().enumerate() {
-            let r = run_wrk(&wrk, t, threads, conns, secs);
-            results.push((conns, i, r));
+        let mut runs = vec![Vec::new(); targets.len()];
+        // Each round starts with the next target, so none always runs first or after
+        // the same neighbour; this machine's speed drifts between runs, the medians don't.
+        for round in 0..rounds {
+            for k in 0..targets.len() {
+                let i = (round + k) % targets.len();
+                runs[i].push(run_wrk(&wrk, &targets[i], threads, conns, secs));
+            }
+        }
+        for (i, target_runs) in runs.iter().enumerate() {
+            let (r, low, high) = median(target_runs);
+            results.push((conns, i, r, low, high));
         }
     }
     let instances = &server.api_get("/api/v1/namespaces/default/services/warm")["status"]["instances"];
 
-    println!("warm overhead: GET /hello on one warm serval-echo (wrk --latency, {secs} s per run)");
-    println!("{:<18} {:>5} {:>11} {:>11} {:>11} {:>7}", "target", "conns", "req/s", "p50", "p99", "errors");
-    for &(conns, i, r) in &results {
+    println!(
+        "warm overhead: GET /hello on one warm serval-echo (wrk --latency, {secs} s per run, medians of {rounds} rounds)"
+    );
+    println!(
+        "{:<18} {:>5} {:>11} {:>17} {:>11} {:>11} {:>7}",
+        "target", "conns", "req/s", "req/s range", "p50", "p99", "errors"
+    );
+    for &(conns, i, r, low, high) in &results {
         println!(
-            "{:<18} {:>5} {:>11.0} {:>8.0} µs {:>8.0} µs {:>7}",
-            targets[i].name, conns, r.rps, r.p50_us, r.p99_us, r.errors
+            "{:<18} {:>5} {:>11.0} {:>8.0}-{:<8.0} {:>8.0} µs {:>8.0} µs {:>7}",
+            targets[i].name, conns, r.rps, low, high, r.p50_us, r.p99_us, r.errors
         );
     }
     if instances["ready"] != 1 {
@@ -303,7 +349,7 @@ fn main() {
     }
 
     let find = |conns: u32, name: &str| {
-        results.iter().find(|(c, i, _)| *c == conns && targets[*i].name == name).map(|&(_, _, r)| r)
+        results.iter().find(|(c, i, ..)| *c == conns && targets[*i].name == name).map(|&(_, _, r, ..)| r)
     };
     let serval32 = find(32, "serval gateway").expect("serval c=32");
     match find(32, "nginx proxy_pass") {
@@ -357,5 +403,13 @@ Transfer/sec:      6.00MB
         assert_eq!(r.p99_us, 1520.0);
         assert_eq!(r.errors, 7);
         assert_eq!(parse_duration_us("2.00s"), Some(2e6));
+    }
+
+    #[test]
+    fn medians_and_ranges_over_rounds() {
+        let run = |rps, p50_us, p99_us| WrkResult { rps, p50_us, p99_us, errors: 1 };
+        let (m, low, high) = median(&[run(10.0, 5.0, 90.0), run(30.0, 1.0, 70.0), run(20.0, 3.0, 80.0)]);
+        assert_eq!((m.rps, m.p50_us, m.p99_us, m.errors), (20.0, 3.0, 80.0, 3));
+        assert_eq!((low, high), (10.0, 30.0));
     }
 }

@@ -19,6 +19,6 @@ mod upstream;
 pub use error::GatewayError;
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
-pub use proxy::{BrokerIngress, Gateway, GatewayBody, serve};
+pub use proxy::{BrokerIngress, Gateway, GatewayBody, bind, serve};
 pub use routes::{Route, RouteKey, RoutingTable, Target, broker_from_path};
 pub use upstream::{Address, RequestBody, UpstreamBody, UpstreamConn, UpstreamError, Upstreams};

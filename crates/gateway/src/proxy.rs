@@ -223,12 +223,27 @@ impl Body for LeasedBody {
     }
 }
 
+/// Binds the gateway's listening socket with `SO_REUSEPORT`, so that [`serve`] can give each
+/// gateway thread a listener of its own on the same port and the kernel spreads new
+/// connections evenly over the threads. (Threads sharing one listener race for accepts:
+/// the first to wake takes a whole burst of connections and leaves the others idle.)
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Serves the gateway on `threads` threads, each with its own single-threaded runtime, its
-/// own accept loop on the shared listener and its own connections to instances: a proxied request
-/// is read, forwarded and answered on one thread, with no cross-thread hand-offs (the
-/// layout nginx uses). Returns once `shutdown` resolved and open connections finished their
-/// requests (at most 10 s).
+/// own accept loop and its own connections to instances: a proxied request is read,
+/// forwarded and answered on one thread, with no cross-thread hand-offs (the layout nginx
+/// uses). Each thread but the first listens on a socket of its own bound to the same
+/// address when `listener` came from [`bind`]; otherwise the threads share `listener`.
+/// Returns once `shutdown` resolved and open connections finished their requests (at most
+/// 10 s).
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize, shutdown: impl Future<Output = ()>) {
+    let addr = listener.local_addr();
     let listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -239,20 +254,32 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for n in 0..threads.max(1) {
-        let (listener, gateway, mut stop) = match listener.try_clone() {
+        let (shared, gateway, mut stop) = match listener.try_clone() {
             Ok(l) => (l, gateway.clone(), stop_rx.clone()),
             Err(e) => {
                 tracing::error!("gateway listener cannot be shared: {e}");
                 break;
             }
         };
+        let own_address = addr.as_ref().ok().copied().filter(|_| n > 0);
         let spawned = std::thread::Builder::new().name(format!("serval-gateway-{n}")).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => return tracing::error!("gateway thread runtime: {e}"),
             };
             runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
+                let own = own_address.map(bind).transpose().unwrap_or_else(|e| {
+                    tracing::debug!("gateway thread {n} shares the first listener: {e}");
+                    None
+                });
+                let listener = match own {
+                    Some(own) => {
+                        drop(shared);
+                        Ok(own)
+                    }
+                    None => TcpListener::from_std(shared),
+                };
+                match listener {
                     Ok(listener) => {
                         let stopped = async move {
                             let _ = stop.wait_for(|s| *s).await;

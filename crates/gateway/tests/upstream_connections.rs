@@ -67,10 +67,21 @@ async fn gateway(instance: SocketAddr) -> SocketAddr {
     pool.add_endpoint(1, instance);
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
     let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serval_gateway::serve(listener, gateway, 1, std::future::pending()));
+    // Two threads: the second listens on a socket of its own on the same port.
+    tokio::spawn(serval_gateway::serve(listener, gateway, 2, std::future::pending()));
     addr
+}
+
+#[tokio::test]
+async fn the_gateway_listener_lets_each_thread_bind_the_same_port() {
+    let first = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+    let addr = first.local_addr().expect("addr");
+    let second = serval_gateway::bind(addr).expect("a second listener on the same port");
+    assert_eq!(second.local_addr().expect("addr"), addr);
+    let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    assert!(serval_gateway::bind(plain.local_addr().expect("addr")).is_err(), "only listeners from bind share");
 }
 
 /// One keep-alive client connection to the gateway.

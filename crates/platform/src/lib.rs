@@ -32,6 +32,7 @@ use tokio::net::TcpListener;
 
 pub use config::{PlatformConfig, load_or_create_token};
 pub use error::PlatformError;
+pub use serval_gateway::bind as bind_gateway;
 pub use serval_scaler::ClusterDefaults;
 
 /// The listeners the platform serves on, bound by the caller (`:0` works).

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use serval_platform::{Listeners, PlatformConfig, load_or_create_token};
 
-use super::server::{bind, parse_duration};
+use super::server::{bind, bind_gateway, parse_duration};
 use crate::client::Client;
 
 #[derive(clap::Args)]
@@ -51,7 +51,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let function = example_binary(&args)?;
     let data = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let token = load_or_create_token(data.path())?;
-    let listeners = Listeners { api: bind("127.0.0.1:0").await?, gateway: bind("127.0.0.1:0").await? };
+    let listeners = Listeners { api: bind("127.0.0.1:0").await?, gateway: bind_gateway("127.0.0.1:0")? };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data.path().to_path_buf(), token.clone());
     config.autoscaler.stable_window = args.stable_window;

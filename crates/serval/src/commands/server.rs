@@ -63,11 +63,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     serval_model::parse_duration(s)
 }
 
-/// Binds `addr`; `:0` and `host:0` pick a free port, a bare `:port` means loopback.
-pub async fn bind(addr: &str) -> Result<TcpListener> {
+/// `:0` and `host:0` pick a free port, a bare `:port` means loopback.
+fn listen_address(addr: &str) -> Result<SocketAddr> {
     let addr = if addr.starts_with(':') { format!("127.0.0.1{addr}") } else { addr.to_string() };
-    let parsed: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))?;
+    addr.parse().with_context(|| format!("{addr:?} is not an address like 127.0.0.1:8080"))
+}
+
+/// Binds the API's listener on `addr` (see [`listen_address`]).
+pub async fn bind(addr: &str) -> Result<TcpListener> {
+    let parsed = listen_address(addr)?;
     TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {parsed}"))
+}
+
+/// Binds the gateway's listener on `addr`, shareable by the gateway's threads.
+pub fn bind_gateway(addr: &str) -> Result<TcpListener> {
+    let parsed = listen_address(addr)?;
+    serval_platform::bind_gateway(parsed).with_context(|| format!("cannot listen on {parsed}"))
 }
 
 fn write_server_json(dir: &Path, info: &ServerInfo) -> Result<()> {
@@ -103,7 +114,7 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     let data_dir = global.data_dir();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
-    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind(&args.gateway_addr).await? };
+    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind_gateway(&args.gateway_addr)? };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data_dir.clone(), token.clone());
     config.domain = args.domain;
