@@ -1,14 +1,15 @@
 //! Eventing: durable ingest (broker ingress, group commit) → trigger delivery to a fast
 //! subscriber, beside the same machine's raw SQLite rate of one insert + fsync per event.
 //!
-//! `cargo run --release -p serval-bench --bin events [-- --events N --seconds S --concurrency N]`
+//! `cargo run --release -p serval-bench --bin events [-- --events N --rounds R --seconds S --concurrency N]`
 //!
 //! The subscriber runs inside this process (a hyper server that answers 202 and records,
 //! per `ce-id`, when the event arrived), so sending and receiving times share one clock.
 //! One broker with one trigger to that subscriber (delivery concurrency 100, the default,
 //! unless `--concurrency` says otherwise), three runs one after another:
 //! 1. throughput with batched ingest: N events (default 200 000) in `application/cloudevents-
-//!    batch+json` POSTs of 100, from 4 connections; events/s acknowledged and delivered;
+//!    batch+json` POSTs of 100, from 4 connections; events/s acknowledged and delivered; R
+//!    rounds (default 3) of it, judged by the median (this VM's speed drifts between runs);
 //! 2. throughput with one event per POST (binary mode) from 32 connections (N / 4 events);
 //! 3. latency at a fixed 1 000 events/s for S seconds (default 10): one binary-mode POST per
 //!    event, sent on schedule (open loop); p50/p99 of ingress (202) and of end to end (POST
@@ -224,14 +225,16 @@ async fn throughput(
 async fn main() {
     let mut events = 200_000usize;
     let mut seconds = 10u64;
+    let mut rounds = 3usize;
     let mut concurrency = 100u32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--events" => events = args.next().and_then(|v| v.parse().ok()).expect("--events N"),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
+            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).filter(|&r| r > 0).expect("--rounds R"),
             "--concurrency" => concurrency = args.next().and_then(|v| v.parse().ok()).expect("--concurrency N"),
-            other => panic!("unknown argument {other} (use --events N --seconds S --concurrency N)"),
+            other => panic!("unknown argument {other} (use --events N --rounds R --seconds S --concurrency N)"),
         }
     }
     let singles = events / 4;
@@ -241,7 +244,7 @@ async fn main() {
     let sink = Arc::new(Sink {
         epoch: Instant::now(),
         received: AtomicU64::new(0),
-        arrivals: (0..events + singles + paced).map(|_| AtomicU64::new(0)).collect(),
+        arrivals: (0..events * rounds + singles + paced).map(|_| AtomicU64::new(0)).collect(),
     });
     let sink_addr = serve_sink(sink.clone());
     // Started on the main thread: the server exits with the thread that spawned it.
@@ -265,13 +268,24 @@ async fn main() {
 
     println!("eventing: broker ingress -> SQLite (group commit) -> trigger -> subscriber (in this process)");
     println!("raw SQLite, one insert + fsync per event:    {raw:>7.0} events/s (baseline)");
-    let batched = throughput(&client, &url, &sink, 0, events, 100, 4).await;
-    batched.print("batched ingest (100 per POST, 4 conns)");
-    let single = throughput(&client, &url, &sink, events, singles, 1, 32).await;
+    let mut batched = Vec::new();
+    for round in 0..rounds {
+        let run = throughput(&client, &url, &sink, round * events, events, 100, 4).await;
+        run.print(&format!("batched ingest (100 per POST, 4 conns) #{}", round + 1));
+        batched.push(run.accepted as f64 / run.end_to_end.as_secs_f64());
+    }
+    batched.sort_by(f64::total_cmp);
+    let median = batched[batched.len() / 2];
+    println!(
+        "batched end to end, median of {rounds}: {median:.0} events/s (range {:.0}-{:.0})",
+        batched[0],
+        batched[batched.len() - 1]
+    );
+    let single = throughput(&client, &url, &sink, events * rounds, singles, 1, 32).await;
     single.print("one event per POST (binary, 32 conns)");
 
     // Fixed rate: event i is sent at start + i ms, whatever happened to the previous ones.
-    let first = events + singles;
+    let first = events * rounds + singles;
     let before = sink.received.load(Ordering::Relaxed);
     let start = Instant::now() + Duration::from_millis(10);
     let mut sends = Vec::with_capacity(paced);
@@ -314,8 +328,7 @@ async fn main() {
         e2e.percentile(99.0),
         e2e.percentile(100.0)
     );
-    let best = batched.accepted as f64 / batched.end_to_end.as_secs_f64();
-    println!("target: >= 20000 events/s end to end -> {}", if best >= 20_000.0 { "PASS" } else { "FAIL" });
+    println!("target: >= 20000 events/s end to end (median) -> {}", if median >= 20_000.0 { "PASS" } else { "FAIL" });
     println!(
         "target: p99 <= 10 ms end to end at 1000 events/s -> {}",
         if e2e.percentile(99.0) <= 10.0 && missing == 0 { "PASS" } else { "FAIL" }

@@ -508,12 +508,13 @@ impl Dispatchers {
     }
 }
 
-/// Most events one compaction drops from one broker's log: small rounds keep each one's
-/// hold on the store's writer to a few milliseconds (ingest latency), and together drop up
-/// to 4 000 events/s per broker; a burst above that is compacted after it.
-const COMPACT_LIMIT: u32 = 2_000;
+/// Most events one compaction drops from one broker's log: many small rounds keep each
+/// one's hold on the store's writer under a millisecond (what an accepted event may wait
+/// for its commit), and together drop up to 10 000 events/s per broker; a burst above
+/// that is compacted after it.
+const COMPACT_LIMIT: u32 = 500;
 /// How often handled events are dropped from the brokers' logs.
-const COMPACT_EVERY: Duration = Duration::from_millis(500);
+const COMPACT_EVERY: Duration = Duration::from_millis(50);
 
 /// Drops from each broker's log the events every trigger of that broker has handled (all of
 /// them when the broker has no trigger: a new trigger starts at the end of the log), so that
