@@ -21,4 +21,4 @@ pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
 pub use proxy::{BrokerIngress, Gateway, GatewayBody, bind, serve};
 pub use routes::{Route, RouteKey, RoutingTable, Target, broker_from_path};
-pub use upstream::{Address, RequestBody, UpstreamBody, UpstreamConn, UpstreamError, Upstreams};
+pub use upstream::{Address, RequestBody, UpstreamBody, UpstreamConn, Upstreams};

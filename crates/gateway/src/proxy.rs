@@ -177,8 +177,7 @@ impl Gateway {
             if let Some(h) = host {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), h);
             }
-            let (response, conn) =
-                upstreams.send(&lease.addr(), req).await.map_err(|e| GatewayError::Upstream(e.to_string()))?;
+            let (response, conn) = upstreams.send(&lease.addr(), req).await?;
             Ok::<_, GatewayError>((response, conn, lease))
         };
         let (response, conn, lease) = tokio::time::timeout(timeout, exchange)

@@ -29,6 +29,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+use crate::GatewayError;
+
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per address, unless [`Upstreams::with_max_idle`] says otherwise.
@@ -93,9 +95,9 @@ impl<B: RequestBody> UpstreamConn<B> {
     }
 }
 
-/// What went wrong talking to an instance.
-#[derive(Debug)]
-pub enum UpstreamError {
+/// What went wrong talking to an instance or subscriber (reported as
+/// [`GatewayError::Upstream`]).
+enum UpstreamError {
     Connect(std::io::Error),
     Http(hyper::Error),
 }
@@ -199,6 +201,14 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
     /// and returns the response head with the connection, which the body must keep driving
     /// (see [`UpstreamBody`]).
     pub async fn send(
+        &self,
+        addr: &A,
+        req: Request<B>,
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn<B>>), GatewayError> {
+        self.try_send(addr, req).await.map_err(|e| GatewayError::Upstream(e.to_string()))
+    }
+
+    async fn try_send(
         &self,
         addr: &A,
         mut req: Request<B>,

@@ -163,7 +163,11 @@ impl DeliveryUrl {
                 Some(PlainTarget {
                     // A bracketed IPv6 literal stays bracketed, as `host:port` wants it.
                     address: format!("{host}:{port}"),
-                    path: uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|e| format!("{e}"))?,
+                    path: uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| e.to_string())?,
                     host: http::HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
                 })
             }
@@ -516,10 +520,15 @@ const COMPACT_LIMIT: u32 = 500;
 /// How often handled events are dropped from the brokers' logs.
 const COMPACT_EVERY: Duration = Duration::from_millis(50);
 
+/// The newest events each broker keeps even when every trigger handled them, for `serval
+/// event tail` (a broker without triggers would otherwise show nothing).
+pub const RETAINED_EVENTS: u32 = 1_000;
+
 /// Drops from each broker's log the events every trigger of that broker has handled (all of
-/// them when the broker has no trigger: a new trigger starts at the end of the log), so that
-/// logs hold what is still to deliver, not the broker's whole history.
-pub async fn compact_logs(store: &Store) -> Result<(), PlatformError> {
+/// them when the broker has no trigger: a new trigger starts at the end of the log), except
+/// the `retained` newest, so that logs hold what is still to deliver and a short recent
+/// history, not the broker's whole history.
+pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformError> {
     let brokers: Vec<serval_model::Broker> = store.list(Kind::Broker, None)?;
     let triggers: Vec<Trigger> = store.list(Kind::Trigger, None)?;
     let end = store.last_event_seq()?;
@@ -529,6 +538,11 @@ pub async fn compact_logs(store: &Store) -> Result<(), PlatformError> {
         let mut handled = end;
         for t in triggers.iter().filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name) {
             handled = handled.min(store.cursor(namespace, &t.metadata.name)?);
+        }
+        if let Some(oldest_retained) = store.nth_newest_event_seq(namespace, name, retained)? {
+            handled = handled.min(oldest_retained - 1);
+        } else if retained > 0 {
+            continue;
         }
         // Only a log with something to drop costs a commit (an idle server writes nothing).
         if store.first_event_seq(namespace, name)?.is_some_and(|first| first <= handled) {
@@ -545,7 +559,7 @@ pub async fn compact_logs(store: &Store) -> Result<(), PlatformError> {
 pub async fn compact_periodically(store: Arc<Store>) {
     loop {
         tokio::time::sleep(COMPACT_EVERY).await;
-        if let Err(e) = compact_logs(&store).await {
+        if let Err(e) = compact_logs(&store, RETAINED_EVENTS).await {
             tracing::warn!("compacting the brokers' logs: {e}");
         }
     }
@@ -631,11 +645,14 @@ mod tests {
             ])
             .await
             .expect("cursors");
-        compact_logs(&store).await.expect("compact");
+        compact_logs(&store, 3).await.expect("compact keeping 3");
+        assert_eq!(bodies(&store, "busy"), ["e1", "e2", "e3"], "e1 is handled, but among the 3 newest");
+        assert_eq!(bodies(&store, "quiet"), ["q1", "q2", "q3"], "handled, but among the 3 newest");
+        compact_logs(&store, 0).await.expect("compact");
         assert_eq!(bodies(&store, "busy"), ["e2", "e3"], "the slow trigger has handled e0 and e1 only");
         assert!(bodies(&store, "quiet").is_empty(), "no trigger will ever read the quiet broker's events");
         let commits = store.commits();
-        compact_logs(&store).await.expect("compact again");
+        compact_logs(&store, 0).await.expect("compact again");
         assert_eq!(store.commits(), commits, "nothing left to drop: no write");
     }
 }

@@ -201,6 +201,20 @@ impl Store {
         })
     }
 
+    /// The position of a broker's `n`-th newest event (1: the newest), if it has that many.
+    pub fn nth_newest_event_seq(&self, namespace: &str, broker: &str, n: u32) -> Result<Option<i64>, StoreError> {
+        if n == 0 {
+            return Ok(None);
+        }
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT seq FROM events WHERE namespace = ?1 AND broker = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
+            )?
+            .query_row(params![namespace, broker, n - 1], |r| r.get(0))
+            .optional()
+        })
+    }
+
     /// The newest log position of all brokers (0 when empty); a new trigger starts there.
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
@@ -314,6 +328,15 @@ mod tests {
         assert_eq!(store.count_events_after("ns", "b", 0).expect("count"), 5, "broker b untouched");
         assert_eq!(store.first_event_seq("ns", "a").expect("first"), Some(a[4]));
         assert_eq!(store.first_event_seq("ns", "none").expect("first"), None);
+        assert_eq!(
+            store.nth_newest_event_seq("ns", "b", 1).expect("newest"),
+            store.events_after("ns", "b", 0, 10).expect("read").last().map(|e| e.seq)
+        );
+        assert_eq!(
+            store.nth_newest_event_seq("ns", "b", 5).expect("5th"),
+            store.first_event_seq("ns", "b").expect("first")
+        );
+        assert_eq!(store.nth_newest_event_seq("ns", "b", 6).expect("6th"), None);
     }
 
     #[tokio::test]
