@@ -555,12 +555,19 @@ pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformEr
     Ok(())
 }
 
-/// Runs [`compact_logs`] every [`COMPACT_EVERY`] until the task is dropped.
+/// Runs [`compact_logs`] every [`COMPACT_EVERY`] until the task is dropped, skipping rounds
+/// when nothing was committed since the last one (no event appended, no cursor moved).
 pub async fn compact_periodically(store: Arc<Store>) {
+    let mut seen = None;
     loop {
         tokio::time::sleep(COMPACT_EVERY).await;
-        if let Err(e) = compact_logs(&store, RETAINED_EVENTS).await {
-            tracing::warn!("compacting the brokers' logs: {e}");
+        let commits = store.commits();
+        if seen == Some(commits) {
+            continue;
+        }
+        match compact_logs(&store, RETAINED_EVENTS).await {
+            Ok(()) => seen = Some(commits),
+            Err(e) => tracing::warn!("compacting the brokers' logs: {e}"),
         }
     }
 }
