@@ -29,6 +29,9 @@ struct Request {
 /// Most requests one transaction takes; bounds the latency of the first one.
 const MAX_BATCH: usize = 1024;
 
+/// A commit slower than this is logged: every write in it waited that long.
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
+
 /// How often the checkpointer copies committed WAL frames into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -86,7 +89,12 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64, w
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         let results = commit(&mut conn, &batch);
+        let took = began.elapsed();
+        if took >= SLOW_COMMIT {
+            tracing::warn!("store commit of {} writes took {} ms", batch.len(), took.as_millis());
+        }
         batches.fetch_add(1, Ordering::Relaxed);
         // Full means a signal is already pending: the checkpointer will see this commit too.
         let _ = wrote.try_send(());
