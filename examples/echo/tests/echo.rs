@@ -1,9 +1,9 @@
 //! Integration tests for `serval-echo`: each test starts the real binary on a
 //! free port and talks to it with a tiny std-only HTTP/1.1 client.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,14 +19,23 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 struct Server {
     child: Child,
     port: u16,
+    /// Stdout after the readiness line, once `wait_ready` read that line.
+    stdout: Option<BufReader<ChildStdout>>,
+    announced: String,
 }
 
 impl Server {
-    /// Starts the binary and waits until it accepts connections.
+    /// Starts the binary and waits until it accepts connections. A free port is only free
+    /// when it is drawn: a test running beside this one may draw the same port and bind it
+    /// first, and then this server exits; it is started again on another port.
     fn start(envs: &[(&str, &str)]) -> Self {
-        let mut server = Self::spawn(envs);
-        server.wait_ready();
-        server
+        for _ in 0..5 {
+            let mut server = Self::spawn(envs);
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("serval-echo could not bind a free port in 5 attempts");
     }
 
     /// Starts the binary without waiting for it.
@@ -46,17 +55,33 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn serval-echo");
-        Self { child, port }
+        Self { child, port, stdout: None, announced: String::new() }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this server accepts connections; `false` when it could not bind its
+    /// port because something else holds it.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                // Someone accepts on the port: it is this server only if it announces it.
+                let mut stdout = BufReader::new(self.child.stdout.take().expect("stdout piped"));
+                stdout.read_line(&mut self.announced).expect("read stdout");
+                self.stdout = Some(stdout);
+                if self.announced.is_empty() {
+                    let status = self.wait_exit();
+                    let (_, stderr) = self.output();
+                    assert!(stderr.contains("cannot bind"), "serval-echo exited ({status}): {stderr}");
+                    return false;
+                }
+                return true;
             }
             if let Some(status) = self.child.try_wait().expect("poll serval-echo") {
-                panic!("serval-echo exited before accepting connections: {status}");
+                let (_, stderr) = self.output();
+                if stderr.contains("cannot bind") {
+                    return false;
+                }
+                panic!("serval-echo exited before accepting connections: {status}: {stderr}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -94,8 +119,11 @@ impl Server {
 
     /// Stdout and stderr; only call once the process has exited.
     fn output(&mut self) -> (String, String) {
-        let mut stdout = String::new();
+        let mut stdout = std::mem::take(&mut self.announced);
         let mut stderr = String::new();
+        if let Some(mut pipe) = self.stdout.take() {
+            pipe.read_to_string(&mut stdout).expect("read stdout");
+        }
         if let Some(mut pipe) = self.child.stdout.take() {
             pipe.read_to_string(&mut stdout).expect("read stdout");
         }
