@@ -295,6 +295,25 @@ async fn ping_sources_deliver_on_schedule_to_sinks_and_brokers() {
 }
 
 #[tokio::test]
+async fn https_subscribers_get_their_events_over_tls() {
+    let (secure, certificate) = Subscriber::start_tls(vec![]).await;
+    // The server trusts the subscriber's self-signed certificate the usual way: through the
+    // CA file that SSL_CERT_FILE names.
+    let trust = tempfile::tempdir().expect("tempdir");
+    let ca = trust.path().join("subscriber.pem");
+    std::fs::write(&ca, certificate).expect("write CA file");
+    let server = Server::start_with_env(&[], &[("SSL_CERT_FILE", ca.to_str().expect("path"))]);
+    server.ok(&["broker", "create", "default"]);
+    server.ok(&["trigger", "create", "secure", "--sink", &secure.url]);
+    send(&server, "com.example.tls", "/x");
+    eventually("a delivery over TLS", Duration::from_secs(10), async || {
+        (types(&secure) == ["com.example.tls"]).then_some(())
+    })
+    .await;
+    assert_eq!(secure.received()[0].body, br#"{"x":1}"#, "the data, in binary mode");
+}
+
+#[tokio::test]
 async fn structured_delivery_and_service_subscribers_scaled_from_zero() {
     let server = Server::start(&[]);
     server.ok(&["broker", "create", "default"]);

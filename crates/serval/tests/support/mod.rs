@@ -226,68 +226,50 @@ impl Subscriber {
 
     /// A subscriber that takes `delay` to answer each request.
     pub async fn start_slow(script: Vec<Answer>, delay: Duration) -> Subscriber {
-        use std::sync::atomic::Ordering::SeqCst;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        Subscriber::serve(script, delay, None).await
+    }
+
+    /// A subscriber on `https://localhost:PORT/` with a self-signed certificate for
+    /// `localhost`; returns it and the certificate (PEM), for a server to trust.
+    pub async fn start_tls(script: Vec<Answer>) -> (Subscriber, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .expect("key");
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("TLS config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        (Subscriber::serve(script, Duration::ZERO, Some(acceptor)).await, certified.cert.pem())
+    }
+
+    async fn serve(script: Vec<Answer>, delay: Duration, tls: Option<tokio_rustls::TlsAcceptor>) -> Subscriber {
         let concurrency =
             std::sync::Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)));
         let counted = concurrency.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let port = listener.local_addr().expect("addr").port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}/"),
+            None => format!("http://127.0.0.1:{port}/"),
+        };
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(script)));
         let log = received.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { return };
-                let (log, script, counted) = (log.clone(), script.clone(), counted.clone());
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let answerer = Answerer { log: log.clone(), script: script.clone(), counted: counted.clone(), delay };
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut data = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    let (head_end, length) = loop {
-                        let n = stream.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                answerer.answer(stream).await;
+                            }
                         }
-                        data.extend_from_slice(&buf[..n]);
-                        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
-                            let length = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
-                                .unwrap_or(0usize);
-                            break (end + 4, length);
-                        }
-                    };
-                    while data.len() < head_end + length {
-                        let n = stream.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            break;
-                        }
-                        data.extend_from_slice(&buf[..n]);
+                        None => answerer.answer(stream).await,
                     }
-                    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-                    let headers = head
-                        .lines()
-                        .skip(1)
-                        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
-                        .collect();
-                    let body = data[head_end..(head_end + length).min(data.len())].to_vec();
-                    log.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
-                    let now = counted.0.fetch_add(1, SeqCst) + 1;
-                    counted.1.fetch_max(now, SeqCst);
-                    tokio::time::sleep(delay).await;
-                    counted.0.fetch_sub(1, SeqCst);
-                    let (status, extra, reply) =
-                        script.lock().expect("lock").pop_front().unwrap_or((200, Vec::new(), String::new()));
-                    let mut response =
-                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.len());
-                    for (k, v) in extra {
-                        response.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    response.push_str("\r\n");
-                    response.push_str(&reply);
-                    let _ = stream.write_all(response.as_bytes()).await;
-                    let _ = stream.shutdown().await;
                 });
             }
         });
@@ -301,6 +283,68 @@ impl Subscriber {
     /// The most requests this subscriber was answering at once.
     pub fn max_in_flight(&self) -> usize {
         self.concurrency.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// What one subscriber connection needs to record a request and answer it.
+struct Answerer {
+    log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
+    counted: std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
+    delay: Duration,
+}
+
+impl Answerer {
+    /// Reads one request, records it, waits the delay, answers from the script and closes.
+    async fn answer(self, mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        let (head_end, length) = loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            data.extend_from_slice(&buf[..n]);
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
+                    .unwrap_or(0usize);
+                break (end + 4, length);
+            }
+        };
+        while data.len() < head_end + length {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
+            .collect();
+        let body = data[head_end..(head_end + length).min(data.len())].to_vec();
+        self.log.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
+        let now = self.counted.0.fetch_add(1, SeqCst) + 1;
+        self.counted.1.fetch_max(now, SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.counted.0.fetch_sub(1, SeqCst);
+        let (status, extra, reply) =
+            self.script.lock().expect("lock").pop_front().unwrap_or((200, Vec::new(), String::new()));
+        let mut response = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.len());
+        for (k, v) in extra {
+            response.push_str(&format!("{k}: {v}\r\n"));
+        }
+        response.push_str("\r\n");
+        response.push_str(&reply);
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
     }
 }
 
