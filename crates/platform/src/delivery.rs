@@ -539,10 +539,10 @@ pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformEr
         for t in triggers.iter().filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name) {
             handled = handled.min(store.cursor(namespace, &t.metadata.name)?);
         }
-        if let Some(oldest_retained) = store.nth_newest_event_seq(namespace, name, retained)? {
+        if retained > 0 {
+            // Fewer than `retained` events: the whole log is kept.
+            let Some(oldest_retained) = store.nth_newest_event_seq(namespace, name, retained)? else { continue };
             handled = handled.min(oldest_retained - 1);
-        } else if retained > 0 {
-            continue;
         }
         // Only a log with something to drop costs a commit (an idle server writes nothing).
         if store.first_event_seq(namespace, name)?.is_some_and(|first| first <= handled) {

@@ -198,7 +198,7 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
             }
             let mut metadata = json!({ "name": name, "namespace": namespace });
             if let Some(n) = concurrency {
-                metadata["annotations"] = json!({ "serval.dev/delivery-concurrency": n.to_string() });
+                metadata["annotations"] = json!({ serval_model::DELIVERY_CONCURRENCY: n.to_string() });
             }
             let manifest = json!({
                 "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": metadata, "spec": spec
