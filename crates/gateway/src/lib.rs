@@ -9,10 +9,12 @@
 //! Must not depend on: the store, the runtime or eventing. Instances are plain addresses
 //! added to and drained from pools by whoever runs them.
 
+mod chunked;
 mod error;
 mod metrics;
 mod pool;
 mod proxy;
+mod relay;
 mod routes;
 mod upstream;
 

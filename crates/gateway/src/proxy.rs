@@ -16,21 +16,33 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::relay::{self, HandOff, InstanceConns};
 use crate::routes::{Forward, broker_from_path, service_from_host};
 use crate::upstream::{UpstreamBody, Upstreams};
 use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// What a request was routed to, for its metrics.
-enum Chosen {
+pub(crate) enum Chosen {
     Pool(Arc<RevisionPool>),
     /// A service with nothing to serve it.
     Service(RevisionLabels),
 }
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
+
+/// Where a request goes (see [`Gateway::route`]).
+pub(crate) enum Routed<'p> {
+    /// A broker's ingress.
+    Broker { ingress: Arc<dyn BrokerIngress>, namespace: &'p str, broker: &'p str },
+    /// A revision's pool; `forward` is the path to send.
+    Pool { pool: Arc<RevisionPool>, service: String, forward: Forward<'p> },
+}
+
+/// Why a request cannot be routed, and whose metrics count it (boxed: the rare path).
+pub(crate) type Unrouted = Box<(GatewayError, Option<Chosen>)>;
 
 /// The data plane: the routing table and request metrics, shared by all gateway threads.
 pub struct Gateway {
@@ -81,6 +93,44 @@ impl Gateway {
         Arc::new(Gateway { routes, metrics, brokers })
     }
 
+    /// Where a request for `host` and `path_and_query` goes: a broker's ingress (unless the
+    /// host names a service, then the service gets it), else the service named by host or
+    /// path.
+    pub(crate) fn route<'p>(&self, host: Option<&str>, path_and_query: &'p str) -> Result<Routed<'p>, Unrouted> {
+        if path_and_query.starts_with("/b/")
+            && let Some(ingress) = &self.brokers
+            && let Some((namespace, broker)) = broker_from_path(path_and_query)
+            && host.is_none_or(|h| service_from_host(h, self.routes.domain()).is_none())
+        {
+            return Ok(Routed::Broker { ingress: ingress.clone(), namespace, broker });
+        }
+        let no_route = || {
+            let path = path_and_query.to_string();
+            Box::new((GatewayError::NoRoute { host: host.unwrap_or_default().to_string(), path }, None))
+        };
+        let (key, forward) = self.routes.resolve(host, path_and_query).ok_or_else(no_route)?;
+        match self.routes.target(&key.namespace, &key.service).ok_or_else(no_route)? {
+            Target::Pool(pool) => Ok(Routed::Pool { pool, service: key.service, forward }),
+            Target::Unavailable(reason) => {
+                let labels = RevisionLabels::new(&key.namespace, &key.service, "");
+                Err(Box::new((GatewayError::NotReady(key.service, reason), Some(Chosen::Service(labels)))))
+            }
+        }
+    }
+
+    /// Counts an answered request in the metrics of what it was routed to.
+    pub(crate) fn observe(&self, chosen: Option<&Chosen>, code: u16, elapsed: std::time::Duration) {
+        match chosen {
+            Some(Chosen::Pool(pool)) => {
+                if let Some(m) = pool.metrics() {
+                    m.observe(code, elapsed);
+                }
+            }
+            Some(Chosen::Service(labels)) => self.metrics.observe(labels, code, elapsed),
+            None => {}
+        }
+    }
+
     /// Serves one request: route, wait for capacity, forward, stream the answer back.
     /// `forwarded_for` is the client's address as a header value (built once per connection).
     async fn handle(
@@ -95,16 +145,7 @@ impl Gateway {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
         };
-        let code = response.status().as_u16();
-        match chosen {
-            Some(Chosen::Pool(pool)) => {
-                if let Some(m) = pool.metrics() {
-                    m.observe(code, began.elapsed());
-                }
-            }
-            Some(Chosen::Service(labels)) => self.metrics.observe(&labels, code, began.elapsed()),
-            None => {}
-        }
+        self.observe(chosen.as_ref(), response.status().as_u16(), began.elapsed());
         response
     }
 
@@ -118,27 +159,17 @@ impl Gateway {
         let host = req.headers().get(header::HOST).cloned();
         let host_text = host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        // A broker's ingress, unless the host names a service (then the service gets it).
-        if path_and_query.starts_with("/b/")
-            && let Some(brokers) = &self.brokers
-            && let Some((namespace, broker)) = broker_from_path(path_and_query)
-            && host_text.is_none_or(|h| service_from_host(h, self.routes.domain()).is_none())
-        {
-            let (namespace, broker) = (namespace.to_string(), broker.to_string());
-            let response = brokers.handle(namespace, broker, req).await;
-            return Ok(response.map(|b| b.map_err(|never: Infallible| match never {}).boxed()));
-        }
-        let no_route = || GatewayError::NoRoute {
-            host: host_text.unwrap_or_default().to_string(),
-            path: path_and_query.to_string(),
-        };
-        let (key, forward) = self.routes.resolve(host_text, path_and_query).ok_or_else(no_route)?;
-        let target = self.routes.target(&key.namespace, &key.service).ok_or_else(no_route)?;
-        let pool = match target {
-            Target::Pool(pool) => pool,
-            Target::Unavailable(reason) => {
-                *chosen = Some(Chosen::Service(RevisionLabels::new(&key.namespace, &key.service, "")));
-                return Err(GatewayError::NotReady(key.service, reason));
+        let (pool, service, forward) = match self.route(host_text, path_and_query) {
+            Ok(Routed::Pool { pool, service, forward }) => (pool, service, forward),
+            Ok(Routed::Broker { ingress, namespace, broker }) => {
+                let (namespace, broker) = (namespace.to_string(), broker.to_string());
+                let response = ingress.handle(namespace, broker, req).await;
+                return Ok(response.map(|b| b.map_err(|never: Infallible| match never {}).boxed()));
+            }
+            Err(unrouted) => {
+                let (err, unrouted) = *unrouted;
+                *chosen = unrouted;
+                return Err(err);
             }
         };
         *chosen = Some(Chosen::Pool(pool.clone()));
@@ -151,7 +182,6 @@ impl Gateway {
         .map_err(|e| GatewayError::Upstream(e.to_string()))?;
 
         let timeout = pool.request_timeout();
-        let service = key.service;
         // One timer covers the wait for capacity and the wait for response headers.
         let exchange = async move {
             let lease = pool.acquire().await?;
@@ -253,7 +283,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for n in 0..threads.max(1) {
-        let (shared, gateway, mut stop) = match listener.try_clone() {
+        let (shared, gateway, stop) = match listener.try_clone() {
             Ok(l) => (l, gateway.clone(), stop_rx.clone()),
             Err(e) => {
                 tracing::error!("gateway listener cannot be shared: {e}");
@@ -279,12 +309,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
                     None => TcpListener::from_std(shared),
                 };
                 match listener {
-                    Ok(listener) => {
-                        let stopped = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
-                        accept_loop(listener, gateway, stopped).await
-                    }
+                    Ok(listener) => accept_loop(listener, gateway, stop).await,
                     Err(e) => tracing::error!("gateway listener: {e}"),
                 }
             });
@@ -304,10 +329,12 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
     .await;
 }
 
-/// One thread's accept loop (HTTP/1.1 and h2c) until `shutdown` resolves, then lets open
-/// connections finish their requests.
-async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+/// One thread's accept loop until `stop` turns true, then lets open connections finish
+/// their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
+/// over to hyper (HTTP/1 and h2c) when a request needs it.
+async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     let upstreams = Upstreams::default();
+    let instances = InstanceConns::default();
     // Every request arms a timer for its deadline (its revision's timeout). Tokio wakes its
     // own driver (an eventfd write and one more epoll round) whenever a new timer is due
     // before the driver's next planned wake-up; a heartbeat due within the second keeps
@@ -317,9 +344,10 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: imp
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    let hyper = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    // Each connection's task holds a sender: once all are gone, all connections are done.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let connection_stop = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -333,22 +361,43 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, shutdown: imp
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (gateway, upstreams) = (gateway.clone(), upstreams.clone());
-                let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-                let service = service_fn(move |req| {
-                    let (gateway, upstreams, forwarded_for) =
-                        (gateway.clone(), upstreams.clone(), forwarded_for.clone());
-                    async move { Ok::<_, Infallible>(gateway.handle(&upstreams, req, &forwarded_for).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let (gateway, upstreams, instances) = (gateway.clone(), upstreams.clone(), instances.clone());
+                let (hyper, mut stop, open) = (hyper.clone(), connection_stop.clone(), open_tx.clone());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _open = open;
+                    let forwarded_for = peer.ip().to_string();
+                    if let Some(rest) = relay::serve(&gateway, &instances, stream, &forwarded_for, &mut stop).await {
+                        serve_with_hyper(rest, gateway, upstreams, &forwarded_for, &hyper, stop).await;
+                    }
                 });
             }
-            () = &mut shutdown => break,
+            _ = stop.wait_for(|stopped| *stopped) => break,
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    drop(open_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), open_rx.recv()).await;
+}
+
+/// Serves the rest of a connection the relay handed over with hyper, until the client
+/// leaves or, once `stop` turns true, its current request is answered.
+async fn serve_with_hyper(
+    io: HandOff,
+    gateway: Arc<Gateway>,
+    upstreams: Upstreams,
+    forwarded_for: &str,
+    builder: &auto::Builder<TokioExecutor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let forwarded_for = HeaderValue::from_str(forwarded_for).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let service = service_fn(move |req| {
+        let (gateway, upstreams, forwarded_for) = (gateway.clone(), upstreams.clone(), forwarded_for.clone());
+        async move { Ok::<_, Infallible>(gateway.handle(&upstreams, req, &forwarded_for).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.wait_for(|stopped| *stopped) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }

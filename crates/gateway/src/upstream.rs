@@ -34,7 +34,7 @@ use crate::GatewayError;
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per address, unless [`Upstreams::with_max_idle`] says otherwise.
-const MAX_IDLE_PER_ADDRESS: usize = 256;
+pub(crate) const MAX_IDLE_PER_ADDRESS: usize = 256;
 /// How often the idle lists of all instances are swept for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -119,16 +119,73 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
-struct IdleLists<A, B: RequestBody> {
-    #[expect(clippy::vec_box, reason = "boxed so a connection moves as a pointer through requests and bodies")]
-    by_address: HashMap<A, Vec<Box<UpstreamConn<B>>>>,
+/// A connection that can wait in [`IdleLists`].
+pub(crate) trait Reusable {
+    fn idle_since(&self) -> Instant;
+    fn set_idle_since(&mut self, at: Instant);
+    /// Still usable, as far as can be told without a system call.
+    fn is_open(&self) -> bool;
+}
+
+impl<B: RequestBody> Reusable for Box<UpstreamConn<B>> {
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+    fn set_idle_since(&mut self, at: Instant) {
+        self.idle_since = at;
+    }
+    fn is_open(&self) -> bool {
+        !self.done && !self.sender.is_closed()
+    }
+}
+
+/// Idle connections by address, most recently used last, swept of expired ones now and then.
+pub(crate) struct IdleLists<A, C> {
+    by_address: HashMap<A, Vec<C>>,
     last_sweep: Instant,
     max_per_address: usize,
 }
 
+impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
+    /// Keeps up to `max_per_address` idle connections to each address.
+    pub(crate) fn new(max_per_address: usize) -> Self {
+        IdleLists { by_address: HashMap::new(), last_sweep: Instant::now(), max_per_address }
+    }
+
+    /// The most recently used idle connection to `addr` that is still fresh.
+    pub(crate) fn take(&mut self, addr: &A) -> Option<C> {
+        let list = self.by_address.get_mut(addr)?;
+        while let Some(conn) = list.pop() {
+            if conn.idle_since().elapsed() < IDLE_TIMEOUT && conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put(&mut self, addr: A, mut conn: C) {
+        if !conn.is_open() {
+            return;
+        }
+        let now = Instant::now();
+        conn.set_idle_since(now);
+        if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.by_address.retain(|_, list| {
+                list.retain(|c| now.duration_since(c.idle_since()) < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
+        let list = self.by_address.entry(addr).or_default();
+        if list.len() < self.max_per_address {
+            list.push(conn);
+        }
+    }
+}
+
 /// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
 pub struct Upstreams<A = SocketAddr, B: RequestBody = Incoming> {
-    idle: Arc<Mutex<IdleLists<A, B>>>,
+    idle: Arc<Mutex<IdleLists<A, Box<UpstreamConn<B>>>>>,
 }
 
 impl<A, B: RequestBody> Clone for Upstreams<A, B> {
@@ -146,45 +203,19 @@ impl<A: Address, B: RequestBody> Default for Upstreams<A, B> {
 impl<A: Address, B: RequestBody> Upstreams<A, B> {
     /// Keeps up to `max_per_address` idle connections to each address.
     pub fn with_max_idle(max_per_address: usize) -> Self {
-        let lists = IdleLists { by_address: HashMap::new(), last_sweep: Instant::now(), max_per_address };
-        Upstreams { idle: Arc::new(Mutex::new(lists)) }
+        Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(max_per_address))) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, B>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, Box<UpstreamConn<B>>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection to `addr` that is still fresh.
     fn take_idle(&self, addr: &A) -> Option<Box<UpstreamConn<B>>> {
-        let mut idle = self.lock();
-        let list = idle.by_address.get_mut(addr)?;
-        while let Some(conn) = list.pop() {
-            if conn.idle_since.elapsed() < IDLE_TIMEOUT && !conn.sender.is_closed() {
-                return Some(conn);
-            }
-        }
-        None
+        self.lock().take(addr)
     }
 
-    fn put_idle(&self, addr: A, mut conn: Box<UpstreamConn<B>>) {
-        if conn.done || conn.sender.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        conn.idle_since = now;
-        let mut idle = self.lock();
-        if now.duration_since(idle.last_sweep) >= SWEEP_EVERY {
-            idle.last_sweep = now;
-            idle.by_address.retain(|_, list| {
-                list.retain(|c| now.duration_since(c.idle_since) < IDLE_TIMEOUT);
-                !list.is_empty()
-            });
-        }
-        let max = idle.max_per_address;
-        let list = idle.by_address.entry(addr).or_default();
-        if list.len() < max {
-            list.push(conn);
-        }
+    fn put_idle(&self, addr: A, conn: Box<UpstreamConn<B>>) {
+        self.lock().put(addr, conn);
     }
 
     /// A new connection, boxed: it is large (hyper's buffers and state) and moves with the

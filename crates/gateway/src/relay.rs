@@ -1,0 +1,706 @@
+//! The HTTP/1.1 relay: the gateway's fast path for plain HTTP/1.1 requests.
+//!
+//! A request head is parsed in place (httparse), routed, rewritten for the instance (hop-by-hop
+//! fields dropped, `x-forwarded-*` added, the `/f/<ns>/<service>` prefix stripped) and written
+//! to a kept-alive instance connection together with the body bytes already read; the
+//! response head is parsed the same way and written back with the first body bytes, and the
+//! body is copied through unchanged in its own framing (`content-length`, chunked — its end
+//! found by [`ChunkedEnd`] — or until the instance closes). No request or response object
+//! is built, no header map, no body frames: a proxied request costs the same four socket
+//! operations as in nginx and little more user time (hyper's server and client dispatchers
+//! cost twice nginx's user time per request; see ARCHITECTURE.md).
+//!
+//! Everything else — HTTP/1.0, h2c, upgrades, `Expect`, chunked or otherwise framed request
+//! bodies, absolute-form targets, broker ingress, heads that do not parse — is handed off at
+//! a request boundary, with the bytes read so far, to hyper's server ([`HandOff`]), which
+//! then owns the connection for the rest of its life.
+//!
+//! Invariant: a response is forwarded with the framing it came with, so the client
+//! connection and the instance connection stay in step; when the end of a message cannot
+//! be known (a body delimited by close, broken framing, a failure half-way) the connection
+//! concerned is closed, never reused.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::chunked::ChunkedEnd;
+use crate::proxy::{Chosen, Gateway, Routed, Unrouted};
+use crate::routes::Forward;
+use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
+use crate::{GatewayError, Lease, RevisionPool};
+
+/// The largest request or response head relayed; a larger request goes to hyper (which
+/// answers 431), a larger response is a 502.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields a head may have here (hyper takes requests with more).
+const MAX_HEADERS: usize = 100;
+/// Free space kept in a read buffer before each read.
+const READ_SPARE: usize = 8 * 1024;
+
+/// Header fields that describe one connection and are never forwarded (RFC 9110 §7.6.1),
+/// plus the ones named in a `Connection` field.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A connection the relay leaves to hyper: the socket and the bytes already read from it.
+pub(crate) struct HandOff {
+    stream: TcpStream,
+    read_ahead: Bytes,
+}
+
+impl AsyncRead for HandOff {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.read_ahead.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read_ahead.len().min(buf.remaining());
+        buf.put_slice(&self.read_ahead[..n]);
+        self.read_ahead.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for HandOff {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A kept-alive connection to an instance, with the bytes read from it but not yet used.
+pub(crate) struct InstanceConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    idle_since: Instant,
+}
+
+impl Reusable for InstanceConn {
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+    fn set_idle_since(&mut self, at: Instant) {
+        self.idle_since = at;
+    }
+    /// An idle connection the instance closed (or wrote to) is readable: unusable. Asks the
+    /// reactor's last word, without a system call.
+    fn is_open(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
+/// One gateway thread's idle instance connections. Clones share the lists.
+#[derive(Clone)]
+pub(crate) struct InstanceConns {
+    idle: Arc<Mutex<IdleLists<SocketAddr, InstanceConn>>>,
+}
+
+impl Default for InstanceConns {
+    fn default() -> Self {
+        InstanceConns { idle: Arc::new(Mutex::new(IdleLists::new(MAX_IDLE_PER_ADDRESS))) }
+    }
+}
+
+impl InstanceConns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<SocketAddr, InstanceConn>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection to `addr` (`true`: reused) or a new one.
+    async fn get(&self, addr: SocketAddr) -> Result<(InstanceConn, bool), GatewayError> {
+        if let Some(conn) = self.lock().take(&addr) {
+            return Ok((conn, true));
+        }
+        let stream =
+            TcpStream::connect(addr).await.map_err(|e| GatewayError::Upstream(format!("connect to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok((InstanceConn { stream, buf: BytesMut::with_capacity(READ_SPARE), idle_since: Instant::now() }, false))
+    }
+
+    fn put(&self, addr: SocketAddr, conn: InstanceConn) {
+        self.lock().put(addr, conn);
+    }
+}
+
+/// Reads more bytes into `buf`; `Ok(0)` at end of stream.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_SPARE / 2 {
+        buf.reserve(READ_SPARE);
+    }
+    stream.read_buf(buf).await
+}
+
+fn is_hop_by_hop(name: &str, listed: &[&str]) -> bool {
+    HOP_BY_HOP.iter().chain(listed).any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The field names a `Connection` field lists besides `close` and `keep-alive` (also
+/// hop-by-hop), and whether it said `close`.
+fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> (Vec<&'h str>, bool) {
+    let mut listed = Vec::new();
+    let mut close = false;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
+        for token in std::str::from_utf8(h.value).unwrap_or_default().split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                listed.push(token);
+            }
+        }
+    }
+    (listed, close)
+}
+
+/// A `content-length` value: digits only (RFC 9110 §8.6).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the relay needs to know about a request once its head has been rewritten.
+#[derive(Debug, Clone, Copy)]
+struct RequestFacts {
+    body_len: u64,
+    /// The client asked to close after this exchange.
+    close: bool,
+    /// A `HEAD` request: the response has no body, whatever its fields say.
+    head_only: bool,
+    /// Safe to send again when a kept-alive connection closes under it (RFC 9110 §9.2.2).
+    idempotent: bool,
+    has_host: bool,
+}
+
+/// A request the relay forwards, its head already rewritten for the instance.
+struct RelayedRequest<'p> {
+    /// Bytes of the head in the client's buffer.
+    head_len: usize,
+    facts: RequestFacts,
+    route: Result<Routed<'p>, Unrouted>,
+}
+
+/// What the bytes at the start of a client's buffer are.
+enum Parsed<'p> {
+    Incomplete,
+    /// Not for the relay: hyper takes over.
+    HandOff,
+    Request(RelayedRequest<'p>),
+}
+
+/// Parses the request head at the start of `buf` and, when the relay can forward it, writes
+/// the instance's request line and fields into `upstream_head` (all but `host` when the
+/// client sent none, and the final empty line).
+fn parse_request<'p>(
+    gateway: &Gateway,
+    buf: &'p [u8],
+    forwarded_for: &[u8],
+    upstream_head: &mut Vec<u8>,
+) -> Parsed<'p> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Incomplete,
+        Err(_) => return Parsed::HandOff,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::HandOff;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Parsed::HandOff;
+    }
+    let headers = req.headers;
+    let mut host = None;
+    let mut body_len = None;
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Parsed::HandOff;
+            }
+            host = Some(std::str::from_utf8(h.value).ok());
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            match (parse_length(h.value), body_len) {
+                (Some(n), None) => body_len = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Parsed::HandOff,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("upgrade")
+            || h.name.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::HandOff;
+        }
+    }
+    let host = match host {
+        Some(Some(h)) => Some(h),
+        Some(None) => return Parsed::HandOff,
+        None => None,
+    };
+    let route = gateway.route(host, path);
+    if let Ok(Routed::Broker { .. }) = route {
+        return Parsed::HandOff;
+    }
+    let (listed, close) = connection_options(headers);
+    if let Ok(Routed::Pool { forward, .. }) = &route {
+        upstream_head.clear();
+        upstream_head.extend_from_slice(method.as_bytes());
+        upstream_head.push(b' ');
+        match forward {
+            Forward::Unchanged => upstream_head.extend_from_slice(path.as_bytes()),
+            Forward::Stripped(rest) => {
+                if !rest.starts_with('/') {
+                    upstream_head.push(b'/');
+                }
+                upstream_head.extend_from_slice(rest.as_bytes());
+            }
+        }
+        upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
+        for h in headers.iter() {
+            if !is_hop_by_hop(h.name, &listed) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
+                push_field(upstream_head, h.name, h.value);
+            }
+        }
+        push_field(upstream_head, "x-forwarded-for", forwarded_for);
+        if let Some(h) = host {
+            push_field(upstream_head, "x-forwarded-host", h.as_bytes());
+        }
+    }
+    let facts = RequestFacts {
+        body_len: body_len.unwrap_or(0),
+        close,
+        head_only: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        has_host: host.is_some(),
+    };
+    Parsed::Request(RelayedRequest { head_len, facts, route })
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the instance closes the connection.
+    UntilClose,
+}
+
+/// A response head from an instance, rewritten for the client.
+struct ResponseHead {
+    code: u16,
+    framing: Framing,
+    /// The instance connection may carry another request after this response.
+    reusable: bool,
+}
+
+/// Parses the response head at the start of `buf`; on success it is consumed and its
+/// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
+fn parse_response(
+    buf: &mut BytesMut,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, GatewayError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(GatewayError::Upstream("response head too large".into())),
+        Err(e) => return Err(GatewayError::Upstream(format!("malformed response: {e}"))),
+    };
+    let (Some(version), Some(code)) = (resp.version, resp.code) else {
+        return Err(GatewayError::Upstream("malformed response".into()));
+    };
+    let headers = resp.headers;
+    let (listed, close) = connection_options(headers);
+    let mut length = None;
+    let mut chunked = None;
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match (parse_length(h.value), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(GatewayError::Upstream("invalid content-length in response".into())),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked when chunked is the last coding (RFC 9112 §6.3).
+            let codings = std::str::from_utf8(h.value).unwrap_or_default();
+            chunked = Some(codings.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+        }
+    }
+    let framing = if head_only || code == 204 || code == 304 || (100..200).contains(&code) {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    match http::StatusCode::from_u16(code) {
+        Ok(status) => out.extend_from_slice(status.as_str().as_bytes()),
+        Err(_) => return Err(GatewayError::Upstream(format!("invalid status {code}"))),
+    }
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers.iter() {
+        if !is_hop_by_hop(h.name, &listed) {
+            push_field(out, h.name, h.value);
+        }
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    buf.advance(head_len);
+    Ok(Some(ResponseHead { code, framing, reusable: version == 1 && !close && framing != Framing::UntilClose }))
+}
+
+/// The JSON error answer of the data plane, as bytes on the wire.
+fn error_bytes(err: &GatewayError, close: bool, out: &mut Vec<u8>) {
+    let body = err.body();
+    let status = err.status();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\n");
+    push_field(out, "content-length", body.len().to_string().as_bytes());
+    if let Some(seconds) = err.retry_after() {
+        push_field(out, "retry-after", seconds.to_string().as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// How an exchange with an instance failed.
+enum Failure {
+    /// Answer the client with this error (nothing of the response was sent yet).
+    Answer(GatewayError),
+    /// The client connection is unusable (it went away, or a response broke off half-way).
+    Close,
+}
+
+/// One client connection on the relay.
+struct ClientConn<'g> {
+    gateway: &'g Gateway,
+    instances: &'g InstanceConns,
+    stream: TcpStream,
+    /// Bytes read from the client and not yet used.
+    buf: BytesMut,
+    /// The request for the instance: its head and the body bytes that go out with it.
+    request: Vec<u8>,
+    /// The response head for the client, and the body bytes that go out with it.
+    response: Vec<u8>,
+    /// This client's address, for `x-forwarded-for`.
+    forwarded_for: Vec<u8>,
+}
+
+/// Serves `stream` until the client leaves, `stop` turns true between requests, or a
+/// request needs hyper: then returns the connection for it.
+pub(crate) async fn serve(
+    gateway: &Gateway,
+    instances: &InstanceConns,
+    stream: TcpStream,
+    forwarded_for: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<HandOff> {
+    let mut conn = ClientConn {
+        gateway,
+        instances,
+        stream,
+        buf: BytesMut::with_capacity(READ_SPARE),
+        request: Vec::with_capacity(1024),
+        response: Vec::with_capacity(1024),
+        forwarded_for: forwarded_for.as_bytes().to_vec(),
+    };
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        let parsed = parse_request(conn.gateway, &conn.buf, &conn.forwarded_for, &mut conn.request);
+        let request = match parsed {
+            Parsed::Request(r) => r,
+            Parsed::HandOff => return Some(conn.hand_off()),
+            Parsed::Incomplete if conn.buf.len() >= MAX_HEAD => return Some(conn.hand_off()),
+            Parsed::Incomplete => {
+                let read = if conn.buf.is_empty() {
+                    tokio::select! {
+                        read = read_more(&mut conn.stream, &mut conn.buf) => read,
+                        _ = stop.wait_for(|stopped| *stopped) => return None,
+                    }
+                } else {
+                    read_more(&mut conn.stream, &mut conn.buf).await
+                };
+                match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        let began = Instant::now();
+        let RelayedRequest { head_len, facts, route } = request;
+        // The routing result borrows the buffer; keep what outlives it.
+        let route = match route {
+            Ok(Routed::Pool { pool, service, .. }) => Ok((pool, service)),
+            Ok(Routed::Broker { .. }) => return Some(conn.hand_off()),
+            Err(unrouted) => Err(unrouted),
+        };
+        conn.buf.advance(head_len);
+        let keep = match route {
+            Ok((pool, service)) => {
+                let outcome = conn.relay(&pool, service, facts).await;
+                let chosen = Chosen::Pool(pool);
+                match outcome {
+                    Ok((code, keep)) => {
+                        gateway.observe(Some(&chosen), code, began.elapsed());
+                        keep && !facts.close
+                    }
+                    Err(Failure::Answer(err)) => {
+                        let keep = conn.answer_error(&err, facts).await;
+                        gateway.observe(Some(&chosen), err.status().as_u16(), began.elapsed());
+                        keep
+                    }
+                    Err(Failure::Close) => return None,
+                }
+            }
+            Err(unrouted) => {
+                let (err, chosen) = *unrouted;
+                let keep = conn.answer_error(&err, facts).await;
+                gateway.observe(chosen.as_ref(), err.status().as_u16(), began.elapsed());
+                keep
+            }
+        };
+        if !keep {
+            let _ = conn.stream.shutdown().await;
+            return None;
+        }
+    }
+}
+
+impl ClientConn<'_> {
+    fn hand_off(self) -> HandOff {
+        HandOff { stream: self.stream, read_ahead: self.buf.freeze() }
+    }
+
+    /// Answers with `err` before any of the response went out. The request's body is
+    /// skipped when it is all here; otherwise the connection closes after the answer.
+    /// Returns whether the connection can serve another request.
+    async fn answer_error(&mut self, err: &GatewayError, facts: RequestFacts) -> bool {
+        let unread_body = facts.body_len > self.buf.len() as u64;
+        if !unread_body {
+            self.buf.advance(facts.body_len as usize);
+        }
+        let close = facts.close || unread_body;
+        error_bytes(err, close, &mut self.response);
+        self.stream.write_all(&self.response).await.is_ok() && !close
+    }
+
+    /// Forwards the request whose instance head is in `request` (its body follows in `buf`)
+    /// and relays the response. Returns the response's status and whether the client
+    /// connection can go on.
+    async fn relay(
+        &mut self,
+        pool: &Arc<RevisionPool>,
+        service: String,
+        facts: RequestFacts,
+    ) -> Result<(u16, bool), Failure> {
+        let timeout = pool.request_timeout();
+        // One timer covers the wait for capacity, the request and the wait for the response head.
+        let exchange = tokio::time::timeout(timeout, self.send(pool, facts));
+        let (lease, mut instance, head) = exchange
+            .await
+            .map_err(|_| Failure::Answer(GatewayError::Timeout { service, seconds: timeout.as_secs() }))??;
+        if facts.close || head.framing == Framing::UntilClose {
+            self.response.extend_from_slice(b"connection: close\r\n");
+        }
+        self.response.extend_from_slice(b"\r\n");
+        let complete = self.copy_body(&mut instance, head.framing).await?;
+        // The slot is free once the whole response has been passed on.
+        let addr = lease.addr();
+        drop(lease);
+        if complete && head.reusable && instance.buf.is_empty() {
+            self.instances.put(addr, instance);
+        }
+        Ok((head.code, head.framing != Framing::UntilClose))
+    }
+
+    /// Waits for capacity, sends the request and reads the response head into `response`.
+    /// A request all in hand goes out again on another connection when a kept-alive one
+    /// turns out closed: when writing it failed, or — idempotent requests only, the
+    /// instance may have acted on it — when the connection closed without an answer.
+    async fn send(
+        &mut self,
+        pool: &Arc<RevisionPool>,
+        facts: RequestFacts,
+    ) -> Result<(Lease, InstanceConn, ResponseHead), Failure> {
+        let lease = pool.acquire().await.map_err(Failure::Answer)?;
+        if !facts.has_host {
+            push_field(&mut self.request, "host", lease.authority().as_str().as_bytes());
+        }
+        self.request.extend_from_slice(b"\r\n");
+        // The body bytes already read go out with the head.
+        let in_hand = facts.body_len.min(self.buf.len() as u64) as usize;
+        self.request.extend_from_slice(&self.buf[..in_hand]);
+        self.buf.advance(in_hand);
+        let mut unsent_body = facts.body_len - in_hand as u64;
+        let replayable = unsent_body == 0;
+        loop {
+            let (mut instance, reused) = self.instances.get(lease.addr()).await.map_err(Failure::Answer)?;
+            let upstream_failed = |e: io::Error| Failure::Answer(GatewayError::Upstream(e.to_string()));
+            let written = instance.stream.write_all(&self.request).await;
+            if written.is_err() && reused && replayable {
+                continue;
+            }
+            written.map_err(upstream_failed)?;
+            while unsent_body > 0 {
+                if self.buf.is_empty() {
+                    match read_more(&mut self.stream, &mut self.buf).await {
+                        Ok(0) | Err(_) => return Err(Failure::Close),
+                        Ok(_) => {}
+                    }
+                }
+                let take = unsent_body.min(self.buf.len() as u64) as usize;
+                instance.stream.write_all(&self.buf[..take]).await.map_err(upstream_failed)?;
+                self.buf.advance(take);
+                unsent_body -= take as u64;
+            }
+            match read_response_head(&mut instance, facts.head_only, &mut self.response).await {
+                Ok(head) => return Ok((lease, instance, head)),
+                Err(None) if reused && replayable && facts.idempotent => {}
+                Err(None) => {
+                    return Err(Failure::Answer(GatewayError::Upstream("connection closed without an answer".into())));
+                }
+                Err(Some(e)) => return Err(Failure::Answer(e)),
+            }
+        }
+    }
+
+    /// Passes the response body on after the head in `response`, in its framing. `Ok(false)`:
+    /// the instance closed a close-delimited body (the message is complete, the connection
+    /// is not).
+    async fn copy_body(&mut self, instance: &mut InstanceConn, framing: Framing) -> Result<bool, Failure> {
+        let mut left = match framing {
+            Framing::Empty => 0,
+            Framing::Length(n) => n,
+            Framing::Chunked | Framing::UntilClose => u64::MAX,
+        };
+        let mut chunked = (framing == Framing::Chunked).then(ChunkedEnd::new);
+        let mut first = true;
+        loop {
+            let available = instance.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let take = match &mut chunked {
+                Some(scanner) => match scanner.feed(&instance.buf[..available]) {
+                    Ok(Some(end)) => {
+                        left = 0;
+                        end
+                    }
+                    Ok(None) => available,
+                    Err(_) => return Err(Failure::Close),
+                },
+                None => available,
+            };
+            if framing != Framing::UntilClose && chunked.is_none() {
+                left -= take as u64;
+            }
+            let written = if first {
+                first = false;
+                self.response.extend_from_slice(&instance.buf[..take]);
+                self.stream.write_all(&self.response).await
+            } else {
+                self.stream.write_all(&instance.buf[..take]).await
+            };
+            instance.buf.advance(take);
+            written.map_err(|_| Failure::Close)?;
+            if left == 0 {
+                return Ok(true);
+            }
+            match read_more(&mut instance.stream, &mut instance.buf).await {
+                Ok(0) if framing == Framing::UntilClose => return Ok(false),
+                Ok(0) | Err(_) => return Err(Failure::Close),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Reads the instance's response head into `response`, after any interim 1xx answers
+/// (passed on with it: nothing was sent to the client yet). `Err(None)`: the connection
+/// closed before a single byte came.
+async fn read_response_head(
+    instance: &mut InstanceConn,
+    head_only: bool,
+    response: &mut Vec<u8>,
+) -> Result<ResponseHead, Option<GatewayError>> {
+    response.clear();
+    let mut received = false;
+    loop {
+        if !instance.buf.is_empty() {
+            received = true;
+            match parse_response(&mut instance.buf, head_only, response).map_err(Some)? {
+                Some(head) if head.code == 101 => {
+                    return Err(Some(GatewayError::Upstream("switching protocols without an upgrade".into())));
+                }
+                Some(head) if (100..200).contains(&head.code) => {
+                    response.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                Some(head) => return Ok(head),
+                None => {}
+            }
+        }
+        match read_more(&mut instance.stream, &mut instance.buf).await {
+            Ok(0) | Err(_) if !received => return Err(None),
+            Ok(0) => return Err(Some(GatewayError::Upstream("connection closed in the response head".into()))),
+            Err(e) => return Err(Some(GatewayError::Upstream(e.to_string()))),
+            Ok(_) => {}
+        }
+    }
+}

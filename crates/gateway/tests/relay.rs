@@ -1,0 +1,414 @@
+//! The gateway's HTTP/1.1 relay and its hand-off to hyper, through a real gateway on a
+//! loopback port: raw HTTP/1.1 clients (pipelining, HTTP/1.0, chunked uploads, exact bytes on
+//! the wire) against a hyper instance and against raw instances that answer in the framings
+//! hyper would not produce on its own (close-delimited, interim 1xx, silent closes).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serval_gateway::{
+    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A hyper instance. `/chunks` streams three chunks (sent chunked); anything else answers
+/// with a report of what arrived: method, path, body length and the header fields, one
+/// `name: value` per line. Counts accepted connections.
+async fn hyper_instance() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let response = if req.uri().path() == "/chunks" {
+                        let chunks = ["one ", "two ", "three"].map(|c| Ok(Frame::data(Bytes::from(c))));
+                        Response::builder().body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
+                    } else {
+                        let mut report = format!("{} {}\n", req.method(), req.uri());
+                        for (name, value) in req.headers() {
+                            report += &format!("{name}: {}\n", value.to_str().unwrap_or("?"));
+                        }
+                        let body = req.into_body().collect().await.expect("request body").to_bytes();
+                        report += &format!("body {} {}\n", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>());
+                        Response::builder().header("x-instance", "hyper").body(Full::new(Bytes::from(report)).boxed())
+                    };
+                    Ok::<Response<TestBody>, Infallible>(response.expect("response"))
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// Reads a request head (and nothing more) off `stream`; `false` if it closed first.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A raw instance: reads one request head per connection and writes `answer` verbatim;
+/// then closes the connection, at once or (`close_on_next`) when the next request comes,
+/// unanswered. Counts accepted connections.
+async fn raw_instance(answer: &'static str, close_on_next: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if read_head(&mut stream).await && stream.write_all(answer.as_bytes()).await.is_ok() && close_on_next {
+                    read_head(&mut stream).await;
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// A gateway on a loopback port routing `svc.ns.localhost` (and `/f/ns/svc/…`) to `instance`.
+async fn gateway(instance: SocketAddr) -> SocketAddr {
+    let routes = Arc::new(RoutingTable::new("localhost"));
+    let pool = RevisionPool::new(
+        RevisionLabels::new("ns", "svc", "svc-00001"),
+        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
+    );
+    pool.add_endpoint(1, instance);
+    routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
+    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
+    let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serval_gateway::serve(listener, gateway, 1, std::future::pending()));
+    addr
+}
+
+/// One response read off a raw connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// Header fields, names lowercased.
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw client connection with the bytes it read but did not use yet.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(gateway: SocketAddr) -> Client {
+        Client { stream: TcpStream::connect(gateway).await.expect("connect gateway"), buf: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write request");
+    }
+
+    /// Reads more bytes; `false` at end of stream.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// Reads one response to a request with method `method`, decoding its framing.
+    async fn answer(&mut self, method: &str) -> Answer {
+        let (status, fields, head_len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = response.parse(&self.buf).expect("a valid response head") {
+                let fields = response
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect::<Vec<_>>();
+                break (response.code.expect("status"), fields, n);
+            }
+            assert!(self.fill().await, "connection closed in the response head");
+        };
+        self.buf.drain(..head_len);
+        let mut answer = Answer { status, fields, body: Vec::new() };
+        if method == "HEAD" || status == 204 || status == 304 || status < 200 {
+            return answer;
+        }
+        if answer.field("transfer-encoding") == Some("chunked") {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill().await, "closed in a chunk size");
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("size");
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    assert!(self.fill().await, "closed in a chunk");
+                }
+                answer.body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+                if size == 0 {
+                    return answer;
+                }
+            }
+        }
+        if let Some(length) = answer.field("content-length") {
+            let length: usize = length.parse().expect("content-length");
+            while self.buf.len() < length {
+                assert!(self.fill().await, "closed in the body");
+            }
+            answer.body = self.buf.drain(..length).collect();
+            return answer;
+        }
+        while self.fill().await {}
+        answer.body = std::mem::take(&mut self.buf);
+        answer
+    }
+
+    /// Whether the gateway closed the connection (nothing more to read).
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await
+    }
+}
+
+const GET: &str = "GET /report HTTP/1.1\r\nhost: svc.ns.localhost\r\n\r\n";
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_instance_connection() {
+    let (instance, connections) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(
+        b"GET /first HTTP/1.1\r\nhost: svc.ns.localhost\r\n\r\n\
+          POST /second HTTP/1.1\r\nhost: svc.ns.localhost\r\ncontent-length: 5\r\n\r\nhello\
+          GET /chunks HTTP/1.1\r\nhost: svc.ns.localhost\r\n\r\n",
+    )
+    .await;
+    let first = c.answer("GET").await;
+    assert_eq!(first.status, 200);
+    assert!(first.text().starts_with("GET /first\n"), "{}", first.text());
+    let second = c.answer("POST").await;
+    assert!(second.text().starts_with("POST /second\n"), "{}", second.text());
+    assert!(second.text().ends_with("body 5 532\n"), "the body arrived: {}", second.text());
+    let third = c.answer("GET").await;
+    assert_eq!(third.field("transfer-encoding"), Some("chunked"), "a chunked body stays chunked");
+    assert_eq!(third.text(), "one two three");
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.status, 200, "the connection goes on after a chunked body");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "one instance connection served all four");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_both_ways() {
+    let (instance, _) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    let head = format!("PUT /big HTTP/1.1\r\nhost: svc.ns.localhost\r\ncontent-length: {}\r\n\r\n", body.len());
+    let (mut reader, mut writer) = c.stream.into_split();
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await.expect("head");
+        for piece in body.chunks(65_536) {
+            writer.write_all(piece).await.expect("body");
+        }
+        writer
+    });
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.ends_with(b"\n") || !String::from_utf8_lossy(&received).contains("body ") {
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut chunk))
+            .await
+            .expect("answer")
+            .expect("read");
+        assert!(n > 0, "closed early");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.ends_with(&format!("body 3000000 {sum}\n")), "{text}");
+    let writer = upload.await.expect("upload");
+    c = Client { stream: reader.reunite(writer).expect("reunite"), buf: Vec::new() };
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.status, 200);
+}
+
+#[tokio::test]
+async fn hop_by_hop_fields_stay_behind_and_forwarding_fields_are_added() {
+    let (instance, _) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(
+        b"GET /f/ns/svc/inner?q=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Forwarded-Host: forged\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    let answer = c.answer("GET").await;
+    let report = answer.text();
+    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
+    for gone in ["connection:", "x-secret:", "keep-alive:", "te:", "forged"] {
+        assert!(!report.contains(gone), "{gone} must not reach the instance: {report}");
+    }
+    for kept in ["x-kept: yes\n", "host: 127.0.0.1\n", "x-forwarded-for: 127.0.0.1\n", "x-forwarded-host: 127.0.0.1\n"]
+    {
+        assert!(report.contains(kept), "{kept:?} missing: {report}");
+    }
+    c.send(b"GET /f/ns/svc HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(c.answer("GET").await.text().starts_with("GET /\n"), "an empty rest is /");
+}
+
+#[tokio::test]
+async fn head_answers_carry_no_body_and_the_connection_goes_on() {
+    let (instance, _) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(b"HEAD /report HTTP/1.1\r\nhost: svc.ns.localhost\r\n\r\n").await;
+    let head = c.answer("HEAD").await;
+    assert_eq!(head.status, 200);
+    assert!(head.field("content-length").is_some_and(|l| l != "0"), "{head:?}");
+    c.send(GET.as_bytes()).await;
+    assert!(c.answer("GET").await.text().starts_with("GET /report\n"));
+}
+
+#[tokio::test]
+async fn requests_the_relay_does_not_take_are_served_by_hyper_on_the_same_connection() {
+    let (instance, _) = hyper_instance().await;
+    let gateway = gateway(instance).await;
+    // A chunked upload, then a plain request: both on the connection hyper took over.
+    let mut c = Client::connect(gateway).await;
+    c.send(b"GET /plain HTTP/1.1\r\nhost: svc.ns.localhost\r\n\r\n").await;
+    assert_eq!(c.answer("GET").await.status, 200);
+    c.send(
+        b"POST /upload HTTP/1.1\r\nhost: svc.ns.localhost\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    let upload = c.answer("POST").await;
+    assert!(upload.text().ends_with("body 3 294\n"), "{}", upload.text());
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.status, 200);
+    // HTTP/1.0.
+    let mut c = Client::connect(gateway).await;
+    c.send(b"GET /old HTTP/1.0\r\nhost: svc.ns.localhost\r\n\r\n").await;
+    let old = c.answer("GET").await;
+    assert!(old.text().starts_with("GET /old\n"), "{}", old.text());
+    // A head that does not parse gets hyper's 400.
+    let mut c = Client::connect(gateway).await;
+    c.send(b"GET /bad HTTP/1.1\r\nho st: x\r\n\r\n").await;
+    assert_eq!(c.answer("GET").await.status, 400);
+}
+
+#[tokio::test]
+async fn errors_answer_with_json_and_keep_the_connection_when_the_body_is_in() {
+    let (instance, _) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(b"POST /x HTTP/1.1\r\nhost: nothing.ns.localhost\r\ncontent-length: 3\r\n\r\nabc").await;
+    let missing = c.answer("POST").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.field("content-type"), Some("application/json"));
+    assert!(missing.text().contains("\"reason\":\"NotFound\""), "{}", missing.text());
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.status, 200, "the body was skipped, the connection goes on");
+    // A body that has not arrived yet cannot be skipped: the connection closes.
+    c.send(b"POST /x HTTP/1.1\r\nhost: nothing.ns.localhost\r\ncontent-length: 100000\r\n\r\nabc").await;
+    let missing = c.answer("POST").await;
+    assert_eq!((missing.status, missing.field("connection")), (404, Some("close")));
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_close_reaches_the_client_which_is_then_closed() {
+    let (instance, connections) =
+        raw_instance("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end", false).await;
+    let gateway = gateway(instance).await;
+    let mut c = Client::connect(gateway).await;
+    c.send(GET.as_bytes()).await;
+    let answer = c.answer("GET").await;
+    assert_eq!((answer.status, answer.field("connection")), (200, Some("close")));
+    assert_eq!(answer.text(), "until the end");
+    assert!(c.closed().await);
+    // The next client gets a new instance connection.
+    let mut c = Client::connect(gateway).await;
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.text(), "until the end");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn interim_answers_are_passed_on_before_the_final_one() {
+    let (instance, _) = raw_instance(
+        "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+         HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\ndone",
+        false,
+    )
+    .await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(GET.as_bytes()).await;
+    let hints = c.answer("GET").await;
+    assert_eq!((hints.status, hints.field("link")), (103, Some("</style.css>; rel=preload")));
+    let last = c.answer("GET").await;
+    assert_eq!((last.status, last.text().as_str()), (200, "done"));
+}
+
+#[tokio::test]
+async fn an_idempotent_request_on_a_kept_alive_connection_the_instance_drops_is_sent_again() {
+    // Answers as if the connection stayed open, and closes it when the next request comes.
+    let (instance, connections) = raw_instance("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    for n in 0..5 {
+        c.send(GET.as_bytes()).await;
+        let answer = c.answer("GET").await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "ok"), "request {n}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5, "each request after the first was sent twice");
+    // A POST may have had effects: it is not sent again.
+    c.send(b"POST /x HTTP/1.1\r\nhost: svc.ns.localhost\r\ncontent-length: 0\r\n\r\n").await;
+    assert_eq!(c.answer("POST").await.status, 502);
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_a_bad_gateway() {
+    let (instance, _) =
+        raw_instance("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nok", false).await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(GET.as_bytes()).await;
+    let answer = c.answer("GET").await;
+    assert_eq!(answer.status, 502);
+    assert!(answer.text().contains("content-length"), "{}", answer.text());
+}
