@@ -105,6 +105,39 @@ impl Drop for Lease {
     }
 }
 
+/// A request waiting in the queue. Dropped unanswered (its client left, its deadline
+/// passed), it leaves the queue at once, so that it neither counts as demand nor takes a
+/// place in the bounded queue.
+struct Queued<'p> {
+    pool: &'p RevisionPool,
+    answer: oneshot::Receiver<Result<Lease, GatewayError>>,
+    answered: bool,
+}
+
+impl Future for Queued<'_> {
+    type Output = Result<Lease, GatewayError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let answer = std::task::ready!(std::pin::Pin::new(&mut self.answer).poll(cx));
+        self.answered = true;
+        std::task::Poll::Ready(answer.unwrap_or_else(|_| Err(GatewayError::Closed(self.pool.name.clone()))))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.answer.close();
+        // A lease handed over in the meantime is given back (its drop takes the lock).
+        drop(self.answer.try_recv());
+        let mut state = self.pool.lock();
+        state.waiters.retain(|waiter| !waiter.is_closed());
+        state.update_meter();
+    }
+}
+
 /// Load of one endpoint, for scaling decisions.
 #[derive(Debug, Clone, Copy)]
 pub struct EndpointLoad {
@@ -242,7 +275,7 @@ impl RevisionPool {
             rx
         };
         self.demand.notify_one();
-        wait.await.unwrap_or_else(|_| Err(GatewayError::Closed(self.name.clone())))
+        Queued { pool: self, answer: wait, answered: false }.await
     }
 
     /// Resolves when requests are waiting for capacity (or were, since the last call).
@@ -475,6 +508,7 @@ mod tests {
         let p = pool(1);
         let abandoned = tokio::time::timeout(Duration::from_millis(10), p.acquire()).await;
         assert!(abandoned.is_err());
+        assert_eq!(p.stats().waiting, 0, "a request that gave up leaves the queue (and the demand) at once");
         p.add_endpoint(1, addr(1));
         assert_eq!(p.stats().in_flight, 0);
         let lease = p.acquire().await.expect("slot is free");

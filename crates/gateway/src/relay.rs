@@ -581,7 +581,12 @@ impl ClientConn<'_> {
         pool: &Arc<RevisionPool>,
         facts: RequestFacts,
     ) -> Result<(Lease, InstanceConn, ResponseHead), Failure> {
-        let lease = pool.acquire().await.map_err(Failure::Answer)?;
+        // A client that leaves gives up its place in the queue (the autoscaler counts it).
+        let lease = tokio::select! {
+            biased;
+            lease = pool.acquire() => lease.map_err(Failure::Answer)?,
+            () = client_gone(&self.stream) => return Err(Failure::Close),
+        };
         if !facts.has_host {
             push_field(&mut self.request, "host", lease.authority().as_str().as_bytes());
         }
@@ -612,7 +617,12 @@ impl ClientConn<'_> {
                 self.buf.advance(take);
                 unsent_body -= take as u64;
             }
-            match read_response_head(&mut instance, facts.head_only, &mut self.response).await {
+            let head = tokio::select! {
+                biased;
+                head = read_response_head(&mut instance, facts.head_only, &mut self.response) => head,
+                () = client_gone(&self.stream) => return Err(Failure::Close),
+            };
+            match head {
                 Ok(head) => return Ok((lease, instance, head)),
                 Err(None) if reused && replayable && facts.idempotent => {}
                 Err(None) => {
@@ -668,6 +678,17 @@ impl ClientConn<'_> {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Resolves when the client closed its connection (or it failed); never when it only sent
+/// more (a pipelined request, read later). Costs no system call until the socket turns
+/// readable: reads that drained it left it marked not ready.
+async fn client_gone(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 

@@ -96,12 +96,21 @@ async fn raw_instance(answer: &'static str, close_on_next: bool) -> (SocketAddr,
 
 /// A gateway on a loopback port routing `svc.ns.localhost` (and `/f/ns/svc/…`) to `instance`.
 async fn gateway(instance: SocketAddr) -> SocketAddr {
-    let routes = Arc::new(RoutingTable::new("localhost"));
-    let pool = RevisionPool::new(
-        RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
-    );
+    let pool = pool(Duration::from_secs(5));
     pool.add_endpoint(1, instance);
+    gateway_to(pool).await
+}
+
+/// The revision pool the gateway routes `svc` to, without endpoints.
+fn pool(request_timeout: Duration) -> Arc<RevisionPool> {
+    RevisionPool::new(
+        RevisionLabels::new("ns", "svc", "svc-00001"),
+        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout },
+    )
+}
+
+async fn gateway_to(pool: Arc<RevisionPool>) -> SocketAddr {
+    let routes = Arc::new(RoutingTable::new("localhost"));
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
     let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
     let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
@@ -411,4 +420,33 @@ async fn a_malformed_answer_is_a_bad_gateway() {
     let answer = c.answer("GET").await;
     assert_eq!(answer.status, 502);
     assert!(answer.text().contains("content-length"), "{}", answer.text());
+}
+
+/// Waits (up to 5 s) until `pool` has `waiting` queued requests.
+async fn until_waiting(pool: &RevisionPool, waiting: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().waiting != waiting {
+        assert!(tokio::time::Instant::now() < deadline, "{} waiting, expected {waiting}", pool.stats().waiting);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_gives_up_its_place_in_the_queue() {
+    // No instance: requests wait for one (as at zero), for up to a minute.
+    let pool = pool(Duration::from_secs(60));
+    let gateway = gateway_to(pool.clone()).await;
+    let mut leaving = Client::connect(gateway).await;
+    leaving.send(GET.as_bytes()).await;
+    let mut staying = Client::connect(gateway).await;
+    // A pipelined second request is no sign of leaving.
+    staying.send(format!("{GET}{GET}").as_bytes()).await;
+    until_waiting(&pool, 2).await;
+    drop(leaving);
+    until_waiting(&pool, 1).await;
+    // The one that stayed is served once an instance is there.
+    let (instance, _) = hyper_instance().await;
+    pool.add_endpoint(1, instance);
+    assert_eq!(staying.answer("GET").await.status, 200);
+    assert_eq!(staying.answer("GET").await.status, 200);
 }
