@@ -10,7 +10,12 @@
 //! operations as in nginx and little more user time (hyper's server and client dispatchers
 //! cost twice nginx's user time per request; see ARCHITECTURE.md).
 //!
-//! Everything else — HTTP/1.0, h2c, upgrades, `Expect`, chunked or otherwise framed request
+//! An upgrade (WebSocket and the like: `Upgrade` with no body) is forwarded with its
+//! `Upgrade` field; when the instance switches protocols, the two connections are joined
+//! into a tunnel until either side closes, the lease held all along (an open WebSocket
+//! is a request in flight, as in Knative).
+//!
+//! Everything else — HTTP/1.0, h2c, upgrades with a body, `Expect`, chunked or otherwise framed request
 //! bodies, absolute-form targets, broker ingress, heads that do not parse — is handed off at
 //! a request boundary, with the bytes read so far, to hyper's server ([`HandOff`]), which
 //! then owns the connection for the rest of its life.
@@ -210,6 +215,8 @@ struct RequestFacts {
     /// Safe to send again when a kept-alive connection closes under it (RFC 9110 §9.2.2).
     idempotent: bool,
     has_host: bool,
+    /// Asks to switch protocols (`Upgrade`).
+    upgrade: bool,
 }
 
 /// A request the relay forwards, its head already rewritten for the instance.
@@ -253,6 +260,7 @@ fn parse_request<'p>(
     let headers = req.headers;
     let mut host = None;
     let mut body_len = None;
+    let mut upgrade = None;
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
@@ -265,12 +273,14 @@ fn parse_request<'p>(
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Parsed::HandOff,
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-            || h.name.eq_ignore_ascii_case("upgrade")
-            || h.name.eq_ignore_ascii_case("expect")
-        {
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("expect") {
             return Parsed::HandOff;
         }
+    }
+    if upgrade.is_some() && body_len.unwrap_or(0) > 0 {
+        return Parsed::HandOff;
     }
     let host = match host {
         Some(Some(h)) => Some(h),
@@ -301,6 +311,10 @@ fn parse_request<'p>(
                 push_field(upstream_head, h.name, h.value);
             }
         }
+        if let Some(protocols) = upgrade {
+            push_field(upstream_head, "upgrade", protocols);
+            upstream_head.extend_from_slice(b"connection: upgrade\r\n");
+        }
         push_field(upstream_head, "x-forwarded-for", forwarded_for);
         if let Some(h) = host {
             push_field(upstream_head, "x-forwarded-host", h.as_bytes());
@@ -312,6 +326,7 @@ fn parse_request<'p>(
         head_only: method == "HEAD",
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
         has_host: host.is_some(),
+        upgrade: upgrade.is_some(),
     };
     Parsed::Request(RelayedRequest { head_len, facts, route })
 }
@@ -336,6 +351,7 @@ struct ResponseHead {
 
 /// Parses the response head at the start of `buf`; on success it is consumed and its
 /// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
+/// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
 fn parse_response(
     buf: &mut BytesMut,
     head_only: bool,
@@ -388,9 +404,12 @@ fn parse_response(
     out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
-        if !is_hop_by_hop(h.name, &listed) {
+        if !is_hop_by_hop(h.name, &listed) || (code == 101 && h.name.eq_ignore_ascii_case("upgrade")) {
             push_field(out, h.name, h.value);
         }
+    }
+    if code == 101 {
+        out.extend_from_slice(b"connection: upgrade\r\n");
     }
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -558,6 +577,11 @@ impl ClientConn<'_> {
         let (lease, mut instance, head) = exchange
             .await
             .map_err(|_| Failure::Answer(GatewayError::Timeout { service, seconds: timeout.as_secs() }))??;
+        if head.code == 101 {
+            self.tunnel(instance).await;
+            drop(lease);
+            return Ok((head.code, false));
+        }
         if facts.close || head.framing == Framing::UntilClose {
             self.response.extend_from_slice(b"connection: close\r\n");
         }
@@ -619,7 +643,7 @@ impl ClientConn<'_> {
             }
             let head = tokio::select! {
                 biased;
-                head = read_response_head(&mut instance, facts.head_only, &mut self.response) => head,
+                head = read_response_head(&mut instance, facts, &mut self.response) => head,
                 () = client_gone(&self.stream) => return Err(Failure::Close),
             };
             match head {
@@ -631,6 +655,18 @@ impl ClientConn<'_> {
                 Err(Some(e)) => return Err(Failure::Answer(e)),
             }
         }
+    }
+
+    /// Joins the client and the instance after a 101 (whose head is in `response`) until
+    /// either side closes: what each side sent ahead goes first.
+    async fn tunnel(&mut self, mut instance: InstanceConn) {
+        self.response.extend_from_slice(b"\r\n");
+        self.response.extend_from_slice(&instance.buf);
+        if self.stream.write_all(&self.response).await.is_err() || instance.stream.write_all(&self.buf).await.is_err() {
+            return;
+        }
+        self.buf.clear();
+        let _ = tokio::io::copy_bidirectional(&mut self.stream, &mut instance.stream).await;
     }
 
     /// Passes the response body on after the head in `response`, in its framing. `Ok(false)`:
@@ -697,18 +733,20 @@ async fn client_gone(stream: &TcpStream) {
 /// closed before a single byte came.
 async fn read_response_head(
     instance: &mut InstanceConn,
-    head_only: bool,
+    facts: RequestFacts,
     response: &mut Vec<u8>,
 ) -> Result<ResponseHead, Option<GatewayError>> {
+    let RequestFacts { head_only, upgrade, .. } = facts;
     response.clear();
     let mut received = false;
     loop {
         if !instance.buf.is_empty() {
             received = true;
             match parse_response(&mut instance.buf, head_only, response).map_err(Some)? {
-                Some(head) if head.code == 101 => {
+                Some(head) if head.code == 101 && !upgrade => {
                     return Err(Some(GatewayError::Upstream("switching protocols without an upgrade".into())));
                 }
+                Some(head) if head.code == 101 => return Ok(head),
                 Some(head) if (100..200).contains(&head.code) => {
                     response.extend_from_slice(b"\r\n");
                     continue;

@@ -450,3 +450,69 @@ async fn a_client_that_leaves_gives_up_its_place_in_the_queue() {
     assert_eq!(staying.answer("GET").await.status, 200);
     assert_eq!(staying.answer("GET").await.status, 200);
 }
+
+/// An instance that switches to an upper-casing echo protocol when asked with
+/// `Upgrade: shout` (and answers 426 otherwise).
+async fn shouting_instance() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.ok() != Some(1) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("\r\nupgrade: shout\r\n") || !head.contains("\r\nconnection: upgrade\r\n") {
+                    let _ = stream.write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: shout\r\nconnection: upgrade\r\n\r\n")
+                    .await;
+                let mut chunk = [0u8; 1024];
+                while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                    if stream.write_all(&chunk[..n].to_ascii_uppercase()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_becomes_a_tunnel_that_holds_its_slot() {
+    let pool = pool(Duration::from_secs(5));
+    pool.add_endpoint(1, shouting_instance().await);
+    let gateway = gateway_to(pool.clone()).await;
+    let mut c = Client::connect(gateway).await;
+    // Bytes sent right behind the request head reach the instance after the switch.
+    c.send(b"GET /ws HTTP/1.1\r\nhost: svc.ns.localhost\r\nconnection: Upgrade\r\nupgrade: shout\r\n\r\nfirst ").await;
+    let switched = c.answer("GET").await;
+    assert_eq!(switched.status, 101);
+    assert_eq!((switched.field("upgrade"), switched.field("connection")), (Some("shout"), Some("upgrade")));
+    c.send(b"and then some").await;
+    while c.buf.len() < b"FIRST AND THEN SOME".len() {
+        assert!(c.fill().await, "tunnel closed");
+    }
+    assert_eq!(c.buf, b"FIRST AND THEN SOME");
+    assert_eq!(pool.stats().in_flight, 1, "an open tunnel is a request in flight");
+    drop(c);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().in_flight != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slot is freed when the tunnel closes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Without an upgrade the instance answers normally.
+    let mut c = Client::connect(gateway).await;
+    c.send(GET.as_bytes()).await;
+    assert_eq!(c.answer("GET").await.status, 426);
+}
