@@ -101,11 +101,15 @@ async fn gateway(instance: SocketAddr) -> SocketAddr {
     gateway_to(pool).await
 }
 
-/// The revision pool the gateway routes `svc` to, without endpoints.
+/// The revision pool the gateway routes `svc` to, without endpoints, no concurrency limit.
 fn pool(request_timeout: Duration) -> Arc<RevisionPool> {
+    limited_pool(0, request_timeout)
+}
+
+fn limited_pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
     RevisionPool::new(
         RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout },
+        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout },
     )
 }
 
@@ -515,4 +519,30 @@ async fn an_upgraded_connection_becomes_a_tunnel_that_holds_its_slot() {
     let mut c = Client::connect(gateway).await;
     c.send(GET.as_bytes()).await;
     assert_eq!(c.answer("GET").await.status, 426);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    // No instance yet, one request at a time per instance: requests queue, up to 100 (the
+    // minimum queue).
+    let pool = limited_pool(1, Duration::from_secs(60));
+    let gateway = gateway_to(pool.clone()).await;
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        let mut c = Client::connect(gateway).await;
+        c.send(GET.as_bytes()).await;
+        waiting.push(c);
+    }
+    until_waiting(&pool, 100).await;
+    let mut refused = Client::connect(gateway).await;
+    refused.send(GET.as_bytes()).await;
+    let answer = refused.answer("GET").await;
+    assert_eq!((answer.status, answer.field("retry-after")), (503, Some("1")));
+    assert!(answer.text().contains("\"reason\":\"Overloaded\""), "{}", answer.text());
+    // Nothing that was queued is lost.
+    let (instance, _) = hyper_instance().await;
+    pool.add_endpoint(1, instance);
+    for c in &mut waiting {
+        assert_eq!(c.answer("GET").await.status, 200);
+    }
 }
