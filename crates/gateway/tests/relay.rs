@@ -3,7 +3,6 @@
 //! the wire) against a hyper instance and against raw instances that answer in the framings
 //! hyper would not produce on its own (close-delimited, interim 1xx, silent closes).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,63 +12,46 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serval_gateway::{
-    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
-};
+use serval_gateway::RevisionPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+mod support;
+
+use support::TestBody;
 
 /// A hyper instance. `/chunks` streams three chunks (sent chunked); anything else answers
 /// with a report of what arrived: method, path, body length and the header fields, one
 /// `name: value` per line. Counts accepted connections.
 async fn hyper_instance() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
-    let addr = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let response = if req.uri().path() == "/chunks" {
-                        let chunks = ["one ", "two ", "three"].map(|c| Ok(Frame::data(Bytes::from(c))));
-                        Response::builder().body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))))
-                    } else {
-                        let mut report = format!("{} {}\n", req.method(), req.uri());
-                        for (name, value) in req.headers() {
-                            report += &format!("{name}: {}\n", value.to_str().unwrap_or("?"));
-                        }
-                        let body = req.into_body().collect().await.expect("request body").to_bytes();
-                        report += &format!("body {} {}\n", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>());
-                        Response::builder().header("x-instance", "hyper").body(Full::new(Bytes::from(report)).boxed())
-                    };
-                    Ok::<Response<TestBody>, Infallible>(response.expect("response"))
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    (addr, connections)
+    support::instance(report).await
 }
 
-/// Reads a request head (and nothing more) off `stream`; `false` if it closed first.
-async fn read_head(stream: &mut TcpStream) -> bool {
+async fn report(req: Request<Incoming>) -> Response<TestBody> {
+    if req.uri().path() == "/chunks" {
+        let chunks = ["one ", "two ", "three"].map(|c| Ok(Frame::data(Bytes::from(c))));
+        return Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks))));
+    }
+    let mut report = format!("{} {}\n", req.method(), req.uri());
+    for (name, value) in req.headers() {
+        report += &format!("{name}: {}\n", value.to_str().unwrap_or("?"));
+    }
+    let body = req.into_body().collect().await.expect("request body").to_bytes();
+    report += &format!("body {} {}\n", body.len(), body.iter().map(|b| u64::from(*b)).sum::<u64>());
+    Response::new(Full::new(Bytes::from(report)).boxed())
+}
+
+/// Reads a request head (and nothing more) off `stream`; `None` if it closed first.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte).await {
             Ok(1) => head.push(byte[0]),
-            _ => return false,
+            _ => return None,
         }
     }
-    true
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// A raw instance: reads one request head per connection and writes `answer` verbatim;
@@ -85,7 +67,10 @@ async fn raw_instance(answer: &'static str, close_on_next: bool) -> (SocketAddr,
             let Ok((mut stream, _)) = listener.accept().await else { return };
             counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                if read_head(&mut stream).await && stream.write_all(answer.as_bytes()).await.is_ok() && close_on_next {
+                if read_head(&mut stream).await.is_some()
+                    && stream.write_all(answer.as_bytes()).await.is_ok()
+                    && close_on_next
+                {
                     read_head(&mut stream).await;
                 }
             });
@@ -94,33 +79,18 @@ async fn raw_instance(answer: &'static str, close_on_next: bool) -> (SocketAddr,
     (addr, connections)
 }
 
-/// A gateway on a loopback port routing `svc.ns.localhost` (and `/f/ns/svc/…`) to `instance`.
+/// A gateway on one thread in front of `instance`.
 async fn gateway(instance: SocketAddr) -> SocketAddr {
-    let pool = pool(Duration::from_secs(5));
-    pool.add_endpoint(1, instance);
-    gateway_to(pool).await
+    support::gateway(instance, 1).await
 }
 
-/// The revision pool the gateway routes `svc` to, without endpoints, no concurrency limit.
+/// The revision pool of `svc`, without endpoints, no concurrency limit.
 fn pool(request_timeout: Duration) -> Arc<RevisionPool> {
-    limited_pool(0, request_timeout)
-}
-
-fn limited_pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
-    RevisionPool::new(
-        RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout },
-    )
+    support::pool(0, request_timeout)
 }
 
 async fn gateway_to(pool: Arc<RevisionPool>) -> SocketAddr {
-    let routes = Arc::new(RoutingTable::new("localhost"));
-    routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
-    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
-    let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serval_gateway::serve(listener, gateway, 1, std::future::pending()));
-    addr
+    support::gateway_to(pool, 1).await
 }
 
 /// One response read off a raw connection.
@@ -464,15 +434,8 @@ async fn shouting_instance() -> SocketAddr {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if stream.read(&mut byte).await.ok() != Some(1) {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some(head) = read_head(&mut stream).await else { return };
+                let head = head.to_ascii_lowercase();
                 if !head.contains("\r\nupgrade: shout\r\n") || !head.contains("\r\nconnection: upgrade\r\n") {
                     let _ = stream.write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n").await;
                     return;
@@ -525,7 +488,7 @@ async fn an_upgraded_connection_becomes_a_tunnel_that_holds_its_slot() {
 async fn a_full_queue_answers_503_with_retry_after() {
     // No instance yet, one request at a time per instance: requests queue, up to 100 (the
     // minimum queue).
-    let pool = limited_pool(1, Duration::from_secs(60));
+    let pool = support::pool(1, Duration::from_secs(60));
     let gateway = gateway_to(pool.clone()).await;
     let mut waiting = Vec::new();
     for _ in 0..100 {

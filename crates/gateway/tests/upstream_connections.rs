@@ -1,7 +1,6 @@
 //! The gateway's connections to instances, through a real gateway on a loopback port and a
 //! real HTTP/1.1 instance that counts the connections it accepts.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,67 +10,42 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serval_gateway::{
-    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
-};
 use tokio::net::TcpListener;
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+mod support;
+
+use support::TestBody;
 
 /// An instance: `/close` answers with `Connection: close`, `/stream` sends one chunk and
 /// then never ends, anything else answers with its path. Counts accepted connections.
 async fn instance() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
-    let addr = listener.local_addr().expect("addr");
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let path = req.uri().path().to_string();
-                    let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-                    let response = match path.as_str() {
-                        "/close" => Response::builder()
-                            .header("connection", "close")
-                            .body(Full::new(Bytes::from("closing")).boxed()),
-                        "/stream" => {
-                            let first = futures_util::stream::once(async { Ok(Frame::data(Bytes::from("first"))) });
-                            let body =
-                                StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
-                            Response::builder().body(BodyExt::boxed(body))
-                        }
-                        _ => Response::builder().body(Full::new(Bytes::from(format!("{path} for {host}"))).boxed()),
-                    };
-                    Ok::<Response<TestBody>, Infallible>(response.expect("response"))
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    (addr, connections)
+    support::instance(answer).await
 }
 
-/// A gateway on a loopback port routing `svc.ns.localhost` to `instance`.
+async fn answer(req: Request<Incoming>) -> Response<TestBody> {
+    let path = req.uri().path().to_string();
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    match path.as_str() {
+        "/close" => {
+            let mut response = Response::new(Full::new(Bytes::from("closing")).boxed());
+            response.headers_mut().insert("connection", http::HeaderValue::from_static("close"));
+            response
+        }
+        "/stream" => {
+            let first = futures_util::stream::once(async { Ok(Frame::data(Bytes::from("first"))) });
+            Response::new(BodyExt::boxed(StreamBody::new(futures_util::StreamExt::chain(
+                first,
+                futures_util::stream::pending(),
+            ))))
+        }
+        _ => Response::new(Full::new(Bytes::from(format!("{path} for {host}"))).boxed()),
+    }
+}
+
+/// A gateway on two threads (the second listens on a socket of its own on the same port).
 async fn gateway(instance: SocketAddr) -> SocketAddr {
-    let routes = Arc::new(RoutingTable::new("localhost"));
-    let pool = RevisionPool::new(
-        RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency: 0, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
-    );
-    pool.add_endpoint(1, instance);
-    routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
-    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
-    let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
-    let addr = listener.local_addr().expect("addr");
-    // Two threads: the second listens on a socket of its own on the same port.
-    tokio::spawn(serval_gateway::serve(listener, gateway, 2, std::future::pending()));
-    addr
+    support::gateway(instance, 2).await
 }
 
 #[tokio::test]

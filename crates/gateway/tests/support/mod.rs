@@ -1,0 +1,71 @@
+//! What the gateway's integration tests share: a real gateway on a loopback port in front of
+//! one revision pool.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serval_gateway::{
+    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
+};
+
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// An HTTP/1.1 instance (hyper) answering with `handle`, on a loopback port. Counts the
+/// connections it accepts.
+pub async fn instance<F, A>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(Request<Incoming>) -> A + Copy + Send + Sync + 'static,
+    A: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| async move { Ok::<_, Infallible>(handle(req).await) });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+/// The pool of revision `svc-00001` of service `ns/svc`, without endpoints.
+pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
+    RevisionPool::new(
+        RevisionLabels::new("ns", "svc", "svc-00001"),
+        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout },
+    )
+}
+
+/// A gateway on `threads` threads on a loopback port, routing `svc.ns.localhost` (and
+/// `/f/ns/svc/…`) to `pool`.
+pub async fn gateway_to(pool: Arc<RevisionPool>, threads: usize) -> SocketAddr {
+    let routes = Arc::new(RoutingTable::new("localhost"));
+    routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
+    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
+    let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serval_gateway::serve(listener, gateway, threads, std::future::pending()));
+    addr
+}
+
+/// A gateway routing `svc` to the one instance at `instance`, no concurrency limit.
+pub async fn gateway(instance: SocketAddr, threads: usize) -> SocketAddr {
+    let pool = pool(0, Duration::from_secs(5));
+    pool.add_endpoint(1, instance);
+    gateway_to(pool, threads).await
+}
