@@ -454,6 +454,8 @@ struct ClientConn<'g> {
     stream: TcpStream,
     /// Bytes read from the client and not yet used.
     buf: BytesMut,
+    /// Bytes of the current request's body not yet taken from `buf` or the socket.
+    body_unread: u64,
     /// The request for the instance: its head and the body bytes that go out with it.
     request: Vec<u8>,
     /// The response head for the client, and the body bytes that go out with it.
@@ -476,6 +478,7 @@ pub(crate) async fn serve(
         instances,
         stream,
         buf: BytesMut::with_capacity(READ_SPARE),
+        body_unread: 0,
         request: Vec::with_capacity(1024),
         response: Vec::with_capacity(1024),
         forwarded_for: forwarded_for.as_bytes().to_vec(),
@@ -513,6 +516,7 @@ pub(crate) async fn serve(
             Err(unrouted) => Err(unrouted),
         };
         conn.buf.advance(head_len);
+        conn.body_unread = facts.body_len;
         let keep = match route {
             Ok((pool, service)) => {
                 let outcome = conn.relay(&pool, service, facts).await;
@@ -523,7 +527,7 @@ pub(crate) async fn serve(
                         keep && !facts.close
                     }
                     Err(Failure::Answer(err)) => {
-                        let keep = conn.answer_error(&err, facts).await;
+                        let keep = conn.answer_error(&err, facts.close).await;
                         gateway.observe(Some(&chosen), err.status().as_u16(), began.elapsed());
                         keep
                     }
@@ -532,7 +536,7 @@ pub(crate) async fn serve(
             }
             Err(unrouted) => {
                 let (err, chosen) = *unrouted;
-                let keep = conn.answer_error(&err, facts).await;
+                let keep = conn.answer_error(&err, facts.close).await;
                 gateway.observe(chosen.as_ref(), err.status().as_u16(), began.elapsed());
                 keep
             }
@@ -545,19 +549,25 @@ pub(crate) async fn serve(
 }
 
 impl ClientConn<'_> {
+    /// Consumes `n` bytes of the request body from `buf`.
+    fn take_body(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.body_unread -= n as u64;
+    }
+
     fn hand_off(self) -> HandOff {
         HandOff { stream: self.stream, read_ahead: self.buf.freeze() }
     }
 
-    /// Answers with `err` before any of the response went out. The request's body is
-    /// skipped when it is all here; otherwise the connection closes after the answer.
-    /// Returns whether the connection can serve another request.
-    async fn answer_error(&mut self, err: &GatewayError, facts: RequestFacts) -> bool {
-        let unread_body = facts.body_len > self.buf.len() as u64;
+    /// Answers with `err` before any of the response went out. The rest of the request's
+    /// body is skipped when it is all here; otherwise the connection closes after the
+    /// answer. Returns whether the connection can serve another request.
+    async fn answer_error(&mut self, err: &GatewayError, close: bool) -> bool {
+        let unread_body = self.body_unread > self.buf.len() as u64;
         if !unread_body {
-            self.buf.advance(facts.body_len as usize);
+            self.take_body(self.body_unread as usize);
         }
-        let close = facts.close || unread_body;
+        let close = close || unread_body;
         error_bytes(err, close, &mut self.response);
         self.stream.write_all(&self.response).await.is_ok() && !close
     }
@@ -616,11 +626,10 @@ impl ClientConn<'_> {
         }
         self.request.extend_from_slice(b"\r\n");
         // The body bytes already read go out with the head.
-        let in_hand = facts.body_len.min(self.buf.len() as u64) as usize;
+        let in_hand = self.body_unread.min(self.buf.len() as u64) as usize;
         self.request.extend_from_slice(&self.buf[..in_hand]);
-        self.buf.advance(in_hand);
-        let mut unsent_body = facts.body_len - in_hand as u64;
-        let replayable = unsent_body == 0;
+        self.take_body(in_hand);
+        let replayable = self.body_unread == 0;
         loop {
             let (mut instance, reused) = self.instances.get(lease.addr()).await.map_err(Failure::Answer)?;
             let upstream_failed = |e: io::Error| Failure::Answer(GatewayError::Upstream(e.to_string()));
@@ -629,17 +638,16 @@ impl ClientConn<'_> {
                 continue;
             }
             written.map_err(upstream_failed)?;
-            while unsent_body > 0 {
+            while self.body_unread > 0 {
                 if self.buf.is_empty() {
                     match read_more(&mut self.stream, &mut self.buf).await {
                         Ok(0) | Err(_) => return Err(Failure::Close),
                         Ok(_) => {}
                     }
                 }
-                let take = unsent_body.min(self.buf.len() as u64) as usize;
+                let take = self.body_unread.min(self.buf.len() as u64) as usize;
                 instance.stream.write_all(&self.buf[..take]).await.map_err(upstream_failed)?;
-                self.buf.advance(take);
-                unsent_body -= take as u64;
+                self.take_body(take);
             }
             let head = tokio::select! {
                 biased;

@@ -509,3 +509,28 @@ async fn a_full_queue_answers_503_with_retry_after() {
         assert_eq!(c.answer("GET").await.status, 200);
     }
 }
+
+#[tokio::test]
+async fn a_request_that_fails_after_its_body_went_out_leaves_the_next_one_intact() {
+    // Drops POSTs unanswered, answers anything else.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let instance = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(head) = read_head(&mut stream).await {
+                    if head.starts_with("POST") {
+                        return;
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                }
+            });
+        }
+    });
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(format!("POST /x HTTP/1.1\r\nhost: svc.ns.localhost\r\ncontent-length: 5\r\n\r\nhello{GET}").as_bytes())
+        .await;
+    assert_eq!(c.answer("POST").await.status, 502);
+    let next = c.answer("GET").await;
+    assert_eq!((next.status, next.text().as_str()), (200, "ok"));
+}
