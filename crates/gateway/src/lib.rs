@@ -3,7 +3,8 @@
 //! Owns: routing by host (`<service>.<namespace>.<domain>`) and path (`/f/<ns>/<service>/…`),
 //! the per-revision [`RevisionPool`] (in-flight counting, `containerConcurrency`, the queue
 //! that holds requests while instances start — Knative's activator and queue-proxy in one),
-//! the streaming reverse proxy, the hand-off of `/b/<ns>/<broker>` requests to the broker
+//! the streaming reverse proxy (an HTTP/1.1 relay for plain requests, hyper for the rest),
+//! the hand-off of `/b/<ns>/<broker>` requests to the broker
 //! ingress (implemented elsewhere, behind [`BrokerIngress`]), and the single mapping of
 //! data-plane errors to HTTP statuses.
 //! Must not depend on: the store, the runtime or eventing. Instances are plain addresses

@@ -1,4 +1,6 @@
-//! The HTTP server of the data plane and its streaming reverse proxy.
+//! The HTTP server of the data plane: its listeners and accept loops, routing, and the
+//! hyper-served streaming reverse proxy for the requests the HTTP/1.1 relay
+//! ([`crate::relay`]) hands over (HTTP/1.0, h2c, chunked uploads, broker ingress…).
 
 use std::convert::Infallible;
 use std::pin::Pin;
