@@ -24,6 +24,8 @@ pub struct PoolConfig {
     pub nominal_capacity: u32,
     /// The revision's `timeoutSeconds`: the longest a request may take, queueing included.
     pub request_timeout: std::time::Duration,
+    /// Instances speak HTTP/2 with prior knowledge (h2c, for gRPC) instead of HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// The smallest queue a revision gets, even at zero instances.
@@ -189,6 +191,11 @@ impl RevisionPool {
 
     pub fn request_timeout(&self) -> std::time::Duration {
         self.config.request_timeout
+    }
+
+    /// Whether instances are spoken to in HTTP/2 (h2c).
+    pub fn h2c(&self) -> bool {
+        self.config.h2c
     }
 
     /// Where this revision's requests are counted.
@@ -431,7 +438,12 @@ mod tests {
     fn pool(cc: u32) -> Arc<RevisionPool> {
         RevisionPool::new(
             RevisionLabels::new("ns", "svc", "r"),
-            PoolConfig { container_concurrency: cc, nominal_capacity: 100, request_timeout: Duration::from_secs(5) },
+            PoolConfig {
+                container_concurrency: cc,
+                nominal_capacity: 100,
+                request_timeout: Duration::from_secs(5),
+                h2c: false,
+            },
         )
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::relay::{self, HandOff, InstanceConns};
 use crate::routes::{Forward, broker_from_path, service_from_host};
-use crate::upstream::{UpstreamBody, Upstreams};
+use crate::upstream::{H2cUpstreams, UpstreamBody, UpstreamConn, Upstreams};
 use crate::{GatewayError, GatewayMetrics, Lease, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// What a request was routed to, for its metrics.
@@ -34,6 +34,19 @@ pub(crate) enum Chosen {
 }
 
 pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
+
+/// One gateway thread's client connections to instances, for the requests hyper serves.
+#[derive(Clone, Default)]
+struct InstanceClients {
+    http1: Upstreams,
+    h2c: H2cUpstreams,
+}
+
+/// An instance's answer and, for HTTP/1.1, the connection its body comes over.
+enum Answer {
+    Http1(Response<Incoming>, Box<UpstreamConn>),
+    H2c(Response<Incoming>),
+}
 
 /// Where a request goes (see [`Gateway::route`]).
 pub(crate) enum Routed<'p> {
@@ -137,7 +150,7 @@ impl Gateway {
     /// `forwarded_for` is the client's address as a header value (built once per connection).
     async fn handle(
         &self,
-        upstreams: &Upstreams,
+        upstreams: &InstanceClients,
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<GatewayBody> {
@@ -153,12 +166,16 @@ impl Gateway {
 
     async fn forward(
         &self,
-        upstreams: &Upstreams,
+        upstreams: &InstanceClients,
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let host = req.headers().get(header::HOST).cloned();
+        // gRPC over h2c needs `te: trailers` passed on (TE is hop-by-hop otherwise).
+        let trailers = req.headers().get(header::TE).is_some_and(|te| {
+            te.to_str().is_ok_and(|te| te.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        });
         let host_text = host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let (pool, service, forward) = match self.route(host_text, path_and_query) {
@@ -209,17 +226,42 @@ impl Gateway {
             if let Some(h) = host {
                 headers.insert(HeaderName::from_static("x-forwarded-host"), h);
             }
-            let (response, conn) = upstreams.send(&lease.addr(), req).await?;
-            Ok::<_, GatewayError>((response, conn, lease))
+            if !pool.h2c() {
+                let (response, conn) = upstreams.http1.send(&lease.addr(), req).await?;
+                return Ok::<_, GatewayError>((Answer::Http1(response, conn), lease));
+            }
+            // HTTP/2: the authority goes in the URI (`:authority`), not in a Host field.
+            let authority = req.headers_mut().remove(header::HOST).and_then(|h| h.to_str().ok().map(str::to_owned));
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(match authority {
+                Some(a) => a.parse().map_err(|e: http::uri::InvalidUri| GatewayError::Upstream(e.to_string()))?,
+                None => lease.authority().clone(),
+            });
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|e| GatewayError::Upstream(e.to_string()))?;
+            *req.version_mut() = http::Version::HTTP_2;
+            if trailers {
+                req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            Ok((Answer::H2c(upstreams.h2c.send(lease.addr(), req).await?), lease))
         };
-        let (response, conn, lease) = tokio::time::timeout(timeout, exchange)
+        let (answer, lease) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| GatewayError::Timeout { service, seconds: timeout.as_secs() })??;
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let body = UpstreamBody::new(body, upstreams.clone(), lease.addr(), conn);
         // The slot stays taken until the response body has been fully sent.
-        Ok(Response::from_parts(parts, LeasedBody { inner: body, _lease: lease }.boxed()))
+        let (mut parts, body) = match answer {
+            Answer::Http1(response, conn) => {
+                let (parts, body) = response.into_parts();
+                let body = UpstreamBody::new(body, upstreams.http1.clone(), lease.addr(), conn);
+                (parts, LeasedBody { inner: body, _lease: lease }.boxed())
+            }
+            Answer::H2c(response) => {
+                let (parts, body) = response.into_parts();
+                (parts, LeasedBody { inner: body, _lease: lease }.boxed())
+            }
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -234,12 +276,12 @@ pub fn error_response(err: &GatewayError) -> Response<GatewayBody> {
 }
 
 /// A response body that holds its lease until the last frame is sent (or the client leaves).
-struct LeasedBody {
-    inner: UpstreamBody,
+struct LeasedBody<B> {
+    inner: B,
     _lease: Lease,
 }
 
-impl Body for LeasedBody {
+impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin> Body for LeasedBody<B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -335,7 +377,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
 /// their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
 /// over to hyper (HTTP/1 and h2c) when a request needs it.
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let upstreams = Upstreams::default();
+    let upstreams = InstanceClients::default();
     let instances = InstanceConns::default();
     // Every request arms a timer for its deadline (its revision's timeout). Tokio wakes its
     // own driver (an eventfd write and one more epoll round) whenever a new timer is due
@@ -385,7 +427,7 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: wat
 async fn serve_with_hyper(
     io: HandOff,
     gateway: Arc<Gateway>,
-    upstreams: Upstreams,
+    upstreams: InstanceClients,
     forwarded_for: &str,
     builder: &auto::Builder<TokioExecutor>,
     mut stop: watch::Receiver<bool>,

@@ -15,7 +15,7 @@
 //! into a tunnel until either side closes, the lease held all along (an open WebSocket
 //! is a request in flight, as in Knative).
 //!
-//! Everything else — HTTP/1.0, h2c, upgrades with a body, `Expect`, chunked or otherwise framed request
+//! Everything else — HTTP/1.0, h2c (from clients, or to instances), upgrades with a body, `Expect`, chunked or otherwise framed request
 //! bodies, absolute-form targets, broker ingress, heads that do not parse — is handed off at
 //! a request boundary, with the bytes read so far, to hyper's server ([`HandOff`]), which
 //! then owns the connection for the rest of its life.
@@ -288,8 +288,10 @@ fn parse_request<'p>(
         None => None,
     };
     let route = gateway.route(host, path);
-    if let Ok(Routed::Broker { .. }) = route {
-        return Parsed::HandOff;
+    match &route {
+        Ok(Routed::Broker { .. }) => return Parsed::HandOff,
+        Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
+        _ => {}
     }
     let (listed, close) = connection_options(headers);
     if let Ok(Routed::Pool { forward, .. }) = &route {

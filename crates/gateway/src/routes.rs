@@ -204,6 +204,7 @@ mod tests {
                     container_concurrency: 0,
                     nominal_capacity: 100,
                     request_timeout: std::time::Duration::from_secs(1),
+                    h2c: false,
                 },
             )
         };

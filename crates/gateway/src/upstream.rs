@@ -343,3 +343,50 @@ impl<A: Address, B: RequestBody> Drop for UpstreamBody<A, B> {
         }
     }
 }
+
+/// One gateway thread's HTTP/2 connections to h2c instances, one per instance address,
+/// shared by all the requests to it (streams multiplex; each connection has its task on
+/// the thread's runtime). Clones share the connections.
+#[derive(Clone, Default)]
+pub(crate) struct H2cUpstreams {
+    senders: Arc<Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Incoming>>>>,
+}
+
+impl H2cUpstreams {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Incoming>>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `req` (absolute URI: it gives the `:authority`) on the instance's connection,
+    /// opening one when there is none or it closed.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let failed = |e: &dyn std::fmt::Display| GatewayError::Upstream(format!("h2c to {addr}: {e}"));
+        let open = self.lock().get(&addr).filter(|s| !s.is_closed()).cloned();
+        let mut sender = match open {
+            Some(sender) => sender,
+            None => {
+                let stream = TcpStream::connect(addr).await.map_err(|e| failed(&e))?;
+                let _ = stream.set_nodelay(true);
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                        .await
+                        .map_err(|e| failed(&e))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let mut senders = self.lock();
+                senders.retain(|_, s| !s.is_closed());
+                senders.insert(addr, sender.clone());
+                sender
+            }
+        };
+        sender.ready().await.map_err(|e| failed(&e))?;
+        sender.send_request(req).await.map_err(|e| failed(&e))
+    }
+}

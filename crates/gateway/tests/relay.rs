@@ -3,6 +3,7 @@
 //! the wire) against a hyper instance and against raw instances that answer in the framings
 //! hyper would not produce on its own (close-delimited, interim 1xx, silent closes).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -533,4 +534,73 @@ async fn a_request_that_fails_after_its_body_went_out_leaves_the_next_one_intact
     assert_eq!(c.answer("POST").await.status, 502);
     let next = c.answer("GET").await;
     assert_eq!((next.status, next.text().as_str()), (200, "ok"));
+}
+
+/// An instance that speaks HTTP/2 only (h2c, prior knowledge), gRPC style: it answers with
+/// what it saw (version, authority, `te`, path, body) and ends with a `grpc-status` trailer.
+async fn h2c_instance() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind instance");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let te = req.headers().get("te").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                    let seen = format!(
+                        "{:?} {} te={te} {} ",
+                        req.version(),
+                        req.uri().authority().map_or("-", |a| a.as_str()),
+                        req.uri().path()
+                    );
+                    let body = req.into_body().collect().await.expect("request body").to_bytes();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let frames = [
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(seen + &String::from_utf8_lossy(&body)))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(frames))))
+                });
+                let builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn h2c_instances_get_http2_with_trailers_from_h2c_and_http1_clients() {
+    let pool = support::h2c_pool();
+    pool.add_endpoint(1, h2c_instance().await);
+    let gateway = gateway_to(pool).await;
+
+    // A gRPC-like client: h2c with prior knowledge, `te: trailers`.
+    let stream = TcpStream::connect(gateway).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    for n in 0..3 {
+        let req = Request::post("http://svc.ns.localhost/pkg.Service/Call")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from(format!("call {n}"))))
+            .expect("request");
+        let response = sender.send_request(req).await.expect("response");
+        assert_eq!(response.status(), 200);
+        let collected = response.into_body().collect().await.expect("body");
+        let trailers = collected.trailers().cloned().expect("trailers reach the client");
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        assert_eq!(body, format!("HTTP/2.0 svc.ns.localhost te=trailers /pkg.Service/Call call {n}"));
+    }
+
+    // An HTTP/1.1 client: the instance still gets HTTP/2.
+    let mut c = Client::connect(gateway).await;
+    c.send(b"POST /f/ns/svc/plain HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2\r\n\r\nhi").await;
+    let answer = c.answer("POST").await;
+    assert_eq!((answer.status, answer.text()), (200, "HTTP/2.0 127.0.0.1 te=- /plain hi".to_string()));
 }

@@ -20,9 +20,10 @@ pub use eventing::{
 };
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
-    Container, ContainerPort, EnvVar, HttpGetAction, HttpHeader, InstanceCounts, Probe, ResourceRequirements, Revision,
-    RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION, SecurityContext, Service,
-    ServiceSpec, ServiceStatus, TcpSocketAction, TrafficTarget, annotations, parse_cpu, parse_memory, revision_name,
+    Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,
+    ResourceRequirements, Revision, RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION,
+    SecurityContext, Service, ServiceSpec, ServiceStatus, TcpSocketAction, TrafficTarget, annotations, parse_cpu,
+    parse_memory, revision_name,
 };
 pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
 

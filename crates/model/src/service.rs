@@ -243,6 +243,18 @@ pub struct EnvVar {
     pub unknown: BTreeMap<String, Value>,
 }
 
+/// The port name that makes instances speak HTTP/2 without TLS (Knative's convention; the
+/// other accepted name is `http1`, the default).
+pub const H2C_PORT_NAME: &str = "h2c";
+
+impl Container {
+    /// Instances serve HTTP/2 with prior knowledge (gRPC) rather than HTTP/1.1: the port is
+    /// named `h2c`.
+    pub fn serves_h2c(&self) -> bool {
+        self.ports.first().and_then(|p| p.name.as_deref()) == Some(H2C_PORT_NAME)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {

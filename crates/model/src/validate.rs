@@ -340,6 +340,18 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
             port.container_port
         ));
     }
+    if let Some(name) = container.ports.first().and_then(|p| p.name.as_deref())
+        && name != "http1"
+        && name != crate::H2C_PORT_NAME
+    {
+        c.error(format!("{base}.ports[0].name"), format!("must be http1 or h2c, not {name:?}"));
+    }
+    if container.serves_h2c() && container.readiness_probe.as_ref().is_some_and(|p| p.http_get.is_some()) {
+        c.error(
+            format!("{base}.readinessProbe.httpGet"),
+            "probes speak HTTP/1.1 and the port is h2c: use tcpSocket (the default)",
+        );
+    }
     if container.ports.first().is_some_and(|p| p.container_port == 0) {
         c.error(format!("{base}.ports[0].containerPort"), "must be between 1 and 65535");
     }
@@ -389,6 +401,25 @@ mod tests {
                 "spec.template.spec.timeoutSeconds"
             ]
         );
+    }
+
+    #[test]
+    fn a_port_named_h2c_makes_instances_speak_http2() {
+        let named = |name: &str| {
+            let mut c = cmd("x");
+            c.ports.push(crate::ContainerPort { name: Some(name.into()), container_port: 8080, protocol: None });
+            c
+        };
+        assert!(named("h2c").serves_h2c());
+        assert!(!named("http1").serves_h2c() && !cmd("x").serves_h2c());
+        assert!(validate_service(&service(named("h2c"))).is_ok());
+        let err = validate_service(&service(named("grpc"))).expect_err("unknown port name");
+        assert_eq!(err.errors[0].field, "spec.template.spec.containers[0].ports[0].name");
+        let mut probed = named("h2c");
+        probed.readiness_probe =
+            Some(crate::Probe { http_get: Some(crate::HttpGetAction::default()), ..Default::default() });
+        let err = validate_service(&service(probed)).expect_err("HTTP/1.1 probe of an h2c port");
+        assert_eq!(err.errors[0].field, "spec.template.spec.containers[0].readinessProbe.httpGet");
     }
 
     #[test]

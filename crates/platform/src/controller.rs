@@ -814,6 +814,7 @@ impl Controller {
             autoscaling,
             tick: self.config.autoscaler.tick,
             request_timeout: Duration::from_secs(revision.spec.timeout_seconds()),
+            h2c: container.serves_h2c(),
             grace_period: self.config.grace_period,
             startup_timeout,
             readiness,

@@ -34,6 +34,8 @@ pub struct RunnerSpec {
     /// How often the autoscaler decides without an event.
     pub tick: Duration,
     pub request_timeout: Duration,
+    /// Instances serve h2c (their port is named so), not HTTP/1.1.
+    pub h2c: bool,
     pub grace_period: Duration,
     pub startup_timeout: Duration,
     pub readiness: Readiness,
@@ -128,6 +130,7 @@ impl RevisionRunner {
                 container_concurrency: spec.container_concurrency,
                 nominal_capacity,
                 request_timeout: spec.request_timeout,
+                h2c: spec.h2c,
             },
             Some(revision_metrics),
         );

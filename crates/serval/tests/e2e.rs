@@ -92,6 +92,38 @@ async fn deploy_invoke_by_host_and_path_and_update_creates_a_revision() {
 }
 
 #[tokio::test]
+async fn a_port_named_h2c_gets_http2_from_the_gateway() {
+    let server = Server::start(&[]);
+    let manifest = |name: &str, port_name: &str| {
+        format!(
+            r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      containers:
+        - command: ["{echo}"]
+          ports:
+            - name: {port_name}
+              containerPort: 8080
+"#,
+            echo = echo()
+        )
+    };
+    let file = server.dir.join("grpc.yaml");
+    std::fs::write(&file, manifest("grpc", "h2c") + "---\n" + &manifest("web", "http1")).expect("write manifest");
+    server.ok(&["apply", "-f", file.to_str().expect("path")]);
+    // The same HTTP/1.1 client; the instance of `grpc` is spoken to in HTTP/2.
+    assert_eq!(json(&server.ok(&["invoke", "grpc"]))["version"], "HTTP/2.0");
+    assert_eq!(json(&server.ok(&["invoke", "web"]))["version"], "HTTP/1.1");
+    std::fs::write(&file, manifest("bad", "grpc")).expect("write manifest");
+    let err = server.fails(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(err.contains("ports[0].name: must be http1 or h2c"), "{err}");
+}
+
+#[tokio::test]
 async fn apply_knative_yaml_with_several_documents() {
     let server = Server::start(&[]);
     let manifest = format!(

@@ -1,7 +1,8 @@
 //! `serval-echo`: the example function that serval's tests, demo and benchmarks
 //! deploy.
 //!
-//! It behaves like any Knative-style workload: it listens for HTTP/1.1 on
+//! It behaves like any Knative-style workload: it listens for HTTP/1.1 (and h2c,
+//! HTTP/2 with prior knowledge, on the same port) on
 //! `$BIND_ADDR:$PORT` (defaults `127.0.0.1:8080`), prints
 //! `serval-echo listening on ADDR` once bound, and shuts down gracefully on
 //! SIGTERM (in-flight requests may finish, for at most 5 s, then it exits 0).
@@ -11,7 +12,7 @@
 //! Every request (any method, any path) is answered with a JSON document
 //! describing the request and the process: `service`, `revision`,
 //! `configuration` (from `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`, `null`
-//! when unset), `port`, `pid`, `method`, `path`, `query` (the raw query string,
+//! when unset), `port`, `pid`, `version` (`HTTP/1.1`, `HTTP/2.0`), `method`, `path`, `query` (the raw query string,
 //! `""` when absent), `headers` (name → value, repeated headers joined with
 //! `", "`), `body` (UTF-8, lossy), the counters `in_flight` (requests being
 //! handled right now, this one included, read just before answering),
@@ -52,10 +53,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
@@ -158,6 +159,7 @@ async fn run(config: Config) -> Result<(), String> {
 
     let state = Arc::new(State::new(local_addr.port()));
     let graceful = GracefulShutdown::new();
+    let http = auto::Builder::new(TokioExecutor::new());
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -166,8 +168,8 @@ async fn run(config: Config) -> Result<(), String> {
                     let _ = stream.set_nodelay(true);
                     let state = Arc::clone(&state);
                     let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn.into_owned());
                     tokio::spawn(async move {
                         // Errors (client resets, malformed requests) only concern
                         // this connection.
@@ -336,6 +338,7 @@ fn echo_document(state: &State, parts: &hyper::http::request::Parts, body: &Byte
         "configuration": env_string("K_CONFIGURATION"),
         "port": state.port,
         "pid": std::process::id(),
+        "version": format!("{:?}", parts.version),
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query().unwrap_or_default(),

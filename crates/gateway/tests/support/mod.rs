@@ -47,7 +47,21 @@ where
 pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
     RevisionPool::new(
         RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout },
+        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout, h2c: false },
+    )
+}
+
+/// The same for instances that speak h2c.
+#[allow(dead_code, reason = "not every test file has h2c instances")]
+pub fn h2c_pool() -> Arc<RevisionPool> {
+    RevisionPool::new(
+        RevisionLabels::new("ns", "svc", "svc-00001"),
+        PoolConfig {
+            container_concurrency: 0,
+            nominal_capacity: 100,
+            request_timeout: Duration::from_secs(5),
+            h2c: true,
+        },
     )
 }
 
