@@ -604,3 +604,15 @@ async fn h2c_instances_get_http2_with_trailers_from_h2c_and_http1_clients() {
     let answer = c.answer("POST").await;
     assert_eq!((answer.status, answer.text()), (200, "HTTP/2.0 127.0.0.1 te=- /plain hi".to_string()));
 }
+
+#[tokio::test]
+async fn a_client_that_asks_to_close_is_answered_and_closed() {
+    let (instance, connections) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(b"GET /last HTTP/1.1\r\nhost: svc.ns.localhost\r\nconnection: close\r\n\r\n").await;
+    let answer = c.answer("GET").await;
+    assert_eq!((answer.status, answer.field("connection")), (200, Some("close")));
+    assert!(!answer.text().contains("connection:"), "the client's connection options stay behind");
+    assert!(c.closed().await);
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "one instance connection");
+}
