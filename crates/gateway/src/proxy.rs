@@ -76,24 +76,25 @@ pub trait BrokerIngress: Send + Sync + 'static {
     ) -> futures_util::future::BoxFuture<'static, Response<Full<Bytes>>>;
 }
 
-/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Header fields that describe one connection and are never forwarded (RFC 9110 §7.6.1),
+/// lowercase.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// Removes the hop-by-hop headers (one pass over the few headers a request usually has;
 /// removal only when one is there).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
+    if headers.keys().any(|name| HOP_BY_HOP.contains(&name.as_str())) {
+        for name in HOP_BY_HOP {
             headers.remove(name);
         }
     }

@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
-use crate::proxy::{Chosen, Gateway, Routed, Unrouted};
+use crate::proxy::{Chosen, Gateway, HOP_BY_HOP, Routed, Unrouted};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -50,20 +50,6 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Free space kept in a read buffer before each read.
 const READ_SPARE: usize = 8 * 1024;
-
-/// Header fields that describe one connection and are never forwarded (RFC 9110 §7.6.1),
-/// plus the ones named in a `Connection` field.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// A connection the relay leaves to hyper: the socket and the bytes already read from it.
 pub(crate) struct HandOff {
@@ -168,6 +154,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
+/// Whether a field stays behind: a hop-by-hop one, or one a `Connection` field listed.
 fn is_hop_by_hop(name: &str, listed: &[&str]) -> bool {
     HOP_BY_HOP.iter().chain(listed).any(|h| h.eq_ignore_ascii_case(name))
 }
