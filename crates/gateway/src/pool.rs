@@ -3,6 +3,8 @@
 //!
 //! Invariant: an endpoint's `in_flight` equals the number of live [`Lease`]s on it. A lease
 //! handed to a waiter that has gone away is taken back without touching the count.
+//! The queue holds only requests still waiting: one dropped unanswered (its client left,
+//! its deadline passed) removes itself, so demand and the queue bound count live requests.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
