@@ -207,30 +207,26 @@ struct RequestFacts {
 }
 
 /// A request the relay forwards, its head already rewritten for the instance.
-struct RelayedRequest<'p> {
+struct RelayedRequest {
     /// Bytes of the head in the client's buffer.
     head_len: usize,
     facts: RequestFacts,
-    route: Result<Routed<'p>, Unrouted>,
+    /// The revision's pool and the service's name, or why there is none.
+    route: Result<(Arc<RevisionPool>, String), Unrouted>,
 }
 
 /// What the bytes at the start of a client's buffer are.
-enum Parsed<'p> {
+enum Parsed {
     Incomplete,
     /// Not for the relay: hyper takes over.
     HandOff,
-    Request(RelayedRequest<'p>),
+    Request(RelayedRequest),
 }
 
 /// Parses the request head at the start of `buf` and, when the relay can forward it, writes
 /// the instance's request line and fields into `upstream_head` (all but `host` when the
 /// client sent none, and the final empty line).
-fn parse_request<'p>(
-    gateway: &Gateway,
-    buf: &'p [u8],
-    forwarded_for: &[u8],
-    upstream_head: &mut Vec<u8>,
-) -> Parsed<'p> {
+fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_head: &mut Vec<u8>) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -274,41 +270,43 @@ fn parse_request<'p>(
         Some(None) => return Parsed::HandOff,
         None => None,
     };
-    let route = gateway.route(host, path);
-    match &route {
+    let (listed, close) = connection_options(headers);
+    let route = match gateway.route(host, path) {
         Ok(Routed::Broker { .. }) => return Parsed::HandOff,
         Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
-        _ => {}
-    }
-    let (listed, close) = connection_options(headers);
-    if let Ok(Routed::Pool { forward, .. }) = &route {
-        upstream_head.clear();
-        upstream_head.extend_from_slice(method.as_bytes());
-        upstream_head.push(b' ');
-        match forward {
-            Forward::Unchanged => upstream_head.extend_from_slice(path.as_bytes()),
-            Forward::Stripped(rest) => {
-                if !rest.starts_with('/') {
-                    upstream_head.push(b'/');
+        Ok(Routed::Pool { pool, service, forward }) => {
+            // The instance's head: hop-by-hop fields (and a client's `x-forwarded-host`) left
+            // behind, an upgrade's own fields put back, `x-forwarded-*` added.
+            upstream_head.clear();
+            upstream_head.extend_from_slice(method.as_bytes());
+            upstream_head.push(b' ');
+            match forward {
+                Forward::Unchanged => upstream_head.extend_from_slice(path.as_bytes()),
+                Forward::Stripped(rest) => {
+                    if !rest.starts_with('/') {
+                        upstream_head.push(b'/');
+                    }
+                    upstream_head.extend_from_slice(rest.as_bytes());
                 }
-                upstream_head.extend_from_slice(rest.as_bytes());
             }
-        }
-        upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
-        for h in headers.iter() {
-            if !is_hop_by_hop(h.name, &listed) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
-                push_field(upstream_head, h.name, h.value);
+            upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
+            for h in headers.iter() {
+                if !is_hop_by_hop(h.name, &listed) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
+                    push_field(upstream_head, h.name, h.value);
+                }
             }
+            if let Some(protocols) = upgrade {
+                push_field(upstream_head, "upgrade", protocols);
+                upstream_head.extend_from_slice(b"connection: upgrade\r\n");
+            }
+            push_field(upstream_head, "x-forwarded-for", forwarded_for);
+            if let Some(h) = host {
+                push_field(upstream_head, "x-forwarded-host", h.as_bytes());
+            }
+            Ok((pool, service))
         }
-        if let Some(protocols) = upgrade {
-            push_field(upstream_head, "upgrade", protocols);
-            upstream_head.extend_from_slice(b"connection: upgrade\r\n");
-        }
-        push_field(upstream_head, "x-forwarded-for", forwarded_for);
-        if let Some(h) = host {
-            push_field(upstream_head, "x-forwarded-host", h.as_bytes());
-        }
-    }
+        Err(unrouted) => Err(unrouted),
+    };
     let facts = RequestFacts {
         body_len: body_len.unwrap_or(0),
         close,
@@ -498,12 +496,6 @@ pub(crate) async fn serve(
         };
         let began = Instant::now();
         let RelayedRequest { head_len, facts, route } = request;
-        // The routing result borrows the buffer; keep what outlives it.
-        let route = match route {
-            Ok(Routed::Pool { pool, service, .. }) => Ok((pool, service)),
-            Ok(Routed::Broker { .. }) => return Some(conn.hand_off()),
-            Err(unrouted) => Err(unrouted),
-        };
         conn.buf.advance(head_len);
         conn.body_unread = facts.body_len;
         let keep = match route {
