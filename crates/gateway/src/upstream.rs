@@ -366,17 +366,20 @@ impl H2cUpstreams {
         addr: SocketAddr,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, GatewayError> {
-        let failed = |e: &dyn std::fmt::Display| GatewayError::Upstream(format!("h2c to {addr}: {e}"));
+        self.try_send(addr, req).await.map_err(|e| GatewayError::Upstream(e.to_string()))
+    }
+
+    async fn try_send(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
         let open = self.lock().get(&addr).filter(|s| !s.is_closed()).cloned();
         let mut sender = match open {
             Some(sender) => sender,
             None => {
-                let stream = TcpStream::connect(addr).await.map_err(|e| failed(&e))?;
+                let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
                 let _ = stream.set_nodelay(true);
                 let (sender, conn) =
                     hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
                         .await
-                        .map_err(|e| failed(&e))?;
+                        .map_err(UpstreamError::Http)?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -386,7 +389,7 @@ impl H2cUpstreams {
                 sender
             }
         };
-        sender.ready().await.map_err(|e| failed(&e))?;
-        sender.send_request(req).await.map_err(|e| failed(&e))
+        sender.ready().await.map_err(UpstreamError::Http)?;
+        sender.send_request(req).await.map_err(UpstreamError::Http)
     }
 }
