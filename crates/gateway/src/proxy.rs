@@ -37,7 +37,7 @@ pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
 
 /// One gateway thread's client connections to instances, for the requests hyper serves.
 #[derive(Clone, Default)]
-struct InstanceClients {
+struct HyperUpstreams {
     http1: Upstreams,
     h2c: H2cUpstreams,
 }
@@ -151,7 +151,7 @@ impl Gateway {
     /// `forwarded_for` is the client's address as a header value (built once per connection).
     async fn handle(
         &self,
-        upstreams: &InstanceClients,
+        upstreams: &HyperUpstreams,
         req: Request<Incoming>,
         forwarded_for: &HeaderValue,
     ) -> Response<GatewayBody> {
@@ -167,7 +167,7 @@ impl Gateway {
 
     async fn forward(
         &self,
-        upstreams: &InstanceClients,
+        upstreams: &HyperUpstreams,
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,
         chosen: &mut Option<Chosen>,
@@ -378,8 +378,9 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
 /// their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
 /// over to hyper (HTTP/1 and h2c) when a request needs it.
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let upstreams = InstanceClients::default();
-    let instances = InstanceConns::default();
+    // Instance connections of the two paths: hyper's, and the relay's own.
+    let upstreams = HyperUpstreams::default();
+    let relay_conns = InstanceConns::default();
     // Every request arms a timer for its deadline (its revision's timeout). Tokio wakes its
     // own driver (an eventfd write and one more epoll round) whenever a new timer is due
     // before the driver's next planned wake-up; a heartbeat due within the second keeps
@@ -406,12 +407,12 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: wat
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (gateway, upstreams, instances) = (gateway.clone(), upstreams.clone(), instances.clone());
+                let (gateway, upstreams, relay_conns) = (gateway.clone(), upstreams.clone(), relay_conns.clone());
                 let (hyper, mut stop, open) = (hyper.clone(), connection_stop.clone(), open_tx.clone());
                 tokio::spawn(async move {
                     let _open = open;
                     let forwarded_for = peer.ip().to_string();
-                    if let Some(rest) = relay::serve(&gateway, &instances, stream, &forwarded_for, &mut stop).await {
+                    if let Some(rest) = relay::serve(&gateway, &relay_conns, stream, &forwarded_for, &mut stop).await {
                         serve_with_hyper(rest, gateway, upstreams, &forwarded_for, &hyper, stop).await;
                     }
                 });
@@ -428,7 +429,7 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: wat
 async fn serve_with_hyper(
     io: HandOff,
     gateway: Arc<Gateway>,
-    upstreams: InstanceClients,
+    upstreams: HyperUpstreams,
     forwarded_for: &str,
     builder: &auto::Builder<TokioExecutor>,
     mut stop: watch::Receiver<bool>,
