@@ -18,12 +18,15 @@ pub enum GatewayError {
     Upstream(String),
     #[error("revision {0} is shutting down")]
     Closed(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
 }
 
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotReady(..) | GatewayError::QueueFull(_) | GatewayError::Closed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -42,12 +45,18 @@ impl GatewayError {
             GatewayError::StartFailed(_) => "InstanceStartFailed",
             GatewayError::Upstream(_) => "InstanceFailed",
             GatewayError::Closed(_) => "ShuttingDown",
+            GatewayError::BadRequest(_) => "BadRequest",
         }
     }
 
     /// Seconds a client should wait before retrying, for 503s.
     pub fn retry_after(&self) -> Option<u32> {
         (self.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1)
+    }
+
+    /// The client's connection cannot go on after this answer (it broke the protocol).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, GatewayError::BadRequest(_))
     }
 
     pub fn body(&self) -> String {

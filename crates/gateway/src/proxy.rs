@@ -90,13 +90,74 @@ pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Removes the hop-by-hop headers (one pass over the few headers a request usually has;
-/// removal only when one is there).
+/// Fields that frame or address a message. A `Connection` field that lists one of them
+/// removes nothing: dropping `content-length` after reading a body by it would hand the
+/// body to the instance as a request of its own (request smuggling).
+pub(crate) const NEVER_LISTED: [&str; 4] = ["content-length", "transfer-encoding", "host", "upgrade"];
+
+/// Whether a field stays behind: a hop-by-hop one, or one a `Connection` field listed (but
+/// never a framing field, see [`NEVER_LISTED`]).
+pub(crate) fn is_hop_by_hop<'a>(name: &str, listed: impl IntoIterator<Item = &'a str>) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || (listed.into_iter().any(|l| l.eq_ignore_ascii_case(name))
+            && !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(name)))
+}
+
+/// The tokens of every `Connection` field value.
+pub(crate) fn connection_tokens<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> impl Iterator<Item = &'v str> {
+    values
+        .into_iter()
+        .flat_map(|v| std::str::from_utf8(v).unwrap_or_default().split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the hop-by-hop headers and those the `Connection` field lists (one pass over the
+/// few headers a message usually has; removal only when one is there).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let listed: Vec<HeaderName> = connection_tokens(headers.get_all(header::CONNECTION).iter().map(|v| v.as_bytes()))
+        .filter(|t| !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(t)))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
     if headers.keys().any(|name| HOP_BY_HOP.contains(&name.as_str())) {
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
+    }
+}
+
+/// A response's fields for the client when hyper re-frames its body: the body is
+/// forwarded without its chunked coding (hyper chunks it again), any other transfer coding
+/// is kept (RFC 9112 §6.1), and a `content-length` beside a transfer coding is dropped
+/// (§6.3: the transfer coding wins).
+fn response_fields_for_client(headers: &mut http::HeaderMap) {
+    let codings: Vec<String> =
+        connection_tokens(headers.get_all(header::TRANSFER_ENCODING).iter().map(|v| v.as_bytes()))
+            .filter(|c| !c.eq_ignore_ascii_case("chunked"))
+            .map(str::to_owned)
+            .collect();
+    let framed_by_coding = headers.contains_key(header::TRANSFER_ENCODING);
+    strip_hop_by_hop(headers);
+    if framed_by_coding {
+        headers.remove(header::CONTENT_LENGTH);
+        if let Ok(value) = HeaderValue::from_str(&codings.join(", "))
+            && !codings.is_empty()
+        {
+            headers.insert(header::TRANSFER_ENCODING, value);
+        }
+    }
+}
+
+/// An HTTP/1.1 request must carry exactly one `Host` (RFC 9112 §3.2); HTTP/2 and HTTP/1.0
+/// may go without.
+fn check_host(req: &Request<Incoming>) -> Result<(), GatewayError> {
+    match (req.version(), req.headers().get_all(header::HOST).iter().count()) {
+        (http::Version::HTTP_11, 0) => Err(GatewayError::BadRequest("an HTTP/1.1 request needs a host field".into())),
+        (_, 0 | 1) => Ok(()),
+        _ => Err(GatewayError::BadRequest("more than one host field".into())),
     }
 }
 
@@ -172,6 +233,7 @@ impl Gateway {
         forwarded_for: &HeaderValue,
         chosen: &mut Option<Chosen>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
+        check_host(&req)?;
         let host = req.headers().get(header::HOST).cloned();
         // gRPC over h2c needs `te: trailers` passed on (TE is hop-by-hop otherwise).
         let trailers = req.headers().get(header::TE).is_some_and(|te| {
@@ -261,7 +323,7 @@ impl Gateway {
                 (parts, LeasedBody { inner: body, _lease: lease }.boxed())
             }
         };
-        strip_hop_by_hop(&mut parts.headers);
+        response_fields_for_client(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
 }
@@ -271,6 +333,9 @@ pub fn error_response(err: &GatewayError) -> Response<GatewayBody> {
     let mut builder = Response::builder().status(err.status()).header(header::CONTENT_TYPE, "application/json");
     if let Some(seconds) = err.retry_after() {
         builder = builder.header(header::RETRY_AFTER, seconds);
+    }
+    if err.closes_connection() {
+        builder = builder.header(header::CONNECTION, "close");
     }
     let body = Full::new(Bytes::from(err.body())).map_err(|never: Infallible| match never {}).boxed();
     builder.body(body).unwrap_or_else(|_| Response::new(BoxBody::default()))

@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
-use crate::proxy::{Chosen, Gateway, HOP_BY_HOP, Routed, Unrouted};
+use crate::proxy::{Chosen, Gateway, Routed, Unrouted, connection_tokens, is_hop_by_hop};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -154,23 +154,17 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-/// Whether a field stays behind: a hop-by-hop one, or one a `Connection` field listed.
-fn is_hop_by_hop(name: &str, listed: &[&str]) -> bool {
-    HOP_BY_HOP.iter().chain(listed).any(|h| h.eq_ignore_ascii_case(name))
-}
-
 /// The field names a `Connection` field lists besides `close` and `keep-alive` (also
 /// hop-by-hop), and whether it said `close`.
 fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> (Vec<&'h str>, bool) {
     let mut listed = Vec::new();
     let mut close = false;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
-        for token in std::str::from_utf8(h.value).unwrap_or_default().split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                close = true;
-            } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
-                listed.push(token);
-            }
+    let values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
+    for token in connection_tokens(values) {
+        if token.eq_ignore_ascii_case("close") {
+            close = true;
+        } else if !token.eq_ignore_ascii_case("keep-alive") {
+            listed.push(token);
         }
     }
     (listed, close)
@@ -201,7 +195,6 @@ struct RequestFacts {
     head_only: bool,
     /// Safe to send again when a kept-alive connection closes under it (RFC 9110 §9.2.2).
     idempotent: bool,
-    has_host: bool,
     /// Asks to switch protocols (`Upgrade`).
     upgrade: bool,
 }
@@ -223,9 +216,17 @@ enum Parsed {
     Request(RelayedRequest),
 }
 
+/// A request the relay refuses with 400 (and closes the connection after): its body, if any,
+/// is never read, so nothing of it can be taken for a request.
+fn bad_request(head_len: usize, why: &str) -> Parsed {
+    let facts = RequestFacts { body_len: 0, close: true, head_only: false, idempotent: false, upgrade: false };
+    let route = Err(Box::new((GatewayError::BadRequest(why.into()), None)));
+    Parsed::Request(RelayedRequest { head_len, facts, route })
+}
+
 /// Parses the request head at the start of `buf` and, when the relay can forward it, writes
-/// the instance's request line and fields into `upstream_head` (all but `host` when the
-/// client sent none, and the final empty line).
+/// the instance's request line and fields into `upstream_head` (all but the final empty
+/// line).
 fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_head: &mut Vec<u8>) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
@@ -247,7 +248,7 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
-                return Parsed::HandOff;
+                return bad_request(head_len, "more than one host field");
             }
             host = Some(std::str::from_utf8(h.value).ok());
         } else if h.name.eq_ignore_ascii_case("content-length") {
@@ -266,12 +267,12 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
         return Parsed::HandOff;
     }
     let host = match host {
-        Some(Some(h)) => Some(h),
+        Some(Some(h)) => h,
         Some(None) => return Parsed::HandOff,
-        None => None,
+        None => return bad_request(head_len, "an HTTP/1.1 request needs a host field"),
     };
     let (listed, close) = connection_options(headers);
-    let route = match gateway.route(host, path) {
+    let route = match gateway.route(Some(host), path) {
         Ok(Routed::Broker { .. }) => return Parsed::HandOff,
         Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
         Ok(Routed::Pool { pool, service, forward }) => {
@@ -291,7 +292,7 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
             }
             upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
             for h in headers.iter() {
-                if !is_hop_by_hop(h.name, &listed) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
+                if !is_hop_by_hop(h.name, listed.iter().copied()) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
                     push_field(upstream_head, h.name, h.value);
                 }
             }
@@ -300,9 +301,7 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
                 upstream_head.extend_from_slice(b"connection: upgrade\r\n");
             }
             push_field(upstream_head, "x-forwarded-for", forwarded_for);
-            if let Some(h) = host {
-                push_field(upstream_head, "x-forwarded-host", h.as_bytes());
-            }
+            push_field(upstream_head, "x-forwarded-host", host.as_bytes());
             Ok((pool, service))
         }
         Err(unrouted) => Err(unrouted),
@@ -312,7 +311,6 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
         close,
         head_only: method == "HEAD",
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
-        has_host: host.is_some(),
         upgrade: upgrade.is_some(),
     };
     Parsed::Request(RelayedRequest { head_len, facts, route })
@@ -367,9 +365,8 @@ fn parse_response(
                 _ => return Err(GatewayError::Upstream("invalid content-length in response".into())),
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked when chunked is the last coding (RFC 9112 §6.3).
-            let codings = std::str::from_utf8(h.value).unwrap_or_default();
-            chunked = Some(codings.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+            // Chunked when chunked is the last coding of the last field (RFC 9112 §6.3).
+            chunked = Some(connection_tokens([h.value]).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
         }
     }
     let framing = if head_only || code == 204 || code == 304 || (100..200).contains(&code) {
@@ -390,16 +387,25 @@ fn parse_response(
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The body goes on in the framing it came with: `transfer-encoding` as it is, and a
+    // `content-length` beside it dropped (the coding wins, §6.3).
     for h in headers.iter() {
-        if !is_hop_by_hop(h.name, &listed) || (code == 101 && h.name.eq_ignore_ascii_case("upgrade")) {
+        let framing_field = if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            Some(true)
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            Some(chunked.is_none())
+        } else {
+            None
+        };
+        let forward = framing_field.unwrap_or_else(|| {
+            !is_hop_by_hop(h.name, listed.iter().copied()) || (code == 101 && h.name.eq_ignore_ascii_case("upgrade"))
+        });
+        if forward {
             push_field(out, h.name, h.value);
         }
     }
     if code == 101 {
         out.extend_from_slice(b"connection: upgrade\r\n");
-    }
-    if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     buf.advance(head_len);
     Ok(Some(ResponseHead { code, framing, reusable: version == 1 && !close && framing != Framing::UntilClose }))
@@ -602,9 +608,6 @@ impl ClientConn<'_> {
             lease = pool.acquire() => lease.map_err(Failure::Answer)?,
             () = client_gone(&self.stream) => return Err(Failure::Close),
         };
-        if !facts.has_host {
-            push_field(&mut self.request, "host", lease.authority().as_str().as_bytes());
-        }
         self.request.extend_from_slice(b"\r\n");
         // The body bytes already read go out with the head.
         let in_hand = self.body_unread.min(self.buf.len() as u64) as usize;

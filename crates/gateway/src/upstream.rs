@@ -102,6 +102,24 @@ enum UpstreamError {
     Http(hyper::Error),
 }
 
+impl UpstreamError {
+    /// A request body that failed to arrive (broken chunked framing from the client) is
+    /// the client's fault: a 400, not a failed instance.
+    fn into_gateway_error(self) -> GatewayError {
+        let request_body_failed = match &self {
+            UpstreamError::Http(e) => {
+                e.is_user() && std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some())
+            }
+            UpstreamError::Connect(_) => false,
+        };
+        if request_body_failed {
+            GatewayError::BadRequest(format!("the request body: {self}"))
+        } else {
+            GatewayError::Upstream(self.to_string())
+        }
+    }
+}
+
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -236,7 +254,7 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
         addr: &A,
         req: Request<B>,
     ) -> Result<(Response<Incoming>, Box<UpstreamConn<B>>), GatewayError> {
-        self.try_send(addr, req).await.map_err(|e| GatewayError::Upstream(e.to_string()))
+        self.try_send(addr, req).await.map_err(UpstreamError::into_gateway_error)
     }
 
     async fn try_send(

@@ -1,6 +1,9 @@
 //! What the gateway's integration tests share: a real gateway on a loopback port in front of
 //! one revision pool.
 
+#[allow(dead_code, reason = "not every test file speaks raw HTTP")]
+pub mod raw;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +19,10 @@ use serval_gateway::{
     Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
 };
 
+#[allow(dead_code, reason = "not every test file has hyper instances")]
 pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+#[allow(dead_code, reason = "not every test file has hyper instances")]
 /// An HTTP/1.1 instance (hyper) answering with `handle`, on a loopback port. Counts the
 /// connections it accepts.
 pub async fn instance<F, A>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
