@@ -79,7 +79,9 @@ pub fn is_cloudevent(headers: &HeaderMap) -> bool {
 /// Decodes the event(s) of an HTTP message in any content mode (see [`content_mode`]).
 ///
 /// Binary and structured messages yield one event, a batch zero or more. Every failure is
-/// an [`EventError`] whose message is fit for a 400 answer.
+/// an [`EventError`] whose message is fit for a 400 answer; among them, an attribute value
+/// longer than [`MAX_ATTRIBUTE_LEN`](super::MAX_ATTRIBUTE_LEN) bytes (the body, which
+/// carries `data`, is bounded by the caller).
 pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, EventError> {
     match content_mode(headers)? {
         ContentMode::Binary => Ok(vec![decode_binary(headers, body)?]),
@@ -149,10 +151,7 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
         }
     }
 
-    let specversion = known.remove("specversion").ok_or(EventError::MissingHeader("specversion"))?;
-    if specversion != SPEC_VERSION {
-        return Err(EventError::UnsupportedSpecVersion(specversion));
-    }
+    validate::specversion(known.remove("specversion").ok_or(EventError::MissingHeader("specversion"))?)?;
     let id = known.remove("id").ok_or(EventError::MissingHeader("id"))?;
     validate::non_empty_string("id", &id)?;
     let source = known.remove("source").ok_or(EventError::MissingHeader("source"))?;
@@ -761,6 +760,70 @@ mod tests {
         let back = CloudEvent::try_from(stored).expect("JSON format");
         let (h, body) = encode_structured(&back);
         assert_eq!(decode_request(&h, body).expect("structured"), vec![stringly(&event)]);
+    }
+
+    /// No attribute value over [`MAX_ATTRIBUTE_LEN`] gets in, in any content mode, and the
+    /// answer names it; data of any size within the body limit still does.
+    #[test]
+    fn attribute_values_are_bounded_in_every_mode() {
+        use crate::MAX_ATTRIBUTE_LEN;
+        // A valid value of `len` bytes: a prefix and suffix around digits.
+        let sized = |prefix: &str, suffix: &str, len: usize| {
+            format!("{prefix}{}{suffix}", "1".repeat(len - prefix.len() - suffix.len()))
+        };
+        let over = sized("", "", MAX_ATTRIBUTE_LEN + 1);
+        let too_long = |name: &str| {
+            format!(
+                "invalid value for attribute '{name}': is {} bytes long; an attribute value may be at most {MAX_ATTRIBUTE_LEN} bytes",
+                MAX_ATTRIBUTE_LEN + 1
+            )
+        };
+        let base = [("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/s"), ("ce-type", "t")];
+        let binary = |name: &str, value: &str| {
+            let mut pairs: Vec<(&str, &str)> = base.iter().copied().filter(|(n, _)| *n != name).collect();
+            pairs.push((name, value));
+            decode_binary(&headers(&pairs), Bytes::from(vec![b'd'; 3 * MAX_ATTRIBUTE_LEN]))
+        };
+        // Percent-decoding comes first: the bound is on the attribute's value.
+        let encoded_at_limit = "%41".repeat(MAX_ATTRIBUTE_LEN);
+        assert!(binary("ce-subject", &sized("", "", MAX_ATTRIBUTE_LEN)).is_ok());
+        assert!(binary("ce-myext", &encoded_at_limit).is_ok());
+        for (header, attribute, prefix, suffix) in [
+            ("ce-specversion", "specversion", "", ""),
+            ("ce-id", "id", "", ""),
+            ("ce-source", "source", "/", ""),
+            ("ce-type", "type", "", ""),
+            ("ce-subject", "subject", "", ""),
+            ("ce-time", "time", "2018-04-05T17:31:00.", "Z"),
+            ("ce-dataschema", "dataschema", "https://e/", ""),
+            ("content-type", "datacontenttype", "text/plain; p=", ""),
+            ("ce-myext", "myext", "", ""),
+        ] {
+            let err = binary(header, &sized(prefix, suffix, MAX_ATTRIBUTE_LEN + 1)).expect_err(header).to_string();
+            assert_eq!(err, too_long(attribute), "{header}");
+        }
+        let err = binary("ce-myext", &format!("{encoded_at_limit}%41")).expect_err("one more").to_string();
+        assert_eq!(err, too_long("myext"));
+
+        let valid = json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": over});
+        let with = |name: &str, value: &str| {
+            let mut event = valid.clone();
+            event[name] = json!(value);
+            event
+        };
+        let structured = headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]);
+        let batched = headers(&[("content-type", BATCH_CONTENT_TYPE)]);
+        let body = |value: &Value| Bytes::from(value.to_string());
+        let at_limit = sized("", "", MAX_ATTRIBUTE_LEN);
+        assert!(decode_request(&structured, body(&with("myext", &at_limit))).is_ok(), "data is no attribute");
+        let time_over = sized("2018-04-05T17:31:00.", "Z", MAX_ATTRIBUTE_LEN + 1);
+        for (name, value) in [("id", &over), ("subject", &over), ("myext", &over), ("time", &time_over)] {
+            let err = decode_request(&structured, body(&with(name, value))).expect_err(name).to_string();
+            assert_eq!(err, too_long(name));
+            let batch = json!([valid.clone(), with(name, value)]);
+            let err = decode_request(&batched, body(&batch)).expect_err(name).to_string();
+            assert_eq!(err, format!("event 1 of the batch: {}", too_long(name)));
+        }
     }
 
     #[test]

@@ -227,10 +227,7 @@ fn from_map(map: Map<String, Value>) -> Result<CloudEvent, EventError> {
 }
 
 fn from_members(mut map: Members) -> Result<CloudEvent, EventError> {
-    let specversion = required(&mut map, "specversion")?;
-    if specversion != SPEC_VERSION {
-        return Err(EventError::UnsupportedSpecVersion(specversion));
-    }
+    validate::specversion(required(&mut map, "specversion")?)?;
     let id = required(&mut map, "id")?;
     validate::non_empty_string("id", &id)?;
     let source = required(&mut map, "source")?;

@@ -2,7 +2,8 @@
 //!
 //! A [`CloudEvent`] is valid by construction: the builder, [`from_json`] and
 //! [`decode_request`] all apply the same rules, so code holding a `CloudEvent` never
-//! re-checks it. `specversion` is always `1.0`, the only version this crate speaks.
+//! re-checks it. `specversion` is always `1.0`, the only version this crate speaks, and
+//! no attribute value is longer than [`MAX_ATTRIBUTE_LEN`].
 
 mod http;
 mod json;
@@ -24,6 +25,12 @@ pub use self::json::{from_json, from_json_str, to_json, to_json_string};
 
 /// The only `specversion` this crate accepts and produces.
 pub const SPEC_VERSION: &str = "1.0";
+
+/// The longest value, in bytes of UTF-8, of one context attribute or extension (in its
+/// canonical string form). Events come from untrusted senders and their attributes feed
+/// filters (CESQL among them) on every delivery, so each is bounded where an event is
+/// made. `data` is no attribute: the body limit of the ingress bounds it.
+pub const MAX_ATTRIBUTE_LEN: usize = 4096;
 
 /// The payload of an event, in the form it arrived in or was built with.
 ///
@@ -518,6 +525,25 @@ mod tests {
             let err = builder.build().expect_err(expected).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
+    }
+
+    #[test]
+    fn builder_and_extensions_bound_attribute_values() {
+        let over = "x".repeat(MAX_ATTRIBUTE_LEN + 1);
+        let base = || CloudEvent::builder().id("1").source("/s").event_type("t");
+        assert!(base().subject("x".repeat(MAX_ATTRIBUTE_LEN)).data(over.as_str()).build().is_ok());
+        for (builder, name) in [
+            (base().id(over.as_str()), "id"),
+            (base().event_type(over.as_str()), "type"),
+            (base().subject(over.as_str()), "subject"),
+            (base().extension("myext", over.as_str()), "myext"),
+        ] {
+            let err = builder.build().expect_err(name).to_string();
+            assert!(err.starts_with(&format!("invalid value for attribute '{name}': is 4097 bytes long")), "{err}");
+        }
+        let mut e = event();
+        assert!(e.set_extension("myext", over).is_err());
+        assert_eq!(e.extension("myext"), None);
     }
 
     #[test]

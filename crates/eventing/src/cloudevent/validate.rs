@@ -1,6 +1,7 @@
 //! Value and name rules of CloudEvents 1.0.2 (§"Naming Conventions", §"Type System",
 //! and the constraints of each context attribute), shared by the builder and both codecs.
 
+use super::{MAX_ATTRIBUTE_LEN, SPEC_VERSION};
 use crate::EventError;
 
 /// The context attributes the spec defines; every other attribute is an extension.
@@ -37,9 +38,31 @@ fn invalid(name: &str, reason: impl Into<String>) -> EventError {
     EventError::InvalidAttribute { name: name.to_owned(), reason: reason.into() }
 }
 
+/// Any attribute value: at most [`MAX_ATTRIBUTE_LEN`] bytes. Every check of a value below
+/// starts with this one, before it scans the value or quotes it in an error.
+fn length(name: &str, value: &str) -> Result<(), EventError> {
+    if value.len() > MAX_ATTRIBUTE_LEN {
+        return Err(invalid(
+            name,
+            format!("is {} bytes long; an attribute value may be at most {MAX_ATTRIBUTE_LEN} bytes", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `specversion`: exactly [`SPEC_VERSION`].
+pub(crate) fn specversion(value: String) -> Result<(), EventError> {
+    length("specversion", &value)?;
+    if value != SPEC_VERSION {
+        return Err(EventError::UnsupportedSpecVersion(value));
+    }
+    Ok(())
+}
+
 /// A `String`-typed value: no control characters (U+0000–U+001F, U+007F–U+009F) and no
 /// Unicode noncharacters. (Unpaired surrogates cannot occur in a Rust `str`.)
 pub(crate) fn string_chars(name: &str, value: &str) -> Result<(), EventError> {
+    length(name, value)?;
     match value.chars().find(|&c| c.is_control() || is_noncharacter(c)) {
         Some(c) => Err(invalid(name, format!("contains the disallowed character U+{:04X}", u32::from(c)))),
         None => Ok(()),
@@ -64,6 +87,7 @@ pub(crate) fn non_empty_string(name: &str, value: &str) -> Result<(), EventError
 /// and a well-formed scheme if the reference has one. Like most CloudEvents SDKs it
 /// tolerates other characters RFC 3986 would have percent-encoded (IRI-style text).
 pub(crate) fn uri_reference(name: &str, value: &str) -> Result<(), EventError> {
+    length(name, value)?;
     if value.is_empty() {
         return Err(invalid(name, "must not be empty"));
     }
@@ -115,6 +139,7 @@ pub(crate) fn uri(name: &str, value: &str) -> Result<(), EventError> {
 /// An RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, with calendar ranges
 /// checked (leap years, and a leap second `:60`); `t` and `z` may be lowercase.
 pub(crate) fn timestamp(name: &str, value: &str) -> Result<(), EventError> {
+    length(name, value)?;
     if is_rfc3339(value.as_bytes()) {
         Ok(())
     } else {
@@ -170,6 +195,7 @@ fn is_rfc3339(b: &[u8]) -> bool {
 /// A media type (RFC 2046, as written in Content-Type): `type/subtype` made of HTTP
 /// tokens, optionally followed by `; name=value` parameters, all in printable ASCII.
 pub(crate) fn media_type(name: &str, value: &str) -> Result<(), EventError> {
+    length(name, value)?;
     if let Some(c) = value.chars().find(|&c| !(c == ' ' || c == '\t' || c.is_ascii_graphic())) {
         return Err(invalid(name, format!("a media type is printable ASCII (found U+{:04X})", u32::from(c))));
     }
@@ -290,6 +316,35 @@ mod tests {
         ] {
             assert!(timestamp("time", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_value_check_bounds_the_length_first() {
+        // A valid value of `len` bytes for each check: a prefix and suffix around digits.
+        let sized = |prefix: &str, suffix: &str, len: usize| {
+            format!("{prefix}{}{suffix}", "1".repeat(len - prefix.len() - suffix.len()))
+        };
+        type Check = fn(&str, &str) -> Result<(), EventError>;
+        let checks: [(Check, &str, &str); 6] = [
+            (string_chars, "", ""),
+            (non_empty_string, "", ""),
+            (uri_reference, "/", ""),
+            (uri, "https://e/", ""),
+            (timestamp, "2018-04-05T17:31:00.", "Z"),
+            (media_type, "text/plain; p=", ""),
+        ];
+        for (check, prefix, suffix) in checks {
+            assert_eq!(check("attr", &sized(prefix, suffix, MAX_ATTRIBUTE_LEN)), Ok(()), "{prefix}");
+            let err = check("attr", &sized(prefix, suffix, MAX_ATTRIBUTE_LEN + 1)).expect_err(prefix).to_string();
+            assert_eq!(
+                err,
+                "invalid value for attribute 'attr': is 4097 bytes long; an attribute value may be at most 4096 bytes"
+            );
+        }
+        assert_eq!(specversion("1.0".into()), Ok(()));
+        assert_eq!(specversion("0.3".into()), Err(EventError::UnsupportedSpecVersion("0.3".into())));
+        let err = specversion("1".repeat(MAX_ATTRIBUTE_LEN + 1)).expect_err("too long").to_string();
+        assert!(err.starts_with("invalid value for attribute 'specversion': is 4097 bytes long"), "{err}");
     }
 
     #[test]
