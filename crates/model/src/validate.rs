@@ -268,6 +268,30 @@ fn check_annotations(c: &mut Checker, service: &Service) {
     }
 }
 
+/// The variables serval sets in every instance (the Knative runtime contract). A revision
+/// cannot set them (the platform's value would silently win), nor any other name starting
+/// with `K_`, the contract's prefix.
+const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
+
+/// An environment variable name: a C identifier (`[A-Za-z_][A-Za-z0-9_]*`, what shells
+/// and `$NAME` expansion accept) that serval does not set itself.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let identifier = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !identifier {
+        return Err(format!(
+            "{name:?} is not a valid variable name: use letters, digits and '_', and do not start with a digit"
+        ));
+    }
+    if name == "PORT" || name.starts_with("K_") {
+        return Err(format!(
+            "{name} is reserved: serval sets {} in every instance, and keeps every name starting with K_",
+            RESERVED_ENV.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 fn check_container(c: &mut Checker, container: &Container, service: &Service) {
     let base = "spec.template.spec.containers[0]";
     let runtime = service
@@ -288,8 +312,8 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
         c.error(format!("{base}.command[0]"), "must not be empty");
     }
     for (i, env) in container.env.iter().enumerate() {
-        if env.name.is_empty() || env.name.contains('=') || env.name.contains('\0') {
-            c.error(format!("{base}.env[{i}].name"), format!("{:?} is not a valid variable name", env.name));
+        if let Err(m) = check_env_name(&env.name) {
+            c.error(format!("{base}.env[{i}].name"), m);
         }
         if env.unknown.contains_key("valueFrom") {
             c.error(format!("{base}.env[{i}].valueFrom"), "is not supported; give a value");
@@ -420,6 +444,40 @@ mod tests {
             Some(crate::Probe { http_get: Some(crate::HttpGetAction::default()), ..Default::default() });
         let err = validate_service(&service(probed)).expect_err("HTTP/1.1 probe of an h2c port");
         assert_eq!(err.errors[0].field, "spec.template.spec.containers[0].readinessProbe.httpGet");
+    }
+
+    #[test]
+    fn env_names_are_identifiers_the_platform_does_not_set() {
+        let with_env = |names: &[&str]| {
+            let mut c = cmd("x");
+            c.env = names.iter().map(|n| crate::EnvVar { name: (*n).into(), ..Default::default() }).collect();
+            validate_service(&service(c))
+        };
+        let valid = ["GREETING", "T_VERSION", "_private", "a1", "x", "port", "K", "KX_1", "k_service", "PORTS"];
+        assert_eq!(with_env(&valid), Ok(vec![]));
+        let invalid = [
+            ("", "\"\" is not a valid variable name"),
+            ("1A", "\"1A\" is not a valid variable name"),
+            ("A-B", "\"A-B\" is not a valid variable name"),
+            ("A.B", "\"A.B\" is not a valid variable name"),
+            ("A B", "\"A B\" is not a valid variable name"),
+            ("A=B", "\"A=B\" is not a valid variable name"),
+            ("A\0", "\"A\\0\" is not a valid variable name"),
+            ("NAÏVE", "\"NAÏVE\" is not a valid variable name"),
+            ("PORT", "PORT is reserved: serval sets PORT, K_SERVICE, K_REVISION, K_CONFIGURATION in every instance"),
+            ("K_SERVICE", "K_SERVICE is reserved"),
+            ("K_REVISION", "K_REVISION is reserved"),
+            ("K_CONFIGURATION", "K_CONFIGURATION is reserved"),
+            ("K_", "K_ is reserved"),
+            ("K_OTHER", "K_OTHER is reserved"),
+        ];
+        for (name, message) in invalid {
+            // At index 2, after two valid names: the path names the entry at fault.
+            let err = with_env(&["A", "B", name]).expect_err(name);
+            assert_eq!(err.errors.len(), 1, "{name:?}: {err}");
+            assert_eq!(err.errors[0].field, "spec.template.spec.containers[0].env[2].name", "{name:?}");
+            assert!(err.errors[0].message.starts_with(message), "{name:?}: {}", err.errors[0].message);
+        }
     }
 
     #[test]
