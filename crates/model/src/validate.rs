@@ -96,7 +96,11 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
             _ => return Err(bad()),
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(number * seconds_per_unit);
+        // `from_secs_f64` and `+` panic past Duration::MAX (about 584 billion years).
+        total = Duration::try_from_secs_f64(number * seconds_per_unit)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(|| format!("{value:?} is too long a duration"))?;
     }
     Ok(total)
 }
@@ -183,7 +187,8 @@ fn check_traffic(c: &mut Checker, service: &Service) {
         return;
     }
     let mut tags = std::collections::BTreeSet::new();
-    let mut sum = 0u32;
+    // Wide enough for any number of u32 percents: a sum that wrapped could reach 100.
+    let mut sum = 0u64;
     for (i, t) in traffic.iter().enumerate() {
         let path = format!("spec.traffic[{i}]");
         match (&t.revision_name, t.latest_revision) {
@@ -200,7 +205,7 @@ fn check_traffic(c: &mut Checker, service: &Service) {
         if percent > 100 {
             c.error(format!("{path}.percent"), "must be between 0 and 100");
         }
-        sum += percent;
+        sum += u64::from(percent);
         if let Some(tag) = &t.tag {
             if let Err(m) = validate_name(tag, 63) {
                 c.error(format!("{path}.tag"), m);
@@ -506,6 +511,12 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("").is_err());
+        // Past Duration::MAX: an error, not a panic.
+        let infinite = format!("1{}s", "0".repeat(400));
+        for huge in ["99999999999999999999h", "10000000000000000000s10000000000000000000s", &infinite] {
+            assert_eq!(parse_duration(huge), Err(format!("{huge:?} is too long a duration")));
+        }
+        assert_eq!(parse_duration("100000000000h"), Ok(Duration::from_secs(360_000_000_000_000)));
     }
 
     #[test]
@@ -535,6 +546,10 @@ mod tests {
         assert_eq!(validate_service(&s).expect_err("both").errors[0].field, "spec.traffic[0]");
         s.spec.traffic = vec![target(None, Some(true), 50, Some("x")), target(None, Some(true), 50, Some("x"))];
         assert_eq!(validate_service(&s).expect_err("dup tag").errors[0].field, "spec.traffic[1].tag");
+        // Percents that would wrap a 32-bit sum around to 100.
+        s.spec.traffic = vec![target(None, Some(true), u32::MAX, None), target(None, Some(true), 101, None)];
+        let fields: Vec<_> = validate_service(&s).expect_err("huge").errors.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.traffic[0].percent", "spec.traffic[1].percent", "spec.traffic"]);
     }
 
     #[test]
