@@ -279,7 +279,7 @@ fn step(n: usize) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
+    use proptest::test_runner::{Config, RngAlgorithm, RngSeed};
 
     fn like(text: &str, pattern: &str) -> bool {
         let matched = LikePattern::new(pattern).matches(text);
@@ -462,7 +462,13 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config { cases: 512, failure_persistence: None, rng_seed: RngSeed::Fixed(0x5e7a1), ..Config::default() }
+        Config {
+            cases: 512,
+            failure_persistence: None,
+            rng_algorithm: RngAlgorithm::ChaCha,
+            rng_seed: RngSeed::Fixed(0x5e7a1),
+            ..Config::default()
+        }
     }
 
     /// A text the pattern matches: each `%` replaced by some text, each `_` by a character.
