@@ -12,6 +12,7 @@
 
 mod chunked;
 mod error;
+mod listen;
 mod metrics;
 mod pool;
 mod proxy;
@@ -20,8 +21,9 @@ mod routes;
 mod upstream;
 
 pub use error::GatewayError;
+pub use listen::{ConnectionCap, ConnectionLimits, serve_connection, serve_listener};
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
-pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RevisionPool};
+pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RequestTimeouts, RevisionPool};
 pub use proxy::{BrokerIngress, Gateway, GatewayBody, bind, serve};
 pub use routes::{Route, RouteKey, RoutingTable, Target, broker_from_path};
 pub use upstream::{Address, RequestBody, UpstreamBody, UpstreamConn, Upstreams};

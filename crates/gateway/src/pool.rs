@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serval_scaler::{ConcurrencyMeter, Sample};
 use tokio::sync::{Notify, oneshot};
@@ -24,10 +24,29 @@ pub struct PoolConfig {
     /// An instance's capacity when `container_concurrency` is unlimited (the autoscaling
     /// target), for sizing the queue.
     pub nominal_capacity: u32,
-    /// The revision's `timeoutSeconds`: the longest a request may take, queueing included.
-    pub request_timeout: std::time::Duration,
+    /// The revision's request timeouts.
+    pub timeouts: RequestTimeouts,
     /// Instances speak HTTP/2 with prior knowledge (h2c, for gRPC) instead of HTTP/1.1.
     pub h2c: bool,
+}
+
+/// Knative's three request timeouts of a revision, all counted from the request's arrival
+/// (its wait in the queue included) except the idle one.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeouts {
+    /// `timeoutSeconds`: until the last byte of the response.
+    pub total: Duration,
+    /// `responseStartTimeoutSeconds`: until the response head (at most `total`).
+    pub response_start: Duration,
+    /// `idleTimeoutSeconds`: the longest time with no byte either way (`None`: no limit).
+    pub idle: Option<Duration>,
+}
+
+impl RequestTimeouts {
+    /// Only a total timeout, which also bounds the wait for the response head.
+    pub fn total(total: Duration) -> RequestTimeouts {
+        RequestTimeouts { total, response_start: total, idle: None }
+    }
 }
 
 /// The smallest queue a revision gets, even at zero instances.
@@ -191,8 +210,8 @@ impl RevisionPool {
         &self.name
     }
 
-    pub fn request_timeout(&self) -> std::time::Duration {
-        self.config.request_timeout
+    pub fn timeouts(&self) -> RequestTimeouts {
+        self.config.timeouts
     }
 
     /// Whether instances are spoken to in HTTP/2 (h2c).
@@ -443,7 +462,7 @@ mod tests {
             PoolConfig {
                 container_concurrency: cc,
                 nominal_capacity: 100,
-                request_timeout: Duration::from_secs(5),
+                timeouts: RequestTimeouts::total(Duration::from_secs(5)),
                 h2c: false,
             },
         )

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -15,12 +16,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::listen::{ConnectionCap, ConnectionLimits, serve_connection};
 use crate::relay::{self, HandOff, InstanceConns};
 use crate::routes::{Forward, broker_from_path, service_from_host};
 use crate::upstream::{H2cUpstreams, UpstreamBody, UpstreamConn, Upstreams};
@@ -33,7 +34,10 @@ pub(crate) enum Chosen {
     Service(RevisionLabels),
 }
 
-pub type GatewayBody = BoxBody<Bytes, hyper::Error>;
+/// Errors of a response body the gateway sends.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type GatewayBody = BoxBody<Bytes, BoxError>;
 
 /// One gateway thread's client connections to instances, for the requests hyper serves.
 #[derive(Clone, Default)]
@@ -263,7 +267,9 @@ impl Gateway {
         .transpose()
         .map_err(|e| GatewayError::Upstream(e.to_string()))?;
 
-        let timeout = pool.request_timeout();
+        let timeouts = pool.timeouts();
+        let deadline = tokio::time::Instant::now() + timeouts.total;
+        let head_timeout = timeouts.idle.map_or(timeouts.response_start, |idle| idle.min(timeouts.response_start));
         // One timer covers the wait for capacity and the wait for response headers.
         let exchange = async move {
             let lease = pool.acquire().await?;
@@ -308,19 +314,19 @@ impl Gateway {
             }
             Ok((Answer::H2c(upstreams.h2c.send(lease.addr(), req).await?), lease))
         };
-        let (answer, lease) = tokio::time::timeout(timeout, exchange)
+        let (answer, lease) = tokio::time::timeout(head_timeout, exchange)
             .await
-            .map_err(|_| GatewayError::Timeout { service, seconds: timeout.as_secs() })??;
+            .map_err(|_| GatewayError::Timeout { service, seconds: head_timeout.as_secs() })??;
         // The slot stays taken until the response body has been fully sent.
         let (mut parts, body) = match answer {
             Answer::Http1(response, conn) => {
                 let (parts, body) = response.into_parts();
                 let body = UpstreamBody::new(body, upstreams.http1.clone(), lease.addr(), conn);
-                (parts, LeasedBody { inner: body, _lease: lease }.boxed())
+                (parts, LeasedBody::new(body, lease, deadline, timeouts.idle).boxed())
             }
             Answer::H2c(response) => {
                 let (parts, body) = response.into_parts();
-                (parts, LeasedBody { inner: body, _lease: lease }.boxed())
+                (parts, LeasedBody::new(body, lease, deadline, timeouts.idle).boxed())
             }
         };
         response_fields_for_client(&mut parts.headers);
@@ -341,18 +347,47 @@ pub fn error_response(err: &GatewayError) -> Response<GatewayBody> {
     builder.body(body).unwrap_or_else(|_| Response::new(BoxBody::default()))
 }
 
-/// A response body that holds its lease until the last frame is sent (or the client leaves).
+/// A response body that holds its lease until the last frame is sent (or the client
+/// leaves), and fails when the request's deadline passes or no frame came for the idle
+/// timeout (hyper then closes the client connection: the response is incomplete).
 struct LeasedBody<B> {
     inner: B,
     _lease: Lease,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<B> LeasedBody<B> {
+    fn new(inner: B, lease: Lease, deadline: tokio::time::Instant, idle: Option<Duration>) -> Self {
+        let idle = idle.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        LeasedBody { inner, _lease: lease, deadline: Box::pin(tokio::time::sleep_until(deadline)), idle }
+    }
 }
 
 impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin> Body for LeasedBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some((idle, sleep)) = &mut this.idle {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *idle);
+                }
+                return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+            }
+            Poll::Pending => {}
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err("the request's timeout passed during the response".into())));
+        }
+        if let Some((_, sleep)) = &mut this.idle
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err("the response was idle past the revision's idle timeout".into())));
+        }
+        Poll::Pending
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -381,7 +416,13 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// address when `listener` came from [`bind`]; otherwise the threads share `listener`.
 /// Returns once `shutdown` resolved and open connections finished their requests (at most
 /// 10 s).
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    threads: usize,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let addr = listener.local_addr();
     let listener = match listener.into_std() {
         Ok(l) => l,
@@ -391,10 +432,12 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One cap for the listener, whichever thread accepts.
+    let cap = ConnectionCap::new(&limits);
     let mut workers = Vec::new();
     for n in 0..threads.max(1) {
-        let (shared, gateway, stop) = match listener.try_clone() {
-            Ok(l) => (l, gateway.clone(), stop_rx.clone()),
+        let (shared, gateway, stop, cap) = match listener.try_clone() {
+            Ok(l) => (l, gateway.clone(), stop_rx.clone(), cap.clone()),
             Err(e) => {
                 tracing::error!("gateway listener cannot be shared: {e}");
                 break;
@@ -419,7 +462,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
                     None => TcpListener::from_std(shared),
                 };
                 match listener {
-                    Ok(listener) => accept_loop(listener, gateway, stop).await,
+                    Ok(listener) => accept_loop(listener, gateway, cap, limits, stop).await,
                     Err(e) => tracing::error!("gateway listener: {e}"),
                 }
             });
@@ -442,7 +485,13 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, threads: usize,
 /// One thread's accept loop until `stop` turns true, then lets open connections finish
 /// their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
 /// over to hyper (HTTP/1 and h2c) when a request needs it.
-async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    cap: ConnectionCap,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) {
     // Instance connections of the two paths: hyper's, and the relay's own.
     let upstreams = HyperUpstreams::default();
     let relay_conns = InstanceConns::default();
@@ -461,24 +510,16 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: wat
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    // Another thread took the connection, or a transient error.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => {
-                        tracing::warn!("gateway accept failed: {e}");
-                        continue;
-                    }
-                };
+            (stream, peer, permit) = cap.accept(&listener, "gateway") => {
                 let _ = stream.set_nodelay(true);
                 let (gateway, upstreams, relay_conns) = (gateway.clone(), upstreams.clone(), relay_conns.clone());
                 let (hyper, mut stop, open) = (hyper.clone(), connection_stop.clone(), open_tx.clone());
                 tokio::spawn(async move {
-                    let _open = open;
+                    let _held = (permit, open);
                     let forwarded_for = peer.ip().to_string();
-                    if let Some(rest) = relay::serve(&gateway, &relay_conns, stream, &forwarded_for, &mut stop).await {
-                        serve_with_hyper(rest, gateway, upstreams, &forwarded_for, &hyper, stop).await;
+                    let handed_off = relay::serve(&gateway, &relay_conns, stream, &forwarded_for, &limits, &mut stop).await;
+                    if let Some(rest) = handed_off {
+                        serve_with_hyper(rest, gateway, upstreams, &forwarded_for, &hyper, limits, stop).await;
                     }
                 });
             }
@@ -490,25 +531,21 @@ async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, mut stop: wat
 }
 
 /// Serves the rest of a connection the relay handed over with hyper, until the client
-/// leaves or, once `stop` turns true, its current request is answered.
+/// leaves, a connection timeout closes it or, once `stop` turns true, its current request
+/// is answered.
 async fn serve_with_hyper(
     io: HandOff,
     gateway: Arc<Gateway>,
     upstreams: HyperUpstreams,
     forwarded_for: &str,
     builder: &auto::Builder<TokioExecutor>,
-    mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
 ) {
     let forwarded_for = HeaderValue::from_str(forwarded_for).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let service = service_fn(move |req| {
+    let handle = move |req| {
         let (gateway, upstreams, forwarded_for) = (gateway.clone(), upstreams.clone(), forwarded_for.clone());
-        async move { Ok::<_, Infallible>(gateway.handle(&upstreams, req, &forwarded_for).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(|stopped| *stopped) => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
+        async move { gateway.handle(&upstreams, req, &forwarded_for).await }
+    };
+    serve_connection(io, handle, limits, builder, stop).await;
 }

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
+use crate::listen::ConnectionLimits;
 use crate::proxy::{Chosen, Gateway, Routed, Unrouted, connection_tokens, is_hop_by_hop};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
@@ -464,6 +465,7 @@ pub(crate) async fn serve(
     instances: &InstanceConns,
     stream: TcpStream,
     forwarded_for: &str,
+    limits: &ConnectionLimits,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<HandOff> {
     let mut conn = ClientConn {
@@ -476,6 +478,11 @@ pub(crate) async fn serve(
         response: Vec::with_capacity(1024),
         forwarded_for: forwarded_for.as_bytes().to_vec(),
     };
+    // The connection closes when the next head is not complete by `deadline`: the
+    // header-read timeout from its first byte (or from the connection's start), or the idle
+    // timeout after an answer while no byte of a next request came.
+    let mut deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    let mut head_begun = true;
     loop {
         if *stop.borrow() {
             return None;
@@ -486,17 +493,25 @@ pub(crate) async fn serve(
             Parsed::HandOff => return Some(conn.hand_off()),
             Parsed::Incomplete if conn.buf.len() >= MAX_HEAD => return Some(conn.hand_off()),
             Parsed::Incomplete => {
-                let read = if conn.buf.is_empty() {
+                let between_requests = conn.buf.is_empty();
+                let read = tokio::time::timeout_at(deadline, read_more(&mut conn.stream, &mut conn.buf));
+                let read = if between_requests {
                     tokio::select! {
-                        read = read_more(&mut conn.stream, &mut conn.buf) => read,
+                        read = read => read,
                         _ = stop.wait_for(|stopped| *stopped) => return None,
                     }
                 } else {
-                    read_more(&mut conn.stream, &mut conn.buf).await
+                    read.await
                 };
                 match read {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => continue,
+                    Ok(Ok(0) | Err(_)) | Err(_) => return None,
+                    Ok(Ok(_)) => {
+                        if !head_begun {
+                            head_begun = true;
+                            deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+                        }
+                        continue;
+                    }
                 }
             }
         };
@@ -532,6 +547,9 @@ pub(crate) async fn serve(
             let _ = conn.stream.shutdown().await;
             return None;
         }
+        head_begun = !conn.buf.is_empty();
+        let wait = if head_begun { limits.header_read_timeout } else { limits.idle_timeout };
+        deadline = tokio::time::Instant::now() + wait;
     }
 }
 
@@ -568,12 +586,13 @@ impl ClientConn<'_> {
         service: String,
         facts: RequestFacts,
     ) -> Result<(u16, bool), Failure> {
-        let timeout = pool.request_timeout();
+        let timeouts = pool.timeouts();
+        let deadline = tokio::time::Instant::now() + timeouts.total;
         // One timer covers the wait for capacity, the request and the wait for the response head.
-        let exchange = tokio::time::timeout(timeout, self.send(pool, facts));
-        let (lease, mut instance, head) = exchange
-            .await
-            .map_err(|_| Failure::Answer(GatewayError::Timeout { service, seconds: timeout.as_secs() }))??;
+        let exchange = tokio::time::timeout(timeouts.response_start, self.send(pool, facts, timeouts.idle));
+        let (lease, mut instance, head) = exchange.await.map_err(|_| {
+            Failure::Answer(GatewayError::Timeout { service, seconds: timeouts.response_start.as_secs() })
+        })??;
         if head.code == 101 {
             self.tunnel(instance).await;
             drop(lease);
@@ -583,7 +602,10 @@ impl ClientConn<'_> {
             self.response.extend_from_slice(b"connection: close\r\n");
         }
         self.response.extend_from_slice(b"\r\n");
-        let complete = self.copy_body(&mut instance, head.framing).await?;
+        // After the head, a timeout can only cut the response short: the client connection
+        // closes (it cannot tell a complete response from a partial one otherwise).
+        let body = tokio::time::timeout_at(deadline, self.copy_body(&mut instance, head.framing, timeouts.idle));
+        let complete = body.await.map_err(|_| Failure::Close)??;
         // The slot is free once the whole response has been passed on.
         let addr = lease.addr();
         drop(lease);
@@ -601,6 +623,7 @@ impl ClientConn<'_> {
         &mut self,
         pool: &Arc<RevisionPool>,
         facts: RequestFacts,
+        idle: Option<Duration>,
     ) -> Result<(Lease, InstanceConn, ResponseHead), Failure> {
         // A client that leaves gives up its place in the queue (the autoscaler counts it).
         let lease = tokio::select! {
@@ -624,18 +647,21 @@ impl ClientConn<'_> {
             written.map_err(upstream_failed)?;
             while self.body_unread > 0 {
                 if self.buf.is_empty() {
-                    match read_more(&mut self.stream, &mut self.buf).await {
+                    match within(idle, read_more(&mut self.stream, &mut self.buf)).await? {
                         Ok(0) | Err(_) => return Err(Failure::Close),
                         Ok(_) => {}
                     }
                 }
                 let take = self.body_unread.min(self.buf.len() as u64) as usize;
-                instance.stream.write_all(&self.buf[..take]).await.map_err(upstream_failed)?;
+                within(idle, instance.stream.write_all(&self.buf[..take])).await?.map_err(upstream_failed)?;
                 self.take_body(take);
             }
             let head = tokio::select! {
                 biased;
-                head = read_response_head(&mut instance, facts, &mut self.response) => head,
+                head = within(idle, read_response_head(&mut instance, facts, &mut self.response)) => head.map_err(|_| {
+                    let seconds = idle.unwrap_or_default().as_secs();
+                    Failure::Answer(GatewayError::Timeout { service: pool.name().to_string(), seconds })
+                })?,
                 () = client_gone(&self.stream) => return Err(Failure::Close),
             };
             match head {
@@ -664,7 +690,12 @@ impl ClientConn<'_> {
     /// Passes the response body on after the head in `response`, in its framing. `Ok(false)`:
     /// the instance closed a close-delimited body (the message is complete, the connection
     /// is not).
-    async fn copy_body(&mut self, instance: &mut InstanceConn, framing: Framing) -> Result<bool, Failure> {
+    async fn copy_body(
+        &mut self,
+        instance: &mut InstanceConn,
+        framing: Framing,
+        idle: Option<Duration>,
+    ) -> Result<bool, Failure> {
         let mut left = match framing {
             Framing::Empty => 0,
             Framing::Length(n) => n,
@@ -691,21 +722,30 @@ impl ClientConn<'_> {
             let written = if first {
                 first = false;
                 self.response.extend_from_slice(&instance.buf[..take]);
-                self.stream.write_all(&self.response).await
+                within(idle, self.stream.write_all(&self.response)).await?
             } else {
-                self.stream.write_all(&instance.buf[..take]).await
+                within(idle, self.stream.write_all(&instance.buf[..take])).await?
             };
             instance.buf.advance(take);
             written.map_err(|_| Failure::Close)?;
             if left == 0 {
                 return Ok(true);
             }
-            match read_more(&mut instance.stream, &mut instance.buf).await {
+            match within(idle, read_more(&mut instance.stream, &mut instance.buf)).await? {
                 Ok(0) if framing == Framing::UntilClose => return Ok(false),
                 Ok(0) | Err(_) => return Err(Failure::Close),
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Runs `io` within the idle timeout, if there is one: the request fails when no byte went
+/// either way for that long (Knative's `idleTimeoutSeconds`); the connections close.
+async fn within<T>(idle: Option<Duration>, io: impl Future<Output = T>) -> Result<T, Failure> {
+    match idle {
+        None => Ok(io.await),
+        Some(idle) => tokio::time::timeout(idle, io).await.map_err(|_| Failure::Close),
     }
 }
 

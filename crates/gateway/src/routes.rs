@@ -203,7 +203,7 @@ mod tests {
                 crate::PoolConfig {
                     container_concurrency: 0,
                     nominal_capacity: 100,
-                    request_timeout: std::time::Duration::from_secs(1),
+                    timeouts: crate::RequestTimeouts::total(std::time::Duration::from_secs(1)),
                     h2c: false,
                 },
             )

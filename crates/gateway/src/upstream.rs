@@ -204,11 +204,13 @@ impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
 /// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
 pub struct Upstreams<A = SocketAddr, B: RequestBody = Incoming> {
     idle: Arc<Mutex<IdleLists<A, Box<UpstreamConn<B>>>>>,
+    /// The longest wait for a new connection (`None`: the kernel's).
+    connect_timeout: Option<Duration>,
 }
 
 impl<A, B: RequestBody> Clone for Upstreams<A, B> {
     fn clone(&self) -> Self {
-        Upstreams { idle: self.idle.clone() }
+        Upstreams { idle: self.idle.clone(), connect_timeout: self.connect_timeout }
     }
 }
 
@@ -221,7 +223,12 @@ impl<A: Address, B: RequestBody> Default for Upstreams<A, B> {
 impl<A: Address, B: RequestBody> Upstreams<A, B> {
     /// Keeps up to `max_per_address` idle connections to each address.
     pub fn with_max_idle(max_per_address: usize) -> Self {
-        Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(max_per_address))) }
+        Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(max_per_address))), connect_timeout: None }
+    }
+
+    /// Gives up connecting after `timeout`.
+    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
+        Upstreams { connect_timeout: Some(timeout), ..self }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, Box<UpstreamConn<B>>>> {
@@ -238,8 +245,15 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
 
     /// A new connection, boxed: it is large (hyper's buffers and state) and moves with the
     /// request through the pool and the response body.
-    async fn connect(addr: A) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
-        let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
+    async fn connect(addr: A, timeout: Option<Duration>) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
+        let connecting = TcpStream::connect(addr);
+        let stream = match timeout {
+            None => connecting.await,
+            Some(t) => tokio::time::timeout(t, connecting)
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+        }
+        .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Http)?;
         Ok(Box::new(UpstreamConn { sender, conn, done: false, idle_since: Instant::now() }))
@@ -266,7 +280,7 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
             let (mut upstream, reused) = match self.take_idle(addr) {
                 Some(c) => (c, true),
                 // Boxed: the rare path keeps the per-request future small.
-                None => (Box::pin(Self::connect(addr.clone())).await?, false),
+                None => (Box::pin(Self::connect(addr.clone(), self.connect_timeout)).await?, false),
             };
             if !upstream.ready().await {
                 if reused {

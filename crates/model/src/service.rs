@@ -74,8 +74,15 @@ pub struct RevisionSpec {
     /// Hard limit of concurrent requests per instance; 0 = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_concurrency: Option<u32>,
+    /// The longest a request may take, from its arrival to the last byte of its response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The longest wait for the first byte of the response (default: `timeoutSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_start_timeout_seconds: Option<u64>,
+    /// The longest a request may go without a byte either way; 0 (the default): no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u64>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
 }
@@ -96,6 +103,14 @@ impl RevisionSpec {
 
     pub fn timeout_seconds(&self) -> u64 {
         self.timeout_seconds.unwrap_or(Self::DEFAULT_TIMEOUT_SECONDS)
+    }
+    /// Never beyond the whole request's timeout.
+    pub fn response_start_timeout_seconds(&self) -> u64 {
+        self.response_start_timeout_seconds.unwrap_or(u64::MAX).min(self.timeout_seconds())
+    }
+    /// `None`: no idle limit.
+    pub fn idle_timeout_seconds(&self) -> Option<u64> {
+        self.idle_timeout_seconds.filter(|s| *s > 0)
     }
     pub fn container_concurrency(&self) -> u32 {
         self.container_concurrency.unwrap_or(0)

@@ -170,6 +170,18 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     {
         c.error("spec.template.spec.timeoutSeconds", format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"));
     }
+    if let Some(t) = spec.response_start_timeout_seconds
+        && (t == 0 || t > spec.timeout_seconds())
+    {
+        let most = spec.timeout_seconds();
+        c.error(
+            "spec.template.spec.responseStartTimeoutSeconds",
+            format!("must be between 1 and timeoutSeconds ({most})"),
+        );
+    }
+    if spec.idle_timeout_seconds.is_some_and(|t| t > MAX_TIMEOUT_SECONDS) {
+        c.error("spec.template.spec.idleTimeoutSeconds", format!("must be between 0 and {MAX_TIMEOUT_SECONDS}"));
+    }
     check_traffic(&mut c, service);
     if let Some(raw) = service.spec.template.metadata.annotations.get(annotations::PROGRESS_DEADLINE)
         && let Err(m) = parse_duration(raw)
@@ -411,6 +423,23 @@ mod tests {
     #[test]
     fn accepts_a_plain_command() {
         assert_eq!(validate_service(&service(cmd("/bin/true"))), Ok(vec![]));
+    }
+
+    #[test]
+    fn response_start_and_idle_timeouts_are_bounded() {
+        let mut s = service(cmd("/bin/true"));
+        s.spec.template.spec.timeout_seconds = Some(30);
+        s.spec.template.spec.response_start_timeout_seconds = Some(10);
+        s.spec.template.spec.idle_timeout_seconds = Some(5);
+        assert_eq!(validate_service(&s), Ok(vec![]));
+        s.spec.template.spec.response_start_timeout_seconds = Some(31);
+        s.spec.template.spec.idle_timeout_seconds = Some(MAX_TIMEOUT_SECONDS + 1);
+        let err = validate_service(&s).expect_err("invalid");
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["spec.template.spec.responseStartTimeoutSeconds", "spec.template.spec.idleTimeoutSeconds"]
+        );
     }
 
     #[test]

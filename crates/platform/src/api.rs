@@ -19,6 +19,25 @@ use crate::controller::{Applied, ApplyMode, Controller};
 
 type Ctl = State<Arc<Controller>>;
 
+/// The router as a request handler for [`serval_gateway::serve_listener`].
+pub fn handler(
+    router: axum::Router,
+) -> impl Fn(http::Request<hyper::body::Incoming>) -> futures_util::future::BoxFuture<'static, axum::response::Response>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |req| {
+        let mut router = router.clone();
+        Box::pin(async move {
+            match tower_service::Service::call(&mut router, req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        })
+    }
+}
+
 pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::registry::Registry>) -> axum::Router {
     let api = axum::Router::new()
         .route("/api/v1/info", get(info))

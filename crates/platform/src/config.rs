@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serval_gateway::ConnectionLimits;
 use serval_scaler::ClusterDefaults;
 
 use crate::PlatformError;
@@ -27,6 +28,10 @@ pub struct PlatformConfig {
     pub oci_runtime: PathBuf,
     /// Threads serving the gateway (default: one per core).
     pub gateway_threads: usize,
+    /// Timeouts and the connection cap of each listener (gateway and API).
+    pub connections: ConnectionLimits,
+    /// A delivery attempt's timeout when its trigger sets none.
+    pub delivery_timeout: Duration,
 }
 
 impl PlatformConfig {
@@ -41,6 +46,8 @@ impl PlatformConfig {
             revision_history: 10,
             oci_runtime: PathBuf::from("runc"),
             gateway_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            connections: ConnectionLimits::default(),
+            delivery_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serval_gateway::{Route, RouteKey, RoutingTable, Target};
+use serval_gateway::{RequestTimeouts, Route, RouteKey, RoutingTable, Target};
 use serval_model::{
     Broker, Condition, ConditionStatus, PingSource, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
     annotations, revision_name, validate_broker, validate_ping_source, validate_service, validate_trigger,
@@ -813,7 +813,11 @@ impl Controller {
             container_concurrency: revision.spec.container_concurrency(),
             autoscaling,
             tick: self.config.autoscaler.tick,
-            request_timeout: Duration::from_secs(revision.spec.timeout_seconds()),
+            timeouts: RequestTimeouts {
+                total: Duration::from_secs(revision.spec.timeout_seconds()),
+                response_start: Duration::from_secs(revision.spec.response_start_timeout_seconds()),
+                idle: revision.spec.idle_timeout_seconds().map(Duration::from_secs),
+            },
             h2c: container.serves_h2c(),
             grace_period: self.config.grace_period,
             startup_timeout,

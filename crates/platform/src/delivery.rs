@@ -36,6 +36,12 @@ const POLL: Duration = Duration::from_secs(1);
 /// The shortest time between two cursor writes of one trigger: a crash redelivers at most
 /// this much more, and a busy trigger costs the store 20 commits a second, not hundreds.
 const SAVE_EVERY: Duration = Duration::from_millis(50);
+/// The longest wait for a subscriber's TCP connection (a full listen backlog otherwise
+/// leaves the attempt to the kernel's SYN retransmissions, minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest reply body read from a subscriber, as at the broker's ingress; a longer
+/// one fails the attempt.
+const MAX_REPLY: usize = 10 * 1024 * 1024;
 /// Knative's default time-to-live of an event bouncing between broker and subscribers.
 pub const DEFAULT_TTL: i32 = 255;
 
@@ -200,6 +206,19 @@ pub struct Counts {
     delivered: std::sync::atomic::AtomicU64,
     retrying: std::sync::atomic::AtomicU64,
     dead_lettered: std::sync::atomic::AtomicU64,
+    /// When each delivery in flight (attempts, waits between them) began, by log position.
+    in_flight: Mutex<std::collections::BTreeMap<i64, Instant>>,
+}
+
+impl Counts {
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i64, Instant>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the oldest delivery in flight has been going on.
+    fn oldest_in_flight(&self, now: Instant) -> Option<Duration> {
+        self.lock_in_flight().values().min().map(|began| now.duration_since(*began))
+    }
 }
 
 /// A trigger's delivery status, for `status.delivery`.
@@ -212,11 +231,18 @@ pub struct DeliveryStatus {
     pub retrying: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
+    /// Seconds the oldest delivery in flight has taken so far (attempts and the waits
+    /// between them): a growing value means a subscriber holds deliveries up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_in_flight_seconds: Option<u64>,
 }
 
 /// The dispatchers of all triggers.
 pub struct Dispatchers {
     store: Arc<Store>,
+    /// An attempt's timeout when the trigger's `delivery.timeout` sets none: a subscriber
+    /// that accepts and never answers must not hold an in-flight slot for ever.
+    default_timeout: Duration,
     http: reqwest::Client,
     plain_http: Upstreams<String, Full<Bytes>>,
     running: Mutex<HashMap<String, Running>>,
@@ -228,11 +254,12 @@ fn key(namespace: &str, name: &str) -> String {
 }
 
 impl Dispatchers {
-    pub fn new(store: Arc<Store>) -> Arc<Dispatchers> {
+    pub fn new(store: Arc<Store>, default_timeout: Duration) -> Arc<Dispatchers> {
         Arc::new(Dispatchers {
             store,
-            http: reqwest::Client::new(),
-            plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER),
+            default_timeout,
+            http: reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default(),
+            plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER).with_connect_timeout(CONNECT_TIMEOUT),
             running: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         })
@@ -287,6 +314,7 @@ impl Dispatchers {
             retrying: counts.retrying.load(Relaxed),
             delivered: counts.delivered.load(Relaxed),
             dead_lettered: counts.dead_lettered.load(Relaxed),
+            oldest_in_flight_seconds: counts.oldest_in_flight(Instant::now()).map(|d| d.as_secs()),
         }
     }
 
@@ -341,6 +369,7 @@ impl Dispatchers {
                 match event {
                     Some(event) => {
                         let seq = stored.seq;
+                        counts.lock_in_flight().insert(seq, Instant::now());
                         // Boxed: the future is large and would be copied into the set otherwise.
                         let delivery = Box::pin(self.deliver(&plan, event, &counts));
                         in_flight.push(async move {
@@ -356,7 +385,10 @@ impl Dispatchers {
                 saving = Some(Box::pin(self.save_cursor(namespace, trigger, saved)));
             }
             tokio::select! {
-                Some(seq) = in_flight.next(), if !in_flight.is_empty() => window.finish(seq),
+                Some(seq) = in_flight.next(), if !in_flight.is_empty() => {
+                    counts.lock_in_flight().remove(&seq);
+                    window.finish(seq);
+                }
                 () = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => saving = None,
                 () = notified.as_mut(), if caught_up => {
                     caught_up = false;
@@ -398,10 +430,8 @@ impl Dispatchers {
                 None => self.post_reqwest(&to.url, headers, body).await,
             }
         };
-        let answer = match timeout {
-            Some(t) => tokio::time::timeout(t, exchange).await.ok().flatten(),
-            None => exchange.await,
-        };
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        let answer = tokio::time::timeout(timeout, exchange).await.ok().flatten();
         let Some(Answer { status, headers, body }) = answer else {
             return (Outcome::NoResponse, Bytes::new(), None);
         };
@@ -423,15 +453,21 @@ impl Dispatchers {
         let (response, conn) = self.plain_http.send(&to.address, req).await.ok()?;
         let (parts, body) = response.into_parts();
         let body = UpstreamBody::new(body, self.plain_http.clone(), to.address.clone(), conn);
-        let body = body.collect().await.ok()?.to_bytes();
+        let body = http_body_util::Limited::new(body, MAX_REPLY).collect().await.ok()?.to_bytes();
         Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
     }
 
     async fn post_reqwest(&self, url: &reqwest::Url, headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
         let mut resp = self.http.post(url.clone()).headers(headers).body(body).send().await.ok()?;
         let (status, headers) = (resp.status().as_u16(), std::mem::take(resp.headers_mut()));
-        let body = resp.bytes().await.ok()?;
-        Some(Answer { status, headers, body })
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.ok()? {
+            if body.len() + chunk.len() > MAX_REPLY {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Some(Answer { status, headers, body: body.freeze() })
     }
 
     /// Delivers one event with retries; dead-letters it when it fails for good.

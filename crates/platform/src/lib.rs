@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 pub use config::{PlatformConfig, load_or_create_token};
 pub use error::PlatformError;
-pub use serval_gateway::bind as bind_gateway;
+pub use serval_gateway::{ConnectionLimits, bind as bind_gateway};
 pub use serval_scaler::ClusterDefaults;
 
 /// The listeners the platform serves on, bound by the caller (`:0` works).
@@ -81,7 +81,7 @@ pub async fn run(
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dispatchers = delivery::Dispatchers::new(store.clone());
+    let dispatchers = delivery::Dispatchers::new(store.clone(), config.delivery_timeout);
     let controller = controller::Controller::new(
         config.clone(),
         addrs,
@@ -107,11 +107,17 @@ pub async fn run(
         listeners.gateway,
         Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone(), dispatchers.clone()))),
         config.gateway_threads,
+        config.connections,
         stopped(stop_rx.clone()),
     ));
     let app = api::router(controller.clone(), registry);
-    let api =
-        tokio::spawn(async move { axum::serve(listeners.api, app).with_graceful_shutdown(stopped(stop_rx)).await });
+    let api = tokio::spawn(serval_gateway::serve_listener(
+        listeners.api,
+        api::handler(app),
+        config.connections,
+        "api",
+        stop_rx,
+    ));
     let resync = tokio::spawn(controller.clone().resync_periodically());
     let compaction = tokio::spawn(delivery::compact_periodically(store.clone()));
     let _ = ready.send(());

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serval_gateway::{GatewayError, PoolConfig, RevisionLabels, RevisionPool};
+use serval_gateway::{GatewayError, PoolConfig, RequestTimeouts, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
 use serval_runtime::{ContainerSettings, Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
@@ -33,7 +33,7 @@ pub struct RunnerSpec {
     pub autoscaling: KpaSpec,
     /// How often the autoscaler decides without an event.
     pub tick: Duration,
-    pub request_timeout: Duration,
+    pub timeouts: RequestTimeouts,
     /// Instances serve h2c (their port is named so), not HTTP/1.1.
     pub h2c: bool,
     pub grace_period: Duration,
@@ -129,7 +129,7 @@ impl RevisionRunner {
             PoolConfig {
                 container_concurrency: spec.container_concurrency,
                 nominal_capacity,
-                request_timeout: spec.request_timeout,
+                timeouts: spec.timeouts,
                 h2c: spec.h2c,
             },
             Some(revision_metrics),
@@ -198,7 +198,7 @@ impl RevisionRunner {
     /// Retires a runner the routing table no longer points at: requests already queued
     /// here are still served (up to the request timeout), then everything stops.
     pub async fn retire(&self) {
-        let deadline = tokio::time::Instant::now() + self.spec.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.spec.timeouts.total;
         while self.pool.stats().waiting > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -413,7 +413,7 @@ impl RevisionRunner {
     /// timeout), then stops it with the grace period.
     async fn stop_instance(&self, id: u64, instance: Arc<Instance>, why: &str) {
         let instance_id = format!("{}-{id}", self.spec.revision);
-        let _ = tokio::time::timeout(self.spec.request_timeout, self.pool.drain(id)).await;
+        let _ = tokio::time::timeout(self.spec.timeouts.total, self.pool.drain(id)).await;
         let exit = instance.stop(self.spec.grace_period).await;
         self.log(&instance_id, format!("stopped ({why}): {exit}"));
     }

@@ -206,3 +206,15 @@ pub fn die_with_parent() -> Result<(), RuntimeError> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| RuntimeError::Io(std::io::Error::from(e)))
 }
+
+/// Raises the soft limit on open files to the hard limit (a server with many connections
+/// and instances needs more than the usual 1 024) and returns the limit now in force.
+pub fn raise_open_files_limit() -> Result<u64, RuntimeError> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let to_io = |e: nix::errno::Errno| RuntimeError::Io(std::io::Error::from(e));
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(to_io)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(to_io)?;
+    }
+    Ok(hard.max(soft))
+}

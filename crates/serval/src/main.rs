@@ -6,6 +6,7 @@
 
 mod client;
 mod commands;
+mod log;
 mod output;
 
 use std::path::PathBuf;

@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serval_gateway::{
-    Gateway, GatewayMetrics, PoolConfig, RevisionLabels, RevisionPool, Route, RouteKey, RoutingTable, Target,
+    ConnectionLimits, Gateway, GatewayMetrics, PoolConfig, RequestTimeouts, RevisionLabels, RevisionPool, Route,
+    RouteKey, RoutingTable, Target,
 };
 
 #[allow(dead_code, reason = "not every test file has hyper instances")]
@@ -52,7 +53,12 @@ where
 pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
     RevisionPool::new(
         RevisionLabels::new("ns", "svc", "svc-00001"),
-        PoolConfig { container_concurrency, nominal_capacity: 100, request_timeout, h2c: false },
+        PoolConfig {
+            container_concurrency,
+            nominal_capacity: 100,
+            timeouts: RequestTimeouts::total(request_timeout),
+            h2c: false,
+        },
     )
 }
 
@@ -64,7 +70,7 @@ pub fn h2c_pool() -> Arc<RevisionPool> {
         PoolConfig {
             container_concurrency: 0,
             nominal_capacity: 100,
-            request_timeout: Duration::from_secs(5),
+            timeouts: RequestTimeouts::total(Duration::from_secs(5)),
             h2c: true,
         },
     )
@@ -72,17 +78,25 @@ pub fn h2c_pool() -> Arc<RevisionPool> {
 
 /// A gateway on `threads` threads on a loopback port, routing `svc.ns.localhost` (and
 /// `/f/ns/svc/…`) to `pool`.
+#[allow(dead_code, reason = "not every test file uses the default limits")]
 pub async fn gateway_to(pool: Arc<RevisionPool>, threads: usize) -> SocketAddr {
+    gateway_with_limits(pool, threads, ConnectionLimits::default()).await
+}
+
+/// The same with connection limits of the test's choosing.
+#[allow(dead_code, reason = "not every test file sets limits")]
+pub async fn gateway_with_limits(pool: Arc<RevisionPool>, threads: usize, limits: ConnectionLimits) -> SocketAddr {
     let routes = Arc::new(RoutingTable::new("localhost"));
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
     let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
     let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serval_gateway::serve(listener, gateway, threads, std::future::pending()));
+    tokio::spawn(serval_gateway::serve(listener, gateway, threads, limits, std::future::pending()));
     addr
 }
 
 /// A gateway routing `svc` to the one instance at `instance`, no concurrency limit.
+#[allow(dead_code, reason = "not every test file uses the default limits")]
 pub async fn gateway(instance: SocketAddr, threads: usize) -> SocketAddr {
     let pool = pool(0, Duration::from_secs(5));
     pool.add_endpoint(1, instance);

@@ -33,6 +33,18 @@ pub struct ServerArgs {
     /// Revisions kept per service that no route references; older ones are deleted.
     #[arg(long, default_value_t = 10)]
     pub revision_history: usize,
+    /// A request head must be complete this long after its first byte (or after connecting).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes either way this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections open at once per listener (gateway, API); more wait until one closes.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A trigger's delivery attempt times out after this unless its delivery.timeout says otherwise.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub delivery_timeout: Duration,
 }
 
 /// Server-wide autoscaler defaults (Knative's config-autoscaler); revisions override the
@@ -107,10 +119,11 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     if std::env::var_os("SERVAL_EXIT_WITH_PARENT").is_some() {
         serval_runtime::die_with_parent()?;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    crate::log::init();
+    match serval_runtime::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!("open files limit {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let data_dir = global.data_dir();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
@@ -122,6 +135,12 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     config.grace_period = args.grace_period;
     config.revision_history = args.revision_history;
     config.oci_runtime = args.oci_runtime;
+    config.delivery_timeout = args.delivery_timeout;
+    config.connections = serval_platform::ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    };
 
     let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -61,9 +61,27 @@ impl Server {
         Server::spawn(dir, extra, &[])
     }
 
+    /// Starts a server in a fresh temporary data directory through `sh -c "<shell>; exec
+    /// serval …"` (to set limits with `ulimit`), its stderr written to `log`.
+    pub fn start_under_shell(shell: &str, extra: &[&str], log: &Path) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("{shell}; exec \"$0\" \"$@\""), serval_bin()]);
+        command.stderr(std::fs::File::create(log).expect("log file"));
+        let mut s = Server::spawn_command(command, temp.path(), extra, &[]);
+        s._temp = Some(temp);
+        s
+    }
+
     fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(serval_bin());
+        command.stderr(Stdio::inherit());
+        Server::spawn_command(command, dir, extra, env)
+    }
+
+    fn spawn_command(mut command: Command, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let _ = std::fs::remove_file(dir.join("server.json"));
-        let mut child = Command::new(serval_bin())
+        let mut child = command
             .args([
                 "--data-dir",
                 dir.to_str().expect("utf-8 path"),
@@ -78,7 +96,6 @@ impl Server {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn serval server");
         let stdout = child.stdout.take().expect("stdout");

@@ -1,0 +1,196 @@
+//! The server under hostile or careless clients and a hostile machine, through a real
+//! `serval server`: connection timeouts on the API, the open-files limit, and running out
+//! of file descriptors.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Server, Subscriber};
+
+fn address(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+/// Whether the server closes `stream` within 10 s (reading whatever it sends first).
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn the_api_closes_empty_half_sent_and_idle_connections() {
+    let server = Server::start(&["--header-read-timeout", "300ms", "--idle-timeout", "500ms"]);
+    let api = address(&server.api);
+    let mut empty = TcpStream::connect(&api).expect("connect");
+    assert!(closed_by_server(&mut empty), "an empty connection");
+    let mut half = TcpStream::connect(&api).expect("connect");
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").expect("write");
+    assert!(closed_by_server(&mut half), "a half-sent head");
+    let mut idle = TcpStream::connect(&api).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").expect("write");
+    assert!(closed_by_server(&mut idle), "a kept-alive connection after its answer");
+}
+
+fn open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line").to_string();
+    let mut numbers = line.split_whitespace().skip(3);
+    (numbers.next().expect("soft").to_string(), numbers.next().expect("hard").to_string())
+}
+
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let server = Server::start_under_shell("ulimit -Sn 256", &[], log.path());
+    let (soft, hard) = open_files_limit(server.child.id());
+    assert_ne!(soft, "256");
+    assert_eq!(soft, hard);
+}
+
+#[test]
+fn running_out_of_file_descriptors_neither_spins_nor_floods_the_log() {
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let server = Server::start_under_shell("ulimit -n 96", &[], log.path());
+    let gateway = address(&server.gateway);
+    // More connections than the server has descriptors left: accepting fails with EMFILE.
+    let clients: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(&gateway).ok()).collect();
+    assert!(clients.len() > 100, "connected {}", clients.len());
+    let pid = server.child.id();
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let fields: Vec<u64> =
+            stat.rsplit_once(')').expect("stat").1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of the line; 11 and 12 here).
+        fields[10] + fields[11]
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu() - before;
+    drop(clients);
+    let lines =
+        std::fs::read_to_string(log.path()).expect("log").lines().filter(|l| l.contains("accept failed")).count();
+    assert!(lines <= 60, "{lines} lines of accept failures in 3 s");
+    // 100 ticks a second: a spinning loop would use ~300 in 3 s.
+    assert!(used < 100, "{used} ticks of CPU in 3 s at the descriptor limit");
+    // Once the clients are gone, the server answers again.
+    let mut answered = false;
+    for _ in 0..100 {
+        if let Ok(mut c) = TcpStream::connect(address(&server.api)) {
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let mut text = String::new();
+            let _ = c.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                answered = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered, "the API answers once descriptors are free");
+}
+
+/// A subscriber that accepts connections and never answers; holds them while it lives.
+fn silent_subscriber() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(10).flatten() {
+            held.push(stream);
+        }
+    });
+    (url, holder)
+}
+
+fn trigger_delivery(server: &Server, name: &str) -> serde_json::Value {
+    let out = server.ok(&["trigger", "list", "-o", "json"]);
+    let triggers: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let items = triggers.as_array().cloned().or_else(|| triggers["items"].as_array().cloned()).unwrap_or_default();
+    items
+        .into_iter()
+        .find(|t| t["metadata"]["name"] == name)
+        .map(|t| t["status"]["delivery"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_answers_times_out_shows_as_stuck_and_is_dead_lettered() {
+    let server = Server::start(&["--delivery-timeout", "1s"]);
+    server.ok(&["broker", "create", "default"]);
+    let (silent, _held) = silent_subscriber();
+    let dead = support::Subscriber::start(vec![]).await;
+    server.ok(&[
+        "trigger",
+        "create",
+        "stuck",
+        "--broker",
+        "default",
+        "--sink",
+        &silent,
+        "--retry",
+        "2",
+        "--backoff-delay",
+        "PT1S",
+        "--dead-letter-sink",
+        &dead.url,
+    ]);
+    server.ok(&["event", "send", "--broker", "default", "--type", "t", "--source", "/s", "--data", "{}"]);
+    support::eventually("the stuck delivery in the trigger's status", Duration::from_secs(10), async || {
+        trigger_delivery(&server, "stuck")["oldestInFlightSeconds"].as_u64()
+    })
+    .await;
+    support::eventually("the event at the dead-letter sink", Duration::from_secs(20), async || {
+        (dead.received().len() == 1).then_some(())
+    })
+    .await;
+    let status = trigger_delivery(&server, "stuck");
+    assert_eq!(status["deadLettered"], 1, "{status}");
+    assert!(status["oldestInFlightSeconds"].is_null(), "nothing in flight any more: {status}");
+}
+
+#[tokio::test]
+async fn a_reply_larger_than_10_mb_fails_the_attempt() {
+    let server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    let reply_headers = vec![
+        ("ce-specversion".to_string(), "1.0".to_string()),
+        ("ce-id".to_string(), "big".to_string()),
+        ("ce-type".to_string(), "com.example.big".to_string()),
+        ("ce-source".to_string(), "/big".to_string()),
+        ("content-type".to_string(), "application/octet-stream".to_string()),
+    ];
+    let huge = Subscriber::start(vec![(200, reply_headers, "x".repeat(11 * 1024 * 1024))]).await;
+    let dead = Subscriber::start(vec![]).await;
+    server.ok(&[
+        "trigger",
+        "create",
+        "huge",
+        "--broker",
+        "default",
+        "--sink",
+        &huge.url,
+        "--filter",
+        "type=t",
+        "--retry",
+        "0",
+        "--dead-letter-sink",
+        &dead.url,
+    ]);
+    server.ok(&["event", "send", "--broker", "default", "--type", "t", "--source", "/s", "--data", "{}"]);
+    support::eventually("the event at the dead-letter sink", Duration::from_secs(20), async || {
+        (dead.received().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(trigger_delivery(&server, "huge")["delivered"], 0);
+}
