@@ -25,7 +25,9 @@ pub use service::{
     SecurityContext, Service, ServiceSpec, ServiceStatus, TcpSocketAction, TrafficTarget, annotations, parse_cpu,
     parse_memory, revision_name,
 };
-pub use validate::{FieldError, ValidationError, parse_duration, validate_name, validate_service};
+pub use validate::{
+    FieldError, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name, validate_service,
+};
 
 /// Errors of the model crate: a resource that fails validation or cannot be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,47 @@ const IGNORED_CONTAINER_FIELDS: &[&str] = &[
     "terminationMessagePolicy",
 ];
 
+/// The server's bounds on scale (its `--max-instances` and `--max-scale-limit`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleLimits {
+    /// Instances the whole server runs at once.
+    pub max_instances: u32,
+    /// The highest max-scale a revision may ask for (Knative's `max-scale-limit`; 0: none).
+    pub max_scale_limit: u32,
+}
+
+/// Checks a Service's scale annotations against the server's limits: min-scale and
+/// initial-scale above what the server can ever run, or max-scale above the limit, are
+/// refused rather than started (a min-scale of a million would fork until the machine
+/// runs out of descriptors). The annotations are assumed to parse ([`validate_service`]).
+pub fn check_scale_limits(service: &Service, limits: ScaleLimits) -> Result<(), ValidationError> {
+    let prefix = "spec.template.metadata.annotations";
+    let Ok(parsed) = crate::parse_autoscaling(&service.spec.template.metadata.annotations, prefix) else {
+        return Ok(());
+    };
+    let path = |key: &str| format!("{prefix}[{key}]");
+    let most = match limits.max_scale_limit {
+        0 => limits.max_instances,
+        limit => limit.min(limits.max_instances),
+    };
+    let mut errors = Vec::new();
+    for (key, value) in
+        [(crate::autoscaling::MIN_SCALE, parsed.min_scale), (crate::autoscaling::INITIAL_SCALE, parsed.initial_scale)]
+    {
+        if let Some(n) = value.filter(|n| *n > most) {
+            errors
+                .push(FieldError { field: path(key), message: format!("{n} is more than this server runs ({most})") });
+        }
+    }
+    if let Some(n) = parsed.max_scale.filter(|n| limits.max_scale_limit > 0 && (*n == 0 || *n > limits.max_scale_limit))
+    {
+        let limit = limits.max_scale_limit;
+        let message = format!("{n} is above the server's max-scale-limit ({limit}); give 1 to {limit}");
+        errors.push(FieldError { field: path(crate::autoscaling::MAX_SCALE), message });
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ValidationError { errors }) }
+}
+
 /// Checks a DNS-1035 label: lowercase letters, digits and `-`, starting with a letter,
 /// ending with a letter or digit, at most `max` characters.
 pub fn validate_name(value: &str, max: usize) -> Result<(), String> {
@@ -423,6 +464,32 @@ mod tests {
     #[test]
     fn accepts_a_plain_command() {
         assert_eq!(validate_service(&service(cmd("/bin/true"))), Ok(vec![]));
+    }
+
+    #[test]
+    fn scale_annotations_beyond_the_servers_limits_are_refused() {
+        let limits = ScaleLimits { max_instances: 100, max_scale_limit: 0 };
+        let mut s = service(cmd("/bin/true"));
+        let annotations = &mut s.spec.template.metadata.annotations;
+        annotations.insert(crate::autoscaling::MIN_SCALE.into(), "100".into());
+        assert_eq!(check_scale_limits(&s, limits), Ok(()));
+        let annotations = &mut s.spec.template.metadata.annotations;
+        annotations.insert(crate::autoscaling::MIN_SCALE.into(), "1000000".into());
+        annotations.insert(crate::autoscaling::INITIAL_SCALE.into(), "101".into());
+        let err = check_scale_limits(&s, limits).expect_err("too many");
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.template.metadata.annotations[autoscaling.knative.dev/min-scale]",
+                "spec.template.metadata.annotations[autoscaling.knative.dev/initial-scale]"
+            ]
+        );
+        let mut s = service(cmd("/bin/true"));
+        let limited = ScaleLimits { max_instances: 100, max_scale_limit: 10 };
+        assert!(check_scale_limits(&s, limited).is_ok(), "no max-scale: the limit applies at run time");
+        s.spec.template.metadata.annotations.insert(crate::autoscaling::MAX_SCALE.into(), "11".into());
+        assert!(check_scale_limits(&s, limited).is_err());
     }
 
     #[test]

@@ -64,21 +64,29 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
         .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
         .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
+        .merge(metrics_router(registry))
         .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || async move {
-                let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-                ([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&registry))
-            }),
-        )
         .merge(api)
         .fallback(|| async {
             PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }
         })
         .with_state(controller)
+}
+
+/// Prometheus metrics at `/metrics`: behind the token on the API (they name every
+/// service), and alone, without a token, on `--metrics-addr` for scrapers.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(
+    registry: Arc<prometheus_client::registry::Registry>,
+) -> axum::Router<S> {
+    axum::Router::new().route(
+        "/metrics",
+        get(move || async move {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&registry))
+        }),
+    )
 }
 
 async fn require_token(State(ctl): Ctl, req: Request, next: Next) -> Response {

@@ -32,6 +32,10 @@ pub struct PlatformConfig {
     pub connections: ConnectionLimits,
     /// A delivery attempt's timeout when its trigger sets none.
     pub delivery_timeout: Duration,
+    /// Instances running or starting at once, all revisions together.
+    pub max_instances: u32,
+    /// The highest max-scale a revision may ask for (Knative's `max-scale-limit`; 0: none).
+    pub max_scale_limit: u32,
 }
 
 impl PlatformConfig {
@@ -48,6 +52,8 @@ impl PlatformConfig {
             gateway_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             connections: ConnectionLimits::default(),
             delivery_timeout: Duration::from_secs(30),
+            max_instances: 1000,
+            max_scale_limit: 0,
         }
     }
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use serval_gateway::{RequestTimeouts, Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Broker, Condition, ConditionStatus, PingSource, Revision, RuntimeKind, Service, TrafficTarget, Trigger,
-    annotations, revision_name, validate_broker, validate_ping_source, validate_service, validate_trigger,
+    Broker, Condition, ConditionStatus, PingSource, Revision, RuntimeKind, ScaleLimits, Service, TrafficTarget,
+    Trigger, annotations, check_scale_limits, revision_name, validate_broker, validate_ping_source, validate_service,
+    validate_trigger,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
@@ -23,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::delivery::Dispatchers;
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
-use crate::runner::{RevisionRunner, RunnerSpec};
+use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 /// How often every service is reconciled even without changes.
@@ -64,6 +65,8 @@ pub struct Controller {
     /// Serializes read-modify-write of resources and reconciles.
     write_lock: tokio::sync::Mutex<()>,
     instance_ids: Arc<AtomicU64>,
+    /// The server-wide instance limit, shared by the runners.
+    instance_slots: InstanceSlots,
     metrics: Arc<PlatformMetrics>,
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
@@ -97,6 +100,7 @@ pub struct Parts {
 impl Controller {
     pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers } = parts;
+        let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
         Arc::new(Controller {
             config,
             addrs,
@@ -108,6 +112,7 @@ impl Controller {
             runners: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
             instance_ids: Arc::new(AtomicU64::new(1)),
+            instance_slots,
             metrics,
             events,
             dispatchers,
@@ -229,6 +234,9 @@ impl Controller {
         }
         let warnings =
             validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
+        let limits =
+            ScaleLimits { max_instances: self.config.max_instances, max_scale_limit: self.config.max_scale_limit };
+        check_scale_limits(&service, limits).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
         let name = service.metadata.name.clone();
 
         let _guard = self.write_lock.lock().await;
@@ -782,6 +790,13 @@ impl Controller {
         if verify {
             autoscaling.initial_scale = autoscaling.initial_scale.max(1);
         }
+        // Services stored before the limits were lower are held to them at run time.
+        let limit = self.config.max_scale_limit;
+        if limit > 0 && (autoscaling.max_scale == 0 || autoscaling.max_scale > limit) {
+            autoscaling.max_scale = limit;
+        }
+        autoscaling.min_scale = autoscaling.min_scale.min(self.config.max_instances);
+        autoscaling.initial_scale = autoscaling.initial_scale.min(self.config.max_instances);
         let startup_timeout = revision
             .annotation(annotations::PROGRESS_DEADLINE)
             .and_then(|d| serval_model::parse_duration(d).ok())
@@ -824,8 +839,14 @@ impl Controller {
             readiness,
             container: container_settings,
         };
-        let runner =
-            RevisionRunner::spawn(spec, runtime, self.logs.clone(), self.instance_ids.clone(), self.metrics.clone());
+        let runner = RevisionRunner::spawn(
+            spec,
+            runtime,
+            self.logs.clone(),
+            self.instance_ids.clone(),
+            self.metrics.clone(),
+            self.instance_slots.clone(),
+        );
         runners.insert(key, runner.clone());
         runner
     }

@@ -39,6 +39,8 @@ pub use serval_scaler::ClusterDefaults;
 pub struct Listeners {
     pub api: TcpListener,
     pub gateway: TcpListener,
+    /// Where `/metrics` is served without a token, for scrapers (`--metrics-addr`).
+    pub metrics: Option<TcpListener>,
 }
 
 /// Addresses actually bound, for the ready line and `server.json`.
@@ -110,6 +112,10 @@ pub async fn run(
         config.connections,
         stopped(stop_rx.clone()),
     ));
+    if let Some(listener) = listeners.metrics {
+        let scrape = api::handler(api::metrics_router(registry.clone()));
+        tokio::spawn(serval_gateway::serve_listener(listener, scrape, config.connections, "metrics", stop_rx.clone()));
+    }
     let app = api::router(controller.clone(), registry);
     let api = tokio::spawn(serval_gateway::serve_listener(
         listeners.api,

@@ -12,7 +12,7 @@ use serval_gateway::{GatewayError, PoolConfig, RequestTimeouts, RevisionLabels, 
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
 use serval_runtime::{ContainerSettings, Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
@@ -77,6 +77,10 @@ struct State {
     cold_starts: u64,
     last_cold_start: Option<Duration>,
     desired: u32,
+    /// Each live instance's slot of the server-wide instance limit.
+    slots: HashMap<u64, OwnedSemaphorePermit>,
+    /// The last decision wanted more instances than the server-wide limit left.
+    at_limit: bool,
 }
 
 impl State {
@@ -95,13 +99,20 @@ impl State {
             cold_starts: 0,
             last_cold_start: None,
             desired: 0,
+            slots: HashMap::new(),
+            at_limit: false,
         }
     }
 }
 
+/// The server-wide instance limit (`--max-instances`): one permit per instance running or
+/// starting, shared by every runner.
+pub type InstanceSlots = Arc<Semaphore>;
+
 pub struct RevisionRunner {
     spec: RunnerSpec,
     pool: Arc<RevisionPool>,
+    slots: InstanceSlots,
     runtime: Arc<dyn Runtime>,
     logs: LogBook,
     ids: Arc<AtomicU64>,
@@ -120,6 +131,7 @@ impl RevisionRunner {
         logs: LogBook,
         ids: Arc<AtomicU64>,
         metrics: Arc<PlatformMetrics>,
+        slots: InstanceSlots,
     ) -> Arc<RevisionRunner> {
         let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
         let labels = RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision);
@@ -138,6 +150,7 @@ impl RevisionRunner {
         let runner = Arc::new(RevisionRunner {
             spec,
             pool,
+            slots,
             runtime,
             logs,
             ids,
@@ -289,10 +302,34 @@ impl RevisionRunner {
                 self.pool.fail_waiters(GatewayError::StartFailed(reason));
             }
         } else {
-            for _ in current..desired {
+            // After a failed start, one start at a time until one succeeds (a revision that
+            // cannot start must not fork hundreds of failing processes at once).
+            let wanted = desired.saturating_sub(current);
+            let wanted = if state.last_start_failed { wanted.min(1).saturating_sub(state.starting) } else { wanted };
+            let mut started = 0;
+            while started < wanted {
+                let Ok(slot) = self.slots.clone().try_acquire_owned() else { break };
                 state.starting += 1;
-                tokio::spawn(self.clone().start_instance(ready.is_empty()));
+                started += 1;
+                tokio::spawn(self.clone().start_instance(ready.is_empty(), slot));
             }
+            let at_limit = started < wanted;
+            if at_limit && !state.at_limit {
+                self.log(
+                    "",
+                    format!(
+                        "the server's instance limit is reached: {} of {desired} instances run; \
+                         the rest wait for other revisions' instances to stop",
+                        current + started
+                    ),
+                );
+                tracing::warn!(
+                    "{}/{}: the server's instance limit is reached",
+                    self.spec.namespace,
+                    self.spec.revision
+                );
+            }
+            state.at_limit = at_limit;
         }
         if full_tick && desired < current {
             let surplus = ((current - desired) as usize).min(ready.len());
@@ -306,7 +343,7 @@ impl RevisionRunner {
         }
     }
 
-    async fn start_instance(self: Arc<Self>, cold: bool) {
+    async fn start_instance(self: Arc<Self>, cold: bool, slot: OwnedSemaphorePermit) {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let instance_id = format!("{}-{id}", self.spec.revision);
         let spec = InstanceSpec {
@@ -340,6 +377,7 @@ impl RevisionRunner {
                         self.metrics.cold_start(self.pool.labels(), startup);
                     }
                     state.instances.insert(id, (instance.clone(), Instant::now()));
+                    state.slots.insert(id, slot);
                     if stopped {
                         state.stopping.insert(id);
                     } else {
@@ -389,6 +427,7 @@ impl RevisionRunner {
         let unexpected = {
             let mut state = self.lock();
             let lived = state.instances.remove(&id).map(|(_, since)| since.elapsed());
+            state.slots.remove(&id);
             let requested = state.stopping.remove(&id);
             if !requested {
                 let message = format!("instance {instance_id} {exit}");

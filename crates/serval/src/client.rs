@@ -16,6 +16,9 @@ pub struct ServerInfo {
     pub api: String,
     pub gateway: String,
     pub token: String,
+    /// Where `/metrics` is served without a token, when the server was asked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl ServerInfo {

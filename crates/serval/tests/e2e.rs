@@ -416,8 +416,10 @@ async fn burst_from_zero_scales_out_respects_container_concurrency_and_returns_t
     let top = server.ok(&["top", "--count", "1"]);
     assert!(top.contains("one") && top.contains("rps="), "{top}");
 
-    // Prometheus metrics on the API port (no token needed for scraping).
-    let metrics = reqwest::get(format!("{}/metrics", server.api)).await.expect("scrape").text().await.expect("text");
+    // Prometheus metrics on the API port, behind the token (they name every service).
+    let scrape = reqwest::Client::new().get(format!("{}/metrics", server.api));
+    assert_eq!(scrape.try_clone().expect("clone").send().await.expect("scrape").status(), 401);
+    let metrics = scrape.bearer_auth(&server.token).send().await.expect("scrape").text().await.expect("text");
     let labels = r#"namespace="default",service="one",revision="one-00001""#;
     for expected in [
         format!("serval_requests_total{{{labels},code=\"200\"}} 20"),

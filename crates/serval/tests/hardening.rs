@@ -194,3 +194,49 @@ async fn a_reply_larger_than_10_mb_fails_the_attempt() {
     .await;
     assert_eq!(trigger_delivery(&server, "huge")["delivered"], 0);
 }
+
+#[tokio::test]
+async fn the_server_wide_instance_limit_refuses_impossible_scales_and_caps_bursts() {
+    let server = Server::start(&["--max-instances", "3", "--stable-window", "6s", "--autoscaler-tick", "200ms"]);
+    let echo = support::echo_bin().display().to_string();
+    let refused = server.fails(&["deploy", "huge", "--cmd", &echo, "--min-scale", "1000000"]);
+    assert!(refused.contains("min-scale") && refused.lines().count() == 1, "{refused}");
+    assert!(server.cli(&["get", "huge"]).status.code() != Some(0), "nothing was stored");
+
+    server.ok(&["deploy", "capped", "--cmd", &echo, "--concurrency", "1"]);
+    let url = format!("{}/f/default/capped/?sleep_ms=300", server.gateway);
+    let client = reqwest::Client::new();
+    let requests = (0..12).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let resp = client.get(&url).send().await.expect("send");
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap_or_default())
+        })
+    });
+    let mut pids = std::collections::HashSet::new();
+    for r in futures_util::future::join_all(requests).await {
+        let (status, body) = r.expect("join");
+        assert_eq!(status, 200, "{body}");
+        pids.insert(body["pid"].as_u64().expect("pid"));
+    }
+    assert!(pids.len() <= 3, "{} instances served a burst on a server limited to 3", pids.len());
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_on_the_api_and_not_on_their_own_address() {
+    let server = Server::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let client = reqwest::Client::new();
+    let on_api = client.get(format!("{}/metrics", server.api)).send().await.expect("scrape");
+    assert_eq!(on_api.status(), 401);
+    let with_token = client.get(format!("{}/metrics", server.api)).bearer_auth(&server.token).send().await;
+    assert_eq!(with_token.expect("scrape").status(), 200);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server.dir.join("server.json")).expect("server.json"))
+            .expect("json");
+    let scraper = info["metrics"].as_str().expect("metrics address in server.json");
+    let scraped = client.get(format!("{scraper}/metrics")).send().await.expect("scrape");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.expect("text").contains("# EOF"));
+    let other = client.get(format!("{scraper}/api/v1/services")).send().await.expect("get");
+    assert_eq!(other.status(), 404, "the scrape address serves nothing else");
+}

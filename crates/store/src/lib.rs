@@ -115,12 +115,29 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The store holds users' environment values: its directory is the owner's alone (0700)
+/// and so are the database and its WAL and shared-memory files (0600; SQLite gives the
+/// files it creates the database file's mode, so the database is created with it first).
+fn owner_only(dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = db.with_file_name(format!("serval.db{suffix}"));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating and migrating if needed) `dir/serval.db`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         let path = dir.join("serval.db");
+        owner_only(dir, &path).map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
         let reader = open_connection(&path)?;
@@ -306,6 +323,22 @@ mod tests {
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
         let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
         assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let store = Store::open(&data).expect("open");
+        store.write(vec![WriteOp::put(Kind::Service, "a", "x", &1).expect("encode")]).await.expect("write");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        for file in ["serval.db", "serval.db-wal", "serval.db-shm"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
     }
 
     #[tokio::test]

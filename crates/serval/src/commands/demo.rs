@@ -51,7 +51,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let function = example_binary(&args)?;
     let data = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let token = load_or_create_token(data.path())?;
-    let listeners = Listeners { api: bind("127.0.0.1:0").await?, gateway: bind_gateway("127.0.0.1:0")? };
+    let listeners = Listeners { api: bind("127.0.0.1:0").await?, gateway: bind_gateway("127.0.0.1:0")?, metrics: None };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data.path().to_path_buf(), token.clone());
     config.autoscaler.stable_window = args.stable_window;

@@ -19,6 +19,9 @@ pub struct ServerArgs {
     /// Gateway (data plane) address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway_addr: String,
+    /// Serve Prometheus /metrics here without a token, for scrapers (on the API it needs the token).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     /// Routing domain: services answer at <service>.<namespace>.<domain>.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
@@ -42,6 +45,13 @@ pub struct ServerArgs {
     /// Connections open at once per listener (gateway, API); more wait until one closes.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Instances running at once on this server, all revisions together (default: one per
+    /// 64 MiB of memory and per 16 open files allowed, at most 10 000).
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// The highest autoscaling.knative.dev/max-scale a revision may ask for (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_scale_limit: u32,
     /// A trigger's delivery attempt times out after this unless its delivery.timeout says otherwise.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub delivery_timeout: Duration,
@@ -103,6 +113,20 @@ fn write_server_json(dir: &Path, info: &ServerInfo) -> Result<()> {
     Ok(())
 }
 
+/// One instance per 64 MiB of memory and per 16 open files (each holds sockets and pipes),
+/// between 16 and 10 000.
+fn default_max_instances(open_files: u64) -> u32 {
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
+        .unwrap_or(4 * 1024 * 1024u64);
+    let by_memory = memory_kib / (64 * 1024);
+    let by_files = open_files / 16;
+    u32::try_from(by_memory.min(by_files).clamp(16, 10_000)).unwrap_or(10_000)
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -120,14 +144,22 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
         serval_runtime::die_with_parent()?;
     }
     crate::log::init();
-    match serval_runtime::raise_open_files_limit() {
-        Ok(limit) => tracing::debug!("open files limit {limit}"),
-        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
-    }
+    let open_files = match serval_runtime::raise_open_files_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot raise the open files limit: {e}");
+            1024
+        }
+    };
     let data_dir = global.data_dir();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
-    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind_gateway(&args.gateway_addr)? };
+    let metrics = match &args.metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let metrics_url = metrics.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| format!("http://{a}"));
+    let listeners = Listeners { api: bind(&args.api_addr).await?, gateway: bind_gateway(&args.gateway_addr)?, metrics };
     let addrs = listeners.addrs()?;
     let mut config = PlatformConfig::new(data_dir.clone(), token.clone());
     config.domain = args.domain;
@@ -136,13 +168,20 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     config.revision_history = args.revision_history;
     config.oci_runtime = args.oci_runtime;
     config.delivery_timeout = args.delivery_timeout;
+    config.max_instances = args.max_instances.unwrap_or_else(|| default_max_instances(open_files)).max(1);
+    config.max_scale_limit = args.max_scale_limit;
     config.connections = serval_platform::ConnectionLimits {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections,
     };
 
-    let info = ServerInfo { api: format!("http://{}", addrs.api), gateway: format!("http://{}", addrs.gateway), token };
+    let info = ServerInfo {
+        api: format!("http://{}", addrs.api),
+        gateway: format!("http://{}", addrs.gateway),
+        token,
+        metrics: metrics_url,
+    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let platform = tokio::spawn(serval_platform::run(listeners, config, shutdown_signal(), ready_tx));
     if ready_rx.await.is_ok() {
