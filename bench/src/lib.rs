@@ -133,6 +133,36 @@ impl ServalServer {
     }
 }
 
+impl ServalServer {
+    /// PUT of a JSON document on the API with the token; the status code.
+    pub fn api_put(&self, path: &str, body: &str) -> std::io::Result<u16> {
+        let mut stream = TcpStream::connect(self.api)?;
+        write!(
+            stream,
+            "PUT {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        status.ok_or_else(|| std::io::Error::other(format!("bad answer: {answer:?}")))
+    }
+
+    /// CPU time (user + system) the server process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().filter_map(|f| f.parse().ok()).collect())
+            .unwrap_or_default();
+        // utime and stime (fields 14 and 15 of the line), in clock ticks of 10 ms.
+        let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+}
+
 impl Drop for ServalServer {
     /// SIGTERM first, so the server stops its instances and containers; SIGKILL after 20 s.
     fn drop(&mut self) {

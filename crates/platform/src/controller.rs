@@ -27,7 +27,7 @@ use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
-/// How often every service is reconciled even without changes.
+/// How often services that are not Ready are reconciled again without a change.
 const RESYNC: Duration = Duration::from_secs(10);
 
 /// The runtimes instances can run on.
@@ -64,6 +64,8 @@ pub struct Controller {
     runners: Mutex<HashMap<String, Arc<RevisionRunner>>>,
     /// Serializes read-modify-write of resources and reconciles.
     write_lock: tokio::sync::Mutex<()>,
+    /// Services (namespace, name) whose last reconcile left them not Ready.
+    unsettled: Mutex<HashSet<(String, String)>>,
     instance_ids: Arc<AtomicU64>,
     /// The server-wide instance limit, shared by the runners.
     instance_slots: InstanceSlots,
@@ -111,6 +113,7 @@ impl Controller {
             logs: LogBook::default(),
             runners: Mutex::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
+            unsettled: Mutex::new(HashSet::new()),
             instance_ids: Arc::new(AtomicU64::new(1)),
             instance_slots,
             metrics,
@@ -184,17 +187,35 @@ impl Controller {
         Ok(services.into_iter().map(|s| self.with_live_status(s)).collect())
     }
 
+    /// The stored service with what its runners know now: the serving revision's instance
+    /// counts, and `ContainerHealthy=False` while instances of a revision it routes to keep
+    /// failing (a crash loop shows on the service, not only on the revision).
     fn with_live_status(&self, mut service: Service) -> Service {
+        let namespace = service.metadata.namespace.clone();
         let serving = &service.status.latest_ready_revision_name;
-        if let Some(runner) = self.runners().get(&runner_key(&service.metadata.namespace, serving)) {
+        let runners = self.runners();
+        if let Some(runner) = runners.get(&runner_key(&namespace, serving)) {
             service.status.instances = Some(runner.counts());
+        }
+        let failing = service
+            .status
+            .traffic
+            .iter()
+            .filter_map(|t| t.revision_name.as_deref())
+            .chain(std::iter::once(serving.as_str()))
+            .find_map(|revision| Some((revision, runners.get(&runner_key(&namespace, revision))?.failing()?)));
+        if let Some((revision, mut condition)) = failing {
+            condition.message = format!("revision {revision}: {}", condition.message);
+            Condition::set(&mut service.status.conditions, condition, &now_rfc3339());
         }
         service
     }
 
     pub fn list_revisions(&self, namespace: &str, service: Option<&str>) -> Result<Vec<Revision>, PlatformError> {
-        let mut revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
-        revisions.retain(|r| service.is_none_or(|s| r.service_name() == s));
+        let mut revisions: Vec<Revision> = match service {
+            Some(service) => self.store.list_owned(Kind::Revision, namespace, service)?,
+            None => self.store.list(Kind::Revision, Some(namespace))?,
+        };
         revisions.sort_by_key(|r| (r.service_name().to_string(), configuration_generation(r)));
         Ok(revisions.into_iter().map(|r| self.with_live_revision_status(r)).collect())
     }
@@ -250,8 +271,7 @@ impl Controller {
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
         carry_identity(&mut service.metadata, old, &now);
         service.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
-        let revisions: Vec<Revision> = self.store.list(Kind::Revision, Some(namespace))?;
-        let revisions: Vec<Revision> = revisions.into_iter().filter(|r| r.service_name() == name).collect();
+        let revisions: Vec<Revision> = self.store.list_owned(Kind::Revision, namespace, &name)?;
         let mut ops = Vec::new();
         if template_changed {
             let number = revisions
@@ -268,7 +288,7 @@ impl Controller {
                 )));
             }
             let revision = Revision::from_service(&service, rev_name.clone(), number, &now);
-            ops.push(WriteOp::put(Kind::Revision, namespace, &rev_name, &revision)?);
+            ops.push(WriteOp::put_owned(Kind::Revision, namespace, &rev_name, &name, &revision)?);
             service.status.latest_created_revision_name = rev_name;
             service.status.configuration_generation = number;
         }
@@ -534,13 +554,28 @@ impl Controller {
         Ok(())
     }
 
+    /// Reconciles, every [`RESYNC`], the services the last reconcile left not Ready (a
+    /// missing executable or runtime may have appeared since); a Ready service changes only
+    /// through a write or a runner's event, each of which reconciles it at once. Idle cost
+    /// thus follows the services in trouble, not all of them.
     pub async fn resync_periodically(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RESYNC).await;
-            if let Err(e) = self.resync_all().await {
-                tracing::error!("resync failed: {e}");
+            let due: Vec<(String, String)> = self.unsettled().iter().cloned().collect();
+            if due.is_empty() {
+                continue;
+            }
+            let _guard = self.write_lock.lock().await;
+            for (namespace, name) in due {
+                if let Err(e) = self.reconcile_locked(&namespace, &name).await {
+                    tracing::error!("reconciling {namespace}/{name}: {e}");
+                }
             }
         }
+    }
+
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
@@ -548,6 +583,7 @@ impl Controller {
         let Some(mut service) = self.store.get::<Service>(Kind::Service, namespace, name)? else {
             self.routes.set(key, None);
             self.retire_runners(namespace, name, &HashSet::new());
+            self.unsettled().remove(&(namespace.to_string(), name.to_string()));
             return Ok(());
         };
         let now = now_rfc3339();
@@ -704,6 +740,12 @@ impl Controller {
             Condition::new("Ready", ready, reason, message),
         ] {
             Condition::set(&mut service.status.conditions, condition, &now);
+        }
+        let id = (namespace.to_string(), name.to_string());
+        if ready == ConditionStatus::True {
+            self.unsettled().remove(&id);
+        } else {
+            self.unsettled().insert(id);
         }
         if service.status != before {
             ops.push(WriteOp::put(Kind::Service, namespace, name, &service)?);

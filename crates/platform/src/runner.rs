@@ -203,6 +203,13 @@ impl RevisionRunner {
         self.lock().health.clone()
     }
 
+    /// `ContainerHealthy=False` while instances keep failing (a crash loop, starts that
+    /// fail), until one lives long enough or starts again.
+    pub fn failing(&self) -> Option<Condition> {
+        let state = self.lock();
+        (state.failures > 0 || state.last_start_failed).then(|| state.health.clone()).flatten()
+    }
+
     /// Resolves with the outcome of the revision's first instance start.
     pub fn first_start(&self) -> watch::Receiver<FirstStart> {
         self.first_start.subscribe()
@@ -249,15 +256,19 @@ impl RevisionRunner {
         let mut stop = self.stop.subscribe();
         let mut next_tick = tokio::time::Instant::now();
         loop {
-            let full_tick = tokio::time::Instant::now() >= next_tick;
+            let now = tokio::time::Instant::now();
+            let full_tick = now >= next_tick;
             if full_tick {
-                next_tick += self.spec.tick;
+                next_tick = (next_tick + self.spec.tick).max(now);
             }
-            self.step(full_tick);
+            // At zero with nothing to do, the runner sleeps until a request or an event comes
+            // (ticks are for scaling down and for windows that still hold load): a thousand
+            // idle revisions cost nothing.
+            let idle = self.step(full_tick);
             tokio::select! {
                 () = self.pool.demanded() => {}
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep_until(next_tick) => {}
+                () = tokio::time::sleep_until(next_tick), if !idle => {}
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
@@ -265,7 +276,9 @@ impl RevisionRunner {
 
     /// Feeds the latest measurements to the autoscaler and acts on its decision without
     /// waiting. Scale-down happens only on ticks; events between ticks may only add.
-    fn step(self: &Arc<Self>, full_tick: bool) {
+    /// Returns whether the revision is idle at zero: no instance, none starting, no request,
+    /// and the decision is zero (then only a request or an event needs a new step).
+    fn step(self: &Arc<Self>, full_tick: bool) -> bool {
         let mut state = self.lock();
         let now = Instant::now();
         // Pool stats are read under the runner lock so a concurrently finishing start is
@@ -341,6 +354,12 @@ impl RevisionRunner {
                 }
             }
         }
+        desired == 0
+            && state.instances.is_empty()
+            && state.starting == 0
+            && stats.waiting == 0
+            && stats.in_flight == 0
+            && !backing_off
     }
 
     async fn start_instance(self: Arc<Self>, cold: bool, slot: OwnedSemaphorePermit) {

@@ -55,11 +55,18 @@ fn instances(v: &Value) -> String {
     if i.is_null() { "0/0".into() } else { format!("{}/{}", text(&i["ready"]), text(&i["desired"])) }
 }
 
+/// The Ready condition's status and reason; instances that keep failing (`ContainerHealthy`
+/// False) add their reason, whatever Ready says.
 fn ready_reason(v: &Value) -> (String, String) {
-    match condition(v, "Ready") {
+    let (status, mut reason) = match condition(v, "Ready") {
         Some((status, reason, _)) => (status.to_string(), reason.to_string()),
         None => ("Unknown".into(), String::new()),
+    };
+    if let Some(("False", failing, _)) = condition(v, "ContainerHealthy") {
+        let failing = format!("ContainerUnhealthy({failing})");
+        reason = if reason.is_empty() { failing } else { format!("{reason}, {failing}") };
     }
+    (status, reason)
 }
 
 /// Services: one row each.

@@ -161,7 +161,7 @@ spec:
     spec:
       containers:
         - image: test/echo:1
-          command: ["/bin/sh", "-c", "httpd -f -p 127.0.0.1:$PORT -h /www & i=0; while [ $i -lt 2000 ]; do sleep 300 & i=$((i+1)); done; wait"]
+          command: ["/bin/sh", "-c", "httpd -f -p 127.0.0.1:$PORT -h /www & sleep 1; i=0; while [ $i -lt 2000 ]; do sleep 300 & i=$((i+1)); done; wait"]
 "#;
     let file = server.dir.join("limits.yaml");
     std::fs::write(&file, manifest).expect("manifest");

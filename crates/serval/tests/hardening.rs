@@ -240,3 +240,23 @@ async fn metrics_need_the_token_on_the_api_and_not_on_their_own_address() {
     let other = client.get(format!("{scraper}/api/v1/services")).send().await.expect("get");
     assert_eq!(other.status(), 404, "the scrape address serves nothing else");
 }
+
+#[tokio::test]
+async fn a_crash_loop_shows_on_the_service_and_in_list() {
+    let server = Server::start(&[]);
+    let echo = support::echo_bin().display().to_string();
+    // Ready within a second, then gone: every instance dies young.
+    let cmd = format!("sh -c '{echo} & sleep 1; kill $!; exit 3'");
+    server.ok(&["deploy", "looping", "--cmd", &cmd, "--min-scale", "1"]);
+    let condition = support::eventually("the crash loop on the service", Duration::from_secs(30), async || {
+        let service = server.get_json(&["looping"]);
+        let conditions = service["status"]["conditions"].as_array()?.clone();
+        conditions.into_iter().find(|c| c["type"] == "ContainerHealthy" && c["status"] == "False")
+    })
+    .await;
+    assert!(condition["message"].as_str().is_some_and(|m| m.contains("looping-00001")), "{condition}");
+    let list = server.ok(&["list"]);
+    assert!(list.contains("ContainerUnhealthy"), "{list}");
+    let revisions = server.ok(&["revisions", "looping"]);
+    assert!(revisions.contains("ContainerUnhealthy"), "{revisions}");
+}

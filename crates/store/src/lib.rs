@@ -87,6 +87,13 @@ const SCHEMA: &[&str] = &[
         seq INTEGER NOT NULL,
         PRIMARY KEY (namespace, trigger)
     ) WITHOUT ROWID;",
+    // version 4: the resource a resource belongs to (a revision's service), so that one
+    // owner's resources are read without reading the namespace's; filled in for the
+    // revisions stored before (the one place the store reads a label).
+    "ALTER TABLE resources ADD COLUMN owner TEXT;
+    UPDATE resources SET owner = json_extract(body, '$.metadata.labels.\"serving.knative.dev/service\"')
+        WHERE kind = 'Revision';
+    CREATE INDEX resources_by_owner ON resources (kind, namespace, owner);",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
@@ -237,6 +244,23 @@ impl Store {
         self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
     }
 
+    /// Lists the resources of `kind` in `namespace` that belong to `owner`, ordered by name.
+    pub fn list_owned<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        owner: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<(String, String)> = self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, body FROM resources WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![kind.as_str(), namespace, owner], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        rows.iter().map(|(name, body)| decode(kind, namespace, name, body)).collect()
+    }
+
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
     pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
         let rows: Vec<(String, String, String)> = self.read(|c| {
@@ -261,14 +285,30 @@ fn decode<T: DeserializeOwned>(kind: Kind, namespace: &str, name: &str, body: &s
 }
 
 impl WriteOp {
-    /// Inserts or replaces a resource.
+    /// Inserts or replaces a resource (an existing one keeps its owner).
     pub fn put<T: Serialize>(kind: Kind, namespace: &str, name: &str, value: &T) -> Result<WriteOp, StoreError> {
         Ok(WriteOp::Put {
             kind: kind.as_str(),
             namespace: namespace.into(),
             name: name.into(),
+            owner: None,
             body: serde_json::to_string(value).map_err(StoreError::Encode)?,
         })
+    }
+
+    /// Inserts or replaces a resource that belongs to `owner` (see [`Store::list_owned`]).
+    pub fn put_owned<T: Serialize>(
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        owner: &str,
+        value: &T,
+    ) -> Result<WriteOp, StoreError> {
+        let mut op = WriteOp::put(kind, namespace, name, value)?;
+        if let WriteOp::Put { owner: o, .. } = &mut op {
+            *o = Some(owner.into());
+        }
+        Ok(op)
     }
 
     pub fn delete(kind: Kind, namespace: &str, name: &str) -> WriteOp {
@@ -323,6 +363,42 @@ mod tests {
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
         let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
         assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn owned_resources_are_listed_by_owner_and_keep_it_when_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write(vec![
+                WriteOp::put_owned(Kind::Revision, "a", "x-00001", "x", &1).expect("encode"),
+                WriteOp::put_owned(Kind::Revision, "a", "x-00002", "x", &2).expect("encode"),
+                WriteOp::put_owned(Kind::Revision, "a", "y-00001", "y", &3).expect("encode"),
+                WriteOp::put_owned(Kind::Revision, "b", "x-00001", "x", &4).expect("encode"),
+            ])
+            .await
+            .expect("write");
+        store.write(vec![WriteOp::put(Kind::Revision, "a", "x-00002", &5).expect("encode")]).await.expect("update");
+        let owned: Vec<i32> = store.list_owned(Kind::Revision, "a", "x").expect("list");
+        assert_eq!(owned, vec![1, 5]);
+    }
+
+    #[test]
+    fn revisions_stored_before_owners_get_their_service_as_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("serval.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for sql in &SCHEMA[..3] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 3).expect("version");
+            let body = r#"{"metadata":{"labels":{"serving.knative.dev/service":"x"}}}"#;
+            conn.execute("INSERT INTO resources VALUES ('Revision', 'a', 'x-00001', ?1)", [body]).expect("insert");
+        }
+        let store = Store::open(dir.path()).expect("migrate");
+        let owned: Vec<serde_json::Value> = store.list_owned(Kind::Revision, "a", "x").expect("list");
+        assert_eq!(owned.len(), 1);
     }
 
     #[tokio::test]

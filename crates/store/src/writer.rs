@@ -13,7 +13,7 @@ use crate::StoreError;
 /// One change inside a write request; all ops of one request commit atomically.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    Put { kind: &'static str, namespace: String, name: String, body: String },
+    Put { kind: &'static str, namespace: String, name: String, owner: Option<String>, body: String },
     Delete { kind: &'static str, namespace: String, name: String },
     AppendEvent { namespace: String, broker: String, body: String },
     DeleteEvents { namespace: String, broker: String },
@@ -146,12 +146,13 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError
 
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
-        WriteOp::Put { kind, namespace, name, body } => {
+        WriteOp::Put { kind, namespace, name, owner, body } => {
             conn.prepare_cached(
-                "INSERT INTO resources (kind, namespace, name, body) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, namespace, name) DO UPDATE SET body = excluded.body",
+                "INSERT INTO resources (kind, namespace, name, body, owner) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, namespace, name)
+                 DO UPDATE SET body = excluded.body, owner = COALESCE(excluded.owner, resources.owner)",
             )?
-            .execute(params![kind, namespace, name, body])?;
+            .execute(params![kind, namespace, name, body, owner])?;
         }
         WriteOp::Delete { kind, namespace, name } => {
             conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
