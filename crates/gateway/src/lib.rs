@@ -12,6 +12,8 @@
 
 mod chunked;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod listen;
 mod metrics;
 mod pool;

@@ -46,9 +46,9 @@ use crate::{GatewayError, Lease, RevisionPool};
 
 /// The largest request or response head relayed; a larger request goes to hyper (which
 /// answers 431), a larger response is a 502.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a head may have here (hyper takes requests with more).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Free space kept in a read buffer before each read.
 const READ_SPARE: usize = 8 * 1024;
 
@@ -188,29 +188,29 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// What the relay needs to know about a request once its head has been rewritten.
 #[derive(Debug, Clone, Copy)]
-struct RequestFacts {
-    body_len: u64,
+pub(crate) struct RequestFacts {
+    pub(crate) body_len: u64,
     /// The client asked to close after this exchange.
-    close: bool,
+    pub(crate) close: bool,
     /// A `HEAD` request: the response has no body, whatever its fields say.
-    head_only: bool,
+    pub(crate) head_only: bool,
     /// Safe to send again when a kept-alive connection closes under it (RFC 9110 §9.2.2).
-    idempotent: bool,
+    pub(crate) idempotent: bool,
     /// Asks to switch protocols (`Upgrade`).
-    upgrade: bool,
+    pub(crate) upgrade: bool,
 }
 
 /// A request the relay forwards, its head already rewritten for the instance.
-struct RelayedRequest {
+pub(crate) struct RelayedRequest {
     /// Bytes of the head in the client's buffer.
-    head_len: usize,
-    facts: RequestFacts,
+    pub(crate) head_len: usize,
+    pub(crate) facts: RequestFacts,
     /// The revision's pool and the service's name, or why there is none.
-    route: Result<(Arc<RevisionPool>, String), Unrouted>,
+    pub(crate) route: Result<(Arc<RevisionPool>, String), Unrouted>,
 }
 
 /// What the bytes at the start of a client's buffer are.
-enum Parsed {
+pub(crate) enum Parsed {
     Incomplete,
     /// Not for the relay: hyper takes over.
     HandOff,
@@ -228,7 +228,12 @@ fn bad_request(head_len: usize, why: &str) -> Parsed {
 /// Parses the request head at the start of `buf` and, when the relay can forward it, writes
 /// the instance's request line and fields into `upstream_head` (all but the final empty
 /// line).
-fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_head: &mut Vec<u8>) -> Parsed {
+pub(crate) fn parse_request(
+    gateway: &Gateway,
+    buf: &[u8],
+    forwarded_for: &[u8],
+    upstream_head: &mut Vec<u8>,
+) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -319,7 +324,7 @@ fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &[u8], upstream_h
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -328,17 +333,17 @@ enum Framing {
 }
 
 /// A response head from an instance, rewritten for the client.
-struct ResponseHead {
-    code: u16,
-    framing: Framing,
+pub(crate) struct ResponseHead {
+    pub(crate) code: u16,
+    pub(crate) framing: Framing,
     /// The instance connection may carry another request after this response.
-    reusable: bool,
+    pub(crate) reusable: bool,
 }
 
 /// Parses the response head at the start of `buf`; on success it is consumed and its
 /// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
 /// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
-fn parse_response(
+pub(crate) fn parse_response(
     buf: &mut BytesMut,
     head_only: bool,
     out: &mut Vec<u8>,

@@ -1,5 +1,6 @@
 //! Tests of the image side: unpacking (including hostile layers), the store, registry pulls.
 
+mod fuzz;
 mod registry;
 mod store;
 mod unpack;
