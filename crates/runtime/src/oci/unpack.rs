@@ -403,10 +403,10 @@ impl Unpacker {
 
     fn finish_dirs(&mut self) -> Result<(), RuntimeError> {
         for (abs, mode, mtime) in self.deferred_dirs.drain(..).rev() {
-            // A later entry of the layer may have replaced the directory.
-            match fs::symlink_metadata(&abs) {
-                Ok(m) if m.is_dir() => {}
-                _ => continue,
+            // A later entry of the layer may have replaced the directory, or one of its
+            // parents — with a link, through which the mode would land outside the rootfs.
+            if !real_dir_below(&self.dest, &abs) {
+                continue;
             }
             fs::set_permissions(&abs, Permissions::from_mode(mode & 0o7777))
                 .map_err(|e| RuntimeError::Image(format!("setting the mode of {}: {e}", abs.display())))?;
@@ -414,6 +414,17 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// Whether `path` (below `root`) is a directory reached through real directories only:
+/// no component from `root` down is a link.
+fn real_dir_below(root: &Path, path: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else { return false };
+    let mut at = root.to_path_buf();
+    relative.components().all(|component| {
+        at.push(component);
+        fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir())
+    })
 }
 
 /// Makes room for an entry at `path` (never following a link there). Returns `true` when a
