@@ -145,8 +145,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
 impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n @ 1..)) = polled {
-            let _ = n;
+        if let Poll::Ready(Ok(1..)) = polled {
             self.watched.activity.last_io.store(self.watched.now(), Ordering::Relaxed);
         }
         polled

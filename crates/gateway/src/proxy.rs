@@ -107,8 +107,8 @@ pub(crate) fn is_hop_by_hop<'a>(name: &str, listed: impl IntoIterator<Item = &'a
             && !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(name)))
 }
 
-/// The tokens of every `Connection` field value.
-pub(crate) fn connection_tokens<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> impl Iterator<Item = &'v str> {
+/// The tokens of comma-separated field values (`Connection`, `Transfer-Encoding`), trimmed.
+pub(crate) fn list_tokens<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> impl Iterator<Item = &'v str> {
     values
         .into_iter()
         .flat_map(|v| std::str::from_utf8(v).unwrap_or_default().split(','))
@@ -119,7 +119,7 @@ pub(crate) fn connection_tokens<'v>(values: impl IntoIterator<Item = &'v [u8]>) 
 /// Removes the hop-by-hop headers and those the `Connection` field lists (one pass over the
 /// few headers a message usually has; removal only when one is there).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let listed: Vec<HeaderName> = connection_tokens(headers.get_all(header::CONNECTION).iter().map(|v| v.as_bytes()))
+    let listed: Vec<HeaderName> = list_tokens(headers.get_all(header::CONNECTION).iter().map(|v| v.as_bytes()))
         .filter(|t| !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(t)))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -138,11 +138,10 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 /// is kept (RFC 9112 §6.1), and a `content-length` beside a transfer coding is dropped
 /// (§6.3: the transfer coding wins).
 fn response_fields_for_client(headers: &mut http::HeaderMap) {
-    let codings: Vec<String> =
-        connection_tokens(headers.get_all(header::TRANSFER_ENCODING).iter().map(|v| v.as_bytes()))
-            .filter(|c| !c.eq_ignore_ascii_case("chunked"))
-            .map(str::to_owned)
-            .collect();
+    let codings: Vec<String> = list_tokens(headers.get_all(header::TRANSFER_ENCODING).iter().map(|v| v.as_bytes()))
+        .filter(|c| !c.eq_ignore_ascii_case("chunked"))
+        .map(str::to_owned)
+        .collect();
     let framed_by_coding = headers.contains_key(header::TRANSFER_ENCODING);
     strip_hop_by_hop(headers);
     if framed_by_coding {

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
 use crate::listen::ConnectionLimits;
-use crate::proxy::{Chosen, Gateway, Routed, Unrouted, connection_tokens, is_hop_by_hop};
+use crate::proxy::{Chosen, Gateway, Routed, Unrouted, is_hop_by_hop, list_tokens};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -161,7 +161,7 @@ fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> (Vec<&'h str>, bo
     let mut listed = Vec::new();
     let mut close = false;
     let values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
-    for token in connection_tokens(values) {
+    for token in list_tokens(values) {
         if token.eq_ignore_ascii_case("close") {
             close = true;
         } else if !token.eq_ignore_ascii_case("keep-alive") {
@@ -372,7 +372,7 @@ pub(crate) fn parse_response(
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // Chunked when chunked is the last coding of the last field (RFC 9112 §6.3).
-            chunked = Some(connection_tokens([h.value]).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
+            chunked = Some(list_tokens([h.value]).last().is_some_and(|c| c.eq_ignore_ascii_case("chunked")));
         }
     }
     let framing = if head_only || code == 204 || code == 304 || (100..200).contains(&code) {
