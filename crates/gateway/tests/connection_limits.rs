@@ -84,13 +84,13 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_on_both_
 
 #[tokio::test]
 async fn a_connection_in_use_is_kept_within_the_idle_timeout() {
-    let gateway = gateway(short(60_000, 400)).await;
+    let gateway = gateway(short(60_000, 1_500)).await;
     let mut c = Client::connect(gateway).await;
-    // Requests every 100 ms for a second: never idle for 400 ms.
+    // Requests every 200 ms for two seconds: longer than the idle timeout, never idle for it.
     for _ in 0..10 {
         c.send(GET.as_bytes()).await;
         assert_eq!(c.answer("GET").await.status, 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
