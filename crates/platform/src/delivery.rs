@@ -364,8 +364,15 @@ impl Dispatchers {
                 && let Some(stored) = buffered.pop_front()
             {
                 window.start(stored.seq);
-                let event =
-                    serval_eventing::from_json_str(&stored.body).ok().filter(|event| plan.filter.matches(event));
+                let event = match serval_eventing::from_json_str(&stored.body) {
+                    Ok(event) => Some(event).filter(|event| plan.filter.matches(event)),
+                    Err(e) => {
+                        // Accepted under older rules (attribute values now bounded): not
+                        // deliverable, and never skipped in silence.
+                        tracing::error!("trigger {namespace}/{trigger}: stored event {} is skipped: {e}", stored.seq);
+                        None
+                    }
+                };
                 match event {
                     Some(event) => {
                         let seq = stored.seq;
