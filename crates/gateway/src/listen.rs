@@ -53,15 +53,24 @@ const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Accepts a listener's connections within its cap: each comes with a permit that counts it
-/// until dropped. Clones share the cap.
+/// until dropped (the permits are also how shutdown knows when every connection is done).
+/// Clones share the cap.
 #[derive(Clone)]
 pub struct ConnectionCap {
     permits: Arc<Semaphore>,
+    max: u32,
 }
 
 impl ConnectionCap {
     pub fn new(limits: &ConnectionLimits) -> ConnectionCap {
-        ConnectionCap { permits: Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS))) }
+        let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        ConnectionCap { permits: Arc::new(Semaphore::new(max)), max: u32::try_from(max).unwrap_or(u32::MAX) }
+    }
+
+    /// Resolves once every accepted connection has closed (all permits are back), or after
+    /// `patience`.
+    pub async fn all_closed(&self, patience: Duration) {
+        let _ = tokio::time::timeout(patience, self.permits.acquire_many(self.max)).await;
     }
 
     /// The next connection, once fewer than the cap are open. A failed accept (out of file
@@ -295,22 +304,19 @@ pub async fn serve_listener<S, F, B>(
 {
     let cap = ConnectionCap::new(&limits);
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             (stream, _, permit) = cap.accept(&listener, name) => {
                 let _ = stream.set_nodelay(true);
-                let (handle, builder, open) = (handle.clone(), builder.clone(), open_tx.clone());
-                let stop = connection_stop.clone();
+                let (handle, builder, stop) = (handle.clone(), builder.clone(), connection_stop.clone());
                 tokio::spawn(async move {
-                    let _held = (permit, open);
+                    let _permit = permit;
                     serve_connection(stream, handle, limits, &builder, stop).await;
                 });
             }
             _ = stop.wait_for(|stopped| *stopped) => break,
         }
     }
-    drop(open_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(10), open_rx.recv()).await;
+    cap.all_closed(Duration::from_secs(10)).await;
 }

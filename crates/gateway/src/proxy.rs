@@ -97,14 +97,18 @@ pub(crate) const HOP_BY_HOP: [&str; 9] = [
 /// Fields that frame or address a message. A `Connection` field that lists one of them
 /// removes nothing: dropping `content-length` after reading a body by it would hand the
 /// body to the instance as a request of its own (request smuggling).
-pub(crate) const NEVER_LISTED: [&str; 4] = ["content-length", "transfer-encoding", "host", "upgrade"];
+const NEVER_LISTED: [&str; 4] = ["content-length", "transfer-encoding", "host", "upgrade"];
 
-/// Whether a field stays behind: a hop-by-hop one, or one a `Connection` field listed (but
-/// never a framing field, see [`NEVER_LISTED`]).
+/// Whether a `Connection` field listing `name` removes it (never a framing field, see
+/// [`NEVER_LISTED`]).
+fn listing_removes(name: &str) -> bool {
+    !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// Whether a field stays behind: a hop-by-hop one, or one a `Connection` field listed.
 pub(crate) fn is_hop_by_hop<'a>(name: &str, listed: impl IntoIterator<Item = &'a str>) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || (listed.into_iter().any(|l| l.eq_ignore_ascii_case(name))
-            && !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(name)))
+        || (listed.into_iter().any(|l| l.eq_ignore_ascii_case(name)) && listing_removes(name))
 }
 
 /// The tokens of comma-separated field values (`Connection`, `Transfer-Encoding`), trimmed.
@@ -120,7 +124,7 @@ pub(crate) fn list_tokens<'v>(values: impl IntoIterator<Item = &'v [u8]>) -> imp
 /// few headers a message usually has; removal only when one is there).
 fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     let listed: Vec<HeaderName> = list_tokens(headers.get_all(header::CONNECTION).iter().map(|v| v.as_bytes()))
-        .filter(|t| !NEVER_LISTED.iter().any(|f| f.eq_ignore_ascii_case(t)))
+        .filter(|t| listing_removes(t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
@@ -481,8 +485,8 @@ pub async fn serve(
     .await;
 }
 
-/// One thread's accept loop until `stop` turns true, then lets open connections finish
-/// their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
+/// One thread's accept loop until `stop` turns true, then lets open connections (of every
+/// thread) finish their requests (at most 10 s). Each connection starts on the HTTP/1.1 relay and goes
 /// over to hyper (HTTP/1 and h2c) when a request needs it.
 async fn accept_loop(
     listener: TcpListener,
@@ -504,17 +508,15 @@ async fn accept_loop(
         }
     });
     let hyper = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    // Each connection's task holds a sender: once all are gone, all connections are done.
-    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             (stream, peer, permit) = cap.accept(&listener, "gateway") => {
                 let _ = stream.set_nodelay(true);
                 let (gateway, upstreams, relay_conns) = (gateway.clone(), upstreams.clone(), relay_conns.clone());
-                let (hyper, mut stop, open) = (hyper.clone(), connection_stop.clone(), open_tx.clone());
+                let (hyper, mut stop) = (hyper.clone(), connection_stop.clone());
                 tokio::spawn(async move {
-                    let _held = (permit, open);
+                    let _permit = permit;
                     let forwarded_for = peer.ip().to_string();
                     let handed_off = relay::serve(&gateway, &relay_conns, stream, &forwarded_for, &limits, &mut stop).await;
                     if let Some(rest) = handed_off {
@@ -525,8 +527,8 @@ async fn accept_loop(
             _ = stop.wait_for(|stopped| *stopped) => break,
         }
     }
-    drop(open_tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), open_rx.recv()).await;
+    // The permits count every connection of the listener, this thread's among them.
+    cap.all_closed(std::time::Duration::from_secs(10)).await;
 }
 
 /// Serves the rest of a connection the relay handed over with hyper, until the client

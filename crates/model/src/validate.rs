@@ -55,6 +55,24 @@ pub struct ScaleLimits {
     pub max_scale_limit: u32,
 }
 
+impl ScaleLimits {
+    /// The most instances one revision may run: the server's, or fewer under max-scale-limit.
+    pub fn per_revision(&self) -> u32 {
+        match self.max_scale_limit {
+            0 => self.max_instances,
+            limit => limit.min(self.max_instances),
+        }
+    }
+
+    /// A revision's max-scale held to max-scale-limit (0, unbounded, becomes the limit).
+    pub fn max_scale(&self, asked: u32) -> u32 {
+        match self.max_scale_limit {
+            limit if limit > 0 && (asked == 0 || asked > limit) => limit,
+            _ => asked,
+        }
+    }
+}
+
 /// Checks a Service's scale annotations against the server's limits: min-scale and
 /// initial-scale above what the server can ever run, or max-scale above the limit, are
 /// refused rather than started (a min-scale of a million would fork until the machine
@@ -65,10 +83,7 @@ pub fn check_scale_limits(service: &Service, limits: ScaleLimits) -> Result<(), 
         return Ok(());
     };
     let path = |key: &str| format!("{prefix}[{key}]");
-    let most = match limits.max_scale_limit {
-        0 => limits.max_instances,
-        limit => limit.min(limits.max_instances),
-    };
+    let most = limits.per_revision();
     let mut errors = Vec::new();
     for (key, value) in
         [(crate::autoscaling::MIN_SCALE, parsed.min_scale), (crate::autoscaling::INITIAL_SCALE, parsed.initial_scale)]
@@ -78,8 +93,7 @@ pub fn check_scale_limits(service: &Service, limits: ScaleLimits) -> Result<(), 
                 .push(FieldError { field: path(key), message: format!("{n} is more than this server runs ({most})") });
         }
     }
-    if let Some(n) = parsed.max_scale.filter(|n| limits.max_scale_limit > 0 && (*n == 0 || *n > limits.max_scale_limit))
-    {
+    if let Some(n) = parsed.max_scale.filter(|n| limits.max_scale(*n) != *n) {
         let limit = limits.max_scale_limit;
         let message = format!("{n} is above the server's max-scale-limit ({limit}); give 1 to {limit}");
         errors.push(FieldError { field: path(crate::autoscaling::MAX_SCALE), message });

@@ -127,6 +127,10 @@ impl Controller {
         &self.config
     }
 
+    fn scale_limits(&self) -> ScaleLimits {
+        ScaleLimits { max_instances: self.config.max_instances, max_scale_limit: self.config.max_scale_limit }
+    }
+
     pub fn addrs(&self) -> BoundAddrs {
         self.addrs
     }
@@ -255,9 +259,8 @@ impl Controller {
         }
         let warnings =
             validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
-        let limits =
-            ScaleLimits { max_instances: self.config.max_instances, max_scale_limit: self.config.max_scale_limit };
-        check_scale_limits(&service, limits).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
+        check_scale_limits(&service, self.scale_limits())
+            .map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
         let name = service.metadata.name.clone();
 
         let _guard = self.write_lock.lock().await;
@@ -833,12 +836,10 @@ impl Controller {
             autoscaling.initial_scale = autoscaling.initial_scale.max(1);
         }
         // Services stored before the limits were lower are held to them at run time.
-        let limit = self.config.max_scale_limit;
-        if limit > 0 && (autoscaling.max_scale == 0 || autoscaling.max_scale > limit) {
-            autoscaling.max_scale = limit;
-        }
-        autoscaling.min_scale = autoscaling.min_scale.min(self.config.max_instances);
-        autoscaling.initial_scale = autoscaling.initial_scale.min(self.config.max_instances);
+        let limits = self.scale_limits();
+        autoscaling.max_scale = limits.max_scale(autoscaling.max_scale);
+        autoscaling.min_scale = autoscaling.min_scale.min(limits.per_revision());
+        autoscaling.initial_scale = autoscaling.initial_scale.min(limits.per_revision());
         let startup_timeout = revision
             .annotation(annotations::PROGRESS_DEADLINE)
             .and_then(|d| serval_model::parse_duration(d).ok())

@@ -206,7 +206,8 @@ pub struct Counts {
     delivered: std::sync::atomic::AtomicU64,
     retrying: std::sync::atomic::AtomicU64,
     dead_lettered: std::sync::atomic::AtomicU64,
-    /// When each delivery in flight (attempts, waits between them) began, by log position.
+    /// When each delivery in flight (attempts, waits between them) began, by log position
+    /// (deliveries start in log order, so the first is the oldest).
     in_flight: Mutex<std::collections::BTreeMap<i64, Instant>>,
 }
 
@@ -217,7 +218,7 @@ impl Counts {
 
     /// How long the oldest delivery in flight has been going on.
     fn oldest_in_flight(&self, now: Instant) -> Option<Duration> {
-        self.lock_in_flight().values().min().map(|began| now.duration_since(*began))
+        self.lock_in_flight().first_key_value().map(|(_, began)| now.duration_since(*began))
     }
 }
 

@@ -64,7 +64,9 @@ fn failure_reason(err: &RuntimeError) -> &'static str {
 struct State {
     autoscaler: Autoscaler,
     last_decision: Option<Decision>,
-    instances: HashMap<u64, (Arc<Instance>, Instant)>,
+    /// Live instances: each with when it became ready, and its slot of the server-wide
+    /// instance limit (freed with the entry).
+    instances: HashMap<u64, (Arc<Instance>, Instant, OwnedSemaphorePermit)>,
     stopping: HashSet<u64>,
     starting: u32,
     failures: u32,
@@ -77,8 +79,6 @@ struct State {
     cold_starts: u64,
     last_cold_start: Option<Duration>,
     desired: u32,
-    /// Each live instance's slot of the server-wide instance limit.
-    slots: HashMap<u64, OwnedSemaphorePermit>,
     /// The last decision wanted more instances than the server-wide limit left.
     at_limit: bool,
 }
@@ -99,7 +99,6 @@ impl State {
             cold_starts: 0,
             last_cold_start: None,
             desired: 0,
-            slots: HashMap::new(),
             at_limit: false,
         }
     }
@@ -238,7 +237,7 @@ impl RevisionRunner {
                     .into_iter()
                     .filter_map(|id| {
                         state.stopping.insert(id);
-                        state.instances.get(&id).map(|(i, _)| (id, i.clone()))
+                        state.instances.get(&id).map(|(i, ..)| (id, i.clone()))
                     })
                     .collect();
                 (list, state.starting)
@@ -347,7 +346,7 @@ impl RevisionRunner {
         if full_tick && desired < current {
             let surplus = ((current - desired) as usize).min(ready.len());
             for id in choose_victims(&ready, surplus) {
-                if let Some(instance) = state.instances.get(&id).map(|(i, _)| i.clone()) {
+                if let Some(instance) = state.instances.get(&id).map(|(i, ..)| i.clone()) {
                     state.stopping.insert(id);
                     let runner = self.clone();
                     tokio::spawn(async move { runner.stop_instance(id, instance, "scaled down").await });
@@ -395,8 +394,7 @@ impl RevisionRunner {
                         state.last_cold_start = Some(startup);
                         self.metrics.cold_start(self.pool.labels(), startup);
                     }
-                    state.instances.insert(id, (instance.clone(), Instant::now()));
-                    state.slots.insert(id, slot);
+                    state.instances.insert(id, (instance.clone(), Instant::now(), slot));
                     if stopped {
                         state.stopping.insert(id);
                     } else {
@@ -445,8 +443,7 @@ impl RevisionRunner {
         let exit = instance.exited().await;
         let unexpected = {
             let mut state = self.lock();
-            let lived = state.instances.remove(&id).map(|(_, since)| since.elapsed());
-            state.slots.remove(&id);
+            let lived = state.instances.remove(&id).map(|(_, since, _)| since.elapsed());
             let requested = state.stopping.remove(&id);
             if !requested {
                 let message = format!("instance {instance_id} {exit}");
