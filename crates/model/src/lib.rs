@@ -6,18 +6,25 @@
 //! Must not depend on: any IO, tokio, or another serval crate.
 
 pub mod autoscaling;
+mod config_data;
 mod eventing;
+mod expand;
 mod meta;
 mod service;
 mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
+pub use config_data::{
+    CORE_API_VERSION, ConfigKind, ConfigMap, EnvFromSource, EnvVarSource, KeySelector, MAX_CONFIG_DATA_BYTES,
+    NameSelector, Secret, validate_config_map, validate_secret,
+};
 pub use eventing::{
     Addressable, Broker, BrokerSpec, DEFAULT_DELIVERY_CONCURRENCY, DELIVERY_CONCURRENCY, Destination,
     EVENTING_API_VERSION, EventingStatus, KReference, MAX_DELIVERY_CONCURRENCY, PingSource, PingSourceSpec,
     SOURCES_API_VERSION, Trigger, TriggerSpec, delivery_concurrency, validate_broker, validate_ping_source,
     validate_trigger,
 };
+pub use expand::{expand_environment, expand_references};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
 pub use service::{
     Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,

@@ -345,9 +345,18 @@ fn check_annotations(c: &mut Checker, service: &Service) {
 /// with `K_`, the contract's prefix.
 const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
 
+fn check_key_selector(c: &mut Checker, field: &str, selector: &crate::KeySelector) {
+    if selector.name.is_empty() {
+        c.error(format!("{field}.name"), "is required");
+    }
+    if selector.key.is_empty() {
+        c.error(format!("{field}.key"), "is required");
+    }
+}
+
 /// An environment variable name: a C identifier (`[A-Za-z_][A-Za-z0-9_]*`, what shells
 /// and `$NAME` expansion accept) that serval does not set itself.
-fn check_env_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_env_name(name: &str) -> Result<(), String> {
     let identifier = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !identifier {
@@ -387,8 +396,36 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
         if let Err(m) = check_env_name(&env.name) {
             c.error(format!("{base}.env[{i}].name"), m);
         }
-        if env.unknown.contains_key("valueFrom") {
-            c.error(format!("{base}.env[{i}].valueFrom"), "is not supported; give a value");
+        let field = format!("{base}.env[{i}].valueFrom");
+        if let Some(source) = &env.value_from {
+            if !env.value.is_empty() {
+                c.error(format!("{base}.env[{i}].value"), "may not be given with valueFrom");
+            }
+            match (&source.secret_key_ref, &source.config_map_key_ref) {
+                (Some(selector), None) => check_key_selector(c, &format!("{field}.secretKeyRef"), selector),
+                (None, Some(selector)) => check_key_selector(c, &format!("{field}.configMapKeyRef"), selector),
+                _ => {
+                    let other =
+                        source.unknown.keys().next().map_or(String::new(), |k| format!(" ({k} is not supported)"));
+                    c.error(field, format!("needs exactly one of secretKeyRef and configMapKeyRef{other}"));
+                }
+            }
+        }
+    }
+    for (i, source) in container.env_from.iter().enumerate() {
+        let field = format!("{base}.envFrom[{i}]");
+        match (&source.secret_ref, &source.config_map_ref) {
+            (Some(r), None) | (None, Some(r)) if r.name.is_empty() => {
+                let which = if source.secret_ref.is_some() { "secretRef" } else { "configMapRef" };
+                c.error(format!("{field}.{which}.name"), "is required");
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => c.error(field.clone(), "needs exactly one of secretRef and configMapRef"),
+        }
+        if let Some(prefix) = source.prefix.as_deref().filter(|p| !p.is_empty())
+            && check_env_name(prefix).is_err()
+        {
+            c.error(format!("{field}.prefix"), "must start a valid variable name (letters, digits, '_')");
         }
     }
     if let Some(resources) = &container.resources {

@@ -593,9 +593,8 @@ impl Controller {
         let mut ops = Vec::new();
         let mut revisions = self.list_revisions(namespace, Some(name))?;
 
-        // 1. Readiness of each revision. The first one is ready once its runtime can run it;
-        //    later ones (rollouts) must also start one instance that passes readiness.
-        let any_ready = revisions.iter().any(is_ready);
+        // 1. Readiness of each revision: its runtime can run it, and one instance started
+        //    and passed its readiness check.
         let mut verifying = HashSet::new();
         for revision in &mut revisions {
             let stored = Condition::find(&revision.status.conditions, "Ready").cloned();
@@ -605,11 +604,6 @@ impl Controller {
             let condition = match static_readiness(revision, &self.runtimes) {
                 Err((reason, message)) if !settled => Condition::new("Ready", ConditionStatus::False, reason, message),
                 _ if settled => continue,
-                // A first process revision is ready without a start; images are always
-                // proven by starting one instance (pull, unpack, run).
-                Ok(()) if !any_ready && revision.runtime_kind() == RuntimeKind::Process => {
-                    Condition::new("Ready", ConditionStatus::True, "", "")
-                }
                 Ok(()) => {
                     verifying.insert(revision.metadata.name.clone());
                     self.ensure_verification(revision);

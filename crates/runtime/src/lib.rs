@@ -130,8 +130,13 @@ impl fmt::Display for ExitInfo {
 pub enum RuntimeError {
     #[error("cannot start {program:?}: {source}")]
     Spawn { program: String, source: std::io::Error },
-    #[error("instance {exit} before it was ready{}", format_tail(.last_lines))]
-    ExitedBeforeReady { exit: ExitInfo, last_lines: Vec<String> },
+    #[error("instance {exit} before it was ready{}{}", port_note(*.port_taken), format_tail(.last_lines))]
+    ExitedBeforeReady {
+        exit: ExitInfo,
+        last_lines: Vec<String>,
+        /// The port picked for it, when another process was listening there.
+        port_taken: Option<u16>,
+    },
     #[error("instance was not ready within {after:?} (last check: {last_check}){}", format_tail(.last_lines))]
     StartTimeout { after: Duration, last_check: String, last_lines: Vec<String> },
     #[error("no free port: {0}")]
@@ -154,6 +159,30 @@ pub enum RuntimeError {
     /// was written outside it.
     #[error("image layer rejected: {0}")]
     UnpackRejected(String),
+}
+
+/// The environment an instance gets (Knative's runtime contract: `PORT` and `K_*` first,
+/// then the user's variables, each `$(VAR)` expanded from those before it), and its
+/// command line with `$(VAR)` references expanded from that environment.
+pub(crate) fn instance_environment(spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PORT".to_string(), port.to_string()),
+        ("K_SERVICE".to_string(), spec.service.clone()),
+        ("K_REVISION".to_string(), spec.revision.clone()),
+        ("K_CONFIGURATION".to_string(), spec.configuration.clone()),
+    ];
+    env.extend(spec.env.iter().cloned());
+    serval_model::expand_environment(&env)
+}
+
+/// `command`/`args` words with `$(VAR)` references expanded from `env` (Kubernetes' rules).
+pub(crate) fn expand_words(words: &[String], env: &[(String, String)]) -> Vec<String> {
+    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    words.iter().map(|w| serval_model::expand_references(w, lookup)).collect()
+}
+
+fn port_note(port_taken: Option<u16>) -> String {
+    port_taken.map(|p| format!(" (port {p} was held by another process)")).unwrap_or_default()
 }
 
 fn format_tail(lines: &[String]) -> String {

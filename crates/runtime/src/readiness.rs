@@ -1,5 +1,8 @@
-//! Readiness checks run against a starting instance's serving port, polled fast.
+//! Readiness checks run against a starting instance's serving port, polled fast, and the
+//! proof that the socket answering there belongs to the instance: ports are picked by
+//! binding port 0 and releasing it, so another process may take the port first.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,28 +11,47 @@ use crate::Readiness;
 
 pub(crate) enum Outcome {
     Ready,
-    Exited,
+    /// The instance exited; `port_taken` when another process held its port meanwhile
+    /// (the instance most likely failed to bind it, and a start on another port may work).
+    Exited {
+        port_taken: bool,
+    },
     /// With the result of the last check.
     TimedOut(String),
 }
 
 /// Runs the readiness check every 100 µs for the first 100 ms (a small server is seen
 /// within a fraction of a millisecond of binding), then every millisecond, then every 10 ms.
-pub(crate) fn poll_until_ready(addr: SocketAddr, check: &Readiness, timeout: Duration, exited: &AtomicBool) -> Outcome {
+/// A check passes only when the listening socket belongs to `owner` (the instance's first
+/// process) or one of its descendants.
+pub(crate) fn poll_until_ready(
+    addr: SocketAddr,
+    check: &Readiness,
+    timeout: Duration,
+    exited: &AtomicBool,
+    owner: u32,
+) -> Outcome {
     let began = Instant::now();
+    let mut port_taken = false;
     loop {
-        let last = match check_once(addr, check) {
+        let last = match check_once(addr, check, owner) {
             Ok(()) => return Outcome::Ready,
-            Err(why) => why,
+            Err(Failed::Foreign(why)) => {
+                port_taken = true;
+                why
+            }
+            Err(Failed::Check(why)) => why,
         };
         if exited.load(Ordering::Acquire) {
-            return Outcome::Exited;
+            return Outcome::Exited { port_taken };
         }
         let elapsed = began.elapsed();
         if elapsed >= timeout {
             return Outcome::TimedOut(last);
         }
         let pause = match elapsed.as_millis() {
+            // Telling whose socket answers reads /proc: not at 10 kHz.
+            _ if port_taken => Duration::from_millis(10),
             0..100 => Duration::from_micros(100),
             100..1000 => Duration::from_millis(1),
             _ => Duration::from_millis(10),
@@ -38,16 +60,104 @@ pub(crate) fn poll_until_ready(addr: SocketAddr, check: &Readiness, timeout: Dur
     }
 }
 
-fn check_once(addr: SocketAddr, check: &Readiness) -> Result<(), String> {
+enum Failed {
+    /// The check itself failed (nothing listens yet, the probe answered an error).
+    Check(String),
+    /// Something listens on the port, but not the instance.
+    Foreign(String),
+}
+
+fn check_once(addr: SocketAddr, check: &Readiness, owner: u32) -> Result<(), Failed> {
     let connect_timeout = match check {
         Readiness::TcpConnect => Duration::from_millis(100),
         Readiness::HttpGet { timeout, .. } => *timeout,
     };
-    let stream = TcpStream::connect_timeout(&addr, connect_timeout).map_err(|e| format!("connect: {e}"))?;
+    let stream =
+        TcpStream::connect_timeout(&addr, connect_timeout).map_err(|e| Failed::Check(format!("connect: {e}")))?;
+    if !listener_belongs_to(addr.port(), owner) {
+        return Err(Failed::Foreign(format!(
+            "port {} is held by a process outside the instance; it is not sent requests",
+            addr.port()
+        )));
+    }
     match check {
         Readiness::TcpConnect => Ok(()),
-        Readiness::HttpGet { path, headers, timeout } => http_probe(stream, path, headers, *timeout),
+        Readiness::HttpGet { path, headers, timeout } => {
+            http_probe(stream, path, headers, *timeout).map_err(Failed::Check)
+        }
     }
+}
+
+/// Whether a socket listening on loopback `port` is open in `root` or a descendant of it:
+/// the listening sockets' inodes (`/proc/net/tcp`, `tcp6`) against the socket inodes of
+/// the process tree's descriptors (`/proc/<pid>/fd`).
+pub(crate) fn listener_belongs_to(port: u16, root: u32) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    process_tree(root).into_iter().any(|pid| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+        fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|target| socket_inode(&target.to_string_lossy()))
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
+    })
+}
+
+/// `socket:[12345]` → 12345.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Inodes of the TCP sockets in state LISTEN on `port` (any local address).
+fn listening_inodes(port: u16) -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        inodes.extend(text.lines().skip(1).filter_map(|line| listening_inode(line, port)));
+    }
+    inodes
+}
+
+/// One line of `/proc/net/tcp`: `sl local rem st … uid timeout inode …`, addresses as
+/// `HEXADDR:HEXPORT`, state `0A` for LISTEN.
+fn listening_inode(line: &str, port: u16) -> Option<u64> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let local_port = fields.get(1)?.rsplit_once(':')?.1;
+    if u16::from_str_radix(local_port, 16).ok()? != port || *fields.get(3)? != "0A" {
+        return None;
+    }
+    fields.get(9)?.parse().ok()
+}
+
+/// `root` and every process descended from it, from the parent pids in `/proc/<pid>/stat`.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.filter_map(Result::ok) {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(parent) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parent_pid(&s))
+            {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = tree.get(next) {
+        tree.extend(children.remove(&pid).unwrap_or_default());
+        next += 1;
+    }
+    tree
+}
+
+/// The fourth field of `/proc/<pid>/stat`, after the command name in parentheses (which
+/// may itself hold spaces and parentheses).
+fn parent_pid(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One `GET` over a fresh connection; 200–399 is ready.
@@ -73,4 +183,40 @@ fn http_probe(
     let status: u16 =
         line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("GET {path}: not HTTP"))?;
     if (200..400).contains(&status) { Ok(()) } else { Err(format!("GET {path} answered {status}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_lines_give_listening_inodes_of_the_port() {
+        let listen = "   1: 0100007F:8DC1 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 461000 1 0000 100 0 0 10 0";
+        assert_eq!(listening_inode(listen, 0x8DC1), Some(461000));
+        assert_eq!(listening_inode(listen, 80), None);
+        let established = listen.replace(" 0A ", " 01 ");
+        assert_eq!(listening_inode(&established, 0x8DC1), None);
+        assert_eq!(listening_inode("garbage", 1), None);
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names_give_the_parent() {
+        assert_eq!(parent_pid("42 (my (odd) cmd) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_pid("nonsense"), None);
+        assert_eq!(socket_inode("socket:[99]"), Some(99));
+        assert_eq!(socket_inode("pipe:[99]"), None);
+    }
+
+    #[test]
+    fn a_listener_of_this_process_is_ours_and_not_a_strangers() {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(listener_belongs_to(port, std::process::id()));
+        // A child's process tree does not hold its parent's sockets.
+        let child = std::process::Command::new("sleep").arg("5").spawn().expect("spawn sleep");
+        assert!(!listener_belongs_to(port, child.id()));
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -190,20 +190,16 @@ impl Context {
                 return Err(e);
             }
         };
-        let mut env = spec.env.clone();
-        env.extend([
-            ("PORT".to_string(), port.to_string()),
-            ("K_SERVICE".to_string(), spec.service.clone()),
-            ("K_REVISION".to_string(), spec.revision.clone()),
-            ("K_CONFIGURATION".to_string(), spec.configuration.clone()),
-        ]);
+        let env = crate::instance_environment(&spec, port);
+        let command = crate::expand_words(&settings.command, &env);
+        let args = crate::expand_words(&settings.args, &env);
         let rootfs_text = rootfs.display().to_string();
         let cgroups_path = format!("/serval/{id}");
         let hostname: String = id.chars().take(63).collect();
         let config = config(&BundleSpec {
             image: &image.defaults,
-            command: &settings.command,
-            args: &settings.args,
+            command: &command,
+            args: &args,
             env: &env,
             working_dir: spec.working_dir.as_deref(),
             uid,
@@ -246,6 +242,7 @@ impl Context {
                 return Err(RuntimeError::Spawn { program: self.runtime_binary.display().to_string(), source });
             }
         };
+        let child_pid = child.id().unwrap_or_default();
         let tail = new_tail();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump_lines(out, LogStream::Stdout, id.clone(), logs.clone(), tail.clone()));
@@ -272,17 +269,20 @@ impl Context {
 
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let (timeout, check, probe_exited) = (spec.startup_timeout, spec.readiness.clone(), exited.clone());
-        let ready = tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited))
-            .await
-            .unwrap_or(Outcome::Exited);
+        let runc_pid = child_pid;
+        let ready =
+            tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited, runc_pid))
+                .await
+                .unwrap_or(Outcome::Exited { port_taken: false });
         let control = Box::new(ContainerControl { ctx: self.clone(), id: id.clone(), exit: exit_rx.clone() });
         let instance = Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control };
         match ready {
             Outcome::Ready => Ok(instance),
-            Outcome::Exited => {
+            Outcome::Exited { port_taken } => {
                 let exit = instance.exited().await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Err(RuntimeError::ExitedBeforeReady { exit, last_lines: tail_lines(&tail) })
+                let port_taken = port_taken.then_some(port);
+                Err(RuntimeError::ExitedBeforeReady { exit, last_lines: tail_lines(&tail), port_taken })
             }
             Outcome::TimedOut(last_check) => {
                 instance.stop(Duration::ZERO).await;

@@ -60,19 +60,17 @@ pub(crate) fn free_port() -> Result<u16, RuntimeError> {
 }
 
 fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError> {
-    let program = spec.argv.first().ok_or_else(|| RuntimeError::Spawn {
+    let env = crate::instance_environment(spec, port);
+    let argv = crate::expand_words(&spec.argv, &env);
+    let program = argv.first().ok_or_else(|| RuntimeError::Spawn {
         program: String::new(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
     })?;
     let mut cmd = Command::new(program);
-    cmd.args(&spec.argv[1..])
+    cmd.args(&argv[1..])
         .env_clear()
         .envs(PASSTHROUGH_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("PORT", port.to_string())
-        .env("K_SERVICE", &spec.service)
-        .env("K_REVISION", &spec.revision)
-        .env("K_CONFIGURATION", &spec.configuration)
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,14 +101,39 @@ pub(crate) fn die_with_server(cmd: &mut Command) {
     }
 }
 
+/// How many ports a start tries when another process takes the one picked for it.
+const PORT_ATTEMPTS: u32 = 3;
+
 async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<Instance, RuntimeError> {
+    let mut attempt = 1;
+    loop {
+        match start_on_free_port(spec.clone(), logs.clone(), &state_dir).await {
+            Err(RuntimeError::ExitedBeforeReady { port_taken: Some(port), .. }) if attempt < PORT_ATTEMPTS => {
+                logs(crate::LogLine {
+                    at: std::time::SystemTime::now(),
+                    instance: spec.instance_id.clone(),
+                    stream: LogStream::Platform,
+                    text: format!("port {port} was taken by another process; starting again on another port"),
+                });
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn start_on_free_port(
+    spec: InstanceSpec,
+    logs: LogSink,
+    state_dir: &std::path::Path,
+) -> Result<Instance, RuntimeError> {
     let began = Instant::now();
     let port = free_port()?;
     let mut child = build_command(&spec, port)?
         .spawn()
         .map_err(|source| RuntimeError::Spawn { program: spec.argv[0].clone(), source })?;
     let pid = child.id().ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
-    let record = leftovers::Record::create(&state_dir, pid);
+    let record = leftovers::Record::create(state_dir, pid);
 
     let tail = new_tail();
     if let Some(out) = child.stdout.take() {
@@ -128,19 +151,20 @@ async fn start(spec: InstanceSpec, logs: LogSink, state_dir: PathBuf) -> Result<
     let timeout = spec.startup_timeout;
     let probe_exited = exited.clone();
     let check = spec.readiness.clone();
-    let ready = tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited))
+    let ready = tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited, pid))
         .await
-        .unwrap_or(Outcome::Exited);
+        .unwrap_or(Outcome::Exited { port_taken: false });
     let last_lines = || tail_lines(&tail);
     let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
     match ready {
         Outcome::Ready => Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control }),
-        Outcome::Exited => {
+        Outcome::Exited { port_taken } => {
             let exit =
                 Instance { id: String::new(), addr, startup: Duration::ZERO, exit: exit_rx, control }.exited().await;
             // Let the log pumps drain what the process printed before dying.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Err(RuntimeError::ExitedBeforeReady { exit, last_lines: last_lines() })
+            let port_taken = port_taken.then_some(port);
+            Err(RuntimeError::ExitedBeforeReady { exit, last_lines: last_lines(), port_taken })
         }
         Outcome::TimedOut(last_check) => {
             control.stop(Duration::ZERO).await;

@@ -20,12 +20,23 @@ pub struct DeployArgs {
     /// OCI image to run.
     #[arg(long, conflicts_with = "cmd", required_unless_present = "cmd")]
     pub image: Option<String>,
-    /// Command line to run on the host (split like a shell would; no shell features).
+    /// Command line to run on the host, split like a shell would (no shell features). The
+    /// instance must listen on 127.0.0.1 at the port serval gives it: read `$PORT` from the
+    /// environment, or write `$(PORT)` (also `$PORT`, `${PORT}`) in the command line, e.g.
+    /// --cmd 'gunicorn -b 127.0.0.1:$PORT app:app' (single quotes keep your shell out).
     #[arg(long)]
     pub cmd: Option<String>,
-    /// Environment variable for the function (repeatable).
+    /// Environment variable for the function (repeatable); `$(NAME)` in the value expands
+    /// from `PORT`, `K_*` and the variables before it.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file of KEY=VALUE lines (`#` starts a comment);
+    /// `--env` flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<std::path::PathBuf>,
+    /// Working directory of the function (Kubernetes `workingDir`).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
     /// containerConcurrency: requests one instance serves at once (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
@@ -61,16 +72,30 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         if argv.is_empty() {
             bail!("--cmd must not be empty");
         }
+        let argv: Vec<String> =
+            argv.iter().map(|w| w.replace("${PORT}", "$(PORT)").replace("$PORT", "$(PORT)")).collect();
         container["command"] = json!(argv);
     }
-    let env: Vec<Value> = args
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok(json!({ "name": k, "value": v })),
+    if let Some(dir) = &args.workdir {
+        container["workingDir"] = json!(dir);
+    }
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(file) = &args.env_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read --env-file {}", file.display()))?;
+        pairs.extend(parse_env_file(&text).with_context(|| format!("--env-file {}", file.display()))?);
+    }
+    for kv in &args.env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
             _ => bail!("--env {kv:?} must look like KEY=VALUE"),
-        })
-        .collect::<Result<_>>()?;
+        }
+    }
+    let mut env: Vec<Value> = Vec::new();
+    for (k, v) in pairs {
+        env.retain(|e| e["name"] != k.as_str());
+        env.push(json!({ "name": k, "value": v }));
+    }
     if !env.is_empty() {
         container["env"] = json!(env);
     }
@@ -97,6 +122,29 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         "metadata": { "name": args.name, "namespace": args.namespace },
         "spec": { "template": { "metadata": { "annotations": annotations }, "spec": spec } }
     }))
+}
+
+/// `KEY=VALUE` lines (docker's `--env-file` format, plus optional `export ` and quotes
+/// around the value); blank lines and lines starting with `#` are skipped.
+fn parse_env_file(text: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            bail!("line {}: {line:?} must look like KEY=VALUE", number + 1)
+        };
+        let value = value.trim();
+        let unquoted = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(open, close)| value.strip_prefix(*open)?.strip_suffix(*close))
+            .unwrap_or(value);
+        pairs.push((key.trim().to_string(), unquoted.to_string()));
+    }
+    Ok(pairs)
 }
 
 fn print_warnings(warnings: &[String]) {
@@ -471,4 +519,19 @@ pub async fn traffic(args: TrafficArgs, global: Global) -> Result<()> {
     print_warnings(&written.warnings);
     let service = client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?;
     output::print(&service["status"]["traffic"], args.read.output, output::traffic_table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_env_file;
+
+    #[test]
+    fn env_files_take_comments_exports_and_quotes() {
+        let text = "# db\nDB_HOST=localhost\n\nexport DB_USER=\"app\"\nEMPTY=\nEQ='a=b'\n";
+        let pairs = parse_env_file(text).expect("parses");
+        let expected = [("DB_HOST", "localhost"), ("DB_USER", "app"), ("EMPTY", ""), ("EQ", "a=b")];
+        assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+        let err = parse_env_file("A=1\nnonsense\n").expect_err("no =");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
 }
