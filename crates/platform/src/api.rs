@@ -59,6 +59,13 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
             "/api/v1/namespaces/{ns}/pingsources/{name}",
             get(get_ping_source).put(put_ping_source).delete(delete_ping_source),
         )
+        .route("/api/v1/namespaces/{ns}/secrets", get(list_secrets))
+        .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret).put(put_secret).delete(delete_secret))
+        .route("/api/v1/namespaces/{ns}/configmaps", get(list_config_maps))
+        .route(
+            "/api/v1/namespaces/{ns}/configmaps/{name}",
+            get(get_config_map).put(put_config_map).delete(delete_config_map),
+        )
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
@@ -342,6 +349,71 @@ async fn delete_broker(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
     ctl.delete_broker(&ns, &name).await?;
+    Ok(deleted(&ns, &name))
+}
+
+async fn list_secrets(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_secrets(Some(&ns))?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretQuery {
+    /// Show the values instead of `<redacted>`.
+    #[serde(default)]
+    show_secrets: bool,
+}
+
+async fn get_secret(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<SecretQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(serde_json::to_value(ctl.get_secret(&ns, &name, q.show_secrets)?).unwrap_or_default()))
+}
+
+async fn put_secret(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    let (secret, created) = ctl.apply_secret(&ns, &name, &body).await?;
+    Ok(written(created, secret))
+}
+
+async fn delete_secret(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_secret(&ns, &name).await?;
+    Ok(deleted(&ns, &name))
+}
+
+async fn list_config_maps(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
+    Ok(list(ctl.list_config_maps(Some(&ns))?))
+}
+
+async fn get_config_map(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(serde_json::to_value(ctl.get_config_map(&ns, &name)?).unwrap_or_default()))
+}
+
+async fn put_config_map(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, PlatformError> {
+    let (config_map, created) = ctl.apply_config_map(&ns, &name, &body).await?;
+    Ok(written(created, config_map))
+}
+
+async fn delete_config_map(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, PlatformError> {
+    ctl.delete_config_map(&ns, &name).await?;
     Ok(deleted(&ns, &name))
 }
 

@@ -25,6 +25,9 @@ use crate::delivery::Dispatchers;
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
+use crate::sealer::Sealer;
+
+mod config_data;
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 /// How often services that are not Ready are reconciled again without a change.
@@ -73,6 +76,7 @@ pub struct Controller {
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
     sources: crate::sources::Sources,
+    sealer: Sealer,
 }
 
 fn now_rfc3339() -> String {
@@ -97,11 +101,12 @@ pub struct Parts {
     pub metrics: Arc<PlatformMetrics>,
     pub events: mpsc::UnboundedSender<Event>,
     pub dispatchers: Arc<Dispatchers>,
+    pub sealer: Sealer,
 }
 
 impl Controller {
     pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
-        let Parts { store, runtimes, images, routes, metrics, events, dispatchers } = parts;
+        let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
         Arc::new(Controller {
             config,
@@ -120,6 +125,7 @@ impl Controller {
             events,
             dispatchers,
             sources: Default::default(),
+            sealer,
         })
     }
 
@@ -261,9 +267,19 @@ impl Controller {
             validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
         check_scale_limits(&service, self.scale_limits())
             .map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
-        let name = service.metadata.name.clone();
-
         let _guard = self.write_lock.lock().await;
+        let created = self.write_service_locked(service.clone(), mode).await?;
+        let service = self.get_service(namespace, &service.metadata.name)?;
+        Ok(Applied { service, warnings, created })
+    }
+
+    /// Stores a validated Service (with its configuration digest stamped), making the next
+    /// Revision in the same transaction when the template changed, and reconciles it.
+    /// Returns whether it was created. Called under the write lock.
+    async fn write_service_locked(&self, mut service: Service, mode: ApplyMode) -> Result<bool, PlatformError> {
+        let (namespace, name) = (service.metadata.namespace.clone(), service.metadata.name.clone());
+        let namespace = namespace.as_str();
+        self.stamp_config_digest(&mut service);
         let existing: Option<Service> = self.store.get(Kind::Service, namespace, &name)?;
         if mode == ApplyMode::Create && existing.is_some() {
             return Err(PlatformError::Conflict(format!("service {namespace}/{name} already exists")));
@@ -310,7 +326,7 @@ impl Controller {
         ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, &name).await?;
-        Ok(Applied { service: self.get_service(namespace, &name)?, warnings, created })
+        Ok(created)
     }
 
     /// Deletes a Service and its Revisions; its instances are drained and stopped.
@@ -601,7 +617,9 @@ impl Controller {
             let settled = stored.as_ref().is_some_and(|c| {
                 c.status == ConditionStatus::True || (c.status == ConditionStatus::False && c.reason != STATIC_FAILURE)
             });
-            let condition = match static_readiness(revision, &self.runtimes) {
+            let runnable = static_readiness(revision, &self.runtimes)
+                .and_then(|()| self.revision_environment(revision).map(|_| ()).map_err(|m| (CONFIG_FAILURE, m)));
+            let condition = match runnable {
                 Err((reason, message)) if !settled => Condition::new("Ready", ConditionStatus::False, reason, message),
                 _ if settled => continue,
                 Ok(()) => {
@@ -860,7 +878,16 @@ impl Controller {
             service: revision.service_name().to_string(),
             revision: revision.metadata.name.clone(),
             argv: container.command.iter().chain(&container.args).cloned().collect(),
-            env: container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
+            env: self.revision_environment(revision).unwrap_or_else(|missing| {
+                // Checked before the revision became ready; gone since (deleted meanwhile).
+                tracing::warn!("revision {}/{}: {missing}", revision.metadata.namespace, revision.metadata.name);
+                container
+                    .env
+                    .iter()
+                    .filter(|e| e.value_from.is_none())
+                    .map(|e| (e.name.clone(), e.value.clone()))
+                    .collect()
+            }),
             working_dir: container.working_dir.clone(),
             container_concurrency: revision.spec.container_concurrency(),
             autoscaling,
@@ -918,6 +945,9 @@ impl Controller {
 /// The reason of a `Ready=False` that a later reconcile may revisit (the executable may
 /// appear); every other failure of a revision is final.
 const STATIC_FAILURE: &str = "ExecutableNotFound";
+/// Kubernetes' reason for a container whose Secret or ConfigMap reference cannot be
+/// resolved; final for the revision, since a change of what it reads makes a new one.
+const CONFIG_FAILURE: &str = "CreateContainerConfigError";
 
 fn is_ready(r: &Revision) -> bool {
     Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)

@@ -17,6 +17,7 @@ mod error;
 mod logs;
 mod metrics;
 mod runner;
+mod sealer;
 mod sources;
 
 use std::future::Future;
@@ -95,6 +96,7 @@ pub async fn run(
             metrics: metrics.clone(),
             events: events_tx,
             dispatchers: dispatchers.clone(),
+            sealer: sealer::Sealer::open_or_create(&config.data_dir)?,
         },
     );
     let events = tokio::spawn(controller.clone().handle_events(events_rx));

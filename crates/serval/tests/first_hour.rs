@@ -152,3 +152,111 @@ async fn port_references_and_working_dir_follow_kubernetes() {
     assert_eq!(body["env"]["ADDR"], format!("127.0.0.1:{port}"));
     assert_eq!(body["env"]["KEEP"], "$(PORT)");
 }
+
+/// Bytes of the database and its WAL.
+fn database_bytes(server: &Server) -> Vec<u8> {
+    let mut all = Vec::new();
+    for file in ["serval.db", "serval.db-wal"] {
+        all.extend(std::fs::read(server.dir.join(file)).unwrap_or_default());
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn secrets_and_config_maps_reach_instances_sealed_redacted_and_rolled_out() {
+    let server = Server::start(FAST_SCALING);
+    let value = "pw-4f1c9e-do-not-store-in-clear";
+    server.ok(&[
+        "secret",
+        "create",
+        "db",
+        "--from-literal",
+        &format!("password={value}"),
+        "--from-literal",
+        "user=app",
+    ]);
+    server.ok(&["configmap", "create", "settings", "--from-literal", "MODE=fast", "--from-literal", "LEVEL=3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = serde_json::json!({
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": { "name": "reader" },
+        "spec": { "template": { "spec": { "containers": [{
+            "command": [echo()],
+            "envFrom": [{ "configMapRef": { "name": "settings" } }, { "prefix": "DB_", "secretRef": { "name": "db" } }],
+            "env": [{ "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "db", "key": "password" } } }],
+        }]}}}
+    });
+    let file = dir.path().join("reader.json");
+    std::fs::write(&file, manifest.to_string()).expect("write");
+    server.ok(&["apply", "-f", &file.display().to_string()]);
+    let body: Value = serde_json::from_str(&server.ok(&["invoke", "reader"])).expect("json");
+    assert_eq!(body["env"]["PASSWORD"], value);
+    assert_eq!(body["env"]["DB_user"], "app");
+    assert_eq!(body["env"]["MODE"], "fast");
+    assert_eq!(body["revision"], "reader-00001");
+
+    // Redacted unless asked; never in clear in the database.
+    let shown = server.ok(&["secret", "get", "db"]);
+    assert!(shown.contains("<redacted>") && !shown.contains(value), "{shown}");
+    let as_json = server.ok(&["secret", "get", "db", "-o", "json"]);
+    assert!(!as_json.contains(value), "{as_json}");
+    let revealed = server.ok(&["secret", "get", "db", "--show-secrets"]);
+    assert!(revealed.contains(value), "{revealed}");
+    assert!(server.ok(&["secret", "list"]).contains("password"));
+    assert!(server.ok(&["configmap", "get", "settings"]).contains("fast"));
+    let db = database_bytes(&server);
+    assert!(!db.is_empty());
+    assert!(!contains(&db, value.as_bytes()), "the secret value is in serval.db in clear");
+    let b64 = base64_of(value);
+    assert!(!contains(&db, b64.as_bytes()), "the secret value is in serval.db in base64");
+
+    // A changed value rolls out a new revision that sees it.
+    server.ok(&["secret", "create", "db", "--from-literal", "password=rotated", "--from-literal", "user=app"]);
+    let body = eventually("the new revision to serve", Duration::from_secs(20), async || {
+        let body: Value = serde_json::from_str(&server.ok(&["invoke", "reader"])).ok()?;
+        (body["env"]["PASSWORD"] == "rotated").then_some(body)
+    })
+    .await;
+    assert_eq!(body["revision"], "reader-00002");
+    // Writing the same values again makes no revision.
+    server.ok(&["secret", "create", "db", "--from-literal", "password=rotated", "--from-literal", "user=app"]);
+    let revisions = server.ok(&["revisions", "reader"]);
+    assert!(!revisions.contains("reader-00003"), "{revisions}");
+
+    // A missing reference: not ready, naming it; ready by itself once it exists.
+    let manifest = serde_json::json!({
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": { "name": "waiter" },
+        "spec": { "template": { "spec": { "containers": [{
+            "command": [echo()],
+            "env": [{ "name": "TOKEN", "valueFrom": { "secretKeyRef": { "name": "api-token", "key": "token" } } }],
+        }]}}}
+    });
+    std::fs::write(&file, manifest.to_string()).expect("write");
+    let err = server.fails(&["apply", "-f", &file.display().to_string()]);
+    assert!(
+        err.contains(r#"secret \"api-token\" not found"#) || err.contains(r#"secret "api-token" not found"#),
+        "{err}"
+    );
+    let service = server.get_json(&["waiter"]);
+    assert_eq!(condition(&service, "Ready")["status"], "False");
+    server.ok(&["secret", "create", "api-token", "--from-literal", "token=t0k"]);
+    eventually("the waiting service to become ready", Duration::from_secs(20), async || {
+        let s = server.get_json(&["waiter"]);
+        (condition(&s, "Ready")["status"] == "True").then_some(())
+    })
+    .await;
+    let body: Value = serde_json::from_str(&server.ok(&["invoke", "waiter"])).expect("json");
+    assert_eq!(body["env"]["TOKEN"], "t0k");
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

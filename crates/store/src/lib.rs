@@ -25,6 +25,9 @@ pub enum Kind {
     Broker,
     Trigger,
     PingSource,
+    /// Stored with its values sealed by the platform; the store sees ciphertext only.
+    Secret,
+    ConfigMap,
 }
 
 impl Kind {
@@ -35,6 +38,8 @@ impl Kind {
             Kind::Broker => "Broker",
             Kind::Trigger => "Trigger",
             Kind::PingSource => "PingSource",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per command group; `run` dispatches.
 
+mod config_data;
 mod demo;
 mod eventing;
 mod image;
@@ -47,6 +48,12 @@ pub enum Command {
     /// Send CloudEvents to a broker, or tail what it accepted.
     #[command(subcommand)]
     Event(eventing::EventCommand),
+    /// Secrets (values encrypted at rest, redacted when shown): create, get, list, delete.
+    #[command(subcommand)]
+    Secret(config_data::DataCommand),
+    /// ConfigMaps: create, get, list, delete.
+    #[command(subcommand, name = "configmap", alias = "cm")]
+    ConfigMap(config_data::DataCommand),
     /// Manage the local image store: import, pull, ls, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -79,6 +86,8 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Top(a) => resources::top(a, global).await,
         Command::Traffic(a) => resources::traffic(a, global).await,
         Command::Image(c) => image::run(c, global).await,
+        Command::Secret(c) => config_data::run(config_data::DataKind::Secret, c, global).await,
+        Command::ConfigMap(c) => config_data::run(config_data::DataKind::ConfigMap, c, global).await,
         Command::Broker(c) => eventing::broker(c, global).await,
         Command::Event(c) => eventing::event(c, global).await,
         Command::Trigger(c) => eventing::trigger(c, global).await,

@@ -126,7 +126,7 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
 
 /// `KEY=VALUE` lines (docker's `--env-file` format, plus optional `export ` and quotes
 /// around the value); blank lines and lines starting with `#` are skipped.
-fn parse_env_file(text: &str) -> Result<Vec<(String, String)>> {
+pub(super) fn parse_env_file(text: &str) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
