@@ -168,6 +168,10 @@ fn check_host(req: &Request<Incoming>) -> Result<(), GatewayError> {
     }
 }
 
+/// Knative's tag-header routing: a request carrying a tag of the service's traffic block
+/// goes to that tag's revision.
+pub(crate) const TAG_HEADER: &str = "knative-serving-tag";
+
 impl Gateway {
     pub fn new(
         routes: Arc<RoutingTable>,
@@ -180,7 +184,13 @@ impl Gateway {
     /// Where a request for `host` and `path_and_query` goes: a broker's ingress (unless the
     /// host names a service, then the service gets it), else the service named by host or
     /// path.
-    pub(crate) fn route<'p>(&self, host: Option<&str>, path_and_query: &'p str) -> Result<Routed<'p>, Unrouted> {
+    /// `tag` is the request's `Knative-Serving-Tag` field (Knative's tag-header routing).
+    pub(crate) fn route<'p>(
+        &self,
+        host: Option<&str>,
+        path_and_query: &'p str,
+        tag: Option<&str>,
+    ) -> Result<Routed<'p>, Unrouted> {
         if path_and_query.starts_with("/b/")
             && let Some(ingress) = &self.brokers
             && let Some((namespace, broker)) = broker_from_path(path_and_query)
@@ -193,7 +203,7 @@ impl Gateway {
             Box::new((GatewayError::NoRoute { host: host.unwrap_or_default().to_string(), path }, None))
         };
         let (key, forward) = self.routes.resolve(host, path_and_query).ok_or_else(no_route)?;
-        match self.routes.target(&key.namespace, &key.service).ok_or_else(no_route)? {
+        match self.routes.target(&key.namespace, &key.service, tag).ok_or_else(no_route)? {
             Target::Pool(pool) => Ok(Routed::Pool { pool, service: key.service, forward }),
             Target::Unavailable(reason) => {
                 let labels = RevisionLabels::new(&key.namespace, &key.service, "");
@@ -248,7 +258,8 @@ impl Gateway {
         });
         let host_text = host.as_ref().and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let (pool, service, forward) = match self.route(host_text, path_and_query) {
+        let tag = req.headers().get(TAG_HEADER).and_then(|t| t.to_str().ok());
+        let (pool, service, forward) = match self.route(host_text, path_and_query, tag) {
             Ok(Routed::Pool { pool, service, forward }) => (pool, service, forward),
             Ok(Routed::Broker { ingress, namespace, broker }) => {
                 let (namespace, broker) = (namespace.to_string(), broker.to_string());

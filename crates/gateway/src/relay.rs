@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
 use crate::listen::ConnectionLimits;
-use crate::proxy::{Chosen, Gateway, Routed, Unrouted, is_hop_by_hop, list_tokens};
+use crate::proxy::{Chosen, Gateway, Routed, TAG_HEADER, Unrouted, is_hop_by_hop, list_tokens};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -251,6 +251,7 @@ pub(crate) fn parse_request(
     let mut host = None;
     let mut body_len = None;
     let mut upgrade = None;
+    let mut tag = None;
     for h in headers.iter() {
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
@@ -265,6 +266,8 @@ pub(crate) fn parse_request(
             }
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case(TAG_HEADER) {
+            tag = std::str::from_utf8(h.value).ok();
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("expect") {
             return Parsed::HandOff;
         }
@@ -278,7 +281,7 @@ pub(crate) fn parse_request(
         None => return bad_request(head_len, "an HTTP/1.1 request needs a host field"),
     };
     let (listed, close) = connection_options(headers);
-    let route = match gateway.route(Some(host), path) {
+    let route = match gateway.route(Some(host), path, tag) {
         Ok(Routed::Broker { .. }) => return Parsed::HandOff,
         Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
         Ok(Routed::Pool { pool, service, forward }) => {

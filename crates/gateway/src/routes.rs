@@ -91,12 +91,16 @@ impl RoutingTable {
         self.routes.load().get(&key.namespace).and_then(|s| s.get(&key.service)).cloned()
     }
 
-    /// The target for a request to `name` in `namespace`: the service of that name (a
-    /// revision picked by weight), else a tag route `<tag>-<service>`.
-    pub fn target(&self, namespace: &str, name: &str) -> Option<Target> {
+    /// The target for a request to `name` in `namespace`: the service of that name (its
+    /// revision tagged `tag` when the request asked for one with `Knative-Serving-Tag` and
+    /// the tag exists, else a revision picked by weight), else a tag route `<tag>-<service>`.
+    pub fn target(&self, namespace: &str, name: &str, tag: Option<&str>) -> Option<Target> {
         let routes = self.routes.load();
         let services = routes.get(namespace)?;
         if let Some(route) = services.get(name) {
+            if let Some(tagged) = tag.and_then(|t| route.tags.get(t.trim())) {
+                return Some(tagged.clone());
+            }
             return route.pick(fastrand::u32(..100)).cloned();
         }
         name.match_indices('-').find_map(|(i, _)| {
@@ -223,10 +227,14 @@ mod tests {
         assert_eq!(name(route.pick(90)), "svc-2");
         assert_eq!(name(route.pick(99)), "svc-2");
         t.set(key("ns", "svc"), Some(route));
-        assert_eq!(name(t.target("ns", "canary-svc").as_ref()), "svc-2");
-        assert!(t.target("ns", "nope-svc").is_none());
-        assert!(t.target("other", "svc").is_none());
-        let to_new = (0..10_000).filter(|_| name(t.target("ns", "svc").as_ref()) == "svc-2").count();
+        assert_eq!(name(t.target("ns", "canary-svc", None).as_ref()), "svc-2");
+        assert!(t.target("ns", "nope-svc", None).is_none());
+        assert!(t.target("other", "svc", None).is_none());
+        // Knative-Serving-Tag: the tagged revision every time; an unknown tag routes by weight.
+        assert!((0..100).all(|_| name(t.target("ns", "svc", Some("canary")).as_ref()) == "svc-2"));
+        let by_weight = (0..1_000).filter(|_| name(t.target("ns", "svc", Some("nope")).as_ref()) == "svc-1").count();
+        assert!(by_weight > 0);
+        let to_new = (0..10_000).filter(|_| name(t.target("ns", "svc", None).as_ref()) == "svc-2").count();
         assert!((800..1200).contains(&to_new), "about 10 %: {to_new}");
     }
 

@@ -307,6 +307,9 @@ pub struct ServiceStatus {
     pub observed_generation: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Knative's addressable: here the path route `http://<gateway>/f/<ns>/<name>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<crate::Addressable>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub latest_created_revision_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

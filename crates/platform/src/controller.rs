@@ -28,6 +28,7 @@ use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::sealer::Sealer;
 
 mod config_data;
+mod references;
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 /// How often services that are not Ready are reconciled again without a change.
@@ -174,6 +175,12 @@ impl Controller {
         format!("http://{name}.{namespace}.{}{port}", self.config.domain)
     }
 
+    /// The service's path route on the gateway's own address: works in every client,
+    /// where `*.localhost` names may not resolve.
+    fn service_path_url(&self, namespace: &str, name: &str) -> String {
+        format!("http://{}/f/{namespace}/{name}/", self.addrs.gateway)
+    }
+
     fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RevisionRunner>>> {
         self.runners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -286,6 +293,9 @@ impl Controller {
         }
         let now = now_rfc3339();
         let created = existing.is_none();
+        if created {
+            self.logs.revive(namespace, &name);
+        }
         let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
         carry_identity(&mut service.metadata, old, &now);
@@ -326,6 +336,9 @@ impl Controller {
         ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, &name).await?;
+        if created {
+            self.refresh_referrers(Some(namespace)).await?;
+        }
         Ok(created)
     }
 
@@ -340,7 +353,9 @@ impl Controller {
             ops.push(WriteOp::delete(Kind::Revision, namespace, &revision.metadata.name));
         }
         self.store.write(ops).await?;
-        self.reconcile_locked(namespace, name).await
+        self.reconcile_locked(namespace, name).await?;
+        self.logs.forget(namespace, name);
+        self.refresh_referrers(Some(namespace)).await
     }
 
     // ---- brokers ----
@@ -370,6 +385,9 @@ impl Controller {
         broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
         Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
         self.store.write(vec![WriteOp::put(Kind::Broker, namespace, name, &broker)?]).await?;
+        if created {
+            self.refresh_referrers(Some(namespace)).await?;
+        }
         self.sync_dispatchers();
         Ok((broker, created))
     }
@@ -392,6 +410,7 @@ impl Controller {
         self.get_broker(namespace, name)?;
         let ops = vec![WriteOp::delete(Kind::Broker, namespace, name), WriteOp::delete_events(namespace, name)];
         self.store.write(ops).await?;
+        self.refresh_referrers(Some(namespace)).await?;
         self.sync_dispatchers();
         Ok(())
     }
@@ -445,15 +464,7 @@ impl Controller {
         carry_identity(&mut trigger.metadata, old, &now);
         trigger.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         trigger.status.subscriber_uri = Some(plan.subscriber.clone());
-        let ready = match &broker {
-            Some(_) => Condition::new("Ready", ConditionStatus::True, "", ""),
-            None => Condition::new(
-                "Ready",
-                ConditionStatus::False,
-                "BrokerDoesNotExist",
-                format!("broker {:?} does not exist", trigger.spec.broker),
-            ),
-        };
+        let ready = self.trigger_readiness(&trigger);
         Condition::set(&mut trigger.status.conditions, ready, &now);
         let mut ops = vec![WriteOp::put(Kind::Trigger, namespace, name, &trigger)?];
         if created {
@@ -527,7 +538,8 @@ impl Controller {
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != source.spec));
         carry_identity(&mut source.metadata, old, &now);
         source.status.subscriber_uri = Some(plan.sink.clone());
-        Condition::set(&mut source.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
+        let ready = self.ping_source_readiness(&source);
+        Condition::set(&mut source.status.conditions, ready, &now);
         self.store.write(vec![WriteOp::put(Kind::PingSource, namespace, name, &source)?]).await?;
         self.sync_sources();
         Ok((source, created))
@@ -562,6 +574,7 @@ impl Controller {
 
     pub async fn resync_all(&self) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
+        self.refresh_referrers(None).await?;
         self.sync_dispatchers();
         self.sync_sources();
         let services: Vec<Service> = self.store.list(Kind::Service, None)?;
@@ -725,6 +738,7 @@ impl Controller {
         let status = &mut service.status;
         status.observed_generation = service.metadata.generation;
         status.url = self.service_url(namespace, name);
+        status.address = Some(serval_model::Addressable { url: self.service_path_url(namespace, name) });
         status.latest_ready_revision_name = latest_ready.clone().unwrap_or_default();
         let latest = revisions.iter().find(|r| r.metadata.name == latest_created);
         let (config_status, config_reason, config_message) =

@@ -206,6 +206,8 @@ pub struct Counts {
     delivered: std::sync::atomic::AtomicU64,
     retrying: std::sync::atomic::AtomicU64,
     dead_lettered: std::sync::atomic::AtomicU64,
+    /// Given up on with no dead-letter sink to send them to.
+    dropped: std::sync::atomic::AtomicU64,
     /// When each delivery in flight (attempts, waits between them) began, by log position
     /// (deliveries start in log order, so the first is the oldest).
     in_flight: Mutex<std::collections::BTreeMap<i64, Instant>>,
@@ -232,6 +234,8 @@ pub struct DeliveryStatus {
     pub retrying: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
+    /// Given up on with no dead-letter sink configured.
+    pub dropped: u64,
     /// Seconds the oldest delivery in flight has taken so far (attempts and the waits
     /// between them): a growing value means a subscriber holds deliveries up.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,6 +319,7 @@ impl Dispatchers {
             retrying: counts.retrying.load(Relaxed),
             delivered: counts.delivered.load(Relaxed),
             dead_lettered: counts.dead_lettered.load(Relaxed),
+            dropped: counts.dropped.load(Relaxed),
             oldest_in_flight_seconds: counts.oldest_in_flight(Instant::now()).map(|d| d.as_secs()),
         }
     }
@@ -500,16 +505,18 @@ impl Dispatchers {
                     counts.retrying.fetch_sub(1, Relaxed);
                 }
                 Decision::DeadLetter { code } => {
-                    counts.dead_lettered.fetch_add(1, Relaxed);
                     let Some(sink) = &plan.dead_letter_url else {
+                        counts.dropped.fetch_add(1, Relaxed);
+                        let last = code.map_or_else(|| "no HTTP answer".to_string(), |c| format!("HTTP {c}"));
                         tracing::warn!(
-                            "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink)",
+                            "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink); last answer: {last}",
                             plan.namespace,
                             plan.name,
                             event.id()
                         );
                         return;
                     };
+                    counts.dead_lettered.fetch_add(1, Relaxed);
                     let mut dead = event.clone();
                     for (name, value) in serval_eventing::dead_letter_extensions(&plan.subscriber, code, &body) {
                         let _ = dead.set_extension(name, value);

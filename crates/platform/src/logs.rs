@@ -41,7 +41,15 @@ struct ServiceLog {
 /// All services' logs, keyed by `namespace/service`.
 #[derive(Clone, Default)]
 pub struct LogBook {
-    services: Arc<Mutex<HashMap<String, ServiceLog>>>,
+    services: Arc<Mutex<Logs>>,
+}
+
+#[derive(Default)]
+struct Logs {
+    by_service: HashMap<String, ServiceLog>,
+    /// Deleted services: lines their draining instances still write are dropped, so they
+    /// never show up under a new service of the same name.
+    deleted: std::collections::HashSet<String>,
 }
 
 fn key(namespace: &str, service: &str) -> String {
@@ -49,10 +57,32 @@ fn key(namespace: &str, service: &str) -> String {
 }
 
 impl LogBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Logs> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops a deleted service's lines, and any its instances write from now on.
+    pub fn forget(&self, namespace: &str, service: &str) {
+        let mut logs = self.lock();
+        let key = key(namespace, service);
+        logs.by_service.remove(&key);
+        logs.deleted.insert(key);
+    }
+
+    /// A service of this name was created (again): its lines are kept from now on.
+    pub fn revive(&self, namespace: &str, service: &str) {
+        self.lock().deleted.remove(&key(namespace, service));
+    }
+
     pub fn append(&self, namespace: &str, service: &str, entry: LogEntry) {
-        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        let log = services
-            .entry(key(namespace, service))
+        let mut logs = self.lock();
+        let key = key(namespace, service);
+        if logs.deleted.contains(&key) {
+            return;
+        }
+        let log = logs
+            .by_service
+            .entry(key)
             .or_insert_with(|| ServiceLog { backlog: VecDeque::with_capacity(64), live: broadcast::channel(1024).0 });
         if log.backlog.len() == BACKLOG {
             log.backlog.pop_front();
@@ -80,8 +110,9 @@ impl LogBook {
 
     /// The last `tail` lines and, atomically with them, a subscription to the lines after.
     pub fn read(&self, namespace: &str, service: &str, tail: usize) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
-        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        let log = services
+        let mut logs = self.lock();
+        let log = logs
+            .by_service
             .entry(key(namespace, service))
             .or_insert_with(|| ServiceLog { backlog: VecDeque::new(), live: broadcast::channel(1024).0 });
         let skip = log.backlog.len().saturating_sub(tail);

@@ -260,3 +260,106 @@ fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// One item of `serval <group> list -o json` by name.
+fn listed(server: &Server, group: &[&str], name: &str) -> Value {
+    let mut args = group.to_vec();
+    args.extend(["list", "-o", "json"]);
+    let all: Value = serde_json::from_str(&server.ok(&args)).expect("json");
+    all["items"].as_array().into_iter().flatten().find(|t| t["metadata"]["name"] == name).cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn references_to_missing_destinations_are_not_ready_until_they_exist() {
+    let server = Server::start(FAST_SCALING);
+    server.ok(&["broker", "create", "default"]);
+    server.ok(&["trigger", "create", "t", "--broker", "default", "--service", "later"]);
+    let trigger = listed(&server, &["trigger"], "t");
+    assert_eq!(condition(&trigger, "Ready")["status"], "False", "{trigger}");
+    assert_eq!(condition(&trigger, "Ready")["reason"], "SubscriberNotFound", "{trigger}");
+    assert!(condition(&trigger, "Ready")["message"].as_str().unwrap_or_default().contains("later"), "{trigger}");
+
+    server.ok(&["deploy", "later", "--cmd", &echo()]);
+    let trigger = listed(&server, &["trigger"], "t");
+    assert_eq!(condition(&trigger, "Ready")["status"], "True", "ready by itself once the service exists: {trigger}");
+    server.ok(&["delete", "later"]);
+    let trigger = listed(&server, &["trigger"], "t");
+    assert_eq!(condition(&trigger, "Ready")["reason"], "SubscriberNotFound", "{trigger}");
+
+    // A sink of a kind serval does not deliver to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ping.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: sources.knative.dev/v1\nkind: PingSource\nmetadata:\n  name: p\nspec:\n  schedule: '* * * * *'\n  sink:\n    ref:\n      apiVersion: flows.knative.dev/v1\n      kind: Sequence\n      name: seq\n",
+    )
+    .expect("write");
+    server.ok(&["apply", "-f", &file.display().to_string()]);
+    let source = listed(&server, &["source", "ping"], "p");
+    assert_eq!(condition(&source, "Ready")["reason"], "SinkNotFound", "{source}");
+    assert!(condition(&source, "Ready")["message"].as_str().unwrap_or_default().contains("Sequence"), "{source}");
+
+    // Given up on without a dead-letter sink: dropped, not dead-lettered.
+    server.ok(&["trigger", "create", "lost", "--broker", "default", "--sink", "http://127.0.0.1:1/", "--retry", "0"]);
+    server.ok(&["event", "send", "--broker", "default", "--type", "t", "--source", "/s", "--data", "{}"]);
+    let delivery = eventually("the event to be dropped", Duration::from_secs(10), async || {
+        let d = listed(&server, &["trigger"], "lost")["status"]["delivery"].clone();
+        (d["dropped"] == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(delivery["deadLettered"], 0, "{delivery}");
+}
+
+/// `GREETING` of the revision that answered, through the relay (GET) or hyper (a chunked
+/// POST), with an optional `Knative-Serving-Tag`.
+async fn greeting(server: &Server, tag: Option<&str>, chunked: bool) -> String {
+    let url = format!("{}/f/default/tagged/", server.gateway);
+    let client = reqwest::Client::new();
+    let mut req = if chunked {
+        let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("a"), Ok("b")];
+        client.post(&url).body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+    } else {
+        client.get(&url)
+    };
+    if let Some(tag) = tag {
+        req = req.header("Knative-Serving-Tag", tag);
+    }
+    let text = req.send().await.expect("request").text().await.expect("body");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    body["env"]["GREETING"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_tag_header_routes_to_the_tagged_revision_and_new_splits_keep_tags() {
+    let server = Server::start(&[]);
+    server.ok(&["deploy", "tagged", "--cmd", &echo(), "--env", "GREETING=one"]);
+    server.ok(&["deploy", "tagged", "--cmd", &echo(), "--env", "GREETING=two"]);
+    server.ok(&["traffic", "tagged", "--latest", "100", "--tag", "tagged-00001=old"]);
+    for chunked in [false, true] {
+        assert_eq!(greeting(&server, None, chunked).await, "two");
+        assert_eq!(greeting(&server, Some("old"), chunked).await, "one", "chunked: {chunked}");
+        assert_eq!(greeting(&server, Some("nope"), chunked).await, "two", "an unknown tag routes by weight");
+    }
+    // A new split keeps the tag.
+    server.ok(&["traffic", "tagged", "--latest", "100"]);
+    assert_eq!(greeting(&server, Some("old"), false).await, "one");
+    server.ok(&["traffic", "tagged", "--untag", "old"]);
+    assert_eq!(greeting(&server, Some("old"), false).await, "two");
+}
+
+#[tokio::test]
+async fn a_deleted_service_takes_its_logs_and_services_show_a_path_url() {
+    let server = Server::start(&[]);
+    let first = format!("sh -c 'echo first-life; exec {}'", echo());
+    server.ok(&["deploy", "gone", "--cmd", &first]);
+    let service = server.get_json(&["gone"]);
+    assert_eq!(service["status"]["address"]["url"], format!("{}/f/default/gone/", server.gateway), "{service}");
+    let (status, _) = get(service["status"]["address"]["url"].as_str().expect("url")).await;
+    assert_eq!(status, 200);
+    assert!(server.ok(&["logs", "gone"]).contains("first-life"));
+    server.ok(&["delete", "gone"]);
+    server.ok(&["deploy", "gone", "--cmd", &echo()]);
+    let logs = server.ok(&["logs", "gone"]);
+    assert!(!logs.contains("first-life"), "the old service's lines are gone: {logs}");
+    assert!(logs.contains("listening"), "{logs}");
+}

@@ -457,9 +457,13 @@ pub struct TrafficArgs {
     /// Percent for the latest ready revision (same as `@latest=PCT`).
     #[arg(long)]
     pub latest: Option<u32>,
-    /// REVISION=TAG: give a revision its own URL `<tag>-<service>…` (repeatable).
+    /// REVISION=TAG: give a revision its own URL `<tag>-<service>…` (repeatable). Existing
+    /// tags are kept (at 0 % when their revision gets no share) unless removed with --untag.
     #[arg(long = "tag", value_name = "REV=TAG")]
     pub tags: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag", value_name = "TAG")]
+    pub untags: Vec<String>,
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -488,6 +492,36 @@ fn build_traffic(args: &TrafficArgs, current: &[Value]) -> Result<Vec<Value>> {
     if targets.is_empty() {
         // Only tags: keep the split as it is.
         targets = if current.is_empty() { vec![traffic_target("@latest", 100)] } else { current.to_vec() };
+    } else {
+        // A new split keeps the tags of the old one: a tagged target it does not carry stays
+        // at 0 %.
+        for old in current.iter().filter(|t| t["tag"].is_string()) {
+            let latest = |v: &Value| v["latestRevision"] == true;
+            let same_revision =
+                |v: &Value| latest(v) == latest(old) && (latest(v) || v["revisionName"] == old["revisionName"]);
+            let already = targets.iter().any(|v| v["tag"] == old["tag"]);
+            match targets.iter_mut().find(|v| same_revision(v) && v["tag"].is_null()) {
+                _ if already => {}
+                Some(v) => v["tag"] = old["tag"].clone(),
+                None => {
+                    let mut kept = old.clone();
+                    kept["percent"] = json!(0);
+                    targets.push(kept);
+                }
+            }
+        }
+    }
+    for untag in &args.untags {
+        if !targets.iter().any(|v| v["tag"] == untag.as_str()) {
+            bail!("--untag {untag:?}: no traffic target has that tag");
+        }
+        for v in targets.iter_mut().filter(|v| v["tag"] == untag.as_str()) {
+            if let Some(fields) = v.as_object_mut() {
+                fields.remove("tag");
+            }
+        }
+        // A target that only carried the tag goes with it.
+        targets.retain(|v| v["tag"].is_string() || v["percent"].as_u64().unwrap_or(0) > 0);
     }
     for t in &args.tags {
         let Some((rev, tag)) = t.split_once('=') else { bail!("--tag {t:?} must look like REVISION=TAG") };
@@ -523,7 +557,40 @@ pub async fn traffic(args: TrafficArgs, global: Global) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_env_file;
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::{TrafficArgs, build_traffic, parse_env_file};
+
+    #[derive(Parser)]
+    struct TrafficCli {
+        #[command(flatten)]
+        args: TrafficArgs,
+    }
+
+    fn traffic(argv: &[&str], current: &[serde_json::Value]) -> anyhow::Result<Vec<serde_json::Value>> {
+        let cli = TrafficCli::try_parse_from(std::iter::once("traffic").chain(argv.iter().copied()))?;
+        build_traffic(&cli.args, current)
+    }
+
+    #[test]
+    fn a_new_split_keeps_tags_unless_untagged() {
+        let current = [
+            json!({ "revisionName": "s-00001", "percent": 50, "tag": "blue" }),
+            json!({ "latestRevision": true, "percent": 50, "tag": "green" }),
+        ];
+        let got = traffic(&["s", "--latest", "100"], &current).expect("split");
+        assert_eq!(
+            got,
+            vec![
+                json!({ "latestRevision": true, "percent": 100, "tag": "green" }),
+                json!({ "revisionName": "s-00001", "percent": 0, "tag": "blue" }),
+            ]
+        );
+        let got = traffic(&["s", "--latest", "100", "--untag", "blue"], &current).expect("untag");
+        assert_eq!(got, vec![json!({ "latestRevision": true, "percent": 100, "tag": "green" })]);
+        assert!(traffic(&["s", "--untag", "nope"], &current).is_err());
+    }
 
     #[test]
     fn env_files_take_comments_exports_and_quotes() {
