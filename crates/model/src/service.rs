@@ -10,6 +10,9 @@ pub const SERVING_API_VERSION: &str = "serving.knative.dev/v1";
 /// Annotation names serval reads (Knative's where Knative has one).
 pub mod annotations {
     pub const RUNTIME: &str = "serval.dev/runtime";
+    /// A digest of the environment a template resolves from Secrets and ConfigMaps (set by
+    /// the server: a changed value makes a new revision).
+    pub const CONFIG_DIGEST: &str = "serval.dev/config-digest";
     /// Label on a Revision naming its Service.
     pub const SERVICE_LABEL: &str = "serving.knative.dev/service";
     /// How long a new revision may take to become ready (Knative's annotation).

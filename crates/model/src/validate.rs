@@ -160,26 +160,113 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Fields of `spec`, `spec.template.spec`, a container and a probe that serval knows (read,
+/// or accepts and ignores), for "did you mean" hints on unknown ones.
+const SERVICE_SPEC_FIELDS: &[&str] = &["template", "traffic"];
+const REVISION_SPEC_FIELDS: &[&str] = &[
+    "containers",
+    "containerConcurrency",
+    "timeoutSeconds",
+    "responseStartTimeoutSeconds",
+    "idleTimeoutSeconds",
+    "serviceAccountName",
+    "volumes",
+    "imagePullSecrets",
+];
+const CONTAINER_FIELDS: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "workingDir",
+    "ports",
+    "readinessProbe",
+    "resources",
+    "securityContext",
+];
+const PROBE_FIELDS: &[&str] = &[
+    "httpGet",
+    "tcpSocket",
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "exec",
+    "grpc",
+];
+/// Annotations serval reads, for hints on unknown ones under its prefixes.
+const KNOWN_ANNOTATIONS: &[&str] = &[
+    crate::autoscaling::CLASS,
+    crate::autoscaling::METRIC,
+    crate::autoscaling::TARGET,
+    crate::autoscaling::TARGET_UTILIZATION,
+    crate::autoscaling::WINDOW,
+    crate::autoscaling::PANIC_WINDOW_PERCENTAGE,
+    crate::autoscaling::PANIC_THRESHOLD_PERCENTAGE,
+    crate::autoscaling::SCALE_DOWN_DELAY,
+    crate::autoscaling::MIN_SCALE,
+    crate::autoscaling::MAX_SCALE,
+    crate::autoscaling::INITIAL_SCALE,
+    crate::autoscaling::RETENTION,
+    annotations::RUNTIME,
+    annotations::CONFIG_DIGEST,
+];
+
+/// The known name closest to `unknown` when it is close enough to be a typo.
+pub fn did_you_mean<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = unknown.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase()), *k))
+        .min()
+        .filter(|(distance, _)| *distance <= 2 || *distance * 4 <= unknown.len())
+        .map(|(_, k)| k)
+}
+
+fn hint(unknown: &str, known: &[&str]) -> String {
+    did_you_mean(unknown, known).map(|k| format!("; did you mean `{k}`?")).unwrap_or_default()
+}
+
 struct Checker {
     errors: Vec<FieldError>,
     warnings: Vec<String>,
+    /// Unknown fields, reported first among the errors when there are errors: a typo is
+    /// usually why a required field is missing.
+    unknown_fields: Vec<FieldError>,
 }
 
 impl Checker {
+    fn new() -> Checker {
+        Checker { errors: Vec::new(), warnings: Vec::new(), unknown_fields: Vec::new() }
+    }
     fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError { field: field.into(), message: message.into() });
     }
-    fn warn_unknown<'a>(&mut self, path: &str, keys: impl Iterator<Item = &'a String>) {
+    fn warn_unknown<'a>(&mut self, path: &str, keys: impl Iterator<Item = &'a String>, known: &[&str]) {
         for key in keys {
-            self.warnings.push(format!("{path}.{key}: unknown field, ignored"));
+            let hint = hint(key, known);
+            self.warnings.push(format!("{path}.{key}: unknown field, ignored{hint}"));
+            self.unknown_fields
+                .push(FieldError { field: format!("{path}.{key}"), message: format!("unknown field `{key}`{hint}") });
         }
+    }
+    fn finish(self) -> Result<Vec<String>, ValidationError> {
+        if self.errors.is_empty() {
+            return Ok(self.warnings);
+        }
+        let mut errors = self.unknown_fields;
+        errors.extend(self.errors);
+        Err(ValidationError { errors })
     }
 }
 
 /// Validates a Service as submitted by a user. Returns the warnings (fields serval ignores)
 /// or every error found, each with its field path.
 pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationError> {
-    let mut c = Checker { errors: Vec::new(), warnings: Vec::new() };
+    let mut c = Checker::new();
     if service.api_version != crate::SERVING_API_VERSION {
         c.error("apiVersion", format!("must be {}", crate::SERVING_API_VERSION));
     }
@@ -194,7 +281,7 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     {
         c.error("metadata.namespace", m);
     }
-    c.warn_unknown("spec", service.spec.unknown.keys());
+    c.warn_unknown("spec", service.spec.unknown.keys(), SERVICE_SPEC_FIELDS);
 
     let template = &service.spec.template;
     if let Some(name) = &template.metadata.name {
@@ -208,7 +295,7 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     check_annotations(&mut c, service);
 
     let spec = &template.spec;
-    c.warn_unknown("spec.template.spec", spec.unknown.keys());
+    c.warn_unknown("spec.template.spec", spec.unknown.keys(), REVISION_SPEC_FIELDS);
     match spec.containers.len() {
         0 => c.error("spec.template.spec.containers", "one container is required"),
         1 => check_container(&mut c, &spec.containers[0], service),
@@ -243,7 +330,7 @@ pub fn validate_service(service: &Service) -> Result<Vec<String>, ValidationErro
     {
         c.error(format!("spec.template.metadata.annotations[{}]", annotations::PROGRESS_DEADLINE), m);
     }
-    if c.errors.is_empty() { Ok(c.warnings) } else { Err(ValidationError { errors: c.errors }) }
+    c.finish()
 }
 
 /// Knative's rules for `spec.traffic`: each target names a revision or `latestRevision: true`
@@ -319,7 +406,7 @@ fn check_probe(c: &mut Checker, probe: &crate::Probe, path: &str) {
     if probe.success_threshold.is_some_and(|t| t != 1) {
         c.error(format!("{path}.successThreshold"), "must be 1");
     }
-    c.warn_unknown(path, probe.unknown.keys().filter(|k| *k != "exec" && *k != "grpc"));
+    c.warn_unknown(path, probe.unknown.keys().filter(|k| *k != "exec" && *k != "grpc"), PROBE_FIELDS);
 }
 
 fn check_annotations(c: &mut Checker, service: &Service) {
@@ -332,6 +419,17 @@ fn check_annotations(c: &mut Checker, service: &Service) {
         c.warnings.push(format!(
             "metadata.annotations[{key}]: autoscaling annotations belong in spec.template.metadata.annotations; ignored"
         ));
+    }
+    let unknown_annotation = |key: &&String| {
+        (key.starts_with("autoscaling.knative.dev/") || key.starts_with("serval.dev/"))
+            && !KNOWN_ANNOTATIONS.contains(&key.as_str())
+    };
+    for key in template.keys().filter(unknown_annotation) {
+        c.warnings.push(format!("{}: unknown annotation, ignored{}", path(key), hint(key, KNOWN_ANNOTATIONS)));
+    }
+    for key in service.metadata.annotations.keys().filter(|k| k.starts_with("serval.dev/")).filter(unknown_annotation) {
+        c.warnings
+            .push(format!("metadata.annotations[{key}]: unknown annotation, ignored{}", hint(key, KNOWN_ANNOTATIONS)));
     }
     if let Some(raw) = service.annotation(annotations::RUNTIME)
         && RuntimeKind::parse(raw).is_none()
@@ -459,7 +557,7 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
             c.warnings
                 .push(format!("{base}.securityContext.readOnlyRootFilesystem: applies with the oci runtime only"));
         }
-        c.warn_unknown(&format!("{base}.securityContext"), sc.unknown.keys());
+        c.warn_unknown(&format!("{base}.securityContext"), sc.unknown.keys(), &["readOnlyRootFilesystem"]);
     }
     if let Some(probe) = &container.readiness_probe {
         check_probe(c, probe, &format!("{base}.readinessProbe"));
@@ -492,7 +590,8 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
         if IGNORED_CONTAINER_FIELDS.contains(&key.as_str()) {
             c.warnings.push(format!("{base}.{key}: not supported yet, ignored"));
         } else {
-            c.warnings.push(format!("{base}.{key}: unknown field, ignored"));
+            let known: Vec<&str> = CONTAINER_FIELDS.iter().chain(IGNORED_CONTAINER_FIELDS).copied().collect();
+            c.warn_unknown(&base, std::iter::once(key), &known);
         }
     }
 }

@@ -1019,9 +1019,36 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Re
         if inner.is_syntax() || inner.is_eof() {
             PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
         } else {
-            PlatformError::invalid_field(kind, field, inner.to_string())
+            PlatformError::invalid_field(kind, field, type_error_message(&inner.to_string()))
         }
     })
+}
+
+/// serde's type error in a person's words: no line and column (of a document the CLI may
+/// have converted from YAML), JSON's names for the expected types instead of Rust's.
+fn type_error_message(message: &str) -> String {
+    let message = match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => &message[..at],
+        _ => message,
+    };
+    let mut message = message.to_string();
+    for (rust, json) in [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected an object"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        message = message.replace(rust, json);
+    }
+    if let Some(at) = message.find("expected struct ") {
+        message.replace_range(at.., "expected an object");
+    }
+    message
 }
 
 /// Fills an empty identity field of a `kind` document from the URL, or checks that it matches.
@@ -1052,6 +1079,19 @@ fn carry_identity(meta: &mut serval_model::ObjectMeta, old: Option<(&serval_mode
             meta.generation = 1;
         }
     }
+}
+
+#[cfg(test)]
+#[test]
+fn type_errors_read_like_json_without_positions() {
+    assert_eq!(
+        type_error_message("invalid type: string \"x\", expected u32 at line 1 column 57"),
+        "invalid type: string \"x\", expected a whole number"
+    );
+    assert_eq!(
+        type_error_message("invalid type: integer `3`, expected struct Container"),
+        "invalid type: integer `3`, expected an object"
+    );
 }
 
 fn new_uid() -> String {

@@ -363,3 +363,35 @@ async fn a_deleted_service_takes_its_logs_and_services_show_a_path_url() {
     assert!(!logs.contains("first-life"), "the old service's lines are gone: {logs}");
     assert!(logs.contains("listening"), "{logs}");
 }
+
+#[tokio::test]
+async fn validation_messages_name_typos_types_and_annotations() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("svc.yaml");
+    let apply = |yaml: &str| {
+        std::fs::write(&file, yaml).expect("write");
+        server.cli(&["apply", "-f", &file.display().to_string(), "--no-wait"])
+    };
+    let typo = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: typo\nspec:\n  template:\n    spec:\n      contianers:\n        - command: [\"x\"]\n";
+    let out = apply(typo);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.contains("unknown field `contianers`; did you mean `containers`?"), "{err}");
+
+    let wrong_type = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: typed\nspec:\n  template:\n    spec:\n      containerConcurrency: lots\n      containers:\n        - command: [\"x\"]\n";
+    let out = apply(wrong_type);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("spec.template.spec.containerConcurrency"), "{err}");
+    assert!(err.contains("expected a whole number"), "{err}");
+    assert!(!err.contains("line") && !err.contains("column"), "{err}");
+
+    let annotation = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: annotated\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/minscale: \"1\"\n    spec:\n      containers:\n        - command: [\"{}\"]\n",
+        echo()
+    );
+    let out = apply(&annotation);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("did you mean `autoscaling.knative.dev/min-scale`?"), "{err}");
+}

@@ -16,10 +16,8 @@ use crate::PlatformError;
 
 /// What `get` shows instead of a Secret's value.
 pub const REDACTED: &str = "<redacted>";
-/// The revision-template annotation holding a digest of the environment resolved from
-/// Secrets and ConfigMaps: when it changes, the template changes, and a new revision runs
-/// the new values.
-pub const CONFIG_DIGEST: &str = "serval.dev/config-digest";
+/// When it changes, the template changes, and a new revision runs the new values.
+use serval_model::annotations::CONFIG_DIGEST;
 
 /// How a Secret is stored: everything but its values in clear; the values (`data`, base64,
 /// as one JSON object) sealed and bound to the Secret's namespace and name.
