@@ -591,7 +591,7 @@ fn check_container(c: &mut Checker, container: &Container, service: &Service) {
             c.warnings.push(format!("{base}.{key}: not supported yet, ignored"));
         } else {
             let known: Vec<&str> = CONTAINER_FIELDS.iter().chain(IGNORED_CONTAINER_FIELDS).copied().collect();
-            c.warn_unknown(&base, std::iter::once(key), &known);
+            c.warn_unknown(base, std::iter::once(key), &known);
         }
     }
 }
