@@ -20,9 +20,12 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version and the git commit of this build, as `serval version` and `--version` print it.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SERVAL_GIT_COMMIT"), ")");
+
 /// A self-hosted serverless platform: deploy a command, get a URL that scales from zero.
 #[derive(Parser)]
-#[command(name = "serval", version, about)]
+#[command(name = "serval", version = VERSION, about)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -77,3 +80,4 @@ fn main() -> ExitCode {
         }
     }
 }
+
