@@ -29,8 +29,10 @@ pub struct DeployArgs {
     /// containerConcurrency: requests one instance serves at once (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Instances kept running even without requests (0 = scale to zero).
     #[arg(long)]
     pub min_scale: Option<u32>,
+    /// Most instances the autoscaler may run (0: as many as the server allows).
     #[arg(long)]
     pub max_scale: Option<u32>,
     /// Autoscaling target (concurrent requests per instance).
@@ -39,6 +41,7 @@ pub struct DeployArgs {
     /// Request timeout in seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Return without waiting for the service to become ready.
@@ -242,6 +245,7 @@ pub struct GetArgs {
     /// `service NAME`, `revision NAME`, or just `NAME` for a service.
     #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
     pub words: Vec<String>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -273,8 +277,10 @@ pub async fn get(args: GetArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
+    /// What to list.
     #[arg(value_enum, default_value = "service")]
     pub kind: ResourceKind,
+    /// Namespace to list.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// All namespaces (services only).
@@ -304,7 +310,9 @@ pub async fn list(args: ListArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
+    /// Service name.
     pub name: String,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
 }
@@ -319,6 +327,7 @@ pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
 pub struct RevisionsArgs {
     /// Service name.
     pub name: String,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -357,6 +366,7 @@ pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct TopArgs {
+    /// Namespace of the services.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// All namespaces.
@@ -412,6 +422,7 @@ pub struct TrafficArgs {
     /// REVISION=TAG: give a revision its own URL `<tag>-<service>…` (repeatable).
     #[arg(long = "tag", value_name = "REV=TAG")]
     pub tags: Vec<String>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
