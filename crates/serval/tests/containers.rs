@@ -12,7 +12,7 @@ use serval_runtime::oci::testimage::{
     HostSource, ImageConfigSpec, LayerCompression, LayerEntry, TestRegistry, binary_with_libs, build_image_layout,
     build_image_layout_with_layers, busybox_files, layer_entries, registry_tools, write_docker_archive,
 };
-use support::{Server, echo_bin, eventually};
+use support::{Server, echo_bin, eventually, skip};
 
 const FAST_SCALING: &[&str] =
     &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms", "--grace-period", "2s"];
@@ -22,7 +22,7 @@ fn runc_available() -> bool {
     let ok = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "runc is required (SERVAL_REQUIRE_RUNC=1)");
-        println!("skipped: runc not found");
+        skip("runc not found");
     }
     ok
 }
@@ -249,7 +249,7 @@ async fn pulls_from_a_registry_and_deploys_by_reference() {
     }
     let Some(skopeo) = registry_tools() else {
         assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "docker-registry and skopeo are required");
-        println!("skipped: docker-registry/skopeo not found");
+        skip("docker-registry/skopeo not found");
         return;
     };
     let server = Server::start(FAST_SCALING);
