@@ -1,5 +1,6 @@
 //! End-to-end tests of the command line's first hour: version, a server log without colour
-//! codes, and `apply` of Knative documentation samples that mix in Kubernetes kinds.
+//! codes, `apply` of Knative documentation samples that mix in
+//! Kubernetes kinds, and the URLs `deploy`, `get` and `list` print.
 //!
 //! The samples are read from `../shared/conformance/knative-docs/` (relative to the
 //! workspace root, found by walking up from this crate) or `SERVAL_CONFORMANCE_DIR`;
@@ -165,6 +166,26 @@ fn apply_explains_routes_and_documents_that_are_not_resources() {
     ] {
         assert!(err.contains(expected), "{expected:?} missing from {err}");
     }
+}
+
+#[tokio::test]
+async fn deploy_get_and_list_show_the_host_url_and_the_path_url() {
+    let server = Server::start(&[]);
+    let echo = echo_bin().display().to_string();
+    let out = server.cli(&["deploy", "hello", "--cmd", &echo]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = server.gateway_host().rsplit_once(':').expect("port").1.to_string();
+    let host_url = format!("http://hello.default.localhost:{port}");
+    let path_url = format!("http://127.0.0.1:{port}/f/default/hello/");
+    assert_eq!(stdout(&out).trim(), host_url, "scripts read the host URL from stdout");
+    assert!(stderr(&out).contains(&format!("also: {path_url}")), "{}", stderr(&out));
+    for table in [server.ok(&["get", "hello"]), server.ok(&["list"])] {
+        assert!(table.contains("PATH URL") && table.contains(&host_url) && table.contains(&path_url), "{table}");
+    }
+    // The path URL answers without any name resolution.
+    let answer: serde_json::Value =
+        reqwest::get(&path_url).await.expect("request").json().await.expect("JSON from the echo function");
+    assert_eq!(answer["service"], "hello", "{answer}");
 }
 
 fn path(p: &Path) -> &str {

@@ -129,6 +129,9 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
     let revision = service["status"]["latestCreatedRevisionName"].as_str().unwrap_or("");
     eprintln!("service {}/{} ready (revision {revision})", args.namespace, args.name);
     println!("{}", service["status"]["url"].as_str().unwrap_or(""));
+    if let Some(path_url) = output::path_url(&service) {
+        eprintln!("also: {path_url}");
+    }
     Ok(())
 }
 
