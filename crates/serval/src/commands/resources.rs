@@ -156,8 +156,8 @@ struct Document {
 }
 
 /// Parses a file of one or more YAML documents (JSON is YAML too), or every `.yaml`,
-/// `.yml` and `.json` file of a directory in name order. Documents are numbered as they
-/// stand in their file, empty ones included, so that "document 3" is the third.
+/// `.yml` and `.json` file of a directory in name order. Documents are numbered in their
+/// file as the parser yields them: sections that hold only comments are not documents.
 fn read_documents(file: &str) -> Result<Vec<Document>> {
     let path = std::path::Path::new(file);
     if !path.is_dir() {
