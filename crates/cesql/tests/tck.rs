@@ -1,7 +1,7 @@
 //! Runs the official CESQL v1 TCK (`../shared/conformance/cesql-tck/*.yaml`, relative
 //! to the workspace root) against this crate. The TCK is not vendored: the directory is
 //! found by walking up from this crate, or taken from `SERVAL_CONFORMANCE_DIR`. Without
-//! it the test prints "skipped: ..." and passes, unless `SERVAL_REQUIRE_CONFORMANCE=1`.
+//! it the test says `SKIPPED cesql_tck: ...` and passes, unless `SERVAL_REQUIRE_CONFORMANCE=1`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -95,12 +95,22 @@ fn run_case(case: &Case) -> Result<(), String> {
     if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
+/// Says that the running test is skipped and why: `SKIPPED <test>: <reason>`. Written to the
+/// process's stderr itself, not through `eprintln!`, which libtest captures and shows only for
+/// failures.
+fn skip(reason: &str) {
+    use std::io::Write;
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("<unnamed test>").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
 #[test]
 fn cesql_tck() {
     let required = std::env::var("SERVAL_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1");
     let Some(dir) = tck_dir() else {
         assert!(!required, "SERVAL_REQUIRE_CONFORMANCE=1 but the CESQL TCK directory was not found");
-        println!("skipped: conformance data not found");
+        skip("conformance data not found");
         return;
     };
 

@@ -1,9 +1,11 @@
 //! The server's log on stderr, filtered by `RUST_LOG` (default `info`), with at most
 //! [`LINES_PER_WINDOW`] lines from any one call site in any [`WINDOW`]: a loop that fails
 //! the same way thousands of times a second (out of file descriptors, a crashing
-//! instance) must never fill the disk.
+//! instance) must never fill the disk. Colours only on a terminal: a log written to a file
+//! or a pipe (systemd, `2>server.log`) holds no escape codes.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,7 +47,10 @@ pub fn init() {
     let rate = dynamic_filter_fn(move |meta, _| !meta.is_event() || limit.allow(meta.callsite(), Instant::now()))
         // Decided per event, never cached per call site.
         .with_callsite_filter(|_| Interest::sometimes());
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env.and(rate));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(env.and(rate));
     tracing_subscriber::registry().with(layer).init();
 }
 

@@ -20,9 +20,12 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The version and the git commit of this build, as `serval version` and `--version` print it.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SERVAL_GIT_COMMIT"), ")");
+
 /// A self-hosted serverless platform: deploy a command, get a URL that scales from zero.
 #[derive(Parser)]
-#[command(name = "serval", version, about)]
+#[command(name = "serval", version = VERSION, about)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -75,5 +78,38 @@ fn main() -> ExitCode {
             eprintln!("error: {}", causes.join(": "));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// `serval X --help` explains every flag and positional of every command; clap's own
+    /// `--help` and `--version` aside.
+    #[test]
+    fn every_argument_has_help() {
+        fn without_help(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                if id != "help" && id != "version" && help.trim().is_empty() {
+                    found.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                without_help(sub, &format!("{path} {}", sub.get_name()), found);
+            }
+        }
+        let mut found = Vec::new();
+        without_help(&Cli::command(), "serval", &mut found);
+        assert!(found.is_empty(), "arguments without help text:\n{}", found.join("\n"));
     }
 }

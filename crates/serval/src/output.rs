@@ -69,15 +69,32 @@ fn ready_reason(v: &Value) -> (String, String) {
     (status, reason)
 }
 
+/// Where a service answers by path, `http://127.0.0.1:<port>/f/<ns>/<svc>/`: names under
+/// `localhost` in its host URL do not resolve in every client library, a path URL works
+/// everywhere. `status.address.url` when the server gives it, else made from `status.url`
+/// (`http://<svc>.<ns>.<domain>:<port>`).
+pub fn path_url(service: &Value) -> Option<String> {
+    if let Some(url) = service["status"]["address"]["url"].as_str() {
+        return Some(url.to_string());
+    }
+    let (scheme, rest) = service["status"]["url"].as_str()?.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let port = authority.rsplit_once(':').map(|(_, port)| format!(":{port}")).unwrap_or_default();
+    let namespace = service["metadata"]["namespace"].as_str()?;
+    let name = service["metadata"]["name"].as_str()?;
+    Some(format!("{scheme}://127.0.0.1{port}/f/{namespace}/{name}/"))
+}
+
 /// Services: one row each.
 pub fn services_table(value: &Value) -> Table {
-    let mut t = table(&["NAMESPACE", "NAME", "URL", "LATEST", "READY", "REASON", "INSTANCES", "LOAD"]);
+    let mut t = table(&["NAMESPACE", "NAME", "URL", "PATH URL", "LATEST", "READY", "REASON", "INSTANCES", "LOAD"]);
     for s in items(value) {
         let (ready, reason) = ready_reason(s);
         t.add_row(vec![
             text(&s["metadata"]["namespace"]),
             text(&s["metadata"]["name"]),
             text(&s["status"]["url"]),
+            path_url(s).unwrap_or_default(),
             text(&s["status"]["latestCreatedRevisionName"]),
             ready,
             reason,
@@ -142,4 +159,26 @@ pub fn traffic_table(value: &Value) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::path_url;
+
+    #[test]
+    fn the_path_url_is_the_servers_or_made_from_the_host_url() {
+        let service = |status: serde_json::Value| json!({ "metadata": { "name": "hello", "namespace": "team" }, "status": status });
+        let derived = service(json!({ "url": "http://hello.team.localhost:8080" }));
+        assert_eq!(path_url(&derived).as_deref(), Some("http://127.0.0.1:8080/f/team/hello/"));
+        let default_port = service(json!({ "url": "http://hello.team.example.com" }));
+        assert_eq!(path_url(&default_port).as_deref(), Some("http://127.0.0.1/f/team/hello/"));
+        let published = service(json!({
+            "url": "http://hello.team.localhost:8080",
+            "address": { "url": "http://10.0.0.7:8080/f/team/hello/" }
+        }));
+        assert_eq!(path_url(&published).as_deref(), Some("http://10.0.0.7:8080/f/team/hello/"));
+        assert_eq!(path_url(&service(json!({}))), None, "not routed yet");
+    }
 }

@@ -41,6 +41,7 @@ pub enum DataCommand {
     /// Create or replace one from literals, files and env files; services that read it get
     /// a new revision when a value they read changes.
     Create {
+        /// Its name.
         name: String,
         /// A key and its value (repeatable).
         #[arg(long = "from-literal", value_name = "KEY=VALUE")]
@@ -57,6 +58,7 @@ pub enum DataCommand {
     },
     /// Show one (a Secret's values are shown as <redacted> unless --show-secrets).
     Get {
+        /// Its name.
         name: String,
         /// Print a Secret's values.
         #[arg(long)]
@@ -77,6 +79,7 @@ pub enum DataCommand {
     },
     /// Delete one; services that read it turn not ready at their next revision.
     Delete {
+        /// Its name.
         name: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]

@@ -15,13 +15,17 @@ use crate::output;
 pub enum BrokerCommand {
     /// Create (or update) a broker; prints its ingress URL.
     Create {
+        /// Broker name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
     /// Show one broker.
     Get {
+        /// Broker name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         #[command(flatten)]
@@ -29,6 +33,7 @@ pub enum BrokerCommand {
     },
     /// List brokers.
     List {
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         #[command(flatten)]
@@ -36,7 +41,9 @@ pub enum BrokerCommand {
     },
     /// Delete a broker and its stored events.
     Delete {
+        /// Broker name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
@@ -47,7 +54,9 @@ pub enum BrokerCommand {
 pub enum TriggerCommand {
     /// Create (or update) a trigger: the events of a broker that match, sent to a subscriber.
     Create {
+        /// Trigger name.
         name: String,
+        /// The broker whose events the trigger delivers.
         #[arg(long, default_value = "default")]
         broker: String,
         /// Subscriber URL.
@@ -77,12 +86,15 @@ pub enum TriggerCommand {
         /// Events delivered at once (annotation serval.dev/delivery-concurrency; default 100).
         #[arg(long)]
         concurrency: Option<u32>,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
     /// Show one trigger.
     Get {
+        /// Trigger name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         #[command(flatten)]
@@ -90,6 +102,7 @@ pub enum TriggerCommand {
     },
     /// List triggers.
     List {
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         #[command(flatten)]
@@ -97,7 +110,9 @@ pub enum TriggerCommand {
     },
     /// Delete a trigger.
     Delete {
+        /// Trigger name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
@@ -231,10 +246,13 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
 pub enum EventCommand {
     /// Send a CloudEvent (binary mode) to a broker's ingress.
     Send {
+        /// The broker to send to.
         #[arg(long)]
         broker: String,
+        /// The event's `type` attribute, e.g. com.example.order.created.
         #[arg(long = "type")]
         event_type: String,
+        /// The event's `source` attribute, a URI reference, e.g. /shop/orders.
         #[arg(long)]
         source: String,
         /// Event id (default: a fresh one).
@@ -243,19 +261,24 @@ pub enum EventCommand {
         /// Data, or @FILE.
         #[arg(long)]
         data: Option<String>,
+        /// Media type of the data (`datacontenttype`).
         #[arg(long, default_value = "application/json")]
         content_type: String,
         /// Extension attributes (repeatable).
         #[arg(long = "ext", value_name = "NAME=VALUE")]
         extensions: Vec<String>,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
     /// Print the events a broker accepted (and, with -f, those that follow).
     Tail {
+        /// Broker name.
         broker: String,
+        /// Keep printing events as they arrive (until Ctrl-C).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
@@ -384,6 +407,7 @@ pub enum SourceCommand {
 pub enum PingCommand {
     /// Create (or update) a ping source.
     Create {
+        /// Ping source name.
         name: String,
         /// Cron schedule: 5 fields, or 6 with seconds first ("*/2 * * * * *").
         #[arg(long)]
@@ -391,10 +415,13 @@ pub enum PingCommand {
         /// IANA time zone of the schedule (default UTC).
         #[arg(long)]
         timezone: Option<String>,
+        /// Data of each event, as text.
         #[arg(long, conflicts_with = "data_base64")]
         data: Option<String>,
+        /// Data of each event, base64-encoded (for binary data).
         #[arg(long)]
         data_base64: Option<String>,
+        /// Media type of the data.
         #[arg(long)]
         content_type: Option<String>,
         /// Sink URL.
@@ -403,11 +430,13 @@ pub enum PingCommand {
         /// Sink: a broker in the namespace.
         #[arg(long)]
         broker: Option<String>,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },
     /// List ping sources.
     List {
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
         #[command(flatten)]
@@ -415,7 +444,9 @@ pub enum PingCommand {
     },
     /// Delete a ping source.
     Delete {
+        /// Ping source name.
         name: String,
+        /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
     },

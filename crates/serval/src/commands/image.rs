@@ -21,6 +21,7 @@ pub enum ImageCommand {
     Pull {
         /// Reference, e.g. docker.io/library/busybox:latest or 127.0.0.1:5000/app:1.
         reference: String,
+        /// Registry user name (with --password).
         #[arg(long)]
         username: Option<String>,
         /// Password for --username (or SERVAL_REGISTRY_PASSWORD).
@@ -36,7 +37,10 @@ pub enum ImageCommand {
         read: ReadOpts,
     },
     /// Remove an image (refused while a revision uses it).
-    Rm { reference: String },
+    Rm {
+        /// Reference as `serval image ls` shows it.
+        reference: String,
+    },
 }
 
 fn human_size(bytes: u64) -> String {

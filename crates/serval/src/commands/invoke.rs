@@ -26,6 +26,7 @@ pub struct InvokeArgs {
     /// HTTP method (default: GET, or POST with --data).
     #[arg(short = 'X', long)]
     pub method: Option<String>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Print the status line and response headers to stderr.
@@ -90,6 +91,7 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long)]
     pub tail: Option<usize>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
 }

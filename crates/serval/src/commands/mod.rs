@@ -63,6 +63,8 @@ pub enum Command {
     Invoke(invoke::InvokeArgs),
     /// Print a service's captured output.
     Logs(invoke::LogsArgs),
+    /// Print the version and the git commit this binary was built from.
+    Version,
 }
 
 /// `-o` and `-n`, shared by read commands.
@@ -94,5 +96,9 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Source(c) => eventing::source(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
+        Command::Version => {
+            println!("serval {}", crate::VERSION);
+            Ok(())
+        }
     }
 }

@@ -40,8 +40,10 @@ pub struct DeployArgs {
     /// containerConcurrency: requests one instance serves at once (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Instances kept running even without requests (0 = scale to zero).
     #[arg(long)]
     pub min_scale: Option<u32>,
+    /// Most instances the autoscaler may run (0: as many as the server allows).
     #[arg(long)]
     pub max_scale: Option<u32>,
     /// Autoscaling target (concurrent requests per instance).
@@ -50,6 +52,7 @@ pub struct DeployArgs {
     /// Request timeout in seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Return without waiting for the service to become ready.
@@ -174,6 +177,9 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
     let revision = service["status"]["latestCreatedRevisionName"].as_str().unwrap_or("");
     eprintln!("service {}/{} ready (revision {revision})", args.namespace, args.name);
     println!("{}", service["status"]["url"].as_str().unwrap_or(""));
+    if let Some(path_url) = output::path_url(&service) {
+        eprintln!("also: {path_url}");
+    }
     Ok(())
 }
 
@@ -190,41 +196,152 @@ pub struct ApplyArgs {
     pub no_wait: bool,
 }
 
+/// One document of an `apply`, and where it stands for messages.
+struct Document {
+    /// `document 3`, or `dir/b.yaml document 3` for a file of a directory.
+    label: String,
+    value: Value,
+}
+
 /// Parses a file of one or more YAML documents (JSON is YAML too), or every `.yaml`,
-/// `.yml` and `.json` file of a directory in name order.
-fn read_documents(file: &str) -> Result<Vec<Value>> {
+/// `.yml` and `.json` file of a directory in name order. Documents are numbered in their
+/// file as the parser yields them: sections that hold only comments are not documents.
+fn read_documents(file: &str) -> Result<Vec<Document>> {
     let path = std::path::Path::new(file);
-    if path.is_dir() {
-        let mut files: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("cannot read directory {file}"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
-            .collect();
-        files.sort();
-        let mut docs = Vec::new();
-        for f in files {
-            docs.extend(read_documents(&f.display().to_string())?);
-        }
-        return Ok(docs);
+    if !path.is_dir() {
+        return parse_documents(file, "");
     }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read directory {file}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let f = f.display().to_string();
+        docs.extend(parse_documents(&f, &format!("{f} "))?);
+    }
+    Ok(docs)
+}
+
+/// The documents of one file (`-`: stdin), labelled `<prefix>document N`.
+fn parse_documents(file: &str, label_prefix: &str) -> Result<Vec<Document>> {
     let text = if file == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
-    let docs: Vec<Value> =
+    let values: Vec<Value> =
         serde_saphyr::from_multiple(&text).with_context(|| format!("{file} is not valid YAML or JSON"))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(i, value)| Document { label: format!("{label_prefix}document {}", i + 1), value })
+        .collect())
 }
+
+/// The kinds `apply` writes: apiVersion, kind, and their API collection.
+const APPLIED_KINDS: &[(&str, &str, &str)] = &[
+    ("v1", "Secret", "secrets"),
+    ("v1", "ConfigMap", "configmaps"),
+    ("serving.knative.dev/v1", "Service", "services"),
+    ("eventing.knative.dev/v1", "Broker", "brokers"),
+    ("eventing.knative.dev/v1", "Trigger", "triggers"),
+    ("sources.knative.dev/v1", "PingSource", "pingsources"),
+];
 
 /// The API collection of a document's kind, or `None` when serval does not take it.
 fn collection(api_version: &str, kind: &str) -> Option<&'static str> {
-    match (api_version, kind) {
-        ("serving.knative.dev/v1", "Service") => Some("services"),
-        ("eventing.knative.dev/v1", "Broker") => Some("brokers"),
-        ("eventing.knative.dev/v1", "Trigger") => Some("triggers"),
-        ("sources.knative.dev/v1", "PingSource") => Some("pingsources"),
-        _ => None,
+    APPLIED_KINDS.iter().find(|(a, k, _)| *a == api_version && *k == kind).map(|(_, _, plural)| *plural)
+}
+
+/// The order of writes: what others refer to first (secrets and config maps that services
+/// read, brokers that triggers and sources name, services that triggers deliver to), the
+/// rest in document order.
+fn write_rank(plural: &str) -> u8 {
+    match plural {
+        "secrets" | "configmaps" => 0,
+        "brokers" => 1,
+        "services" => 2,
+        _ => 3,
+    }
+}
+
+/// `serving.knative.dev` of `serving.knative.dev/v1`; the empty core group of `v1`.
+fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+/// Kubernetes kinds that run or expose workloads; serval runs Knative Services instead.
+const KUBERNETES_WORKLOADS: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Pod",
+    "Job",
+    "CronJob",
+    "Service",
+];
+
+/// What `apply` does with one document.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    /// Written into this API collection.
+    Write(&'static str),
+    /// Not serval's to run: left out, with this warning.
+    Skip(String),
+    /// Cannot be applied, for this reason; nothing of the file is.
+    Refuse(String),
+}
+
+fn plan(doc: &Value) -> Plan {
+    let Some(object) = doc.as_object() else {
+        return Plan::Refuse("is not a resource (a mapping with apiVersion, kind and metadata)".into());
+    };
+    let field = |key: &str| object.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let (api_version, kind) = match (field("apiVersion"), field("kind")) {
+        (Some(api_version), Some(kind)) => (api_version, kind),
+        (None, Some(kind)) => return Plan::Refuse(format!("kind {kind} has no apiVersion")),
+        (Some(api_version), None) => return Plan::Refuse(format!("{api_version} resource has no kind")),
+        (None, None) => return Plan::Refuse("has no apiVersion and no kind".into()),
+    };
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let what = format!("{api_version} {kind} {name:?}");
+    if let Some(plural) = collection(api_version, kind) {
+        if name.is_empty() {
+            return Plan::Refuse(format!("{api_version} {kind}: metadata.name is required"));
+        }
+        return Plan::Write(plural);
+    }
+    let group = api_group(api_version);
+    match (group, kind) {
+        ("", "Namespace") => Plan::Skip(format!("namespace {name:?} is created implicitly")),
+        ("serving.knative.dev", "Route") => {
+            // Knative names a Service's route and configuration after the Service.
+            let service = doc["spec"]["traffic"][0]["configurationName"].as_str().unwrap_or(name);
+            Plan::Refuse(format!(
+                "kind Route is not applied: serval derives routes from the Service; put this traffic block under the Service `{service}`'s spec.traffic"
+            ))
+        }
+        (group, _) if group.ends_with("knative.dev") || group.ends_with("serval.dev") => {
+            match APPLIED_KINDS.iter().find(|(a, k, _)| *k == kind && api_group(a) == group) {
+                Some((supported, _, _)) => {
+                    Plan::Refuse(format!("{what}: serval takes {kind} as apiVersion {supported}"))
+                }
+                None => Plan::Refuse(format!("{what} is not supported by serval yet")),
+            }
+        }
+        ("" | "apps" | "batch", kind) if KUBERNETES_WORKLOADS.contains(&kind) => Plan::Skip(format!(
+            "skipped {what} (serval does not run Kubernetes workloads; deploy a Knative Service instead)"
+        )),
+        ("", "ServiceAccount") | ("rbac.authorization.k8s.io", _) => Plan::Skip(format!(
+            "skipped {what} (serval has no Kubernetes accounts or roles; its API takes one bearer token)"
+        )),
+        _ => Plan::Skip(format!("skipped {what} (not a kind serval runs)")),
     }
 }
 
@@ -233,44 +350,38 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     if docs.is_empty() {
         bail!("{} holds no resources", args.file);
     }
-    for (i, doc) in docs.iter().enumerate() {
-        let kind = doc["kind"].as_str().unwrap_or("");
-        let api_version = doc["apiVersion"].as_str().unwrap_or("");
-        if collection(api_version, kind).is_none() {
-            bail!(
-                "document {}: kind {kind:?} of {api_version:?} is not supported; use a Knative Service, Broker, Trigger or PingSource",
-                i + 1
-            );
+    let (mut writes, mut skipped, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for doc in &docs {
+        match plan(&doc.value) {
+            Plan::Write(plural) => writes.push((plural, &doc.value)),
+            Plan::Skip(why) => skipped.push(format!("{}: {why}", doc.label)),
+            Plan::Refuse(why) => refused.push(format!("{}: {why}", doc.label)),
         }
-        if doc["metadata"]["name"].as_str().is_none_or(str::is_empty) {
-            bail!("document {}: metadata.name is required", i + 1);
-        }
+    }
+    if !refused.is_empty() {
+        bail!("{}: nothing applied: {}", args.file, refused.join("; "));
+    }
+    print_warnings(&skipped);
+    if writes.is_empty() {
+        bail!("{} holds no resource that serval runs", args.file);
     }
     let client = Client::from_global(&global)?;
     let mut services = Vec::new();
-    // Brokers before triggers and sources that name them, in document order otherwise.
-    let order = |d: &Value| match d["kind"].as_str() {
-        Some("Broker") => 0,
-        Some("Service") => 1,
-        _ => 2,
-    };
-    let mut docs = docs;
-    docs.sort_by_key(order);
-    for doc in docs {
-        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
-        let plural = collection(doc["apiVersion"].as_str().unwrap_or_default(), &kind).unwrap_or("services");
-        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace).to_string();
-        let written = client.put(&format!("/api/v1/namespaces/{namespace}/{plural}/{name}"), &doc).await?;
+    writes.sort_by_key(|(plural, _)| write_rank(plural));
+    for (plural, doc) in writes {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace);
+        let written = client.put(&format!("/api/v1/namespaces/{namespace}/{plural}/{name}"), doc).await?;
         print_warnings(&written.warnings);
-        eprintln!("{} {namespace}/{name} configured", kind.to_lowercase());
+        eprintln!("{kind} {namespace}/{name} configured");
         if plural == "services" {
             services.push((namespace, name));
         }
     }
     if !args.no_wait {
         for (namespace, name) in services {
-            let service = client.wait_ready(&namespace, &name, READY_TIMEOUT).await?;
+            let service = client.wait_ready(namespace, name, READY_TIMEOUT).await?;
             println!("{namespace}/{name} {}", service["status"]["url"].as_str().unwrap_or(""));
         }
     }
@@ -290,6 +401,7 @@ pub struct GetArgs {
     /// `service NAME`, `revision NAME`, or just `NAME` for a service.
     #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
     pub words: Vec<String>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -321,8 +433,10 @@ pub async fn get(args: GetArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ListArgs {
+    /// What to list.
     #[arg(value_enum, default_value = "service")]
     pub kind: ResourceKind,
+    /// Namespace to list.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// All namespaces (services only).
@@ -352,7 +466,9 @@ pub async fn list(args: ListArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
+    /// Service name.
     pub name: String,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
 }
@@ -367,6 +483,7 @@ pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
 pub struct RevisionsArgs {
     /// Service name.
     pub name: String,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -405,6 +522,7 @@ pub async fn revisions(args: RevisionsArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct TopArgs {
+    /// Namespace of the services.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// All namespaces.
@@ -464,6 +582,7 @@ pub struct TrafficArgs {
     /// Remove a tag (repeatable).
     #[arg(long = "untag", value_name = "TAG")]
     pub untags: Vec<String>,
+    /// Namespace of the service.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]

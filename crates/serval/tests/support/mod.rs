@@ -207,6 +207,19 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncF
     }
 }
 
+/// Says that the running test is skipped and why: `SKIPPED <test>: <reason>`, with how many
+/// tests of this test binary were skipped so far. Written to the process's stderr itself, not
+/// through `eprintln!`, which libtest captures and shows only for failures.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+    let skipped = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("<unnamed test>").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason} ({skipped} test(s) skipped in this binary so far)");
+}
+
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -45,3 +45,16 @@ fn apply(dest: &Path, layers: &[Vec<LayerEntry>]) -> Result<(), RuntimeError> {
 fn tools_required() -> bool {
     std::env::var("SERVAL_REQUIRE_RUNC").is_ok_and(|v| v == "1")
 }
+
+/// Says that the running test is skipped and why: `SKIPPED <test>: <reason>`, with how many
+/// tests of this test binary were skipped so far. Written to the process's stderr itself, not
+/// through `eprintln!`, which libtest captures and shows only for failures.
+fn skip(reason: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+    let skipped = SKIPPED.fetch_add(1, Ordering::Relaxed) + 1;
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("<unnamed test>").to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason} ({skipped} test(s) skipped in this binary so far)");
+}

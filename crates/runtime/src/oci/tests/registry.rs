@@ -13,14 +13,14 @@ use super::super::testimage::{
 };
 use super::super::{ImageStore, PullProgress, RegistryAuth};
 use super::store::multi_arch_layout;
-use super::tools_required;
+use super::{skip, tools_required};
 use crate::RuntimeError;
 
 fn tools() -> Option<PathBuf> {
     let tools = registry_tools();
     if tools.is_none() {
         assert!(!tools_required(), "docker-registry/skopeo not found but SERVAL_REQUIRE_RUNC=1");
-        println!("skipped: docker-registry/skopeo not found");
+        skip("docker-registry/skopeo not found");
     }
     tools
 }
@@ -125,7 +125,7 @@ fn pulls_with_basic_auth() {
     let Some(skopeo) = tools() else { return };
     let Some(htpasswd_tool) = find_tool("htpasswd") else {
         assert!(!tools_required(), "htpasswd (apache2-utils) not found but SERVAL_REQUIRE_RUNC=1");
-        println!("skipped: htpasswd (apache2-utils) not found");
+        skip("htpasswd (apache2-utils) not found");
         return;
     };
     let out = Command::new(htpasswd_tool).args(["-Bbn", "serval", "s3cret"]).output().expect("htpasswd");

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::super::testimage::{LayerCompression, LayerEntry, compress, layer_tar};
 use super::super::{MT_LAYER_GZIP, MT_LAYER_TAR, MT_LAYER_ZSTD, unpack_layer};
-use super::{Scratch, apply};
+use super::{Scratch, apply, skip};
 use crate::RuntimeError;
 
 fn assert_rejected(result: Result<(), RuntimeError>, needle: &str) {
@@ -54,7 +54,7 @@ fn unpacks_files_dirs_links_modes_and_mtimes() {
 #[test]
 fn preserves_ownership_from_the_archive() {
     if !nix::unistd::geteuid().is_root() {
-        println!("skipped: ownership needs root");
+        skip("ownership needs root");
         return;
     }
     let s = Scratch::new();
