@@ -33,6 +33,11 @@ struct Cli {
     command: commands::Command,
 }
 
+/// Writes the completion script of the whole command line for `shell` to stdout.
+pub fn print_completion(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "serval", &mut std::io::stdout());
+}
+
 /// Options shared by every command.
 #[derive(clap::Args, Clone)]
 pub struct Global {

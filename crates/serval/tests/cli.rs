@@ -72,6 +72,17 @@ fn version_names_the_release_and_the_commit() {
 }
 
 #[test]
+fn completion_scripts_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = serval_alone(&["completion", shell]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("deploy") && script.contains("secret"), "{shell}: {script}");
+    }
+    assert!(!serval_alone(&["completion", "cmd.exe"]).status.success());
+}
+
+#[test]
 fn a_server_logging_to_a_file_writes_no_colour_codes() {
     let log = tempfile::NamedTempFile::new().expect("log file");
     let mut server = Server::start_under_shell("export RUST_LOG=info", &[], log.path());

@@ -65,6 +65,12 @@ pub enum Command {
     Logs(invoke::LogsArgs),
     /// Print the version and the git commit this binary was built from.
     Version,
+    /// Print a shell completion script: `source <(serval completion bash)`.
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `-o` and `-n`, shared by read commands.
@@ -96,6 +102,10 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Source(c) => eventing::source(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
+        Command::Completion { shell } => {
+            crate::print_completion(shell);
+            Ok(())
+        }
         Command::Version => {
             println!("serval {}", crate::VERSION);
             Ok(())
