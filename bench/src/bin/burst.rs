@@ -193,7 +193,7 @@ fn main() {
     let server = ServalServer::start(&[]);
     server.cli(&["deploy", "burst", "--cmd", &echo]);
 
-    // The service starts at zero instances (a deploy starts none); wait until that holds.
+    // The deploy's instance (started to prove the revision) scales to zero; wait until it has.
     let began = Instant::now();
     while instance_counts(&server.api_get(STATUS_PATH)).0 != 0 {
         assert!(began.elapsed() < Duration::from_secs(120), "service did not reach zero instances");

@@ -39,11 +39,36 @@ fn deploy(server: &ServalServer, echo: &str, range: std::ops::Range<u64>) -> f64
     count as f64 / began.elapsed().as_secs_f64()
 }
 
+/// Waits until no service runs an instance (each deploy starts one to prove its revision).
+fn wait_all_at_zero(server: &ServalServer) {
+    let began = Instant::now();
+    loop {
+        let all = server.api_get("/api/v1/namespaces/default/services");
+        let running: u64 = all["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let i = &s["status"]["instances"];
+                i["ready"].as_u64().unwrap_or(0) + i["starting"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        if running == 0 {
+            println!("every deploy's instance stopped {:.1} s after the last deploy", began.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(began.elapsed() < Duration::from_secs(600), "{running} instances still run after 10 minutes");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn main() {
     let services = arg("--services", 1000);
     let idle = Duration::from_secs(arg("--idle", 60));
     let echo = release_binary("serval-echo").display().to_string();
-    let server = ServalServer::start(&[]);
+    // Each deploy starts one instance to prove its revision; a short stable window takes
+    // them back to zero before the idle measurement.
+    let server = ServalServer::start(&["--stable-window", "2s", "--scale-to-zero-grace", "0s"]);
     // Let start-up work settle before measuring.
     std::thread::sleep(Duration::from_secs(2));
     println!("idle CPU with no service over {idle:?} ...");
@@ -53,6 +78,7 @@ fn main() {
     deploy(&server, &echo, batch..services.saturating_sub(batch).max(batch));
     let last = deploy(&server, &echo, services.saturating_sub(batch).max(batch)..services.max(2 * batch));
     let total = services.max(2 * batch);
+    wait_all_at_zero(&server);
     std::thread::sleep(Duration::from_secs(2));
     println!("idle CPU with {total} services at zero over {idle:?} ...");
     let many = idle_cpu(&server, idle);

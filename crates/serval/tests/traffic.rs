@@ -232,6 +232,13 @@ async fn knative_sample_manifests_apply_unchanged() {
     let hello = json(&server.ok(&["invoke", "hello"]));
     assert_eq!(hello["env"]["TARGET"], "World");
 
+    // secret-env: a Secret and a ConfigMap through valueFrom and envFrom, `$(PORT)`.
+    let reader = json(&server.ok(&["invoke", "secret-env"]));
+    assert_eq!(reader["env"]["DB_PASSWORD"], "s3cret");
+    assert_eq!(reader["env"]["LOG_LEVEL"], "info");
+    let port = reader["env"]["PORT"].as_str().expect("PORT");
+    assert_eq!(reader["env"]["LISTEN"], format!("127.0.0.1:{port}"));
+
     // autoscale: annotations and limits honoured.
     let autoscale = server.get_json(&["autoscale", "-n", "samples"]);
     assert_eq!(autoscale["spec"]["template"]["spec"]["containerConcurrency"], 10);

@@ -93,7 +93,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let service = client.wait_ready("default", "hello", Duration::from_secs(30)).await?;
     let url = service["status"]["url"].as_str().unwrap_or_default().to_string();
     let path_url = format!("http://{}/f/default/hello", addrs.gateway);
-    println!("   ready, with no instance running: {url}  (or {path_url})");
+    let startup = service["status"]["instances"]["lastColdStartMs"].as_f64().unwrap_or(0.0);
+    println!("   ready: {url}  (or {path_url}/)");
+    println!("   the deploy started one instance to prove the revision runs (ready in {startup:.1} ms);");
+    let idle = scaled_to_zero(&client, args.stable_window + Duration::from_secs(30)).await?;
+    println!("   with no requests it scaled to zero after {:.1} s", idle.as_secs_f64());
 
     let http = reqwest::Client::new();
     let call = |path: &str| {
@@ -133,18 +137,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("   {ok}/5 answered 200 ({}); instances scaled up to {peak}", each.join(", "));
 
     println!("\n4. idle: the autoscaler scales down once the {:?} stable window has no requests", args.stable_window);
-    let idle_began = Instant::now();
-    loop {
-        let s = client.get("/api/v1/namespaces/default/services/hello").await?;
-        if instances(&s) == (0, 0) {
-            println!("   scaled to zero after {:.1} s", idle_began.elapsed().as_secs_f64());
-            break;
-        }
-        if idle_began.elapsed() > args.stable_window + Duration::from_secs(30) {
-            bail!("instances were not stopped");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let idle = scaled_to_zero(&client, args.stable_window + Duration::from_secs(30)).await?;
+    println!("   scaled to zero after {:.1} s", idle.as_secs_f64());
     let logs = client.get_text("/api/v1/namespaces/default/services/hello/logs?tail=8").await?.text().await?;
     println!("\n5. the service's log (last lines):");
     for line in logs.lines() {
@@ -159,4 +153,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     platform.await.context("the platform task failed")??;
     println!("\ndone: platform stopped, every instance gone.");
     Ok(())
+}
+
+/// Waits until the demo service runs no instance; returns how long that took.
+async fn scaled_to_zero(client: &Client, patience: Duration) -> Result<Duration> {
+    let began = Instant::now();
+    loop {
+        let s = client.get("/api/v1/namespaces/default/services/hello").await?;
+        if instances(&s) == (0, 0) {
+            return Ok(began.elapsed());
+        }
+        if began.elapsed() > patience {
+            bail!("the instances were not stopped within {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

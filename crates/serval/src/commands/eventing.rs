@@ -131,6 +131,7 @@ fn triggers_table(value: &Value) -> Table {
         "RETRYING",
         "DELIVERED",
         "DEAD-LETTERED",
+        "DROPPED",
     ]);
     let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
     for tr in &items {
@@ -146,6 +147,7 @@ fn triggers_table(value: &Value) -> Table {
             tr["status"]["delivery"]["retrying"].to_string(),
             tr["status"]["delivery"]["delivered"].to_string(),
             tr["status"]["delivery"]["deadLettered"].to_string(),
+            tr["status"]["delivery"]["dropped"].to_string(),
         ]);
     }
     t
