@@ -26,10 +26,10 @@ use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::sealer::Sealer;
+use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 mod config_data;
 mod references;
-use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 /// How often services that are not Ready are reconciled again without a change.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -630,11 +630,13 @@ impl Controller {
             let settled = stored.as_ref().is_some_and(|c| {
                 c.status == ConditionStatus::True || (c.status == ConditionStatus::False && c.reason != STATIC_FAILURE)
             });
+            if settled {
+                continue;
+            }
             let runnable = static_readiness(revision, &self.runtimes)
                 .and_then(|()| self.revision_environment(revision).map(|_| ()).map_err(|m| (CONFIG_FAILURE, m)));
             let condition = match runnable {
-                Err((reason, message)) if !settled => Condition::new("Ready", ConditionStatus::False, reason, message),
-                _ if settled => continue,
+                Err((reason, message)) => Condition::new("Ready", ConditionStatus::False, reason, message),
                 Ok(()) => {
                     verifying.insert(revision.metadata.name.clone());
                     self.ensure_verification(revision);
@@ -645,7 +647,6 @@ impl Controller {
                         "starting one instance to check readiness",
                     )
                 }
-                Err(_) => continue,
             };
             let before = revision.status.conditions.clone();
             Condition::set(&mut revision.status.conditions, condition, &now);

@@ -135,6 +135,9 @@ fn listening_inode(line: &str, port: u16) -> Option<u64> {
 
 /// `root` and every process descended from it, from the parent pids in `/proc/<pid>/stat`.
 fn process_tree(root: u32) -> Vec<u32> {
+    if root == 0 {
+        return Vec::new();
+    }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.filter_map(Result::ok) {

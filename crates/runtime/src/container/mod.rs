@@ -242,6 +242,7 @@ impl Context {
                 return Err(RuntimeError::Spawn { program: self.runtime_binary.display().to_string(), source });
             }
         };
+        // 0 (no pid: it exited already) owns nothing.
         let child_pid = child.id().unwrap_or_default();
         let tail = new_tail();
         if let Some(out) = child.stdout.take() {
@@ -269,9 +270,8 @@ impl Context {
 
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let (timeout, check, probe_exited) = (spec.startup_timeout, spec.readiness.clone(), exited.clone());
-        let runc_pid = child_pid;
         let ready =
-            tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited, runc_pid))
+            tokio::task::spawn_blocking(move || poll_until_ready(addr, &check, timeout, &probe_exited, child_pid))
                 .await
                 .unwrap_or(Outcome::Exited { port_taken: false });
         let control = Box::new(ContainerControl { ctx: self.clone(), id: id.clone(), exit: exit_rx.clone() });
