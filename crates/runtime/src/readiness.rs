@@ -159,10 +159,10 @@ fn listening_inodes_by_netlink(port: u16) -> std::io::Result<HashSet<u64>> {
                 let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buffer[offset..size])
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 match message.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        if response.header.socket_id.source_port == port {
-                            inodes.insert(u64::from(response.header.inode));
-                        }
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response))
+                        if response.header.socket_id.source_port == port =>
+                    {
+                        inodes.insert(u64::from(response.header.inode));
                     }
                     NetlinkPayload::Done(_) => break 'dump,
                     NetlinkPayload::Error(e) => return Err(std::io::Error::other(format!("sock_diag: {e:?}"))),
