@@ -74,17 +74,23 @@ fn check_once(addr: SocketAddr, check: &Readiness, owner: u32) -> Result<(), Fai
     };
     let stream =
         TcpStream::connect_timeout(&addr, connect_timeout).map_err(|e| Failed::Check(format!("connect: {e}")))?;
+    // A TCP check is done with the connection: close it before the owner is looked up, so
+    // the instance is not kept waiting on it.
+    let stream = match check {
+        Readiness::TcpConnect => None,
+        Readiness::HttpGet { .. } => Some(stream),
+    };
     if !listener_belongs_to(addr.port(), owner) {
         return Err(Failed::Foreign(format!(
             "port {} is held by a process outside the instance; it is not sent requests",
             addr.port()
         )));
     }
-    match check {
-        Readiness::TcpConnect => Ok(()),
-        Readiness::HttpGet { path, headers, timeout } => {
+    match (check, stream) {
+        (Readiness::HttpGet { path, headers, timeout }, Some(stream)) => {
             http_probe(stream, path, headers, *timeout).map_err(Failed::Check)
         }
+        _ => Ok(()),
     }
 }
 
@@ -136,7 +142,12 @@ fn listening_inodes_by_netlink(port: u16) -> std::io::Result<HashSet<u64>> {
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut inodes = HashSet::new();
+    // A connection to 127.0.0.1 reaches an IPv4 listener of the port when there is one, and
+    // only otherwise a dual-stack IPv6 one: the IPv6 table is asked only then.
     for (family, socket_id) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())] {
+        if !inodes.is_empty() {
+            break;
+        }
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let request = SockDiagMessage::InetRequest(InetRequest {
