@@ -306,9 +306,14 @@ impl Gateway {
                 headers.insert(header::HOST, value);
             }
             headers.append(HeaderName::from_static("x-forwarded-for"), forwarded_for.clone());
-            if let Some(h) = host {
-                headers.insert(HeaderName::from_static("x-forwarded-host"), h);
-            }
+            // The client's own `x-forwarded-host` never passes (as on the relay): the Host it
+            // sent, or its HTTP/2 authority, replaces it; without either there is none.
+            let forwarded_host =
+                host.or_else(|| authority.as_ref().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+            match forwarded_host {
+                Some(h) => headers.insert(HeaderName::from_static("x-forwarded-host"), h),
+                None => headers.remove(HeaderName::from_static("x-forwarded-host")),
+            };
             if !pool.h2c() {
                 let (response, conn) = upstreams.http1.send(&lease.addr(), req).await?;
                 return Ok::<_, GatewayError>((Answer::Http1(response, conn), lease));

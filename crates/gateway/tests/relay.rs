@@ -165,6 +165,25 @@ async fn hop_by_hop_fields_stay_behind_and_forwarding_fields_are_added() {
 }
 
 #[tokio::test]
+async fn hyper_rewrites_like_the_relay_for_http_1_0_without_a_host() {
+    let (instance, _) = hyper_instance().await;
+    let mut c = Client::connect(gateway(instance).await).await;
+    c.send(
+        b"GET /f/ns/svc/inner?q=1 HTTP/1.0\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+          Keep-Alive: timeout=5\r\nX-Forwarded-Host: forged\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    let report = c.answer("GET").await.text();
+    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
+    for gone in ["connection:", "x-secret:", "keep-alive:", "forged"] {
+        assert!(!report.contains(gone), "{gone} must not reach the instance: {report}");
+    }
+    for kept in ["x-kept: yes\n", "x-forwarded-for: 127.0.0.1\n"] {
+        assert!(report.contains(kept), "{kept:?} missing: {report}");
+    }
+}
+
+#[tokio::test]
 async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     let (instance, _) = hyper_instance().await;
     let mut c = Client::connect(gateway(instance).await).await;

@@ -5,7 +5,8 @@
 //! group, dying with the server), log capture and graceful stop (SIGTERM, grace, SIGKILL),
 //! and the OCI image side (`oci`: the content-addressed image store, import, registry pull,
 //! secure layer unpacking).
-//! Must not depend on: the store, the gateway or any HTTP stack. The only `unsafe` of the
+//! Must not depend on: the store, the gateway or any HTTP server (its one HTTP client is
+//! `oci-client`'s, for registries). The only `unsafe` of the
 //! project lives here (the pre-exec hook of a child process).
 
 mod capture;
