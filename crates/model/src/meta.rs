@@ -12,6 +12,10 @@ pub struct ObjectMeta {
     pub namespace: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
+    /// Set by the store on every write (Kubernetes' optimistic concurrency): a write that
+    /// carries an older one is refused with 409.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
     /// Incremented by the server on every change of `spec`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,

@@ -514,6 +514,7 @@ impl Revision {
                 name,
                 namespace: service.metadata.namespace.clone(),
                 uid: String::new(),
+                resource_version: String::new(),
                 generation: 1,
                 creation_timestamp: created.into(),
                 labels,

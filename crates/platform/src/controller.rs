@@ -298,7 +298,7 @@ impl Controller {
         }
         let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
-        carry_identity(&mut service.metadata, old, &now);
+        carry_identity("service", &mut service.metadata, old, &now)?;
         service.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         let revisions: Vec<Revision> = self.store.list_owned(Kind::Revision, namespace, &name)?;
         let mut ops = Vec::new();
@@ -380,7 +380,7 @@ impl Controller {
         let created = existing.is_none();
         let now = now_rfc3339();
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != broker.spec));
-        carry_identity(&mut broker.metadata, old, &now);
+        carry_identity("broker", &mut broker.metadata, old, &now)?;
         broker.status = existing.map(|b| b.status).unwrap_or_default();
         broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
         Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
@@ -461,7 +461,7 @@ impl Controller {
         let created = existing.is_none();
         let now = now_rfc3339();
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != trigger.spec));
-        carry_identity(&mut trigger.metadata, old, &now);
+        carry_identity("trigger", &mut trigger.metadata, old, &now)?;
         trigger.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         trigger.status.subscriber_uri = Some(plan.subscriber.clone());
         let ready = self.trigger_readiness(&trigger);
@@ -536,7 +536,7 @@ impl Controller {
         let created = existing.is_none();
         let now = now_rfc3339();
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != source.spec));
-        carry_identity(&mut source.metadata, old, &now);
+        carry_identity("pingsource", &mut source.metadata, old, &now)?;
         source.status.subscriber_uri = Some(plan.sink.clone());
         let ready = self.ping_source_readiness(&source);
         Condition::set(&mut source.status.conditions, ready, &now);
@@ -1067,7 +1067,25 @@ fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, path: &
 /// Keeps what the server owns across an update (uid, creation time; generation bumped when
 /// the spec changed), or sets it for a new object. `old` is the stored metadata and whether
 /// the spec differs from it.
-fn carry_identity(meta: &mut serval_model::ObjectMeta, old: Option<(&serval_model::ObjectMeta, bool)>, now: &str) {
+/// Carries uid, creation time and generation over from the stored object (`old`, with
+/// whether the spec changed), or starts them. A `metadata.resourceVersion` in the new one
+/// must be the stored one's (Kubernetes' optimistic concurrency: 409 otherwise); an absent
+/// one overwrites.
+fn carry_identity(
+    what: &str,
+    meta: &mut serval_model::ObjectMeta,
+    old: Option<(&serval_model::ObjectMeta, bool)>,
+    now: &str,
+) -> Result<(), PlatformError> {
+    let given = std::mem::take(&mut meta.resource_version);
+    if !given.is_empty() && old.is_none_or(|(old, _)| old.resource_version != given) {
+        let now_at =
+            old.map_or("it does not exist any more".to_string(), |(o, _)| format!("it is at {}", o.resource_version));
+        return Err(PlatformError::StaleVersion(format!(
+            "{what} {}/{} was changed since resourceVersion {given} ({now_at}); read it again and retry",
+            meta.namespace, meta.name
+        )));
+    }
     match old {
         Some((old, spec_changed)) => {
             meta.uid = old.uid.clone();
@@ -1080,6 +1098,7 @@ fn carry_identity(meta: &mut serval_model::ObjectMeta, old: Option<(&serval_mode
             meta.generation = 1;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ pub enum PlatformError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    /// A write carried a `metadata.resourceVersion` that is no longer the stored one.
+    #[error("{0}")]
+    StaleVersion(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error(transparent)]
@@ -39,7 +42,7 @@ impl PlatformError {
             PlatformError::NotFound { .. } => StatusCode::NOT_FOUND,
             PlatformError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             PlatformError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            PlatformError::Conflict(_) => StatusCode::CONFLICT,
+            PlatformError::Conflict(_) | PlatformError::StaleVersion(_) => StatusCode::CONFLICT,
             PlatformError::Unauthorized => StatusCode::UNAUTHORIZED,
             PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => StatusCode::NOT_FOUND,
             PlatformError::Runtime(
@@ -59,6 +62,7 @@ impl PlatformError {
             PlatformError::Invalid { .. } => "Invalid",
             PlatformError::BadRequest(_) => "BadRequest",
             PlatformError::Conflict(_) => "AlreadyExists",
+            PlatformError::StaleVersion(_) => "Conflict",
             PlatformError::Unauthorized => "Unauthorized",
             PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => "NotFound",
             PlatformError::Runtime(

@@ -395,3 +395,36 @@ async fn validation_messages_name_typos_types_and_annotations() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("did you mean `autoscaling.knative.dev/min-scale`?"), "{err}");
 }
+
+#[tokio::test]
+async fn a_write_with_a_stale_resource_version_is_a_conflict() {
+    let server = Server::start(&[]);
+    server.ok(&["deploy", "versioned", "--cmd", &echo()]);
+    let url = format!("{}/api/v1/namespaces/default/services/versioned", server.api);
+    let client = server.api_client();
+    let read: Value =
+        client.get(&url).bearer_auth(&server.token).send().await.expect("get").json().await.expect("json");
+    let version = read["metadata"]["resourceVersion"].as_str().expect("resourceVersion").to_string();
+    assert!(version.parse::<u64>().is_ok(), "{version}");
+
+    let mut doc = read.clone();
+    doc.as_object_mut().expect("object").remove("status");
+    doc["spec"]["template"]["spec"]["containerConcurrency"] = serde_json::json!(3);
+    let put = |body: Value| client.put(&url).bearer_auth(&server.token).json(&body).send();
+    let answer = put(doc.clone()).await.expect("put");
+    assert_eq!(answer.status(), 200, "the version read is the stored one");
+    let written: Value = answer.json().await.expect("json");
+    let newer = written["metadata"]["resourceVersion"].as_str().expect("version").to_string();
+    assert!(newer.parse::<u64>().expect("number") > version.parse::<u64>().expect("number"));
+
+    doc["spec"]["template"]["spec"]["containerConcurrency"] = serde_json::json!(4);
+    let answer = put(doc.clone()).await.expect("put");
+    assert_eq!(answer.status(), 409, "a stale resourceVersion");
+    let error: Value = answer.json().await.expect("json");
+    assert_eq!(error["error"]["reason"], "Conflict", "{error}");
+
+    doc["metadata"].as_object_mut().expect("metadata").remove("resourceVersion");
+    assert_eq!(put(doc).await.expect("put").status(), 200, "no resourceVersion overwrites");
+    // The CLI's read-modify-write commands keep working.
+    server.ok(&["traffic", "versioned", "--latest", "100"]);
+}

@@ -99,6 +99,11 @@ const SCHEMA: &[&str] = &[
     UPDATE resources SET owner = json_extract(body, '$.metadata.labels.\"serving.knative.dev/service\"')
         WHERE kind = 'Revision';
     CREATE INDEX resources_by_owner ON resources (kind, namespace, owner);",
+    // version 5: every write of a resource gets the next number of one counter, its
+    // `metadata.resourceVersion` (Kubernetes' optimistic concurrency).
+    "ALTER TABLE resources ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('resourceVersion', 0);",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
@@ -175,12 +180,12 @@ impl Store {
     }
 
     pub fn get<T: DeserializeOwned>(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
-        let body: Option<String> = self.read(|c| {
-            c.prepare_cached("SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-                .query_row(params![kind.as_str(), namespace, name], |r| r.get(0))
+        let row: Option<(String, i64)> = self.read(|c| {
+            c.prepare_cached("SELECT body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .query_row(params![kind.as_str(), namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
-        body.map(|b| decode(kind, namespace, name, &b)).transpose()
+        row.map(|(b, version)| decode(kind, namespace, name, &b, version)).transpose()
     }
 
     /// Events of a broker accepted after `after` (a `seq`), oldest first, at most `limit`.
@@ -256,37 +261,48 @@ impl Store {
         namespace: &str,
         owner: &str,
     ) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<(String, String)> = self.read(|c| {
+        let rows: Vec<(String, String, i64)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT name, body FROM resources WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name",
+                "SELECT name, body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name",
             )?;
-            let rows = stmt.query_map(params![kind.as_str(), namespace, owner], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt
+                .query_map(params![kind.as_str(), namespace, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(name, body)| decode(kind, namespace, name, body)).collect()
+        rows.iter().map(|(name, body, version)| decode(kind, namespace, name, body, *version)).collect()
     }
 
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
     pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<(String, String, String)> = self.read(|c| {
+        let rows: Vec<(String, String, String, i64)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT namespace, name, body FROM resources
+                "SELECT namespace, name, body, version FROM resources
                  WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
             )?;
-            let rows = stmt.query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt
+                .query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(ns, name, body)| decode(kind, ns, name, body)).collect()
+        rows.iter().map(|(ns, name, body, version)| decode(kind, ns, name, body, *version)).collect()
     }
 }
 
-fn decode<T: DeserializeOwned>(kind: Kind, namespace: &str, name: &str, body: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
-        kind: kind.as_str(),
-        namespace: namespace.into(),
-        name: name.into(),
-        source,
-    })
+/// A stored document with its version as `metadata.resourceVersion` (a string, as in
+/// Kubernetes); documents are Kubernetes-shaped objects with a `metadata` object.
+fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    body: &str,
+    version: i64,
+) -> Result<T, StoreError> {
+    let corrupt =
+        |source| StoreError::Corrupt { kind: kind.as_str(), namespace: namespace.into(), name: name.into(), source };
+    let mut document: serde_json::Value = serde_json::from_str(body).map_err(corrupt)?;
+    if let Some(metadata) = document.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+        metadata.insert("resourceVersion".into(), serde_json::Value::String(version.to_string()));
+    }
+    serde_json::from_value(document).map_err(corrupt)
 }
 
 impl WriteOp {

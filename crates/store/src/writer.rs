@@ -147,12 +147,16 @@ fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
     match op {
         WriteOp::Put { kind, namespace, name, owner, body } => {
+            let version: i64 = conn
+                .prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion' RETURNING value")?
+                .query_row([], |r| r.get(0))?;
             conn.prepare_cached(
-                "INSERT INTO resources (kind, namespace, name, body, owner) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO resources (kind, namespace, name, body, owner, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (kind, namespace, name)
-                 DO UPDATE SET body = excluded.body, owner = COALESCE(excluded.owner, resources.owner)",
+                 DO UPDATE SET body = excluded.body, owner = COALESCE(excluded.owner, resources.owner),
+                               version = excluded.version",
             )?
-            .execute(params![kind, namespace, name, body, owner])?;
+            .execute(params![kind, namespace, name, body, owner, version])?;
         }
         WriteOp::Delete { kind, namespace, name } => {
             conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?

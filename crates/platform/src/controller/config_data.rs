@@ -75,7 +75,12 @@ impl Controller {
         let existing: Option<StoredSecret> = self.store.get(Kind::Secret, namespace, name)?;
         let old_data = existing.as_ref().map(|s| self.unseal(s)).transpose()?;
         let changed = old_data.as_ref() != Some(&data);
-        carry_identity(&mut secret.metadata, existing.as_ref().map(|o| (&o.metadata, changed)), &now_rfc3339());
+        carry_identity(
+            "secret",
+            &mut secret.metadata,
+            existing.as_ref().map(|o| (&o.metadata, changed)),
+            &now_rfc3339(),
+        )?;
         let plain = serde_json::to_vec(&data).map_err(|e| PlatformError::Io(std::io::Error::other(e)))?;
         let stored = StoredSecret {
             api_version: secret.api_version,
@@ -121,7 +126,8 @@ impl Controller {
         let _guard = self.write_lock.lock().await;
         let existing: Option<ConfigMap> = self.store.get(Kind::ConfigMap, namespace, name)?;
         let changed = existing.as_ref().is_none_or(|o| o.values() != config_map.values());
-        carry_identity(&mut config_map.metadata, existing.as_ref().map(|o| (&o.metadata, changed)), &now_rfc3339());
+        let old = existing.as_ref().map(|o| (&o.metadata, changed));
+        carry_identity("configmap", &mut config_map.metadata, old, &now_rfc3339())?;
         self.store.write(vec![WriteOp::put(Kind::ConfigMap, namespace, name, &config_map)?]).await?;
         self.roll_out_config_change(namespace, ConfigKind::ConfigMap, name).await?;
         Ok((config_map, existing.is_none()))

@@ -668,6 +668,11 @@ pub async fn traffic(args: TrafficArgs, global: Global) -> Result<()> {
     if let Some(status) = service.as_object_mut() {
         status.remove("status");
     }
+    // The controller writes status between our read and write; the traffic block is ours
+    // to set whatever it wrote, so the write does not ask for the version read.
+    if let Some(metadata) = service["metadata"].as_object_mut() {
+        metadata.remove("resourceVersion");
+    }
     let written = client.put(&path, &service).await?;
     print_warnings(&written.warnings);
     let service = client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?;
