@@ -363,6 +363,29 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn every_write_gets_a_higher_resource_version_across_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let version = |store: &Store, name: &str| -> u64 {
+            let doc: serde_json::Value = store.get(Kind::Broker, "ns", name).expect("get").expect("stored");
+            doc["metadata"]["resourceVersion"].as_str().expect("resourceVersion").parse().expect("number")
+        };
+        let doc = |n: u32| serde_json::json!({ "metadata": { "name": "b", "resourceVersion": "stale" }, "n": n });
+        let first = {
+            let store = Store::open(dir.path()).expect("open");
+            store.write(vec![WriteOp::put(Kind::Broker, "ns", "b", &doc(1)).expect("encode")]).await.expect("write");
+            let first = version(&store, "b");
+            store.write(vec![WriteOp::put(Kind::Broker, "ns", "b", &doc(2)).expect("encode")]).await.expect("write");
+            assert!(version(&store, "b") > first, "a rewrite gets a higher version, whatever the body says");
+            first
+        };
+        let store = Store::open(dir.path()).expect("reopen");
+        store.write(vec![WriteOp::put(Kind::Broker, "ns", "c", &doc(3)).expect("encode")]).await.expect("write");
+        assert!(version(&store, "c") > first + 1, "the counter survives a restart");
+        let listed: Vec<serde_json::Value> = store.list(Kind::Broker, Some("ns")).expect("list");
+        assert!(listed.iter().all(|d| d["metadata"]["resourceVersion"] != "stale"));
+    }
+
+    #[tokio::test]
     async fn put_get_list_delete_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
