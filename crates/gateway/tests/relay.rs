@@ -184,6 +184,31 @@ async fn hyper_rewrites_like_the_relay_for_http_1_0_without_a_host() {
 }
 
 #[tokio::test]
+async fn hyper_rewrites_like_the_relay_for_h2c_clients() {
+    let (instance, _) = hyper_instance().await;
+    let stream = TcpStream::connect(gateway(instance).await).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://127.0.0.1/f/ns/svc/inner?q=1")
+        .header("x-forwarded-host", "forged")
+        .header("x-kept", "yes")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = sender.send_request(req).await.expect("response");
+    let report = String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned();
+    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
+    assert!(!report.contains("forged"), "{report}");
+    for kept in ["x-kept: yes\n", "x-forwarded-for: 127.0.0.1\n", "x-forwarded-host: 127.0.0.1\n"] {
+        assert!(report.contains(kept), "{kept:?} missing: {report}");
+    }
+}
+
+#[tokio::test]
 async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     let (instance, _) = hyper_instance().await;
     let mut c = Client::connect(gateway(instance).await).await;
