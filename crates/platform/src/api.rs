@@ -72,6 +72,7 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
         .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
         .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
         .merge(metrics_router(registry))
+        .route_layer(middleware::from_fn_with_state(controller.clone(), watch_lists))
         .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -94,6 +95,78 @@ pub fn metrics_router<S: Clone + Send + Sync + 'static>(
             ([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&registry))
         }),
     )
+}
+
+/// The kind a list path's plural names, for watches.
+fn watched_kind(plural: &str) -> Option<serval_store::Kind> {
+    use serval_store::Kind;
+    Some(match plural {
+        "services" => Kind::Service,
+        "revisions" => Kind::Revision,
+        "brokers" => Kind::Broker,
+        "triggers" => Kind::Trigger,
+        "pingsources" => Kind::PingSource,
+        "configmaps" => Kind::ConfigMap,
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WatchQuery {
+    #[serde(default)]
+    watch: bool,
+    resource_version: Option<String>,
+}
+
+/// `GET …/{plural}?watch=true[&resourceVersion=N]`: the changes of that kind as JSON lines
+/// (`{"type":"ADDED|MODIFIED|DELETED","object":…}`), those after version N first, then the
+/// live ones, until the client goes away (Kubernetes' watch). Other requests pass on.
+async fn watch_lists(State(ctl): Ctl, req: Request, next: Next) -> Response {
+    let query: WatchQuery = req.uri().query().and_then(watch_query).unwrap_or_default();
+    if !query.watch || req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+    let (namespace, plural) = match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, plural] => (Some(ns.to_string()), *plural),
+        ["api", "v1", plural] => (None, *plural),
+        _ => return next.run(req).await,
+    };
+    let Some(kind) = watched_kind(plural) else {
+        let why = format!("watch is not offered for {plural}");
+        return PlatformError::BadRequest(why).into_response();
+    };
+    let after = match query.resource_version.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return PlatformError::BadRequest("resourceVersion must be a number".into()).into_response(),
+    };
+    let (backlog, watcher) = match ctl.watch(kind, namespace.as_deref(), after) {
+        Ok(w) => w,
+        Err(too_old) => {
+            let message = format!(
+                "resourceVersion {} is too old: the oldest change kept is {}; list again and watch from there",
+                after.unwrap_or_default(),
+                too_old.oldest
+            );
+            let body = json!({ "error": { "reason": "Expired", "message": message } });
+            return (StatusCode::GONE, Json(body)).into_response();
+        }
+    };
+    let line = |(change, object): serval_store::WatchEvent| {
+        let mut text = json!({ "type": change.as_str(), "object": object }).to_string();
+        text.push('\n');
+        Ok::<_, std::io::Error>(Bytes::from(text))
+    };
+    let live = futures_util::stream::unfold(watcher, |mut w| async move { w.next().await.map(|e| (e, w)) });
+    let stream = futures_util::stream::iter(backlog).chain(live).map(line);
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+/// The query string as a [`WatchQuery`] (axum's `Query` needs the whole request).
+fn watch_query(query: &str) -> Option<WatchQuery> {
+    Query::<WatchQuery>::try_from_uri(&format!("/?{query}").parse().ok()?).ok().map(|q| q.0)
 }
 
 async fn require_token(State(ctl): Ctl, req: Request, next: Next) -> Response {

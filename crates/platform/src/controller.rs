@@ -130,6 +130,16 @@ impl Controller {
         })
     }
 
+    /// The changes of a kind of resource (see [`serval_store::Store::watch`]).
+    pub fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<i64>,
+    ) -> Result<(Vec<serval_store::WatchEvent>, serval_store::Watcher), serval_store::TooOld> {
+        self.store.watch(kind, namespace, after)
+    }
+
     pub fn config(&self) -> &PlatformConfig {
         &self.config
     }

@@ -428,3 +428,68 @@ async fn a_write_with_a_stale_resource_version_is_a_conflict() {
     // The CLI's read-modify-write commands keep working.
     server.ok(&["traffic", "versioned", "--latest", "100"]);
 }
+
+/// Reads JSON lines from a watch until `until` holds for the events so far.
+async fn watch_until(mut response: reqwest::Response, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut pending = Vec::new();
+    while !until(&events) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .expect("a watch event in time")
+            .expect("read")
+            .expect("the watch goes on");
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            events.push(serde_json::from_slice(&line).expect("a JSON line"));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn watch_streams_changes_in_order_and_resumes_from_a_version() {
+    let server = Server::start(FAST_SCALING);
+    let client = server.api_client();
+    let watch = |query: String| {
+        client
+            .get(format!("{}/api/v1/namespaces/default/services?watch=true{query}", server.api))
+            .bearer_auth(&server.token)
+            .send()
+    };
+    let live = watch(String::new()).await.expect("watch");
+    assert_eq!(live.status(), 200);
+    server.ok(&["deploy", "watched", "--cmd", &echo()]);
+    server.ok(&["delete", "watched"]);
+    let of_watched = |events: &[Value]| -> Vec<Value> {
+        events.iter().filter(|e| e["object"]["metadata"]["name"] == "watched").cloned().collect()
+    };
+    let events = watch_until(live, |events| of_watched(events).last().is_some_and(|e| e["type"] == "DELETED")).await;
+    let events = of_watched(&events);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(types.first(), Some(&"ADDED"), "{types:?}");
+    assert!(types[1..types.len() - 1].iter().all(|t| *t == "MODIFIED") && types.len() >= 3, "{types:?}");
+    let versions: Vec<u64> = events
+        .iter()
+        .map(|e| e["object"]["metadata"]["resourceVersion"].as_str().expect("version").parse().expect("number"))
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "in order: {versions:?}");
+
+    // Resumed from the ADDED event's version: the rest again, in the same order.
+    let resumed = watch(format!("&resourceVersion={}", versions[0])).await.expect("watch");
+    let again = watch_until(resumed, |events| of_watched(events).last().is_some_and(|e| e["type"] == "DELETED")).await;
+    let again = of_watched(&again);
+    let again_types: Vec<&str> = again.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(again_types, types[1..].to_vec());
+
+    // Secrets are not offered; a version that is not a number is refused.
+    let secrets = client
+        .get(format!("{}/api/v1/namespaces/default/secrets?watch=true", server.api))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(secrets.status(), 400);
+    assert_eq!(watch("&resourceVersion=x".into()).await.expect("watch").status(), 400);
+}

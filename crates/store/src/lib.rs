@@ -1,11 +1,13 @@
 //! Durable state of serval: one SQLite database (WAL mode) in the data directory.
 //!
-//! Owns: the schema, its migrations, every SQL statement of the project, and group commit
+//! Owns: the schema, its migrations, every SQL statement of the project, group commit
 //! (one writer thread batches concurrent writes into one transaction and one fsync; each
-//! caller is answered only after its batch committed).
+//! caller is answered only after its batch committed), resource versions, and the feed of
+//! committed resource changes that watches read.
 //! Must not depend on: tokio beyond its channels, the network, or any serval crate but none
 //! at all today — it stores resources as JSON documents keyed by kind, namespace and name.
 
+mod feed;
 mod writer;
 
 use std::path::Path;
@@ -15,6 +17,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use feed::Change;
+pub use feed::{ChangeType, TooOld};
 pub use writer::WriteOp;
 
 /// The kinds of resources the store keeps.
@@ -110,6 +114,7 @@ const SCHEMA: &[&str] = &[
 pub struct Store {
     writer: writer::Writer,
     reader: Mutex<Connection>,
+    feed: std::sync::Arc<feed::Feed>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -158,14 +163,31 @@ impl Store {
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
         let reader = open_connection(&path)?;
-        let writer = writer::Writer::start(write_conn, open_connection(&path)?)?;
-        Ok(Store { writer, reader: Mutex::new(reader) })
+        let feed = std::sync::Arc::new(feed::Feed::new());
+        let writer = writer::Writer::start(write_conn, open_connection(&path)?, feed.clone())?;
+        Ok(Store { writer, reader: Mutex::new(reader), feed })
     }
 
     /// Commits `ops` atomically; returns once they are durable (group-committed with
     /// whatever other writes arrived meanwhile).
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         self.writer.submit(ops).await
+    }
+
+    /// The changes of resources of `kind` (in `namespace`, or all) after version `after`
+    /// (kept for the last changes only: older is [`TooOld`]) and the live ones that follow,
+    /// each as `(type, document with metadata.resourceVersion)`. Without `after`, only the
+    /// changes from now on.
+    pub fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<i64>,
+    ) -> Result<(Vec<WatchEvent>, Watcher), TooOld> {
+        let (recent, live) = self.feed.watch(after)?;
+        let filter = WatchFilter { kind: kind.as_str(), namespace: namespace.map(str::to_string) };
+        let backlog = recent.iter().filter_map(|c| filter.event(c)).collect();
+        Ok((backlog, Watcher { live, filter }))
     }
 
     /// Transactions committed so far (each may carry many writes); for metrics.
@@ -185,7 +207,7 @@ impl Store {
                 .query_row(params![kind.as_str(), namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
-        row.map(|(b, version)| decode(kind, namespace, name, &b, version)).transpose()
+        row.map(|(b, version)| decode(kind.as_str(), namespace, name, &b, version)).transpose()
     }
 
     /// Events of a broker accepted after `after` (a `seq`), oldest first, at most `limit`.
@@ -269,7 +291,7 @@ impl Store {
                 .query_map(params![kind.as_str(), namespace, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(name, body, version)| decode(kind, namespace, name, body, *version)).collect()
+        rows.iter().map(|(name, body, version)| decode(kind.as_str(), namespace, name, body, *version)).collect()
     }
 
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
@@ -283,21 +305,61 @@ impl Store {
                 .query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(ns, name, body, version)| decode(kind, ns, name, body, *version)).collect()
+        rows.iter().map(|(ns, name, body, version)| decode(kind.as_str(), ns, name, body, *version)).collect()
+    }
+}
+
+/// One watch event: its type and the document (with `metadata.resourceVersion`).
+pub type WatchEvent = (ChangeType, serde_json::Value);
+
+struct WatchFilter {
+    kind: &'static str,
+    namespace: Option<String>,
+}
+
+impl WatchFilter {
+    fn event(&self, change: &Change) -> Option<WatchEvent> {
+        if change.kind != self.kind || self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace) {
+            return None;
+        }
+        let document = decode(self.kind, &change.namespace, &change.name, &change.body, change.version).ok()?;
+        Some((change.change, document))
+    }
+}
+
+/// The live part of a watch.
+pub struct Watcher {
+    live: tokio::sync::broadcast::Receiver<std::sync::Arc<Change>>,
+    filter: WatchFilter,
+}
+
+impl Watcher {
+    /// The next change of the watched resources; `None` when the store closed or this
+    /// watcher fell too far behind (the client resumes from the last version it saw).
+    pub async fn next(&mut self) -> Option<WatchEvent> {
+        loop {
+            match self.live.recv().await {
+                Ok(change) => {
+                    if let Some(event) = self.filter.event(&change) {
+                        return Some(event);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
     }
 }
 
 /// A stored document with its version as `metadata.resourceVersion` (a string, as in
 /// Kubernetes); documents are Kubernetes-shaped objects with a `metadata` object.
 fn decode<T: DeserializeOwned>(
-    kind: Kind,
+    kind: &'static str,
     namespace: &str,
     name: &str,
     body: &str,
     version: i64,
 ) -> Result<T, StoreError> {
-    let corrupt =
-        |source| StoreError::Corrupt { kind: kind.as_str(), namespace: namespace.into(), name: name.into(), source };
+    let corrupt = |source| StoreError::Corrupt { kind, namespace: namespace.into(), name: name.into(), source };
     let mut document: serde_json::Value = serde_json::from_str(body).map_err(corrupt)?;
     if let Some(metadata) = document.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
         metadata.insert("resourceVersion".into(), serde_json::Value::String(version.to_string()));
@@ -383,6 +445,36 @@ mod tests {
         assert!(version(&store, "c") > first + 1, "the counter survives a restart");
         let listed: Vec<serde_json::Value> = store.list(Kind::Broker, Some("ns")).expect("list");
         assert!(listed.iter().all(|d| d["metadata"]["resourceVersion"] != "stale"));
+    }
+
+    #[tokio::test]
+    async fn watches_replay_kept_changes_in_order_and_refuse_versions_no_longer_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let doc = |n: usize| serde_json::json!({ "metadata": { "name": "b" }, "n": n });
+        let put = |n: usize| WriteOp::put(Kind::Broker, "ns", "b", &doc(n)).expect("encode");
+        let (_, mut live) = store.watch(Kind::Broker, Some("ns"), None).expect("watch");
+        store.write(vec![put(0)]).await.expect("write");
+        store.write(vec![put(1), WriteOp::put(Kind::Trigger, "ns", "t", &doc(9)).expect("encode")]).await.expect("w");
+        store.write(vec![WriteOp::delete(Kind::Broker, "ns", "b")]).await.expect("delete");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (change, object) = live.next().await.expect("a change");
+            seen.push((change, object["n"].clone(), object["metadata"]["resourceVersion"].clone()));
+        }
+        let types: Vec<ChangeType> = seen.iter().map(|(c, ..)| *c).collect();
+        assert_eq!(types, [ChangeType::Added, ChangeType::Modified, ChangeType::Deleted], "triggers filtered out");
+        assert_eq!(seen[2].1, 1, "a delete carries the last document");
+        let first: i64 = seen[0].2.as_str().expect("version").parse().expect("number");
+        let (replayed, _) = store.watch(Kind::Broker, Some("ns"), Some(first)).expect("resume");
+        let replayed: Vec<ChangeType> = replayed.iter().map(|(c, _)| *c).collect();
+        assert_eq!(replayed, [ChangeType::Modified, ChangeType::Deleted]);
+
+        for n in 0..1100 {
+            store.write(vec![put(n)]).await.expect("write");
+        }
+        assert!(store.watch(Kind::Broker, Some("ns"), Some(first)).is_err(), "too old");
+        assert!(store.watch(Kind::Broker, Some("other"), None).is_ok());
     }
 
     #[tokio::test]

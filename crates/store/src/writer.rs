@@ -9,6 +9,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
+use crate::feed::{Change, ChangeType, Feed};
 
 /// One change inside a write request; all ops of one request commit atomically.
 #[derive(Debug, Clone)]
@@ -52,7 +53,7 @@ impl Writer {
     /// still checkpoints a WAL grown past [`WAL_BACKSTOP_PAGES`]; the frames are copied by
     /// then, so that is quick, and it lets the next commit start the WAL file over, which
     /// under constant load might otherwise never happen.
-    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> rusqlite::Result<Writer> {
+    pub(crate) fn start(conn: Connection, checkpoints: Connection, feed: Arc<Feed>) -> rusqlite::Result<Writer> {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let (tx, rx) = mpsc::channel();
         let (wrote, written) = mpsc::sync_channel(1);
@@ -60,7 +61,7 @@ impl Writer {
         let counter = batches.clone();
         std::thread::Builder::new()
             .name("serval-store-writer".into())
-            .spawn(move || run(conn, rx, &counter, &wrote))
+            .spawn(move || run(conn, rx, &counter, &wrote, &feed))
             .expect("spawning the store writer thread must succeed at startup");
         std::thread::Builder::new()
             .name("serval-store-checkpointer".into())
@@ -80,7 +81,13 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64, wrote: &mpsc::SyncSender<()>) {
+fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    batches: &AtomicU64,
+    wrote: &mpsc::SyncSender<()>,
+    feed: &Feed,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -90,7 +97,10 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, batches: &AtomicU64, w
             }
         }
         let began = Instant::now();
-        let results = commit(&mut conn, &batch);
+        let (results, changes) = commit(&mut conn, &batch);
+        if !changes.is_empty() {
+            feed.publish(changes);
+        }
         let took = began.elapsed();
         if took >= SLOW_COMMIT {
             tracing::warn!("store commit of {} writes took {} ms", batch.len(), took.as_millis());
@@ -119,37 +129,54 @@ fn checkpoint(conn: &Connection, written: &mpsc::Receiver<()>) {
 
 /// Applies every request in its own savepoint inside one transaction, so one bad request
 /// fails alone while the rest share the single commit (and fsync).
-fn commit(conn: &mut Connection, batch: &[Request]) -> Vec<Result<(), StoreError>> {
+/// Also returns the resource changes the transaction committed, in order.
+fn commit(conn: &mut Connection, batch: &[Request]) -> (Vec<Result<(), StoreError>>, Vec<Change>) {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
-            return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect();
+            return (batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect(), Vec::new());
         }
     };
     let mut results = Vec::with_capacity(batch.len());
+    let mut changes = Vec::new();
     for request in batch {
+        let mut request_changes = Vec::new();
         let applied = (|| -> rusqlite::Result<()> {
             let sp = tx.savepoint()?;
             for op in &request.ops {
-                apply(&sp, op)?;
+                request_changes.extend(apply(&sp, op)?);
             }
             sp.commit()
         })();
+        if applied.is_ok() {
+            changes.append(&mut request_changes);
+        }
         results.push(applied.map_err(StoreError::Sqlite));
     }
     if let Err(e) = tx.commit() {
         tracing::error!("store commit failed: {e}");
-        return batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect();
+        return (batch.iter().map(|_| Err(StoreError::Sqlite(clone_err(&e)))).collect(), Vec::new());
     }
-    results
+    (results, changes)
 }
 
-fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+fn next_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion' RETURNING value")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Applies one op; a write or delete of a resource returns its change for the feed.
+fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
+    let stored = |kind: &str, namespace: &str, name: &str| -> rusqlite::Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        conn.prepare_cached("SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+            .query_row(params![kind, namespace, name], |r| r.get(0))
+            .optional()
+    };
     match op {
         WriteOp::Put { kind, namespace, name, owner, body } => {
-            let version: i64 = conn
-                .prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'resourceVersion' RETURNING value")?
-                .query_row([], |r| r.get(0))?;
+            let existed = stored(kind, namespace, name)?.is_some();
+            let version = next_version(conn)?;
             conn.prepare_cached(
                 "INSERT INTO resources (kind, namespace, name, body, owner, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (kind, namespace, name)
@@ -157,10 +184,23 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                                version = excluded.version",
             )?
             .execute(params![kind, namespace, name, body, owner, version])?;
+            let change = if existed { ChangeType::Modified } else { ChangeType::Added };
+            return Ok(Some(Change {
+                kind,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                version,
+                change,
+                body: body.clone(),
+            }));
         }
         WriteOp::Delete { kind, namespace, name } => {
+            let Some(body) = stored(kind, namespace, name)? else { return Ok(None) };
             conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
                 .execute(params![kind, namespace, name])?;
+            let version = next_version(conn)?;
+            let (namespace, name) = (namespace.clone(), name.clone());
+            return Ok(Some(Change { kind, namespace, name, version, change: ChangeType::Deleted, body }));
         }
         WriteOp::AppendEvent { namespace, broker, body } => {
             conn.prepare_cached("INSERT INTO events (namespace, broker, body) VALUES (?1, ?2, ?3)")?
@@ -189,7 +229,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 .execute(params![namespace, broker])?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
