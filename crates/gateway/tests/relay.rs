@@ -183,17 +183,23 @@ async fn hyper_rewrites_like_the_relay_for_http_1_0_without_a_host() {
     }
 }
 
-#[tokio::test]
-async fn hyper_rewrites_like_the_relay_for_h2c_clients() {
-    let (instance, _) = hyper_instance().await;
-    let stream = TcpStream::connect(gateway(instance).await).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+/// An HTTP/2 client with prior knowledge (h2c) connected to `addr`.
+async fn h2c_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
     .expect("h2c handshake");
     tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test]
+async fn hyper_rewrites_like_the_relay_for_h2c_clients() {
+    let (instance, _) = hyper_instance().await;
+    let mut sender = h2c_client(gateway(instance).await).await;
     let req = Request::get("http://127.0.0.1/f/ns/svc/inner?q=1")
         .header("x-forwarded-host", "forged")
         .header("x-kept", "yes")
@@ -505,14 +511,7 @@ async fn h2c_instances_get_http2_with_trailers_from_h2c_and_http1_clients() {
     let gateway = gateway_to(pool).await;
 
     // A gRPC-like client: h2c with prior knowledge, `te: trailers`.
-    let stream = TcpStream::connect(gateway).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(conn);
+    let mut sender = h2c_client(gateway).await;
     for n in 0..3 {
         let req = Request::post("http://svc.ns.localhost/pkg.Service/Call")
             .header("te", "trailers")

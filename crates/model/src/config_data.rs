@@ -226,21 +226,35 @@ impl ConfigKind {
     }
 }
 
+/// The one of two references that is given (a Secret's first, as validation allows one).
+fn selected<'s, T>(secret: &'s Option<T>, config_map: &'s Option<T>) -> Option<(ConfigKind, &'s T)> {
+    match (secret, config_map) {
+        (Some(s), _) => Some((ConfigKind::Secret, s)),
+        (None, Some(c)) => Some((ConfigKind::ConfigMap, c)),
+        (None, None) => None,
+    }
+}
+
+impl EnvVarSource {
+    /// The key this variable reads.
+    pub fn selected(&self) -> Option<(ConfigKind, &KeySelector)> {
+        selected(&self.secret_key_ref, &self.config_map_key_ref)
+    }
+}
+
+impl EnvFromSource {
+    /// The object whose keys become variables.
+    pub fn selected(&self) -> Option<(ConfigKind, &NameSelector)> {
+        selected(&self.secret_ref, &self.config_map_ref)
+    }
+}
+
 impl Container {
     /// The Secrets and ConfigMaps the container's environment reads, in order.
     pub fn config_references(&self) -> Vec<(ConfigKind, String)> {
-        let from = self.env_from.iter().filter_map(|f| {
-            f.secret_ref
-                .as_ref()
-                .map(|r| (ConfigKind::Secret, r.name.clone()))
-                .or_else(|| f.config_map_ref.as_ref().map(|r| (ConfigKind::ConfigMap, r.name.clone())))
-        });
-        let keys = self.env.iter().filter_map(|e| e.value_from.as_ref()).filter_map(|v| {
-            v.secret_key_ref
-                .as_ref()
-                .map(|r| (ConfigKind::Secret, r.name.clone()))
-                .or_else(|| v.config_map_key_ref.as_ref().map(|r| (ConfigKind::ConfigMap, r.name.clone())))
-        });
+        let from = self.env_from.iter().filter_map(|f| f.selected().map(|(kind, r)| (kind, r.name.clone())));
+        let keys =
+            self.env.iter().filter_map(|e| e.value_from.as_ref()?.selected().map(|(kind, r)| (kind, r.name.clone())));
         let mut refs: Vec<(ConfigKind, String)> = from.chain(keys).collect();
         refs.sort();
         refs.dedup();
@@ -264,11 +278,7 @@ impl Container {
             env.push((name, value));
         };
         for source in &self.env_from {
-            let (kind, selector) = match (&source.secret_ref, &source.config_map_ref) {
-                (Some(s), _) => (ConfigKind::Secret, s),
-                (None, Some(c)) => (ConfigKind::ConfigMap, c),
-                (None, None) => continue,
-            };
+            let Some((kind, selector)) = source.selected() else { continue };
             let Some(values) = lookup(kind, &selector.name) else {
                 if selector.optional == Some(true) {
                     continue;
@@ -285,12 +295,7 @@ impl Container {
             }
         }
         for var in &self.env {
-            let selected = var.value_from.as_ref().and_then(|v| match (&v.secret_key_ref, &v.config_map_key_ref) {
-                (Some(s), _) => Some((ConfigKind::Secret, s)),
-                (None, Some(c)) => Some((ConfigKind::ConfigMap, c)),
-                (None, None) => None,
-            });
-            let Some((kind, selector)) = selected else {
+            let Some((kind, selector)) = var.value_from.as_ref().and_then(EnvVarSource::selected) else {
                 set(&mut env, var.name.clone(), var.value.clone());
                 continue;
             };
