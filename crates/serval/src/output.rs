@@ -85,6 +85,16 @@ pub fn path_url(service: &Value) -> Option<String> {
     Some(format!("{scheme}://127.0.0.1{port}/f/{namespace}/{name}/"))
 }
 
+/// Any resource with a Ready condition: name, readiness and its reason.
+pub fn readiness_table(value: &Value) -> Table {
+    let mut t = table(&["NAMESPACE", "NAME", "READY", "REASON"]);
+    for item in items(value) {
+        let (ready, reason) = ready_reason(item);
+        t.add_row([text(&item["metadata"]["namespace"]), text(&item["metadata"]["name"]), ready, reason]);
+    }
+    t
+}
+
 /// Services: one row each.
 pub fn services_table(value: &Value) -> Table {
     let mut t = table(&["NAMESPACE", "NAME", "URL", "PATH URL", "LATEST", "READY", "REASON", "INSTANCES", "LOAD"]);

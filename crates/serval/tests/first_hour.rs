@@ -493,3 +493,29 @@ async fn watch_streams_changes_in_order_and_resumes_from_a_version() {
     assert_eq!(secrets.status(), 400);
     assert_eq!(watch("&resourceVersion=x".into()).await.expect("watch").status(), 400);
 }
+
+#[tokio::test]
+async fn get_list_and_delete_take_every_kind_by_name_or_plural() {
+    let server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    server.ok(&["trigger", "create", "t", "--broker", "default", "--sink", "http://127.0.0.1:1/"]);
+    server.ok(&["source", "ping", "create", "p", "--schedule", "* * * * *", "--broker", "default"]);
+    server.ok(&["configmap", "create", "settings", "--from-literal", "A=1"]);
+
+    let trigger: Value = serde_json::from_str(&server.ok(&["get", "trigger", "t", "-o", "json"])).expect("json");
+    assert_eq!(trigger["spec"]["broker"], "default");
+    assert!(server.ok(&["get", "triggers", "t"]).contains("http://127.0.0.1:1/"));
+    assert!(server.ok(&["list", "brokers"]).contains("/b/default/default"));
+    assert!(server.ok(&["list", "pingsources", "-o", "yaml"]).contains("name: p"));
+    assert!(server.ok(&["get", "cm", "settings"]).contains("settings"));
+
+    server.ok(&["delete", "pingsource", "p"]);
+    assert!(!server.ok(&["list", "pingsources"]).contains(" p "));
+    server.ok(&["delete", "trigger", "t"]);
+    let err = server.fails(&["get", "trigger", "t"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = server.fails(&["get", "gadget", "x"]);
+    assert!(err.contains("unknown kind") && err.contains("pingsource"), "{err}");
+    let err = server.fails(&["delete", "revision", "x-00001"]);
+    assert!(err.contains("delete the service"), "{err}");
+}

@@ -170,10 +170,11 @@ fn values_table(kind: DataKind) -> impl FnOnce(&Value) -> Table {
     }
 }
 
-fn list_table(value: &Value) -> Table {
+pub(super) fn list_table(value: &Value) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING).set_header(["NAME", "KEYS"]);
-    for item in value["items"].as_array().into_iter().flatten() {
+    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
+    for item in &items {
         let keys: Vec<&str> = ["data", "binaryData"]
             .iter()
             .filter_map(|f| item[*f].as_object())

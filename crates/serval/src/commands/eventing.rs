@@ -118,7 +118,7 @@ pub enum TriggerCommand {
     },
 }
 
-fn triggers_table(value: &Value) -> Table {
+pub(super) fn triggers_table(value: &Value) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING).set_header([
         "NAMESPACE",
@@ -286,7 +286,7 @@ pub enum EventCommand {
     },
 }
 
-fn brokers_table(value: &Value) -> Table {
+pub(super) fn brokers_table(value: &Value) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "URL", "READY"]);
     let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
@@ -454,10 +454,11 @@ pub enum PingCommand {
     },
 }
 
-fn sources_table(value: &Value) -> Table {
+pub(super) fn sources_table(value: &Value) -> Table {
     let mut t = Table::new();
     t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "SCHEDULE", "SINK", "READY"]);
-    for s in value["items"].as_array().into_iter().flatten() {
+    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
+    for s in &items {
         t.add_row(vec![
             s["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
             s["metadata"]["name"].as_str().unwrap_or("").to_string(),

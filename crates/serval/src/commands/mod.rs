@@ -28,9 +28,9 @@ pub enum Command {
     Apply(resources::ApplyArgs),
     /// Show one resource.
     Get(resources::GetArgs),
-    /// List services (or revisions).
+    /// List resources of a kind (services by default; revisions, brokers, triggers, …).
     List(resources::ListArgs),
-    /// Delete a service and its revisions.
+    /// Delete a resource (a service with its revisions by default; `delete trigger t`, …).
     Delete(resources::DeleteArgs),
     /// List a service's revisions.
     Revisions(resources::RevisionsArgs),

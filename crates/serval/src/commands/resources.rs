@@ -388,20 +388,91 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// The kinds `get`, `list` and `delete` take, by singular, plural or short name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ResourceKind {
     #[value(alias = "services", alias = "svc", alias = "ksvc")]
     Service,
     #[value(alias = "revisions", alias = "rev")]
     Revision,
+    #[value(alias = "configurations", alias = "config")]
+    Configuration,
+    #[value(alias = "routes")]
+    Route,
+    #[value(alias = "brokers")]
+    Broker,
+    #[value(alias = "triggers")]
+    Trigger,
+    #[value(alias = "pingsources")]
+    Pingsource,
+    #[value(alias = "secrets")]
+    Secret,
+    #[value(alias = "configmaps", alias = "cm")]
+    Configmap,
+}
+
+impl ResourceKind {
+    /// Its collection in the API.
+    fn plural(self) -> &'static str {
+        match self {
+            ResourceKind::Service => "services",
+            ResourceKind::Revision => "revisions",
+            ResourceKind::Configuration => "configurations",
+            ResourceKind::Route => "routes",
+            ResourceKind::Broker => "brokers",
+            ResourceKind::Trigger => "triggers",
+            ResourceKind::Pingsource => "pingsources",
+            ResourceKind::Secret => "secrets",
+            ResourceKind::Configmap => "configmaps",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        self.plural().trim_end_matches('s')
+    }
+
+    /// How a table shows one or a list of them.
+    fn table(self) -> fn(&Value) -> comfy_table::Table {
+        match self {
+            ResourceKind::Service => output::services_table,
+            ResourceKind::Revision => output::revisions_table,
+            ResourceKind::Configuration | ResourceKind::Route => output::readiness_table,
+            ResourceKind::Broker => super::eventing::brokers_table,
+            ResourceKind::Trigger => super::eventing::triggers_table,
+            ResourceKind::Pingsource => super::eventing::sources_table,
+            ResourceKind::Secret | ResourceKind::Configmap => super::config_data::list_table,
+        }
+    }
+
+    /// Whether `delete` takes it (Revisions, Configurations and Routes follow their Service).
+    fn deletable(self) -> bool {
+        !matches!(self, ResourceKind::Revision | ResourceKind::Configuration | ResourceKind::Route)
+    }
+}
+
+/// `[KIND] NAME` words: a kind and a name, or a Service's name.
+fn kind_and_name(words: &[String]) -> Result<(ResourceKind, String)> {
+    match words {
+        [name] => Ok((ResourceKind::Service, name.clone())),
+        [kind, name] => {
+            let kind = <ResourceKind as clap::ValueEnum>::from_str(kind, true).map_err(|_| {
+                let known: Vec<String> =
+                    <ResourceKind as clap::ValueEnum>::value_variants().iter().map(|k| k.noun().to_string()).collect();
+                anyhow::anyhow!("unknown kind {kind:?}; use one of {}", known.join(", "))
+            })?;
+            Ok((kind, name.clone()))
+        }
+        _ => bail!("give a name, or a kind and a name"),
+    }
 }
 
 #[derive(clap::Args)]
 pub struct GetArgs {
-    /// `service NAME`, `revision NAME`, or just `NAME` for a service.
+    /// `KIND NAME` (service, revision, configuration, route, broker, trigger, pingsource,
+    /// secret, configmap; plurals and short names too), or just `NAME` for a service.
     #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
     pub words: Vec<String>,
-    /// Namespace of the service.
+    /// Namespace of the resource.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     #[command(flatten)]
@@ -409,31 +480,15 @@ pub struct GetArgs {
 }
 
 pub async fn get(args: GetArgs, global: Global) -> Result<()> {
-    let (kind, name) = match args.words.as_slice() {
-        [name] => (ResourceKind::Service, name.clone()),
-        [kind, name] => {
-            let kind = <ResourceKind as clap::ValueEnum>::from_str(kind, true)
-                .map_err(|_| anyhow::anyhow!("unknown kind {kind:?}; use service or revision"))?;
-            (kind, name.clone())
-        }
-        _ => bail!("give a name, or a kind and a name"),
-    };
+    let (kind, name) = kind_and_name(&args.words)?;
     let client = Client::from_global(&global)?;
-    match kind {
-        ResourceKind::Service => {
-            let service = client.get(&service_path(&args.namespace, &name)).await?;
-            output::print(&service, args.read.output, output::services_table)
-        }
-        ResourceKind::Revision => {
-            let rev = client.get(&format!("/api/v1/namespaces/{}/revisions/{name}", args.namespace)).await?;
-            output::print(&rev, args.read.output, output::revisions_table)
-        }
-    }
+    let object = client.get(&format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural())).await?;
+    output::print(&object, args.read.output, kind.table())
 }
 
 #[derive(clap::Args)]
 pub struct ListArgs {
-    /// What to list.
+    /// What to list (any kind `get` takes).
     #[arg(value_enum, default_value = "service")]
     pub kind: ResourceKind,
     /// Namespace to list.
@@ -448,34 +503,33 @@ pub struct ListArgs {
 
 pub async fn list(args: ListArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
-    match args.kind {
-        ResourceKind::Service => {
-            let path = if args.all_namespaces {
-                "/api/v1/services".to_string()
-            } else {
-                format!("/api/v1/namespaces/{}/services", args.namespace)
-            };
-            output::print(&client.get(&path).await?, args.read.output, output::services_table)
-        }
-        ResourceKind::Revision => {
-            let revs = client.get(&format!("/api/v1/namespaces/{}/revisions", args.namespace)).await?;
-            output::print(&revs, args.read.output, output::revisions_table)
-        }
-    }
+    let path = match (args.all_namespaces, args.kind) {
+        (true, ResourceKind::Service) => "/api/v1/services".to_string(),
+        (true, other) => bail!("-A lists services only, not {}", other.plural()),
+        (false, kind) => format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural()),
+    };
+    output::print(&client.get(&path).await?, args.read.output, args.kind.table())
 }
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
-    /// Service name.
-    pub name: String,
-    /// Namespace of the service.
+    /// `KIND NAME` (service, broker, trigger, pingsource, secret, configmap), or just `NAME`
+    /// for a service.
+    #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
+    pub words: Vec<String>,
+    /// Namespace of the resource.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
 }
 
 pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
-    Client::from_global(&global)?.delete(&service_path(&args.namespace, &args.name)).await?;
-    eprintln!("service {}/{} deleted", args.namespace, args.name);
+    let (kind, name) = kind_and_name(&args.words)?;
+    if !kind.deletable() {
+        bail!("{} objects follow their service: delete the service", kind.noun());
+    }
+    let path = format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural());
+    Client::from_global(&global)?.delete(&path).await?;
+    eprintln!("{} {}/{name} deleted", kind.noun(), args.namespace);
     Ok(())
 }
 
