@@ -66,6 +66,22 @@ pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::regi
             "/api/v1/namespaces/{ns}/configmaps/{name}",
             get(get_config_map).put(put_config_map).delete(delete_config_map),
         )
+        .route("/api/v1/brokers", get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_brokers(None)?))))
+        .route(
+            "/api/v1/triggers",
+            get(async |State(ctl): Ctl| {
+                Ok::<_, PlatformError>(list(ctl.list_triggers(None)?.iter().map(|t| ctl.trigger_view(t)).collect()))
+            }),
+        )
+        .route(
+            "/api/v1/pingsources",
+            get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_ping_sources(None)?))),
+        )
+        .route("/api/v1/secrets", get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_secrets(None)?))))
+        .route(
+            "/api/v1/configmaps",
+            get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_config_maps(None)?))),
+        )
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))

@@ -508,6 +508,9 @@ async fn get_list_and_delete_take_every_kind_by_name_or_plural() {
     assert!(server.ok(&["list", "brokers"]).contains("/b/default/default"));
     assert!(server.ok(&["list", "pingsources", "-o", "yaml"]).contains("name: p"));
     assert!(server.ok(&["get", "cm", "settings"]).contains("settings"));
+    server.ok(&["broker", "create", "other", "-n", "elsewhere"]);
+    let everywhere = server.ok(&["list", "brokers", "-A"]);
+    assert!(everywhere.contains("elsewhere") && everywhere.contains("/b/default/default"), "{everywhere}");
 
     server.ok(&["delete", "pingsource", "p"]);
     assert!(!server.ok(&["list", "pingsources"]).contains(" p "));

@@ -494,7 +494,7 @@ pub struct ListArgs {
     /// Namespace to list.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// All namespaces (services only).
+    /// All namespaces (not for revisions, configurations and routes).
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     #[command(flatten)]
@@ -504,8 +504,10 @@ pub struct ListArgs {
 pub async fn list(args: ListArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
     let path = match (args.all_namespaces, args.kind) {
-        (true, ResourceKind::Service) => "/api/v1/services".to_string(),
-        (true, other) => bail!("-A lists services only, not {}", other.plural()),
+        (true, ResourceKind::Revision | ResourceKind::Configuration | ResourceKind::Route) => {
+            bail!("-A does not list {}; give a namespace with -n", args.kind.plural())
+        }
+        (true, kind) => format!("/api/v1/{}", kind.plural()),
         (false, kind) => format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural()),
     };
     output::print(&client.get(&path).await?, args.read.output, args.kind.table())
