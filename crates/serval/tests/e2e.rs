@@ -6,14 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Server, echo_bin, eventually, pid_alive};
-
-/// Autoscaler settings that reach zero within about a second.
-const FAST_SCALING: &[&str] = &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
-
-fn echo() -> String {
-    echo_bin().display().to_string()
-}
+use support::{FAST_SCALING, Server, echo, eventually, pid_alive};
 
 async fn get(url: &str, host: Option<&str>) -> (u16, String) {
     let mut req = reqwest::Client::new().get(url);

@@ -11,13 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Server, echo_bin, eventually};
-
-const FAST_SCALING: &[&str] = &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
-
-fn echo() -> String {
-    echo_bin().display().to_string()
-}
+use support::{FAST_SCALING, Server, echo, eventually};
 
 async fn get(url: &str) -> (u16, String) {
     let resp = reqwest::Client::new().get(url).send().await.expect("request");

@@ -9,11 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Server, echo_bin, eventually};
-
-fn echo() -> String {
-    echo_bin().display().to_string()
-}
+use support::{Server, echo, echo_bin, eventually};
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

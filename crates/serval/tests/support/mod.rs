@@ -30,6 +30,15 @@ pub fn echo_bin() -> PathBuf {
     path
 }
 
+/// The example function's path as a `--cmd` word.
+pub fn echo() -> String {
+    echo_bin().display().to_string()
+}
+
+/// Server flags that take an idle service to zero within about a second.
+pub const FAST_SCALING: &[&str] =
+    &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
+
 pub struct Server {
     pub child: Child,
     pub dir: PathBuf,
