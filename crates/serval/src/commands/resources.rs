@@ -75,8 +75,7 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         if argv.is_empty() {
             bail!("--cmd must not be empty");
         }
-        let argv: Vec<String> =
-            argv.iter().map(|w| w.replace("${PORT}", "$(PORT)").replace("$PORT", "$(PORT)")).collect();
+        let argv: Vec<String> = argv.iter().map(|w| port_references(w)).collect();
         container["command"] = json!(argv);
     }
     if let Some(dir) = &args.workdir {
@@ -125,6 +124,23 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         "metadata": { "name": args.name, "namespace": args.namespace },
         "spec": { "template": { "metadata": { "annotations": annotations }, "spec": spec } }
     }))
+}
+
+/// `$PORT` and `${PORT}` written as Kubernetes' `$(PORT)`, which the server expands; a
+/// longer name (`$PORTS`) is left alone.
+fn port_references(word: &str) -> String {
+    let word = word.replace("${PORT}", "$(PORT)");
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word.as_str();
+    while let Some(at) = rest.find("$PORT") {
+        let after = &rest[at + "$PORT".len()..];
+        let longer = after.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..at]);
+        out.push_str(if longer { "$PORT" } else { "$(PORT)" });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `KEY=VALUE` lines (docker's `--env-file` format, plus optional `export ` and quotes
@@ -740,7 +756,14 @@ mod tests {
     use clap::Parser;
     use serde_json::json;
 
-    use super::{TrafficArgs, build_traffic, parse_env_file};
+    use super::{TrafficArgs, build_traffic, parse_env_file, port_references};
+
+    #[test]
+    fn port_references_become_kubernetes_ones() {
+        assert_eq!(port_references("127.0.0.1:$PORT"), "127.0.0.1:$(PORT)");
+        assert_eq!(port_references("${PORT}/$PORT"), "$(PORT)/$(PORT)");
+        assert_eq!(port_references("$PORTS $PORT_X $PORT-1"), "$PORTS $PORT_X $(PORT)-1");
+    }
 
     #[derive(Parser)]
     struct TrafficCli {
