@@ -167,15 +167,14 @@ fn next_version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Applies one op; a write or delete of a resource returns its change for the feed.
 fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
-    let stored = |kind: &str, namespace: &str, name: &str| -> rusqlite::Result<Option<String>> {
-        use rusqlite::OptionalExtension;
-        conn.prepare_cached("SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-            .query_row(params![kind, namespace, name], |r| r.get(0))
-            .optional()
-    };
+    use rusqlite::OptionalExtension;
     match op {
         WriteOp::Put { kind, namespace, name, owner, body } => {
-            let existed = stored(kind, namespace, name)?.is_some();
+            let existed: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3)",
+                )?
+                .query_row(params![kind, namespace, name], |r| r.get(0))?;
             let version = next_version(conn)?;
             conn.prepare_cached(
                 "INSERT INTO resources (kind, namespace, name, body, owner, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -195,9 +194,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
             }));
         }
         WriteOp::Delete { kind, namespace, name } => {
-            let Some(body) = stored(kind, namespace, name)? else { return Ok(None) };
-            conn.prepare_cached("DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-                .execute(params![kind, namespace, name])?;
+            let deleted: Option<String> = conn
+                .prepare_cached(
+                    "DELETE FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3 RETURNING body",
+                )?
+                .query_row(params![kind, namespace, name], |r| r.get(0))
+                .optional()?;
+            let Some(body) = deleted else { return Ok(None) };
             let version = next_version(conn)?;
             let (namespace, name) = (namespace.clone(), name.clone());
             return Ok(Some(Change { kind, namespace, name, version, change: ChangeType::Deleted, body }));
