@@ -1,6 +1,8 @@
-//! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker` and `Trigger` objects, their
-//! validation (with field paths), naming rules and the derived values every other crate
-//! agrees on (revision names, routing hosts, runtime choice).
+//! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker`, `Trigger`,
+//! `PingSource` and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
+//! paths), naming rules, the derived values every other crate agrees on (revision names,
+//! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
+//! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
 //!
 //! Owns: the wire shapes (`serving.knative.dev/v1`) and pure functions on them.
 //! Must not depend on: any IO, tokio, or another serval crate.
@@ -10,6 +12,7 @@ mod config_data;
 mod eventing;
 mod expand;
 mod meta;
+mod resource;
 mod service;
 mod validate;
 
@@ -26,6 +29,7 @@ pub use eventing::{
 };
 pub use expand::{expand_environment, expand_references};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
+pub use resource::{Column, KindInfo, Resource, api_group, builtin_kinds, configuration_info, lookup, route_info};
 pub use service::{
     Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,
     ResourceRequirements, Revision, RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::PlatformError;
-use crate::controller::{Applied, ApplyMode, Controller};
+use crate::controller::Controller;
+use crate::kinds::{ApplyMode, Kinds, ReadQuery, Written};
 
 type Ctl = State<Arc<Controller>>;
 
@@ -38,65 +39,33 @@ pub fn handler(
     }
 }
 
-pub fn router(controller: Arc<Controller>, registry: Arc<prometheus_client::registry::Registry>) -> axum::Router {
+pub fn router(
+    controller: Arc<Controller>,
+    kinds: Arc<Kinds>,
+    registry: Arc<prometheus_client::registry::Registry>,
+) -> axum::Router {
+    let state = ApiState { controller: controller.clone(), kinds };
     let api = axum::Router::new()
+        .route("/api/v1", get(discovery))
         .route("/api/v1/info", get(info))
-        .route("/api/v1/services", get(list_all_services))
-        .route("/api/v1/namespaces/{ns}/services", get(list_services).post(create_service))
-        .route("/api/v1/namespaces/{ns}/services/{name}", get(get_service).put(put_service).delete(delete_service))
+        .route("/api/v1/{plural}", get(list_everywhere))
+        .route("/api/v1/namespaces/{ns}/{plural}", get(list_namespace).post(create))
+        .route("/api/v1/namespaces/{ns}/{plural}/{name}", get(get_one).put(put_one).delete(delete_one))
         .route("/api/v1/namespaces/{ns}/services/{name}/logs", get(service_logs))
-        .route("/api/v1/namespaces/{ns}/configurations", get(list_configurations))
-        .route("/api/v1/namespaces/{ns}/configurations/{name}", get(get_configuration))
-        .route("/api/v1/namespaces/{ns}/routes", get(list_routes))
-        .route("/api/v1/namespaces/{ns}/routes/{name}", get(get_route))
-        .route("/api/v1/namespaces/{ns}/brokers", get(list_brokers))
-        .route("/api/v1/namespaces/{ns}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
         .route("/api/v1/namespaces/{ns}/brokers/{name}/events", get(broker_events))
-        .route("/api/v1/namespaces/{ns}/triggers", get(list_triggers))
-        .route("/api/v1/namespaces/{ns}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
-        .route("/api/v1/namespaces/{ns}/pingsources", get(list_ping_sources))
-        .route(
-            "/api/v1/namespaces/{ns}/pingsources/{name}",
-            get(get_ping_source).put(put_ping_source).delete(delete_ping_source),
-        )
-        .route("/api/v1/namespaces/{ns}/secrets", get(list_secrets))
-        .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret).put(put_secret).delete(delete_secret))
-        .route("/api/v1/namespaces/{ns}/configmaps", get(list_config_maps))
-        .route(
-            "/api/v1/namespaces/{ns}/configmaps/{name}",
-            get(get_config_map).put(put_config_map).delete(delete_config_map),
-        )
-        .route("/api/v1/brokers", get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_brokers(None)?))))
-        .route(
-            "/api/v1/triggers",
-            get(async |State(ctl): Ctl| {
-                Ok::<_, PlatformError>(list(ctl.list_triggers(None)?.iter().map(|t| ctl.trigger_view(t)).collect()))
-            }),
-        )
-        .route(
-            "/api/v1/pingsources",
-            get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_ping_sources(None)?))),
-        )
-        .route("/api/v1/secrets", get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_secrets(None)?))))
-        .route(
-            "/api/v1/configmaps",
-            get(async |State(ctl): Ctl| Ok::<_, PlatformError>(list(ctl.list_config_maps(None)?))),
-        )
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
-        .route("/api/v1/namespaces/{ns}/revisions", get(list_revisions))
-        .route("/api/v1/namespaces/{ns}/revisions/{name}", get(get_revision))
         .merge(metrics_router(registry))
-        .route_layer(middleware::from_fn_with_state(controller.clone(), watch_lists))
-        .route_layer(middleware::from_fn_with_state(controller.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), watch_lists))
+        .route_layer(middleware::from_fn_with_state(controller, require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .fallback(|| async {
             PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }
         })
-        .with_state(controller)
+        .with_state(state)
 }
 
 /// Prometheus metrics at `/metrics`: behind the token on the API (they name every
@@ -113,20 +82,6 @@ pub fn metrics_router<S: Clone + Send + Sync + 'static>(
     )
 }
 
-/// The kind a list path's plural names, for watches.
-fn watched_kind(plural: &str) -> Option<serval_store::Kind> {
-    use serval_store::Kind;
-    Some(match plural {
-        "services" => Kind::Service,
-        "revisions" => Kind::Revision,
-        "brokers" => Kind::Broker,
-        "triggers" => Kind::Trigger,
-        "pingsources" => Kind::PingSource,
-        "configmaps" => Kind::ConfigMap,
-        _ => return None,
-    })
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct WatchQuery {
@@ -138,7 +93,7 @@ struct WatchQuery {
 /// `GET …/{plural}?watch=true[&resourceVersion=N]`: the changes of that kind as JSON lines
 /// (`{"type":"ADDED|MODIFIED|DELETED","object":…}`), those after version N first, then the
 /// live ones, until the client goes away (Kubernetes' watch). Other requests pass on.
-async fn watch_lists(State(ctl): Ctl, req: Request, next: Next) -> Response {
+async fn watch_lists(State(api): State<ApiState>, req: Request, next: Next) -> Response {
     let query: WatchQuery = req.uri().query().and_then(watch_query).unwrap_or_default();
     if !query.watch || req.method() != axum::http::Method::GET {
         return next.run(req).await;
@@ -149,16 +104,17 @@ async fn watch_lists(State(ctl): Ctl, req: Request, next: Next) -> Response {
         ["api", "v1", plural] => (None, *plural),
         _ => return next.run(req).await,
     };
-    let Some(kind) = watched_kind(plural) else {
-        let why = format!("watch is not offered for {plural}");
-        return PlatformError::BadRequest(why).into_response();
+    let kind = match api.kinds.get(plural) {
+        Ok(kind) if kind.info().watchable => kind.info().kind.clone(),
+        Ok(_) => return PlatformError::BadRequest(format!("watch is not offered for {plural}")).into_response(),
+        Err(e) => return e.into_response(),
     };
     let after = match query.resource_version.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => return PlatformError::BadRequest("resourceVersion must be a number".into()).into_response(),
     };
-    let (backlog, watcher) = match ctl.watch(kind, namespace.as_deref(), after) {
+    let (backlog, watcher) = match api.controller.watch(&kind, namespace.as_deref(), after) {
         Ok(w) => w,
         Err(too_old) => {
             let message = format!(
@@ -213,94 +169,17 @@ async fn info(State(ctl): Ctl) -> Json<Value> {
     }))
 }
 
-async fn list_all_services(State(ctl): Ctl) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_services(None)?))
-}
-
-async fn list_services(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_services(Some(&ns))?))
-}
-
-async fn get_service(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
-    Ok(Json(ctl.get_service(&ns, &name)?).into_response())
-}
-
-/// 201 for a created object, 200 for an updated one, with the stored object.
-fn written<T: serde::Serialize>(created: bool, object: T) -> Response {
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    (status, Json(object)).into_response()
-}
-
-/// The answer to a successful DELETE of a namespaced object.
-fn deleted(namespace: &str, name: &str) -> Json<Value> {
-    Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": namespace } }))
-}
-
-fn applied_response(applied: Applied) -> Response {
+/// 201 for a created object, 200 for an updated one, with the stored object and its
+/// warnings as `Warning` fields (RFC 7234 warn-code 299, as Kubernetes sends them).
+fn written(written: Written) -> Response {
     let mut headers = HeaderMap::new();
-    for w in &applied.warnings {
-        // RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as Kubernetes does.
-        if let Ok(v) = HeaderValue::from_str(&format!("299 - {:?}", w)) {
+    for w in &written.warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}")) {
             headers.append(header::WARNING, v);
         }
     }
-    (headers, written(applied.created, applied.service)).into_response()
-}
-
-async fn create_service(State(ctl): Ctl, Path(ns): Path<String>, body: Bytes) -> Result<Response, PlatformError> {
-    Ok(applied_response(ctl.apply_service(&ns, None, &body, ApplyMode::Create).await?))
-}
-
-async fn put_service(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Response, PlatformError> {
-    Ok(applied_response(ctl.apply_service(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate).await?))
-}
-
-async fn delete_service(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_service(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
-}
-
-async fn list_configurations(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_services(Some(&ns))?.iter().map(|s| s.configuration_view()).collect()))
-}
-
-async fn get_configuration(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(ctl.get_service(&ns, &name)?.configuration_view()))
-}
-
-async fn list_routes(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_services(Some(&ns))?.iter().map(|s| s.route_view()).collect()))
-}
-
-async fn get_route(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(ctl.get_service(&ns, &name)?.route_view()))
-}
-
-#[derive(Deserialize)]
-struct RevisionQuery {
-    service: Option<String>,
-}
-
-async fn list_revisions(
-    State(ctl): Ctl,
-    Path(ns): Path<String>,
-    Query(q): Query<RevisionQuery>,
-) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_revisions(&ns, q.service.as_deref())?))
-}
-
-async fn get_revision(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Response, PlatformError> {
-    Ok(Json(ctl.get_revision(&ns, &name)?).into_response())
+    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    (status, headers, Json(written.object)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -416,96 +295,6 @@ async fn pull_image(State(ctl): Ctl, Json(req): Json<PullRequest>) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }
 
-async fn list_brokers(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_brokers(Some(&ns))?))
-}
-
-async fn get_broker(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(serde_json::to_value(ctl.get_broker(&ns, &name)?).unwrap_or_default()))
-}
-
-async fn put_broker(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Response, PlatformError> {
-    let (broker, created) = ctl.apply_broker(&ns, &name, &body).await?;
-    Ok(written(created, broker))
-}
-
-async fn delete_broker(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_broker(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
-}
-
-async fn list_secrets(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_secrets(Some(&ns))?))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SecretQuery {
-    /// Show the values instead of `<redacted>`.
-    #[serde(default)]
-    show_secrets: bool,
-}
-
-async fn get_secret(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-    Query(q): Query<SecretQuery>,
-) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(serde_json::to_value(ctl.get_secret(&ns, &name, q.show_secrets)?).unwrap_or_default()))
-}
-
-async fn put_secret(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Response, PlatformError> {
-    let (secret, created) = ctl.apply_secret(&ns, &name, &body).await?;
-    Ok(written(created, secret))
-}
-
-async fn delete_secret(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_secret(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
-}
-
-async fn list_config_maps(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_config_maps(Some(&ns))?))
-}
-
-async fn get_config_map(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(serde_json::to_value(ctl.get_config_map(&ns, &name)?).unwrap_or_default()))
-}
-
-async fn put_config_map(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Response, PlatformError> {
-    let (config_map, created) = ctl.apply_config_map(&ns, &name, &body).await?;
-    Ok(written(created, config_map))
-}
-
-async fn delete_config_map(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_config_map(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
-}
-
 #[derive(Deserialize)]
 struct EventsQuery {
     #[serde(default)]
@@ -527,55 +316,73 @@ async fn broker_events(
     Ok(list(items))
 }
 
-async fn list_triggers(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_triggers(Some(&ns))?.iter().map(|t| ctl.trigger_view(t)).collect()))
+#[derive(Clone)]
+struct ApiState {
+    controller: Arc<Controller>,
+    kinds: Arc<Kinds>,
 }
 
-async fn get_trigger(State(ctl): Ctl, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(ctl.trigger_view(&ctl.get_trigger(&ns, &name)?)))
+impl FromRef<ApiState> for Arc<Controller> {
+    fn from_ref(state: &ApiState) -> Arc<Controller> {
+        state.controller.clone()
+    }
 }
 
-async fn put_trigger(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
+type Api = State<ApiState>;
+
+/// `GET /api/v1`: the kinds served, as the CLI learns them (Kubernetes' APIResourceList).
+async fn discovery(State(api): Api) -> Json<Value> {
+    Json(json!({ "kind": "APIResourceList", "groupVersion": "v1", "resources": api.kinds.infos() }))
+}
+
+async fn list_everywhere(
+    State(api): Api,
+    Path(plural): Path<String>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    let kind = api.kinds.get(&plural)?;
+    if !kind.info().all_namespaces {
+        return Err(PlatformError::BadRequest(format!("{plural} are listed per namespace")));
+    }
+    Ok(list(kind.list(None, &query)?))
+}
+
+async fn list_namespace(
+    State(api): Api,
+    Path((ns, plural)): Path<(String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(list(api.kinds.get(&plural)?.list(Some(&ns), &query)?))
+}
+
+async fn get_one(
+    State(api): Api,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    Query(query): Query<ReadQuery>,
+) -> Result<Json<Value>, PlatformError> {
+    Ok(Json(api.kinds.get(&plural)?.get(&ns, &name, &query)?))
+}
+
+async fn create(
+    State(api): Api,
+    Path((ns, plural)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, PlatformError> {
-    let (trigger, created) = ctl.apply_trigger(&ns, &name, &body).await?;
-    Ok(written(created, trigger))
+    Ok(written(api.kinds.get(&plural)?.apply(&ns, None, &body, ApplyMode::Create).await?))
 }
 
-async fn delete_trigger(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_trigger(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
-}
-
-async fn list_ping_sources(State(ctl): Ctl, Path(ns): Path<String>) -> Result<Json<Value>, PlatformError> {
-    Ok(list(ctl.list_ping_sources(Some(&ns))?))
-}
-
-async fn get_ping_source(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, PlatformError> {
-    Ok(Json(serde_json::to_value(ctl.get_ping_source(&ns, &name)?).unwrap_or_default()))
-}
-
-async fn put_ping_source(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
+async fn put_one(
+    State(api): Api,
+    Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, PlatformError> {
-    let (source, created) = ctl.apply_ping_source(&ns, &name, &body).await?;
-    Ok(written(created, source))
+    Ok(written(api.kinds.get(&plural)?.apply(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate).await?))
 }
 
-async fn delete_ping_source(
-    State(ctl): Ctl,
-    Path((ns, name)): Path<(String, String)>,
+async fn delete_one(
+    State(api): Api,
+    Path((ns, plural, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, PlatformError> {
-    ctl.delete_ping_source(&ns, &name).await?;
-    Ok(deleted(&ns, &name))
+    api.kinds.get(&plural)?.delete(&ns, &name).await?;
+    Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
 }

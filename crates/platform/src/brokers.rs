@@ -11,7 +11,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::BrokerIngress;
-use serval_store::{Kind, Store, WriteOp};
+use serval_model::{Broker, Resource};
+use serval_store::{Store, WriteOp};
 
 use crate::delivery::{DEFAULT_TTL, Dispatchers};
 
@@ -59,7 +60,7 @@ impl Ingress {
             }
             _ => return answer(StatusCode::METHOD_NOT_ALLOWED, "send events with POST"),
         }
-        match self.store.get::<serde_json::Value>(Kind::Broker, &namespace, &broker) {
+        match self.store.get::<serde_json::Value>(Broker::KIND, &namespace, &broker) {
             Ok(Some(_)) => {}
             Ok(None) => return answer(StatusCode::NOT_FOUND, &format!("broker {namespace}/{broker} not found")),
             Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

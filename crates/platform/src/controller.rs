@@ -7,21 +7,21 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serval_gateway::{RequestTimeouts, Route, RouteKey, RoutingTable, Target};
 use serval_model::{
-    Broker, Condition, ConditionStatus, PingSource, Revision, RuntimeKind, ScaleLimits, Service, TrafficTarget,
-    Trigger, annotations, check_scale_limits, revision_name, validate_broker, validate_ping_source, validate_service,
-    validate_trigger,
+    Condition, ConditionStatus, Resource, Revision, RuntimeKind, ScaleLimits, Service, TrafficTarget, annotations,
+    check_scale_limits, revision_name, validate_service,
 };
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
 use serval_scaler::KpaSpec;
-use serval_store::{Kind, Store, WriteOp};
+use serval_store::{Store, WriteOp};
 use tokio::sync::mpsc;
 
 use crate::delivery::Dispatchers;
+use crate::kinds::{ApplyMode, carry_identity, decode, fill_identity, now_rfc3339};
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
@@ -29,7 +29,11 @@ use crate::sealer::Sealer;
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
 
 mod config_data;
+mod eventing;
+mod kinds;
 mod references;
+
+pub use kinds::builtin_kinds;
 
 /// How often services that are not Ready are reconciled again without a change.
 const RESYNC: Duration = Duration::from_secs(10);
@@ -40,13 +44,6 @@ pub struct Runtimes {
     pub process: Arc<dyn Runtime>,
     /// The OCI runtime, or why there is none (e.g. `runc` not installed).
     pub oci: Result<Arc<dyn Runtime>, String>,
-}
-
-/// Whether an apply may replace an existing Service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyMode {
-    Create,
-    CreateOrUpdate,
 }
 
 /// The result of an apply.
@@ -67,7 +64,7 @@ pub struct Controller {
     /// Runners by `namespace/revision`.
     runners: Mutex<HashMap<String, Arc<RevisionRunner>>>,
     /// Serializes read-modify-write of resources and reconciles.
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Services (namespace, name) whose last reconcile left them not Ready.
     unsettled: Mutex<HashSet<(String, String)>>,
     instance_ids: Arc<AtomicU64>,
@@ -78,10 +75,6 @@ pub struct Controller {
     dispatchers: Arc<Dispatchers>,
     sources: crate::sources::Sources,
     sealer: Sealer,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 fn runner_key(namespace: &str, revision: &str) -> String {
@@ -118,7 +111,7 @@ impl Controller {
             routes,
             logs: LogBook::default(),
             runners: Mutex::new(HashMap::new()),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Arc::default(),
             unsettled: Mutex::new(HashSet::new()),
             instance_ids: Arc::new(AtomicU64::new(1)),
             instance_slots,
@@ -130,10 +123,15 @@ impl Controller {
         })
     }
 
+    /// What generic kinds share with the controller: the store and its write lock.
+    pub fn kind_context(&self) -> crate::kinds::KindContext {
+        crate::kinds::KindContext { store: self.store.clone(), write_lock: self.write_lock.clone() }
+    }
+
     /// The changes of a kind of resource (see [`serval_store::Store::watch`]).
     pub fn watch(
         &self,
-        kind: Kind,
+        kind: &str,
         namespace: Option<&str>,
         after: Option<i64>,
     ) -> Result<(Vec<serval_store::WatchEvent>, serval_store::Watcher), serval_store::TooOld> {
@@ -163,7 +161,7 @@ impl Controller {
     /// Removes an image from the store unless a revision still runs from it.
     pub fn remove_image(&self, reference: &str) -> Result<(), PlatformError> {
         let target = self.images.resolve(reference)?.digest;
-        let revisions: Vec<Revision> = self.store.list(Kind::Revision, None)?;
+        let revisions: Vec<Revision> = self.store.list(Revision::KIND, None)?;
         for r in &revisions {
             let image = r.spec.containers.first().and_then(|c| c.image.as_deref());
             if let Some(image) = image
@@ -203,14 +201,14 @@ impl Controller {
     // ---- reads (with live instance counts overlaid) ----
 
     pub fn get_service(&self, namespace: &str, name: &str) -> Result<Service, PlatformError> {
-        let service = self.store.get::<Service>(Kind::Service, namespace, name)?.ok_or_else(|| {
+        let service = self.store.get::<Service>(Service::KIND, namespace, name)?.ok_or_else(|| {
             PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() }
         })?;
         Ok(self.with_live_status(service))
     }
 
     pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<Service>, PlatformError> {
-        let services: Vec<Service> = self.store.list(Kind::Service, namespace)?;
+        let services: Vec<Service> = self.store.list(Service::KIND, namespace)?;
         Ok(services.into_iter().map(|s| self.with_live_status(s)).collect())
     }
 
@@ -238,17 +236,27 @@ impl Controller {
         service
     }
 
-    pub fn list_revisions(&self, namespace: &str, service: Option<&str>) -> Result<Vec<Revision>, PlatformError> {
-        let mut revisions: Vec<Revision> = match service {
-            Some(service) => self.store.list_owned(Kind::Revision, namespace, service)?,
-            None => self.store.list(Kind::Revision, Some(namespace))?,
+    /// Revisions of a namespace (or all), of one service when given, ordered by service and
+    /// generation.
+    pub fn list_revisions(
+        &self,
+        namespace: Option<&str>,
+        service: Option<&str>,
+    ) -> Result<Vec<Revision>, PlatformError> {
+        let mut revisions: Vec<Revision> = match (namespace, service) {
+            (Some(namespace), Some(service)) => self.store.list_owned(Revision::KIND, namespace, service)?,
+            (namespace, service) => {
+                let all: Vec<Revision> = self.store.list(Revision::KIND, namespace)?;
+                all.into_iter().filter(|r| service.is_none_or(|s| r.service_name() == s)).collect()
+            }
         };
-        revisions.sort_by_key(|r| (r.service_name().to_string(), configuration_generation(r)));
+        revisions
+            .sort_by_key(|r| (r.metadata.namespace.clone(), r.service_name().to_string(), configuration_generation(r)));
         Ok(revisions.into_iter().map(|r| self.with_live_revision_status(r)).collect())
     }
 
     pub fn get_revision(&self, namespace: &str, name: &str) -> Result<Revision, PlatformError> {
-        let revision = self.store.get::<Revision>(Kind::Revision, namespace, name)?.ok_or_else(|| {
+        let revision = self.store.get::<Revision>(Revision::KIND, namespace, name)?.ok_or_else(|| {
             PlatformError::NotFound { kind: "Revision", namespace: namespace.into(), name: name.into() }
         })?;
         Ok(self.with_live_revision_status(revision))
@@ -275,7 +283,7 @@ impl Controller {
         body: &[u8],
         mode: ApplyMode,
     ) -> Result<Applied, PlatformError> {
-        let mut service = decode_service(body)?;
+        let mut service: Service = decode(body, Service::KIND)?;
         fill_identity("Service", &mut service.metadata.namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
             fill_identity("Service", &mut service.metadata.name, name, "metadata.name")?;
@@ -297,7 +305,7 @@ impl Controller {
         let (namespace, name) = (service.metadata.namespace.clone(), service.metadata.name.clone());
         let namespace = namespace.as_str();
         self.stamp_config_digest(&mut service);
-        let existing: Option<Service> = self.store.get(Kind::Service, namespace, &name)?;
+        let existing: Option<Service> = self.store.get(Service::KIND, namespace, &name)?;
         if mode == ApplyMode::Create && existing.is_some() {
             return Err(PlatformError::Conflict(format!("service {namespace}/{name} already exists")));
         }
@@ -310,7 +318,7 @@ impl Controller {
         let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
         carry_identity("service", &mut service.metadata, old, &now)?;
         service.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
-        let revisions: Vec<Revision> = self.store.list_owned(Kind::Revision, namespace, &name)?;
+        let revisions: Vec<Revision> = self.store.list_owned(Revision::KIND, namespace, &name)?;
         let mut ops = Vec::new();
         if template_changed {
             let number = revisions
@@ -327,7 +335,7 @@ impl Controller {
                 )));
             }
             let revision = Revision::from_service(&service, rev_name.clone(), number, &now);
-            ops.push(WriteOp::put_owned(Kind::Revision, namespace, &rev_name, &name, &revision)?);
+            ops.push(WriteOp::put_owned(Revision::KIND, namespace, &rev_name, &name, &revision)?);
             service.status.latest_created_revision_name = rev_name;
             service.status.configuration_generation = number;
         }
@@ -343,7 +351,7 @@ impl Controller {
                 ));
             }
         }
-        ops.push(WriteOp::put(Kind::Service, namespace, &name, &service)?);
+        ops.push(WriteOp::put(Service::KIND, namespace, &name, &service)?);
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, &name).await?;
         if created {
@@ -355,229 +363,17 @@ impl Controller {
     /// Deletes a Service and its Revisions; its instances are drained and stopped.
     pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
-        if self.store.get::<Service>(Kind::Service, namespace, name)?.is_none() {
+        if self.store.get::<Service>(Service::KIND, namespace, name)?.is_none() {
             return Err(PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
         }
-        let mut ops = vec![WriteOp::delete(Kind::Service, namespace, name)];
-        for revision in self.list_revisions(namespace, Some(name))? {
-            ops.push(WriteOp::delete(Kind::Revision, namespace, &revision.metadata.name));
+        let mut ops = vec![WriteOp::delete(Service::KIND, namespace, name)];
+        for revision in self.list_revisions(Some(namespace), Some(name))? {
+            ops.push(WriteOp::delete(Revision::KIND, namespace, &revision.metadata.name));
         }
         self.store.write(ops).await?;
         self.reconcile_locked(namespace, name).await?;
         self.logs.forget(namespace, name);
         self.refresh_referrers(Some(namespace)).await
-    }
-
-    // ---- brokers ----
-
-    fn broker_url(&self, namespace: &str, name: &str) -> String {
-        format!("http://{}/b/{namespace}/{name}", self.addrs.gateway)
-    }
-
-    /// Creates or updates a Broker; it is ready as soon as it is stored (its log is SQLite).
-    pub async fn apply_broker(
-        &self,
-        namespace: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<(Broker, bool), PlatformError> {
-        let mut broker: Broker = decode(body, "Broker")?;
-        fill_identity("Broker", &mut broker.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity("Broker", &mut broker.metadata.name, name, "metadata.name")?;
-        validate_broker(&broker).map_err(|source| PlatformError::Invalid { kind: "Broker", source })?;
-        let _guard = self.write_lock.lock().await;
-        let existing: Option<Broker> = self.store.get(Kind::Broker, namespace, name)?;
-        let created = existing.is_none();
-        let now = now_rfc3339();
-        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != broker.spec));
-        carry_identity("broker", &mut broker.metadata, old, &now)?;
-        broker.status = existing.map(|b| b.status).unwrap_or_default();
-        broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
-        Condition::set(&mut broker.status.conditions, Condition::new("Ready", ConditionStatus::True, "", ""), &now);
-        self.store.write(vec![WriteOp::put(Kind::Broker, namespace, name, &broker)?]).await?;
-        if created {
-            self.refresh_referrers(Some(namespace)).await?;
-        }
-        self.sync_dispatchers();
-        Ok((broker, created))
-    }
-
-    pub fn get_broker(&self, namespace: &str, name: &str) -> Result<Broker, PlatformError> {
-        self.store.get(Kind::Broker, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
-            kind: "Broker",
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-    }
-
-    pub fn list_brokers(&self, namespace: Option<&str>) -> Result<Vec<Broker>, PlatformError> {
-        Ok(self.store.list(Kind::Broker, namespace)?)
-    }
-
-    /// Deletes a Broker and its event log.
-    pub async fn delete_broker(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
-        let _guard = self.write_lock.lock().await;
-        self.get_broker(namespace, name)?;
-        let ops = vec![WriteOp::delete(Kind::Broker, namespace, name), WriteOp::delete_events(namespace, name)];
-        self.store.write(ops).await?;
-        self.refresh_referrers(Some(namespace)).await?;
-        self.sync_dispatchers();
-        Ok(())
-    }
-
-    /// Accepted events of a broker after `after` (a log position), oldest first.
-    pub fn broker_events(
-        &self,
-        namespace: &str,
-        name: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<serval_store::StoredEvent>, PlatformError> {
-        self.get_broker(namespace, name)?;
-        Ok(self.store.events_after(namespace, name, after, limit)?)
-    }
-
-    // ---- triggers ----
-
-    fn gateway_url(&self) -> String {
-        format!("http://{}", self.addrs.gateway)
-    }
-
-    /// Makes the trigger dispatchers match the stored triggers.
-    fn sync_dispatchers(&self) {
-        self.dispatchers.sync(crate::delivery::plans(&self.store, &self.gateway_url()));
-    }
-
-    /// Creates or updates a Trigger. Filters and delivery are compiled now (bad ones are a
-    /// 422 naming the field); a new trigger delivers events accepted from now on.
-    pub async fn apply_trigger(
-        &self,
-        namespace: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<(Trigger, bool), PlatformError> {
-        let mut trigger: Trigger = decode(body, "Trigger")?;
-        fill_identity("Trigger", &mut trigger.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity("Trigger", &mut trigger.metadata.name, name, "metadata.name")?;
-        validate_trigger(&trigger).map_err(|source| PlatformError::Invalid { kind: "Trigger", source })?;
-        let _guard = self.write_lock.lock().await;
-        let broker: Option<Broker> = self.store.get(Kind::Broker, namespace, &trigger.spec.broker)?;
-        let plan = crate::delivery::plan(
-            &trigger,
-            broker.as_ref().and_then(|b| b.spec.delivery.as_ref()),
-            &self.gateway_url(),
-        )?;
-        let existing: Option<Trigger> = self.store.get(Kind::Trigger, namespace, name)?;
-        let created = existing.is_none();
-        let now = now_rfc3339();
-        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != trigger.spec));
-        carry_identity("trigger", &mut trigger.metadata, old, &now)?;
-        trigger.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
-        trigger.status.subscriber_uri = Some(plan.subscriber.clone());
-        let ready = self.trigger_readiness(&trigger);
-        Condition::set(&mut trigger.status.conditions, ready, &now);
-        let mut ops = vec![WriteOp::put(Kind::Trigger, namespace, name, &trigger)?];
-        if created {
-            ops.push(WriteOp::set_cursor(namespace, name, Some(self.store.last_event_seq()?)));
-        }
-        self.store.write(ops).await?;
-        self.sync_dispatchers();
-        Ok((trigger, created))
-    }
-
-    pub fn get_trigger(&self, namespace: &str, name: &str) -> Result<Trigger, PlatformError> {
-        self.store.get(Kind::Trigger, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
-            kind: "Trigger",
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-    }
-
-    pub fn list_triggers(&self, namespace: Option<&str>) -> Result<Vec<Trigger>, PlatformError> {
-        Ok(self.store.list(Kind::Trigger, namespace)?)
-    }
-
-    /// A trigger as JSON with its live delivery status (`status.delivery`).
-    pub fn trigger_view(&self, trigger: &Trigger) -> serde_json::Value {
-        let mut view = serde_json::to_value(trigger).unwrap_or_default();
-        let status = self.dispatchers.status(&trigger.metadata.namespace, &trigger.metadata.name, &trigger.spec.broker);
-        view["status"]["delivery"] = serde_json::to_value(status).unwrap_or_default();
-        view
-    }
-
-    pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
-        let _guard = self.write_lock.lock().await;
-        self.get_trigger(namespace, name)?;
-        let ops = vec![WriteOp::delete(Kind::Trigger, namespace, name), WriteOp::set_cursor(namespace, name, None)];
-        self.store.write(ops).await?;
-        self.sync_dispatchers();
-        Ok(())
-    }
-
-    // ---- ping sources ----
-
-    fn sync_sources(&self) {
-        let sources: Vec<PingSource> = self.store.list(Kind::PingSource, None).unwrap_or_default();
-        let gateway = self.gateway_url();
-        let plans = sources
-            .iter()
-            .filter_map(|s| {
-                let plan = crate::sources::ping_plan(s, &gateway).ok()?;
-                Some((plan, serde_json::to_string(&s.spec).unwrap_or_default()))
-            })
-            .collect();
-        self.sources.sync(plans);
-    }
-
-    /// Creates or updates a PingSource; a bad schedule or time zone is a 422.
-    pub async fn apply_ping_source(
-        &self,
-        namespace: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<(PingSource, bool), PlatformError> {
-        let mut source: PingSource = decode(body, "PingSource")?;
-        fill_identity("PingSource", &mut source.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity("PingSource", &mut source.metadata.name, name, "metadata.name")?;
-        validate_ping_source(&source).map_err(|source| PlatformError::Invalid { kind: "PingSource", source })?;
-        let plan = crate::sources::ping_plan(&source, &self.gateway_url())?;
-        let _guard = self.write_lock.lock().await;
-        let existing: Option<PingSource> = self.store.get(Kind::PingSource, namespace, name)?;
-        let created = existing.is_none();
-        let now = now_rfc3339();
-        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != source.spec));
-        carry_identity("pingsource", &mut source.metadata, old, &now)?;
-        source.status.subscriber_uri = Some(plan.sink.clone());
-        let ready = self.ping_source_readiness(&source);
-        Condition::set(&mut source.status.conditions, ready, &now);
-        self.store.write(vec![WriteOp::put(Kind::PingSource, namespace, name, &source)?]).await?;
-        self.sync_sources();
-        Ok((source, created))
-    }
-
-    pub fn get_ping_source(&self, namespace: &str, name: &str) -> Result<PingSource, PlatformError> {
-        self.store.get(Kind::PingSource, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
-            kind: "PingSource",
-            namespace: namespace.into(),
-            name: name.into(),
-        })
-    }
-
-    pub fn list_ping_sources(&self, namespace: Option<&str>) -> Result<Vec<PingSource>, PlatformError> {
-        Ok(self.store.list(Kind::PingSource, namespace)?)
-    }
-
-    pub async fn delete_ping_source(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
-        let _guard = self.write_lock.lock().await;
-        self.get_ping_source(namespace, name)?;
-        self.store.write(vec![WriteOp::delete(Kind::PingSource, namespace, name)]).await?;
-        self.sync_sources();
-        Ok(())
-    }
-
-    /// Stops every source.
-    pub fn stop_sources(&self) {
-        self.sources.stop_all();
     }
 
     // ---- reconciliation ----
@@ -587,7 +383,7 @@ impl Controller {
         self.refresh_referrers(None).await?;
         self.sync_dispatchers();
         self.sync_sources();
-        let services: Vec<Service> = self.store.list(Kind::Service, None)?;
+        let services: Vec<Service> = self.store.list(Service::KIND, None)?;
         for s in services {
             if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {
                 tracing::error!("reconciling {}/{}: {e}", s.metadata.namespace, s.metadata.name);
@@ -622,7 +418,7 @@ impl Controller {
 
     async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
         let key = RouteKey { namespace: namespace.into(), service: name.into() };
-        let Some(mut service) = self.store.get::<Service>(Kind::Service, namespace, name)? else {
+        let Some(mut service) = self.store.get::<Service>(Service::KIND, namespace, name)? else {
             self.routes.set(key, None);
             self.retire_runners(namespace, name, &HashSet::new());
             self.unsettled().remove(&(namespace.to_string(), name.to_string()));
@@ -630,7 +426,7 @@ impl Controller {
         };
         let now = now_rfc3339();
         let mut ops = Vec::new();
-        let mut revisions = self.list_revisions(namespace, Some(name))?;
+        let mut revisions = self.list_revisions(Some(namespace), Some(name))?;
 
         // 1. Readiness of each revision: its runtime can run it, and one instance started
         //    and passed its readiness check.
@@ -663,7 +459,7 @@ impl Controller {
             if revision.status.conditions != before {
                 let mut stored = revision.clone();
                 stored.status.instances = None;
-                ops.push(WriteOp::put(Kind::Revision, namespace, &revision.metadata.name, &stored)?);
+                ops.push(WriteOp::put(Revision::KIND, namespace, &revision.metadata.name, &stored)?);
             }
         }
 
@@ -740,7 +536,7 @@ impl Controller {
             .collect();
         let excess = collectable.len().saturating_sub(self.config.revision_history);
         for r in &collectable[..excess] {
-            ops.push(WriteOp::delete(Kind::Revision, namespace, &r.metadata.name));
+            ops.push(WriteOp::delete(Revision::KIND, namespace, &r.metadata.name));
             self.logs.platform(namespace, name, &r.metadata.name, "revision garbage-collected".into());
         }
 
@@ -788,7 +584,7 @@ impl Controller {
             self.unsettled().insert(id);
         }
         if service.status != before {
-            ops.push(WriteOp::put(Kind::Service, namespace, name, &service)?);
+            ops.push(WriteOp::put(Service::KIND, namespace, name, &service)?);
         }
         if !ops.is_empty() {
             self.store.write(ops).await?;
@@ -850,13 +646,13 @@ impl Controller {
         result: Result<(), (&'static str, String)>,
     ) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
-        let Some(mut rev) = self.store.get::<Revision>(Kind::Revision, namespace, revision)? else { return Ok(()) };
+        let Some(mut rev) = self.store.get::<Revision>(Revision::KIND, namespace, revision)? else { return Ok(()) };
         let condition = match result {
             Ok(()) => Condition::new("Ready", ConditionStatus::True, "", ""),
             Err((reason, message)) => Condition::new("Ready", ConditionStatus::False, reason, message),
         };
         Condition::set(&mut rev.status.conditions, condition, &now_rfc3339());
-        self.store.write(vec![WriteOp::put(Kind::Revision, namespace, revision, &rev)?]).await?;
+        self.store.write(vec![WriteOp::put(Revision::KIND, namespace, revision, &rev)?]).await?;
         self.reconcile_locked(namespace, service).await
     }
 
@@ -1014,119 +810,6 @@ fn container_settings(container: &serval_model::Container) -> ContainerSettings 
 pub enum Event {
     /// A new revision's first instance became ready (or failed to).
     Verified { namespace: String, service: String, revision: String, result: Result<(), (&'static str, String)> },
-}
-
-fn decode_service(body: &[u8]) -> Result<Service, PlatformError> {
-    decode(body, "Service")
-}
-
-/// Decodes a user's JSON document; type errors name their field path (422), syntax errors
-/// are a 400.
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, PlatformError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
-        } else {
-            PlatformError::invalid_field(kind, field, type_error_message(&inner.to_string()))
-        }
-    })
-}
-
-/// serde's type error in a person's words: no line and column (of a document the CLI may
-/// have converted from YAML), JSON's names for the expected types instead of Rust's.
-fn type_error_message(message: &str) -> String {
-    let message = match message.rfind(" at line ") {
-        Some(at) if message[at..].contains(" column ") => &message[..at],
-        _ => message,
-    };
-    let mut message = message.to_string();
-    for (rust, json) in [
-        ("expected u8", "expected a whole number"),
-        ("expected u16", "expected a whole number"),
-        ("expected u32", "expected a whole number"),
-        ("expected u64", "expected a whole number"),
-        ("expected i32", "expected a whole number"),
-        ("expected i64", "expected a whole number"),
-        ("expected a sequence", "expected a list"),
-        ("expected a map", "expected an object"),
-        ("expected a boolean", "expected true or false"),
-    ] {
-        message = message.replace(rust, json);
-    }
-    if let Some(at) = message.find("expected struct ") {
-        message.replace_range(at.., "expected an object");
-    }
-    message
-}
-
-/// Fills an empty identity field of a `kind` document from the URL, or checks that it matches.
-fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, path: &str) -> Result<(), PlatformError> {
-    if field.is_empty() {
-        *field = from_url.to_string();
-        Ok(())
-    } else if field == from_url {
-        Ok(())
-    } else {
-        Err(PlatformError::invalid_field(kind, path, format!("{field:?} does not match {from_url:?} in the URL")))
-    }
-}
-
-/// Keeps what the server owns across an update (uid, creation time; generation bumped when
-/// the spec changed), or sets it for a new object. `old` is the stored metadata and whether
-/// the spec differs from it.
-/// Carries uid, creation time and generation over from the stored object (`old`, with
-/// whether the spec changed), or starts them. A `metadata.resourceVersion` in the new one
-/// must be the stored one's (Kubernetes' optimistic concurrency: 409 otherwise); an absent
-/// one overwrites.
-fn carry_identity(
-    what: &str,
-    meta: &mut serval_model::ObjectMeta,
-    old: Option<(&serval_model::ObjectMeta, bool)>,
-    now: &str,
-) -> Result<(), PlatformError> {
-    let given = std::mem::take(&mut meta.resource_version);
-    if !given.is_empty() && old.is_none_or(|(old, _)| old.resource_version != given) {
-        let now_at =
-            old.map_or("it does not exist any more".to_string(), |(o, _)| format!("it is at {}", o.resource_version));
-        return Err(PlatformError::StaleVersion(format!(
-            "{what} {}/{} was changed since resourceVersion {given} ({now_at}); read it again and retry",
-            meta.namespace, meta.name
-        )));
-    }
-    match old {
-        Some((old, spec_changed)) => {
-            meta.uid = old.uid.clone();
-            meta.creation_timestamp = old.creation_timestamp.clone();
-            meta.generation = old.generation + u64::from(spec_changed);
-        }
-        None => {
-            meta.uid = new_uid();
-            meta.creation_timestamp = now.to_string();
-            meta.generation = 1;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-#[test]
-fn type_errors_read_like_json_without_positions() {
-    assert_eq!(
-        type_error_message("invalid type: string \"x\", expected u32 at line 1 column 57"),
-        "invalid type: string \"x\", expected a whole number"
-    );
-    assert_eq!(
-        type_error_message("invalid type: integer `3`, expected struct Container"),
-        "invalid type: integer `3`, expected an object"
-    );
-}
-
-fn new_uid() -> String {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 96))
 }
 
 /// Checks that `program` can be executed: a path (relative to `dir`) or a name on `PATH`.

@@ -22,8 +22,8 @@ use serval_eventing::{
     SubscriptionsApiFilter, TriggerFilter,
 };
 use serval_gateway::{UpstreamBody, Upstreams};
-use serval_model::{Destination, Trigger};
-use serval_store::{Kind, Store, WriteOp};
+use serval_model::{Broker, Destination, Resource, Trigger};
+use serval_store::{Store, WriteOp};
 use tokio::sync::{Notify, watch};
 
 use crate::PlatformError;
@@ -580,8 +580,8 @@ pub const RETAINED_EVENTS: u32 = 1_000;
 /// the `retained` newest, so that logs hold what is still to deliver and a short recent
 /// history, not the broker's whole history.
 pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformError> {
-    let brokers: Vec<serval_model::Broker> = store.list(Kind::Broker, None)?;
-    let triggers: Vec<Trigger> = store.list(Kind::Trigger, None)?;
+    let brokers: Vec<serval_model::Broker> = store.list(Broker::KIND, None)?;
+    let triggers: Vec<Trigger> = store.list(Trigger::KIND, None)?;
     let end = store.last_event_seq()?;
     let mut ops = Vec::new();
     for broker in &brokers {
@@ -625,12 +625,12 @@ pub async fn compact_periodically(store: Arc<Store>) {
 
 /// The stored triggers, as plans, with a fingerprint of what they were built from.
 pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
-    let triggers: Vec<Trigger> = store.list(Kind::Trigger, None).unwrap_or_default();
+    let triggers: Vec<Trigger> = store.list(Trigger::KIND, None).unwrap_or_default();
     triggers
         .iter()
         .filter_map(|t| {
             let broker: Option<serval_model::Broker> =
-                store.get(Kind::Broker, &t.metadata.namespace, &t.spec.broker).ok().flatten();
+                store.get(Broker::KIND, &t.metadata.namespace, &t.spec.broker).ok().flatten();
             let broker = broker?;
             let plan = plan(t, broker.spec.delivery.as_ref(), gateway).ok()?;
             let fingerprint = format!(
@@ -648,7 +648,7 @@ pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
 mod tests {
     use super::*;
 
-    fn put(kind: Kind, namespace: &str, name: &str, json: serde_json::Value) -> WriteOp {
+    fn put(kind: &str, namespace: &str, name: &str, json: serde_json::Value) -> WriteOp {
         WriteOp::put(kind, namespace, name, &json).expect("encodes")
     }
 
@@ -685,10 +685,10 @@ mod tests {
                 "spec": {"broker": "busy", "subscriber": {"uri": "http://127.0.0.1:1/"}}})
         };
         let mut ops = vec![
-            put(Kind::Broker, "ns", "busy", broker("busy")),
-            put(Kind::Broker, "ns", "quiet", broker("quiet")),
-            put(Kind::Trigger, "ns", "fast", trigger("fast")),
-            put(Kind::Trigger, "ns", "slow", trigger("slow")),
+            put(Broker::KIND, "ns", "busy", broker("busy")),
+            put(Broker::KIND, "ns", "quiet", broker("quiet")),
+            put(Trigger::KIND, "ns", "fast", trigger("fast")),
+            put(Trigger::KIND, "ns", "slow", trigger("slow")),
         ];
         for n in 0..4 {
             ops.push(WriteOp::append_event("ns", "busy", format!("e{n}")));

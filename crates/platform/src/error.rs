@@ -13,6 +13,8 @@ pub enum PlatformError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A write carried a `metadata.resourceVersion` that is no longer the stored one.
     #[error("{0}")]
     StaleVersion(String),
@@ -43,6 +45,7 @@ impl PlatformError {
             PlatformError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             PlatformError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PlatformError::Conflict(_) | PlatformError::StaleVersion(_) => StatusCode::CONFLICT,
+            PlatformError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             PlatformError::Unauthorized => StatusCode::UNAUTHORIZED,
             PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => StatusCode::NOT_FOUND,
             PlatformError::Runtime(
@@ -63,6 +66,7 @@ impl PlatformError {
             PlatformError::BadRequest(_) => "BadRequest",
             PlatformError::Conflict(_) => "AlreadyExists",
             PlatformError::StaleVersion(_) => "Conflict",
+            PlatformError::MethodNotAllowed(_) => "MethodNotAllowed",
             PlatformError::Unauthorized => "Unauthorized",
             PlatformError::Runtime(serval_runtime::RuntimeError::ImageNotFound(_)) => "NotFound",
             PlatformError::Runtime(

@@ -14,6 +14,7 @@ mod config;
 mod controller;
 mod delivery;
 mod error;
+pub mod kinds;
 mod logs;
 mod metrics;
 mod runner;
@@ -63,6 +64,21 @@ impl Listeners {
 pub async fn run(
     listeners: Listeners,
     config: PlatformConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), PlatformError> {
+    run_with_kinds(listeners, config, Vec::new(), shutdown, ready).await
+}
+
+/// Makes the [`KindApi`](kinds::KindApi) of a kind beyond the built-in ones, from what
+/// generic kinds share with the platform.
+pub type KindFactory = Box<dyn FnOnce(&kinds::KindContext) -> Arc<dyn kinds::KindApi> + Send>;
+
+/// [`run`] with more kinds served (an embedder's, or a test's).
+pub async fn run_with_kinds(
+    listeners: Listeners,
+    config: PlatformConfig,
+    extra_kinds: Vec<KindFactory>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), PlatformError> {
@@ -118,7 +134,15 @@ pub async fn run(
         let scrape = api::handler(api::metrics_router(registry.clone()));
         tokio::spawn(serval_gateway::serve_listener(listener, scrape, config.connections, "metrics", stop_rx.clone()));
     }
-    let app = api::router(controller.clone(), registry);
+    let mut kinds = kinds::Kinds::default();
+    for kind in controller::builtin_kinds(&controller) {
+        kinds.register(kind);
+    }
+    let context = controller.kind_context();
+    for make in extra_kinds {
+        kinds.register(make(&context));
+    }
+    let app = api::router(controller.clone(), Arc::new(kinds), registry);
     let api = tokio::spawn(serval_gateway::serve_listener(
         listeners.api,
         api::handler(app),

@@ -85,12 +85,16 @@ pub fn path_url(service: &Value) -> Option<String> {
     Some(format!("{scheme}://127.0.0.1{port}/f/{namespace}/{name}/"))
 }
 
-/// Any resource with a Ready condition: name, readiness and its reason.
-pub fn readiness_table(value: &Value) -> Table {
-    let mut t = table(&["NAMESPACE", "NAME", "READY", "REASON"]);
+/// Objects of any kind: namespace, name and the kind's columns (see
+/// [`serval_model::Column`]).
+pub fn columns_table(columns: &[serval_model::Column], value: &Value) -> Table {
+    let mut header = vec!["NAMESPACE", "NAME"];
+    header.extend(columns.iter().map(|c| c.name.as_str()));
+    let mut t = table(&header);
     for item in items(value) {
-        let (ready, reason) = ready_reason(item);
-        t.add_row([text(&item["metadata"]["namespace"]), text(&item["metadata"]["name"]), ready, reason]);
+        let mut row = vec![text(&item["metadata"]["namespace"]), text(&item["metadata"]["name"])];
+        row.extend(columns.iter().map(|c| c.value(item)));
+        t.add_row(row);
     }
     t
 }

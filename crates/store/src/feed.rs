@@ -32,7 +32,7 @@ impl ChangeType {
 /// One committed change: the document as stored (for a delete, as it was last).
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
-    pub kind: &'static str,
+    pub kind: String,
     pub namespace: String,
     pub name: String,
     pub version: i64,

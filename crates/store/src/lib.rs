@@ -4,8 +4,9 @@
 //! (one writer thread batches concurrent writes into one transaction and one fsync; each
 //! caller is answered only after its batch committed), resource versions, and the feed of
 //! committed resource changes that watches read.
-//! Must not depend on: tokio beyond its channels, the network, or any serval crate but none
-//! at all today — it stores resources as JSON documents keyed by kind, namespace and name.
+//! Must not depend on: tokio beyond its channels, the network, or any serval crate: it
+//! stores resources as JSON documents keyed by a kind *string*, namespace and name, and
+//! knows no domain kind (the kinds are the model's and the platform's registry's).
 
 mod feed;
 mod writer;
@@ -20,33 +21,6 @@ use serde::de::DeserializeOwned;
 use feed::Change;
 pub use feed::{ChangeType, TooOld};
 pub use writer::WriteOp;
-
-/// The kinds of resources the store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Service,
-    Revision,
-    Broker,
-    Trigger,
-    PingSource,
-    /// Stored with its values sealed by the platform; the store sees ciphertext only.
-    Secret,
-    ConfigMap,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::Revision => "Revision",
-            Kind::Broker => "Broker",
-            Kind::Trigger => "Trigger",
-            Kind::PingSource => "PingSource",
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
-        }
-    }
-}
 
 /// One accepted event in a broker's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +37,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored {kind} {namespace}/{name} is not valid JSON: {source}")]
-    Corrupt { kind: &'static str, namespace: String, name: String, source: serde_json::Error },
+    Corrupt { kind: String, namespace: String, name: String, source: serde_json::Error },
     #[error("cannot encode resource: {0}")]
     Encode(serde_json::Error),
     #[error("the store's writer thread has stopped")]
@@ -180,12 +154,12 @@ impl Store {
     /// changes from now on.
     pub fn watch(
         &self,
-        kind: Kind,
+        kind: &str,
         namespace: Option<&str>,
         after: Option<i64>,
     ) -> Result<(Vec<WatchEvent>, Watcher), TooOld> {
         let (recent, live) = self.feed.watch(after)?;
-        let filter = WatchFilter { kind: kind.as_str(), namespace: namespace.map(str::to_string) };
+        let filter = WatchFilter { kind: kind.to_string(), namespace: namespace.map(str::to_string) };
         let backlog = recent.iter().filter_map(|c| filter.event(c)).collect();
         Ok((backlog, Watcher { live, filter }))
     }
@@ -201,13 +175,13 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    pub fn get<T: DeserializeOwned>(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
         let row: Option<(String, i64)> = self.read(|c| {
             c.prepare_cached("SELECT body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-                .query_row(params![kind.as_str(), namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(params![kind, namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
-        row.map(|(b, version)| decode(kind.as_str(), namespace, name, &b, version)).transpose()
+        row.map(|(b, version)| decode(kind, namespace, name, &b, version)).transpose()
     }
 
     /// Events of a broker accepted after `after` (a `seq`), oldest first, at most `limit`.
@@ -279,7 +253,7 @@ impl Store {
     /// Lists the resources of `kind` in `namespace` that belong to `owner`, ordered by name.
     pub fn list_owned<T: DeserializeOwned>(
         &self,
-        kind: Kind,
+        kind: &str,
         namespace: &str,
         owner: &str,
     ) -> Result<Vec<T>, StoreError> {
@@ -288,24 +262,24 @@ impl Store {
                 "SELECT name, body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name",
             )?;
             let rows = stmt
-                .query_map(params![kind.as_str(), namespace, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                .query_map(params![kind, namespace, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(name, body, version)| decode(kind.as_str(), namespace, name, body, *version)).collect()
+        rows.iter().map(|(name, body, version)| decode(kind, namespace, name, body, *version)).collect()
     }
 
     /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
-    pub fn list<T: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
+    pub fn list<T: DeserializeOwned>(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
         let rows: Vec<(String, String, String, i64)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT namespace, name, body, version FROM resources
                  WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
             )?;
-            let rows = stmt
-                .query_map(params![kind.as_str(), namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows =
+                stmt.query_map(params![kind, namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         })?;
-        rows.iter().map(|(ns, name, body, version)| decode(kind.as_str(), ns, name, body, *version)).collect()
+        rows.iter().map(|(ns, name, body, version)| decode(kind, ns, name, body, *version)).collect()
     }
 }
 
@@ -313,7 +287,7 @@ impl Store {
 pub type WatchEvent = (ChangeType, serde_json::Value);
 
 struct WatchFilter {
-    kind: &'static str,
+    kind: String,
     namespace: Option<String>,
 }
 
@@ -322,7 +296,7 @@ impl WatchFilter {
         if change.kind != self.kind || self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace) {
             return None;
         }
-        let document = decode(self.kind, &change.namespace, &change.name, &change.body, change.version).ok()?;
+        let document = decode(&self.kind, &change.namespace, &change.name, &change.body, change.version).ok()?;
         Some((change.change, document))
     }
 }
@@ -353,13 +327,14 @@ impl Watcher {
 /// A stored document with its version as `metadata.resourceVersion` (a string, as in
 /// Kubernetes); documents are Kubernetes-shaped objects with a `metadata` object.
 fn decode<T: DeserializeOwned>(
-    kind: &'static str,
+    kind: &str,
     namespace: &str,
     name: &str,
     body: &str,
     version: i64,
 ) -> Result<T, StoreError> {
-    let corrupt = |source| StoreError::Corrupt { kind, namespace: namespace.into(), name: name.into(), source };
+    let corrupt =
+        |source| StoreError::Corrupt { kind: kind.into(), namespace: namespace.into(), name: name.into(), source };
     let mut document: serde_json::Value = serde_json::from_str(body).map_err(corrupt)?;
     if let Some(metadata) = document.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
         metadata.insert("resourceVersion".into(), serde_json::Value::String(version.to_string()));
@@ -369,9 +344,9 @@ fn decode<T: DeserializeOwned>(
 
 impl WriteOp {
     /// Inserts or replaces a resource (an existing one keeps its owner).
-    pub fn put<T: Serialize>(kind: Kind, namespace: &str, name: &str, value: &T) -> Result<WriteOp, StoreError> {
+    pub fn put<T: Serialize>(kind: &str, namespace: &str, name: &str, value: &T) -> Result<WriteOp, StoreError> {
         Ok(WriteOp::Put {
-            kind: kind.as_str(),
+            kind: kind.into(),
             namespace: namespace.into(),
             name: name.into(),
             owner: None,
@@ -381,7 +356,7 @@ impl WriteOp {
 
     /// Inserts or replaces a resource that belongs to `owner` (see [`Store::list_owned`]).
     pub fn put_owned<T: Serialize>(
-        kind: Kind,
+        kind: &str,
         namespace: &str,
         name: &str,
         owner: &str,
@@ -394,8 +369,8 @@ impl WriteOp {
         Ok(op)
     }
 
-    pub fn delete(kind: Kind, namespace: &str, name: &str) -> WriteOp {
-        WriteOp::Delete { kind: kind.as_str(), namespace: namespace.into(), name: name.into() }
+    pub fn delete(kind: &str, namespace: &str, name: &str) -> WriteOp {
+        WriteOp::Delete { kind: kind.into(), namespace: namespace.into(), name: name.into() }
     }
 
     /// Appends an event (JSON format) to a broker's log.
@@ -428,22 +403,22 @@ mod tests {
     async fn every_write_gets_a_higher_resource_version_across_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let version = |store: &Store, name: &str| -> u64 {
-            let doc: serde_json::Value = store.get(Kind::Broker, "ns", name).expect("get").expect("stored");
+            let doc: serde_json::Value = store.get("Broker", "ns", name).expect("get").expect("stored");
             doc["metadata"]["resourceVersion"].as_str().expect("resourceVersion").parse().expect("number")
         };
         let doc = |n: u32| serde_json::json!({ "metadata": { "name": "b", "resourceVersion": "stale" }, "n": n });
         let first = {
             let store = Store::open(dir.path()).expect("open");
-            store.write(vec![WriteOp::put(Kind::Broker, "ns", "b", &doc(1)).expect("encode")]).await.expect("write");
+            store.write(vec![WriteOp::put("Broker", "ns", "b", &doc(1)).expect("encode")]).await.expect("write");
             let first = version(&store, "b");
-            store.write(vec![WriteOp::put(Kind::Broker, "ns", "b", &doc(2)).expect("encode")]).await.expect("write");
+            store.write(vec![WriteOp::put("Broker", "ns", "b", &doc(2)).expect("encode")]).await.expect("write");
             assert!(version(&store, "b") > first, "a rewrite gets a higher version, whatever the body says");
             first
         };
         let store = Store::open(dir.path()).expect("reopen");
-        store.write(vec![WriteOp::put(Kind::Broker, "ns", "c", &doc(3)).expect("encode")]).await.expect("write");
+        store.write(vec![WriteOp::put("Broker", "ns", "c", &doc(3)).expect("encode")]).await.expect("write");
         assert!(version(&store, "c") > first + 1, "the counter survives a restart");
-        let listed: Vec<serde_json::Value> = store.list(Kind::Broker, Some("ns")).expect("list");
+        let listed: Vec<serde_json::Value> = store.list("Broker", Some("ns")).expect("list");
         assert!(listed.iter().all(|d| d["metadata"]["resourceVersion"] != "stale"));
     }
 
@@ -452,11 +427,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let doc = |n: usize| serde_json::json!({ "metadata": { "name": "b" }, "n": n });
-        let put = |n: usize| WriteOp::put(Kind::Broker, "ns", "b", &doc(n)).expect("encode");
-        let (_, mut live) = store.watch(Kind::Broker, Some("ns"), None).expect("watch");
+        let put = |n: usize| WriteOp::put("Broker", "ns", "b", &doc(n)).expect("encode");
+        let (_, mut live) = store.watch("Broker", Some("ns"), None).expect("watch");
         store.write(vec![put(0)]).await.expect("write");
-        store.write(vec![put(1), WriteOp::put(Kind::Trigger, "ns", "t", &doc(9)).expect("encode")]).await.expect("w");
-        store.write(vec![WriteOp::delete(Kind::Broker, "ns", "b")]).await.expect("delete");
+        store.write(vec![put(1), WriteOp::put("Trigger", "ns", "t", &doc(9)).expect("encode")]).await.expect("w");
+        store.write(vec![WriteOp::delete("Broker", "ns", "b")]).await.expect("delete");
         let mut seen = Vec::new();
         for _ in 0..3 {
             let (change, object) = live.next().await.expect("a change");
@@ -466,15 +441,15 @@ mod tests {
         assert_eq!(types, [ChangeType::Added, ChangeType::Modified, ChangeType::Deleted], "triggers filtered out");
         assert_eq!(seen[2].1, 1, "a delete carries the last document");
         let first: i64 = seen[0].2.as_str().expect("version").parse().expect("number");
-        let (replayed, _) = store.watch(Kind::Broker, Some("ns"), Some(first)).expect("resume");
+        let (replayed, _) = store.watch("Broker", Some("ns"), Some(first)).expect("resume");
         let replayed: Vec<ChangeType> = replayed.iter().map(|(c, _)| *c).collect();
         assert_eq!(replayed, [ChangeType::Modified, ChangeType::Deleted]);
 
         for n in 0..1100 {
             store.write(vec![put(n)]).await.expect("write");
         }
-        assert!(store.watch(Kind::Broker, Some("ns"), Some(first)).is_err(), "too old");
-        assert!(store.watch(Kind::Broker, Some("other"), None).is_ok());
+        assert!(store.watch("Broker", Some("ns"), Some(first)).is_err(), "too old");
+        assert!(store.watch("Broker", Some("other"), None).is_ok());
     }
 
     #[tokio::test]
@@ -484,20 +459,20 @@ mod tests {
             let store = Store::open(dir.path()).expect("open");
             store
                 .write(vec![
-                    WriteOp::put(Kind::Service, "a", "x", &serde_json::json!({"n": 1})).expect("encode"),
-                    WriteOp::put(Kind::Service, "b", "y", &serde_json::json!({"n": 2})).expect("encode"),
-                    WriteOp::put(Kind::Revision, "a", "x-00001", &serde_json::json!({"n": 3})).expect("encode"),
+                    WriteOp::put("Service", "a", "x", &serde_json::json!({"n": 1})).expect("encode"),
+                    WriteOp::put("Service", "b", "y", &serde_json::json!({"n": 2})).expect("encode"),
+                    WriteOp::put("Revision", "a", "x-00001", &serde_json::json!({"n": 3})).expect("encode"),
                 ])
                 .await
                 .expect("write");
-            store.write(vec![WriteOp::delete(Kind::Service, "b", "y")]).await.expect("delete");
+            store.write(vec![WriteOp::delete("Service", "b", "y")]).await.expect("delete");
         }
         let store = Store::open(dir.path()).expect("reopen");
-        let all: Vec<serde_json::Value> = store.list(Kind::Service, None).expect("list");
+        let all: Vec<serde_json::Value> = store.list("Service", None).expect("list");
         assert_eq!(all, vec![serde_json::json!({"n": 1})]);
-        let one: Option<serde_json::Value> = store.get(Kind::Revision, "a", "x-00001").expect("get");
+        let one: Option<serde_json::Value> = store.get("Revision", "a", "x-00001").expect("get");
         assert_eq!(one, Some(serde_json::json!({"n": 3})));
-        let none: Option<serde_json::Value> = store.get(Kind::Revision, "b", "x-00001").expect("get");
+        let none: Option<serde_json::Value> = store.get("Revision", "b", "x-00001").expect("get");
         assert_eq!(none, None);
     }
 
@@ -507,15 +482,15 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         store
             .write(vec![
-                WriteOp::put_owned(Kind::Revision, "a", "x-00001", "x", &1).expect("encode"),
-                WriteOp::put_owned(Kind::Revision, "a", "x-00002", "x", &2).expect("encode"),
-                WriteOp::put_owned(Kind::Revision, "a", "y-00001", "y", &3).expect("encode"),
-                WriteOp::put_owned(Kind::Revision, "b", "x-00001", "x", &4).expect("encode"),
+                WriteOp::put_owned("Revision", "a", "x-00001", "x", &1).expect("encode"),
+                WriteOp::put_owned("Revision", "a", "x-00002", "x", &2).expect("encode"),
+                WriteOp::put_owned("Revision", "a", "y-00001", "y", &3).expect("encode"),
+                WriteOp::put_owned("Revision", "b", "x-00001", "x", &4).expect("encode"),
             ])
             .await
             .expect("write");
-        store.write(vec![WriteOp::put(Kind::Revision, "a", "x-00002", &5).expect("encode")]).await.expect("update");
-        let owned: Vec<i32> = store.list_owned(Kind::Revision, "a", "x").expect("list");
+        store.write(vec![WriteOp::put("Revision", "a", "x-00002", &5).expect("encode")]).await.expect("update");
+        let owned: Vec<i32> = store.list_owned("Revision", "a", "x").expect("list");
         assert_eq!(owned, vec![1, 5]);
     }
 
@@ -533,7 +508,7 @@ mod tests {
             conn.execute("INSERT INTO resources VALUES ('Revision', 'a', 'x-00001', ?1)", [body]).expect("insert");
         }
         let store = Store::open(dir.path()).expect("migrate");
-        let owned: Vec<serde_json::Value> = store.list_owned(Kind::Revision, "a", "x").expect("list");
+        let owned: Vec<serde_json::Value> = store.list_owned("Revision", "a", "x").expect("list");
         assert_eq!(owned.len(), 1);
     }
 
@@ -545,7 +520,7 @@ mod tests {
         std::fs::create_dir(&data).expect("mkdir");
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let store = Store::open(&data).expect("open");
-        store.write(vec![WriteOp::put(Kind::Service, "a", "x", &1).expect("encode")]).await.expect("write");
+        store.write(vec![WriteOp::put("Service", "a", "x", &1).expect("encode")]).await.expect("write");
         let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         for file in ["serval.db", "serval.db-wal", "serval.db-shm"] {
@@ -626,14 +601,14 @@ mod tests {
         for i in 0..200 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                let op = WriteOp::put(Kind::Service, "ns", &format!("s{i}"), &i).expect("encode");
+                let op = WriteOp::put("Service", "ns", &format!("s{i}"), &i).expect("encode");
                 store.write(vec![op]).await
             }));
         }
         for t in tasks {
             t.await.expect("join").expect("write");
         }
-        let all: Vec<i32> = store.list(Kind::Service, Some("ns")).expect("list");
+        let all: Vec<i32> = store.list("Service", Some("ns")).expect("list");
         assert_eq!(all.len(), 200);
         assert!(store.commits() < 200, "writes were batched: {} commits", store.commits());
     }

@@ -14,8 +14,8 @@ use crate::feed::{Change, ChangeType, Feed};
 /// One change inside a write request; all ops of one request commit atomically.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    Put { kind: &'static str, namespace: String, name: String, owner: Option<String>, body: String },
-    Delete { kind: &'static str, namespace: String, name: String },
+    Put { kind: String, namespace: String, name: String, owner: Option<String>, body: String },
+    Delete { kind: String, namespace: String, name: String },
     AppendEvent { namespace: String, broker: String, body: String },
     DeleteEvents { namespace: String, broker: String },
     DeleteEventsUpTo { namespace: String, broker: String, seq: i64, limit: u32 },
@@ -185,7 +185,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
             .execute(params![kind, namespace, name, body, owner, version])?;
             let change = if existed { ChangeType::Modified } else { ChangeType::Added };
             return Ok(Some(Change {
-                kind,
+                kind: kind.clone(),
                 namespace: namespace.clone(),
                 name: name.clone(),
                 version,
@@ -203,7 +203,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
             let Some(body) = deleted else { return Ok(None) };
             let version = next_version(conn)?;
             let (namespace, name) = (namespace.clone(), name.clone());
-            return Ok(Some(Change { kind, namespace, name, version, change: ChangeType::Deleted, body }));
+            return Ok(Some(Change {
+                kind: kind.clone(),
+                namespace,
+                name,
+                version,
+                change: ChangeType::Deleted,
+                body,
+            }));
         }
         WriteOp::AppendEvent { namespace, broker, body } => {
             conn.prepare_cached("INSERT INTO events (namespace, broker, body) VALUES (?1, ?2, ?3)")?

@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serval_model::{
-    ConfigKind, ConfigMap, Container, ObjectMeta, Revision, Secret, Service, validate_config_map, validate_secret,
+    ConfigKind, ConfigMap, Container, ObjectMeta, Resource, Revision, Secret, Service, validate_secret,
 };
-use serval_store::{Kind, WriteOp};
+use serval_store::WriteOp;
 
-use super::{ApplyMode, Controller, carry_identity, decode, fill_identity, now_rfc3339};
+use super::Controller;
 use crate::PlatformError;
+use crate::kinds::{ApplyMode, Change, Reconciler, carry_identity, decode, fill_identity, now_rfc3339};
 
 /// What `get` shows instead of a Secret's value.
 pub const REDACTED: &str = "<redacted>";
@@ -63,20 +65,28 @@ impl Controller {
     pub async fn apply_secret(
         &self,
         namespace: &str,
-        name: &str,
+        name: Option<&str>,
         body: &[u8],
+        mode: ApplyMode,
     ) -> Result<(Secret, bool), PlatformError> {
-        let mut secret: Secret = decode(body, "Secret")?;
-        fill_identity("Secret", &mut secret.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity("Secret", &mut secret.metadata.name, name, "metadata.name")?;
-        validate_secret(&secret).map_err(|source| PlatformError::Invalid { kind: "Secret", source })?;
+        let mut secret: Secret = decode(body, Secret::KIND)?;
+        fill_identity(Secret::KIND, &mut secret.metadata.namespace, namespace, "metadata.namespace")?;
+        if let Some(name) = name {
+            fill_identity(Secret::KIND, &mut secret.metadata.name, name, "metadata.name")?;
+        }
+        validate_secret(&secret).map_err(|source| PlatformError::Invalid { kind: Secret::KIND, source })?;
+        let name = secret.metadata.name.clone();
+        let name = name.as_str();
         let data = encode_values(&secret.values());
         let _guard = self.write_lock.lock().await;
-        let existing: Option<StoredSecret> = self.store.get(Kind::Secret, namespace, name)?;
+        let existing: Option<StoredSecret> = self.store.get(Secret::KIND, namespace, name)?;
+        if mode == ApplyMode::Create && existing.is_some() {
+            return Err(PlatformError::Conflict(format!("secret {namespace}/{name} already exists")));
+        }
         let old_data = existing.as_ref().map(|s| self.unseal(s)).transpose()?;
         let changed = old_data.as_ref() != Some(&data);
         carry_identity(
-            "secret",
+            Secret::KIND,
             &mut secret.metadata,
             existing.as_ref().map(|o| (&o.metadata, changed)),
             &now_rfc3339(),
@@ -89,67 +99,36 @@ impl Controller {
             metadata: secret.metadata,
             secret_type: secret.secret_type,
         };
-        self.store.write(vec![WriteOp::put(Kind::Secret, namespace, name, &stored)?]).await?;
+        self.store.write(vec![WriteOp::put(Secret::KIND, namespace, name, &stored)?]).await?;
         self.roll_out_config_change(namespace, ConfigKind::Secret, name).await?;
         Ok((self.secret_view(stored, false)?, existing.is_none()))
     }
 
     pub fn get_secret(&self, namespace: &str, name: &str, reveal: bool) -> Result<Secret, PlatformError> {
-        let stored: StoredSecret = self.store.get(Kind::Secret, namespace, name)?.ok_or_else(|| {
+        let stored: StoredSecret = self.store.get(Secret::KIND, namespace, name)?.ok_or_else(|| {
             PlatformError::NotFound { kind: "Secret", namespace: namespace.into(), name: name.into() }
         })?;
         self.secret_view(stored, reveal)
     }
 
     pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<Secret>, PlatformError> {
-        let stored: Vec<StoredSecret> = self.store.list(Kind::Secret, namespace)?;
+        let stored: Vec<StoredSecret> = self.store.list(Secret::KIND, namespace)?;
         stored.into_iter().map(|s| self.secret_view(s, false)).collect()
     }
 
     pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
         let _guard = self.write_lock.lock().await;
         self.get_secret(namespace, name, false)?;
-        self.store.write(vec![WriteOp::delete(Kind::Secret, namespace, name)]).await?;
+        self.store.write(vec![WriteOp::delete(Secret::KIND, namespace, name)]).await?;
         self.roll_out_config_change(namespace, ConfigKind::Secret, name).await
     }
 
-    pub async fn apply_config_map(
-        &self,
-        namespace: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<(ConfigMap, bool), PlatformError> {
-        let mut config_map: ConfigMap = decode(body, "ConfigMap")?;
-        fill_identity("ConfigMap", &mut config_map.metadata.namespace, namespace, "metadata.namespace")?;
-        fill_identity("ConfigMap", &mut config_map.metadata.name, name, "metadata.name")?;
-        validate_config_map(&config_map).map_err(|source| PlatformError::Invalid { kind: "ConfigMap", source })?;
-        let _guard = self.write_lock.lock().await;
-        let existing: Option<ConfigMap> = self.store.get(Kind::ConfigMap, namespace, name)?;
-        let changed = existing.as_ref().is_none_or(|o| o.values() != config_map.values());
-        let old = existing.as_ref().map(|o| (&o.metadata, changed));
-        carry_identity("configmap", &mut config_map.metadata, old, &now_rfc3339())?;
-        self.store.write(vec![WriteOp::put(Kind::ConfigMap, namespace, name, &config_map)?]).await?;
-        self.roll_out_config_change(namespace, ConfigKind::ConfigMap, name).await?;
-        Ok((config_map, existing.is_none()))
-    }
-
     pub fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, PlatformError> {
-        self.store.get(Kind::ConfigMap, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
+        self.store.get(ConfigMap::KIND, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
             kind: "ConfigMap",
             namespace: namespace.into(),
             name: name.into(),
         })
-    }
-
-    pub fn list_config_maps(&self, namespace: Option<&str>) -> Result<Vec<ConfigMap>, PlatformError> {
-        Ok(self.store.list(Kind::ConfigMap, namespace)?)
-    }
-
-    pub async fn delete_config_map(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
-        let _guard = self.write_lock.lock().await;
-        self.get_config_map(namespace, name)?;
-        self.store.write(vec![WriteOp::delete(Kind::ConfigMap, namespace, name)]).await?;
-        self.roll_out_config_change(namespace, ConfigKind::ConfigMap, name).await
     }
 
     /// The values of a Secret or ConfigMap, `None` when it does not exist (or cannot be read,
@@ -205,7 +184,7 @@ impl Controller {
     /// written again, which makes a new revision where the resolved values changed.
     /// Called under the write lock.
     async fn roll_out_config_change(&self, namespace: &str, kind: ConfigKind, name: &str) -> Result<(), PlatformError> {
-        let services: Vec<Service> = self.store.list(Kind::Service, Some(namespace))?;
+        let services: Vec<Service> = self.store.list(Service::KIND, Some(namespace))?;
         for service in services {
             let reads = service
                 .spec
@@ -227,5 +206,13 @@ impl Controller {
             }
         }
         Ok(())
+    }
+}
+
+/// A change of a ConfigMap rolls out a new revision of every service that reads it.
+impl Reconciler<ConfigMap> for Controller {
+    fn changed<'a>(&'a self, change: Change<'a, ConfigMap>) -> BoxFuture<'a, Result<(), PlatformError>> {
+        let meta = &change.object().metadata;
+        Box::pin(self.roll_out_config_change(&meta.namespace, ConfigKind::ConfigMap, &meta.name))
     }
 }

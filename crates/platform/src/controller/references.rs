@@ -2,11 +2,12 @@
 //! Service or Broker, or to a kind serval cannot deliver to, makes the referrer
 //! `Ready=False` until it appears, and a deleted one makes it not ready again.
 
-use serval_model::{Broker, Condition, ConditionStatus, Destination, PingSource, Service, Trigger};
-use serval_store::{Kind, WriteOp};
+use serval_model::{Broker, Condition, ConditionStatus, Destination, PingSource, Resource, Service, Trigger};
+use serval_store::WriteOp;
 
-use super::{Controller, now_rfc3339};
+use super::Controller;
 use crate::PlatformError;
+use crate::kinds::now_rfc3339;
 
 /// Whether `conditions` already say what `wanted` says (its time aside).
 fn holds(conditions: &[Condition], wanted: &Condition) -> bool {
@@ -21,11 +22,11 @@ impl Controller {
         let ns = r.namespace.as_deref().unwrap_or(namespace);
         let exists = match (r.api_version.as_str(), r.kind.as_str()) {
             ("" | serval_model::EVENTING_API_VERSION, "Broker") => {
-                self.store.get::<Broker>(Kind::Broker, ns, &r.name).map(|b| b.is_some())
+                self.store.get::<Broker>(Broker::KIND, ns, &r.name).map(|b| b.is_some())
             }
             // A Kubernetes `v1` Service names the workload behind it; serval's Services are both.
             ("" | serval_model::SERVING_API_VERSION | "v1", "Service") => {
-                self.store.get::<Service>(Kind::Service, ns, &r.name).map(|s| s.is_some())
+                self.store.get::<Service>(Service::KIND, ns, &r.name).map(|s| s.is_some())
             }
             (api, kind) => {
                 return Err(format!(
@@ -43,7 +44,7 @@ impl Controller {
     /// A trigger's Ready: its broker and its subscriber exist.
     pub(super) fn trigger_readiness(&self, trigger: &Trigger) -> Condition {
         let namespace = &trigger.metadata.namespace;
-        let broker = self.store.get::<Broker>(Kind::Broker, namespace, &trigger.spec.broker).ok().flatten();
+        let broker = self.store.get::<Broker>(Broker::KIND, namespace, &trigger.spec.broker).ok().flatten();
         if broker.is_none() {
             let message = format!("broker {:?} does not exist", trigger.spec.broker);
             return Condition::new("Ready", ConditionStatus::False, "BrokerDoesNotExist", message);
@@ -67,18 +68,18 @@ impl Controller {
     pub(super) async fn refresh_referrers(&self, namespace: Option<&str>) -> Result<(), PlatformError> {
         let now = now_rfc3339();
         let mut ops = Vec::new();
-        for mut trigger in self.store.list::<Trigger>(Kind::Trigger, namespace)? {
+        for mut trigger in self.store.list::<Trigger>(Trigger::KIND, namespace)? {
             let ready = self.trigger_readiness(&trigger);
             if !holds(&trigger.status.conditions, &ready) {
                 Condition::set(&mut trigger.status.conditions, ready, &now);
-                ops.push(WriteOp::put(Kind::Trigger, &trigger.metadata.namespace, &trigger.metadata.name, &trigger)?);
+                ops.push(WriteOp::put(Trigger::KIND, &trigger.metadata.namespace, &trigger.metadata.name, &trigger)?);
             }
         }
-        for mut source in self.store.list::<PingSource>(Kind::PingSource, namespace)? {
+        for mut source in self.store.list::<PingSource>(PingSource::KIND, namespace)? {
             let ready = self.ping_source_readiness(&source);
             if !holds(&source.status.conditions, &ready) {
                 Condition::set(&mut source.status.conditions, ready, &now);
-                ops.push(WriteOp::put(Kind::PingSource, &source.metadata.namespace, &source.metadata.name, &source)?);
+                ops.push(WriteOp::put(PingSource::KIND, &source.metadata.namespace, &source.metadata.name, &source)?);
             }
         }
         if !ops.is_empty() {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use comfy_table::{Table, presets::NOTHING};
 use serde_json::{Value, json};
+use serval_model::{Broker, PingSource, Resource, Trigger};
 
 use super::{DEFAULT_NAMESPACE, ReadOpts};
 use crate::Global;
@@ -118,41 +118,6 @@ pub enum TriggerCommand {
     },
 }
 
-pub(super) fn triggers_table(value: &Value) -> Table {
-    let mut t = Table::new();
-    t.load_preset(NOTHING).set_header([
-        "NAMESPACE",
-        "NAME",
-        "BROKER",
-        "SUBSCRIBER",
-        "READY",
-        "REASON",
-        "PENDING",
-        "RETRYING",
-        "DELIVERED",
-        "DEAD-LETTERED",
-        "DROPPED",
-    ]);
-    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
-    for tr in &items {
-        let (ready, reason) = output::condition(tr, "Ready").map_or(("Unknown", ""), |(s, r, _)| (s, r));
-        t.add_row(vec![
-            tr["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
-            tr["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            tr["spec"]["broker"].as_str().unwrap_or("").to_string(),
-            tr["status"]["subscriberUri"].as_str().unwrap_or("").to_string(),
-            ready.to_string(),
-            reason.to_string(),
-            tr["status"]["delivery"]["pending"].to_string(),
-            tr["status"]["delivery"]["retrying"].to_string(),
-            tr["status"]["delivery"]["delivered"].to_string(),
-            tr["status"]["delivery"]["deadLettered"].to_string(),
-            tr["status"]["delivery"]["dropped"].to_string(),
-        ]);
-    }
-    t
-}
-
 fn trigger_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/triggers/{name}")
 }
@@ -229,12 +194,14 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
             Ok(())
         }
         TriggerCommand::Get { name, namespace, read } => {
-            output::print(&client.get(&trigger_path(&namespace, &name)).await?, read.output, triggers_table)
+            output::print(&client.get(&trigger_path(&namespace, &name)).await?, read.output, |v: &Value| {
+                output::columns_table(&Trigger::info().columns, v)
+            })
         }
         TriggerCommand::List { namespace, read } => output::print(
             &client.get(&format!("/api/v1/namespaces/{namespace}/triggers")).await?,
             read.output,
-            triggers_table,
+            |v: &Value| output::columns_table(&Trigger::info().columns, v),
         ),
         TriggerCommand::Delete { name, namespace } => {
             client.delete(&trigger_path(&namespace, &name)).await?;
@@ -286,21 +253,6 @@ pub enum EventCommand {
     },
 }
 
-pub(super) fn brokers_table(value: &Value) -> Table {
-    let mut t = Table::new();
-    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "URL", "READY"]);
-    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
-    for b in &items {
-        t.add_row(vec![
-            b["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
-            b["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            b["status"]["address"]["url"].as_str().unwrap_or("").to_string(),
-            output::condition(b, "Ready").map_or("Unknown", |(s, _, _)| s).to_string(),
-        ]);
-    }
-    t
-}
-
 fn broker_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/brokers/{name}")
 }
@@ -318,12 +270,14 @@ pub async fn broker(command: BrokerCommand, global: Global) -> Result<()> {
             Ok(())
         }
         BrokerCommand::Get { name, namespace, read } => {
-            output::print(&client.get(&broker_path(&namespace, &name)).await?, read.output, brokers_table)
+            output::print(&client.get(&broker_path(&namespace, &name)).await?, read.output, |v: &Value| {
+                output::columns_table(&Broker::info().columns, v)
+            })
         }
         BrokerCommand::List { namespace, read } => output::print(
             &client.get(&format!("/api/v1/namespaces/{namespace}/brokers")).await?,
             read.output,
-            brokers_table,
+            |v: &Value| output::columns_table(&Broker::info().columns, v),
         ),
         BrokerCommand::Delete { name, namespace } => {
             client.delete(&broker_path(&namespace, &name)).await?;
@@ -454,22 +408,6 @@ pub enum PingCommand {
     },
 }
 
-pub(super) fn sources_table(value: &Value) -> Table {
-    let mut t = Table::new();
-    t.load_preset(NOTHING).set_header(["NAMESPACE", "NAME", "SCHEDULE", "SINK", "READY"]);
-    let items = value["items"].as_array().cloned().unwrap_or_else(|| vec![value.clone()]);
-    for s in &items {
-        t.add_row(vec![
-            s["metadata"]["namespace"].as_str().unwrap_or("").to_string(),
-            s["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            s["spec"]["schedule"].as_str().unwrap_or("").to_string(),
-            s["status"]["subscriberUri"].as_str().unwrap_or("").to_string(),
-            output::condition(s, "Ready").map_or("Unknown", |(st, _, _)| st).to_string(),
-        ]);
-    }
-    t
-}
-
 pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
     let SourceCommand::Ping(command) = command;
@@ -501,7 +439,7 @@ pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
         PingCommand::List { namespace, read } => output::print(
             &client.get(&format!("/api/v1/namespaces/{namespace}/pingsources")).await?,
             read.output,
-            sources_table,
+            |v: &Value| output::columns_table(&PingSource::info().columns, v),
         ),
         PingCommand::Delete { name, namespace } => {
             client.delete(&format!("/api/v1/namespaces/{namespace}/pingsources/{name}")).await?;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use serval_model::{KindInfo, api_group};
 
 use super::{DEFAULT_NAMESPACE, ReadOpts};
 use crate::Global;
@@ -258,38 +260,6 @@ fn parse_documents(file: &str, label_prefix: &str) -> Result<Vec<Document>> {
         .collect())
 }
 
-/// The kinds `apply` writes: apiVersion, kind, and their API collection.
-const APPLIED_KINDS: &[(&str, &str, &str)] = &[
-    ("v1", "Secret", "secrets"),
-    ("v1", "ConfigMap", "configmaps"),
-    ("serving.knative.dev/v1", "Service", "services"),
-    ("eventing.knative.dev/v1", "Broker", "brokers"),
-    ("eventing.knative.dev/v1", "Trigger", "triggers"),
-    ("sources.knative.dev/v1", "PingSource", "pingsources"),
-];
-
-/// The API collection of a document's kind, or `None` when serval does not take it.
-fn collection(api_version: &str, kind: &str) -> Option<&'static str> {
-    APPLIED_KINDS.iter().find(|(a, k, _)| *a == api_version && *k == kind).map(|(_, _, plural)| *plural)
-}
-
-/// The order of writes: what others refer to first (secrets and config maps that services
-/// read, brokers that triggers and sources name, services that triggers deliver to), the
-/// rest in document order.
-fn write_rank(plural: &str) -> u8 {
-    match plural {
-        "secrets" | "configmaps" => 0,
-        "brokers" => 1,
-        "services" => 2,
-        _ => 3,
-    }
-}
-
-/// `serving.knative.dev` of `serving.knative.dev/v1`; the empty core group of `v1`.
-fn api_group(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map_or("", |(group, _)| group)
-}
-
 /// Kubernetes kinds that run or expose workloads; serval runs Knative Services instead.
 const KUBERNETES_WORKLOADS: &[&str] = &[
     "Deployment",
@@ -306,15 +276,15 @@ const KUBERNETES_WORKLOADS: &[&str] = &[
 /// What `apply` does with one document.
 #[derive(Debug, PartialEq)]
 enum Plan {
-    /// Written into this API collection.
-    Write(&'static str),
+    /// Written into this API collection, in this place of the order of writes.
+    Write { plural: String, order: u8 },
     /// Not serval's to run: left out, with this warning.
     Skip(String),
     /// Cannot be applied, for this reason; nothing of the file is.
     Refuse(String),
 }
 
-fn plan(doc: &Value) -> Plan {
+fn plan(doc: &Value, catalog: &Catalog) -> Plan {
     let Some(object) = doc.as_object() else {
         return Plan::Refuse("is not a resource (a mapping with apiVersion, kind and metadata)".into());
     };
@@ -327,13 +297,13 @@ fn plan(doc: &Value) -> Plan {
     };
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
     let what = format!("{api_version} {kind} {name:?}");
-    if let Some(plural) = collection(api_version, kind) {
+    let group = api_group(api_version);
+    if let Some(info) = catalog.kinds.iter().find(|k| k.api_version == api_version && k.kind == kind && k.writable) {
         if name.is_empty() {
             return Plan::Refuse(format!("{api_version} {kind}: metadata.name is required"));
         }
-        return Plan::Write(plural);
+        return Plan::Write { plural: info.plural.clone(), order: info.apply_order };
     }
-    let group = api_group(api_version);
     match (group, kind) {
         ("", "Namespace") => Plan::Skip(format!("namespace {name:?} is created implicitly")),
         ("serving.knative.dev", "Route") => {
@@ -344,10 +314,11 @@ fn plan(doc: &Value) -> Plan {
             ))
         }
         (group, _) if group.ends_with("knative.dev") || group.ends_with("serval.dev") => {
-            match APPLIED_KINDS.iter().find(|(a, k, _)| *k == kind && api_group(a) == group) {
-                Some((supported, _, _)) => {
-                    Plan::Refuse(format!("{what}: serval takes {kind} as apiVersion {supported}"))
-                }
+            match catalog.kinds.iter().find(|k| k.kind == kind && k.group() == group) {
+                Some(info) if !info.writable => Plan::Refuse(format!(
+                    "{what}: {kind} objects are made by the server from Services; apply the Service"
+                )),
+                Some(info) => Plan::Refuse(format!("{what}: serval takes {kind} as apiVersion {}", info.api_version)),
                 None => Plan::Refuse(format!("{what} is not supported by serval yet")),
             }
         }
@@ -366,10 +337,16 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     if docs.is_empty() {
         bail!("{} holds no resources", args.file);
     }
+    // Without a server, a file is still checked against serval's own kinds.
+    let client = Client::from_global(&global);
+    let catalog = match &client {
+        Ok(client) => Catalog::fetch(client).await.unwrap_or_else(|_| Catalog::builtin()),
+        Err(_) => Catalog::builtin(),
+    };
     let (mut writes, mut skipped, mut refused) = (Vec::new(), Vec::new(), Vec::new());
     for doc in &docs {
-        match plan(&doc.value) {
-            Plan::Write(plural) => writes.push((plural, &doc.value)),
+        match plan(&doc.value, &catalog) {
+            Plan::Write { plural, order } => writes.push((order, plural, &doc.value)),
             Plan::Skip(why) => skipped.push(format!("{}: {why}", doc.label)),
             Plan::Refuse(why) => refused.push(format!("{}: {why}", doc.label)),
         }
@@ -381,10 +358,10 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     if writes.is_empty() {
         bail!("{} holds no resource that serval runs", args.file);
     }
-    let client = Client::from_global(&global)?;
+    let client = client?;
     let mut services = Vec::new();
-    writes.sort_by_key(|(plural, _)| write_rank(plural));
-    for (plural, doc) in writes {
+    writes.sort_by_key(|(order, ..)| *order);
+    for (_, plural, doc) in writes {
         let kind = doc["kind"].as_str().unwrap_or_default().to_lowercase();
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         let namespace = doc["metadata"]["namespace"].as_str().unwrap_or(&args.namespace);
@@ -404,80 +381,49 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     Ok(())
 }
 
-/// The kinds `get`, `list` and `delete` take, by singular, plural or short name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ResourceKind {
-    #[value(alias = "services", alias = "svc", alias = "ksvc")]
-    Service,
-    #[value(alias = "revisions", alias = "rev")]
-    Revision,
-    #[value(alias = "configurations", alias = "config")]
-    Configuration,
-    #[value(alias = "routes")]
-    Route,
-    #[value(alias = "brokers")]
-    Broker,
-    #[value(alias = "triggers")]
-    Trigger,
-    #[value(alias = "pingsources")]
-    Pingsource,
-    #[value(alias = "secrets")]
-    Secret,
-    #[value(alias = "configmaps", alias = "cm")]
-    Configmap,
+/// The kinds a server serves, as it lists them at `GET /api/v1`.
+pub struct Catalog {
+    kinds: Vec<KindInfo>,
 }
 
-impl ResourceKind {
-    /// Its collection in the API.
-    fn plural(self) -> &'static str {
-        match self {
-            ResourceKind::Service => "services",
-            ResourceKind::Revision => "revisions",
-            ResourceKind::Configuration => "configurations",
-            ResourceKind::Route => "routes",
-            ResourceKind::Broker => "brokers",
-            ResourceKind::Trigger => "triggers",
-            ResourceKind::Pingsource => "pingsources",
-            ResourceKind::Secret => "secrets",
-            ResourceKind::Configmap => "configmaps",
-        }
+impl Catalog {
+    pub async fn fetch(client: &Client) -> Result<Catalog> {
+        let list = client.get("/api/v1").await?;
+        let kinds =
+            serde_json::from_value(list["resources"].clone()).context("the server's list of kinds is not valid")?;
+        Ok(Catalog { kinds })
     }
 
-    fn noun(self) -> &'static str {
-        self.plural().trim_end_matches('s')
+    /// serval's own kinds, for checking a file without a server.
+    fn builtin() -> Catalog {
+        Catalog { kinds: serval_model::builtin_kinds() }
     }
 
-    /// How a table shows one or a list of them.
-    fn table(self) -> fn(&Value) -> comfy_table::Table {
-        match self {
-            ResourceKind::Service => output::services_table,
-            ResourceKind::Revision => output::revisions_table,
-            ResourceKind::Configuration | ResourceKind::Route => output::readiness_table,
-            ResourceKind::Broker => super::eventing::brokers_table,
-            ResourceKind::Trigger => super::eventing::triggers_table,
-            ResourceKind::Pingsource => super::eventing::sources_table,
-            ResourceKind::Secret | ResourceKind::Configmap => super::config_data::list_table,
-        }
+    /// The kind `word` names (its kind, singular, plural or short name).
+    pub fn find(&self, word: &str) -> Result<&KindInfo> {
+        self.kinds.iter().find(|k| k.is_named(word)).ok_or_else(|| {
+            let known: Vec<String> = self.kinds.iter().map(KindInfo::singular).collect();
+            anyhow::anyhow!("unknown kind {word:?}; use one of {}", known.join(", "))
+        })
     }
+}
 
-    /// Whether `delete` takes it (Revisions, Configurations and Routes follow their Service).
-    fn deletable(self) -> bool {
-        !matches!(self, ResourceKind::Revision | ResourceKind::Configuration | ResourceKind::Route)
+/// How a table shows objects of a kind: its columns, or a richer table for the kinds
+/// whose status carries more than columns show (live instances and load, keys).
+fn table_for(info: &KindInfo) -> Box<dyn FnOnce(&Value) -> comfy_table::Table + '_> {
+    match info.kind.as_str() {
+        "Service" => Box::new(output::services_table),
+        "Revision" => Box::new(output::revisions_table),
+        "Secret" | "ConfigMap" => Box::new(super::config_data::list_table),
+        _ => Box::new(|value| output::columns_table(&info.columns, value)),
     }
 }
 
 /// `[KIND] NAME` words: a kind and a name, or a Service's name.
-fn kind_and_name(words: &[String]) -> Result<(ResourceKind, String)> {
+fn kind_and_name<'a>(words: &'a [String], catalog: &'a Catalog) -> Result<(&'a KindInfo, &'a str)> {
     match words {
-        [name] => Ok((ResourceKind::Service, name.clone())),
-        [kind, name] => {
-            let kind = <ResourceKind as clap::ValueEnum>::from_str(kind, true).map_err(|_| {
-                let known: Vec<String> =
-                    <ResourceKind as clap::ValueEnum>::value_variants().iter().map(|k| k.noun().to_string()).collect();
-                anyhow::anyhow!("unknown kind {kind:?}; use one of {}", known.join(", "))
-            })?;
-            Ok((kind, name.clone()))
-        }
+        [name] => Ok((catalog.find("service")?, name)),
+        [kind, name] => Ok((catalog.find(kind)?, name)),
         _ => bail!("give a name, or a kind and a name"),
     }
 }
@@ -493,40 +439,98 @@ pub struct GetArgs {
     pub namespace: String,
     #[command(flatten)]
     pub read: ReadOpts,
+    /// After printing, print its changes as they happen, until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 pub async fn get(args: GetArgs, global: Global) -> Result<()> {
-    let (kind, name) = kind_and_name(&args.words)?;
     let client = Client::from_global(&global)?;
-    let object = client.get(&format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural())).await?;
-    output::print(&object, args.read.output, kind.table())
+    let catalog = Catalog::fetch(&client).await?;
+    let (kind, name) = kind_and_name(&args.words, &catalog)?;
+    let path = format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural);
+    let object = client.get(&path).await?;
+    output::print(&object, args.read.output, table_for(kind))?;
+    if args.watch {
+        let collection = format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural);
+        watch(&client, &collection, kind, args.read.output, |object| object["metadata"]["name"] == name).await?;
+    }
+    Ok(())
+}
+
+/// Prints the changes of a collection as they happen (`-w`): a table row per change with
+/// its type first, or one JSON or YAML document per change.
+async fn watch(
+    client: &Client,
+    collection: &str,
+    kind: &KindInfo,
+    format: output::Format,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<()> {
+    if !kind.watchable {
+        bail!("{} cannot be watched", kind.plural);
+    }
+    let resp = client.get_text(&format!("{collection}?watch=true")).await?;
+    let mut stream = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk.context("the watch broke off")?);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: Value =
+                serde_json::from_slice(&line).context("the server sent a watch event that is not JSON")?;
+            if !wanted(&event["object"]) {
+                continue;
+            }
+            match format {
+                output::Format::Json => println!("{}", serde_json::to_string(&event)?),
+                output::Format::Yaml => print!("---\n{}", serde_saphyr::to_string(&event)?),
+                output::Format::Table => {
+                    let object = &event["object"];
+                    let mut row = vec![event["type"].as_str().unwrap_or_default().to_string()];
+                    row.push(object["metadata"]["name"].as_str().unwrap_or_default().to_string());
+                    row.extend(kind.columns.iter().map(|c| c.value(object)));
+                    println!("{}", row.join("  "));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
 pub struct ListArgs {
-    /// What to list (any kind `get` takes).
-    #[arg(value_enum, default_value = "service")]
-    pub kind: ResourceKind,
+    /// What to list: any kind the server serves, by name, plural or short name (`serval list
+    /// brokers`).
+    #[arg(default_value = "services")]
+    pub kind: String,
     /// Namespace to list.
     #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// All namespaces (not for revisions, configurations and routes).
+    /// All namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     #[command(flatten)]
     pub read: ReadOpts,
+    /// After listing, print changes as they happen, until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 pub async fn list(args: ListArgs, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
-    let path = match (args.all_namespaces, args.kind) {
-        (true, ResourceKind::Revision | ResourceKind::Configuration | ResourceKind::Route) => {
-            bail!("-A does not list {}; give a namespace with -n", args.kind.plural())
-        }
-        (true, kind) => format!("/api/v1/{}", kind.plural()),
-        (false, kind) => format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural()),
+    let catalog = Catalog::fetch(&client).await?;
+    let kind = catalog.find(&args.kind)?;
+    let path = match args.all_namespaces {
+        true if !kind.all_namespaces => bail!("-A does not list {}; give a namespace with -n", kind.plural),
+        true => format!("/api/v1/{}", kind.plural),
+        false => format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural),
     };
-    output::print(&client.get(&path).await?, args.read.output, args.kind.table())
+    output::print(&client.get(&path).await?, args.read.output, table_for(kind))?;
+    if args.watch {
+        watch(&client, &path, kind, args.read.output, |_| true).await?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -541,13 +545,14 @@ pub struct DeleteArgs {
 }
 
 pub async fn delete(args: DeleteArgs, global: Global) -> Result<()> {
-    let (kind, name) = kind_and_name(&args.words)?;
-    if !kind.deletable() {
-        bail!("{} objects follow their service: delete the service", kind.noun());
+    let client = Client::from_global(&global)?;
+    let catalog = Catalog::fetch(&client).await?;
+    let (kind, name) = kind_and_name(&args.words, &catalog)?;
+    if !kind.writable {
+        bail!("{} objects follow their service: delete the service", kind.singular());
     }
-    let path = format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural());
-    Client::from_global(&global)?.delete(&path).await?;
-    eprintln!("{} {}/{name} deleted", kind.noun(), args.namespace);
+    client.delete(&format!("/api/v1/namespaces/{}/{}/{name}", args.namespace, kind.plural)).await?;
+    eprintln!("{} {}/{name} deleted", kind.singular(), args.namespace);
     Ok(())
 }
 
