@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::BrokerIngress;
 use serval_model::{Broker, Resource};
-use serval_store::{Store, WriteOp};
+use serval_store::{ResourceStoreExt, Storage, WriteOp};
 
 use crate::delivery::{DEFAULT_TTL, Dispatchers};
 
@@ -21,12 +21,12 @@ const MAX_BODY: usize = 10 << 20;
 
 /// The broker ingress.
 pub struct Ingress {
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     dispatchers: Arc<Dispatchers>,
 }
 
 impl Ingress {
-    pub fn new(store: Arc<Store>, dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
+    pub fn new(store: Arc<dyn Storage>, dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
         Arc::new(Ingress { store, dispatchers })
     }
 }
@@ -80,6 +80,7 @@ impl Ingress {
             Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let log = crate::delivery::broker_log(&namespace, &broker);
         let mut ops = Vec::with_capacity(events.len());
         for mut event in events {
             if let Err(e) = event.set_extension("knativearrivaltime", arrival.clone()) {
@@ -88,7 +89,7 @@ impl Ingress {
             if event.extension("knativebrokerttl").is_none() {
                 let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
             }
-            ops.push(WriteOp::append_event(&namespace, &broker, serval_eventing::to_json_string(&event)));
+            ops.push(WriteOp::append_event(&log, serval_eventing::to_json_string(&event)));
         }
         match self.store.write(ops).await {
             Ok(()) => {

@@ -17,7 +17,7 @@ use serval_model::{
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ContainerSettings, Readiness, Runtime};
 use serval_scaler::KpaSpec;
-use serval_store::{Store, WriteOp};
+use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::mpsc;
 
 use crate::delivery::Dispatchers;
@@ -56,7 +56,7 @@ pub struct Applied {
 pub struct Controller {
     config: PlatformConfig,
     addrs: BoundAddrs,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     runtimes: Runtimes,
     images: Arc<ImageStore>,
     routes: Arc<RoutingTable>,
@@ -88,7 +88,7 @@ fn configuration_generation(rev: &Revision) -> u64 {
 
 /// What the controller works with, built by `run`.
 pub struct Parts {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
     pub runtimes: Runtimes,
     pub images: Arc<ImageStore>,
     pub routes: Arc<RoutingTable>,

@@ -23,7 +23,7 @@ use serval_eventing::{
 };
 use serval_gateway::{UpstreamBody, Upstreams};
 use serval_model::{Broker, Destination, Resource, Trigger};
-use serval_store::{Store, WriteOp};
+use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
 
 use crate::PlatformError;
@@ -244,7 +244,7 @@ pub struct DeliveryStatus {
 
 /// The dispatchers of all triggers.
 pub struct Dispatchers {
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     /// An attempt's timeout when the trigger's `delivery.timeout` sets none: a subscriber
     /// that accepts and never answers must not hold an in-flight slot for ever.
     default_timeout: Duration,
@@ -259,7 +259,7 @@ fn key(namespace: &str, name: &str) -> String {
 }
 
 impl Dispatchers {
-    pub fn new(store: Arc<Store>, default_timeout: Duration) -> Arc<Dispatchers> {
+    pub fn new(store: Arc<dyn Storage>, default_timeout: Duration) -> Arc<Dispatchers> {
         Arc::new(Dispatchers {
             store,
             default_timeout,
@@ -309,8 +309,8 @@ impl Dispatchers {
         use std::sync::atomic::Ordering::Relaxed;
         let pending = self
             .store
-            .cursor(namespace, trigger)
-            .and_then(|cursor| self.store.count_events_after(namespace, broker, cursor))
+            .cursor(&trigger_consumer(namespace, trigger))
+            .and_then(|cursor| self.store.count_events_after(&broker_log(namespace, broker), cursor))
             .unwrap_or(0);
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let counts = running.get(&key(namespace, trigger)).map(|r| r.counts.clone()).unwrap_or_default();
@@ -334,7 +334,8 @@ impl Dispatchers {
     async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
         let (namespace, broker, trigger) = (plan.namespace.as_str(), plan.broker.as_str(), plan.name.as_str());
         let waker = self.waker(namespace, broker);
-        let cursor = match self.store.cursor(namespace, trigger) {
+        let (log, consumer) = (broker_log(namespace, broker), trigger_consumer(namespace, trigger));
+        let cursor = match self.store.cursor(&consumer) {
             Ok(c) => c,
             Err(e) => return tracing::error!("trigger {namespace}/{trigger}: {e}"),
         };
@@ -354,7 +355,7 @@ impl Dispatchers {
             if !caught_up && buffered.len() < READ_AHEAD / 2 {
                 // Listen before reading, so that an append right after the read is not missed.
                 notified.as_mut().enable();
-                match self.store.events_after(namespace, broker, read_to, READ_AHEAD) {
+                match self.store.events_after(&log, read_to, READ_AHEAD) {
                     Ok(page) => {
                         caught_up = page.len() < READ_AHEAD;
                         read_to = page.last().map_or(read_to, |e| e.seq);
@@ -418,7 +419,7 @@ impl Dispatchers {
     async fn save_cursor(&self, namespace: &str, trigger: &str, seq: i64) {
         let spacing = tokio::time::sleep(SAVE_EVERY);
         loop {
-            match self.store.write(vec![WriteOp::set_cursor(namespace, trigger, Some(seq))]).await {
+            match self.store.write(vec![WriteOp::set_cursor(&trigger_consumer(namespace, trigger), Some(seq))]).await {
                 Ok(()) => return spacing.await,
                 Err(e) => tracing::error!("trigger {namespace}/{trigger}: saving the cursor: {e}"),
             }
@@ -556,11 +557,21 @@ impl Dispatchers {
         let _ = reply.set_extension("knativebrokerttl", ttl);
         let _ = reply.set_extension("knativearrivaltime", arrival);
         let body = serval_eventing::to_json_string(&reply);
-        match self.store.write(vec![WriteOp::append_event(&plan.namespace, &plan.broker, body)]).await {
+        match self.store.write(vec![WriteOp::append_event(&broker_log(&plan.namespace, &plan.broker), body)]).await {
             Ok(()) => self.notify(&plan.namespace, &plan.broker),
             Err(e) => tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name),
         }
     }
+}
+
+/// The id of a broker's event log in the store.
+pub fn broker_log(namespace: &str, broker: &str) -> String {
+    format!("brokers/{namespace}/{broker}")
+}
+
+/// The id of a trigger's cursor (how far it has delivered its broker's log) in the store.
+pub fn trigger_consumer(namespace: &str, trigger: &str) -> String {
+    format!("triggers/{namespace}/{trigger}")
 }
 
 /// Most events one compaction drops from one broker's log: many small rounds keep each
@@ -579,25 +590,26 @@ pub const RETAINED_EVENTS: u32 = 1_000;
 /// them when the broker has no trigger: a new trigger starts at the end of the log), except
 /// the `retained` newest, so that logs hold what is still to deliver and a short recent
 /// history, not the broker's whole history.
-pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformError> {
+pub async fn compact_logs(store: &dyn Storage, retained: u32) -> Result<(), PlatformError> {
     let brokers: Vec<serval_model::Broker> = store.list(Broker::KIND, None)?;
     let triggers: Vec<Trigger> = store.list(Trigger::KIND, None)?;
     let end = store.last_event_seq()?;
     let mut ops = Vec::new();
     for broker in &brokers {
         let (namespace, name) = (&broker.metadata.namespace, &broker.metadata.name);
+        let log = broker_log(namespace, name);
         let mut handled = end;
         for t in triggers.iter().filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name) {
-            handled = handled.min(store.cursor(namespace, &t.metadata.name)?);
+            handled = handled.min(store.cursor(&trigger_consumer(namespace, &t.metadata.name))?);
         }
         if retained > 0 {
             // Fewer than `retained` events: the whole log is kept.
-            let Some(oldest_retained) = store.nth_newest_event_seq(namespace, name, retained)? else { continue };
+            let Some(oldest_retained) = store.nth_newest_event_seq(&log, retained)? else { continue };
             handled = handled.min(oldest_retained - 1);
         }
         // Only a log with something to drop costs a commit (an idle server writes nothing).
-        if store.first_event_seq(namespace, name)?.is_some_and(|first| first <= handled) {
-            ops.push(WriteOp::delete_events_up_to(namespace, name, handled, COMPACT_LIMIT));
+        if store.first_event_seq(&log)?.is_some_and(|first| first <= handled) {
+            ops.push(WriteOp::delete_events_up_to(&log, handled, COMPACT_LIMIT));
         }
     }
     if !ops.is_empty() {
@@ -608,7 +620,7 @@ pub async fn compact_logs(store: &Store, retained: u32) -> Result<(), PlatformEr
 
 /// Runs [`compact_logs`] every [`COMPACT_EVERY`] until the task is dropped, skipping rounds
 /// when nothing was committed since the last one (no event appended, no cursor moved).
-pub async fn compact_periodically(store: Arc<Store>) {
+pub async fn compact_periodically(store: Arc<dyn Storage>) {
     let mut seen = None;
     loop {
         tokio::time::sleep(COMPACT_EVERY).await;
@@ -616,7 +628,7 @@ pub async fn compact_periodically(store: Arc<Store>) {
         if seen == Some(commits) {
             continue;
         }
-        match compact_logs(&store, RETAINED_EVENTS).await {
+        match compact_logs(store.as_ref(), RETAINED_EVENTS).await {
             Ok(()) => seen = Some(commits),
             Err(e) => tracing::warn!("compacting the brokers' logs: {e}"),
         }
@@ -624,7 +636,7 @@ pub async fn compact_periodically(store: Arc<Store>) {
 }
 
 /// The stored triggers, as plans, with a fingerprint of what they were built from.
-pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
+pub fn plans(store: &dyn Storage, gateway: &str) -> Vec<(Plan, String)> {
     let triggers: Vec<Trigger> = store.list(Trigger::KIND, None).unwrap_or_default();
     triggers
         .iter()
@@ -647,13 +659,14 @@ pub fn plans(store: &Store, gateway: &str) -> Vec<(Plan, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serval_store::{Durable, EventLog};
 
     fn put(kind: &str, namespace: &str, name: &str, json: serde_json::Value) -> WriteOp {
         WriteOp::put(kind, namespace, name, &json).expect("encodes")
     }
 
-    fn bodies(store: &Store, broker: &str) -> Vec<String> {
-        store.events_after("ns", broker, 0, 100).expect("read").into_iter().map(|e| e.body).collect()
+    fn bodies(store: &dyn Storage, broker: &str) -> Vec<String> {
+        store.events_after(&broker_log("ns", broker), 0, 100).expect("read").into_iter().map(|e| e.body).collect()
     }
 
     #[test]
@@ -676,8 +689,7 @@ mod tests {
 
     #[tokio::test]
     async fn compaction_keeps_what_the_slowest_trigger_has_not_handled() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = serval_store::MemoryStore::default();
         let broker = |name: &str| serde_json::json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {}});
         let trigger = |name: &str| {
             serde_json::json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
@@ -691,15 +703,16 @@ mod tests {
             put(Trigger::KIND, "ns", "slow", trigger("slow")),
         ];
         for n in 0..4 {
-            ops.push(WriteOp::append_event("ns", "busy", format!("e{n}")));
-            ops.push(WriteOp::append_event("ns", "quiet", format!("q{n}")));
+            ops.push(WriteOp::append_event(&broker_log("ns", "busy"), format!("e{n}")));
+            ops.push(WriteOp::append_event(&broker_log("ns", "quiet"), format!("q{n}")));
         }
         store.write(ops).await.expect("write");
-        let busy: Vec<i64> = store.events_after("ns", "busy", 0, 10).expect("read").iter().map(|e| e.seq).collect();
+        let busy: Vec<i64> =
+            store.events_after(&broker_log("ns", "busy"), 0, 10).expect("read").iter().map(|e| e.seq).collect();
         store
             .write(vec![
-                WriteOp::set_cursor("ns", "fast", Some(busy[3])),
-                WriteOp::set_cursor("ns", "slow", Some(busy[1])),
+                WriteOp::set_cursor(&trigger_consumer("ns", "fast"), Some(busy[3])),
+                WriteOp::set_cursor(&trigger_consumer("ns", "slow"), Some(busy[1])),
             ])
             .await
             .expect("cursors");

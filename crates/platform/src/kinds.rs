@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use serval_model::{KindInfo, ObjectMeta, Resource};
-use serval_store::Store;
 pub use serval_store::WriteOp;
+use serval_store::{ResourceStoreExt, Storage};
 
 use crate::PlatformError;
 
@@ -151,7 +151,7 @@ pub trait Reconciler<R: Resource>: Send + Sync + 'static {
 /// serializes read-modify-write of resources and reconciles.
 #[derive(Clone)]
 pub struct KindContext {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 

@@ -2,11 +2,13 @@
 //! together, runs the controllers that turn Services into Revisions, routes and instances,
 //! and serves the control API.
 //!
-//! Owns: reconciliation (desired spec → running state and `status.conditions`), the
+//! Owns: the registry of kinds the API serves ([`kinds`]: a kind is a model type, a
+//! reconciler and a registration), reconciliation (desired spec → running state and `status.conditions`), the
 //! per-revision runners (start/stop instances on the scaler's decisions), captured logs,
 //! the control API and the one mapping of platform errors to HTTP statuses.
-//! Must not depend on: the binary's argument parsing or output formats; it takes bound
-//! listeners and a shutdown future so that tests run it on port 0.
+//! Must not depend on: the binary's argument parsing or output formats, or the SQLite
+//! store's type (it holds `dyn Storage`); it takes bound listeners and a shutdown future so
+//! that tests run it on port 0.
 
 mod api;
 mod brokers;
@@ -29,7 +31,7 @@ use serval_gateway::{Gateway, RoutingTable};
 use serval_runtime::container::{OciRuntime, StoreImages};
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ProcessRuntime, Runtime};
-use serval_store::Store;
+use serval_store::{Storage, Store};
 use tokio::net::TcpListener;
 
 pub use config::{PlatformConfig, load_or_create_token};
@@ -83,7 +85,7 @@ pub async fn run_with_kinds(
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), PlatformError> {
     let addrs = listeners.addrs()?;
-    let store = Arc::new(Store::open(&config.data_dir)?);
+    let store: Arc<dyn Storage> = Arc::new(Store::open(&config.data_dir)?);
     let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
     let images = Arc::new(ImageStore::open(config.data_dir.join("images"))?);
     let oci = if OciRuntime::available(&config.oci_runtime).await {

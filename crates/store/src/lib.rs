@@ -9,6 +9,8 @@
 //! knows no domain kind (the kinds are the model's and the platform's registry's).
 
 mod feed;
+mod memory;
+mod seams;
 mod writer;
 
 use std::path::Path;
@@ -16,16 +18,17 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use feed::Change;
+use feed::{Change, Feed};
 pub use feed::{ChangeType, TooOld};
+pub use memory::MemoryStore;
+pub use seams::{BoxFuture, Durable, EventLog, ResourceStore, ResourceStoreExt, Storage};
 pub use writer::WriteOp;
 
-/// One accepted event in a broker's log.
+/// One entry of an event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    /// Position in the log of all brokers; increasing in acceptance order.
+    /// Position among the entries of all logs; increasing in acceptance order.
     pub seq: i64,
     /// The event in the CloudEvents JSON format.
     pub body: String,
@@ -82,13 +85,26 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE resources ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters (name, value) VALUES ('resourceVersion', 0);",
+    // version 6: event logs keyed by a log id (`brokers/<ns>/<name>`, later channels, async
+    // queues, journals) and cursors by a consumer id (`triggers/<ns>/<name>`), so that
+    // every durable log shares one table and one mechanism. Positions (and the sequence
+    // behind them, which compaction may have run ahead of the rows) are kept.
+    "DROP INDEX events_by_broker;
+    ALTER TABLE events ADD COLUMN log TEXT NOT NULL DEFAULT '';
+    UPDATE events SET log = 'brokers/' || namespace || '/' || broker;
+    ALTER TABLE events DROP COLUMN namespace;
+    ALTER TABLE events DROP COLUMN broker;
+    CREATE INDEX events_by_log ON events (log, seq);
+    CREATE TABLE cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO cursors (consumer, seq) SELECT 'triggers/' || namespace || '/' || trigger, seq FROM trigger_cursors;
+    DROP TABLE trigger_cursors;",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
 pub struct Store {
     writer: writer::Writer,
     reader: Mutex<Connection>,
-    feed: std::sync::Arc<feed::Feed>,
+    feed: std::sync::Arc<Feed>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -137,36 +153,9 @@ impl Store {
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
         let reader = open_connection(&path)?;
-        let feed = std::sync::Arc::new(feed::Feed::new());
+        let feed = std::sync::Arc::new(Feed::new());
         let writer = writer::Writer::start(write_conn, open_connection(&path)?, feed.clone())?;
         Ok(Store { writer, reader: Mutex::new(reader), feed })
-    }
-
-    /// Commits `ops` atomically; returns once they are durable (group-committed with
-    /// whatever other writes arrived meanwhile).
-    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
-        self.writer.submit(ops).await
-    }
-
-    /// The changes of resources of `kind` (in `namespace`, or all) after version `after`
-    /// (kept for the last changes only: older is [`TooOld`]) and the live ones that follow,
-    /// each as `(type, document with metadata.resourceVersion)`. Without `after`, only the
-    /// changes from now on.
-    pub fn watch(
-        &self,
-        kind: &str,
-        namespace: Option<&str>,
-        after: Option<i64>,
-    ) -> Result<(Vec<WatchEvent>, Watcher), TooOld> {
-        let (recent, live) = self.feed.watch(after)?;
-        let filter = WatchFilter { kind: kind.to_string(), namespace: namespace.map(str::to_string) };
-        let backlog = recent.iter().filter_map(|c| filter.event(c)).collect();
-        Ok((backlog, Watcher { live, filter }))
-    }
-
-    /// Transactions committed so far (each may carry many writes); for metrics.
-    pub fn commits(&self) -> u64 {
-        self.writer.batches()
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -174,112 +163,122 @@ impl Store {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
     }
+}
 
-    pub fn get<T: DeserializeOwned>(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<T>, StoreError> {
+impl Durable for Store {
+    /// Group-committed with whatever other writes arrived meanwhile.
+    fn write(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.writer.submit(ops))
+    }
+
+    fn commits(&self) -> u64 {
+        self.writer.batches()
+    }
+}
+
+impl ResourceStore for Store {
+    fn get_document(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let row: Option<(String, i64)> = self.read(|c| {
             c.prepare_cached("SELECT body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
                 .query_row(params![kind, namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
-        row.map(|(b, version)| decode(kind, namespace, name, &b, version)).transpose()
+        row.map(|(b, version)| document(kind, namespace, name, &b, version)).transpose()
     }
 
-    /// Events of a broker accepted after `after` (a `seq`), oldest first, at most `limit`.
-    pub fn events_after(
+    fn list_documents(
         &self,
-        namespace: &str,
-        broker: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+        kind: &str,
+        namespace: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        // One owner's resources through the owner index (a namespace may hold thousands).
+        let sql = match owner {
+            Some(_) => {
+                "SELECT namespace, name, body, version FROM resources
+                 WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name"
+            }
+            None => {
+                "SELECT namespace, name, body, version FROM resources
+                 WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name"
+            }
+        };
+        let rows: Vec<(String, String, String, i64)> = self.read(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let to_row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            let rows = match owner {
+                Some(owner) => stmt.query_map(params![kind, namespace, owner], to_row)?,
+                None => stmt.query_map(params![kind, namespace], to_row)?,
+            };
+            rows.collect()
+        })?;
+        rows.iter().map(|(ns, name, body, version)| document(kind, ns, name, body, *version)).collect()
+    }
+
+    fn watch(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        after: Option<i64>,
+    ) -> Result<(Vec<WatchEvent>, Watcher), TooOld> {
+        watch_feed(&self.feed, kind, namespace, after)
+    }
+}
+
+impl EventLog for Store {
+    /// Entries of `log` appended after `after` (a `seq`), oldest first, at most `limit`.
+    fn events_after(&self, log: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, body FROM events WHERE namespace = ?1 AND broker = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT seq, body FROM events WHERE log = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![namespace, broker, after, limit], |r| {
-                Ok(StoredEvent { seq: r.get(0)?, body: r.get(1)? })
-            })?;
+            let rows =
+                stmt.query_map(params![log, after, limit], |r| Ok(StoredEvent { seq: r.get(0)?, body: r.get(1)? }))?;
             rows.collect()
         })
     }
 
-    /// How many events of a broker were accepted after `after`.
-    pub fn count_events_after(&self, namespace: &str, broker: &str, after: i64) -> Result<u64, StoreError> {
+    /// How many entries of `log` were appended after `after`.
+    fn count_events_after(&self, log: &str, after: i64) -> Result<u64, StoreError> {
         let n: i64 = self.read(|c| {
-            c.prepare_cached("SELECT COUNT(*) FROM events WHERE namespace = ?1 AND broker = ?2 AND seq > ?3")?
-                .query_row(params![namespace, broker, after], |r| r.get(0))
+            c.prepare_cached("SELECT COUNT(*) FROM events WHERE log = ?1 AND seq > ?2")?
+                .query_row(params![log, after], |r| r.get(0))
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The log position up to which a trigger has handled its broker's events (0: none).
-    pub fn cursor(&self, namespace: &str, trigger: &str) -> Result<i64, StoreError> {
+    /// The position up to which `consumer` has handled its log (0: none).
+    fn cursor(&self, consumer: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = self.read(|c| {
-            c.prepare_cached("SELECT seq FROM trigger_cursors WHERE namespace = ?1 AND trigger = ?2")?
-                .query_row(params![namespace, trigger], |r| r.get(0))
+            c.prepare_cached("SELECT seq FROM cursors WHERE consumer = ?1")?
+                .query_row(params![consumer], |r| r.get(0))
                 .optional()
         })?;
         Ok(seq.unwrap_or(0))
     }
 
-    /// The oldest event still in a broker's log.
-    pub fn first_event_seq(&self, namespace: &str, broker: &str) -> Result<Option<i64>, StoreError> {
+    /// The oldest entry still in `log`.
+    fn first_event_seq(&self, log: &str) -> Result<Option<i64>, StoreError> {
         self.read(|c| {
-            c.prepare_cached("SELECT MIN(seq) FROM events WHERE namespace = ?1 AND broker = ?2")?
-                .query_row(params![namespace, broker], |r| r.get(0))
+            c.prepare_cached("SELECT MIN(seq) FROM events WHERE log = ?1")?.query_row(params![log], |r| r.get(0))
         })
     }
 
-    /// The position of a broker's `n`-th newest event (1: the newest), if it has that many.
-    pub fn nth_newest_event_seq(&self, namespace: &str, broker: &str, n: u32) -> Result<Option<i64>, StoreError> {
+    /// The position of the `n`-th newest entry of `log` (1: the newest), if it has that many.
+    fn nth_newest_event_seq(&self, log: &str, n: u32) -> Result<Option<i64>, StoreError> {
         if n == 0 {
             return Ok(None);
         }
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT seq FROM events WHERE namespace = ?1 AND broker = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
-            )?
-            .query_row(params![namespace, broker, n - 1], |r| r.get(0))
-            .optional()
+            c.prepare_cached("SELECT seq FROM events WHERE log = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2")?
+                .query_row(params![log, n - 1], |r| r.get(0))
+                .optional()
         })
     }
 
-    /// The newest log position of all brokers (0 when empty); a new trigger starts there.
-    pub fn last_event_seq(&self) -> Result<i64, StoreError> {
+    /// The newest position of all logs (0 when empty); a new consumer starts there.
+    fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
-    }
-
-    /// Lists the resources of `kind` in `namespace` that belong to `owner`, ordered by name.
-    pub fn list_owned<T: DeserializeOwned>(
-        &self,
-        kind: &str,
-        namespace: &str,
-        owner: &str,
-    ) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<(String, String, i64)> = self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT name, body, version FROM resources WHERE kind = ?1 AND namespace = ?2 AND owner = ?3 ORDER BY name",
-            )?;
-            let rows = stmt
-                .query_map(params![kind, namespace, owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect()
-        })?;
-        rows.iter().map(|(name, body, version)| decode(kind, namespace, name, body, *version)).collect()
-    }
-
-    /// Lists resources of `kind`, in one namespace or (None) in all, ordered by namespace and name.
-    pub fn list<T: DeserializeOwned>(&self, kind: &str, namespace: Option<&str>) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT namespace, name, body, version FROM resources
-                 WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
-            )?;
-            let rows =
-                stmt.query_map(params![kind, namespace], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            rows.collect()
-        })?;
-        rows.iter().map(|(ns, name, body, version)| decode(kind, ns, name, body, *version)).collect()
     }
 }
 
@@ -296,7 +295,7 @@ impl WatchFilter {
         if change.kind != self.kind || self.namespace.as_ref().is_some_and(|ns| *ns != change.namespace) {
             return None;
         }
-        let document = decode(&self.kind, &change.namespace, &change.name, &change.body, change.version).ok()?;
+        let document = document(&self.kind, &change.namespace, &change.name, &change.body, change.version).ok()?;
         Some((change.change, document))
     }
 }
@@ -324,22 +323,36 @@ impl Watcher {
     }
 }
 
+/// The changes of `kind` (in `namespace`, or all) after `after` that `feed` keeps, and the
+/// live ones that follow (see [`ResourceStore::watch`]).
+fn watch_feed(
+    feed: &Feed,
+    kind: &str,
+    namespace: Option<&str>,
+    after: Option<i64>,
+) -> Result<(Vec<WatchEvent>, Watcher), TooOld> {
+    let (recent, live) = feed.watch(after)?;
+    let filter = WatchFilter { kind: kind.to_string(), namespace: namespace.map(str::to_string) };
+    let backlog = recent.iter().filter_map(|c| filter.event(c)).collect();
+    Ok((backlog, Watcher { live, filter }))
+}
+
 /// A stored document with its version as `metadata.resourceVersion` (a string, as in
 /// Kubernetes); documents are Kubernetes-shaped objects with a `metadata` object.
-fn decode<T: DeserializeOwned>(
+fn document(
     kind: &str,
     namespace: &str,
     name: &str,
     body: &str,
     version: i64,
-) -> Result<T, StoreError> {
+) -> Result<serde_json::Value, StoreError> {
     let corrupt =
         |source| StoreError::Corrupt { kind: kind.into(), namespace: namespace.into(), name: name.into(), source };
     let mut document: serde_json::Value = serde_json::from_str(body).map_err(corrupt)?;
     if let Some(metadata) = document.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
         metadata.insert("resourceVersion".into(), serde_json::Value::String(version.to_string()));
     }
-    serde_json::from_value(document).map_err(corrupt)
+    Ok(document)
 }
 
 impl WriteOp {
@@ -373,25 +386,25 @@ impl WriteOp {
         WriteOp::Delete { kind: kind.into(), namespace: namespace.into(), name: name.into() }
     }
 
-    /// Appends an event (JSON format) to a broker's log.
-    pub fn append_event(namespace: &str, broker: &str, body: String) -> WriteOp {
-        WriteOp::AppendEvent { namespace: namespace.into(), broker: broker.into(), body }
+    /// Appends an entry to `log`.
+    pub fn append_event(log: &str, body: String) -> WriteOp {
+        WriteOp::AppendEvent { log: log.into(), body }
     }
 
-    /// Records how far a trigger has delivered (`None` forgets the trigger).
-    pub fn set_cursor(namespace: &str, trigger: &str, seq: Option<i64>) -> WriteOp {
-        WriteOp::SetCursor { namespace: namespace.into(), trigger: trigger.into(), seq }
+    /// Records how far `consumer` has handled its log (`None` forgets the consumer).
+    pub fn set_cursor(consumer: &str, seq: Option<i64>) -> WriteOp {
+        WriteOp::SetCursor { consumer: consumer.into(), seq }
     }
 
-    /// Drops a broker's whole log (the broker is deleted).
-    pub fn delete_events(namespace: &str, broker: &str) -> WriteOp {
-        WriteOp::DeleteEvents { namespace: namespace.into(), broker: broker.into() }
+    /// Drops a whole log (its owner is deleted).
+    pub fn delete_events(log: &str) -> WriteOp {
+        WriteOp::DeleteEvents { log: log.into() }
     }
 
-    /// Drops the oldest events of a broker's log up to `seq` (handled by every trigger), at
-    /// most `limit` of them, so that one compaction never holds the writer for long.
-    pub fn delete_events_up_to(namespace: &str, broker: &str, seq: i64, limit: u32) -> WriteOp {
-        WriteOp::DeleteEventsUpTo { namespace: namespace.into(), broker: broker.into(), seq, limit }
+    /// Drops the oldest entries of `log` up to `seq` (handled by every consumer), at most
+    /// `limit` of them, so that one compaction never holds the writer for long.
+    pub fn delete_events_up_to(log: &str, seq: i64, limit: u32) -> WriteOp {
+        WriteOp::DeleteEventsUpTo { log: log.into(), seq, limit }
     }
 }
 
@@ -513,6 +526,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn broker_logs_and_trigger_cursors_become_logs_and_consumers_keeping_their_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("serval.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for sql in &SCHEMA[..5] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 5).expect("version");
+            for n in 1..=4 {
+                conn.execute("INSERT INTO events (namespace, broker, body) VALUES ('ns', 'b', ?1)", [format!("e{n}")])
+                    .expect("insert");
+            }
+            // Compaction removed the newest rows' predecessors and a consumer is past them.
+            conn.execute("DELETE FROM events WHERE seq >= 3", []).expect("compact");
+            conn.execute("INSERT INTO trigger_cursors VALUES ('ns', 't', 4)", []).expect("cursor");
+        }
+        let store = Store::open(dir.path()).expect("migrate");
+        let kept: Vec<String> =
+            store.events_after("brokers/ns/b", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        assert_eq!(kept, ["e1", "e2"]);
+        assert_eq!(store.cursor("triggers/ns/t").expect("cursor"), 4);
+        store.write(vec![WriteOp::append_event("brokers/ns/b", "e5".into())]).await.expect("append");
+        let after_cursor = store.events_after("brokers/ns/b", 4, 10).expect("read");
+        assert_eq!(after_cursor.len(), 1, "a new entry lands after every position handed out before");
+    }
+
+    #[tokio::test]
     async fn the_data_directory_and_database_files_are_the_owners_alone() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -533,30 +574,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         for n in 0..5 {
-            store.write(vec![WriteOp::append_event("ns", "a", format!("a{n}"))]).await.expect("append a");
-            store.write(vec![WriteOp::append_event("ns", "b", format!("b{n}"))]).await.expect("append b");
+            store.write(vec![WriteOp::append_event("a", format!("a{n}"))]).await.expect("append a");
+            store.write(vec![WriteOp::append_event("b", format!("b{n}"))]).await.expect("append b");
         }
-        let a: Vec<i64> = store.events_after("ns", "a", 0, 10).expect("read").iter().map(|e| e.seq).collect();
-        store.write(vec![WriteOp::delete_events_up_to("ns", "a", a[3], 2)]).await.expect("compact");
-        let left: Vec<String> =
-            store.events_after("ns", "a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        let a: Vec<i64> = store.events_after("a", 0, 10).expect("read").iter().map(|e| e.seq).collect();
+        store.write(vec![WriteOp::delete_events_up_to("a", a[3], 2)]).await.expect("compact");
+        let left: Vec<String> = store.events_after("a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
         assert_eq!(left, ["a2", "a3", "a4"], "the two oldest went (the limit)");
-        store.write(vec![WriteOp::delete_events_up_to("ns", "a", a[3], 100)]).await.expect("compact");
-        let left: Vec<String> =
-            store.events_after("ns", "a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        store.write(vec![WriteOp::delete_events_up_to("a", a[3], 100)]).await.expect("compact");
+        let left: Vec<String> = store.events_after("a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
         assert_eq!(left, ["a4"]);
-        assert_eq!(store.count_events_after("ns", "b", 0).expect("count"), 5, "broker b untouched");
-        assert_eq!(store.first_event_seq("ns", "a").expect("first"), Some(a[4]));
-        assert_eq!(store.first_event_seq("ns", "none").expect("first"), None);
+        assert_eq!(store.count_events_after("b", 0).expect("count"), 5, "broker b untouched");
+        assert_eq!(store.first_event_seq("a").expect("first"), Some(a[4]));
+        assert_eq!(store.first_event_seq("none").expect("first"), None);
         assert_eq!(
-            store.nth_newest_event_seq("ns", "b", 1).expect("newest"),
-            store.events_after("ns", "b", 0, 10).expect("read").last().map(|e| e.seq)
+            store.nth_newest_event_seq("b", 1).expect("newest"),
+            store.events_after("b", 0, 10).expect("read").last().map(|e| e.seq)
         );
-        assert_eq!(
-            store.nth_newest_event_seq("ns", "b", 5).expect("5th"),
-            store.first_event_seq("ns", "b").expect("first")
-        );
-        assert_eq!(store.nth_newest_event_seq("ns", "b", 6).expect("6th"), None);
+        assert_eq!(store.nth_newest_event_seq("b", 5).expect("5th"), store.first_event_seq("b").expect("first"));
+        assert_eq!(store.nth_newest_event_seq("b", 6).expect("6th"), None);
     }
 
     #[tokio::test]
@@ -564,17 +600,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
-            let ops = (0..5).map(|i| WriteOp::append_event("ns", if i % 2 == 0 { "a" } else { "b" }, format!("{i}")));
+            let ops = (0..5).map(|i| WriteOp::append_event(if i % 2 == 0 { "a" } else { "b" }, format!("{i}")));
             store.write(ops.collect()).await.expect("append");
         }
         let store = Store::open(dir.path()).expect("reopen");
-        let a = store.events_after("ns", "a", 0, 10).expect("read");
+        let a = store.events_after("a", 0, 10).expect("read");
         assert_eq!(a.iter().map(|e| e.body.as_str()).collect::<Vec<_>>(), ["0", "2", "4"]);
-        let later = store.events_after("ns", "a", a[0].seq, 1).expect("read");
+        let later = store.events_after("a", a[0].seq, 1).expect("read");
         assert_eq!(later[0].body, "2");
-        store.write(vec![WriteOp::delete_events("ns", "a")]).await.expect("delete");
-        assert!(store.events_after("ns", "a", 0, 10).expect("read").is_empty());
-        assert_eq!(store.events_after("ns", "b", 0, 10).expect("read").len(), 2);
+        store.write(vec![WriteOp::delete_events("a")]).await.expect("delete");
+        assert!(store.events_after("a", 0, 10).expect("read").is_empty());
+        assert_eq!(store.events_after("b", 0, 10).expect("read").len(), 2);
     }
 
     #[tokio::test]
@@ -583,7 +619,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let db_size = || std::fs::metadata(dir.path().join("serval.db")).expect("db file").len();
         let before = db_size();
-        let ops = (0..2_000).map(|i| WriteOp::append_event("ns", "b", format!("event {i:0>100}"))).collect();
+        let ops = (0..2_000).map(|i| WriteOp::append_event("b", format!("event {i:0>100}"))).collect();
         store.write(ops).await.expect("append");
         // The writer itself would only checkpoint past 8 192 WAL pages; these are ~60.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

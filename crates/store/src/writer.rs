@@ -16,10 +16,10 @@ use crate::feed::{Change, ChangeType, Feed};
 pub enum WriteOp {
     Put { kind: String, namespace: String, name: String, owner: Option<String>, body: String },
     Delete { kind: String, namespace: String, name: String },
-    AppendEvent { namespace: String, broker: String, body: String },
-    DeleteEvents { namespace: String, broker: String },
-    DeleteEventsUpTo { namespace: String, broker: String, seq: i64, limit: u32 },
-    SetCursor { namespace: String, trigger: String, seq: Option<i64> },
+    AppendEvent { log: String, body: String },
+    DeleteEvents { log: String },
+    DeleteEventsUpTo { log: String, seq: i64, limit: u32 },
+    SetCursor { consumer: String, seq: Option<i64> },
 }
 
 struct Request {
@@ -212,31 +212,28 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
                 body,
             }));
         }
-        WriteOp::AppendEvent { namespace, broker, body } => {
-            conn.prepare_cached("INSERT INTO events (namespace, broker, body) VALUES (?1, ?2, ?3)")?
-                .execute(params![namespace, broker, body])?;
+        WriteOp::AppendEvent { log, body } => {
+            conn.prepare_cached("INSERT INTO events (log, body) VALUES (?1, ?2)")?.execute(params![log, body])?;
         }
-        WriteOp::SetCursor { namespace, trigger, seq: Some(seq) } => {
+        WriteOp::SetCursor { consumer, seq: Some(seq) } => {
             conn.prepare_cached(
-                "INSERT INTO trigger_cursors (namespace, trigger, seq) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (namespace, trigger) DO UPDATE SET seq = excluded.seq",
+                "INSERT INTO cursors (consumer, seq) VALUES (?1, ?2)
+                 ON CONFLICT (consumer) DO UPDATE SET seq = excluded.seq",
             )?
-            .execute(params![namespace, trigger, seq])?;
+            .execute(params![consumer, seq])?;
         }
-        WriteOp::SetCursor { namespace, trigger, seq: None } => {
-            conn.prepare_cached("DELETE FROM trigger_cursors WHERE namespace = ?1 AND trigger = ?2")?
-                .execute(params![namespace, trigger])?;
+        WriteOp::SetCursor { consumer, seq: None } => {
+            conn.prepare_cached("DELETE FROM cursors WHERE consumer = ?1")?.execute(params![consumer])?;
         }
-        WriteOp::DeleteEventsUpTo { namespace, broker, seq, limit } => {
+        WriteOp::DeleteEventsUpTo { log, seq, limit } => {
             conn.prepare_cached(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events
-                 WHERE namespace = ?1 AND broker = ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4)",
+                 WHERE log = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
             )?
-            .execute(params![namespace, broker, seq, limit])?;
+            .execute(params![log, seq, limit])?;
         }
-        WriteOp::DeleteEvents { namespace, broker } => {
-            conn.prepare_cached("DELETE FROM events WHERE namespace = ?1 AND broker = ?2")?
-                .execute(params![namespace, broker])?;
+        WriteOp::DeleteEvents { log } => {
+            conn.prepare_cached("DELETE FROM events WHERE log = ?1")?.execute(params![log])?;
         }
     }
     Ok(None)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serval_model::{
     ConfigKind, ConfigMap, Container, ObjectMeta, Resource, Revision, Secret, Service, validate_secret,
 };
-use serval_store::WriteOp;
+use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
 use crate::PlatformError;

@@ -4,10 +4,11 @@
 
 use futures_util::future::BoxFuture;
 use serval_model::{Broker, Condition, ConditionStatus, PingSource, Resource, Trigger};
-use serval_store::WriteOp;
+use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
 use crate::PlatformError;
+use crate::delivery::{broker_log, trigger_consumer};
 use crate::kinds::{Change, Reconciler, now_rfc3339};
 
 impl Controller {
@@ -30,12 +31,12 @@ impl Controller {
         if self.store.get::<Broker>(Broker::KIND, namespace, name)?.is_none() {
             return Err(crate::kinds::not_found(Broker::KIND, namespace, name));
         }
-        Ok(self.store.events_after(namespace, name, after, limit)?)
+        Ok(self.store.events_after(&broker_log(namespace, name), after, limit)?)
     }
 
     /// Makes the trigger dispatchers match the stored triggers.
     pub(super) fn sync_dispatchers(&self) {
-        self.dispatchers.sync(crate::delivery::plans(&self.store, &self.gateway_url()));
+        self.dispatchers.sync(crate::delivery::plans(self.store.as_ref(), &self.gateway_url()));
     }
 
     /// Makes the running ping sources match the stored ones.
@@ -74,7 +75,7 @@ impl Reconciler<Broker> for Controller {
 
     /// Its event log goes with it.
     fn removed(&self, broker: &Broker) -> Vec<WriteOp> {
-        vec![WriteOp::delete_events(&broker.metadata.namespace, &broker.metadata.name)]
+        vec![WriteOp::delete_events(&broker_log(&broker.metadata.namespace, &broker.metadata.name))]
     }
 
     fn changed<'a>(&'a self, change: Change<'a, Broker>) -> BoxFuture<'a, Result<(), PlatformError>> {
@@ -104,14 +105,17 @@ impl Reconciler<Trigger> for Controller {
         let ready = self.trigger_readiness(trigger);
         Condition::set(&mut trigger.status.conditions, ready, &now_rfc3339());
         Ok(match previous {
-            None => vec![WriteOp::set_cursor(&namespace, &trigger.metadata.name, Some(self.store.last_event_seq()?))],
+            None => {
+                let consumer = trigger_consumer(&namespace, &trigger.metadata.name);
+                vec![WriteOp::set_cursor(&consumer, Some(self.store.last_event_seq()?))]
+            }
             Some(_) => Vec::new(),
         })
     }
 
     /// Its cursor goes with it.
     fn removed(&self, trigger: &Trigger) -> Vec<WriteOp> {
-        vec![WriteOp::set_cursor(&trigger.metadata.namespace, &trigger.metadata.name, None)]
+        vec![WriteOp::set_cursor(&trigger_consumer(&trigger.metadata.namespace, &trigger.metadata.name), None)]
     }
 
     fn changed<'a>(&'a self, _change: Change<'a, Trigger>) -> BoxFuture<'a, Result<(), PlatformError>> {

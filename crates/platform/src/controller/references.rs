@@ -3,7 +3,7 @@
 //! `Ready=False` until it appears, and a deleted one makes it not ready again.
 
 use serval_model::{Broker, Condition, ConditionStatus, Destination, PingSource, Resource, Service, Trigger};
-use serval_store::WriteOp;
+use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
 use crate::PlatformError;
