@@ -4,7 +4,6 @@
 //! run after every change, at start-up and periodically, and always converges.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,12 +37,29 @@ pub use kinds::builtin_kinds;
 /// How often services that are not Ready are reconciled again without a change.
 const RESYNC: Duration = Duration::from_secs(10);
 
-/// The runtimes instances can run on.
-#[derive(Clone)]
+/// A runtime, or why there is none (e.g. `runc` not installed).
+pub type RuntimeOrWhyNot = Result<Arc<dyn Runtime>, String>;
+
+/// The runtimes instances run on, by the kind of workload they run.
+#[derive(Clone, Default)]
 pub struct Runtimes {
-    pub process: Arc<dyn Runtime>,
-    /// The OCI runtime, or why there is none (e.g. `runc` not installed).
-    pub oci: Result<Arc<dyn Runtime>, String>,
+    registered: Vec<(RuntimeKind, RuntimeOrWhyNot)>,
+}
+
+impl Runtimes {
+    /// Runs workloads of `kind` with `runtime` (replacing an earlier registration).
+    pub fn register(&mut self, kind: RuntimeKind, runtime: RuntimeOrWhyNot) {
+        self.registered.retain(|(k, _)| *k != kind);
+        self.registered.push((kind, runtime));
+    }
+
+    /// The runtime of `kind`, or why there is none.
+    fn get(&self, kind: RuntimeKind) -> Result<&Arc<dyn Runtime>, String> {
+        match self.registered.iter().find(|(k, _)| *k == kind) {
+            Some((_, runtime)) => runtime.as_ref().map_err(Clone::clone),
+            None => Err(format!("the {} runtime is not available in this version of serval", kind.as_str())),
+        }
+    }
 }
 
 /// The result of an apply.
@@ -439,8 +455,7 @@ impl Controller {
             if settled {
                 continue;
             }
-            let runnable = static_readiness(revision, &self.runtimes)
-                .and_then(|()| self.revision_environment(revision).map(|_| ()).map_err(|m| (CONFIG_FAILURE, m)));
+            let runnable = self.runnable(revision);
             let condition = match runnable {
                 Err((reason, message)) => Condition::new("Ready", ConditionStatus::False, reason, message),
                 Ok(()) => {
@@ -656,12 +671,48 @@ impl Controller {
         self.reconcile_locked(namespace, service).await
     }
 
+    /// Whether a revision can run: its runtime exists and takes it, and its Secret and
+    /// ConfigMap references resolve. `Err((reason, message))` for its `Ready` condition.
+    fn runnable(&self, revision: &Revision) -> Result<(), (&'static str, String)> {
+        let runtime = self.runtimes.get(revision.runtime_kind()).map_err(|why| ("RuntimeUnavailable", why))?;
+        let env = self.revision_environment(revision).map_err(|m| (CONFIG_FAILURE, m))?;
+        let spec = self.runner_spec(revision, false, env).instance_spec(format!("{}-check", revision.metadata.name));
+        runtime.check(&spec).map_err(|m| (STATIC_FAILURE, m))
+    }
+
     fn ensure_runner(&self, revision: &Revision, verify: bool) -> Arc<RevisionRunner> {
         let key = runner_key(&revision.metadata.namespace, &revision.metadata.name);
         let mut runners = self.runners();
         if let Some(r) = runners.get(&key) {
             return r.clone();
         }
+        let env = self.revision_environment(revision).unwrap_or_else(|missing| {
+            // Checked before the revision became ready; gone since (deleted meanwhile).
+            tracing::warn!("revision {}/{}: {missing}", revision.metadata.namespace, revision.metadata.name);
+            let container = revision.spec.containers.first();
+            let literal = container.into_iter().flat_map(|c| &c.env).filter(|e| e.value_from.is_none());
+            literal.map(|e| (e.name.clone(), e.value.clone())).collect()
+        });
+        let spec = self.runner_spec(revision, verify, env);
+        // A revision whose runtime went away fails its starts with the reason.
+        let runtime = match self.runtimes.get(revision.runtime_kind()) {
+            Ok(runtime) => runtime.clone(),
+            Err(why) => Arc::new(Unavailable(why)),
+        };
+        let runner = RevisionRunner::spawn(
+            spec,
+            runtime,
+            self.logs.clone(),
+            self.instance_ids.clone(),
+            self.metrics.clone(),
+            self.instance_slots.clone(),
+        );
+        runners.insert(key, runner.clone());
+        runner
+    }
+
+    /// How a revision's instances run, with its environment `env` resolved.
+    fn runner_spec(&self, revision: &Revision, verify: bool, env: Vec<(String, String)>) -> RunnerSpec {
         let container = revision.spec.containers.first().cloned().unwrap_or_default();
         let mut autoscaling =
             KpaSpec::new(&revision.autoscaling(), &self.config.autoscaler, revision.spec.container_concurrency());
@@ -687,28 +738,16 @@ impl Controller {
             },
             None => Readiness::TcpConnect,
         };
-        let (runtime, container_settings) = match revision.runtime_kind() {
-            RuntimeKind::Oci => match &self.runtimes.oci {
-                Ok(oci) => (oci.clone(), Some(container_settings(&container))),
-                Err(_) => (self.runtimes.process.clone(), None),
-            },
-            _ => (self.runtimes.process.clone(), None),
+        let container_settings = match revision.runtime_kind() {
+            RuntimeKind::Oci => Some(container_settings(&container)),
+            _ => None,
         };
-        let spec = RunnerSpec {
+        RunnerSpec {
             namespace: revision.metadata.namespace.clone(),
             service: revision.service_name().to_string(),
             revision: revision.metadata.name.clone(),
             argv: container.command.iter().chain(&container.args).cloned().collect(),
-            env: self.revision_environment(revision).unwrap_or_else(|missing| {
-                // Checked before the revision became ready; gone since (deleted meanwhile).
-                tracing::warn!("revision {}/{}: {missing}", revision.metadata.namespace, revision.metadata.name);
-                container
-                    .env
-                    .iter()
-                    .filter(|e| e.value_from.is_none())
-                    .map(|e| (e.name.clone(), e.value.clone()))
-                    .collect()
-            }),
+            env,
             working_dir: container.working_dir.clone(),
             container_concurrency: revision.spec.container_concurrency(),
             autoscaling,
@@ -723,17 +762,7 @@ impl Controller {
             startup_timeout,
             readiness,
             container: container_settings,
-        };
-        let runner = RevisionRunner::spawn(
-            spec,
-            runtime,
-            self.logs.clone(),
-            self.instance_ids.clone(),
-            self.metrics.clone(),
-            self.instance_slots.clone(),
-        );
-        runners.insert(key, runner.clone());
-        runner
+        }
     }
 
     /// Retires the runners of a service's revisions not in `keep`: the routing table no
@@ -776,18 +805,18 @@ fn is_ready(r: &Revision) -> bool {
 
 /// What can be checked without starting anything: is the runtime available, does the
 /// program exist?
-fn static_readiness(revision: &Revision, runtimes: &Runtimes) -> Result<(), (&'static str, String)> {
-    match revision.runtime_kind() {
-        RuntimeKind::Process => {
-            let container = revision.spec.containers.first();
-            let program = container.and_then(|c| c.command.first()).map(String::as_str).unwrap_or_default();
-            let dir = container.and_then(|c| c.working_dir.as_deref());
-            find_program(program, dir).map_err(|m| (STATIC_FAILURE, m))
-        }
-        RuntimeKind::Oci => runtimes.oci.as_ref().map(|_| ()).map_err(|why| ("RuntimeUnavailable", why.clone())),
-        RuntimeKind::Wasm => {
-            Err(("RuntimeUnavailable", "the wasm runtime is not available in this version of serval".to_string()))
-        }
+/// The runtime of a revision whose runtime is not there (any more): every start fails
+/// with why.
+struct Unavailable(String);
+
+impl Runtime for Unavailable {
+    fn start(
+        &self,
+        _spec: serval_runtime::InstanceSpec,
+        _logs: serval_runtime::LogSink,
+    ) -> futures_util::future::BoxFuture<'static, Result<serval_runtime::Instance, serval_runtime::RuntimeError>> {
+        let why = self.0.clone();
+        Box::pin(async move { Err(serval_runtime::RuntimeError::Io(std::io::Error::other(why))) })
     }
 }
 
@@ -810,23 +839,4 @@ fn container_settings(container: &serval_model::Container) -> ContainerSettings 
 pub enum Event {
     /// A new revision's first instance became ready (or failed to).
     Verified { namespace: String, service: String, revision: String, result: Result<(), (&'static str, String)> },
-}
-
-/// Checks that `program` can be executed: a path (relative to `dir`) or a name on `PATH`.
-fn find_program(program: &str, dir: Option<&str>) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if program.contains('/') {
-        let path = match dir {
-            Some(d) if !program.starts_with('/') => Path::new(d).join(program),
-            _ => Path::new(program).to_path_buf(),
-        };
-        return if executable(&path) { Ok(()) } else { Err(format!("{} is not an executable file", path.display())) };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {
-        Ok(())
-    } else {
-        Err(format!("{program:?} was not found on PATH"))
-    }
 }

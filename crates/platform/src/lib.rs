@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serval_gateway::{Gateway, RoutingTable};
+use serval_model::RuntimeKind;
 use serval_runtime::container::{OciRuntime, StoreImages};
 use serval_runtime::oci::ImageStore;
 use serval_runtime::{ProcessRuntime, Runtime};
@@ -60,6 +61,22 @@ impl Listeners {
     }
 }
 
+/// The `oci` runtime on the configured runc, or why there is none.
+async fn oci_runtime(
+    config: &PlatformConfig,
+    images: &Arc<ImageStore>,
+) -> Result<controller::RuntimeOrWhyNot, PlatformError> {
+    if !OciRuntime::available(&config.oci_runtime).await {
+        return Ok(Err(format!(
+            "the OCI runtime {:?} was not found; install runc (or pass --oci-runtime) to run images",
+            config.oci_runtime
+        )));
+    }
+    let source = Arc::new(StoreImages::new(images.clone()));
+    let oci = OciRuntime::new(config.oci_runtime.clone(), &config.data_dir.join("containers"), source).await?;
+    Ok(Ok(Arc::new(oci)))
+}
+
 /// Runs the platform until `shutdown` resolves; then stops accepting requests, drains and
 /// stops every instance, and returns. `ready` fires once stored services are reconciled and
 /// both listeners serve.
@@ -69,36 +86,50 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), PlatformError> {
-    run_with_kinds(listeners, config, Vec::new(), shutdown, ready).await
+    run_with(listeners, config, Extensions::default(), shutdown, ready).await
 }
 
 /// Makes the [`KindApi`](kinds::KindApi) of a kind beyond the built-in ones, from what
 /// generic kinds share with the platform.
 pub type KindFactory = Box<dyn FnOnce(&kinds::KindContext) -> Arc<dyn kinds::KindApi> + Send>;
 
-/// [`run`] with more kinds served (an embedder's, or a test's).
-pub async fn run_with_kinds(
+/// What an embedder or a test puts into the platform beside or instead of its defaults.
+#[derive(Default)]
+pub struct Extensions {
+    /// Kinds served beside the built-in ones.
+    pub kinds: Vec<KindFactory>,
+    /// The store (default: SQLite in the data directory).
+    pub storage: Option<Arc<dyn Storage>>,
+    /// Runtimes by the kind of workload they run, instead of the default ones.
+    pub runtimes: Vec<(RuntimeKind, Arc<dyn Runtime>)>,
+}
+
+/// [`run`] with [`Extensions`].
+pub async fn run_with(
     listeners: Listeners,
     config: PlatformConfig,
-    extra_kinds: Vec<KindFactory>,
+    extensions: Extensions,
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), PlatformError> {
+    let Extensions { kinds: extra_kinds, storage, runtimes: given_runtimes } = extensions;
     let addrs = listeners.addrs()?;
-    let store: Arc<dyn Storage> = Arc::new(Store::open(&config.data_dir)?);
-    let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
-    let images = Arc::new(ImageStore::open(config.data_dir.join("images"))?);
-    let oci = if OciRuntime::available(&config.oci_runtime).await {
-        let source = Arc::new(StoreImages::new(images.clone()));
-        let oci = OciRuntime::new(config.oci_runtime.clone(), &config.data_dir.join("containers"), source).await?;
-        Ok(Arc::new(oci) as Arc<dyn Runtime>)
-    } else {
-        Err(format!(
-            "the OCI runtime {:?} was not found; install runc (or pass --oci-runtime) to run images",
-            config.oci_runtime
-        ))
+    let store: Arc<dyn Storage> = match storage {
+        Some(storage) => storage,
+        None => Arc::new(Store::open(&config.data_dir)?),
     };
-    let runtimes = controller::Runtimes { process, oci };
+    let images = Arc::new(ImageStore::open(config.data_dir.join("images"))?);
+    let mut runtimes = controller::Runtimes::default();
+    if !given_runtimes.iter().any(|(kind, _)| *kind == RuntimeKind::Process) {
+        let process: Arc<dyn Runtime> = Arc::new(ProcessRuntime::new(config.data_dir.join("instances"))?);
+        runtimes.register(RuntimeKind::Process, Ok(process));
+    }
+    if !given_runtimes.iter().any(|(kind, _)| *kind == RuntimeKind::Oci) {
+        runtimes.register(RuntimeKind::Oci, oci_runtime(&config, &images).await?);
+    }
+    for (kind, runtime) in given_runtimes {
+        runtimes.register(kind, Ok(runtime));
+    }
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -43,6 +43,25 @@ pub struct RunnerSpec {
     pub container: Option<ContainerSettings>,
 }
 
+impl RunnerSpec {
+    /// What the runtime gets to start one instance.
+    pub fn instance_spec(&self, instance_id: String) -> InstanceSpec {
+        InstanceSpec {
+            instance_id,
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            revision: self.revision.clone(),
+            configuration: self.service.clone(),
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            working_dir: self.working_dir.clone(),
+            startup_timeout: self.startup_timeout,
+            readiness: self.readiness.clone(),
+            container: self.container.clone(),
+        }
+    }
+}
+
 /// How the first start of a revision went: `Err((reason, message))` with a Knative-style
 /// reason for the revision's `Ready` condition.
 pub type FirstStart = Option<Result<(), (&'static str, String)>>;
@@ -364,19 +383,7 @@ impl RevisionRunner {
     async fn start_instance(self: Arc<Self>, cold: bool, slot: OwnedSemaphorePermit) {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let instance_id = format!("{}-{id}", self.spec.revision);
-        let spec = InstanceSpec {
-            instance_id: instance_id.clone(),
-            namespace: self.spec.namespace.clone(),
-            service: self.spec.service.clone(),
-            revision: self.spec.revision.clone(),
-            configuration: self.spec.service.clone(),
-            argv: self.spec.argv.clone(),
-            env: self.spec.env.clone(),
-            working_dir: self.spec.working_dir.clone(),
-            startup_timeout: self.spec.startup_timeout,
-            readiness: self.spec.readiness.clone(),
-            container: self.spec.container.clone(),
-        };
+        let spec = self.spec.instance_spec(instance_id.clone());
         let sink = self.logs.sink(&self.spec.namespace, &self.spec.service);
         let result = self.runtime.start(spec, sink).await;
         let stopped = *self.stop.borrow();

@@ -207,6 +207,18 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// An instance of a runtime outside this crate: `exit` turns `Some` when it has ended,
+    /// `control` stops it.
+    pub fn new(
+        id: String,
+        addr: SocketAddr,
+        startup: Duration,
+        exit: watch::Receiver<Option<ExitInfo>>,
+        control: Box<dyn InstanceControl>,
+    ) -> Instance {
+        Instance { id, addr, startup, exit, control }
+    }
+
     /// Resolves when the instance has exited, whatever the cause.
     pub async fn exited(&self) -> ExitInfo {
         let mut rx = self.exit.clone();
@@ -228,6 +240,13 @@ impl Instance {
 /// Something that can start instances.
 pub trait Runtime: Send + Sync + 'static {
     fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>>;
+
+    /// Whether `spec` can run at all, checked before any start (a program that is not
+    /// there, an image that cannot be run): `Err` says why, for the revision's status.
+    fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
+        let _ = spec;
+        Ok(())
+    }
 }
 
 /// Makes the calling process receive SIGKILL when its parent dies (used by `serval server`

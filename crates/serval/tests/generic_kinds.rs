@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serval_model::{Column, Condition, ConditionStatus, FieldError, ObjectMeta, Resource, ValidationError};
 use serval_platform::kinds::{Change, KindContext, Reconciler, Stored};
-use serval_platform::{Listeners, PlatformConfig};
+use serval_testkit::InProcess;
 
 /// A test kind: a widget has a size; its status says whether it was reconciled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,58 +92,28 @@ impl Reconciler<Widget> for WidgetReconciler {
     }
 }
 
-struct InProcess {
-    api: String,
-    token: String,
-    reconciler: Arc<WidgetReconciler>,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// Runs the CLI against `platform` (in a blocking thread: the platform runs here).
+async fn cli(platform: &InProcess, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(support::serval_bin());
+    command.args(args).env("SERVAL_API", &platform.api).env("SERVAL_TOKEN", &platform.token);
+    tokio::task::spawn_blocking(move || command.output().expect("run serval")).await.expect("join")
 }
 
-impl InProcess {
-    /// The platform in this process on port 0, with widgets registered.
-    async fn start() -> InProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = "widget-token".to_string();
-        let listeners = Listeners {
-            api: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
-            gateway: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway"),
-            metrics: None,
-        };
-        let api = format!("http://{}", listeners.api.local_addr().expect("addr"));
-        let config = PlatformConfig::new(dir.path().to_path_buf(), token.clone());
-        let reconciler = Arc::new(WidgetReconciler::default());
-        let shared = reconciler.clone();
-        let widgets: serval_platform::KindFactory =
-            Box::new(move |context: &KindContext| Stored::<Widget, _>::new(context, shared));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, is_ready) = tokio::sync::oneshot::channel();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        tokio::spawn(serval_platform::run_with_kinds(listeners, config, vec![widgets], shutdown, ready));
-        is_ready.await.expect("the platform started");
-        InProcess { api, token, reconciler, _dir: dir, _stop: stop }
-    }
-
-    /// Runs the CLI against this platform (in a blocking thread: the platform runs here).
-    async fn cli(&self, args: &[&str]) -> Output {
-        let mut command = std::process::Command::new(support::serval_bin());
-        command.args(args).env("SERVAL_API", &self.api).env("SERVAL_TOKEN", &self.token);
-        tokio::task::spawn_blocking(move || command.output().expect("run serval")).await.expect("join")
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args).await;
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "serval {args:?} failed: {err}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+async fn ok(platform: &InProcess, args: &[&str]) -> String {
+    let out = cli(platform, args).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "serval {args:?} failed: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kind_registered_with_only_its_model_and_reconciler_is_served_by_the_api_and_cli() {
-    let platform = InProcess::start().await;
+    let reconciler = Arc::new(WidgetReconciler::default());
+    let shared = reconciler.clone();
+    let widgets: serval_platform::KindFactory =
+        Box::new(move |context: &KindContext| Stored::<Widget, _>::new(context, shared));
+    let extensions = serval_platform::Extensions { kinds: vec![widgets], ..Default::default() };
+    let platform = InProcess::start_with(|_| {}, extensions).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("widget.yaml");
     let manifest = |size: u32| {
@@ -161,19 +131,19 @@ async fn a_kind_registered_with_only_its_model_and_reconciler_is_served_by_the_a
         .await
         .expect("json");
     assert!(kinds["resources"].as_array().expect("list").iter().any(|k| k["plural"] == "widgets"), "{kinds}");
-    assert!(platform.ok(&["list", "widgets", "-o", "json"]).await.contains(r#""items": []"#));
+    assert!(ok(&platform, &["list", "widgets", "-o", "json"]).await.contains(r#""items": []"#));
 
     // Applied from a file: reconciled, listed with its columns, read as YAML.
     std::fs::write(&file, manifest(3)).expect("write");
-    let out = platform.cli(&["apply", "-f", file.to_str().expect("utf-8")]).await;
+    let out = cli(&platform, &["apply", "-f", file.to_str().expect("utf-8")]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("widget default/w1 configured"));
-    let table = platform.ok(&["list", "wd"]).await;
+    let table = ok(&platform, &["list", "wd"]).await;
     let header = table.lines().next().expect("header");
     assert!(header.contains("SIZE") && header.contains("READY"), "{table}");
     let row = table.lines().find(|l| l.contains("w1")).expect("a row for w1");
     assert!(row.contains('3') && row.contains("True") && row.contains("Reconciled"), "{table}");
-    let yaml = platform.ok(&["get", "widget", "w1", "-o", "yaml"]).await;
+    let yaml = ok(&platform, &["get", "widget", "w1", "-o", "yaml"]).await;
     let object: serde_json::Value = serde_saphyr::from_str(&yaml).expect("YAML");
     assert_eq!(object["status"]["reconciledSize"], 3, "{yaml}");
     assert_eq!(object["metadata"]["generation"], 1, "{yaml}");
@@ -181,24 +151,24 @@ async fn a_kind_registered_with_only_its_model_and_reconciler_is_served_by_the_a
 
     // A change of spec bumps the generation; an invalid one is refused naming the field.
     std::fs::write(&file, manifest(5)).expect("write");
-    platform.ok(&["apply", "-f", file.to_str().expect("utf-8")]).await;
-    let json = platform.ok(&["get", "wd", "w1", "-o", "json"]).await;
+    ok(&platform, &["apply", "-f", file.to_str().expect("utf-8")]).await;
+    let json = ok(&platform, &["get", "wd", "w1", "-o", "json"]).await;
     let object: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(
         (object["status"]["reconciledSize"].as_u64(), object["metadata"]["generation"].as_u64()),
         (Some(5), Some(2))
     );
     std::fs::write(&file, manifest(11)).expect("write");
-    let out = platform.cli(&["apply", "-f", file.to_str().expect("utf-8")]).await;
+    let out = cli(&platform, &["apply", "-f", file.to_str().expect("utf-8")]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.size: must be at most 10"));
 
     // Deleted by kind and name; the reconciler heard it, and it is gone.
-    let err = String::from_utf8_lossy(&platform.cli(&["delete", "widget", "w1"]).await.stderr).into_owned();
+    let err = String::from_utf8_lossy(&cli(&platform, &["delete", "widget", "w1"]).await.stderr).into_owned();
     assert!(err.contains("widget default/w1 deleted"), "{err}");
-    assert_eq!(platform.reconciler.deletions.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let out = platform.cli(&["get", "widget", "w1"]).await;
+    assert_eq!(reconciler.deletions.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let out = cli(&platform, &["get", "widget", "w1"]).await;
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found"));
-    let out = platform.cli(&["list", "gadgets"]).await;
+    let out = cli(&platform, &["list", "gadgets"]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind \"gadgets\""));
 }

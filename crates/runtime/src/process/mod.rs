@@ -50,6 +50,33 @@ impl Runtime for ProcessRuntime {
         let state_dir = self.state_dir.clone();
         async move { start(spec, logs, state_dir).await }.boxed()
     }
+
+    /// The program must be an executable file: a path (relative to the working directory)
+    /// or a name on `PATH`.
+    fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
+        let program = spec.argv.first().map(String::as_str).unwrap_or_default();
+        find_program(program, spec.working_dir.as_deref())
+    }
+}
+
+/// Checks that `program` can be executed: a path (relative to `dir`) or a name on `PATH`.
+fn find_program(program: &str, dir: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = match dir {
+            Some(d) if !program.starts_with('/') => Path::new(d).join(program),
+            _ => Path::new(program).to_path_buf(),
+        };
+        return if executable(&path) { Ok(()) } else { Err(format!("{} is not an executable file", path.display())) };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| executable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("{program:?} was not found on PATH"))
+    }
 }
 
 /// A loopback port that is free now.

@@ -1,0 +1,175 @@
+//! The controller and reconcilers in process: the real platform (API, controller, runners,
+//! autoscaler, gateway) on the in-memory store with the fake runtime. No binary, no child
+//! process, no sleeps: every wait is on a watch or on the runtime's counts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use serval_testkit::{EXITS_BEFORE_READY, InProcess, MISSING_PROGRAM};
+
+fn service(name: &str, program: &str, env: &str) -> Value {
+    json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": { "name": name, "namespace": "default" },
+        "spec": { "template": { "spec": { "containers": [{
+            "command": [program], "env": [{ "name": "VERSION", "value": env }]
+        }] } } }
+    })
+}
+
+fn ready(object: &Value) -> Option<&str> {
+    object["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?["status"].as_str()
+}
+
+fn reason(object: &Value) -> &str {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+}
+
+/// Ready for its latest generation, serving `revision`.
+fn serving(revision: &'static str) -> impl Fn(&Value) -> bool {
+    move |s| ready(s) == Some("True") && s["status"]["latestReadyRevisionName"] == revision
+}
+
+#[tokio::test]
+async fn a_service_is_created_updated_rolled_out_and_deleted() {
+    let platform = InProcess::start().await;
+    let (status, _) = platform.put("services", &service("web", "app", "1")).await;
+    assert_eq!(status, 201);
+    platform.wait_for("services", "default", "web", serving("web-00001")).await;
+    let (status, body) = platform.call("default", "web", "/").await;
+    assert_eq!((status, body.split(' ').next()), (200, Some("web-00001")), "{body}");
+
+    // A new template: a new revision, verified by one instance, then all traffic.
+    let (status, _) = platform.put("services", &service("web", "app", "2")).await;
+    assert_eq!(status, 200);
+    let web = platform.wait_for("services", "default", "web", serving("web-00002")).await;
+    assert_eq!(web["metadata"]["generation"], 2);
+    assert_eq!(web["status"]["traffic"][0]["revisionName"], "web-00002", "{web:#}");
+    assert!(platform.call("default", "web", "/").await.1.starts_with("web-00002 "));
+    let (_, revisions) = platform.get("/api/v1/namespaces/default/revisions?service=web").await;
+    assert_eq!(revisions["items"].as_array().map(Vec::len), Some(2));
+
+    // The old revision is retired: its instances stop.
+    let retired = platform.runtime.wait_for("web-00001", Duration::from_secs(20), |c| c.running == 0).await;
+    assert!(retired.is_ok(), "web-00001 still runs: {retired:?}");
+
+    let (status, _) = platform.delete("services", "default", "web").await;
+    assert_eq!(status, 200);
+    assert_eq!(platform.get("/api/v1/namespaces/default/services/web").await.0, 404);
+    assert_eq!(platform.get("/api/v1/namespaces/default/revisions/web-00002").await.0, 404);
+    let stopped = platform.runtime.wait_for("web-00002", Duration::from_secs(20), |c| c.running == 0).await;
+    assert!(stopped.is_ok(), "web-00002 still runs after the delete: {stopped:?}");
+    assert_eq!(platform.call("default", "web", "/").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_revision_that_fails_its_first_start_never_takes_traffic() {
+    let platform = InProcess::start().await;
+    platform.put("services", &service("gate", "app", "1")).await;
+    platform.wait_for("services", "default", "gate", serving("gate-00001")).await;
+
+    platform.put("services", &service("gate", EXITS_BEFORE_READY, "2")).await;
+    let failed = platform.wait_for("revisions", "default", "gate-00002", |r| ready(r) == Some("False")).await;
+    assert_eq!(reason(&failed), "ExitCode", "{failed:#}");
+    let gate = platform.wait_for("services", "default", "gate", |s| ready(s) == Some("False")).await;
+    assert_eq!(gate["status"]["latestReadyRevisionName"], "gate-00001", "{gate:#}");
+    assert_eq!(gate["status"]["latestCreatedRevisionName"], "gate-00002");
+    let (status, body) = platform.call("default", "gate", "/").await;
+    assert_eq!((status, body.split(' ').next()), (200, Some("gate-00001")), "the old revision keeps serving");
+
+    // A program the runtime cannot find fails before any start.
+    platform.put("services", &service("gate", MISSING_PROGRAM, "3")).await;
+    let missing = platform.wait_for("revisions", "default", "gate-00003", |r| ready(r) == Some("False")).await;
+    assert_eq!(reason(&missing), "ExecutableNotFound", "{missing:#}");
+    assert_eq!(platform.runtime.counts("gate-00003").started, 0);
+}
+
+#[tokio::test]
+async fn traffic_is_split_pinned_and_switched_by_the_service_spec() {
+    let platform = InProcess::start().await;
+    platform.put("services", &service("split", "app", "1")).await;
+    platform.wait_for("services", "default", "split", serving("split-00001")).await;
+    platform.put("services", &service("split", "app", "2")).await;
+    platform.wait_for("services", "default", "split", serving("split-00002")).await;
+
+    // Pin all traffic to the first revision, and tag the latest.
+    let mut pinned = service("split", "app", "2");
+    pinned["spec"]["traffic"] = json!([
+        { "revisionName": "split-00001", "percent": 100 },
+        { "latestRevision": true, "percent": 0, "tag": "next" }
+    ]);
+    assert_eq!(platform.put("services", &pinned).await.0, 200);
+    platform
+        .wait_for("services", "default", "split", |s| s["status"]["traffic"][0]["revisionName"] == "split-00001")
+        .await;
+    for _ in 0..5 {
+        assert!(platform.call("default", "split", "/").await.1.starts_with("split-00001 "));
+    }
+
+    // Switch back to the latest revision.
+    assert_eq!(platform.put("services", &service("split", "app", "2")).await.0, 200);
+    platform
+        .wait_for("services", "default", "split", |s| {
+            s["status"]["traffic"].as_array().is_some_and(|t| t.len() == 1 && t[0]["revisionName"] == "split-00002")
+        })
+        .await;
+    assert!(platform.call("default", "split", "/").await.1.starts_with("split-00002 "));
+}
+
+#[tokio::test]
+async fn eventing_and_configuration_kinds_are_created_updated_and_deleted() {
+    let platform = InProcess::start().await;
+    let broker = json!({ "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+        "metadata": { "name": "b", "namespace": "default" } });
+    let trigger = json!({ "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+        "metadata": { "name": "t", "namespace": "default" },
+        "spec": { "broker": "b", "subscriber": { "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "sink" } } } });
+    let source = json!({ "apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+        "metadata": { "name": "p", "namespace": "default" },
+        "spec": { "schedule": "*/5 * * * *", "sink": { "ref": { "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b" } } } });
+    let config_map = json!({ "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "c", "namespace": "default" }, "data": { "k": "v" } });
+
+    // A trigger before its subscriber exists is not ready; the subscriber's creation fixes it.
+    for (plural, document) in
+        [("brokers", &broker), ("triggers", &trigger), ("pingsources", &source), ("configmaps", &config_map)]
+    {
+        let (status, body) = platform.put(plural, document).await;
+        assert_eq!(status, 201, "{plural}: {body}");
+    }
+    let t = platform.wait_for("triggers", "default", "t", |t| ready(t) == Some("False")).await;
+    assert_eq!(reason(&t), "SubscriberNotFound", "{t:#}");
+    platform.put("services", &service("sink", "app", "1")).await;
+    platform.wait_for("triggers", "default", "t", |t| ready(t) == Some("True")).await;
+    let p = platform.wait_for("pingsources", "default", "p", |p| ready(p) == Some("True")).await;
+    assert!(p["status"]["subscriberUri"].as_str().is_some_and(|u| u.ends_with("/b/default/b")), "{p:#}");
+    let b = platform.wait_for("brokers", "default", "b", |b| ready(b) == Some("True")).await;
+    assert!(b["status"]["address"]["url"].as_str().is_some_and(|u| u.ends_with("/b/default/b")), "{b:#}");
+
+    // Updates keep identity and bump the generation when the spec changes; a stale
+    // resourceVersion is a conflict.
+    let mut changed = trigger.clone();
+    changed["spec"]["filter"] = json!({ "attributes": { "type": "x" } });
+    let (status, updated) = platform.put("triggers", &changed).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        (updated["metadata"]["generation"].as_u64(), updated["metadata"]["uid"] == t["metadata"]["uid"]),
+        (Some(2), true)
+    );
+    changed["metadata"]["resourceVersion"] = t["metadata"]["resourceVersion"].clone();
+    assert_eq!(platform.put("triggers", &changed).await.0, 409);
+
+    // Deleting the broker makes the source's sink missing; deletes are 404 afterwards.
+    assert_eq!(platform.delete("brokers", "default", "b").await.0, 200);
+    let p = platform.wait_for("pingsources", "default", "p", |p| ready(p) == Some("False")).await;
+    assert_eq!(reason(&p), "SinkNotFound", "{p:#}");
+    for (plural, name) in [("triggers", "t"), ("pingsources", "p"), ("configmaps", "c")] {
+        assert_eq!(platform.delete(plural, "default", name).await.0, 200, "{plural}");
+        assert_eq!(platform.delete(plural, "default", name).await.0, 404, "{plural} again");
+    }
+    assert_eq!(platform.get("/api/v1/namespaces/default/revisions/x").await.0, 404);
+}
