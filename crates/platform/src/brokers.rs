@@ -2,7 +2,6 @@
 //! gateway). An accepted event is answered 202 only after the group commit that stores it.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -11,23 +10,21 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::BrokerIngress;
-use serval_model::{Broker, Resource};
-use serval_store::{ResourceStoreExt, Storage, WriteOp};
 
-use crate::delivery::{DEFAULT_TTL, Dispatchers};
+use crate::PlatformError;
+use crate::delivery::{Dispatchers, Ttl};
 
 /// Largest request body the ingress reads.
 const MAX_BODY: usize = 10 << 20;
 
 /// The broker ingress.
 pub struct Ingress {
-    store: Arc<dyn Storage>,
     dispatchers: Arc<Dispatchers>,
 }
 
 impl Ingress {
-    pub fn new(store: Arc<dyn Storage>, dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
-        Arc::new(Ingress { store, dispatchers })
+    pub fn new(dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
+        Arc::new(Ingress { dispatchers })
     }
 }
 
@@ -60,11 +57,6 @@ impl Ingress {
             }
             _ => return answer(StatusCode::METHOD_NOT_ALLOWED, "send events with POST"),
         }
-        match self.store.get::<serde_json::Value>(Broker::KIND, &namespace, &broker) {
-            Ok(Some(_)) => {}
-            Ok(None) => return answer(StatusCode::NOT_FOUND, &format!("broker {namespace}/{broker} not found")),
-            Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
         let (parts, body) = req.into_parts();
         let bytes = match Limited::new(body, MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -79,23 +71,10 @@ impl Ingress {
             Ok(events) => events,
             Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        let log = crate::delivery::broker_log(&namespace, &broker);
-        let mut ops = Vec::with_capacity(events.len());
-        for mut event in events {
-            if let Err(e) = event.set_extension("knativearrivaltime", arrival.clone()) {
-                return answer(StatusCode::BAD_REQUEST, &e.to_string());
-            }
-            if event.extension("knativebrokerttl").is_none() {
-                let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
-            }
-            ops.push(WriteOp::append_event(&log, serval_eventing::to_json_string(&event)));
-        }
-        match self.store.write(ops).await {
-            Ok(()) => {
-                self.dispatchers.notify(&namespace, &broker);
-                answer(StatusCode::ACCEPTED, "")
-            }
+        match self.dispatchers.append(&namespace, &broker, events, Ttl::KeepOrDefault).await {
+            Ok(()) => answer(StatusCode::ACCEPTED, ""),
+            Err(PlatformError::BadRequest(why)) => answer(StatusCode::BAD_REQUEST, &why),
+            Err(e @ PlatformError::NotFound { .. }) => answer(StatusCode::NOT_FOUND, &e.to_string()),
             Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, &format!("the event was not stored: {e}")),
         }
     }
@@ -108,7 +87,7 @@ impl BrokerIngress for Ingress {
         broker: String,
         req: Request<Incoming>,
     ) -> BoxFuture<'static, Response<Full<Bytes>>> {
-        let ingress = Ingress { store: self.store.clone(), dispatchers: self.dispatchers.clone() };
+        let ingress = Ingress { dispatchers: self.dispatchers.clone() };
         async move { ingress.accept(namespace, broker, req).await }.boxed()
     }
 }

@@ -117,6 +117,7 @@ pub struct Parts {
 impl Controller {
     pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
+        let sources = crate::sources::Sources::new(dispatchers.clone());
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
         Arc::new(Controller {
             config,
@@ -134,7 +135,7 @@ impl Controller {
             metrics,
             events,
             dispatchers,
-            sources: Default::default(),
+            sources,
             sealer,
         })
     }

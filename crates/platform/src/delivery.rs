@@ -27,6 +27,7 @@ use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
 
 use crate::PlatformError;
+use crate::supervisor::{Supervisor, Wanted};
 
 /// Events read from the log at a time; the next page is read when half are left.
 const READ_AHEAD: usize = 512;
@@ -194,12 +195,6 @@ struct Answer {
 /// concurrency busy).
 const MAX_IDLE_PER_SUBSCRIBER: usize = 1024;
 
-struct Running {
-    fingerprint: String,
-    stop: watch::Sender<bool>,
-    counts: Arc<Counts>,
-}
-
 /// What a dispatcher has done since the server started.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -250,7 +245,9 @@ pub struct Dispatchers {
     default_timeout: Duration,
     http: reqwest::Client,
     plain_http: Upstreams<String, Full<Bytes>>,
-    running: Mutex<HashMap<String, Running>>,
+    running: Supervisor,
+    /// What each running dispatcher has done, by trigger.
+    counts: Mutex<HashMap<String, Arc<Counts>>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -265,7 +262,8 @@ impl Dispatchers {
             default_timeout,
             http: reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default(),
             plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER).with_connect_timeout(CONNECT_TIMEOUT),
-            running: Mutex::new(HashMap::new()),
+            running: Supervisor::default(),
+            counts: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         })
     }
@@ -283,25 +281,17 @@ impl Dispatchers {
     /// Makes the running dispatchers match `plans`: starts new ones, restarts changed ones
     /// (from their stored cursor), stops those whose trigger is gone.
     pub fn sync(self: &Arc<Self>, plans: Vec<(Plan, String)>) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<String, (Plan, String)> =
-            plans.into_iter().map(|(p, f)| (key(&p.namespace, &p.name), (p, f))).collect();
-        running.retain(|k, r| {
-            let keep = wanted.get(k).is_some_and(|(_, f)| *f == r.fingerprint);
-            if !keep {
-                let _ = r.stop.send(true);
-            }
-            keep
+        let wanted: Vec<Wanted<Plan>> = plans
+            .into_iter()
+            .map(|(plan, fingerprint)| Wanted { key: key(&plan.namespace, &plan.name), fingerprint, plan })
+            .collect();
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.retain(|trigger, _| wanted.iter().any(|w| w.key == *trigger));
+        self.running.sync(wanted, |trigger, plan, stopped| {
+            let fresh = Arc::new(Counts::default());
+            counts.insert(trigger.to_string(), fresh.clone());
+            tokio::spawn(self.clone().dispatch(plan, stopped, fresh));
         });
-        for (k, (plan, fingerprint)) in wanted {
-            if running.contains_key(&k) {
-                continue;
-            }
-            let (stop, stopped) = watch::channel(false);
-            let counts = Arc::new(Counts::default());
-            running.insert(k, Running { fingerprint, stop, counts: counts.clone() });
-            tokio::spawn(self.clone().dispatch(plan, stopped, counts));
-        }
     }
 
     /// The delivery status of a trigger (pending counts accepted events after its cursor).
@@ -312,8 +302,8 @@ impl Dispatchers {
             .cursor(&trigger_consumer(namespace, trigger))
             .and_then(|cursor| self.store.count_events_after(&broker_log(namespace, broker), cursor))
             .unwrap_or(0);
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let counts = running.get(&key(namespace, trigger)).map(|r| r.counts.clone()).unwrap_or_default();
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(&key(namespace, trigger)).cloned();
+        let counts = counts.unwrap_or_default();
         DeliveryStatus {
             pending,
             retrying: counts.retrying.load(Relaxed),
@@ -326,9 +316,7 @@ impl Dispatchers {
 
     /// Stops every dispatcher.
     pub fn stop_all(&self) {
-        for (_, r) in self.running.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            let _ = r.stop.send(true);
-        }
+        self.running.stop_all();
     }
 
     async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
@@ -538,7 +526,7 @@ impl Dispatchers {
     }
 
     /// A subscriber's reply goes back into the broker, one hop closer to its TTL.
-    async fn reingest(&self, plan: &Plan, original: &CloudEvent, mut reply: CloudEvent) {
+    async fn reingest(&self, plan: &Plan, original: &CloudEvent, reply: CloudEvent) {
         let ttl = original
             .extension("knativebrokerttl")
             .and_then(|v| v.as_integer())
@@ -553,15 +541,55 @@ impl Dispatchers {
             );
             return;
         }
-        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        let _ = reply.set_extension("knativebrokerttl", ttl);
-        let _ = reply.set_extension("knativearrivaltime", arrival);
-        let body = serval_eventing::to_json_string(&reply);
-        match self.store.write(vec![WriteOp::append_event(&broker_log(&plan.namespace, &plan.broker), body)]).await {
-            Ok(()) => self.notify(&plan.namespace, &plan.broker),
-            Err(e) => tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name),
+        if let Err(e) = self.append(&plan.namespace, &plan.broker, vec![reply], Ttl::Set(ttl)).await {
+            tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name);
         }
     }
+
+    /// Appends events to an existing broker's log, each stamped with the time of arrival and its
+    /// `knativebrokerttl`, in one durable commit, then wakes the broker's dispatchers: the
+    /// one way events enter a broker (its ingress, subscribers' replies, sources).
+    pub async fn append(
+        &self,
+        namespace: &str,
+        broker: &str,
+        events: Vec<CloudEvent>,
+        ttl: Ttl,
+    ) -> Result<(), PlatformError> {
+        if self.store.get_document(Broker::KIND, namespace, broker)?.is_none() {
+            return Err(crate::kinds::not_found(Broker::KIND, namespace, broker));
+        }
+        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let log = broker_log(namespace, broker);
+        let mut ops = Vec::with_capacity(events.len());
+        for mut event in events {
+            event
+                .set_extension("knativearrivaltime", arrival.clone())
+                .map_err(|e| PlatformError::BadRequest(e.to_string()))?;
+            match ttl {
+                Ttl::Set(ttl) => {
+                    let _ = event.set_extension("knativebrokerttl", ttl);
+                }
+                Ttl::KeepOrDefault if event.extension("knativebrokerttl").is_none() => {
+                    let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
+                }
+                Ttl::KeepOrDefault => {}
+            }
+            ops.push(WriteOp::append_event(&log, serval_eventing::to_json_string(&event)));
+        }
+        self.store.write(ops).await?;
+        self.notify(namespace, broker);
+        Ok(())
+    }
+}
+
+/// The `knativebrokerttl` an event gets when it enters a broker.
+#[derive(Debug, Clone, Copy)]
+pub enum Ttl {
+    /// The event's own, or [`DEFAULT_TTL`] when it carries none (events from outside).
+    KeepOrDefault,
+    /// This one (a reply: one less than the event that caused it).
+    Set(i32),
 }
 
 /// The id of a broker's event log in the store.

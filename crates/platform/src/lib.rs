@@ -22,6 +22,7 @@ mod metrics;
 mod runner;
 mod sealer;
 mod sources;
+mod supervisor;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -158,7 +159,7 @@ pub async fn run_with(
     };
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone(), dispatchers.clone()))),
+        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(dispatchers.clone()))),
         config.gateway_threads,
         config.connections,
         stopped(stop_rx.clone()),

@@ -1,8 +1,8 @@
 //! Event sources: one task per `PingSource` that sleeps until the schedule's next tick and
-//! sends the ping to its sink. Ticks missed while the server was down are not replayed.
+//! sends the ping to its sink (appended to the log when the sink is a serval broker, POSTed
+//! otherwise). Ticks missed while the server was down are not replayed.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -12,6 +12,8 @@ use serval_model::PingSource;
 use tokio::sync::watch;
 
 use crate::PlatformError;
+use crate::delivery::{Dispatchers, Ttl};
+use crate::supervisor::{Supervisor, Wanted};
 
 /// A source made ready to run.
 #[derive(Clone)]
@@ -22,6 +24,9 @@ pub struct PingPlan {
     pub data: Option<Data>,
     pub content_type: Option<String>,
     pub sink: String,
+    /// The sink's broker (namespace, name) when it is one of serval's: pings are appended
+    /// to its log directly instead of posted through the gateway.
+    pub broker: Option<(String, String)>,
 }
 
 /// Validates the schedule, time zone and data, and resolves the sink.
@@ -48,46 +53,43 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Platfor
         data,
         content_type: spec.content_type.clone(),
         sink,
+        broker: spec
+            .sink
+            .reference
+            .as_ref()
+            .filter(|r| r.kind == "Broker")
+            .map(|r| (r.namespace.clone().unwrap_or_else(|| source.metadata.namespace.clone()), r.name.clone())),
     })
 }
 
 /// The running ping sources.
-#[derive(Default)]
 pub struct Sources {
-    running: Mutex<HashMap<String, (String, watch::Sender<bool>)>>,
+    running: Supervisor,
+    dispatchers: Arc<Dispatchers>,
 }
 
 impl Sources {
+    pub fn new(dispatchers: Arc<Dispatchers>) -> Sources {
+        Sources { running: Supervisor::default(), dispatchers }
+    }
+
     /// Makes the running sources match `plans` (`(plan, fingerprint)`).
     pub fn sync(&self, plans: Vec<(PingPlan, String)>) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted: HashMap<String, (PingPlan, String)> =
-            plans.into_iter().map(|(p, f)| (format!("{}/{}", p.namespace, p.name), (p, f))).collect();
-        running.retain(|k, (fingerprint, stop)| {
-            let keep = wanted.get(k).is_some_and(|(_, f)| f == fingerprint);
-            if !keep {
-                let _ = stop.send(true);
-            }
-            keep
+        let wanted = plans
+            .into_iter()
+            .map(|(plan, fingerprint)| Wanted { key: format!("{}/{}", plan.namespace, plan.name), fingerprint, plan })
+            .collect();
+        self.running.sync(wanted, |_, plan, stopped| {
+            tokio::spawn(run(plan, self.dispatchers.clone(), stopped));
         });
-        for (k, (plan, fingerprint)) in wanted {
-            if running.contains_key(&k) {
-                continue;
-            }
-            let (stop, stopped) = watch::channel(false);
-            running.insert(k, (fingerprint, stop));
-            tokio::spawn(run(plan, stopped));
-        }
     }
 
     pub fn stop_all(&self) {
-        for (_, (_, stop)) in self.running.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            let _ = stop.send(true);
-        }
+        self.running.stop_all();
     }
 }
 
-async fn run(plan: PingPlan, mut stopped: watch::Receiver<bool>) {
+async fn run(plan: PingPlan, dispatchers: Arc<Dispatchers>, mut stopped: watch::Receiver<bool>) {
     let http = reqwest::Client::new();
     loop {
         let now = SystemTime::now();
@@ -102,6 +104,12 @@ async fn run(plan: PingPlan, mut stopped: watch::Receiver<bool>) {
             Ok(e) => e,
             Err(e) => return tracing::error!("pingsource {}/{}: {e}", plan.namespace, plan.name),
         };
+        if let Some((namespace, broker)) = &plan.broker {
+            if let Err(e) = dispatchers.append(namespace, broker, vec![event], Ttl::KeepOrDefault).await {
+                tracing::warn!("pingsource {}/{}: broker {namespace}/{broker}: {e}", plan.namespace, plan.name);
+            }
+            continue;
+        }
         let (headers, body) = serval_eventing::encode_binary(&event);
         let mut req = http.post(&plan.sink).body(body).timeout(Duration::from_secs(10));
         for (name, value) in headers.iter() {
