@@ -103,7 +103,9 @@ const SCHEMA: &[&str] = &[
 /// Handle to the database; cheap to share behind an `Arc`.
 pub struct Store {
     writer: writer::Writer,
-    reader: Mutex<Connection>,
+    /// Read connections (WAL lets them read beside the writer): a read takes any free one,
+    /// so that concurrent readers — gateway threads among them — do not wait for each other.
+    readers: Vec<Mutex<Connection>>,
     feed: std::sync::Arc<Feed>,
 }
 
@@ -152,15 +154,28 @@ impl Store {
         owner_only(dir, &path).map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         let mut write_conn = open_connection(&path)?;
         migrate(&mut write_conn)?;
-        let reader = open_connection(&path)?;
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let readers = (0..count.max(4)).map(|_| open_connection(&path).map(Mutex::new)).collect::<Result<_, _>>()?;
         let feed = std::sync::Arc::new(Feed::new());
         let writer = writer::Writer::start(write_conn, open_connection(&path)?, feed.clone())?;
-        Ok(Store { writer, reader: Mutex::new(reader), feed })
+        Ok(Store { writer, readers, feed })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        use std::sync::TryLockError;
         // A poisoned lock only means another reader panicked mid-query; the connection is fine.
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        for reader in &self.readers {
+            match reader.try_lock() {
+                Ok(conn) => return Ok(f(&conn)?),
+                Err(TryLockError::Poisoned(p)) => return Ok(f(&p.into_inner())?),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        // More reads at once than connections: wait for one, spread by thread.
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&std::thread::current().id(), &mut hasher);
+        let index = (std::hash::Hasher::finish(&hasher) as usize) % self.readers.len();
+        let conn = self.readers[index].lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
     }
 }
