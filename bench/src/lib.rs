@@ -1,5 +1,6 @@
 //! Shared helpers of serval's benchmarks: locating (and building) the release binaries,
-//! running a real `serval server`, minimal HTTP/1.1 clients over std sockets (one-shot and
+//! running a real `serval server` (through the test kit's harness, as the end-to-end tests
+//! do), minimal HTTP/1.1 clients over std sockets (one-shot and
 //! keep-alive), statistics.
 //!
 //! Owns nothing of the product; drives the release binaries, and uses `serval-runtime` only
@@ -10,6 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub use serval_testkit::ServerProcess;
 
 /// The release binary `name`, next to this benchmark's own executable; built on demand.
 pub fn release_binary(name: &str) -> PathBuf {
@@ -61,53 +64,33 @@ pub fn poll_then_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io
     }
 }
 
-/// A `serval server` on loopback port 0 with a temporary data directory; killed on drop.
+/// A release `serval server` on loopback port 0 with a temporary data directory (the test
+/// kit's [`ServerProcess`]); stopped gracefully on drop.
 pub struct ServalServer {
-    child: Child,
-    pub dir: tempfile::TempDir,
+    process: ServerProcess,
     pub api: SocketAddr,
     pub gateway: SocketAddr,
     pub token: String,
+    /// Removed after the server stopped (fields drop in order).
+    pub dir: tempfile::TempDir,
 }
 
 impl ServalServer {
     pub fn start(extra: &[&str]) -> ServalServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(release_binary("serval"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["server", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0"])
-            .args(extra)
-            .env("SERVAL_EXIT_WITH_PARENT", "1")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn serval");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        let info: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("server.json")).expect("server.json"))
-                .expect("json");
-        let addr = |k: &str| -> SocketAddr {
-            info[k].as_str().expect("addr").trim_start_matches("http://").parse().expect("socket addr")
-        };
+        let process = ServerProcess::start(&release_binary("serval"), dir.path(), extra, &[]);
         ServalServer {
-            api: addr("api"),
-            gateway: addr("gateway"),
-            token: info["token"].as_str().expect("token").into(),
-            child,
+            api: process.api_addr(),
+            gateway: process.gateway_addr(),
+            token: process.token.clone(),
+            process,
             dir,
         }
     }
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(release_binary("serval"))
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .expect("run serval");
+        let out = self.process.cli_command().args(args).output().expect("run serval");
         assert!(out.status.success(), "serval {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -152,7 +135,7 @@ impl ServalServer {
 
     /// CPU time (user + system) the server process has used so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.child.id())).unwrap_or_default();
         let fields: Vec<u64> = stat
             .rsplit_once(')')
             .map(|(_, rest)| rest.split_whitespace().filter_map(|f| f.parse().ok()).collect())
@@ -160,25 +143,6 @@ impl ServalServer {
         // utime and stime (fields 14 and 15 of the line), in clock ticks of 10 ms.
         let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
         Duration::from_millis(ticks * 10)
-    }
-}
-
-impl Drop for ServalServer {
-    /// SIGTERM first, so the server stops its instances and containers; SIGKILL after 20 s.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -89,7 +89,7 @@ fn a_server_logging_to_a_file_writes_no_colour_codes() {
     let echo = echo_bin().display().to_string();
     server.ok(&["deploy", "echo", "--cmd", &echo]);
     server.ok(&["invoke", "echo"]);
-    stop_gracefully(&mut server.child, Duration::from_secs(20));
+    stop_gracefully(&mut server.process.child, Duration::from_secs(20));
     let written = std::fs::read(log.path()).expect("read log");
     let text = String::from_utf8_lossy(&written);
     assert!(text.contains("INFO"), "the server logged at info: {text}");

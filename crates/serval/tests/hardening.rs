@@ -53,7 +53,7 @@ fn open_files_limit(pid: u32) -> (String, String) {
 fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     let log = tempfile::NamedTempFile::new().expect("log");
     let server = Server::start_under_shell("ulimit -Sn 256", &[], log.path());
-    let (soft, hard) = open_files_limit(server.child.id());
+    let (soft, hard) = open_files_limit(server.process.child.id());
     assert_ne!(soft, "256");
     assert_eq!(soft, hard);
 }
@@ -66,7 +66,7 @@ fn running_out_of_file_descriptors_neither_spins_nor_floods_the_log() {
     // More connections than the server has descriptors left: accepting fails with EMFILE.
     let clients: Vec<TcpStream> = (0..150).filter_map(|_| TcpStream::connect(&gateway).ok()).collect();
     assert!(clients.len() > 100, "connected {}", clients.len());
-    let pid = server.child.id();
+    let pid = server.process.child.id();
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
         let fields: Vec<u64> =

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use serval_testkit::{ServerProcess, stop_gracefully};
 
 pub fn serval_bin() -> &'static str {
     env!("CARGO_BIN_EXE_serval")
@@ -39,13 +40,15 @@ pub fn echo() -> String {
 pub const FAST_SCALING: &[&str] =
     &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms"];
 
+/// A real `serval server` (the test build's binary) on port 0 in a data directory.
 pub struct Server {
-    pub child: Child,
+    pub process: ServerProcess,
     pub dir: PathBuf,
-    _temp: Option<tempfile::TempDir>,
     pub api: String,
     pub gateway: String,
     pub token: String,
+    /// Removed after the server stopped (fields drop in order).
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -88,51 +91,21 @@ impl Server {
         Server::spawn_command(command, dir, extra, env)
     }
 
-    fn spawn_command(mut command: Command, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let _ = std::fs::remove_file(dir.join("server.json"));
-        let mut child = command
-            .args([
-                "--data-dir",
-                dir.to_str().expect("utf-8 path"),
-                "server",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--gateway-addr",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("SERVAL_EXIT_WITH_PARENT", "1")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn serval server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
-        assert!(line.starts_with("serval ready:"), "unexpected first line: {line:?}");
-        let info: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("server.json")).expect("server.json"))
-            .expect("json");
+    fn spawn_command(command: Command, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let process = ServerProcess::start_command(command, Path::new(serval_bin()), dir, extra, env);
         Server {
-            child,
             dir: dir.to_path_buf(),
+            api: process.api.clone(),
+            gateway: process.gateway.clone(),
+            token: process.token.clone(),
+            process,
             _temp: None,
-            api: info["api"].as_str().expect("api").into(),
-            gateway: info["gateway"].as_str().expect("gateway").into(),
-            token: info["token"].as_str().expect("token").into(),
         }
     }
 
     /// Runs the CLI against this server (found through `--data-dir`, like a user would).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(serval_bin())
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(args)
-            .env_remove("SERVAL_API")
-            .env_remove("SERVAL_TOKEN")
-            .output()
-            .expect("run serval")
+        self.process.cli_command().args(args).output().expect("run serval")
     }
 
     /// Runs the CLI and insists on success; returns stdout.
@@ -166,8 +139,7 @@ impl Server {
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     pub fn api_client(&self) -> reqwest::Client {
@@ -176,31 +148,6 @@ impl Server {
 
     pub fn gateway_host(&self) -> String {
         self.gateway.trim_start_matches("http://").to_string()
-    }
-}
-
-/// Asks a server to shut down (SIGTERM: it stops its instances and containers), then kills
-/// it if it has not exited within `patience`.
-pub fn stop_gracefully(child: &mut Child, patience: Duration) {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + patience;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-impl Drop for Server {
-    /// Graceful, so that no instance or container outlives the test.
-    fn drop(&mut self) {
-        stop_gracefully(&mut self.child, Duration::from_secs(20));
     }
 }
 
