@@ -109,7 +109,10 @@ pub async fn run(
     };
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(store.clone(), dispatchers.clone()))),
+        Arc::new(
+            Gateway::new(routes, metrics.gateway.clone())
+                .ingress(brokers::PREFIX, brokers::Ingress::new(store.clone(), dispatchers.clone())),
+        ),
         config.gateway_threads,
         config.connections,
         stopped(stop_rx.clone()),

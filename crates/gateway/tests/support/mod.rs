@@ -88,7 +88,7 @@ pub async fn gateway_to(pool: Arc<RevisionPool>, threads: usize) -> SocketAddr {
 pub async fn gateway_with_limits(pool: Arc<RevisionPool>, threads: usize, limits: ConnectionLimits) -> SocketAddr {
     let routes = Arc::new(RoutingTable::new("localhost"));
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
-    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
+    let gateway = Arc::new(Gateway::new(routes, Arc::new(GatewayMetrics::default())));
     let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serval_gateway::serve(listener, gateway, threads, limits, std::future::pending()));
