@@ -49,6 +49,18 @@ where
     (addr, connections)
 }
 
+/// An HTTP/2 client with prior knowledge (h2c) connected to `addr`.
+#[allow(dead_code, reason = "not every test file has h2c clients")]
+pub async fn h2c_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// The pool of revision `svc-00001` of service `ns/svc`, without endpoints.
 pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
     RevisionPool::new(
