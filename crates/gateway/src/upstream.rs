@@ -48,7 +48,7 @@ impl<A: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static> Address for 
 
 /// What a request body must be to go out on an [`UpstreamConn`]. [`Upstreams::send`] also
 /// asks for `Default`, an empty body: a request without a body that met a kept-alive
-/// connection's close goes out again with one (see [`rewrite::may_retry`]).
+/// connection's close goes out again with one (see [`Upstreams::send`]).
 pub trait RequestBody:
     Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
 {
@@ -354,8 +354,9 @@ impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
     /// Sends `req` (origin-form URI, Host set) to `addr` on an idle connection or a new
     /// one, and returns the response head with the connection, which the body must keep
     /// driving (see [`UpstreamBody`]). When a kept-alive connection fails before any byte
-    /// of an answer, the request goes out again on another as [`rewrite::may_retry`] says
-    /// (a request without a body, sent again, gets `B::default()`).
+    /// of an answer, the request goes out again on another connection by the gateway's one
+    /// retry rule (`rewrite::may_retry`): when nothing of it was written, or when its method
+    /// is idempotent and it has no body (sent again with `B::default()`).
     pub async fn send(
         &self,
         addr: &A,
