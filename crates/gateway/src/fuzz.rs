@@ -217,6 +217,8 @@ fn field(length: u64) -> impl Strategy<Value = (String, Vec<u8>)> {
     let other = prop::sample::select(vec![
         "x-forwarded-host",
         "x-forwarded-for",
+        "X-Forwarded-Proto",
+        "forwarded",
         "te",
         "trailer",
         "keep-alive",
@@ -496,6 +498,11 @@ fn dropped(name: &str, listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name) || (listed.iter().any(|l| l == name) && !FRAMING.contains(&name))
 }
 
+/// Whether a request field is a client's claim about earlier hops, which never passes.
+fn forwarding_claim(name: &str) -> bool {
+    name == "forwarded" || name.starts_with("x-forwarded-")
+}
+
 // ---------------------------------------------------------------------------------------
 // Responses.
 
@@ -704,10 +711,10 @@ fn gateway() -> Arc<Gateway> {
         RouteKey { namespace: "ns".into(), service: "down".into() },
         Some(Route::single(Target::Unavailable("no instances".into()))),
     );
-    Gateway::new(routes, Arc::new(GatewayMetrics::default()), None)
+    Arc::new(Gateway::new(routes, Arc::new(GatewayMetrics::default())))
 }
 
-const FORWARDED_FOR: &[u8] = b"192.0.2.7";
+const FORWARDED_FOR: &str = "192.0.2.7";
 
 /// What [`parse_request`] made of a buffer, for comparing runs.
 #[derive(Debug, PartialEq)]
@@ -865,15 +872,16 @@ fn check_request(gateway: &Gateway, input: &[u8], pieces: &[Index]) -> Result<()
             let mut expected: Vec<(String, Vec<u8>)> = fields
                 .0
                 .iter()
-                .filter(|(name, _)| !dropped(name, &listed) && name != "x-forwarded-host")
+                .filter(|(name, _)| !dropped(name, &listed) && !forwarding_claim(name))
                 .cloned()
                 .collect();
             if let Some(protocols) = upgrade {
                 expected.push(("upgrade".into(), protocols.to_vec()));
                 expected.push(("connection".into(), b"upgrade".to_vec()));
             }
-            expected.push(("x-forwarded-for".into(), FORWARDED_FOR.to_vec()));
+            expected.push(("x-forwarded-for".into(), FORWARDED_FOR.as_bytes().to_vec()));
             expected.push(("x-forwarded-host".into(), hosts[0].to_vec()));
+            expected.push(("x-forwarded-proto".into(), b"http".to_vec()));
             prop_assert_eq!(&sent_fields.0, &expected, "fields sent: {:?}", String::from_utf8_lossy(&sent));
         }
     }

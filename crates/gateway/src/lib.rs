@@ -3,10 +3,17 @@
 //! Owns: routing by host (`<service>.<namespace>.<domain>`) and path (`/f/<ns>/<service>/…`),
 //! the per-revision [`RevisionPool`] (in-flight counting, `containerConcurrency`, the queue
 //! that holds requests while instances start — Knative's activator and queue-proxy in one),
-//! the streaming reverse proxy (an HTTP/1.1 relay for plain requests, hyper for the rest),
-//! the hand-off of `/b/<ns>/<broker>` requests to the broker
-//! ingress (implemented elsewhere, behind [`BrokerIngress`]), and the single mapping of
-//! data-plane errors to HTTP statuses.
+//! the streaming reverse proxy on two paths (an HTTP/1.1 relay for plain requests, hyper for
+//! the rest) and the one set of rules both follow to rewrite requests and to send them again
+//! (`rewrite`), the hand-off of requests under registered path prefixes to [`Ingress`]
+//! handlers implemented elsewhere (brokers' `/b/…`), its listeners, the data plane's
+//! keep-alive client connections, and the single mapping of data-plane errors to HTTP
+//! statuses.
+//!
+//! Inside, dependencies point one way: `server` (listeners, accept loops) → `relay` and
+//! `proxy` (the two paths, which never import each other) → `router` (where a request
+//! goes) and `rewrite` (how it is rewritten; sans-IO).
+//!
 //! Must not depend on: the store, the runtime or eventing. Instances are plain addresses
 //! added to and drained from pools by whoever runs them.
 
@@ -19,13 +26,18 @@ mod metrics;
 mod pool;
 mod proxy;
 mod relay;
+mod rewrite;
+mod router;
 mod routes;
+mod server;
 mod upstream;
 
 pub use error::GatewayError;
 pub use listen::{ConnectionCap, ConnectionLimits, serve_connection, serve_listener};
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
 pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RequestTimeouts, RevisionPool};
-pub use proxy::{BrokerIngress, Gateway, GatewayBody, bind, serve};
-pub use routes::{Route, RouteKey, RoutingTable, Target, broker_from_path};
-pub use upstream::{Address, RequestBody, UpstreamBody, UpstreamConn, Upstreams};
+pub use proxy::GatewayBody;
+pub use router::{Gateway, Ingress};
+pub use routes::{Route, RouteKey, RoutingTable, Target};
+pub use server::{bind, serve};
+pub use upstream::{Address, ProxyBody, RequestBody, UpstreamBody, UpstreamConn, Upstreams};

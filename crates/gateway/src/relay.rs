@@ -1,7 +1,8 @@
 //! The HTTP/1.1 relay: the gateway's fast path for plain HTTP/1.1 requests.
 //!
-//! A request head is parsed in place (httparse), routed, rewritten for the instance (hop-by-hop
-//! fields dropped, `x-forwarded-*` added, the `/f/<ns>/<service>` prefix stripped) and written
+//! A request head is parsed in place (httparse), routed, rewritten for the instance by the
+//! rules of [`crate::rewrite`] (hop-by-hop, `Connection`-listed and client forwarding fields
+//! dropped, `x-forwarded-*` added, the `/f/<ns>/<service>` prefix stripped) and written
 //! to a kept-alive instance connection together with the body bytes already read; the
 //! response head is parsed the same way and written back with the first body bytes, and the
 //! body is copied through unchanged in its own framing (`content-length`, chunked — its end
@@ -16,9 +17,9 @@
 //! is a request in flight, as in Knative).
 //!
 //! Everything else — HTTP/1.0, h2c (from clients, or to instances), upgrades with a body, `Expect`, chunked or otherwise framed request
-//! bodies, absolute-form targets, broker ingress, heads that do not parse — is handed off at
-//! a request boundary, with the bytes read so far, to hyper's server ([`HandOff`]), which
-//! then owns the connection for the rest of its life.
+//! bodies, absolute-form targets, ingresses, heads that do not parse — is handed off at
+//! a request boundary, with the bytes read so far, to hyper's server ([`HandOff`], served by
+//! [`crate::proxy`]), which then owns the connection for the rest of its life.
 //!
 //! Invariant: a response is forwarded with the framing it came with, so the client
 //! connection and the instance connection stay in step; when the end of a message cannot
@@ -39,7 +40,8 @@ use tokio::sync::watch;
 
 use crate::chunked::ChunkedEnd;
 use crate::listen::ConnectionLimits;
-use crate::proxy::{Chosen, Gateway, Routed, TAG_HEADER, Unrouted, is_hop_by_hop, list_tokens};
+use crate::rewrite::{self, ConnectionOptions, Forwarding, Unanswered, list_tokens};
+use crate::router::{Chosen, Gateway, Routed, TAG_HEADER, Unrouted};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -155,20 +157,9 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-/// The field names a `Connection` field lists besides `close` and `keep-alive` (also
-/// hop-by-hop), and whether it said `close`.
-fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> (Vec<&'h str>, bool) {
-    let mut listed = Vec::new();
-    let mut close = false;
-    let values = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value);
-    for token in list_tokens(values) {
-        if token.eq_ignore_ascii_case("close") {
-            close = true;
-        } else if !token.eq_ignore_ascii_case("keep-alive") {
-            listed.push(token);
-        }
-    }
-    (listed, close)
+/// What the `Connection` fields of a head say.
+fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> ConnectionOptions<'h> {
+    ConnectionOptions::parse(headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value))
 }
 
 /// A `content-length` value: digits only (RFC 9110 §8.6).
@@ -194,7 +185,7 @@ pub(crate) struct RequestFacts {
     pub(crate) close: bool,
     /// A `HEAD` request: the response has no body, whatever its fields say.
     pub(crate) head_only: bool,
-    /// Safe to send again when a kept-alive connection closes under it (RFC 9110 §9.2.2).
+    /// Its method is idempotent (see [`rewrite::may_retry`]).
     pub(crate) idempotent: bool,
     /// Asks to switch protocols (`Upgrade`).
     pub(crate) upgrade: bool,
@@ -228,12 +219,7 @@ fn bad_request(head_len: usize, why: &str) -> Parsed {
 /// Parses the request head at the start of `buf` and, when the relay can forward it, writes
 /// the instance's request line and fields into `upstream_head` (all but the final empty
 /// line).
-pub(crate) fn parse_request(
-    gateway: &Gateway,
-    buf: &[u8],
-    forwarded_for: &[u8],
-    upstream_head: &mut Vec<u8>,
-) -> Parsed {
+pub(crate) fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &str, upstream_head: &mut Vec<u8>) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -280,28 +266,27 @@ pub(crate) fn parse_request(
         Some(None) => return Parsed::HandOff,
         None => return bad_request(head_len, "an HTTP/1.1 request needs a host field"),
     };
-    let (listed, close) = connection_options(headers);
+    let connection = connection_options(headers);
     let route = match gateway.route(Some(host), path, tag) {
-        Ok(Routed::Broker { .. }) => return Parsed::HandOff,
+        Ok(Routed::Ingress { .. }) => return Parsed::HandOff,
         Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
         Ok(Routed::Pool { pool, service, forward }) => {
-            // The instance's head: hop-by-hop fields (and a client's `x-forwarded-host`) left
-            // behind, an upgrade's own fields put back, `x-forwarded-*` added.
+            // The instance's head (see `crate::rewrite`): the fields the rules leave behind
+            // dropped, an upgrade's own fields put back, the gateway's `x-forwarded-*` added.
             upstream_head.clear();
             upstream_head.extend_from_slice(method.as_bytes());
             upstream_head.push(b' ');
             match forward {
                 Forward::Unchanged => upstream_head.extend_from_slice(path.as_bytes()),
                 Forward::Stripped(rest) => {
-                    if !rest.starts_with('/') {
-                        upstream_head.push(b'/');
-                    }
+                    let (lead, rest) = rewrite::stripped_target(rest);
+                    upstream_head.extend_from_slice(lead.as_bytes());
                     upstream_head.extend_from_slice(rest.as_bytes());
                 }
             }
             upstream_head.extend_from_slice(b" HTTP/1.1\r\n");
             for h in headers.iter() {
-                if !is_hop_by_hop(h.name, listed.iter().copied()) && !h.name.eq_ignore_ascii_case("x-forwarded-host") {
+                if !rewrite::drops_request_field(h.name, &connection) {
                     push_field(upstream_head, h.name, h.value);
                 }
             }
@@ -309,17 +294,21 @@ pub(crate) fn parse_request(
                 push_field(upstream_head, "upgrade", protocols);
                 upstream_head.extend_from_slice(b"connection: upgrade\r\n");
             }
-            push_field(upstream_head, "x-forwarded-for", forwarded_for);
-            push_field(upstream_head, "x-forwarded-host", host.as_bytes());
+            // An HTTP/1.1 request here always has its Host (kept above): the host asked for.
+            for (name, value) in
+                (Forwarding { client: forwarded_for, host: rewrite::original_host(Some(host), None) }).fields()
+            {
+                push_field(upstream_head, name, value.as_bytes());
+            }
             Ok((pool, service))
         }
         Err(unrouted) => Err(unrouted),
     };
     let facts = RequestFacts {
         body_len: body_len.unwrap_or(0),
-        close,
+        close: connection.close,
         head_only: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        idempotent: rewrite::is_idempotent(method),
         upgrade: upgrade.is_some(),
     };
     Parsed::Request(RelayedRequest { head_len, facts, route })
@@ -363,7 +352,7 @@ pub(crate) fn parse_response(
         return Err(GatewayError::Upstream("malformed response".into()));
     };
     let headers = resp.headers;
-    let (listed, close) = connection_options(headers);
+    let connection = connection_options(headers);
     let mut length = None;
     let mut chunked = None;
     for h in headers.iter() {
@@ -407,7 +396,8 @@ pub(crate) fn parse_response(
             None
         };
         let forward = framing_field.unwrap_or_else(|| {
-            !is_hop_by_hop(h.name, listed.iter().copied()) || (code == 101 && h.name.eq_ignore_ascii_case("upgrade"))
+            !rewrite::drops_response_field(h.name, &connection)
+                || (code == 101 && h.name.eq_ignore_ascii_case("upgrade"))
         });
         if forward {
             push_field(out, h.name, h.value);
@@ -416,8 +406,9 @@ pub(crate) fn parse_response(
     if code == 101 {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
+    let reusable = version == 1 && !connection.close && framing != Framing::UntilClose;
     buf.advance(head_len);
-    Ok(Some(ResponseHead { code, framing, reusable: version == 1 && !close && framing != Framing::UntilClose }))
+    Ok(Some(ResponseHead { code, framing, reusable }))
 }
 
 /// The JSON error answer of the data plane, as bytes on the wire.
@@ -463,7 +454,7 @@ struct ClientConn<'g> {
     /// The response head for the client, and the body bytes that go out with it.
     response: Vec<u8>,
     /// This client's address, for `x-forwarded-for`.
-    forwarded_for: Vec<u8>,
+    forwarded_for: String,
 }
 
 /// Serves `stream` until the client leaves, `stop` turns true between requests, or a
@@ -484,7 +475,7 @@ pub(crate) async fn serve(
         body_unread: 0,
         request: Vec::with_capacity(1024),
         response: Vec::with_capacity(1024),
-        forwarded_for: forwarded_for.as_bytes().to_vec(),
+        forwarded_for: forwarded_for.to_owned(),
     };
     // The connection closes when the next head is not complete by `deadline`: the
     // header-read timeout from its first byte (or from the connection's start), or the idle
@@ -614,19 +605,19 @@ impl ClientConn<'_> {
         // closes (it cannot tell a complete response from a partial one otherwise).
         let body = tokio::time::timeout_at(deadline, self.copy_body(&mut instance, head.framing, timeouts.idle));
         let complete = body.await.map_err(|_| Failure::Close)??;
-        // The slot is free once the whole response has been passed on.
-        let addr = lease.addr();
-        drop(lease);
+        // The slot is free once the whole response has been passed on, and the connection
+        // back in the idle list (as on the hyper path: a request that sees the slot free
+        // finds the connection there).
         if complete && head.reusable && instance.buf.is_empty() {
-            self.instances.put(addr, instance);
+            self.instances.put(lease.addr(), instance);
         }
+        drop(lease);
         Ok((head.code, head.framing != Framing::UntilClose))
     }
 
     /// Waits for capacity, sends the request and reads the response head into `response`.
-    /// A request all in hand goes out again on another connection when a kept-alive one
-    /// turns out closed: when writing it failed, or — idempotent requests only, the
-    /// instance may have acted on it — when the connection closed without an answer.
+    /// When a kept-alive connection fails before any byte of an answer, the request goes
+    /// out again on another as [`rewrite::may_retry`] says.
     async fn send(
         &mut self,
         pool: &Arc<RevisionPool>,
@@ -644,15 +635,16 @@ impl ClientConn<'_> {
         let in_hand = self.body_unread.min(self.buf.len() as u64) as usize;
         self.request.extend_from_slice(&self.buf[..in_hand]);
         self.take_body(in_hand);
-        let replayable = self.body_unread == 0;
+        let body_in_hand = self.body_unread == 0;
         loop {
             let (mut instance, reused) = self.instances.get(lease.addr()).await.map_err(Failure::Answer)?;
             let upstream_failed = |e: io::Error| Failure::Answer(GatewayError::Upstream(e.to_string()));
-            let written = instance.stream.write_all(&self.request).await;
-            if written.is_err() && reused && replayable {
-                continue;
+            if let Err((e, failure)) = write_noting(&mut instance.stream, &self.request).await {
+                if rewrite::may_retry(reused, failure, facts.idempotent, body_in_hand) {
+                    continue;
+                }
+                return Err(upstream_failed(e));
             }
-            written.map_err(upstream_failed)?;
             while self.body_unread > 0 {
                 if self.buf.is_empty() {
                     match within(idle, read_more(&mut self.stream, &mut self.buf)).await? {
@@ -674,7 +666,7 @@ impl ClientConn<'_> {
             };
             match head {
                 Ok(head) => return Ok((lease, instance, head)),
-                Err(None) if reused && replayable && facts.idempotent => {}
+                Err(None) if rewrite::may_retry(reused, Unanswered::Sent, facts.idempotent, body_in_hand) => {}
                 Err(None) => {
                     return Err(Failure::Answer(GatewayError::Upstream("connection closed without an answer".into())));
                 }
@@ -746,6 +738,21 @@ impl ClientConn<'_> {
             }
         }
     }
+}
+
+/// Writes all of `bytes` (as `write_all`); on failure, says whether any of them went out.
+async fn write_noting(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), (io::Error, Unanswered)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let failure = if written == 0 { Unanswered::NotSent } else { Unanswered::Sent };
+        match stream.write(&bytes[written..]).await {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), failure)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, failure)),
+        }
+    }
+    Ok(())
 }
 
 /// Runs `io` within the idle timeout, if there is one: the request fails when no byte went

@@ -140,15 +140,6 @@ pub fn service_from_host(host: &str, domain: &str) -> Option<RouteKey> {
     Some(RouteKey { namespace: namespace.into(), service: service.into() })
 }
 
-/// `/b/<namespace>/<broker>` (a trailing `/` and a query allowed) → namespace and broker.
-pub fn broker_from_path(path: &str) -> Option<(&str, &str)> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let rest = path.strip_prefix("/b/")?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (namespace, broker) = rest.split_once('/')?;
-    (!namespace.is_empty() && !broker.is_empty() && !broker.contains('/')).then_some((namespace, broker))
-}
-
 /// `/f/<namespace>/<service>[/rest]` → key and `/rest` (query included).
 pub fn service_from_path(path: &str) -> Option<(RouteKey, &str)> {
     let rest = path.strip_prefix("/f/")?;
@@ -178,15 +169,6 @@ mod tests {
         assert_eq!(service_from_host("127.0.0.1:8080", "localhost"), None);
         assert_eq!(service_from_host("a.b.c.localhost", "localhost"), None);
         assert_eq!(service_from_host("hello.defaultlocalhost", "localhost"), None);
-    }
-
-    #[test]
-    fn broker_paths() {
-        assert_eq!(broker_from_path("/b/default/events"), Some(("default", "events")));
-        assert_eq!(broker_from_path("/b/default/events/?x=1"), Some(("default", "events")));
-        assert_eq!(broker_from_path("/b/default/events/more"), None);
-        assert_eq!(broker_from_path("/b/default"), None);
-        assert_eq!(broker_from_path("/f/default/events"), None);
     }
 
     #[test]

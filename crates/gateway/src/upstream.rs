@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,9 +28,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::GatewayError;
+use crate::rewrite::{self, Unanswered};
 
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +46,9 @@ pub trait Address: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static {}
 
 impl<A: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static> Address for A {}
 
-/// What a request body must be to go out on an [`UpstreamConn`].
+/// What a request body must be to go out on an [`UpstreamConn`]. [`Upstreams::send`] also
+/// asks for `Default`, an empty body: a request without a body that met a kept-alive
+/// connection's close goes out again with one (see [`Upstreams::send`]).
 pub trait RequestBody:
     Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
 {
@@ -51,10 +56,93 @@ pub trait RequestBody:
 
 impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static> RequestBody for B {}
 
+/// A request body the gateway's hyper path forwards: the client's, or none (the request
+/// sent again after a kept-alive connection closed under it, see [`Upstreams::send`]).
+#[derive(Default)]
+pub enum ProxyBody {
+    Client(Incoming),
+    #[default]
+    Empty,
+}
+
+impl From<Incoming> for ProxyBody {
+    fn from(body: Incoming) -> Self {
+        ProxyBody::Client(body)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Client(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Empty => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Client(body) => body.is_end_stream(),
+            ProxyBody::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Client(body) => body.size_hint(),
+            ProxyBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A connection's socket, noting whether any byte came since the last request went out:
+/// a request on a kept-alive connection that fails before one came may be sent again
+/// ([`rewrite::may_retry`]); hyper's errors do not tell a silent close from a cut-off head.
+struct Socket {
+    stream: TcpStream,
+    /// Set on every read that returns bytes; cleared when a request goes out.
+    received: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.received.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// One HTTP/1.1 connection to an instance (or subscriber), sending bodies of type `B`.
-pub struct UpstreamConn<B: RequestBody = Incoming> {
+pub struct UpstreamConn<B: RequestBody = ProxyBody> {
     sender: http1::SendRequest<B>,
-    conn: http1::Connection<TokioIo<TcpStream>, B>,
+    conn: http1::Connection<TokioIo<Socket>, B>,
+    /// See [`Socket::received`].
+    received: Arc<AtomicBool>,
     /// The connection finished (closed or failed); it must not be polled or reused.
     done: bool,
     idle_since: Instant,
@@ -202,7 +290,7 @@ impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
 }
 
 /// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
-pub struct Upstreams<A = SocketAddr, B: RequestBody = Incoming> {
+pub struct Upstreams<A = SocketAddr, B: RequestBody = ProxyBody> {
     idle: Arc<Mutex<IdleLists<A, Box<UpstreamConn<B>>>>>,
     /// The longest wait for a new connection (`None`: the kernel's).
     connect_timeout: Option<Duration>,
@@ -255,14 +343,20 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
         }
         .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Http)?;
-        Ok(Box::new(UpstreamConn { sender, conn, done: false, idle_since: Instant::now() }))
+        let received = Arc::new(AtomicBool::new(false));
+        let socket = Socket { stream, received: received.clone() };
+        let (sender, conn) = http1::handshake(TokioIo::new(socket)).await.map_err(UpstreamError::Http)?;
+        Ok(Box::new(UpstreamConn { sender, conn, received, done: false, idle_since: Instant::now() }))
     }
+}
 
-    /// Sends `req` (origin-form URI, Host set) to `addr` on an idle connection (a stale one
-    /// is retried on a new connection when the request was not written yet) or a new one,
-    /// and returns the response head with the connection, which the body must keep driving
-    /// (see [`UpstreamBody`]).
+impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
+    /// Sends `req` (origin-form URI, Host set) to `addr` on an idle connection or a new
+    /// one, and returns the response head with the connection, which the body must keep
+    /// driving (see [`UpstreamBody`]). When a kept-alive connection fails before any byte
+    /// of an answer, the request goes out again on another connection by the gateway's one
+    /// retry rule (`rewrite::may_retry`): when nothing of it was written, or when its method
+    /// is idempotent and it has no body (sent again with `B::default()`).
     pub async fn send(
         &self,
         addr: &A,
@@ -282,12 +376,19 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
                 // Boxed: the rare path keeps the per-request future small.
                 None => (Box::pin(Self::connect(addr.clone(), self.connect_timeout)).await?, false),
             };
+            let idempotent = rewrite::is_idempotent(req.method().as_str());
             if !upstream.ready().await {
-                if reused {
+                if rewrite::may_retry(reused, Unanswered::NotSent, idempotent, false) {
                     continue;
                 }
                 return Err(UpstreamError::Connect(std::io::Error::other("connection closed before the request")));
             }
+            // What sending it again would take, should it go out and meet the connection's
+            // close: its head (the body, if any, is the default, empty one).
+            let body_in_hand = req.body().is_end_stream();
+            let mut again =
+                rewrite::may_retry(reused, Unanswered::Sent, idempotent, body_in_hand).then(|| request_head(&req));
+            upstream.received.store(false, Ordering::Relaxed);
             let mut response = std::pin::pin!(upstream.sender.try_send_request(req));
             let mut connection_error = None;
             let outcome = std::future::poll_fn(|cx| {
@@ -301,26 +402,49 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
                 }
             })
             .await;
+            // A failure before any byte of an answer may be the kept-alive connection's close.
+            let unanswered = !upstream.received.load(Ordering::Relaxed);
+            let mut same_again = || again.take().filter(|_| unanswered).map(|head| head.map(|()| B::default()));
             match outcome {
                 Some(Ok(resp)) => return Ok((resp, upstream)),
                 Some(Err(mut failed)) => match failed.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(UpstreamError::Http(failed.into_error())),
+                    Some(unsent) if rewrite::may_retry(reused, Unanswered::NotSent, idempotent, false) => {
+                        req = unsent;
+                    }
+                    _ => match same_again() {
+                        Some(same) => req = same,
+                        None => return Err(UpstreamError::Http(failed.into_error())),
+                    },
                 },
-                None => {
-                    return Err(match connection_error {
-                        Some(e) => UpstreamError::Http(e),
-                        None => UpstreamError::Connect(std::io::Error::other("connection closed without an answer")),
-                    });
-                }
+                None => match same_again() {
+                    Some(same) => req = same,
+                    None => {
+                        return Err(match connection_error {
+                            Some(e) => UpstreamError::Http(e),
+                            None => {
+                                UpstreamError::Connect(std::io::Error::other("connection closed without an answer"))
+                            }
+                        });
+                    }
+                },
             }
         }
     }
 }
 
+/// A copy of a request's method, target, version and fields (not its extensions).
+fn request_head<B>(req: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
 /// A response body from an instance. Drives its connection while streaming and gives the
 /// connection back to the idle list after the last frame.
-pub struct UpstreamBody<A: Address = SocketAddr, B: RequestBody = Incoming> {
+pub struct UpstreamBody<A: Address = SocketAddr, B: RequestBody = ProxyBody> {
     body: Incoming,
     upstream: Option<Borrowed<A, B>>,
 }
@@ -381,47 +505,75 @@ impl<A: Address, B: RequestBody> Drop for UpstreamBody<A, B> {
 /// the thread's runtime). Clones share the connections.
 #[derive(Clone, Default)]
 pub(crate) struct H2cUpstreams {
-    senders: Arc<Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Incoming>>>>,
+    senders: Arc<Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>>>,
 }
 
 impl H2cUpstreams {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Incoming>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>> {
         self.senders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends `req` (absolute URI: it gives the `:authority`) on the instance's connection,
-    /// opening one when there is none or it closed.
+    /// opening one when there is none or it closed. A request the open connection did not
+    /// take goes out on a new one ([`rewrite::may_retry`]).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
         self.try_send(addr, req).await.map_err(|e| GatewayError::Upstream(e.to_string()))
     }
 
-    async fn try_send(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
-        let open = self.lock().get(&addr).filter(|s| !s.is_closed()).cloned();
-        let mut sender = match open {
-            Some(sender) => sender,
-            None => {
-                let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
-                let _ = stream.set_nodelay(true);
-                let (sender, conn) =
-                    hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-                        .await
-                        .map_err(UpstreamError::Http)?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let mut senders = self.lock();
-                senders.retain(|_, s| !s.is_closed());
-                senders.insert(addr, sender.clone());
-                sender
+    async fn try_send(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let open = if fresh { None } else { self.lock().get(&addr).filter(|s| !s.is_closed()).cloned() };
+            let reused = open.is_some();
+            let mut sender = match open {
+                Some(sender) => sender,
+                None => {
+                    let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
+                    let _ = stream.set_nodelay(true);
+                    let (sender, conn) = hyper::client::conn::http2::handshake(
+                        hyper_util::rt::TokioExecutor::new(),
+                        TokioIo::new(stream),
+                    )
+                    .await
+                    .map_err(UpstreamError::Http)?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    let mut senders = self.lock();
+                    senders.retain(|_, s| !s.is_closed());
+                    senders.insert(addr, sender.clone());
+                    sender
+                }
+            };
+            let not_sent_again =
+                rewrite::may_retry(reused, Unanswered::NotSent, rewrite::is_idempotent(req.method().as_str()), false);
+            if let Err(e) = sender.ready().await {
+                if not_sent_again {
+                    fresh = true;
+                    continue;
+                }
+                return Err(UpstreamError::Http(e));
             }
-        };
-        sender.ready().await.map_err(UpstreamError::Http)?;
-        sender.send_request(req).await.map_err(UpstreamError::Http)
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) if not_sent_again => {
+                        req = unsent;
+                        fresh = true;
+                    }
+                    _ => return Err(UpstreamError::Http(failed.into_error())),
+                },
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serval_gateway::RevisionPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 mod support;
 
@@ -142,79 +142,6 @@ async fn large_bodies_stream_through_both_ways() {
 }
 
 #[tokio::test]
-async fn hop_by_hop_fields_stay_behind_and_forwarding_fields_are_added() {
-    let (instance, _) = hyper_instance().await;
-    let mut c = Client::connect(gateway(instance).await).await;
-    c.send(
-        b"GET /f/ns/svc/inner?q=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive, X-Secret\r\n\
-          X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Forwarded-Host: forged\r\nX-Kept: yes\r\n\r\n",
-    )
-    .await;
-    let answer = c.answer("GET").await;
-    let report = answer.text();
-    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
-    for gone in ["connection:", "x-secret:", "keep-alive:", "te:", "forged"] {
-        assert!(!report.contains(gone), "{gone} must not reach the instance: {report}");
-    }
-    for kept in ["x-kept: yes\n", "host: 127.0.0.1\n", "x-forwarded-for: 127.0.0.1\n", "x-forwarded-host: 127.0.0.1\n"]
-    {
-        assert!(report.contains(kept), "{kept:?} missing: {report}");
-    }
-    c.send(b"GET /f/ns/svc HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
-    assert!(c.answer("GET").await.text().starts_with("GET /\n"), "an empty rest is /");
-}
-
-#[tokio::test]
-async fn hyper_rewrites_like_the_relay_for_http_1_0_without_a_host() {
-    let (instance, _) = hyper_instance().await;
-    let mut c = Client::connect(gateway(instance).await).await;
-    c.send(
-        b"GET /f/ns/svc/inner?q=1 HTTP/1.0\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
-          Keep-Alive: timeout=5\r\nX-Forwarded-Host: forged\r\nX-Kept: yes\r\n\r\n",
-    )
-    .await;
-    let report = c.answer("GET").await.text();
-    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
-    for gone in ["connection:", "x-secret:", "keep-alive:", "forged"] {
-        assert!(!report.contains(gone), "{gone} must not reach the instance: {report}");
-    }
-    for kept in ["x-kept: yes\n", "x-forwarded-for: 127.0.0.1\n"] {
-        assert!(report.contains(kept), "{kept:?} missing: {report}");
-    }
-}
-
-/// An HTTP/2 client with prior knowledge (h2c) connected to `addr`.
-async fn h2c_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2c handshake");
-    tokio::spawn(conn);
-    sender
-}
-
-#[tokio::test]
-async fn hyper_rewrites_like_the_relay_for_h2c_clients() {
-    let (instance, _) = hyper_instance().await;
-    let mut sender = h2c_client(gateway(instance).await).await;
-    let req = Request::get("http://127.0.0.1/f/ns/svc/inner?q=1")
-        .header("x-forwarded-host", "forged")
-        .header("x-kept", "yes")
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let response = sender.send_request(req).await.expect("response");
-    let report = String::from_utf8_lossy(&response.into_body().collect().await.expect("body").to_bytes()).into_owned();
-    assert!(report.starts_with("GET /inner?q=1\n"), "the routing prefix is stripped: {report}");
-    assert!(!report.contains("forged"), "{report}");
-    for kept in ["x-kept: yes\n", "x-forwarded-for: 127.0.0.1\n", "x-forwarded-host: 127.0.0.1\n"] {
-        assert!(report.contains(kept), "{kept:?} missing: {report}");
-    }
-}
-
-#[tokio::test]
 async fn head_answers_carry_no_body_and_the_connection_goes_on() {
     let (instance, _) = hyper_instance().await;
     let mut c = Client::connect(gateway(instance).await).await;
@@ -303,22 +230,6 @@ async fn interim_answers_are_passed_on_before_the_final_one() {
     assert_eq!((hints.status, hints.field("link")), (103, Some("</style.css>; rel=preload")));
     let last = c.answer("GET").await;
     assert_eq!((last.status, last.text().as_str()), (200, "done"));
-}
-
-#[tokio::test]
-async fn an_idempotent_request_on_a_kept_alive_connection_the_instance_drops_is_sent_again() {
-    // Answers as if the connection stayed open, and closes it when the next request comes.
-    let (instance, connections) = raw_instance("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
-    let mut c = Client::connect(gateway(instance).await).await;
-    for n in 0..5 {
-        c.send(GET.as_bytes()).await;
-        let answer = c.answer("GET").await;
-        assert_eq!((answer.status, answer.text().as_str()), (200, "ok"), "request {n}");
-    }
-    assert_eq!(connections.load(Ordering::SeqCst), 5, "each request after the first was sent twice");
-    // A POST may have had effects: it is not sent again.
-    c.send(b"POST /x HTTP/1.1\r\nhost: svc.ns.localhost\r\ncontent-length: 0\r\n\r\n").await;
-    assert_eq!(c.answer("POST").await.status, 502);
 }
 
 #[tokio::test]
@@ -511,7 +422,7 @@ async fn h2c_instances_get_http2_with_trailers_from_h2c_and_http1_clients() {
     let gateway = gateway_to(pool).await;
 
     // A gRPC-like client: h2c with prior knowledge, `te: trailers`.
-    let mut sender = h2c_client(gateway).await;
+    let mut sender = support::h2c_client(gateway).await;
     for n in 0..3 {
         let req = Request::post("http://svc.ns.localhost/pkg.Service/Call")
             .header("te", "trailers")

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
-use serval_gateway::BrokerIngress;
+use serval_gateway::Ingress as GatewayIngress;
 
 use crate::PlatformError;
 use crate::delivery::{Dispatchers, Ttl};
@@ -80,14 +80,45 @@ impl Ingress {
     }
 }
 
-impl BrokerIngress for Ingress {
-    fn handle(
-        &self,
-        namespace: String,
-        broker: String,
-        req: Request<Incoming>,
-    ) -> BoxFuture<'static, Response<Full<Bytes>>> {
+/// Where the gateway hands broker requests: `/b/<namespace>/<broker>`.
+pub const PREFIX: &str = "/b/";
+
+/// `<namespace>/<broker>` (a trailing `/` and a query allowed), the path after [`PREFIX`]
+/// → namespace and broker.
+fn broker_from_rest(rest: &str) -> Option<(&str, &str)> {
+    let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (namespace, broker) = rest.split_once('/')?;
+    (!namespace.is_empty() && !broker.is_empty() && !broker.contains('/')).then_some((namespace, broker))
+}
+
+impl GatewayIngress for Ingress {
+    fn claims(&self, rest: &str) -> bool {
+        broker_from_rest(rest).is_some()
+    }
+
+    fn handle(&self, rest: String, req: Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> {
         let ingress = Ingress { dispatchers: self.dispatchers.clone() };
-        async move { ingress.accept(namespace, broker, req).await }.boxed()
+        async move {
+            match broker_from_rest(&rest) {
+                Some((namespace, broker)) => ingress.accept(namespace.to_string(), broker.to_string(), req).await,
+                None => answer(StatusCode::NOT_FOUND, "not a broker's address"),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_from_rest;
+
+    #[test]
+    fn broker_paths() {
+        assert_eq!(broker_from_rest("default/events"), Some(("default", "events")));
+        assert_eq!(broker_from_rest("default/events/?x=1"), Some(("default", "events")));
+        assert_eq!(broker_from_rest("default/events/more"), None);
+        assert_eq!(broker_from_rest("default"), None);
+        assert_eq!(broker_from_rest("/default/events"), None);
     }
 }

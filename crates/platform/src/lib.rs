@@ -159,7 +159,10 @@ pub async fn run_with(
     };
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Gateway::new(routes, metrics.gateway.clone(), Some(brokers::Ingress::new(dispatchers.clone()))),
+        Arc::new(
+            Gateway::new(routes, metrics.gateway.clone())
+                .ingress(brokers::PREFIX, brokers::Ingress::new(dispatchers.clone())),
+        ),
         config.gateway_threads,
         config.connections,
         stopped(stop_rx.clone()),

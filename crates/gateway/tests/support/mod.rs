@@ -49,6 +49,18 @@ where
     (addr, connections)
 }
 
+/// An HTTP/2 client with prior knowledge (h2c) connected to `addr`.
+#[allow(dead_code, reason = "not every test file has h2c clients")]
+pub async fn h2c_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// The pool of revision `svc-00001` of service `ns/svc`, without endpoints.
 pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<RevisionPool> {
     RevisionPool::new(
@@ -88,7 +100,7 @@ pub async fn gateway_to(pool: Arc<RevisionPool>, threads: usize) -> SocketAddr {
 pub async fn gateway_with_limits(pool: Arc<RevisionPool>, threads: usize, limits: ConnectionLimits) -> SocketAddr {
     let routes = Arc::new(RoutingTable::new("localhost"));
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));
-    let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default()), None);
+    let gateway = Arc::new(Gateway::new(routes, Arc::new(GatewayMetrics::default())));
     let listener = serval_gateway::bind("127.0.0.1:0".parse().expect("address")).expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serval_gateway::serve(listener, gateway, threads, limits, std::future::pending()));

@@ -3,12 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+#[allow(unused_imports)]
 pub use serval_testkit::{ServerProcess, stop_gracefully};
 
 pub fn serval_bin() -> &'static str {
