@@ -19,13 +19,13 @@ use serval_scaler::KpaSpec;
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::mpsc;
 
-use crate::delivery::Dispatchers;
 use crate::kinds::{ApplyMode, carry_identity, decode, fill_identity, now_rfc3339};
 use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::sealer::Sealer;
 use crate::{BoundAddrs, PlatformConfig, PlatformError};
+use serval_dispatch::delivery::Dispatchers;
 
 mod config_data;
 mod eventing;
@@ -89,7 +89,7 @@ pub struct Controller {
     metrics: Arc<PlatformMetrics>,
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
-    sources: crate::sources::Sources,
+    sources: serval_dispatch::sources::Sources,
     sealer: Sealer,
 }
 
@@ -117,7 +117,7 @@ pub struct Parts {
 impl Controller {
     pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
-        let sources = crate::sources::Sources::new(dispatchers.clone());
+        let sources = serval_dispatch::sources::Sources::new(dispatchers.clone());
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
         Arc::new(Controller {
             config,

@@ -28,6 +28,19 @@ pub enum PlatformError {
     Io(#[from] std::io::Error),
 }
 
+/// Dispatch's errors are the platform's own kinds of error (a 422 stays a 422).
+impl From<serval_dispatch::DispatchError> for PlatformError {
+    fn from(e: serval_dispatch::DispatchError) -> PlatformError {
+        use serval_dispatch::DispatchError;
+        match e {
+            DispatchError::Invalid { kind, source } => PlatformError::Invalid { kind, source },
+            DispatchError::NotFound { kind, namespace, name } => PlatformError::NotFound { kind, namespace, name },
+            DispatchError::BadEvent(why) => PlatformError::BadRequest(why),
+            DispatchError::Store(e) => PlatformError::Store(e),
+        }
+    }
+}
+
 impl PlatformError {
     /// A 422 naming one field of a `kind` document.
     pub fn invalid_field(kind: &'static str, field: impl Into<String>, message: impl Into<String>) -> PlatformError {

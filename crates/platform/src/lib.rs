@@ -11,18 +11,14 @@
 //! that tests run it on port 0.
 
 mod api;
-mod brokers;
 mod config;
 mod controller;
-mod delivery;
 mod error;
 pub mod kinds;
 mod logs;
 mod metrics;
 mod runner;
 mod sealer;
-mod sources;
-mod supervisor;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -134,7 +130,7 @@ pub async fn run_with(
     let routes = Arc::new(RoutingTable::new(config.domain.clone()));
     let metrics = Arc::new(metrics::PlatformMetrics::default());
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dispatchers = delivery::Dispatchers::new(store.clone(), config.delivery_timeout);
+    let dispatchers = serval_dispatch::delivery::Dispatchers::new(store.clone(), config.delivery_timeout);
     let controller = controller::Controller::new(
         config.clone(),
         addrs,
@@ -161,7 +157,7 @@ pub async fn run_with(
         listeners.gateway,
         Arc::new(
             Gateway::new(routes, metrics.gateway.clone())
-                .ingress(brokers::PREFIX, brokers::Ingress::new(dispatchers.clone())),
+                .ingress(serval_dispatch::ingress::PREFIX, serval_dispatch::ingress::Ingress::new(dispatchers.clone())),
         ),
         config.gateway_threads,
         config.connections,
@@ -188,7 +184,7 @@ pub async fn run_with(
         stop_rx,
     ));
     let resync = tokio::spawn(controller.clone().resync_periodically());
-    let compaction = tokio::spawn(delivery::compact_periodically(store.clone()));
+    let compaction = tokio::spawn(serval_dispatch::delivery::compact_periodically(store.clone()));
     let _ = ready.send(());
 
     shutdown.await;

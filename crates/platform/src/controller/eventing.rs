@@ -8,8 +8,8 @@ use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
 use crate::PlatformError;
-use crate::delivery::{broker_log, trigger_consumer};
 use crate::kinds::{Change, Reconciler, now_rfc3339};
+use serval_dispatch::delivery::{broker_log, trigger_consumer};
 
 impl Controller {
     fn broker_url(&self, namespace: &str, name: &str) -> String {
@@ -36,7 +36,7 @@ impl Controller {
 
     /// Makes the trigger dispatchers match the stored triggers.
     pub(super) fn sync_dispatchers(&self) {
-        self.dispatchers.sync(crate::delivery::plans(self.store.as_ref(), &self.gateway_url()));
+        self.dispatchers.sync(serval_dispatch::delivery::plans(self.store.as_ref(), &self.gateway_url()));
     }
 
     /// Makes the running ping sources match the stored ones.
@@ -46,7 +46,7 @@ impl Controller {
         let plans = sources
             .iter()
             .filter_map(|s| {
-                let plan = crate::sources::ping_plan(s, &gateway).ok()?;
+                let plan = serval_dispatch::sources::ping_plan(s, &gateway).ok()?;
                 Some((plan, serde_json::to_string(&s.spec).unwrap_or_default()))
             })
             .collect();
@@ -95,7 +95,7 @@ impl Reconciler<Trigger> for Controller {
     fn admit(&self, trigger: &mut Trigger, previous: Option<&Trigger>) -> Result<Vec<WriteOp>, PlatformError> {
         let namespace = trigger.metadata.namespace.clone();
         let broker: Option<Broker> = self.store.get(Broker::KIND, &namespace, &trigger.spec.broker)?;
-        let plan = crate::delivery::plan(
+        let plan = serval_dispatch::delivery::plan(
             trigger,
             broker.as_ref().and_then(|b| b.spec.delivery.as_ref()),
             &self.gateway_url(),
@@ -135,7 +135,7 @@ impl Reconciler<Trigger> for Controller {
 /// A PingSource's schedule and time zone are checked when it is written (a 422 otherwise).
 impl Reconciler<PingSource> for Controller {
     fn admit(&self, source: &mut PingSource, _previous: Option<&PingSource>) -> Result<Vec<WriteOp>, PlatformError> {
-        let plan = crate::sources::ping_plan(source, &self.gateway_url())?;
+        let plan = serval_dispatch::sources::ping_plan(source, &self.gateway_url())?;
         source.status.subscriber_uri = Some(plan.sink.clone());
         let ready = self.ping_source_readiness(source);
         Condition::set(&mut source.status.conditions, ready, &now_rfc3339());

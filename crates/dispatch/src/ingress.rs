@@ -1,5 +1,5 @@
-//! Brokers: their resources and their durable HTTP ingress (`/b/<namespace>/<broker>` on the
-//! gateway). An accepted event is answered 202 only after the group commit that stores it.
+//! The brokers' durable HTTP ingress (`/b/<namespace>/<broker>` on the gateway): an
+//! accepted event is answered 202 only after the group commit that stores it.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::Ingress as GatewayIngress;
 
-use crate::PlatformError;
+use crate::DispatchError;
 use crate::delivery::{Dispatchers, Ttl};
 
 /// Largest request body the ingress reads.
@@ -73,8 +73,8 @@ impl Ingress {
         };
         match self.dispatchers.append(&namespace, &broker, events, Ttl::KeepOrDefault).await {
             Ok(()) => answer(StatusCode::ACCEPTED, ""),
-            Err(PlatformError::BadRequest(why)) => answer(StatusCode::BAD_REQUEST, &why),
-            Err(e @ PlatformError::NotFound { .. }) => answer(StatusCode::NOT_FOUND, &e.to_string()),
+            Err(DispatchError::BadEvent(why)) => answer(StatusCode::BAD_REQUEST, &why),
+            Err(e @ DispatchError::NotFound { .. }) => answer(StatusCode::NOT_FOUND, &e.to_string()),
             Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, &format!("the event was not stored: {e}")),
         }
     }

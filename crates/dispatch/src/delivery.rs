@@ -26,7 +26,7 @@ use serval_model::{Broker, Destination, Resource, Trigger};
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
 
-use crate::PlatformError;
+use crate::DispatchError;
 use crate::supervisor::{Supervisor, Wanted};
 
 /// Events read from the log at a time; the next page is read when half are left.
@@ -85,8 +85,8 @@ pub fn plan(
     trigger: &Trigger,
     broker_delivery: Option<&serde_json::Value>,
     gateway: &str,
-) -> Result<Plan, PlatformError> {
-    let invalid = |field: &str, message: String| PlatformError::invalid_field("Trigger", field, message);
+) -> Result<Plan, DispatchError> {
+    let invalid = |field: &str, message: String| DispatchError::invalid_field("Trigger", field, message);
     let filter: Option<TriggerFilter> = trigger
         .spec
         .filter
@@ -555,9 +555,13 @@ impl Dispatchers {
         broker: &str,
         events: Vec<CloudEvent>,
         ttl: Ttl,
-    ) -> Result<(), PlatformError> {
+    ) -> Result<(), DispatchError> {
         if self.store.get_document(Broker::KIND, namespace, broker)?.is_none() {
-            return Err(crate::kinds::not_found(Broker::KIND, namespace, broker));
+            return Err(DispatchError::NotFound {
+                kind: Broker::KIND,
+                namespace: namespace.into(),
+                name: broker.into(),
+            });
         }
         let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let log = broker_log(namespace, broker);
@@ -565,7 +569,7 @@ impl Dispatchers {
         for mut event in events {
             event
                 .set_extension("knativearrivaltime", arrival.clone())
-                .map_err(|e| PlatformError::BadRequest(e.to_string()))?;
+                .map_err(|e| DispatchError::BadEvent(e.to_string()))?;
             match ttl {
                 Ttl::Set(ttl) => {
                     let _ = event.set_extension("knativebrokerttl", ttl);
@@ -618,7 +622,7 @@ pub const RETAINED_EVENTS: u32 = 1_000;
 /// them when the broker has no trigger: a new trigger starts at the end of the log), except
 /// the `retained` newest, so that logs hold what is still to deliver and a short recent
 /// history, not the broker's whole history.
-pub async fn compact_logs(store: &dyn Storage, retained: u32) -> Result<(), PlatformError> {
+pub async fn compact_logs(store: &dyn Storage, retained: u32) -> Result<(), DispatchError> {
     let brokers: Vec<serval_model::Broker> = store.list(Broker::KIND, None)?;
     let triggers: Vec<Trigger> = store.list(Trigger::KIND, None)?;
     let end = store.last_event_seq()?;

@@ -11,7 +11,7 @@ use serval_eventing::ping::{PingSchedule, ping_event};
 use serval_model::PingSource;
 use tokio::sync::watch;
 
-use crate::PlatformError;
+use crate::DispatchError;
 use crate::delivery::{Dispatchers, Ttl};
 use crate::supervisor::{Supervisor, Wanted};
 
@@ -30,8 +30,8 @@ pub struct PingPlan {
 }
 
 /// Validates the schedule, time zone and data, and resolves the sink.
-pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, PlatformError> {
-    let invalid = |field: &str, message: String| PlatformError::invalid_field("PingSource", field, message);
+pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, DispatchError> {
+    let invalid = |field: &str, message: String| DispatchError::invalid_field("PingSource", field, message);
     let spec = &source.spec;
     let schedule = PingSchedule::new(&spec.schedule, spec.timezone.as_deref())
         .map_err(|e| invalid("spec.schedule", e.to_string()))?;
