@@ -53,6 +53,10 @@ impl Runtimes {
         self.registered.push((kind, runtime));
     }
 
+    fn available(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.registered.iter().filter_map(|(_, runtime)| runtime.as_ref().ok())
+    }
+
     /// The runtime of `kind`, or why there is none.
     fn get(&self, kind: RuntimeKind) -> Result<&Arc<dyn Runtime>, String> {
         match self.registered.iter().find(|(k, _)| *k == kind) {
@@ -700,6 +704,16 @@ impl Controller {
             Ok(runtime) => runtime.clone(),
             Err(why) => Arc::new(Unavailable(why)),
         };
+        if !verify {
+            // At zero until a request comes: let the runtime get the first start ready.
+            let prepared = runtime.prepare(&spec.instance_spec(format!("{}-prepared", spec.revision)));
+            let what = format!("{}/{}", spec.namespace, spec.revision);
+            tokio::spawn(async move {
+                if let Err(e) = prepared.await {
+                    tracing::warn!("preparing revision {what}: {e}");
+                }
+            });
+        }
         let runner = RevisionRunner::spawn(
             spec,
             runtime,
@@ -786,10 +800,14 @@ impl Controller {
         }
     }
 
-    /// Stops every runner and waits until all instances are gone.
+    /// Stops every runner, waits until all instances are gone, then lets the runtimes drop
+    /// what they prepared.
     pub async fn shutdown(&self) {
         let all: Vec<Arc<RevisionRunner>> = self.runners().drain().map(|(_, r)| r).collect();
         futures_util::future::join_all(all.iter().map(|r| r.stop())).await;
+        for runtime in self.runtimes.available() {
+            runtime.shutdown();
+        }
     }
 }
 
@@ -804,8 +822,6 @@ fn is_ready(r: &Revision) -> bool {
     Condition::find(&r.status.conditions, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
 }
 
-/// What can be checked without starting anything: is the runtime available, does the
-/// program exist?
 /// The runtime of a revision whose runtime is not there (any more): every start fails
 /// with why.
 struct Unavailable(String);

@@ -241,6 +241,8 @@ impl RevisionRunner {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.stop().await;
+        // It will not start again: what the runtime prepared for it goes.
+        self.runtime.release(&self.spec.namespace, &self.spec.revision);
     }
 
     /// Stops the runner: no new requests, in-flight ones finish, every instance stops.

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
@@ -247,6 +248,26 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = spec;
         Ok(())
     }
+
+    /// Prepares ahead what the next start of `spec`'s revision needs, so that a start from
+    /// zero does less (the `oci` runtime: a bundle directory with the image's overlay root
+    /// mounted). Worth calling when a revision may next start from zero without having
+    /// run in this server (stored, or found at server start). Runtimes also prepare by
+    /// themselves after an instance of a revision stops. Default: nothing to prepare.
+    fn prepare(&self, spec: &InstanceSpec) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let _ = spec;
+        async { Ok(()) }.boxed()
+    }
+
+    /// The revision will not start again (deleted or retired): drops what was prepared
+    /// for it, until a start or `prepare` of it. Quick (an unmount, a small directory).
+    fn release(&self, namespace: &str, revision: &str) {
+        let _ = (namespace, revision);
+    }
+
+    /// The server stops: drops everything prepared and prepares nothing more. Call after
+    /// the last instance stopped.
+    fn shutdown(&self) {}
 }
 
 /// Makes the calling process receive SIGKILL when its parent dies (used by `serval server`

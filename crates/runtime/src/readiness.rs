@@ -111,8 +111,41 @@ pub(crate) fn listener_belongs_to(port: u16, root: u32) -> bool {
                 .is_some_and(|inode| inodes.contains(&inode))
         })
     };
-    // Usually the first process listens itself: then no walk over every process is needed.
-    root != 0 && (holds(root) || process_tree(root).into_iter().skip(1).any(holds))
+    // Usually the first process listens itself; else (runc's child, a shell's) a descendant.
+    root != 0 && (holds(root) || descendants(root).into_iter().any(holds))
+}
+
+/// `root`'s descendants, parents before children. Read from `/proc/<pid>/task/<tid>/children`
+/// where the kernel has those files: a few small reads for the usual short chain (runc and
+/// the container it runs, a shell and its server), where walking every process of a busy
+/// host took milliseconds. Else from every process's parent pid.
+fn descendants(root: u32) -> Vec<u32> {
+    if !children_files_exist() {
+        return process_tree(root).into_iter().skip(1).collect();
+    }
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&pid) = tree.get(next) {
+        tree.extend(children_of(pid));
+        next += 1;
+    }
+    tree.split_off(1)
+}
+
+/// Whether this kernel lists each thread's children (`CONFIG_PROC_CHILDREN`).
+fn children_files_exist() -> bool {
+    static EXIST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *EXIST.get_or_init(|| std::path::Path::new("/proc/thread-self/children").exists())
+}
+
+/// The children of every thread of `pid` (none when it is gone).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
 }
 
 /// `socket:[12345]` → 12345.
@@ -294,6 +327,26 @@ mod tests {
         let by_proc = listening_inodes_by_proc(port);
         assert_eq!(by_proc.len(), 1);
         assert_eq!(listening_inodes_by_netlink(port).expect("sock_diag netlink"), by_proc);
+    }
+
+    #[test]
+    fn descendants_from_children_files_match_the_walk_over_every_process() {
+        use std::io::BufRead;
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut line = String::new();
+        std::io::BufReader::new(shell.stdout.take().expect("stdout")).read_line(&mut line).expect("pid line");
+        let sleeper: u32 = line.trim().parse().expect("a pid");
+        assert!(children_files_exist(), "this kernel lists children in /proc");
+        let found = descendants(shell.id());
+        assert!(found.contains(&sleeper), "{found:?} holds {sleeper}");
+        let walked: HashSet<u32> = process_tree(shell.id()).into_iter().skip(1).collect();
+        assert_eq!(found.into_iter().collect::<HashSet<u32>>(), walked);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleeper as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = shell.wait();
     }
 
     #[test]

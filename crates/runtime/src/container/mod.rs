@@ -9,9 +9,14 @@
 //! container's, and its stdio is the container's stdout/stderr (captured into logs).
 //! Containers live under serval's own runc `--root`, so whatever a crashed server left there
 //! is found and removed at the next start.
+//!
+//! A start from zero is runc's own start plus little: the bundle directory with the overlay
+//! mounted is prepared ahead per revision (`spares`), only the small `config.json` is written
+//! per instance.
 
 mod bundle;
 mod images;
+mod spares;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -31,6 +36,7 @@ pub use images::StoreImages;
 use crate::capture::{new_tail, pump_lines, tail_lines};
 use crate::readiness::{Outcome, poll_until_ready};
 use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError};
+use spares::{Spares, discard, mount_overlay, revision_key};
 
 /// An image made ready to run: its unpacked root filesystem and its defaults.
 #[derive(Debug, Clone)]
@@ -51,6 +57,7 @@ pub struct OciRuntime {
     state_root: PathBuf,
     bundles: PathBuf,
     images: Arc<dyn ImageSource>,
+    spares: Arc<Spares>,
 }
 
 /// The default pids limit of a container (a fork bomb stops here).
@@ -58,7 +65,8 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 256;
 
 impl OciRuntime {
     /// Uses `runtime_binary` (`runc`, or another OCI runtime CLI with runc's commands) with
-    /// state under `dir`. Containers a previous server left behind are removed now.
+    /// state under `dir`. Containers and bundle directories (prepared or in use) a previous
+    /// server left behind are removed now.
     pub async fn new(
         runtime_binary: PathBuf,
         dir: &Path,
@@ -68,7 +76,8 @@ impl OciRuntime {
         let bundles = dir.join("bundles");
         std::fs::create_dir_all(&state_root)?;
         std::fs::create_dir_all(&bundles)?;
-        let runtime = OciRuntime { runtime_binary, state_root, bundles, images };
+        let spares = Arc::new(Spares::new(bundles.clone()));
+        let runtime = OciRuntime { runtime_binary, state_root, bundles, images, spares };
         runtime.remove_leftovers().await;
         Ok(runtime)
     }
@@ -101,8 +110,7 @@ impl OciRuntime {
         }
         if let Ok(entries) = std::fs::read_dir(&self.bundles) {
             for entry in entries.flatten() {
-                let _ = nix::mount::umount2(&entry.path().join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-                let _ = std::fs::remove_dir_all(entry.path());
+                discard(&entry.path());
             }
         }
     }
@@ -114,13 +122,65 @@ impl Runtime for OciRuntime {
         let state_root = self.state_root.clone();
         let runtime_binary = self.runtime_binary.clone();
         let bundles = self.bundles.clone();
+        let spares = self.spares.clone();
         async move {
             let settings = spec.container.clone().ok_or(RuntimeError::NotAvailable("oci (no image given)"))?;
             let image = images.prepare(&settings.image).await?;
-            let ctx = Context { runtime_binary, state_root, bundle: bundles.join(&spec.instance_id) };
-            ctx.start(spec, settings, image, logs).await
+            let key = revision_key(&spec.namespace, &spec.revision);
+            let prepared = spares.take(&key, &image.rootfs);
+            let refill = Refill { spares, key, image_rootfs: image.rootfs.clone() };
+            let ctx = Context {
+                runtime_binary,
+                state_root,
+                bundle: prepared.clone().unwrap_or_else(|| bundles.join(&spec.instance_id)),
+                refill,
+            };
+            ctx.start(spec, settings, image, prepared.is_some(), logs).await
         }
         .boxed()
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let (images, spares) = (self.images.clone(), self.spares.clone());
+        let key = revision_key(&spec.namespace, &spec.revision);
+        self.spares.revive(&key);
+        let image = spec.container.as_ref().map(|c| c.image.clone());
+        async move {
+            let Some(image) = image else { return Ok(()) };
+            let rootfs = images.prepare(&image).await?.rootfs;
+            tokio::task::spawn_blocking(move || spares.replenish(&key, &rootfs))
+                .await
+                .map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?
+        }
+        .boxed()
+    }
+
+    fn release(&self, namespace: &str, revision: &str) {
+        self.spares.release(&revision_key(namespace, revision));
+    }
+
+    fn shutdown(&self) {
+        self.spares.close();
+    }
+}
+
+/// Where a new spare for the instance's revision comes from once the instance is gone.
+#[derive(Clone)]
+struct Refill {
+    spares: Arc<Spares>,
+    key: String,
+    image_rootfs: PathBuf,
+}
+
+impl Refill {
+    /// Makes the revision's next spare (off the async threads); a failure only costs the
+    /// next start the mount.
+    async fn now(&self) {
+        let (spares, key, rootfs) = (self.spares.clone(), self.key.clone(), self.image_rootfs.clone());
+        let made = tokio::task::spawn_blocking(move || spares.replenish(&key, &rootfs)).await;
+        if let Ok(Err(e)) = made {
+            tracing::warn!("preparing a bundle for {}: {e}", self.key);
+        }
     }
 }
 
@@ -130,6 +190,7 @@ struct Context {
     runtime_binary: PathBuf,
     state_root: PathBuf,
     bundle: PathBuf,
+    refill: Refill,
 }
 
 impl Context {
@@ -139,36 +200,21 @@ impl Context {
         cmd
     }
 
-    /// Mounts the overlay root: the image's rootfs below, a fresh upper layer per instance.
-    fn mount_rootfs(&self, image_rootfs: &Path) -> Result<PathBuf, RuntimeError> {
-        let rootfs = self.bundle.join("rootfs");
-        for d in ["upper", "work", "rootfs"] {
-            std::fs::create_dir_all(self.bundle.join(d))?;
+    /// The overlay root: the image's rootfs below, a fresh upper layer per instance. A
+    /// prepared bundle has it mounted already; else it is mounted now.
+    async fn root_filesystem(&self, prepared: bool, image_rootfs: &Path) -> Result<PathBuf, RuntimeError> {
+        if prepared {
+            return Ok(self.bundle.join("rootfs"));
         }
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            image_rootfs.display(),
-            self.bundle.join("upper").display(),
-            self.bundle.join("work").display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &rootfs,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(options.as_str()),
-        )
-        .map_err(|e| {
-            RuntimeError::Io(std::io::Error::other(format!("mounting the instance's root filesystem: {e}")))
-        })?;
-        Ok(rootfs)
+        let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+        mount_overlay(&self.bundle, image_rootfs)
     }
 
     /// Removes the container, its overlay and its bundle (the writable layer goes with it).
     async fn cleanup(&self, id: &str) {
         let _ = self.runc().args(["delete", "-f", id]).stderr(Stdio::null()).status().await;
-        let _ = nix::mount::umount2(&self.bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-        let _ = tokio::fs::remove_dir_all(&self.bundle).await;
+        let bundle = self.bundle.clone();
+        let _ = tokio::task::spawn_blocking(move || discard(&bundle)).await;
     }
 
     async fn start(
@@ -176,14 +222,14 @@ impl Context {
         spec: InstanceSpec,
         settings: crate::ContainerSettings,
         image: PreparedImage,
+        prepared: bool,
         logs: LogSink,
     ) -> Result<Instance, RuntimeError> {
         let began = Instant::now();
         let id = spec.instance_id.clone();
         let port = crate::process::free_port()?;
         let (uid, gid) = resolve_user(image.defaults.user.as_deref(), &image.rootfs).map_err(RuntimeError::Image)?;
-        let _ = tokio::fs::remove_dir_all(&self.bundle).await;
-        let rootfs = match self.mount_rootfs(&image.rootfs) {
+        let rootfs = match self.root_filesystem(prepared, &image.rootfs).await {
             Ok(r) => r,
             Err(e) => {
                 self.cleanup(&id).await;
@@ -218,7 +264,7 @@ impl Context {
                 "the image has no Entrypoint or Cmd and the revision gives no command".into(),
             ));
         }
-        let written = serde_json::to_vec_pretty(&config).map_err(|e| RuntimeError::Io(std::io::Error::other(e)));
+        let written = serde_json::to_vec(&config).map_err(|e| RuntimeError::Io(std::io::Error::other(e)));
         if let Err(e) =
             written.and_then(|bytes| std::fs::write(self.bundle.join("config.json"), bytes).map_err(RuntimeError::Io))
         {
@@ -264,6 +310,8 @@ impl Context {
             };
             info.oom_killed = oom_killed(&waited_id);
             waiter.cleanup(&waited_id).await;
+            // The next start of the revision (from zero, most likely) finds its bundle ready.
+            waiter.refill.now().await;
             exited_flag.store(true, Ordering::Release);
             let _ = exit_tx.send(Some(info));
         });
@@ -329,3 +377,6 @@ impl InstanceControl for ContainerControl {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;
