@@ -14,7 +14,7 @@ use serval_model::{
     check_scale_limits, revision_name, validate_service,
 };
 use serval_runtime::oci::ImageStore;
-use serval_runtime::{ContainerSettings, Readiness, Runtime};
+use serval_runtime::{ContainerSettings, Readiness, Runtime, Workload};
 use serval_scaler::KpaSpec;
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::mpsc;
@@ -753,15 +753,15 @@ impl Controller {
             },
             None => Readiness::TcpConnect,
         };
-        let container_settings = match revision.runtime_kind() {
-            RuntimeKind::Oci => Some(container_settings(&container)),
-            _ => None,
+        let workload = match revision.runtime_kind() {
+            RuntimeKind::Oci => Workload::Container(container_settings(&container)),
+            _ => Workload::Process { argv: container.command.iter().chain(&container.args).cloned().collect() },
         };
         RunnerSpec {
             namespace: revision.metadata.namespace.clone(),
             service: revision.service_name().to_string(),
             revision: revision.metadata.name.clone(),
-            argv: container.command.iter().chain(&container.args).cloned().collect(),
+            workload,
             env,
             working_dir: container.working_dir.clone(),
             container_concurrency: revision.spec.container_concurrency(),
@@ -776,7 +776,6 @@ impl Controller {
             grace_period: self.config.grace_period,
             startup_timeout,
             readiness,
-            container: container_settings,
         }
     }
 

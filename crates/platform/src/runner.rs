@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serval_gateway::{GatewayError, PoolConfig, RequestTimeouts, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
-use serval_runtime::{ContainerSettings, Instance, InstanceSpec, Readiness, Runtime, RuntimeError};
+use serval_runtime::{Instance, InstanceSpec, Readiness, Runtime, RuntimeError, Workload};
 use serval_scaler::{Autoscaler, Decision, InstanceLoad, KpaSpec, capacity_floor, choose_victims, restart_backoff};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
@@ -26,7 +26,7 @@ pub struct RunnerSpec {
     pub namespace: String,
     pub service: String,
     pub revision: String,
-    pub argv: Vec<String>,
+    pub workload: Workload,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub container_concurrency: u32,
@@ -39,8 +39,6 @@ pub struct RunnerSpec {
     pub grace_period: Duration,
     pub startup_timeout: Duration,
     pub readiness: Readiness,
-    /// For the oci runtime.
-    pub container: Option<ContainerSettings>,
 }
 
 impl RunnerSpec {
@@ -52,12 +50,11 @@ impl RunnerSpec {
             service: self.service.clone(),
             revision: self.revision.clone(),
             configuration: self.service.clone(),
-            argv: self.argv.clone(),
+            workload: self.workload.clone(),
             env: self.env.clone(),
             working_dir: self.working_dir.clone(),
             startup_timeout: self.startup_timeout,
             readiness: self.readiness.clone(),
-            container: self.container.clone(),
         }
     }
 }

@@ -35,8 +35,8 @@ pub struct InstanceSpec {
     pub service: String,
     pub revision: String,
     pub configuration: String,
-    /// The program and its arguments.
-    pub argv: Vec<String>,
+    /// What runs: a host command or an image.
+    pub workload: Workload,
     /// The user's environment; `PORT` and `K_*` are added by the runtime.
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
@@ -44,8 +44,26 @@ pub struct InstanceSpec {
     pub startup_timeout: Duration,
     /// What "ready" means.
     pub readiness: Readiness,
-    /// For the `oci` runtime: the image and how to run it (`argv` is then unused).
-    pub container: Option<ContainerSettings>,
+}
+
+/// What an instance runs; each runtime takes one kind (wasm and the Lambda runtime
+/// protocol come next).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    /// A host command: the program and its arguments (`$(VAR)` references expanded).
+    Process { argv: Vec<String> },
+    /// An OCI image, run with Kubernetes container semantics.
+    Container(ContainerSettings),
+}
+
+impl InstanceSpec {
+    /// The program of a [`Workload::Process`].
+    pub fn program(&self) -> Option<&str> {
+        match &self.workload {
+            Workload::Process { argv } => argv.first().map(String::as_str),
+            Workload::Container(_) => None,
+        }
+    }
 }
 
 /// How to run an instance from an image (Kubernetes container semantics).

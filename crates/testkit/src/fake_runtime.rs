@@ -70,7 +70,7 @@ impl FakeRuntime {
 
 impl Runtime for FakeRuntime {
     fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
-        match spec.argv.first().map(String::as_str) {
+        match spec.program() {
             Some(MISSING_PROGRAM) => Err(format!("{MISSING_PROGRAM:?} was not found on PATH")),
             _ => Ok(()),
         }
@@ -78,7 +78,7 @@ impl Runtime for FakeRuntime {
 
     fn start(&self, spec: InstanceSpec, _logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>> {
         let began = Instant::now();
-        if spec.argv.first().map(String::as_str) == Some(EXITS_BEFORE_READY) {
+        if spec.program() == Some(EXITS_BEFORE_READY) {
             let exit = ExitInfo { code: Some(3), signal: None, oom_killed: false };
             return Box::pin(async move {
                 Err(RuntimeError::ExitedBeforeReady { exit, last_lines: vec!["bye".into()], port_taken: None })

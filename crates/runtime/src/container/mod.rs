@@ -35,7 +35,7 @@ pub use images::StoreImages;
 
 use crate::capture::{new_tail, pump_lines, tail_lines};
 use crate::readiness::{Outcome, poll_until_ready};
-use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError};
+use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload};
 use spares::{Spares, discard, mount_overlay, revision_key};
 
 /// An image made ready to run: its unpacked root filesystem and its defaults.
@@ -124,7 +124,9 @@ impl Runtime for OciRuntime {
         let bundles = self.bundles.clone();
         let spares = self.spares.clone();
         async move {
-            let settings = spec.container.clone().ok_or(RuntimeError::NotAvailable("oci (no image given)"))?;
+            let Workload::Container(settings) = spec.workload.clone() else {
+                return Err(RuntimeError::NotAvailable("oci (given a host command, not an image)"));
+            };
             let image = images.prepare(&settings.image).await?;
             let key = revision_key(&spec.namespace, &spec.revision);
             let prepared = spares.take(&key, &image.rootfs);
@@ -144,7 +146,10 @@ impl Runtime for OciRuntime {
         let (images, spares) = (self.images.clone(), self.spares.clone());
         let key = revision_key(&spec.namespace, &spec.revision);
         self.spares.revive(&key);
-        let image = spec.container.as_ref().map(|c| c.image.clone());
+        let image = match &spec.workload {
+            Workload::Container(c) => Some(c.image.clone()),
+            Workload::Process { .. } => None,
+        };
         async move {
             let Some(image) = image else { return Ok(()) };
             let rootfs = images.prepare(&image).await?.rootfs;

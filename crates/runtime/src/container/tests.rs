@@ -35,12 +35,11 @@ fn httpd_spec(instance_id: &str) -> InstanceSpec {
         service: "web".into(),
         revision: "web-00001".into(),
         configuration: "web".into(),
-        argv: Vec::new(),
         env: Vec::new(),
         working_dir: None,
         startup_timeout: Duration::from_secs(20),
         readiness: Readiness::TcpConnect,
-        container: Some(crate::ContainerSettings {
+        workload: crate::Workload::Container(crate::ContainerSettings {
             image: "test/busybox:1".into(),
             command: words(&["/bin/httpd", "-f", "-p", "127.0.0.1:$(PORT)", "-h", "/"]),
             pids_limit: 64,

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::capture::{new_tail, pump_lines, tail_lines};
 use crate::readiness::{Outcome, poll_until_ready};
-use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError};
+use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload};
 
 /// Host variables passed through to functions; everything else comes from the spec.
 const PASSTHROUGH_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -54,8 +54,12 @@ impl Runtime for ProcessRuntime {
     /// The program must be an executable file: a path (relative to the working directory)
     /// or a name on `PATH`.
     fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
-        let program = spec.argv.first().map(String::as_str).unwrap_or_default();
-        find_program(program, spec.working_dir.as_deref())
+        match &spec.workload {
+            Workload::Process { argv } => {
+                find_program(argv.first().map(String::as_str).unwrap_or_default(), spec.working_dir.as_deref())
+            }
+            Workload::Container(_) => Err("the process runtime runs host commands, not images".into()),
+        }
     }
 }
 
@@ -88,7 +92,10 @@ pub(crate) fn free_port() -> Result<u16, RuntimeError> {
 
 fn build_command(spec: &InstanceSpec, port: u16) -> Result<Command, RuntimeError> {
     let env = crate::instance_environment(spec, port);
-    let argv = crate::expand_words(&spec.argv, &env);
+    let Workload::Process { argv } = &spec.workload else {
+        return Err(RuntimeError::NotAvailable("process (given an image)"));
+    };
+    let argv = crate::expand_words(argv, &env);
     let program = argv.first().ok_or_else(|| RuntimeError::Spawn {
         program: String::new(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
@@ -158,7 +165,7 @@ async fn start_on_free_port(
     let port = free_port()?;
     let mut child = build_command(&spec, port)?
         .spawn()
-        .map_err(|source| RuntimeError::Spawn { program: spec.argv[0].clone(), source })?;
+        .map_err(|source| RuntimeError::Spawn { program: spec.program().unwrap_or_default().to_string(), source })?;
     let pid = child.id().ok_or_else(|| RuntimeError::Io(std::io::Error::other("child exited at once")))?;
     let record = leftovers::Record::create(state_dir, pid);
 

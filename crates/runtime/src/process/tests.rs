@@ -12,12 +12,11 @@ fn spec(argv: &[&str]) -> InstanceSpec {
         service: "svc".into(),
         revision: "svc-00001".into(),
         configuration: "svc".into(),
-        argv: argv.iter().map(|s| s.to_string()).collect(),
+        workload: crate::Workload::Process { argv: argv.iter().map(|s| s.to_string()).collect() },
         env: vec![("GREETING".into(), "hi".into())],
         working_dir: None,
         startup_timeout: Duration::from_secs(5),
         readiness: Readiness::TcpConnect,
-        container: None,
     }
 }
 
