@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serval_bench::{FAST_ZERO, ServalServer, Summary, free_port, path_display, poll_then_get, release_binary};
 use serval_runtime::container::{BundleSpec, ImageDefaults, config};
-use serval_runtime::oci::testimage::{ImageConfigSpec, binary_with_libs, busybox_files, write_docker_archive};
+use serval_testimages::{ImageConfigSpec, binary_with_libs, busybox_files, write_docker_archive};
 
 fn build_image(dir: &Path) -> PathBuf {
     let mut files = busybox_files().expect("busybox-static is installed");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use serval_runtime::oci::testimage::{
+use serval_testimages::{
     HostSource, ImageConfigSpec, LayerCompression, LayerEntry, TestRegistry, binary_with_libs, build_image_layout,
     build_image_layout_with_layers, busybox_files, layer_entries, registry_tools, write_docker_archive,
 };

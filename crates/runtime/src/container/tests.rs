@@ -4,7 +4,7 @@
 use super::*;
 use crate::Readiness;
 use crate::oci::ImageStore;
-use crate::oci::testimage::{ImageConfigSpec, busybox_files, write_docker_archive};
+use serval_testimages::{ImageConfigSpec, busybox_files, write_docker_archive};
 
 /// Whether runc (and root) are here; missing ones fail the test when CI requires them.
 fn runc_available() -> bool {

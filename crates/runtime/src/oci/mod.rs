@@ -13,8 +13,6 @@
 mod import;
 mod pull;
 mod store;
-#[cfg(any(test, feature = "test-images"))]
-pub mod testimage;
 mod unpack;
 
 use std::collections::BTreeMap;

@@ -33,8 +33,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestRunner};
 
-use super::super::testimage::{LayerCompression, compress};
 use super::super::{MT_LAYER_GZIP, MT_LAYER_TAR, MT_LAYER_ZSTD, unpack_layer};
+use serval_testimages::{LayerCompression, compress};
 
 fn config() -> Config {
     Config {

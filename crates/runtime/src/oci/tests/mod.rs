@@ -7,9 +7,9 @@ mod unpack;
 
 use std::path::{Path, PathBuf};
 
-use super::testimage::{LayerEntry, layer_tar};
 use super::{MT_LAYER_TAR, unpack_layer};
 use crate::RuntimeError;
+use serval_testimages::{LayerEntry, layer_tar};
 
 /// A scratch area: `root` is the unpack destination, everything else in `base` is "outside".
 struct Scratch {

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use super::super::testimage::{
-    ImageConfigSpec, TestRegistry as Registry, build_image_layout, busybox_files, find_tool, registry_tools,
-};
 use super::super::{ImageStore, PullProgress, RegistryAuth};
 use super::store::multi_arch_layout;
 use super::{skip, tools_required};
 use crate::RuntimeError;
+use serval_testimages::{
+    ImageConfigSpec, TestRegistry as Registry, build_image_layout, busybox_files, find_tool, registry_tools,
+};
 
 fn tools() -> Option<PathBuf> {
     let tools = registry_tools();

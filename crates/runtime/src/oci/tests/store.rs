@@ -3,13 +3,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use super::super::testimage::{
+use super::super::{ImageStore, sha256_digest};
+use crate::RuntimeError;
+use serval_testimages::{
     HostSource, ImageConfigSpec, LayerCompression, LayerEntry, binary_with_libs, build_image_layout,
     build_image_layout_with_layers, busybox_files, write_docker_archive, write_docker_archive_with_layers,
     write_oci_archive,
 };
-use super::super::{ImageStore, sha256_digest};
-use crate::RuntimeError;
 
 fn spec() -> ImageConfigSpec {
     ImageConfigSpec {

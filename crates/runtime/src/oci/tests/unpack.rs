@@ -2,10 +2,10 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use super::super::testimage::{LayerCompression, LayerEntry, compress, layer_tar};
 use super::super::{MT_LAYER_GZIP, MT_LAYER_TAR, MT_LAYER_ZSTD, unpack_layer};
 use super::{Scratch, apply, skip};
 use crate::RuntimeError;
+use serval_testimages::{LayerCompression, LayerEntry, compress, layer_tar};
 
 fn assert_rejected(result: Result<(), RuntimeError>, needle: &str) {
     match result {

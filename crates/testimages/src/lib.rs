@@ -1,6 +1,9 @@
 //! Test images built from host files, written as real OCI image layouts or `docker save`
-//! archives, so that tests need no network. Compiled for this crate's tests and, with the
-//! `test-images` feature, for other crates' tests.
+//! archives, so that tests need no network; and a local registry for pull tests.
+//!
+//! Owns: test-image building (layers, configs, manifests, archives) with its own spelling
+//! of the OCI formats, so that the runtime's reader is checked against an independent writer.
+//! Must not depend on: any serval crate (the runtime's tests use it).
 //!
 //! Typical use: `build_image_layout(dir, "test/busybox:1", &busybox_files()?, spec)` and then
 //! `ImageStore::import(dir)`; add `binary_with_libs(path, "/usr/local/bin/app")?` to the file
@@ -17,11 +20,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{
-    ANNOTATION_REF_NAME, MT_LAYER_GZIP, MT_LAYER_TAR, MT_LAYER_ZSTD, MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_MANIFEST,
-    sha256_digest,
-};
-use crate::RuntimeError;
+use sha2::{Digest, Sha256};
+
+/// Media types and the annotation of the OCI image specification, as the images are written.
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MT_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MT_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// `sha256:<hex>` of `data`.
+fn sha256_digest(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Why a test image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TestImageError {
+    #[error("{0}")]
+    Image(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
 
 /// Modification time of every generated entry (deterministic images).
 const MTIME: u64 = 1_700_000_000;
@@ -86,13 +109,13 @@ pub enum LayerCompression {
     Zstd,
 }
 
-fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Image(format!("test image: {what}: {e}"))
+fn err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> TestImageError {
+    TestImageError::Image(format!("test image: {what}: {e}"))
 }
 
 /// Layer entries for `files` (container path → source), with every missing parent directory
 /// added (0755) before its first child.
-pub fn layer_entries(files: &[(String, HostSource)]) -> Result<Vec<LayerEntry>, RuntimeError> {
+pub fn layer_entries(files: &[(String, HostSource)]) -> Result<Vec<LayerEntry>, TestImageError> {
     let explicit_dirs: HashSet<String> = files
         .iter()
         .filter(|(_, s)| matches!(s, HostSource::Dir { .. }))
@@ -129,7 +152,7 @@ pub fn layer_entries(files: &[(String, HostSource)]) -> Result<Vec<LayerEntry>, 
 }
 
 /// An uncompressed layer tar of `entries`, in order.
-pub fn layer_tar(entries: &[LayerEntry]) -> Result<Vec<u8>, RuntimeError> {
+pub fn layer_tar(entries: &[LayerEntry]) -> Result<Vec<u8>, TestImageError> {
     let mut builder = tar::Builder::new(Vec::new());
     for entry in entries {
         append(&mut builder, entry).map_err(|e| err("building a layer", e))?;
@@ -201,7 +224,7 @@ fn set_raw(slot: &mut [u8], value: &str) -> io::Result<()> {
 }
 
 /// `data` compressed as asked.
-pub fn compress(data: &[u8], compression: LayerCompression) -> Result<Vec<u8>, RuntimeError> {
+pub fn compress(data: &[u8], compression: LayerCompression) -> Result<Vec<u8>, TestImageError> {
     match compression {
         LayerCompression::None => Ok(data.to_vec()),
         LayerCompression::Gzip => {
@@ -246,7 +269,7 @@ fn config_json(spec: &ImageConfigSpec, diff_ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("a JSON value always serializes")
 }
 
-fn write_file(path: &Path, data: &[u8]) -> Result<(), RuntimeError> {
+fn write_file(path: &Path, data: &[u8]) -> Result<(), TestImageError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| err(parent.display(), e))?;
     }
@@ -260,7 +283,7 @@ pub fn build_image_layout(
     name: &str,
     files: &[(String, HostSource)],
     config: ImageConfigSpec,
-) -> Result<(), RuntimeError> {
+) -> Result<(), TestImageError> {
     let entries = layer_entries(files)?;
     build_image_layout_with_layers(dest, name, &[entries], LayerCompression::Gzip, &config).map(|_| ())
 }
@@ -273,8 +296,8 @@ pub fn build_image_layout_with_layers(
     layers: &[Vec<LayerEntry>],
     compression: LayerCompression,
     config: &ImageConfigSpec,
-) -> Result<String, RuntimeError> {
-    let blob = |data: &[u8]| -> Result<(String, u64), RuntimeError> {
+) -> Result<String, TestImageError> {
+    let blob = |data: &[u8]| -> Result<(String, u64), TestImageError> {
         let digest = sha256_digest(data);
         let hex = digest.trim_start_matches("sha256:");
         write_file(&dest.join("blobs/sha256").join(hex), data)?;
@@ -320,7 +343,7 @@ pub fn write_docker_archive(
     name: &str,
     files: &[(String, HostSource)],
     config: ImageConfigSpec,
-) -> Result<(), RuntimeError> {
+) -> Result<(), TestImageError> {
     write_docker_archive_with_layers(dest, name, &[layer_entries(files)?], &config)
 }
 
@@ -330,9 +353,9 @@ pub fn write_docker_archive_with_layers(
     name: &str,
     layers: &[Vec<LayerEntry>],
     config: &ImageConfigSpec,
-) -> Result<(), RuntimeError> {
+) -> Result<(), TestImageError> {
     let mut out = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8]| -> Result<(), RuntimeError> {
+    let mut add = |path: &str, data: &[u8]| -> Result<(), TestImageError> {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
@@ -362,7 +385,7 @@ pub fn write_docker_archive_with_layers(
 }
 
 /// Writes the OCI layout directory `layout` as a tar at `dest`.
-pub fn write_oci_archive(layout: &Path, dest: &Path) -> Result<(), RuntimeError> {
+pub fn write_oci_archive(layout: &Path, dest: &Path) -> Result<(), TestImageError> {
     let mut out = tar::Builder::new(Vec::new());
     out.append_dir_all(".", layout).map_err(|e| err(layout.display(), e))?;
     let data = out.into_inner().map_err(|e| err(dest.display(), e))?;
@@ -382,7 +405,7 @@ const APPLETS: &[&str] = &[
 /// echo, sleep, id, ps, mkdir, touch, httpd, nc, wget, …), `/usr/bin/env`, `/etc/passwd`,
 /// `/etc/group`, and the mount points a container runtime needs (`/proc`, `/sys`, `/dev`,
 /// `/tmp`).
-pub fn busybox_files() -> Result<Vec<(String, HostSource)>, RuntimeError> {
+pub fn busybox_files() -> Result<Vec<(String, HostSource)>, TestImageError> {
     let busybox = Path::new("/bin/busybox");
     let list = Command::new(busybox)
         .arg("--list")
@@ -418,7 +441,7 @@ pub fn busybox_files() -> Result<Vec<(String, HostSource)>, RuntimeError> {
 /// A host binary placed at `container_path` plus every shared library `ldd` says it needs
 /// (at the paths `ldd` prints, the dynamic loader included), so that it runs inside an image
 /// without the host's file system. A static binary yields just itself.
-pub fn binary_with_libs(binary: &Path, container_path: &str) -> Result<Vec<(String, HostSource)>, RuntimeError> {
+pub fn binary_with_libs(binary: &Path, container_path: &str) -> Result<Vec<(String, HostSource)>, TestImageError> {
     if !binary.is_file() {
         return Err(err(binary.display(), "no such file"));
     }
