@@ -65,10 +65,10 @@ pub struct Plan {
 /// Resolves a destination: a Broker by its ingress, a Service by its path route on the
 /// gateway, or a URI.
 pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Option<String> {
+    if let Some((broker_namespace, broker)) = broker_of(dest, namespace) {
+        return Some(format!("{gateway}/b/{broker_namespace}/{broker}"));
+    }
     match (&dest.reference, &dest.uri) {
-        (Some(r), _) if r.kind == "Broker" => {
-            Some(format!("{gateway}/b/{}/{}", r.namespace.as_deref().unwrap_or(namespace), r.name))
-        }
         (Some(r), uri) => {
             let ns = r.namespace.as_deref().unwrap_or(namespace);
             let path = uri.as_deref().unwrap_or("");
@@ -78,6 +78,13 @@ pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Option<Str
         (None, Some(uri)) => Some(uri.clone()),
         (None, None) => None,
     }
+}
+
+/// The serval Broker a destination's `ref` names, as (namespace, name); its namespace is
+/// the referrer's (`namespace`) unless it names one.
+pub fn broker_of<'a>(dest: &'a Destination, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+    let r = dest.reference.as_ref().filter(|r| r.kind == "Broker")?;
+    Some((r.namespace.as_deref().unwrap_or(namespace), &r.name))
 }
 
 /// Validates a trigger's filters and delivery and resolves where its events go.
@@ -251,7 +258,8 @@ pub struct Dispatchers {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-fn key(namespace: &str, name: &str) -> String {
+/// A trigger's or source's key among the running tasks.
+pub(crate) fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 

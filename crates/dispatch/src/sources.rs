@@ -53,12 +53,8 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Dispatc
         data,
         content_type: spec.content_type.clone(),
         sink,
-        broker: spec
-            .sink
-            .reference
-            .as_ref()
-            .filter(|r| r.kind == "Broker")
-            .map(|r| (r.namespace.clone().unwrap_or_else(|| source.metadata.namespace.clone()), r.name.clone())),
+        broker: crate::delivery::broker_of(&spec.sink, &source.metadata.namespace)
+            .map(|(namespace, name)| (namespace.to_string(), name.to_string())),
     })
 }
 
@@ -77,7 +73,11 @@ impl Sources {
     pub fn sync(&self, plans: Vec<(PingPlan, String)>) {
         let wanted = plans
             .into_iter()
-            .map(|(plan, fingerprint)| Wanted { key: format!("{}/{}", plan.namespace, plan.name), fingerprint, plan })
+            .map(|(plan, fingerprint)| Wanted {
+                key: crate::delivery::key(&plan.namespace, &plan.name),
+                fingerprint,
+                plan,
+            })
             .collect();
         self.running.sync(wanted, |_, plan, stopped| {
             tokio::spawn(run(plan, self.dispatchers.clone(), stopped));

@@ -29,7 +29,7 @@ pub use eventing::{
 };
 pub use expand::{expand_environment, expand_references};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
-pub use resource::{Column, KindInfo, Resource, api_group, builtin_kinds, configuration_info, lookup, route_info};
+pub use resource::{Column, KindInfo, Resource, api_group, builtin_kinds, configuration_info, route_info};
 pub use service::{
     Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,
     ResourceRequirements, Revision, RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION,

@@ -66,9 +66,6 @@ pub struct KindInfo {
     /// Whether `?watch=true` streams it (not Secrets: their stored form is sealed).
     #[serde(default)]
     pub watchable: bool,
-    /// Whether `/api/v1/{plural}` lists it across namespaces.
-    #[serde(default)]
-    pub all_namespaces: bool,
     #[serde(default)]
     pub apply_order: u8,
     #[serde(default)]
@@ -134,7 +131,7 @@ impl Column {
 }
 
 /// The value at a column path (see [`Column`]).
-pub fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     let mut here = object;
     for step in path.split('.').filter(|s| !s.is_empty()) {
         let (field, selector) = match step.split_once('[') {
@@ -223,7 +220,6 @@ fn serving_view(kind: &str, plural: &str, short_names: &[&str]) -> KindInfo {
         short_names: short_names.iter().map(|s| s.to_string()).collect(),
         writable: false,
         watchable: false,
-        all_namespaces: true,
         apply_order: 3,
         columns: Column::readiness(),
     }
@@ -254,7 +250,6 @@ fn default_info<R: Resource>() -> KindInfo {
         short_names: R::SHORT_NAMES.iter().map(|s| s.to_string()).collect(),
         writable: true,
         watchable: true,
-        all_namespaces: true,
         apply_order: R::apply_order(),
         columns: R::columns(),
     }

@@ -327,17 +327,14 @@ impl Controller {
         let namespace = namespace.as_str();
         self.stamp_config_digest(&mut service);
         let existing: Option<Service> = self.store.get(Service::KIND, namespace, &name)?;
-        if mode == ApplyMode::Create && existing.is_some() {
-            return Err(PlatformError::Conflict(format!("service {namespace}/{name} already exists")));
-        }
         let now = now_rfc3339();
         let created = existing.is_none();
+        let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
+        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
+        carry_identity(Service::KIND, mode, &mut service.metadata, old, &now)?;
         if created {
             self.logs.revive(namespace, &name);
         }
-        let template_changed = existing.as_ref().is_none_or(|e| e.spec.template != service.spec.template);
-        let old = existing.as_ref().map(|o| (&o.metadata, o.spec != service.spec));
-        carry_identity("service", &mut service.metadata, old, &now)?;
         service.status = existing.as_ref().map(|o| o.status.clone()).unwrap_or_default();
         let revisions: Vec<Revision> = self.store.list_owned(Revision::KIND, namespace, &name)?;
         let mut ops = Vec::new();
@@ -680,9 +677,12 @@ impl Controller {
     /// ConfigMap references resolve. `Err((reason, message))` for its `Ready` condition.
     fn runnable(&self, revision: &Revision) -> Result<(), (&'static str, String)> {
         let runtime = self.runtimes.get(revision.runtime_kind()).map_err(|why| ("RuntimeUnavailable", why))?;
-        let env = self.revision_environment(revision).map_err(|m| (CONFIG_FAILURE, m))?;
-        let spec = self.runner_spec(revision, false, env).instance_spec(format!("{}-check", revision.metadata.name));
-        runtime.check(&spec).map_err(|m| (STATIC_FAILURE, m))
+        // What the runtime checks (program, image) does not depend on the environment; a
+        // missing program is reported first, since it may still appear (a config error is final).
+        let spec =
+            self.runner_spec(revision, false, Vec::new()).instance_spec(format!("{}-check", revision.metadata.name));
+        runtime.check(&spec).map_err(|m| (STATIC_FAILURE, m))?;
+        self.revision_environment(revision).map(|_| ()).map_err(|m| (CONFIG_FAILURE, m))
     }
 
     fn ensure_runner(&self, revision: &Revision, verify: bool) -> Arc<RevisionRunner> {

@@ -188,11 +188,8 @@ impl<R: Resource, C: Reconciler<R>> Stored<R, C> {
         let name = object.metadata().name.clone();
         let _guard = self.context.write_lock.lock().await;
         let previous: Option<R> = self.context.store.get(R::KIND, namespace, &name)?;
-        if mode == ApplyMode::Create && previous.is_some() {
-            return Err(PlatformError::Conflict(format!("{} {namespace}/{name} already exists", R::KIND)));
-        }
         let old = previous.as_ref().map(|p| (p.metadata(), spec_of(p) != spec_of(&object)));
-        carry_identity(R::KIND, object.metadata_mut(), old, &now_rfc3339())?;
+        carry_identity(R::KIND, mode, object.metadata_mut(), old, &now_rfc3339())?;
         let mut ops = self.reconciler.admit(&mut object, previous.as_ref())?;
         ops.insert(0, WriteOp::put(R::KIND, namespace, &name, &object)?);
         self.context.store.write(ops).await?;
@@ -262,22 +259,24 @@ pub fn decode_document<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'stat
     if let Some(object) = document.as_object_mut() {
         object.remove("status");
     }
-    decode(&serde_json::to_vec(&document).unwrap_or_default(), kind)
+    serde_path_to_error::deserialize(document).map_err(|e| decode_error(kind, e))
 }
 
 /// Decodes a user's JSON document; type errors name their field path (422), syntax errors
 /// are a 400.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, PlatformError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
-        } else {
-            PlatformError::invalid_field(kind, field, type_error_message(&inner.to_string()))
-        }
-    })
+    serde_path_to_error::deserialize(de).map_err(|e| decode_error(kind, e))
+}
+
+fn decode_error(kind: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> PlatformError {
+    let field = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
+    } else {
+        PlatformError::invalid_field(kind, field, type_error_message(&inner.to_string()))
+    }
 }
 
 /// serde's type error in a person's words: no line and column (of a document the CLI may
@@ -320,15 +319,20 @@ pub fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, pat
 }
 
 /// Carries uid, creation time and generation over from the stored object (`old`, with
-/// whether the spec changed), or starts them. A `metadata.resourceVersion` in the new one
-/// must be the stored one's (Kubernetes' optimistic concurrency: 409 otherwise); an absent
-/// one overwrites.
+/// whether the spec changed), or starts them. A create (POST) of an object that exists is
+/// a 409 AlreadyExists; a `metadata.resourceVersion` in the new one must be the stored
+/// one's (Kubernetes' optimistic concurrency: 409 otherwise); an absent one overwrites.
 pub fn carry_identity(
     kind: &str,
+    mode: ApplyMode,
     meta: &mut ObjectMeta,
     old: Option<(&ObjectMeta, bool)>,
     now: &str,
 ) -> Result<(), PlatformError> {
+    if mode == ApplyMode::Create && old.is_some() {
+        let (kind, namespace, name) = (kind.to_lowercase(), &meta.namespace, &meta.name);
+        return Err(PlatformError::Conflict(format!("{kind} {namespace}/{name} already exists")));
+    }
     let given = std::mem::take(&mut meta.resource_version);
     if !given.is_empty() && old.is_none_or(|(old, _)| old.resource_version != given) {
         let now_at =

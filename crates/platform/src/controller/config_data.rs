@@ -80,13 +80,11 @@ impl Controller {
         let data = encode_values(&secret.values());
         let _guard = self.write_lock.lock().await;
         let existing: Option<StoredSecret> = self.store.get(Secret::KIND, namespace, name)?;
-        if mode == ApplyMode::Create && existing.is_some() {
-            return Err(PlatformError::Conflict(format!("secret {namespace}/{name} already exists")));
-        }
         let old_data = existing.as_ref().map(|s| self.unseal(s)).transpose()?;
         let changed = old_data.as_ref() != Some(&data);
         carry_identity(
             Secret::KIND,
+            mode,
             &mut secret.metadata,
             existing.as_ref().map(|o| (&o.metadata, changed)),
             &now_rfc3339(),

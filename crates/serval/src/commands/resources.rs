@@ -522,7 +522,6 @@ pub async fn list(args: ListArgs, global: Global) -> Result<()> {
     let catalog = Catalog::fetch(&client).await?;
     let kind = catalog.find(&args.kind)?;
     let path = match args.all_namespaces {
-        true if !kind.all_namespaces => bail!("-A does not list {}; give a namespace with -n", kind.plural),
         true => format!("/api/v1/{}", kind.plural),
         false => format!("/api/v1/namespaces/{}/{}", args.namespace, kind.plural),
     };
