@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serval_control::ControlConfig;
 use serval_gateway::ConnectionLimits;
 use serval_scaler::ClusterDefaults;
 
@@ -39,6 +40,19 @@ pub struct PlatformConfig {
 }
 
 impl PlatformConfig {
+    /// The control plane's part of the settings.
+    pub fn control(&self) -> ControlConfig {
+        ControlConfig {
+            domain: self.domain.clone(),
+            autoscaler: self.autoscaler.clone(),
+            grace_period: self.grace_period,
+            startup_timeout: self.startup_timeout,
+            revision_history: self.revision_history,
+            max_instances: self.max_instances,
+            max_scale_limit: self.max_scale_limit,
+        }
+    }
+
     pub fn new(data_dir: PathBuf, token: String) -> PlatformConfig {
         PlatformConfig {
             data_dir,

@@ -1,27 +1,16 @@
-//! The composition root of serval: wires the store, the runtimes, the scaler and the gateway
-//! together, runs the controllers that turn Services into Revisions, routes and instances,
-//! and serves the control API.
+//! The composition root of serval: builds the store, the runtimes, the dispatchers, the
+//! control plane, the gateway and the API from one [`PlatformConfig`], runs them on the
+//! listeners it is given until a shutdown future resolves, and stops them in order.
 //!
-//! Owns: the registry of kinds the API serves ([`kinds`]: a kind is a model type, a
-//! reconciler and a registration), reconciliation (desired spec → running state and `status.conditions`), the
-//! per-revision runners (start/stop instances on the scaler's decisions), captured logs,
-//! the control API and the one mapping of platform errors to HTTP statuses.
-//! Must not depend on: the binary's argument parsing or output formats, or the SQLite
-//! store's type (it holds `dyn Storage`); it takes bound listeners and a shutdown future so
-//! that tests run it on port 0.
+//! Owns: [`run`]/[`run_with`], [`PlatformConfig`] and [`Extensions`] (what an embedder or a
+//! test puts in: kinds, a store, runtimes). No logic of its own beyond wiring.
+//! Must not depend on: the binary's argument parsing or output formats; it takes bound
+//! listeners and a shutdown future so that tests run it on port 0.
 
-mod api;
 mod config;
-mod controller;
 mod error;
-pub mod kinds;
-mod logs;
-mod metrics;
-mod runner;
-mod sealer;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serval_gateway::{Gateway, RoutingTable};
@@ -34,8 +23,9 @@ use tokio::net::TcpListener;
 
 pub use config::{PlatformConfig, load_or_create_token};
 pub use error::PlatformError;
+pub use serval_control::{BoundAddrs, ClusterDefaults, kinds};
+use serval_control::{controller, metrics, sealer};
 pub use serval_gateway::{ConnectionLimits, bind as bind_gateway};
-pub use serval_scaler::ClusterDefaults;
 
 /// The listeners the platform serves on, bound by the caller (`:0` works).
 pub struct Listeners {
@@ -43,13 +33,6 @@ pub struct Listeners {
     pub gateway: TcpListener,
     /// Where `/metrics` is served without a token, for scrapers (`--metrics-addr`).
     pub metrics: Option<TcpListener>,
-}
-
-/// Addresses actually bound, for the ready line and `server.json`.
-#[derive(Debug, Clone, Copy)]
-pub struct BoundAddrs {
-    pub api: SocketAddr,
-    pub gateway: SocketAddr,
 }
 
 impl Listeners {
@@ -132,7 +115,7 @@ pub async fn run_with(
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let dispatchers = serval_dispatch::delivery::Dispatchers::new(store.clone(), config.delivery_timeout);
     let controller = controller::Controller::new(
-        config.clone(),
+        config.control(),
         addrs,
         controller::Parts {
             store: store.clone(),
@@ -164,7 +147,7 @@ pub async fn run_with(
         stopped(stop_rx.clone()),
     ));
     if let Some(listener) = listeners.metrics {
-        let scrape = api::handler(api::metrics_router(registry.clone()));
+        let scrape = serval_api::handler(serval_api::metrics_router(registry.clone()));
         tokio::spawn(serval_gateway::serve_listener(listener, scrape, config.connections, "metrics", stop_rx.clone()));
     }
     let mut kinds = kinds::Kinds::default();
@@ -175,10 +158,11 @@ pub async fn run_with(
     for make in extra_kinds {
         kinds.register(make(&context));
     }
-    let app = api::router(controller.clone(), Arc::new(kinds), registry);
+    let api_config = serval_api::ApiConfig { token: config.token.clone(), scratch_dir: config.data_dir.clone() };
+    let app = serval_api::router(api_config, controller.clone(), Arc::new(kinds), registry);
     let api = tokio::spawn(serval_gateway::serve_listener(
         listeners.api,
-        api::handler(app),
+        serval_api::handler(app),
         config.connections,
         "api",
         stop_rx,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use serval_control::kinds::{Change, KindContext, Reconciler, Stored};
 use serval_model::{Column, Condition, ConditionStatus, FieldError, ObjectMeta, Resource, ValidationError};
-use serval_platform::kinds::{Change, KindContext, Reconciler, Stored};
 use serval_testkit::InProcess;
 
 /// A test kind: a widget has a size; its status says whether it was reconciled.
@@ -77,14 +77,14 @@ impl Reconciler<Widget> for WidgetReconciler {
         &self,
         widget: &mut Widget,
         _previous: Option<&Widget>,
-    ) -> Result<Vec<serval_platform::kinds::WriteOp>, serval_platform::PlatformError> {
+    ) -> Result<Vec<serval_control::kinds::WriteOp>, serval_control::ControlError> {
         widget.status.reconciled_size = widget.spec.size;
         let ready = Condition::new("Ready", ConditionStatus::True, "Reconciled", "");
         Condition::set(&mut widget.status.conditions, ready, "2026-11-30T00:00:00Z");
         Ok(Vec::new())
     }
 
-    fn changed<'a>(&'a self, change: Change<'a, Widget>) -> BoxFuture<'a, Result<(), serval_platform::PlatformError>> {
+    fn changed<'a>(&'a self, change: Change<'a, Widget>) -> BoxFuture<'a, Result<(), serval_control::ControlError>> {
         if matches!(change, Change::Deleted(_)) {
             self.deletions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }

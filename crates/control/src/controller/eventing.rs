@@ -7,7 +7,7 @@ use serval_model::{Broker, Condition, ConditionStatus, PingSource, Resource, Tri
 use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
-use crate::PlatformError;
+use crate::ControlError;
 use crate::kinds::{Change, Reconciler, now_rfc3339};
 use serval_dispatch::delivery::{broker_log, trigger_consumer};
 
@@ -27,7 +27,7 @@ impl Controller {
         name: &str,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<serval_store::StoredEvent>, PlatformError> {
+    ) -> Result<Vec<serval_store::StoredEvent>, ControlError> {
         if self.store.get::<Broker>(Broker::KIND, namespace, name)?.is_none() {
             return Err(crate::kinds::not_found(Broker::KIND, namespace, name));
         }
@@ -61,7 +61,7 @@ impl Controller {
 
 /// A Broker is ready as soon as it is stored (its log is the store's).
 impl Reconciler<Broker> for Controller {
-    fn admit(&self, broker: &mut Broker, previous: Option<&Broker>) -> Result<Vec<WriteOp>, PlatformError> {
+    fn admit(&self, broker: &mut Broker, previous: Option<&Broker>) -> Result<Vec<WriteOp>, ControlError> {
         let (namespace, name) = (&broker.metadata.namespace, &broker.metadata.name);
         broker.status = previous.map(|b| b.status.clone()).unwrap_or_default();
         broker.status.address = Some(serval_model::Addressable { url: self.broker_url(namespace, name) });
@@ -78,7 +78,7 @@ impl Reconciler<Broker> for Controller {
         vec![WriteOp::delete_events(&broker_log(&broker.metadata.namespace, &broker.metadata.name))]
     }
 
-    fn changed<'a>(&'a self, change: Change<'a, Broker>) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn changed<'a>(&'a self, change: Change<'a, Broker>) -> BoxFuture<'a, Result<(), ControlError>> {
         Box::pin(async move {
             if !matches!(change, Change::Updated(_)) {
                 self.refresh_referrers(Some(&change.object().metadata.namespace)).await?;
@@ -92,7 +92,7 @@ impl Reconciler<Broker> for Controller {
 /// A Trigger's filters and delivery are compiled when it is written (bad ones are a 422
 /// naming the field); a new trigger delivers the events accepted from then on.
 impl Reconciler<Trigger> for Controller {
-    fn admit(&self, trigger: &mut Trigger, previous: Option<&Trigger>) -> Result<Vec<WriteOp>, PlatformError> {
+    fn admit(&self, trigger: &mut Trigger, previous: Option<&Trigger>) -> Result<Vec<WriteOp>, ControlError> {
         let namespace = trigger.metadata.namespace.clone();
         let broker: Option<Broker> = self.store.get(Broker::KIND, &namespace, &trigger.spec.broker)?;
         let plan = serval_dispatch::delivery::plan(
@@ -118,7 +118,7 @@ impl Reconciler<Trigger> for Controller {
         vec![WriteOp::set_cursor(&trigger_consumer(&trigger.metadata.namespace, &trigger.metadata.name), None)]
     }
 
-    fn changed<'a>(&'a self, _change: Change<'a, Trigger>) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn changed<'a>(&'a self, _change: Change<'a, Trigger>) -> BoxFuture<'a, Result<(), ControlError>> {
         self.sync_dispatchers();
         Box::pin(async { Ok(()) })
     }
@@ -134,7 +134,7 @@ impl Reconciler<Trigger> for Controller {
 
 /// A PingSource's schedule and time zone are checked when it is written (a 422 otherwise).
 impl Reconciler<PingSource> for Controller {
-    fn admit(&self, source: &mut PingSource, _previous: Option<&PingSource>) -> Result<Vec<WriteOp>, PlatformError> {
+    fn admit(&self, source: &mut PingSource, _previous: Option<&PingSource>) -> Result<Vec<WriteOp>, ControlError> {
         let plan = serval_dispatch::sources::ping_plan(source, &self.gateway_url())?;
         source.status.subscriber_uri = Some(plan.sink.clone());
         let ready = self.ping_source_readiness(source);
@@ -142,7 +142,7 @@ impl Reconciler<PingSource> for Controller {
         Ok(Vec::new())
     }
 
-    fn changed<'a>(&'a self, _change: Change<'a, PingSource>) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn changed<'a>(&'a self, _change: Change<'a, PingSource>) -> BoxFuture<'a, Result<(), ControlError>> {
         self.sync_sources();
         Box::pin(async { Ok(()) })
     }

@@ -24,7 +24,7 @@ use crate::logs::LogBook;
 use crate::metrics::PlatformMetrics;
 use crate::runner::{InstanceSlots, RevisionRunner, RunnerSpec};
 use crate::sealer::Sealer;
-use crate::{BoundAddrs, PlatformConfig, PlatformError};
+use crate::{BoundAddrs, ControlConfig, ControlError};
 use serval_dispatch::delivery::Dispatchers;
 
 mod config_data;
@@ -74,7 +74,7 @@ pub struct Applied {
 }
 
 pub struct Controller {
-    config: PlatformConfig,
+    config: ControlConfig,
     addrs: BoundAddrs,
     store: Arc<dyn Storage>,
     runtimes: Runtimes,
@@ -119,7 +119,7 @@ pub struct Parts {
 }
 
 impl Controller {
-    pub fn new(config: PlatformConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
+    pub fn new(config: ControlConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
         let sources = serval_dispatch::sources::Sources::new(dispatchers.clone());
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
@@ -159,7 +159,7 @@ impl Controller {
         self.store.watch(kind, namespace, after)
     }
 
-    pub fn config(&self) -> &PlatformConfig {
+    pub fn config(&self) -> &ControlConfig {
         &self.config
     }
 
@@ -180,7 +180,7 @@ impl Controller {
     }
 
     /// Removes an image from the store unless a revision still runs from it.
-    pub fn remove_image(&self, reference: &str) -> Result<(), PlatformError> {
+    pub fn remove_image(&self, reference: &str) -> Result<(), ControlError> {
         let target = self.images.resolve(reference)?.digest;
         let revisions: Vec<Revision> = self.store.list(Revision::KIND, None)?;
         for r in &revisions {
@@ -188,7 +188,7 @@ impl Controller {
             if let Some(image) = image
                 && self.images.resolve(image).is_ok_and(|i| i.digest == target)
             {
-                return Err(PlatformError::Conflict(format!(
+                return Err(ControlError::Conflict(format!(
                     "image {reference} is used by revision {}/{}; delete that service first",
                     r.metadata.namespace, r.metadata.name
                 )));
@@ -221,14 +221,14 @@ impl Controller {
 
     // ---- reads (with live instance counts overlaid) ----
 
-    pub fn get_service(&self, namespace: &str, name: &str) -> Result<Service, PlatformError> {
+    pub fn get_service(&self, namespace: &str, name: &str) -> Result<Service, ControlError> {
         let service = self.store.get::<Service>(Service::KIND, namespace, name)?.ok_or_else(|| {
-            PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() }
+            ControlError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() }
         })?;
         Ok(self.with_live_status(service))
     }
 
-    pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<Service>, PlatformError> {
+    pub fn list_services(&self, namespace: Option<&str>) -> Result<Vec<Service>, ControlError> {
         let services: Vec<Service> = self.store.list(Service::KIND, namespace)?;
         Ok(services.into_iter().map(|s| self.with_live_status(s)).collect())
     }
@@ -263,7 +263,7 @@ impl Controller {
         &self,
         namespace: Option<&str>,
         service: Option<&str>,
-    ) -> Result<Vec<Revision>, PlatformError> {
+    ) -> Result<Vec<Revision>, ControlError> {
         let mut revisions: Vec<Revision> = match (namespace, service) {
             (Some(namespace), Some(service)) => self.store.list_owned(Revision::KIND, namespace, service)?,
             (namespace, service) => {
@@ -276,9 +276,9 @@ impl Controller {
         Ok(revisions.into_iter().map(|r| self.with_live_revision_status(r)).collect())
     }
 
-    pub fn get_revision(&self, namespace: &str, name: &str) -> Result<Revision, PlatformError> {
+    pub fn get_revision(&self, namespace: &str, name: &str) -> Result<Revision, ControlError> {
         let revision = self.store.get::<Revision>(Revision::KIND, namespace, name)?.ok_or_else(|| {
-            PlatformError::NotFound { kind: "Revision", namespace: namespace.into(), name: name.into() }
+            ControlError::NotFound { kind: "Revision", namespace: namespace.into(), name: name.into() }
         })?;
         Ok(self.with_live_revision_status(revision))
     }
@@ -303,16 +303,16 @@ impl Controller {
         name: Option<&str>,
         body: &[u8],
         mode: ApplyMode,
-    ) -> Result<Applied, PlatformError> {
+    ) -> Result<Applied, ControlError> {
         let mut service: Service = decode(body, Service::KIND)?;
         fill_identity("Service", &mut service.metadata.namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
             fill_identity("Service", &mut service.metadata.name, name, "metadata.name")?;
         }
         let warnings =
-            validate_service(&service).map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
+            validate_service(&service).map_err(|source| ControlError::Invalid { kind: "Service", source })?;
         check_scale_limits(&service, self.scale_limits())
-            .map_err(|source| PlatformError::Invalid { kind: "Service", source })?;
+            .map_err(|source| ControlError::Invalid { kind: "Service", source })?;
         let _guard = self.write_lock.lock().await;
         let created = self.write_service_locked(service.clone(), mode).await?;
         let service = self.get_service(namespace, &service.metadata.name)?;
@@ -322,7 +322,7 @@ impl Controller {
     /// Stores a validated Service (with its configuration digest stamped), making the next
     /// Revision in the same transaction when the template changed, and reconciles it.
     /// Returns whether it was created. Called under the write lock.
-    async fn write_service_locked(&self, mut service: Service, mode: ApplyMode) -> Result<bool, PlatformError> {
+    async fn write_service_locked(&self, mut service: Service, mode: ApplyMode) -> Result<bool, ControlError> {
         let (namespace, name) = (service.metadata.namespace.clone(), service.metadata.name.clone());
         let namespace = namespace.as_str();
         self.stamp_config_digest(&mut service);
@@ -348,7 +348,7 @@ impl Controller {
                 + 1;
             let rev_name = service.spec.template.metadata.name.clone().unwrap_or_else(|| revision_name(&name, number));
             if revisions.iter().any(|r| r.metadata.name == rev_name) {
-                return Err(PlatformError::Conflict(format!(
+                return Err(ControlError::Conflict(format!(
                     "revision {rev_name} already exists; revisions are immutable, give spec.template.metadata.name a new value"
                 )));
             }
@@ -362,7 +362,7 @@ impl Controller {
                 && *rev != service.status.latest_created_revision_name
                 && !revisions.iter().any(|r| &r.metadata.name == rev)
             {
-                return Err(PlatformError::invalid_field(
+                return Err(ControlError::invalid_field(
                     "Service",
                     format!("spec.traffic[{i}].revisionName"),
                     format!("revision {rev:?} does not exist"),
@@ -379,10 +379,10 @@ impl Controller {
     }
 
     /// Deletes a Service and its Revisions; its instances are drained and stopped.
-    pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+    pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
         if self.store.get::<Service>(Service::KIND, namespace, name)?.is_none() {
-            return Err(PlatformError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
+            return Err(ControlError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
         }
         let mut ops = vec![WriteOp::delete(Service::KIND, namespace, name)];
         for revision in self.list_revisions(Some(namespace), Some(name))? {
@@ -396,7 +396,7 @@ impl Controller {
 
     // ---- reconciliation ----
 
-    pub async fn resync_all(&self) -> Result<(), PlatformError> {
+    pub async fn resync_all(&self) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
         self.refresh_referrers(None).await?;
         self.sync_dispatchers();
@@ -434,7 +434,7 @@ impl Controller {
         self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+    async fn reconcile_locked(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         let key = RouteKey { namespace: namespace.into(), service: name.into() };
         let Some(mut service) = self.store.get::<Service>(Service::KIND, namespace, name)? else {
             self.routes.set(key, None);
@@ -661,7 +661,7 @@ impl Controller {
         service: &str,
         revision: &str,
         result: Result<(), (&'static str, String)>,
-    ) -> Result<(), PlatformError> {
+    ) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
         let Some(mut rev) = self.store.get::<Revision>(Revision::KIND, namespace, revision)? else { return Ok(()) };
         let condition = match result {

@@ -13,7 +13,7 @@ use serval_model::{
 use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
-use crate::PlatformError;
+use crate::ControlError;
 use crate::kinds::{ApplyMode, Change, Reconciler, carry_identity, decode, fill_identity, now_rfc3339};
 
 /// What `get` shows instead of a Secret's value.
@@ -43,12 +43,12 @@ fn encode_values(values: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String>
 }
 
 impl Controller {
-    fn unseal(&self, stored: &StoredSecret) -> Result<BTreeMap<String, String>, PlatformError> {
+    fn unseal(&self, stored: &StoredSecret) -> Result<BTreeMap<String, String>, ControlError> {
         let plain = self.sealer.open(&owner(&stored.metadata.namespace, &stored.metadata.name), &stored.sealed_data)?;
-        serde_json::from_slice(&plain).map_err(|e| PlatformError::Io(std::io::Error::other(e)))
+        serde_json::from_slice(&plain).map_err(|e| ControlError::Io(std::io::Error::other(e)))
     }
 
-    fn secret_view(&self, stored: StoredSecret, reveal: bool) -> Result<Secret, PlatformError> {
+    fn secret_view(&self, stored: StoredSecret, reveal: bool) -> Result<Secret, ControlError> {
         let data = self.unseal(&stored)?;
         let data = if reveal { data } else { data.into_keys().map(|k| (k, REDACTED.to_string())).collect() };
         Ok(Secret {
@@ -68,13 +68,13 @@ impl Controller {
         name: Option<&str>,
         body: &[u8],
         mode: ApplyMode,
-    ) -> Result<(Secret, bool), PlatformError> {
+    ) -> Result<(Secret, bool), ControlError> {
         let mut secret: Secret = decode(body, Secret::KIND)?;
         fill_identity(Secret::KIND, &mut secret.metadata.namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
             fill_identity(Secret::KIND, &mut secret.metadata.name, name, "metadata.name")?;
         }
-        validate_secret(&secret).map_err(|source| PlatformError::Invalid { kind: Secret::KIND, source })?;
+        validate_secret(&secret).map_err(|source| ControlError::Invalid { kind: Secret::KIND, source })?;
         let name = secret.metadata.name.clone();
         let name = name.as_str();
         let data = encode_values(&secret.values());
@@ -89,7 +89,7 @@ impl Controller {
             existing.as_ref().map(|o| (&o.metadata, changed)),
             &now_rfc3339(),
         )?;
-        let plain = serde_json::to_vec(&data).map_err(|e| PlatformError::Io(std::io::Error::other(e)))?;
+        let plain = serde_json::to_vec(&data).map_err(|e| ControlError::Io(std::io::Error::other(e)))?;
         let stored = StoredSecret {
             api_version: secret.api_version,
             kind: secret.kind,
@@ -102,27 +102,28 @@ impl Controller {
         Ok((self.secret_view(stored, false)?, existing.is_none()))
     }
 
-    pub fn get_secret(&self, namespace: &str, name: &str, reveal: bool) -> Result<Secret, PlatformError> {
-        let stored: StoredSecret = self.store.get(Secret::KIND, namespace, name)?.ok_or_else(|| {
-            PlatformError::NotFound { kind: "Secret", namespace: namespace.into(), name: name.into() }
-        })?;
+    pub fn get_secret(&self, namespace: &str, name: &str, reveal: bool) -> Result<Secret, ControlError> {
+        let stored: StoredSecret = self
+            .store
+            .get(Secret::KIND, namespace, name)?
+            .ok_or_else(|| ControlError::NotFound { kind: "Secret", namespace: namespace.into(), name: name.into() })?;
         self.secret_view(stored, reveal)
     }
 
-    pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<Secret>, PlatformError> {
+    pub fn list_secrets(&self, namespace: Option<&str>) -> Result<Vec<Secret>, ControlError> {
         let stored: Vec<StoredSecret> = self.store.list(Secret::KIND, namespace)?;
         stored.into_iter().map(|s| self.secret_view(s, false)).collect()
     }
 
-    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
         self.get_secret(namespace, name, false)?;
         self.store.write(vec![WriteOp::delete(Secret::KIND, namespace, name)]).await?;
         self.roll_out_config_change(namespace, ConfigKind::Secret, name).await
     }
 
-    pub fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, PlatformError> {
-        self.store.get(ConfigMap::KIND, namespace, name)?.ok_or_else(|| PlatformError::NotFound {
+    pub fn get_config_map(&self, namespace: &str, name: &str) -> Result<ConfigMap, ControlError> {
+        self.store.get(ConfigMap::KIND, namespace, name)?.ok_or_else(|| ControlError::NotFound {
             kind: "ConfigMap",
             namespace: namespace.into(),
             name: name.into(),
@@ -138,7 +139,7 @@ impl Controller {
         };
         match values {
             Ok(values) => Some(values),
-            Err(PlatformError::NotFound { .. }) => None,
+            Err(ControlError::NotFound { .. }) => None,
             Err(e) => {
                 tracing::error!("reading {} {namespace}/{name}: {e}", kind.as_str());
                 None
@@ -181,7 +182,7 @@ impl Controller {
     /// After a Secret or ConfigMap changed: every service of the namespace that reads it is
     /// written again, which makes a new revision where the resolved values changed.
     /// Called under the write lock.
-    async fn roll_out_config_change(&self, namespace: &str, kind: ConfigKind, name: &str) -> Result<(), PlatformError> {
+    async fn roll_out_config_change(&self, namespace: &str, kind: ConfigKind, name: &str) -> Result<(), ControlError> {
         let services: Vec<Service> = self.store.list(Service::KIND, Some(namespace))?;
         for service in services {
             let reads = service
@@ -196,7 +197,7 @@ impl Controller {
                 match self.write_service_locked(service, ApplyMode::CreateOrUpdate).await {
                     // A pinned template name cannot take a new revision: the service keeps
                     // its revision and says so in the log.
-                    Err(PlatformError::Conflict(why)) => {
+                    Err(ControlError::Conflict(why)) => {
                         tracing::warn!("{which} {namespace}/{name} changed; service {service_name} not updated: {why}")
                     }
                     other => other.map(|_| ())?,
@@ -209,7 +210,7 @@ impl Controller {
 
 /// A change of a ConfigMap rolls out a new revision of every service that reads it.
 impl Reconciler<ConfigMap> for Controller {
-    fn changed<'a>(&'a self, change: Change<'a, ConfigMap>) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn changed<'a>(&'a self, change: Change<'a, ConfigMap>) -> BoxFuture<'a, Result<(), ControlError>> {
         let meta = &change.object().metadata;
         Box::pin(self.roll_out_config_change(&meta.namespace, ConfigKind::ConfigMap, &meta.name))
     }

@@ -1,5 +1,15 @@
-//! The control API: JSON over HTTP under `/api/v1`, guarded by the bearer token.
+//! The control API of serval: JSON over HTTP under `/api/v1`, guarded by the bearer token.
+//!
+//! Owns: the routes (generic ones for every registered kind, plus logs, broker events,
+//! images, discovery, watch streams and `/metrics`), the token check, and the one mapping
+//! of errors to HTTP statuses and JSON reasons ([`ApiError`]).
+//! Must not depend on: the platform's composition (it gets a [`Controller`] and the
+//! [`Kinds`] registry), the SQLite store's type, or the binary's argument parsing. It
+//! decodes requests and hands typed calls to the control plane; no reconciliation here.
 
+mod error;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -14,9 +24,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::PlatformError;
-use crate::controller::Controller;
-use crate::kinds::{ApplyMode, Kinds, ReadQuery, Written};
+pub use error::ApiError;
+use serval_control::controller::Controller;
+use serval_control::kinds::{ApplyMode, Kinds, ReadQuery, Written};
 
 type Ctl = State<Arc<Controller>>;
 
@@ -39,12 +49,21 @@ pub fn handler(
     }
 }
 
+/// What the API needs beside the control plane.
+pub struct ApiConfig {
+    /// The bearer token every call under `/api/v1` must carry.
+    pub token: String,
+    /// Where uploads (image archives) are spooled before they are imported.
+    pub scratch_dir: PathBuf,
+}
+
 pub fn router(
+    config: ApiConfig,
     controller: Arc<Controller>,
     kinds: Arc<Kinds>,
     registry: Arc<prometheus_client::registry::Registry>,
 ) -> axum::Router {
-    let state = ApiState { controller: controller.clone(), kinds };
+    let state = ApiState { controller, kinds, config: Arc::new(config) };
     let api = axum::Router::new()
         .route("/api/v1", get(discovery))
         .route("/api/v1/info", get(info))
@@ -58,12 +77,16 @@ pub fn router(
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
         .merge(metrics_router(registry))
         .route_layer(middleware::from_fn_with_state(state.clone(), watch_lists))
-        .route_layer(middleware::from_fn_with_state(controller, require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
         .fallback(|| async {
-            PlatformError::NotFound { kind: "API path", namespace: String::new(), name: String::new() }
+            ApiError::from(serval_control::ControlError::NotFound {
+                kind: "API path",
+                namespace: String::new(),
+                name: String::new(),
+            })
         })
         .with_state(state)
 }
@@ -77,7 +100,7 @@ pub fn metrics_router<S: Clone + Send + Sync + 'static>(
         "/metrics",
         get(move || async move {
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            ([(header::CONTENT_TYPE, content_type)], crate::metrics::render(&registry))
+            ([(header::CONTENT_TYPE, content_type)], serval_control::metrics::render(&registry))
         }),
     )
 }
@@ -106,13 +129,13 @@ async fn watch_lists(State(api): State<ApiState>, req: Request, next: Next) -> R
     };
     let kind = match api.kinds.get(plural) {
         Ok(kind) if kind.info().watchable => kind.info().kind.clone(),
-        Ok(_) => return PlatformError::BadRequest(format!("watch is not offered for {plural}")).into_response(),
-        Err(e) => return e.into_response(),
+        Ok(_) => return ApiError::BadRequest(format!("watch is not offered for {plural}")).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let after = match query.resource_version.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(v)) => Some(v),
-        Some(Err(_)) => return PlatformError::BadRequest("resourceVersion must be a number".into()).into_response(),
+        Some(Err(_)) => return ApiError::BadRequest("resourceVersion must be a number".into()).into_response(),
     };
     let (backlog, watcher) = match api.controller.watch(&kind, namespace.as_deref(), after) {
         Ok(w) => w,
@@ -141,13 +164,13 @@ fn watch_query(query: &str) -> Option<WatchQuery> {
     Query::<WatchQuery>::try_from_uri(&format!("/?{query}").parse().ok()?).ok().map(|q| q.0)
 }
 
-async fn require_token(State(ctl): Ctl, req: Request, next: Next) -> Response {
-    let expected = format!("Bearer {}", ctl.config().token);
+async fn require_token(State(api): Api, req: Request, next: Next) -> Response {
+    let expected = format!("Bearer {}", api.config.token);
     let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         next.run(req).await
     } else {
-        PlatformError::Unauthorized.into_response()
+        ApiError::Unauthorized.into_response()
     }
 }
 
@@ -195,7 +218,7 @@ async fn service_logs(
     State(ctl): Ctl,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
-) -> Result<Response, PlatformError> {
+) -> Result<Response, ApiError> {
     ctl.get_service(&ns, &name)?;
     let (backlog, live) = ctl.logs().read(&ns, &name, q.tail.unwrap_or(usize::MAX));
     let text: String = backlog.iter().map(|e| e.render()).collect();
@@ -215,7 +238,7 @@ fn image_json(i: &serval_runtime::oci::ImageSummary) -> Value {
     json!({ "name": i.name, "digest": i.digest, "size": i.size, "created": i.created })
 }
 
-async fn list_images(State(ctl): Ctl) -> Result<Json<Value>, PlatformError> {
+async fn list_images(State(ctl): Ctl) -> Result<Json<Value>, ApiError> {
     Ok(list(ctl.images().list()?.iter().map(image_json).collect()))
 }
 
@@ -237,26 +260,27 @@ struct ImageQuery {
     reference: String,
 }
 
-async fn delete_image(State(ctl): Ctl, Query(q): Query<ImageQuery>) -> Result<Json<Value>, PlatformError> {
+async fn delete_image(State(ctl): Ctl, Query(q): Query<ImageQuery>) -> Result<Json<Value>, ApiError> {
     ctl.remove_image(&q.reference)?;
     Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "reference": q.reference } })))
 }
 
 /// Body: a `docker save` archive or an OCI image-layout tar, streamed to a temporary file
 /// and imported from there.
-async fn import_image(State(ctl): Ctl, body: Body) -> Result<Json<Value>, PlatformError> {
-    let tmp = tempfile::NamedTempFile::new_in(&ctl.config().data_dir)?;
+async fn import_image(State(api): Api, body: Body) -> Result<Json<Value>, ApiError> {
+    let ctl = &api.controller;
+    let tmp = tempfile::NamedTempFile::new_in(&api.config.scratch_dir)?;
     let mut file = tokio::fs::File::from_std(tmp.reopen()?);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| PlatformError::BadRequest(format!("upload broke off: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload broke off: {e}")))?;
         tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
     }
     tokio::io::AsyncWriteExt::flush(&mut file).await?;
     let images = ctl.images().clone();
     let imported = tokio::task::spawn_blocking(move || images.import(tmp.path()))
         .await
-        .map_err(|e| PlatformError::Io(std::io::Error::other(e)))??;
+        .map_err(|e| ApiError::Io(std::io::Error::other(e)))??;
     Ok(list(imported.iter().map(image_json).collect()))
 }
 
@@ -307,7 +331,7 @@ async fn broker_events(
     State(ctl): Ctl,
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<EventsQuery>,
-) -> Result<Json<Value>, PlatformError> {
+) -> Result<Json<Value>, ApiError> {
     let events = ctl.broker_events(&ns, &name, q.after, q.limit.unwrap_or(100).min(1000))?;
     let items: Vec<Value> = events
         .into_iter()
@@ -320,6 +344,7 @@ async fn broker_events(
 struct ApiState {
     controller: Arc<Controller>,
     kinds: Arc<Kinds>,
+    config: Arc<ApiConfig>,
 }
 
 impl FromRef<ApiState> for Arc<Controller> {
@@ -339,7 +364,7 @@ async fn list_everywhere(
     State(api): Api,
     Path(plural): Path<String>,
     Query(query): Query<ReadQuery>,
-) -> Result<Json<Value>, PlatformError> {
+) -> Result<Json<Value>, ApiError> {
     Ok(list(api.kinds.get(&plural)?.list(None, &query)?))
 }
 
@@ -347,7 +372,7 @@ async fn list_namespace(
     State(api): Api,
     Path((ns, plural)): Path<(String, String)>,
     Query(query): Query<ReadQuery>,
-) -> Result<Json<Value>, PlatformError> {
+) -> Result<Json<Value>, ApiError> {
     Ok(list(api.kinds.get(&plural)?.list(Some(&ns), &query)?))
 }
 
@@ -355,7 +380,7 @@ async fn get_one(
     State(api): Api,
     Path((ns, plural, name)): Path<(String, String, String)>,
     Query(query): Query<ReadQuery>,
-) -> Result<Json<Value>, PlatformError> {
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(api.kinds.get(&plural)?.get(&ns, &name, &query)?))
 }
 
@@ -363,7 +388,7 @@ async fn create(
     State(api): Api,
     Path((ns, plural)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Response, PlatformError> {
+) -> Result<Response, ApiError> {
     Ok(written(api.kinds.get(&plural)?.apply(&ns, None, &body, ApplyMode::Create).await?))
 }
 
@@ -371,14 +396,14 @@ async fn put_one(
     State(api): Api,
     Path((ns, plural, name)): Path<(String, String, String)>,
     body: Bytes,
-) -> Result<Response, PlatformError> {
+) -> Result<Response, ApiError> {
     Ok(written(api.kinds.get(&plural)?.apply(&ns, Some(&name), &body, ApplyMode::CreateOrUpdate).await?))
 }
 
 async fn delete_one(
     State(api): Api,
     Path((ns, plural, name)): Path<(String, String, String)>,
-) -> Result<Json<Value>, PlatformError> {
+) -> Result<Json<Value>, ApiError> {
     api.kinds.get(&plural)?.delete(&ns, &name).await?;
     Ok(Json(json!({ "kind": "Status", "status": "Success", "details": { "name": name, "namespace": ns } })))
 }

@@ -10,7 +10,7 @@ use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 
-use crate::PlatformError;
+use crate::ControlError;
 
 /// The key file: 32 bytes of AES key, then 32 bytes of HMAC key.
 const KEY_FILE: &str = "secret.key";
@@ -21,13 +21,13 @@ pub struct Sealer {
     digest: hmac::Key,
 }
 
-fn crypto_error(what: &str) -> PlatformError {
-    PlatformError::Io(std::io::Error::other(format!("{what} failed")))
+fn crypto_error(what: &str) -> ControlError {
+    ControlError::Io(std::io::Error::other(format!("{what} failed")))
 }
 
 impl Sealer {
     /// Reads `DATA/secret.key`, or creates it (mode 0600) with fresh random bytes.
-    pub fn open_or_create(data_dir: &Path) -> Result<Sealer, PlatformError> {
+    pub fn open_or_create(data_dir: &Path) -> Result<Sealer, ControlError> {
         let path = data_dir.join(KEY_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -43,7 +43,7 @@ impl Sealer {
             Err(e) => return Err(e.into()),
         };
         if bytes.len() != KEY_BYTES {
-            return Err(PlatformError::Io(std::io::Error::other(format!(
+            return Err(ControlError::Io(std::io::Error::other(format!(
                 "{} holds {} bytes, not {KEY_BYTES}: it is not a serval secret key",
                 path.display(),
                 bytes.len()
@@ -54,7 +54,7 @@ impl Sealer {
     }
 
     /// `base64(nonce ‖ ciphertext ‖ tag)`; `owner` (e.g. `ns/name`) must be given again to open it.
-    pub fn seal(&self, owner: &str, plaintext: &[u8]) -> Result<String, PlatformError> {
+    pub fn seal(&self, owner: &str, plaintext: &[u8]) -> Result<String, ControlError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| crypto_error("generating a nonce"))?;
         let mut sealed = plaintext.to_vec();
@@ -66,7 +66,7 @@ impl Sealer {
         Ok(base64::engine::general_purpose::STANDARD.encode(out))
     }
 
-    pub fn open(&self, owner: &str, sealed: &str) -> Result<Vec<u8>, PlatformError> {
+    pub fn open(&self, owner: &str, sealed: &str) -> Result<Vec<u8>, ControlError> {
         let bytes = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| crypto_error("decoding"))?;
         if bytes.len() < NONCE_LEN {
             return Err(crypto_error("opening a sealed secret"));

@@ -6,7 +6,7 @@ use serval_model::{Broker, Condition, ConditionStatus, Destination, PingSource, 
 use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
-use crate::PlatformError;
+use crate::ControlError;
 use crate::kinds::now_rfc3339;
 
 /// Whether `conditions` already say what `wanted` says (its time aside).
@@ -65,7 +65,7 @@ impl Controller {
 
     /// Writes the Ready condition of every trigger and ping source (of `namespace`, or all)
     /// whose destinations appeared or went away. Called under the write lock.
-    pub(super) async fn refresh_referrers(&self, namespace: Option<&str>) -> Result<(), PlatformError> {
+    pub(super) async fn refresh_referrers(&self, namespace: Option<&str>) -> Result<(), ControlError> {
         let now = now_rfc3339();
         let mut ops = Vec::new();
         for mut trigger in self.store.list::<Trigger>(Trigger::KIND, namespace)? {

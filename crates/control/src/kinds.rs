@@ -19,7 +19,7 @@ use serval_model::{KindInfo, ObjectMeta, Resource};
 pub use serval_store::WriteOp;
 use serval_store::{ResourceStoreExt, Storage};
 
-use crate::PlatformError;
+use crate::ControlError;
 
 /// Whether a write may replace an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +45,10 @@ pub type ReadQuery = HashMap<String, String>;
 pub trait KindApi: Send + Sync {
     fn info(&self) -> &KindInfo;
 
-    fn get(&self, namespace: &str, name: &str, query: &ReadQuery) -> Result<Value, PlatformError>;
+    fn get(&self, namespace: &str, name: &str, query: &ReadQuery) -> Result<Value, ControlError>;
 
     /// In one namespace, or (None) in all, ordered by namespace and name.
-    fn list(&self, namespace: Option<&str>, query: &ReadQuery) -> Result<Vec<Value>, PlatformError>;
+    fn list(&self, namespace: Option<&str>, query: &ReadQuery) -> Result<Vec<Value>, ControlError>;
 
     /// Creates or updates from a user's JSON document; `name` is the URL's (absent for POST).
     fn apply<'a>(
@@ -57,19 +57,19 @@ pub trait KindApi: Send + Sync {
         name: Option<&'a str>,
         body: &'a [u8],
         mode: ApplyMode,
-    ) -> BoxFuture<'a, Result<Written, PlatformError>> {
+    ) -> BoxFuture<'a, Result<Written, ControlError>> {
         let _ = (namespace, name, body, mode);
         Box::pin(async { Err(self.read_only()) })
     }
 
-    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ControlError>> {
         let _ = (namespace, name);
         Box::pin(async { Err(self.read_only()) })
     }
 
     /// The error of a write to a kind that is not written directly.
-    fn read_only(&self) -> PlatformError {
-        PlatformError::MethodNotAllowed(format!("{} objects are made by the server, not written", self.info().kind))
+    fn read_only(&self) -> ControlError {
+        ControlError::MethodNotAllowed(format!("{} objects are made by the server, not written", self.info().kind))
     }
 }
 
@@ -90,8 +90,8 @@ impl Kinds {
     }
 
     /// The kind served at `/{plural}`; 404 naming the path otherwise.
-    pub fn get(&self, plural: &str) -> Result<&Arc<dyn KindApi>, PlatformError> {
-        self.by_plural.get(plural).ok_or_else(|| PlatformError::NotFound {
+    pub fn get(&self, plural: &str) -> Result<&Arc<dyn KindApi>, ControlError> {
+        self.by_plural.get(plural).ok_or_else(|| ControlError::NotFound {
             kind: "resource type",
             namespace: String::new(),
             name: plural.to_string(),
@@ -124,7 +124,7 @@ pub trait Reconciler<R: Resource>: Send + Sync + 'static {
     /// Before an object is stored (already validated, identity carried over): checks beyond
     /// its own validation, its `status` (the user's is never kept; `previous` is the stored
     /// one), and writes to commit in the same transaction.
-    fn admit(&self, object: &mut R, previous: Option<&R>) -> Result<Vec<WriteOp>, PlatformError> {
+    fn admit(&self, object: &mut R, previous: Option<&R>) -> Result<Vec<WriteOp>, ControlError> {
         let _ = (object, previous);
         Ok(Vec::new())
     }
@@ -136,7 +136,7 @@ pub trait Reconciler<R: Resource>: Send + Sync + 'static {
     }
 
     /// After a write committed: make the running world match (start, stop, re-plan).
-    fn changed<'a>(&'a self, change: Change<'a, R>) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn changed<'a>(&'a self, change: Change<'a, R>) -> BoxFuture<'a, Result<(), ControlError>> {
         let _ = change;
         Box::pin(async { Ok(()) })
     }
@@ -168,7 +168,7 @@ impl<R: Resource, C: Reconciler<R>> Stored<R, C> {
         Arc::new(Stored { info: R::info(), context: context.clone(), reconciler, kind: PhantomData })
     }
 
-    fn stored(&self, namespace: &str, name: &str) -> Result<R, PlatformError> {
+    fn stored(&self, namespace: &str, name: &str) -> Result<R, ControlError> {
         self.context.store.get(R::KIND, namespace, name)?.ok_or_else(|| not_found(R::KIND, namespace, name))
     }
 
@@ -178,13 +178,13 @@ impl<R: Resource, C: Reconciler<R>> Stored<R, C> {
         name: Option<&str>,
         body: &[u8],
         mode: ApplyMode,
-    ) -> Result<Written, PlatformError> {
+    ) -> Result<Written, ControlError> {
         let mut object: R = decode_document(body, R::KIND)?;
         fill_identity(R::KIND, &mut object.metadata_mut().namespace, namespace, "metadata.namespace")?;
         if let Some(name) = name {
             fill_identity(R::KIND, &mut object.metadata_mut().name, name, "metadata.name")?;
         }
-        let warnings = object.validate().map_err(|source| PlatformError::Invalid { kind: R::KIND, source })?;
+        let warnings = object.validate().map_err(|source| ControlError::Invalid { kind: R::KIND, source })?;
         let name = object.metadata().name.clone();
         let _guard = self.context.write_lock.lock().await;
         let previous: Option<R> = self.context.store.get(R::KIND, namespace, &name)?;
@@ -199,7 +199,7 @@ impl<R: Resource, C: Reconciler<R>> Stored<R, C> {
         Ok(Written { object, created: previous.is_none(), warnings })
     }
 
-    async fn remove(&self, namespace: &str, name: &str) -> Result<(), PlatformError> {
+    async fn remove(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         let _guard = self.context.write_lock.lock().await;
         let object = self.stored(namespace, name)?;
         let mut ops = self.reconciler.removed(&object);
@@ -214,11 +214,11 @@ impl<R: Resource, C: Reconciler<R>> KindApi for Stored<R, C> {
         &self.info
     }
 
-    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, PlatformError> {
+    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, ControlError> {
         Ok(self.reconciler.view(self.stored(namespace, name)?))
     }
 
-    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, PlatformError> {
+    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, ControlError> {
         let objects: Vec<R> = self.context.store.list(R::KIND, namespace)?;
         Ok(objects.into_iter().map(|o| self.reconciler.view(o)).collect())
     }
@@ -229,17 +229,17 @@ impl<R: Resource, C: Reconciler<R>> KindApi for Stored<R, C> {
         name: Option<&'a str>,
         body: &'a [u8],
         mode: ApplyMode,
-    ) -> BoxFuture<'a, Result<Written, PlatformError>> {
+    ) -> BoxFuture<'a, Result<Written, ControlError>> {
         Box::pin(self.write(namespace, name, body, mode))
     }
 
-    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ControlError>> {
         Box::pin(self.remove(namespace, name))
     }
 }
 
-pub fn not_found(kind: &'static str, namespace: &str, name: &str) -> PlatformError {
-    PlatformError::NotFound { kind, namespace: namespace.into(), name: name.into() }
+pub fn not_found(kind: &'static str, namespace: &str, name: &str) -> ControlError {
+    ControlError::NotFound { kind, namespace: namespace.into(), name: name.into() }
 }
 
 /// An object's `spec` as JSON (a change of it bumps `metadata.generation`).
@@ -253,9 +253,9 @@ pub fn now_rfc3339() -> String {
 
 /// Decodes a user's JSON document, without its `status` (the server's to write): syntax
 /// errors are a 400, type errors a 422 naming their field path.
-pub fn decode_document<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, PlatformError> {
+pub fn decode_document<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, ControlError> {
     let mut document: Value = serde_json::from_slice(body)
-        .map_err(|e| PlatformError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        .map_err(|e| ControlError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     if let Some(object) = document.as_object_mut() {
         object.remove("status");
     }
@@ -264,18 +264,18 @@ pub fn decode_document<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'stat
 
 /// Decodes a user's JSON document; type errors name their field path (422), syntax errors
 /// are a 400.
-pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, PlatformError> {
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8], kind: &'static str) -> Result<T, ControlError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| decode_error(kind, e))
 }
 
-fn decode_error(kind: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> PlatformError {
+fn decode_error(kind: &'static str, e: serde_path_to_error::Error<serde_json::Error>) -> ControlError {
     let field = e.path().to_string();
     let inner = e.into_inner();
     if inner.is_syntax() || inner.is_eof() {
-        PlatformError::BadRequest(format!("request body is not valid JSON: {inner}"))
+        ControlError::BadRequest(format!("request body is not valid JSON: {inner}"))
     } else {
-        PlatformError::invalid_field(kind, field, type_error_message(&inner.to_string()))
+        ControlError::invalid_field(kind, field, type_error_message(&inner.to_string()))
     }
 }
 
@@ -307,14 +307,14 @@ fn type_error_message(message: &str) -> String {
 }
 
 /// Fills an empty identity field of a `kind` document from the URL, or checks that it matches.
-pub fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, path: &str) -> Result<(), PlatformError> {
+pub fn fill_identity(kind: &'static str, field: &mut String, from_url: &str, path: &str) -> Result<(), ControlError> {
     if field.is_empty() {
         *field = from_url.to_string();
         Ok(())
     } else if field == from_url {
         Ok(())
     } else {
-        Err(PlatformError::invalid_field(kind, path, format!("{field:?} does not match {from_url:?} in the URL")))
+        Err(ControlError::invalid_field(kind, path, format!("{field:?} does not match {from_url:?} in the URL")))
     }
 }
 
@@ -328,16 +328,16 @@ pub fn carry_identity(
     meta: &mut ObjectMeta,
     old: Option<(&ObjectMeta, bool)>,
     now: &str,
-) -> Result<(), PlatformError> {
+) -> Result<(), ControlError> {
     if mode == ApplyMode::Create && old.is_some() {
         let (kind, namespace, name) = (kind.to_lowercase(), &meta.namespace, &meta.name);
-        return Err(PlatformError::Conflict(format!("{kind} {namespace}/{name} already exists")));
+        return Err(ControlError::Conflict(format!("{kind} {namespace}/{name} already exists")));
     }
     let given = std::mem::take(&mut meta.resource_version);
     if !given.is_empty() && old.is_none_or(|(old, _)| old.resource_version != given) {
         let now_at =
             old.map_or("it does not exist any more".to_string(), |(o, _)| format!("it is at {}", o.resource_version));
-        return Err(PlatformError::StaleVersion(format!(
+        return Err(ControlError::StaleVersion(format!(
             "{} {}/{} was changed since resourceVersion {given} ({now_at}); read it again and retry",
             kind.to_lowercase(),
             meta.namespace,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use serval_model::{Broker, ConfigMap, KindInfo, PingSource, Resource, Revision, Secret, Service, Trigger};
 
 use super::Controller;
-use crate::PlatformError;
+use crate::ControlError;
 use crate::kinds::{ApplyMode, KindApi, ReadQuery, Stored, Written};
 
 /// Every kind serval serves, in the order `GET /api/v1` lists them.
@@ -51,11 +51,11 @@ impl KindApi for Services {
         &self.info
     }
 
-    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, PlatformError> {
+    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, ControlError> {
         Ok(to_json(self.controller.get_service(namespace, name)?))
     }
 
-    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, PlatformError> {
+    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, ControlError> {
         Ok(self.controller.list_services(namespace)?.into_iter().map(to_json).collect())
     }
 
@@ -65,14 +65,14 @@ impl KindApi for Services {
         name: Option<&'a str>,
         body: &'a [u8],
         mode: ApplyMode,
-    ) -> BoxFuture<'a, Result<Written, PlatformError>> {
+    ) -> BoxFuture<'a, Result<Written, ControlError>> {
         Box::pin(async move {
             let applied = self.controller.apply_service(namespace, name, body, mode).await?;
             Ok(Written { object: to_json(applied.service), created: applied.created, warnings: applied.warnings })
         })
     }
 
-    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ControlError>> {
         Box::pin(self.controller.delete_service(namespace, name))
     }
 }
@@ -89,11 +89,11 @@ impl KindApi for Revisions {
         &self.info
     }
 
-    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, PlatformError> {
+    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, ControlError> {
         Ok(to_json(self.controller.get_revision(namespace, name)?))
     }
 
-    fn list(&self, namespace: Option<&str>, query: &ReadQuery) -> Result<Vec<Value>, PlatformError> {
+    fn list(&self, namespace: Option<&str>, query: &ReadQuery) -> Result<Vec<Value>, ControlError> {
         let service = query.get("service").map(String::as_str);
         Ok(self.controller.list_revisions(namespace, service)?.into_iter().map(to_json).collect())
     }
@@ -111,11 +111,11 @@ impl KindApi for ServiceViews {
         &self.info
     }
 
-    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, PlatformError> {
+    fn get(&self, namespace: &str, name: &str, _query: &ReadQuery) -> Result<Value, ControlError> {
         Ok((self.view)(&self.controller.get_service(namespace, name)?))
     }
 
-    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, PlatformError> {
+    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, ControlError> {
         Ok(self.controller.list_services(namespace)?.iter().map(self.view).collect())
     }
 }
@@ -131,12 +131,12 @@ impl KindApi for Secrets {
         &self.info
     }
 
-    fn get(&self, namespace: &str, name: &str, query: &ReadQuery) -> Result<Value, PlatformError> {
+    fn get(&self, namespace: &str, name: &str, query: &ReadQuery) -> Result<Value, ControlError> {
         let reveal = query.get("showSecrets").is_some_and(|v| v == "true");
         Ok(to_json(self.controller.get_secret(namespace, name, reveal)?))
     }
 
-    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, PlatformError> {
+    fn list(&self, namespace: Option<&str>, _query: &ReadQuery) -> Result<Vec<Value>, ControlError> {
         Ok(self.controller.list_secrets(namespace)?.into_iter().map(to_json).collect())
     }
 
@@ -146,14 +146,14 @@ impl KindApi for Secrets {
         name: Option<&'a str>,
         body: &'a [u8],
         mode: ApplyMode,
-    ) -> BoxFuture<'a, Result<Written, PlatformError>> {
+    ) -> BoxFuture<'a, Result<Written, ControlError>> {
         Box::pin(async move {
             let (secret, created) = self.controller.apply_secret(namespace, name, body, mode).await?;
             Ok(Written { object: to_json(secret), created, warnings: Vec::new() })
         })
     }
 
-    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), PlatformError>> {
+    fn delete<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), ControlError>> {
         Box::pin(self.controller.delete_secret(namespace, name))
     }
 }
