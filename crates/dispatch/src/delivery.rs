@@ -10,7 +10,7 @@
 //! the events after the last stored watermark.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use serval_eventing::{
     CloudEvent, CompiledFilter, Decision, DeliverySpec, DeliveryWindow, Outcome, RetryAfter, RetryPolicy,
     SubscriptionsApiFilter, TriggerFilter,
 };
-use serval_gateway::{UpstreamBody, Upstreams};
+use serval_gateway::{LocalClient, UpstreamBody, Upstreams};
 use serval_model::{Broker, Destination, Resource, Trigger};
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
@@ -123,14 +123,14 @@ pub fn plan(
     let namespace = trigger.metadata.namespace.clone();
     let subscriber = resolve(&trigger.spec.subscriber, &namespace, gateway)
         .ok_or_else(|| invalid("spec.subscriber", "give ref or uri".into()))?;
-    let subscriber_url =
-        DeliveryUrl::parse(&subscriber).map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
+    let subscriber_url = DeliveryUrl::parse(&subscriber, gateway)
+        .map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
     let dead_letter_url = delivery
         .dead_letter_sink
         .as_ref()
         .and_then(|d| resolve(d, &namespace, gateway))
         .as_deref()
-        .map(DeliveryUrl::parse)
+        .map(|url| DeliveryUrl::parse(url, gateway))
         .transpose()
         .map_err(|e| invalid("spec.delivery.deadLetterSink", e.to_string()))?;
     let concurrency = serval_model::delivery_concurrency(trigger).map_err(|e| invalid(&e.field, e.message))?;
@@ -148,14 +148,17 @@ pub fn plan(
     })
 }
 
-/// A delivery destination, parsed once. Plain-HTTP ones (subscribers on this machine, the
-/// gateway's service routes) go over the data plane's own keep-alive connections, driven
-/// by the delivering task (no connection tasks, no hand-offs); others (https) through
-/// reqwest and its TLS.
+/// A delivery destination, parsed once. Those on serval's own gateway (services, brokers)
+/// go through the data plane in process ([`LocalClient`]: the pool, no socket to the
+/// gateway); other plain-HTTP ones (subscribers on this machine) over the data plane's own
+/// keep-alive connections, driven by the delivering task (no connection tasks, no
+/// hand-offs); others (https) through reqwest and its TLS.
 #[derive(Clone, Debug)]
-struct DeliveryUrl {
+pub(crate) struct DeliveryUrl {
     url: reqwest::Url,
     plain: Option<PlainTarget>,
+    /// Addressed to serval's own gateway.
+    local: bool,
 }
 
 /// Where a plain-HTTP delivery goes: `host:port` to connect to, and the request line's
@@ -168,7 +171,8 @@ struct PlainTarget {
 }
 
 impl DeliveryUrl {
-    fn parse(text: &str) -> Result<DeliveryUrl, String> {
+    /// `text` as a destination; `gateway` is serval's gateway URL (`http://host:port`).
+    pub(crate) fn parse(text: &str, gateway: &str) -> Result<DeliveryUrl, String> {
         let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
         let plain = match (url.scheme(), url.host_str(), url.port_or_known_default()) {
             ("http", Some(host), Some(port)) => {
@@ -187,7 +191,9 @@ impl DeliveryUrl {
             }
             _ => None,
         };
-        Ok(DeliveryUrl { url, plain })
+        let local = plain.is_some()
+            && text.strip_prefix(gateway).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']));
+        Ok(DeliveryUrl { url, plain, local })
     }
 }
 
@@ -252,6 +258,8 @@ pub struct Dispatchers {
     default_timeout: Duration,
     http: reqwest::Client,
     plain_http: Upstreams<String, Full<Bytes>>,
+    /// The gateway in process, for destinations on it (set once the gateway exists).
+    local: OnceLock<LocalClient>,
     running: Supervisor,
     /// What each running dispatcher has done, by trigger.
     counts: Mutex<HashMap<String, Arc<Counts>>>,
@@ -270,10 +278,17 @@ impl Dispatchers {
             default_timeout,
             http: reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default(),
             plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER).with_connect_timeout(CONNECT_TIMEOUT),
+            local: OnceLock::new(),
             running: Supervisor::default(),
             counts: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Delivers to destinations on serval's own gateway through `client`, in process, from
+    /// now on (before, they go over a socket to the gateway like any other URL).
+    pub fn deliver_in_process(&self, client: LocalClient) {
+        let _ = self.local.set(client);
     }
 
     fn waker(&self, namespace: &str, broker: &str) -> Arc<Notify> {
@@ -424,7 +439,7 @@ impl Dispatchers {
     }
 
     /// One POST of an event; the outcome and, for 2xx, the response (a possible reply).
-    async fn post(
+    pub(crate) async fn post(
         &self,
         to: &DeliveryUrl,
         event: &CloudEvent,
@@ -435,9 +450,11 @@ impl Dispatchers {
             if structured { serval_eventing::encode_structured(event) } else { serval_eventing::encode_binary(event) };
         // One deadline for both clients: the whole exchange, response body included.
         let exchange = async {
-            match &to.plain {
-                Some(target) => self.post_plain(target, headers, body).await,
-                None => self.post_reqwest(&to.url, headers, body).await,
+            let local = if to.local { self.local.get() } else { None };
+            match (&to.plain, local) {
+                (Some(target), Some(local)) => self.post_local(local, target, headers, body).await,
+                (Some(target), None) => self.post_plain(target, headers, body).await,
+                (None, _) => self.post_reqwest(&to.url, headers, body).await,
             }
         };
         let timeout = timeout.unwrap_or(self.default_timeout);
@@ -464,6 +481,32 @@ impl Dispatchers {
         let (parts, body) = response.into_parts();
         let body = UpstreamBody::new(body, self.plain_http.clone(), to.address.clone(), conn);
         let body = http_body_util::Limited::new(body, MAX_REPLY).collect().await.ok()?.to_bytes();
+        Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+    }
+
+    async fn post_local(
+        &self,
+        local: &LocalClient,
+        to: &PlainTarget,
+        mut headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Option<Answer> {
+        let mut req = http::Request::post(to.path.clone()).body(body).ok()?;
+        headers.insert(http::header::HOST, to.host.clone());
+        *req.headers_mut() = headers;
+        let (parts, body) = local.send(req).await?.into_parts();
+        // Frame by frame: the compiler cannot prove `Collect` over the boxed body `Send` here.
+        let mut body = std::pin::pin!(body);
+        let mut read = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.ok()?.into_data() {
+                if read.len() + data.len() > MAX_REPLY {
+                    return None;
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+        let body = read.freeze();
         Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
     }
 
@@ -711,7 +754,8 @@ mod tests {
 
     #[test]
     fn plain_http_urls_become_an_address_a_target_and_a_host() {
-        let plain = |url: &str| DeliveryUrl::parse(url).expect("valid").plain.expect("plain HTTP");
+        let plain =
+            |url: &str| DeliveryUrl::parse(url, "http://127.0.0.1:1").expect("valid").plain.expect("plain HTTP");
         let t = plain("http://127.0.0.1:8080/f/ns/svc/hook?x=1");
         assert_eq!(
             (t.address.as_str(), t.path.to_string(), t.host.to_str().ok()),
@@ -724,7 +768,16 @@ mod tests {
         );
         let t = plain("http://[::1]:9000/");
         assert_eq!(t.address, "[::1]:9000");
-        assert!(DeliveryUrl::parse("https://example.com/").expect("valid").plain.is_none(), "TLS goes through reqwest");
+        assert!(
+            DeliveryUrl::parse("https://example.com/", "http://127.0.0.1:1").expect("valid").plain.is_none(),
+            "TLS goes through reqwest"
+        );
+        let local = |url: &str| DeliveryUrl::parse(url, "http://127.0.0.1:8080").expect("valid").local;
+        assert!(local("http://127.0.0.1:8080/f/ns/svc/hook"), "the gateway's own routes go in process");
+        assert!(local("http://127.0.0.1:8080"));
+        assert!(!local("http://127.0.0.1:8081/"), "another port");
+        assert!(!local("http://127.0.0.1:8080@example.com/"), "another host");
+        assert!(!local("http://127.0.0.1:9090/"));
     }
 
     #[tokio::test]

@@ -7,9 +7,8 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
-use serval_gateway::Ingress as GatewayIngress;
+use serval_gateway::{Ingress as GatewayIngress, ProxyBody};
 
 use crate::DispatchError;
 use crate::delivery::{Dispatchers, Ttl};
@@ -46,7 +45,7 @@ fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 impl Ingress {
-    async fn accept(&self, namespace: String, broker: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn accept(&self, namespace: String, broker: String, req: Request<ProxyBody>) -> Response<Full<Bytes>> {
         match *req.method() {
             Method::POST => {}
             // CloudEvents' webhook validation handshake.
@@ -97,7 +96,7 @@ impl GatewayIngress for Ingress {
         broker_from_rest(rest).is_some()
     }
 
-    fn handle(&self, rest: String, req: Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> {
+    fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
         let ingress = Ingress { dispatchers: self.dispatchers.clone() };
         async move {
             match broker_from_rest(&rest) {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use serval_eventing::Data;
 use serval_eventing::ping::{PingSchedule, ping_event};
+use serval_eventing::{Data, Outcome};
 use serval_model::PingSource;
 use tokio::sync::watch;
 
 use crate::DispatchError;
-use crate::delivery::{Dispatchers, Ttl};
+use crate::delivery::{DeliveryUrl, Dispatchers, Ttl};
 use crate::supervisor::{Supervisor, Wanted};
 
 /// A source made ready to run.
@@ -23,7 +23,9 @@ pub struct PingPlan {
     pub schedule: PingSchedule,
     pub data: Option<Data>,
     pub content_type: Option<String>,
+    /// Where pings go, as resolved (shown in the source's status).
     pub sink: String,
+    sink_url: DeliveryUrl,
     /// The sink's broker (namespace, name) when it is one of serval's: pings are appended
     /// to its log directly instead of posted through the gateway.
     pub broker: Option<(String, String)>,
@@ -46,6 +48,7 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Dispatc
     };
     let sink = crate::delivery::resolve(&spec.sink, &source.metadata.namespace, gateway)
         .ok_or_else(|| invalid("spec.sink", "give ref or uri".into()))?;
+    let sink_url = DeliveryUrl::parse(&sink, gateway).map_err(|e| invalid("spec.sink", format!("{sink:?}: {e}")))?;
     Ok(PingPlan {
         namespace: source.metadata.namespace.clone(),
         name: source.metadata.name.clone(),
@@ -53,6 +56,7 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Dispatc
         data,
         content_type: spec.content_type.clone(),
         sink,
+        sink_url,
         broker: crate::delivery::broker_of(&spec.sink, &source.metadata.namespace)
             .map(|(namespace, name)| (namespace.to_string(), name.to_string())),
     })
@@ -89,8 +93,10 @@ impl Sources {
     }
 }
 
+/// How long a sink may take to answer a ping (Knative's PingSource does not retry).
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn run(plan: PingPlan, dispatchers: Arc<Dispatchers>, mut stopped: watch::Receiver<bool>) {
-    let http = reqwest::Client::new();
     loop {
         let now = SystemTime::now();
         let Some(next) = plan.schedule.next_after(now) else { return };
@@ -110,15 +116,12 @@ async fn run(plan: PingPlan, dispatchers: Arc<Dispatchers>, mut stopped: watch::
             }
             continue;
         }
-        let (headers, body) = serval_eventing::encode_binary(&event);
-        let mut req = http.post(&plan.sink).body(body).timeout(Duration::from_secs(10));
-        for (name, value) in headers.iter() {
-            req = req.header(name.as_str(), value.as_bytes());
-        }
-        match req.send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!("pingsource {}/{}: sink answered {}", plan.namespace, plan.name, r.status()),
-            Err(e) => tracing::warn!("pingsource {}/{}: sink unreachable: {e}", plan.namespace, plan.name),
+        match dispatchers.post(&plan.sink_url, &event, false, Some(PING_TIMEOUT)).await.0 {
+            Outcome::Status(code, _) if (200..300).contains(&code) => {}
+            Outcome::Status(code, _) => {
+                tracing::warn!("pingsource {}/{}: sink answered {code}", plan.namespace, plan.name)
+            }
+            Outcome::NoResponse => tracing::warn!("pingsource {}/{}: sink did not answer", plan.namespace, plan.name),
         }
     }
 }

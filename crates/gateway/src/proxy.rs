@@ -6,11 +6,12 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
@@ -61,11 +62,45 @@ pub(crate) async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stop: watch::Receiver<bool>,
 ) {
     let client: Arc<str> = Arc::from(client);
-    let handle = move |req| {
+    let handle = move |req: Request<Incoming>| {
         let (gateway, upstreams, client) = (gateway.clone(), upstreams.clone(), client.clone());
-        async move { handle(&gateway, &upstreams, req, &client).await }
+        async move { handle(&gateway, &upstreams, req.map(ProxyBody::from), &client).await }
     };
     serve_connection(io, handle, limits, builder, stop).await;
+}
+
+/// Requests from inside the server (event delivery to services, brokers and channels)
+/// through the data plane without a socket to the gateway: routed, queued for capacity,
+/// rewritten and forwarded exactly as a client's request on the hyper path, and counted in
+/// the same metrics; only the client's TCP hop is gone.
+#[derive(Clone)]
+pub struct LocalClient {
+    /// Weak: the gateway's ingresses may hold this client (the gateway outlives neither).
+    gateway: Weak<Gateway>,
+    upstreams: HyperUpstreams,
+}
+
+/// Who a [`LocalClient`]'s requests come from, for `x-forwarded-for` (as if over loopback).
+const LOCAL_CLIENT: &str = "127.0.0.1";
+
+impl LocalClient {
+    pub fn new(gateway: &Arc<Gateway>) -> LocalClient {
+        LocalClient { gateway: Arc::downgrade(gateway), upstreams: HyperUpstreams::default() }
+    }
+
+    /// Sends `req` (origin-form target, with a Host field as a client would send) and
+    /// returns the answer, or the data plane's error answer; `None` once the gateway is gone.
+    ///
+    ///
+    /// Boxed and `'static`: the hyper path's future borrows, and is `Send` for each borrow,
+    /// which callers in spawned tasks cannot see through an opaque type.
+    pub fn send(&self, req: Request<Bytes>) -> BoxFuture<'static, Option<Response<GatewayBody>>> {
+        let (gateway, upstreams) = (self.gateway.clone(), self.upstreams.clone());
+        Box::pin(async move {
+            let gateway = gateway.upgrade()?;
+            Some(handle(&gateway, &upstreams, req.map(ProxyBody::from), LOCAL_CLIENT).await)
+        })
+    }
 }
 
 /// Removes the fields [`rewrite::drops_request_field`] (a request) or
@@ -104,7 +139,7 @@ fn response_fields_for_client(headers: &mut http::HeaderMap) {
 
 /// An HTTP/1.1 request must carry exactly one `Host` (RFC 9112 §3.2); HTTP/2 and HTTP/1.0
 /// may go without.
-fn check_host(req: &Request<Incoming>) -> Result<(), GatewayError> {
+fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
     match (req.version(), req.headers().get_all(header::HOST).iter().count()) {
         (http::Version::HTTP_11, 0) => Err(GatewayError::BadRequest("an HTTP/1.1 request needs a host field".into())),
         (_, 0 | 1) => Ok(()),
@@ -120,7 +155,7 @@ fn header_value(value: &str) -> Result<HeaderValue, GatewayError> {
 async fn handle(
     gateway: &Gateway,
     upstreams: &HyperUpstreams,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     client: &str,
 ) -> Response<GatewayBody> {
     let began = std::time::Instant::now();
@@ -136,7 +171,7 @@ async fn handle(
 async fn forward(
     gateway: &Gateway,
     upstreams: &HyperUpstreams,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     client: &str,
     chosen: &mut Option<Chosen>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -220,7 +255,7 @@ async fn forward(
             parts.version = http::Version::HTTP_11;
         }
         parts.uri = Uri::from_parts(uri).map_err(|e| GatewayError::Upstream(e.to_string()))?;
-        let req = Request::from_parts(parts, ProxyBody::from(body));
+        let req = Request::from_parts(parts, body);
         if pool.h2c() {
             return Ok((Answer::H2c(upstreams.h2c.send(lease.addr(), req).await?), lease));
         }

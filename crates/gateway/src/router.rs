@@ -8,10 +8,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::routes::{Forward, service_from_host};
-use crate::{GatewayError, GatewayMetrics, RevisionLabels, RevisionPool, RoutingTable, Target};
+use crate::{GatewayError, GatewayMetrics, ProxyBody, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// Serves requests addressed under a path prefix that the gateway answers itself rather
 /// than forwarding to a revision: brokers (`/b/<namespace>/<broker>`) today; channels,
@@ -20,7 +19,8 @@ use crate::{GatewayError, GatewayMetrics, RevisionLabels, RevisionPool, RoutingT
 /// gateway free of their dependencies.
 ///
 /// Requests for an ingress are always served by the hyper path (the relay hands them over),
-/// in full: the ingress gets the client's request as it came, with its body unread.
+/// in full: the ingress gets the client's request as it came, with its body unread (or a
+/// request from inside the server, through [`crate::LocalClient`], with its body whole).
 pub trait Ingress: Send + Sync + 'static {
     /// Whether `rest` — the request's path and query after the prefix the ingress was
     /// registered under — is for this ingress. A request it does not claim is routed to
@@ -28,7 +28,7 @@ pub trait Ingress: Send + Sync + 'static {
     fn claims(&self, rest: &str) -> bool;
 
     /// Answers a request this ingress claimed; `rest` as in [`Ingress::claims`].
-    fn handle(&self, rest: String, req: Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>>;
+    fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>>;
 }
 
 /// What a request was routed to, for its metrics.
@@ -144,7 +144,7 @@ mod tests {
         fn claims(&self, rest: &str) -> bool {
             rest.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('/'))
         }
-        fn handle(&self, _: String, _: Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> {
+        fn handle(&self, _: String, _: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
             Box::pin(async { Response::new(Full::default()) })
         }
     }

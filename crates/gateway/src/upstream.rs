@@ -56,11 +56,14 @@ pub trait RequestBody:
 
 impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static> RequestBody for B {}
 
-/// A request body the gateway's hyper path forwards: the client's, or none (the request
-/// sent again after a kept-alive connection closed under it, see [`Upstreams::send`]).
+/// A request body the gateway's hyper path forwards: the client's, a whole one from inside
+/// the server ([`crate::LocalClient`]), or none (the request sent again after a kept-alive
+/// connection closed under it, see [`Upstreams::send`]).
 #[derive(Default)]
 pub enum ProxyBody {
     Client(Incoming),
+    /// A body already in memory; `None` once sent.
+    Whole(Option<Bytes>),
     #[default]
     Empty,
 }
@@ -71,6 +74,12 @@ impl From<Incoming> for ProxyBody {
     }
 }
 
+impl From<Bytes> for ProxyBody {
+    fn from(body: Bytes) -> Self {
+        ProxyBody::Whole(Some(body).filter(|b| !b.is_empty()))
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -78,18 +87,21 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Client(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Empty => Poll::Ready(None),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Client(body) => body.is_end_stream(),
+            ProxyBody::Whole(bytes) => bytes.is_none(),
             ProxyBody::Empty => true,
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Client(body) => body.size_hint(),
+            ProxyBody::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -136,12 +136,14 @@ pub async fn run_with(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let gateway = Arc::new(
+        Gateway::new(routes, metrics.gateway.clone())
+            .ingress(serval_dispatch::ingress::PREFIX, serval_dispatch::ingress::Ingress::new(dispatchers.clone())),
+    );
+    dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
-        Arc::new(
-            Gateway::new(routes, metrics.gateway.clone())
-                .ingress(serval_dispatch::ingress::PREFIX, serval_dispatch::ingress::Ingress::new(dispatchers.clone())),
-        ),
+        gateway,
         config.gateway_threads,
         config.connections,
         stopped(stop_rx.clone()),
