@@ -14,6 +14,7 @@
 
 pub mod controller;
 mod error;
+mod in_process;
 pub mod kinds;
 pub mod logs;
 pub mod metrics;

@@ -158,6 +158,7 @@ impl RevisionRunner {
                 nominal_capacity,
                 timeouts: spec.timeouts,
                 h2c: spec.h2c,
+                in_process: runtime.serves_in_process(),
             },
             Some(revision_metrics),
         );
@@ -404,14 +405,14 @@ impl RevisionRunner {
                     if stopped {
                         state.stopping.insert(id);
                     } else {
-                        self.pool.add_endpoint(id, instance.addr);
+                        self.pool.add_endpoint(id, crate::in_process::instance_addr(&instance.endpoint));
                     }
                 }
                 self.first_start.send_if_modified(|v| v.is_none() && v.replace(Ok(())).is_none());
                 let kind = if cold { "cold start" } else { "started" };
                 self.log(
                     &instance_id,
-                    format!("{kind}: ready on {} in {:.2} ms", instance.addr, startup.as_secs_f64() * 1e3),
+                    format!("{kind}: ready on {} in {:.2} ms", instance.endpoint, startup.as_secs_f64() * 1e3),
                 );
                 tokio::spawn(self.clone().watch_instance(id, instance_id, instance.clone()));
                 if stopped {

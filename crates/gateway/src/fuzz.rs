@@ -704,6 +704,7 @@ fn gateway() -> Arc<Gateway> {
             nominal_capacity: 100,
             timeouts: RequestTimeouts::total(Duration::from_secs(5)),
             h2c: false,
+            in_process: false,
         },
     );
     routes.set(RouteKey { namespace: "ns".into(), service: "svc".into() }, Some(Route::single(Target::Pool(pool))));

@@ -35,7 +35,9 @@ mod upstream;
 pub use error::GatewayError;
 pub use listen::{ConnectionCap, ConnectionLimits, serve_connection, serve_listener};
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
-pub use pool::{EndpointLoad, Lease, PoolConfig, PoolStats, RequestTimeouts, RevisionPool};
+pub use pool::{
+    EndpointLoad, InstanceAddr, InstanceHandler, Lease, PoolConfig, PoolStats, RequestTimeouts, RevisionPool,
+};
 pub use proxy::{GatewayBody, LocalClient};
 pub use router::{Gateway, Ingress};
 pub use routes::{Route, RouteKey, RoutingTable, Target};

@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+
 use serval_scaler::{ConcurrencyMeter, Sample};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{GatewayError, RevisionLabels, RevisionMetrics};
+use crate::{GatewayBody, GatewayError, ProxyBody, RevisionLabels, RevisionMetrics};
 
 /// Limits of one revision's pool.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +30,31 @@ pub struct PoolConfig {
     pub timeouts: RequestTimeouts,
     /// Instances speak HTTP/2 with prior knowledge (h2c, for gRPC) instead of HTTP/1.1.
     pub h2c: bool,
+    /// Instances serve in process ([`InstanceAddr::InProcess`]): requests take the hyper
+    /// path, which calls their handler instead of a socket.
+    pub in_process: bool,
+}
+
+/// Serves an instance's requests inside the server, without a socket (see
+/// [`InstanceAddr::InProcess`]). The request comes rewritten as for any instance.
+pub trait InstanceHandler: Send + Sync + 'static {
+    fn call(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> BoxFuture<'static, Result<http::Response<GatewayBody>, GatewayError>>;
+}
+
+/// Where an instance of a pool takes requests.
+#[derive(Clone)]
+pub enum InstanceAddr {
+    Socket(SocketAddr),
+    InProcess(Arc<dyn InstanceHandler>),
+}
+
+impl From<SocketAddr> for InstanceAddr {
+    fn from(addr: SocketAddr) -> InstanceAddr {
+        InstanceAddr::Socket(addr)
+    }
 }
 
 /// Knative's three request timeouts of a revision, all counted from the request's arrival
@@ -56,8 +83,8 @@ const QUEUE_PER_CAPACITY: usize = 10;
 
 struct Endpoint {
     id: u64,
-    addr: SocketAddr,
-    /// `addr` as a URI authority, built once.
+    addr: InstanceAddr,
+    /// `addr` as a URI authority, built once (`localhost` in process).
     authority: http::uri::Authority,
     in_flight: u32,
     last_active: Instant,
@@ -103,14 +130,21 @@ pub struct RevisionPool {
 pub struct Lease {
     pool: Arc<RevisionPool>,
     endpoint: u64,
-    addr: SocketAddr,
+    addr: InstanceAddr,
     authority: http::uri::Authority,
     armed: bool,
 }
 
 impl Lease {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &InstanceAddr {
+        &self.addr
+    }
+    /// The instance's socket; `None` for one in process.
+    pub fn socket(&self) -> Option<SocketAddr> {
+        match &self.addr {
+            InstanceAddr::Socket(addr) => Some(*addr),
+            InstanceAddr::InProcess(_) => None,
+        }
     }
     pub fn authority(&self) -> &http::uri::Authority {
         &self.authority
@@ -219,6 +253,11 @@ impl RevisionPool {
         self.config.h2c
     }
 
+    /// Whether instances serve in process (see [`PoolConfig::in_process`]).
+    pub fn in_process(&self) -> bool {
+        self.config.in_process
+    }
+
     /// Where this revision's requests are counted.
     pub fn metrics(&self) -> Option<&RevisionMetrics> {
         self.metrics.as_ref()
@@ -276,7 +315,7 @@ impl RevisionPool {
 
     fn lease(self: &Arc<Self>, e: &mut Endpoint) -> Lease {
         e.in_flight += 1;
-        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr, authority: e.authority.clone(), armed: true }
+        Lease { pool: self.clone(), endpoint: e.id, addr: e.addr.clone(), authority: e.authority.clone(), armed: true }
     }
 
     /// Waits for a slot on an endpoint. When none is free the request queues (bounded) and
@@ -351,10 +390,14 @@ impl RevisionPool {
     }
 
     /// Adds a ready endpoint and gives it queued requests.
-    pub fn add_endpoint(self: &Arc<Self>, id: u64, addr: SocketAddr) {
+    pub fn add_endpoint(self: &Arc<Self>, id: u64, addr: impl Into<InstanceAddr>) {
+        let addr = addr.into();
+        let authority = match &addr {
+            InstanceAddr::Socket(socket) => http::uri::Authority::try_from(socket.to_string().as_str())
+                .expect("a socket address is a valid URI authority"),
+            InstanceAddr::InProcess(_) => http::uri::Authority::from_static("localhost"),
+        };
         let mut state = self.lock();
-        let authority = http::uri::Authority::try_from(addr.to_string().as_str())
-            .expect("a socket address is a valid URI authority");
         state.endpoints.push(Endpoint {
             id,
             addr,
@@ -464,6 +507,7 @@ mod tests {
                 nominal_capacity: 100,
                 timeouts: RequestTimeouts::total(Duration::from_secs(5)),
                 h2c: false,
+                in_process: false,
             },
         )
     }
@@ -473,12 +517,12 @@ mod tests {
         let p = pool(1);
         let waiting = tokio::spawn({
             let p = p.clone();
-            async move { p.acquire().await.map(|l| l.addr()) }
+            async move { p.acquire().await.map(|l| l.socket()) }
         });
         tokio::time::timeout(Duration::from_secs(1), p.demanded()).await.expect("demand signalled");
         assert_eq!(p.stats().waiting, 1);
         p.add_endpoint(1, addr(1));
-        assert_eq!(waiting.await.expect("join").expect("lease"), addr(1));
+        assert_eq!(waiting.await.expect("join").expect("lease"), Some(addr(1)));
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ use crate::rewrite::{self, ConnectionOptions, Forwarding, list_tokens};
 use crate::router::{Chosen, Gateway, Routed, TAG_HEADER};
 use crate::routes::Forward;
 use crate::upstream::{H2cUpstreams, ProxyBody, UpstreamBody, UpstreamConn, Upstreams};
-use crate::{GatewayError, Lease};
+use crate::{GatewayError, InstanceAddr, Lease};
 
 /// Errors of a response body the gateway sends.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,8 +45,9 @@ pub(crate) struct HyperUpstreams {
 
 /// An instance's answer and, for HTTP/1.1, the connection its body comes over.
 enum Answer {
-    Http1(Response<Incoming>, Box<UpstreamConn<ProxyBody>>),
+    Http1(Response<Incoming>, Box<UpstreamConn<ProxyBody>>, SocketAddr),
     H2c(Response<Incoming>),
+    InProcess(Response<GatewayBody>),
 }
 
 /// Serves the rest of a connection the relay handed over with hyper, until the client
@@ -256,23 +257,34 @@ async fn forward(
         }
         parts.uri = Uri::from_parts(uri).map_err(|e| GatewayError::Upstream(e.to_string()))?;
         let req = Request::from_parts(parts, body);
+        let addr = match lease.addr() {
+            InstanceAddr::Socket(addr) => *addr,
+            InstanceAddr::InProcess(handler) => {
+                let answer = handler.call(req).await?;
+                return Ok((Answer::InProcess(answer), lease));
+            }
+        };
         if pool.h2c() {
-            return Ok((Answer::H2c(upstreams.h2c.send(lease.addr(), req).await?), lease));
+            return Ok((Answer::H2c(upstreams.h2c.send(addr, req).await?), lease));
         }
-        let (response, conn) = upstreams.http1.send(&lease.addr(), req).await?;
-        Ok::<_, GatewayError>((Answer::Http1(response, conn), lease))
+        let (response, conn) = upstreams.http1.send(&addr, req).await?;
+        Ok::<_, GatewayError>((Answer::Http1(response, conn, addr), lease))
     };
     let (answer, lease) = tokio::time::timeout(head_timeout, exchange)
         .await
         .map_err(|_| GatewayError::Timeout { service, seconds: head_timeout.as_secs() })??;
     // The slot stays taken until the response body has been fully sent.
     let (mut parts, body) = match answer {
-        Answer::Http1(response, conn) => {
+        Answer::Http1(response, conn, addr) => {
             let (parts, body) = response.into_parts();
-            let body = UpstreamBody::new(body, upstreams.http1.clone(), lease.addr(), conn);
+            let body = UpstreamBody::new(body, upstreams.http1.clone(), addr, conn);
             (parts, LeasedBody::new(body, lease, deadline, timeouts.idle).boxed())
         }
         Answer::H2c(response) => {
+            let (parts, body) = response.into_parts();
+            (parts, LeasedBody::new(body, lease, deadline, timeouts.idle).boxed())
+        }
+        Answer::InProcess(response) => {
             let (parts, body) = response.into_parts();
             (parts, LeasedBody::new(body, lease, deadline, timeouts.idle).boxed())
         }
@@ -311,7 +323,7 @@ impl<B> LeasedBody<B> {
     }
 }
 
-impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin> Body for LeasedBody<B> {
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin> Body for LeasedBody<B> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -322,7 +334,7 @@ impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin> Body for LeasedBody<B>
                 if let Some((idle, sleep)) = &mut this.idle {
                     sleep.as_mut().reset(tokio::time::Instant::now() + *idle);
                 }
-                return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
             }
             Poll::Pending => {}
         }

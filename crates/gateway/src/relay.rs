@@ -269,7 +269,7 @@ pub(crate) fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &str, 
     let connection = connection_options(headers);
     let route = match gateway.route(Some(host), path, tag) {
         Ok(Routed::Ingress { .. }) => return Parsed::HandOff,
-        Ok(Routed::Pool { pool, .. }) if pool.h2c() => return Parsed::HandOff,
+        Ok(Routed::Pool { pool, .. }) if pool.h2c() || pool.in_process() => return Parsed::HandOff,
         Ok(Routed::Pool { pool, service, forward }) => {
             // The instance's head (see `crate::rewrite`): the fields the rules leave behind
             // dropped, an upgrade's own fields put back, the gateway's `x-forwarded-*` added.
@@ -608,8 +608,8 @@ impl ClientConn<'_> {
         // The slot is free once the whole response has been passed on, and the connection
         // back in the idle list (as on the hyper path: a request that sees the slot free
         // finds the connection there).
-        if complete && head.reusable && instance.buf.is_empty() {
-            self.instances.put(lease.addr(), instance);
+        if let Some(addr) = lease.socket().filter(|_| complete && head.reusable && instance.buf.is_empty()) {
+            self.instances.put(addr, instance);
         }
         drop(lease);
         Ok((head.code, head.framing != Framing::UntilClose))
@@ -636,8 +636,12 @@ impl ClientConn<'_> {
         self.request.extend_from_slice(&self.buf[..in_hand]);
         self.take_body(in_hand);
         let body_in_hand = self.body_unread == 0;
+        // In-process pools are handed over to the hyper path when the request is parsed.
+        let addr = lease.socket().ok_or_else(|| {
+            Failure::Answer(GatewayError::Upstream("an in-process instance cannot be relayed".into()))
+        })?;
         loop {
-            let (mut instance, reused) = self.instances.get(lease.addr()).await.map_err(Failure::Answer)?;
+            let (mut instance, reused) = self.instances.get(addr).await.map_err(Failure::Answer)?;
             let upstream_failed = |e: io::Error| Failure::Answer(GatewayError::Upstream(e.to_string()));
             if let Err((e, failure)) = write_noting(&mut instance.stream, &self.request).await {
                 if rewrite::may_retry(reused, failure, facts.idempotent, body_in_hand) {

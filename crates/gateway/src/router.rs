@@ -167,6 +167,7 @@ mod tests {
                 nominal_capacity: 100,
                 timeouts: crate::RequestTimeouts::total(std::time::Duration::from_secs(1)),
                 h2c: false,
+                in_process: false,
             },
         );
         let key = crate::RouteKey { namespace: "ns".into(), service: "svc".into() };

@@ -191,6 +191,7 @@ mod tests {
                     nominal_capacity: 100,
                     timeouts: crate::RequestTimeouts::total(std::time::Duration::from_secs(1)),
                     h2c: false,
+                    in_process: false,
                 },
             )
         };

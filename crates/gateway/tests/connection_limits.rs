@@ -140,7 +140,13 @@ async fn stalled_gateway(
 ) -> (SocketAddr, std::sync::Arc<serval_gateway::RevisionPool>) {
     let pool = serval_gateway::RevisionPool::new(
         serval_gateway::RevisionLabels::new("ns", "svc", "svc-00001"),
-        serval_gateway::PoolConfig { container_concurrency: 0, nominal_capacity: 100, timeouts, h2c: false },
+        serval_gateway::PoolConfig {
+            container_concurrency: 0,
+            nominal_capacity: 100,
+            timeouts,
+            h2c: false,
+            in_process: false,
+        },
     );
     pool.add_endpoint(1, stalling_instance().await);
     (support::gateway_with_limits(pool.clone(), 1, ConnectionLimits::default()).await, pool)

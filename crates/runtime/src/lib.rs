@@ -215,10 +215,45 @@ pub trait InstanceControl: Send + Sync {
     fn stop(&self, grace: Duration) -> BoxFuture<'static, ExitInfo>;
 }
 
+/// Serves an instance's requests inside the server process (an in-process runtime: wasm
+/// components later, the test kit's fake instances now): whole request in, whole response
+/// out, no socket.
+pub trait InProcessHandler: Send + Sync + 'static {
+    fn call(&self, request: http::Request<bytes::Bytes>) -> BoxFuture<'static, http::Response<bytes::Bytes>>;
+}
+
+/// Where a ready instance takes requests.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// A listening socket (processes, containers).
+    Socket(SocketAddr),
+    /// A handler in this process.
+    InProcess(Arc<dyn InProcessHandler>),
+}
+
+impl Endpoint {
+    /// The socket address, for an instance that listens on one.
+    pub fn socket(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Socket(addr) => Some(*addr),
+            Endpoint::InProcess(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Socket(addr) => write!(f, "{addr}"),
+            Endpoint::InProcess(_) => f.write_str("in process"),
+        }
+    }
+}
+
 /// A running, ready instance.
 pub struct Instance {
     pub id: String,
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     /// Time from `start` to the first accepted connection.
     pub startup: Duration,
     exit: watch::Receiver<Option<ExitInfo>>,
@@ -230,12 +265,12 @@ impl Instance {
     /// `control` stops it.
     pub fn new(
         id: String,
-        addr: SocketAddr,
+        endpoint: Endpoint,
         startup: Duration,
         exit: watch::Receiver<Option<ExitInfo>>,
         control: Box<dyn InstanceControl>,
     ) -> Instance {
-        Instance { id, addr, startup, exit, control }
+        Instance { id, endpoint, startup, exit, control }
     }
 
     /// Resolves when the instance has exited, whatever the cause.
@@ -286,6 +321,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// The server stops: drops everything prepared and prepares nothing more. Call after
     /// the last instance stopped.
     fn shutdown(&self) {}
+
+    /// Whether instances serve in process ([`Endpoint::InProcess`]) rather than on a
+    /// socket; their requests then take the gateway's hyper path. Default: sockets.
+    fn serves_in_process(&self) -> bool {
+        false
+    }
 }
 
 /// Makes the calling process receive SIGKILL when its parent dies (used by `serval server`

@@ -1,4 +1,5 @@
-//! [`FakeRuntime`]: instances that are HTTP servers inside the test process, so that the
+//! [`FakeRuntime`]: instances inside the test process — HTTP servers on loopback sockets, or
+//! in-process handlers with no socket at all ([`FakeRuntime::in_process`]) — so that the
 //! controller, runners, autoscaler and gateway run for real without a child process.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,9 @@ use futures_util::future::BoxFuture;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serval_runtime::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, Runtime, RuntimeError};
+use serval_runtime::{
+    Endpoint, ExitInfo, InProcessHandler, Instance, InstanceControl, InstanceSpec, LogSink, Runtime, RuntimeError,
+};
 use tokio::sync::{Notify, watch};
 
 /// A program (first word of the command) that exits with code 3 before it is ready.
@@ -33,9 +36,53 @@ pub struct RevisionCounts {
 pub struct FakeRuntime {
     counts: Arc<Mutex<BTreeMap<String, RevisionCounts>>>,
     changed: Arc<Notify>,
+    /// Instances are handlers in process ([`Endpoint::InProcess`]), not sockets.
+    in_process: bool,
+    /// Requests in-process instances answered, by revision.
+    seen: Arc<Mutex<BTreeMap<String, Vec<SeenRequest>>>>,
+}
+
+/// A request an in-process instance answered.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
 }
 
 impl FakeRuntime {
+    /// A fake runtime whose instances serve in process, with no socket.
+    pub fn in_process() -> FakeRuntime {
+        FakeRuntime { in_process: true, ..FakeRuntime::default() }
+    }
+
+    /// The requests `revision`'s in-process instances answered, in order.
+    pub fn seen(&self, revision: &str) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(revision).cloned().unwrap_or_default()
+    }
+
+    /// Waits until `revision`'s in-process instances answered `count` requests (at most
+    /// `within`); the requests seen, or those seen so far.
+    pub async fn wait_for_requests(
+        &self,
+        revision: &str,
+        within: Duration,
+        count: usize,
+    ) -> Result<Vec<SeenRequest>, Vec<SeenRequest>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            let seen = self.seen(revision);
+            if seen.len() >= count {
+                return Ok(seen);
+            }
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                return Err(self.seen(revision));
+            }
+        }
+    }
+
     /// Starts and running instances of `revision`.
     pub fn counts(&self, revision: &str) -> RevisionCounts {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(revision).cloned().unwrap_or_default()
@@ -69,6 +116,10 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn serves_in_process(&self) -> bool {
+        self.in_process
+    }
+
     fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
         match spec.program() {
             Some(MISSING_PROGRAM) => Err(format!("{MISSING_PROGRAM:?} was not found on PATH")),
@@ -90,11 +141,20 @@ impl Runtime for FakeRuntime {
         });
         let counts = self.counts.clone();
         let changed = self.changed.clone();
+        let in_process = self.in_process.then(|| (self.seen.clone(), self.changed.clone()));
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
             let answer = Bytes::from(format!("{} {}", spec.revision, spec.instance_id));
-            let server = tokio::spawn(serve(listener, answer));
+            let (endpoint, server) = match in_process {
+                Some((seen, changed)) => {
+                    let handler = Recorder { revision: spec.revision.clone(), answer, seen, changed };
+                    (Endpoint::InProcess(Arc::new(handler)), None)
+                }
+                None => {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let addr = listener.local_addr()?;
+                    (Endpoint::Socket(addr), Some(tokio::spawn(serve(listener, answer))))
+                }
+            };
             let (exit_tx, exit) = watch::channel(None);
             let control = FakeControl {
                 server,
@@ -108,7 +168,7 @@ impl Runtime for FakeRuntime {
                     changed.notify_waiters();
                 }),
             };
-            Ok(Instance::new(spec.instance_id, addr, began.elapsed(), exit, Box::new(control)))
+            Ok(Instance::new(spec.instance_id, endpoint, began.elapsed(), exit, Box::new(control)))
         })
     }
 }
@@ -127,8 +187,29 @@ async fn serve(listener: tokio::net::TcpListener, answer: Bytes) {
     }
 }
 
+/// An in-process instance: records each request, answers `answer`.
+struct Recorder {
+    revision: String,
+    answer: Bytes,
+    seen: Arc<Mutex<BTreeMap<String, Vec<SeenRequest>>>>,
+    changed: Arc<Notify>,
+}
+
+impl InProcessHandler for Recorder {
+    fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let seen = SeenRequest { method: parts.method.to_string(), path, headers: parts.headers, body };
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).entry(self.revision.clone()).or_default().push(seen);
+        self.changed.notify_waiters();
+        let answer = self.answer.clone();
+        Box::pin(async move { http::Response::new(answer) })
+    }
+}
+
 struct FakeControl {
-    server: tokio::task::JoinHandle<()>,
+    /// The socket server of a socket instance.
+    server: Option<tokio::task::JoinHandle<()>>,
     exit: watch::Sender<Option<ExitInfo>>,
     on_stop: Box<dyn Fn() + Send + Sync>,
 }
@@ -137,7 +218,9 @@ impl InstanceControl for FakeControl {
     fn stop(&self, _grace: Duration) -> BoxFuture<'static, ExitInfo> {
         let exit = ExitInfo { code: Some(0), signal: None, oom_killed: false };
         if self.exit.borrow().is_none() {
-            self.server.abort();
+            if let Some(server) = &self.server {
+                server.abort();
+            }
             (self.on_stop)();
             let _ = self.exit.send(Some(exit));
         }

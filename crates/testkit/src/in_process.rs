@@ -29,7 +29,16 @@ pub struct InProcess {
 impl InProcess {
     /// Starts the platform with `configure` applied to its configuration and `extensions`
     /// (the fake runtime and the memory store are added to them).
-    pub async fn start_with(configure: impl FnOnce(&mut PlatformConfig), mut extensions: Extensions) -> InProcess {
+    pub async fn start_with(configure: impl FnOnce(&mut PlatformConfig), extensions: Extensions) -> InProcess {
+        InProcess::start_on(FakeRuntime::default(), configure, extensions).await
+    }
+
+    /// [`InProcess::start_with`] on a given fake runtime (e.g. [`FakeRuntime::in_process`]).
+    pub async fn start_on(
+        runtime: FakeRuntime,
+        configure: impl FnOnce(&mut PlatformConfig),
+        mut extensions: Extensions,
+    ) -> InProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = "testkit-token".to_string();
         let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
@@ -42,7 +51,7 @@ impl InProcess {
         let mut config = PlatformConfig::new(dir.path().to_path_buf(), token.clone());
         config.gateway_threads = 1;
         configure(&mut config);
-        let runtime = Arc::new(FakeRuntime::default());
+        let runtime = Arc::new(runtime);
         let store = Arc::new(MemoryStore::default());
         extensions.runtimes.push((RuntimeKind::Process, runtime.clone()));
         extensions.storage = Some(store.clone());

@@ -11,6 +11,6 @@ mod fake_runtime;
 mod in_process;
 mod server_process;
 
-pub use fake_runtime::{EXITS_BEFORE_READY, FakeRuntime, MISSING_PROGRAM, RevisionCounts};
+pub use fake_runtime::{EXITS_BEFORE_READY, FakeRuntime, MISSING_PROGRAM, RevisionCounts, SeenRequest};
 pub use in_process::InProcess;
 pub use server_process::{ServerProcess, stop_gracefully};

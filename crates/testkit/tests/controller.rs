@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serval_testkit::{EXITS_BEFORE_READY, InProcess, MISSING_PROGRAM};
+use serval_testkit::{EXITS_BEFORE_READY, FakeRuntime, InProcess, MISSING_PROGRAM};
 
 fn service(name: &str, program: &str, env: &str) -> Value {
     json!({
@@ -172,4 +172,49 @@ async fn eventing_and_configuration_kinds_are_created_updated_and_deleted() {
         assert_eq!(platform.delete(plural, "default", name).await.0, 404, "{plural} again");
     }
     assert_eq!(platform.get("/api/v1/namespaces/default/revisions/x").await.0, 404);
+}
+
+/// Instances with no socket: a client's request over HTTP/1.1 (the relay hands it to the
+/// hyper path) and a trigger's delivery (in process from the dispatcher, no socket at all)
+/// both reach the instance's handler through the revision's pool.
+#[tokio::test]
+async fn instances_served_in_process_take_requests_and_events() {
+    let platform = InProcess::start_on(FakeRuntime::in_process(), |_| {}, Default::default()).await;
+    platform.put("services", &service("inproc", "app", "1")).await;
+    platform.wait_for("services", "default", "inproc", serving("inproc-00001")).await;
+    let (status, body) = platform.call("default", "inproc", "/hello?x=1").await;
+    assert_eq!((status, body.split(' ').next()), (200, Some("inproc-00001")), "{body}");
+    let seen = platform.runtime.seen("inproc-00001");
+    let last = seen.last().expect("the instance saw the request");
+    assert_eq!((last.method.as_str(), last.path.as_str()), ("GET", "/hello?x=1"));
+    assert_eq!(last.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()), Some("127.0.0.1"));
+
+    let broker = json!({ "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+        "metadata": { "name": "events", "namespace": "default" } });
+    let trigger = json!({ "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+        "metadata": { "name": "to-inproc", "namespace": "default" },
+        "spec": { "broker": "events", "subscriber": { "ref": {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "inproc" }, "uri": "/events" } } });
+    platform.put("brokers", &broker).await;
+    platform.put("triggers", &trigger).await;
+    platform.wait_for("triggers", "default", "to-inproc", |t| ready(t) == Some("True")).await;
+    let before = platform.runtime.seen("inproc-00001").len();
+    let sent = reqwest::Client::new()
+        .post(format!("{}/b/default/events", platform.gateway))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "e-1")
+        .header("ce-source", "/test")
+        .header("ce-type", "demo.inproc")
+        .header("content-type", "text/plain")
+        .body("payload")
+        .send()
+        .await
+        .expect("POST to the broker");
+    assert_eq!(sent.status().as_u16(), 202);
+    let seen = platform.runtime.wait_for_requests("inproc-00001", Duration::from_secs(20), before + 1).await;
+    let seen = seen.unwrap_or_else(|seen| panic!("the event was not delivered; seen: {seen:?}"));
+    let delivered = &seen[before];
+    assert_eq!((delivered.method.as_str(), delivered.path.as_str()), ("POST", "/events"));
+    assert_eq!(delivered.headers.get("ce-id").and_then(|v| v.to_str().ok()), Some("e-1"));
+    assert_eq!(&delivered.body[..], b"payload");
 }

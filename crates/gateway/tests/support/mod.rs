@@ -70,6 +70,7 @@ pub fn pool(container_concurrency: u32, request_timeout: Duration) -> Arc<Revisi
             nominal_capacity: 100,
             timeouts: RequestTimeouts::total(request_timeout),
             h2c: false,
+            in_process: false,
         },
     )
 }
@@ -84,6 +85,7 @@ pub fn h2c_pool() -> Arc<RevisionPool> {
             nominal_capacity: 100,
             timeouts: RequestTimeouts::total(Duration::from_secs(5)),
             h2c: true,
+            in_process: false,
         },
     )
 }

@@ -35,7 +35,9 @@ pub use images::StoreImages;
 
 use crate::capture::{new_tail, pump_lines, tail_lines};
 use crate::readiness::{Outcome, poll_until_ready};
-use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload};
+use crate::{
+    Endpoint, ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload,
+};
 use spares::{Spares, discard, mount_overlay, revision_key};
 
 /// An image made ready to run: its unpacked root filesystem and its defaults.
@@ -328,7 +330,13 @@ impl Context {
                 .await
                 .unwrap_or(Outcome::Exited { port_taken: false });
         let control = Box::new(ContainerControl { ctx: self.clone(), id: id.clone(), exit: exit_rx.clone() });
-        let instance = Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control };
+        let instance = Instance {
+            id: spec.instance_id,
+            endpoint: Endpoint::Socket(addr),
+            startup: began.elapsed(),
+            exit: exit_rx,
+            control,
+        };
         match ready {
             Outcome::Ready => Ok(instance),
             Outcome::Exited { port_taken } => {

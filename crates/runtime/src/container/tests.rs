@@ -87,7 +87,7 @@ async fn a_stopped_instance_leaves_a_prepared_bundle_for_the_next_start() {
     let second = runtime.start(httpd_spec("web-00001-2"), no_logs()).await.expect("start from the spare");
     assert_eq!(entries(&bundles), ["spare-1"]);
     assert!(bundles.join("spare-1/config.json").is_file());
-    assert!(std::net::TcpStream::connect(second.addr).is_ok());
+    assert!(std::net::TcpStream::connect(second.endpoint.socket().expect("a socket")).is_ok());
     second.stop(Duration::from_secs(2)).await;
     assert_eq!(entries(&bundles), ["spare-2"]);
 

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 
 use crate::capture::{new_tail, pump_lines, tail_lines};
 use crate::readiness::{Outcome, poll_until_ready};
-use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload};
+use crate::{
+    Endpoint, ExitInfo, Instance, InstanceControl, InstanceSpec, LogSink, LogStream, Runtime, RuntimeError, Workload,
+};
 
 /// Host variables passed through to functions; everything else comes from the spec.
 const PASSTHROUGH_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -191,10 +193,23 @@ async fn start_on_free_port(
     let last_lines = || tail_lines(&tail);
     let control = Box::new(ProcessControl { pid, exit: exit_rx.clone() });
     match ready {
-        Outcome::Ready => Ok(Instance { id: spec.instance_id, addr, startup: began.elapsed(), exit: exit_rx, control }),
+        Outcome::Ready => Ok(Instance {
+            id: spec.instance_id,
+            endpoint: Endpoint::Socket(addr),
+            startup: began.elapsed(),
+            exit: exit_rx,
+            control,
+        }),
         Outcome::Exited { port_taken } => {
-            let exit =
-                Instance { id: String::new(), addr, startup: Duration::ZERO, exit: exit_rx, control }.exited().await;
+            let exit = Instance {
+                id: String::new(),
+                endpoint: Endpoint::Socket(addr),
+                startup: Duration::ZERO,
+                exit: exit_rx,
+                control,
+            }
+            .exited()
+            .await;
             // Let the log pumps drain what the process printed before dying.
             tokio::time::sleep(Duration::from_millis(20)).await;
             let port_taken = port_taken.then_some(port);

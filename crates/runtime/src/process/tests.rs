@@ -40,7 +40,7 @@ async fn starts_a_listener_with_the_runtime_contract_and_stops_it() {
     let runtime = ProcessRuntime::new(dir.path().to_path_buf()).expect("runtime");
     let (sink, lines) = collecting_sink();
     let instance = runtime.start(spec(&["python3", "-c", PY_SERVER]), sink).await.expect("ready");
-    assert!(TcpStream::connect(instance.addr).is_ok());
+    assert!(TcpStream::connect(instance.endpoint.socket().expect("a socket")).is_ok());
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "instance recorded");
     let exit = instance.stop(Duration::from_secs(5)).await;
     assert_eq!(exit.signal, Some(libc_sigterm()), "python dies of SIGTERM: {exit}");
