@@ -17,12 +17,17 @@
 //! `cache::step_key`.
 
 pub mod containerfile;
+pub mod plan;
 pub mod words;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use containerfile::{Containerfile, Located, Stage, parse};
+pub use plan::{
+    Base, BaseConfig, BuildOptions, BuildPlan, ConfigStep, CopySource, CopyStep, Network, Platform, RunStep, StagePlan,
+    Step, plan,
+};
 
 /// Bounds on untrusted input: the Containerfile, `.dockerignore`, the context directory.
 pub mod limits {
