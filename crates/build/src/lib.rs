@@ -17,6 +17,7 @@
 //! `cache::step_key`.
 
 pub mod containerfile;
+pub mod ignore;
 pub mod plan;
 pub mod words;
 
@@ -24,6 +25,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use containerfile::{Containerfile, Located, Stage, parse};
+pub use ignore::Ignore;
 pub use plan::{
     Base, BaseConfig, BuildOptions, BuildPlan, ConfigStep, CopySource, CopyStep, Network, Platform, RunStep, StagePlan,
     Step, plan,
