@@ -16,6 +16,7 @@
 //! `plan::plan` → for each step, `Context::select` + `Selection::digest` and
 //! `cache::step_key`.
 
+pub mod cache;
 pub mod containerfile;
 pub mod ignore;
 pub mod plan;
@@ -24,6 +25,7 @@ pub mod words;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use cache::{base_key_image, base_key_scratch, step_key};
 pub use containerfile::{Containerfile, Located, Stage, parse};
 pub use ignore::Ignore;
 pub use plan::{
