@@ -258,6 +258,11 @@ impl Pattern {
             }
         }
     }
+
+    /// Whether the pattern has wildcards (else it names one path).
+    pub(crate) fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
 }
 
 /// Parses a class after its `[`; returns the token and the index after its `]`.

@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod containerfile;
+pub mod context;
 pub mod ignore;
 pub mod plan;
 pub mod words;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 pub use cache::{base_key_image, base_key_scratch, step_key};
 pub use containerfile::{Containerfile, Located, Stage, parse};
+pub use context::{Context, Entry, EntryKind, SelectedSource, Selection, read_containerfile};
 pub use ignore::Ignore;
 pub use plan::{
     Base, BaseConfig, BuildOptions, BuildPlan, ConfigStep, CopySource, CopyStep, Network, Platform, RunStep, StagePlan,
@@ -133,4 +135,10 @@ pub enum BuildError {
 
 fn excluded_note(excluded: bool) -> &'static str {
     if excluded { " (excluded by .dockerignore)" } else { "" }
+}
+
+impl BuildError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
 }
