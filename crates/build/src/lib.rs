@@ -12,9 +12,9 @@
 //!
 //! Must not depend on: any other serval crate, tokio, the network. The executor (pulling bases,
 //! running `RUN` in a container, writing layers and the image) lives elsewhere and drives this
-//! crate: `Context::open` → `Context::read_containerfile` → `containerfile::parse` →
-//! `plan::plan` → for each step, `Context::select` + `Selection::digest` and
-//! `cache::step_key`.
+//! crate: `Context::open` → `Context::containerfile_path` + `context::read_containerfile` →
+//! `containerfile::parse` → `plan::plan` (twice: see `plan`'s documentation) → for each step,
+//! `Context::select` + `Selection::digest` and `cache::step_key`.
 
 pub mod cache;
 pub mod containerfile;
