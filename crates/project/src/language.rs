@@ -58,6 +58,17 @@ impl Language {
         }
     }
 
+    /// How a project of this language runs its unit tests, from its directory.
+    pub const fn test_command(self) -> &'static [&'static str] {
+        match self {
+            Language::Python => &["python3", "-m", "unittest"],
+            Language::Node => &["node", "--test"],
+            Language::Rust => &["cargo", "test"],
+            Language::Go => &["go", "test", "./..."],
+            Language::Shell => &["sh", "test.sh"],
+        }
+    }
+
     /// The files whose presence says a directory holds a project of this language.
     pub const fn marker_files(self) -> &'static [&'static str] {
         match self {

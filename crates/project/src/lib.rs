@@ -34,7 +34,7 @@ pub enum ProjectError {
     UnknownTemplate(String),
     #[error("there is no {kind} template for {language} ({language} has: {})", available.join(", "))]
     NoTemplate { language: Language, kind: TemplateKind, available: Vec<&'static str> },
-    #[error("invalid function name {name:?}: {reason}")]
+    #[error("invalid function name: {reason}")]
     InvalidName { name: String, reason: String },
     #[error(
         "{} already has {}; nothing was written (serval init never overwrites: move them away or choose another directory)",

@@ -313,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let template = find_template(Language::Go, TemplateKind::Http).expect("go http");
         let err = template.render(dir.path(), "My_Func").expect_err("invalid name");
-        assert!(err.to_string().starts_with("invalid function name \"My_Func\""), "{err}");
+        assert!(err.to_string().starts_with("invalid function name: \"My_Func\" is not a valid name"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
 
         let err = find_template(Language::Shell, TemplateKind::CloudEvents).expect_err("no shell cloudevents");

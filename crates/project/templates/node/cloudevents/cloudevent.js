@@ -73,8 +73,9 @@ function fromHttp(headers, body) {
     if (name.startsWith('ce-')) event[name.slice(3)] = percentDecoded(value);
   }
   if (contentType) event.datacontenttype = contentType;
+  check(event); // before the data: a request that is no event is told so
   if (body.length > 0) event.data = decodeData(body, event.datacontenttype);
-  return check(event);
+  return event;
 }
 
 /** A ce-* header value: space, '"', '%' and what is not printable ASCII percent-encoded. */

@@ -54,9 +54,8 @@ def from_http(headers: dict, body: bytes) -> CloudEvent:
     attributes = {name[3:]: unquote(value) for name, value in headers.items() if name.startswith("ce-")}
     if content_type:
         attributes["datacontenttype"] = content_type
-    data = None
-    if body:
-        data = decode_data(body, attributes.get("datacontenttype"))
+    require(attributes)  # before the data: a request that is no event is told so
+    data = decode_data(body, content_type) if body else None
     return make(attributes, data)
 
 
@@ -85,12 +84,16 @@ def decode_data(body: bytes, content_type: Optional[str]):
     return body
 
 
-def make(attributes: dict, data) -> CloudEvent:
+def require(attributes: dict):
     missing = [name for name in REQUIRED if not attributes.get(name)]
     if missing:
         raise InvalidEvent(f"not a CloudEvent: missing {', '.join(missing)}")
     if attributes["specversion"] != "1.0":
         raise InvalidEvent(f"specversion {attributes['specversion']!r} is not supported (1.0 is)")
+
+
+def make(attributes: dict, data) -> CloudEvent:
+    require(attributes)
     known = {name: attributes.pop(name) for name in REQUIRED + OPTIONAL if name in attributes}
     return CloudEvent(**known, data=data, extensions=attributes)
 
