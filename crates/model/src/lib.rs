@@ -37,7 +37,8 @@ pub use service::{
     parse_memory, revision_name,
 };
 pub use validate::{
-    FieldError, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name, validate_service,
+    FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,
+    validate_service,
 };
 
 /// Errors of the model crate: a resource that fails validation or cannot be decoded.

@@ -32,7 +32,7 @@ impl fmt::Display for ValidationError {
 impl std::error::Error for ValidationError {}
 
 /// Longest service name: its revision names (`<name>-00001`) must stay a DNS label.
-const MAX_SERVICE_NAME: usize = 57;
+pub const MAX_SERVICE_NAME: usize = 57;
 const MAX_CONTAINER_CONCURRENCY: u32 = 1000;
 const MAX_TIMEOUT_SECONDS: u64 = 3600;
 

@@ -4,6 +4,7 @@ mod config_data;
 mod demo;
 mod eventing;
 mod image;
+mod init;
 mod invoke;
 mod resources;
 mod server;
@@ -22,6 +23,8 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Start a throw-away platform, deploy the bundled example, call it, and show it scale.
     Demo(demo::DemoArgs),
+    /// Create a function project from a template: `serval init DIR --lang python|node|rust|go|shell`.
+    Init(init::InitArgs),
     /// Create or update a Service from a command, wait until it is ready, print its URL.
     Deploy(resources::DeployArgs),
     /// Create or update resources from a YAML or JSON file (`-` for stdin).
@@ -85,6 +88,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
     match command {
         Command::Server(a) => server::run(a, global).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::Init(a) => init::run(a),
         Command::Deploy(a) => resources::deploy(a, global).await,
         Command::Apply(a) => resources::apply(a, global).await,
         Command::Get(a) => resources::get(a, global).await,
