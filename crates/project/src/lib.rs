@@ -7,17 +7,19 @@
 //! directory without ever overwriting a file ([`Template::render`]); the `serval.yaml`
 //! model ([`Manifest`]: name, language, template, build, run, env, annotations) with its
 //! decoding and validation, whose errors name their field; finding a project's language
-//! ([`detect_language`]).
+//! ([`detect_language`]); how a project runs on the host ([`HostRun`]).
 //!
 //! Must not depend on: the network, tokio, or serval crates other than `serval-model`
 //! (for the naming and autoscaling rules a Service follows).
 
+mod host_run;
 mod language;
 mod manifest;
 mod template;
 
 use std::path::{Path, PathBuf};
 
+pub use host_run::HostRun;
 pub use language::{Detected, Language, detect_language};
 pub use manifest::{Build, MANIFEST_FILE, Manifest, ManifestError, Run};
 pub use template::{ProjectFile, TEMPLATES, Template, TemplateKind, find_template};

@@ -268,3 +268,37 @@ fn node_cloudevents_project_passes_its_tests_and_answers_events() {
     check_cloudevents(&harness);
     assert!(harness.stop().success(), "exit 0 after SIGTERM");
 }
+
+/// `init` then `deploy --source DIR --runtime process`: the project's start command runs
+/// as the service's instances, from the project's directory, and the URL answers from the
+/// template; `serval.yaml`'s environment reaches the instance and a flag overrides it.
+/// Without `--runtime process`, `--source` says in one line that image builds are not here.
+#[test]
+fn a_project_deploys_from_source_as_a_process_and_answers() {
+    if !have("python3") {
+        return;
+    }
+    let temp = init("python", "http");
+    let dir = temp.path().join("hello");
+    let manifest = std::fs::read_to_string(dir.join("serval.yaml")).expect("serval.yaml");
+    assert!(manifest.contains("env: {}"), "{manifest}");
+    std::fs::write(dir.join("serval.yaml"), manifest.replace("env: {}", "env:\n  GREETING_SOURCE: yaml"))
+        .expect("add env to serval.yaml");
+    let source = dir.to_str().expect("utf-8 path");
+    let server = support::Server::start(&[]);
+    let url = server.ok(&["deploy", "hello", "--source", source, "--runtime", "process", "-e", "EXTRA=flag"]);
+    assert!(url.contains("hello"), "{url}");
+    let body = server.ok(&["invoke", "hello", "--path", "/?name=source"]);
+    assert_eq!(body.trim_end(), "Hello, source!");
+    let service = server.get_json(&["hello"]);
+    let container = &service["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["workingDir"].as_str(), std::fs::canonicalize(&dir).ok().as_deref().and_then(Path::to_str));
+    let env = container["env"].to_string();
+    assert!(env.contains("GREETING_SOURCE") && env.contains("EXTRA"), "{env}");
+
+    let err = server.fails(&["deploy", "other", "--source", source]);
+    assert!(err.contains("--runtime process") && err.lines().count() == 1, "{err}");
+    let err =
+        server.fails(&["deploy", "other", "--source", temp.path().to_str().expect("utf-8"), "--runtime", "process"]);
+    assert!(err.contains("cannot tell the language"), "{err}");
+}

@@ -20,7 +20,7 @@ pub struct DeployArgs {
     /// Service name.
     pub name: String,
     /// OCI image to run.
-    #[arg(long, conflicts_with = "cmd", required_unless_present = "cmd")]
+    #[arg(long, conflicts_with = "cmd", required_unless_present_any = ["cmd", "source"])]
     pub image: Option<String>,
     /// Command line to run on the host, split like a shell would (no shell features). The
     /// instance must listen on 127.0.0.1 at the port serval gives it: read `$PORT` from the
@@ -39,6 +39,14 @@ pub struct DeployArgs {
     /// Working directory of the function (Kubernetes `workingDir`).
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<String>,
+    /// A function project (`serval init`) to deploy: its `serval.yaml` (or its language's
+    /// defaults) gives the start command, environment and annotations; flags override them.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["image", "cmd", "workdir"])]
+    pub source: Option<std::path::PathBuf>,
+    /// How `--source` runs: `process` runs the project's start command on this machine,
+    /// from its directory (the server must run on this machine too).
+    #[arg(long, value_enum, requires = "source")]
+    pub runtime: Option<SourceRuntime>,
     /// containerConcurrency: requests one instance serves at once (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
@@ -62,6 +70,13 @@ pub struct DeployArgs {
     pub no_wait: bool,
 }
 
+/// How a `--source` project runs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SourceRuntime {
+    /// The project's start command on the host.
+    Process,
+}
+
 fn service_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/services/{name}")
 }
@@ -69,6 +84,21 @@ fn service_path(namespace: &str, name: &str) -> String {
 /// Builds the Knative Service a `deploy` describes.
 fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
     let mut container = json!({});
+    let project = match (&args.source, args.runtime) {
+        (None, _) => None,
+        (Some(dir), Some(SourceRuntime::Process)) => {
+            Some(serval_project::HostRun::of(dir).with_context(|| format!("--source {}", dir.display()))?)
+        }
+        (Some(_), None) => bail!(
+            "--source builds an image of the project by default, which this version cannot do yet; \
+             pass --runtime process to run the project on this machine"
+        ),
+    };
+    if let Some(project) = &project {
+        let argv: Vec<String> = project.command.iter().map(|w| port_references(w)).collect();
+        container["command"] = json!(argv);
+        container["workingDir"] = json!(project.dir.to_string_lossy());
+    }
     if let Some(image) = &args.image {
         container["image"] = json!(image);
     }
@@ -84,6 +114,9 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         container["workingDir"] = json!(dir);
     }
     let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(project) = &project {
+        pairs.extend(project.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     if let Some(file) = &args.env_file {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("cannot read --env-file {}", file.display()))?;
@@ -104,6 +137,9 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
         container["env"] = json!(env);
     }
     let mut annotations = serde_json::Map::new();
+    if let Some(project) = &project {
+        annotations.extend(project.annotations.iter().map(|(k, v)| (k.clone(), json!(v))));
+    }
     for (key, value) in [
         ("autoscaling.knative.dev/min-scale", args.min_scale),
         ("autoscaling.knative.dev/max-scale", args.max_scale),
