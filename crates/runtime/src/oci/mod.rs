@@ -14,6 +14,7 @@ mod import;
 mod pull;
 mod store;
 mod unpack;
+mod write;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -26,6 +27,7 @@ use crate::RuntimeError;
 pub use pull::{PullProgress, RegistryAuth};
 pub use store::ImageStore;
 pub use unpack::unpack_layer;
+pub use write::StoredLayer;
 
 /// One entry of [`ImageStore::list`]: a name (or an unnamed image) and what it points to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! One module per command group; `run` dispatches.
 
+mod build;
 mod config_data;
 mod demo;
 mod eventing;
@@ -25,6 +26,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Create a function project from a template: `serval init DIR --lang python|node|rust|go|shell`.
     Init(init::InitArgs),
+    /// Build an OCI image from a Containerfile or Dockerfile into the local image store (no daemon).
+    Build(build::BuildArgs),
     /// Create or update a Service from a command, wait until it is ready, print its URL.
     Deploy(resources::DeployArgs),
     /// Create or update resources from a YAML or JSON file (`-` for stdin).
@@ -89,6 +92,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Server(a) => server::run(a, global).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Init(a) => init::run(a),
+        Command::Build(a) => build::run(a, global).await,
         Command::Deploy(a) => resources::deploy(a, global).await,
         Command::Apply(a) => resources::apply(a, global).await,
         Command::Get(a) => resources::get(a, global).await,

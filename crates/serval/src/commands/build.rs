@@ -1,0 +1,96 @@
+//! `serval build [DIR] [-t REF]…`: an OCI image from a Containerfile or Dockerfile, built
+//! without a daemon into the image store of the data directory (the one `serval server`
+//! runs images from).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use serval_build::Network;
+use serval_builder::{BuildRequest, Builder, Progress};
+use serval_runtime::oci::ImageStore;
+
+use crate::Global;
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The build context: the project directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Name for the image (repeatable; default: the directory's name).
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// The Containerfile (default: DIR/Containerfile, else DIR/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A build argument for `ARG` (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Build every step again instead of taking layers from the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// `host` gives RUN steps the host's network; by default they only have a loopback.
+    #[arg(long, value_enum, default_value_t = BuildNetwork::None)]
+    pub network: BuildNetwork,
+    /// The OCI runtime CLI that runs RUN steps.
+    #[arg(long, default_value = "runc")]
+    pub oci_runtime: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BuildNetwork {
+    None,
+    Host,
+}
+
+pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
+    let mut build_args = BTreeMap::new();
+    for kv in &args.build_args {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => build_args.insert(k.to_string(), v.to_string()),
+            _ => bail!("--build-arg {kv:?} must look like KEY=VALUE"),
+        };
+    }
+    let tags = if args.tags.is_empty() {
+        let name = serval_project::default_name(&args.dir)
+            .with_context(|| format!("cannot name the image after {}: pass -t REF", args.dir.display()))?;
+        vec![name]
+    } else {
+        args.tags.clone()
+    };
+    let data = global.data_dir();
+    let store = ImageStore::open(data.join("images")).context("opening the image store")?;
+    let builder = Builder::new(store, &data.join("build/cache"), &data.join("build/tmp"), args.oci_runtime.clone())?;
+    let request = BuildRequest {
+        context: args.dir.clone(),
+        containerfile: args.file.clone(),
+        tags: tags.clone(),
+        build_args,
+        target: args.target.clone(),
+        network: match args.network {
+            BuildNetwork::None => Network::None,
+            BuildNetwork::Host => Network::Host,
+        },
+        no_cache: args.no_cache,
+    };
+    let started = std::time::Instant::now();
+    let mut show = |p: Progress| match p {
+        Progress::Step { number, total, text } => println!("[{number}/{total}] {text}"),
+        Progress::Cached => println!("  cached"),
+        Progress::Output(line) => println!("  │ {line}"),
+        Progress::Warning(text) => eprintln!("warning: {text}"),
+    };
+    let built = builder.build(&request, &mut show).await?;
+    let name = built.image.name.clone().unwrap_or_else(|| built.image.digest.clone());
+    println!(
+        "built {name} ({}) in {:.2} s; {} of {} layer steps from the cache",
+        built.image.digest,
+        started.elapsed().as_secs_f64(),
+        built.cached,
+        built.layer_steps
+    );
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! End-to-end tests of `serval build`: a multi-stage Containerfile whose first stage runs a
+//! real `RUN` in runc over a busybox image from the local store, and whose final `FROM
+//! scratch` stage copies from it, becomes an image that `serval deploy --image` runs; a
+//! rebuild with no change takes every layer from the cache, a changed file rebuilds only
+//! what follows its `COPY`; bad input fails in one clear message naming the line.
+
+mod support;
+
+use std::path::Path;
+
+use serval_testimages::{ImageConfigSpec, busybox_files, write_docker_archive};
+use support::{Server, skip};
+
+/// Whether runc can run here; a missing runc fails the test when CI requires it.
+fn runc_available() -> bool {
+    let ok = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "runc is required (SERVAL_REQUIRE_RUNC=1)");
+        skip("runc not found");
+    }
+    ok
+}
+
+const CONTAINERFILE: &str = r#"# A build stage that makes something with RUN, and a small final stage.
+FROM test/busybox:1 AS build
+WORKDIR /out
+RUN echo "built by RUN" > index.html && echo compiled
+COPY page.txt /out/page.txt
+
+FROM scratch
+COPY --from=build /bin/busybox /bin/busybox
+COPY --from=build /out /www
+ENV GREETING=hello
+CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www"]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write a context file");
+}
+
+/// The last line of `serval build`'s output: `… N of M layer steps from the cache`.
+fn cached_of(output: &str) -> (usize, usize) {
+    let last = output.lines().last().unwrap_or_default();
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "of").expect("a summary line");
+    (words[at - 1].parse().expect("cached"), words[at + 1].parse().expect("total"))
+}
+
+#[tokio::test]
+async fn a_multi_stage_build_runs_caches_and_deploys() {
+    if !runc_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let archive = temp.path().join("busybox.tar");
+    let files = busybox_files().expect("busybox-static");
+    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
+    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+
+    let context = temp.path().join("site");
+    std::fs::create_dir(&context).expect("mkdir");
+    write(&context, "Containerfile", CONTAINERFILE);
+    write(&context, "page.txt", "first page\n");
+    write(&context, ".dockerignore", "secret.txt\n");
+    write(&context, "secret.txt", "not in the image\n");
+    let dir = context.to_str().expect("utf-8");
+
+    let first = server.ok(&["build", dir, "-t", "test/site:1"]);
+    assert!(first.contains("│ compiled"), "RUN's output is shown: {first}");
+    assert_eq!(cached_of(&first), (0, 4), "{first}");
+
+    server.ok(&["deploy", "site", "--image", "test/site:1"]);
+    let body = server.ok(&["invoke", "site", "--path", "/index.html"]);
+    assert_eq!(body.trim_end(), "built by RUN");
+    assert_eq!(server.ok(&["invoke", "site", "--path", "/page.txt"]).trim_end(), "first page");
+
+    // No change: every layer from the cache. An ignored file's change is no change.
+    write(&context, "secret.txt", "still not in the image\n");
+    let again = server.ok(&["build", dir, "-t", "test/site:2"]);
+    assert_eq!(cached_of(&again), (4, 4), "{again}");
+    assert!(!again.contains("│ compiled"), "RUN did not run again: {again}");
+
+    // A changed file: the RUN before its COPY stays cached; what follows is built again.
+    write(&context, "page.txt", "second page\n");
+    let changed = server.ok(&["build", dir, "-t", "test/site:3"]);
+    assert_eq!(cached_of(&changed), (1, 4), "{changed}");
+    server.ok(&["deploy", "site", "--image", "test/site:3"]);
+    assert_eq!(server.ok(&["invoke", "site", "--path", "/page.txt"]).trim_end(), "second page");
+}
+
+#[test]
+fn bad_builds_fail_in_one_clear_message() {
+    if !runc_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let archive = temp.path().join("busybox.tar");
+    let files = busybox_files().expect("busybox-static");
+    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
+    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    let context = temp.path().join("bad");
+    std::fs::create_dir(&context).expect("mkdir");
+    let dir = context.to_str().expect("utf-8");
+
+    write(&context, "Containerfile", "FROM test/busybox:1\nRUN echo oops && exit 3\n");
+    let err = server.fails(&["build", dir, "-t", "test/bad:1"]);
+    assert!(err.contains("Containerfile:2") && err.contains("code 3") && err.contains("oops"), "{err}");
+    assert!(!server.ok(&["image", "ls"]).contains("test/bad"), "no image from a failed build");
+
+    write(&context, "Containerfile", "FROM test/busybox:1\nCOPY ../outside /x\n");
+    let err = server.fails(&["build", dir, "-t", "test/bad:1"]);
+    assert!(err.contains("outside the build context"), "{err}");
+
+    write(&context, "Containerfile", "FROM test/busybox:1\nNOTANINSTRUCTION x\n");
+    let err = server.fails(&["build", dir, "-t", "test/bad:1"]);
+    assert!(err.contains("Containerfile:2"), "{err}");
+
+    write(&context, "Containerfile", "FROM nowhere.invalid/none:1\n");
+    let err = server.fails(&["build", dir, "-t", "test/bad:1"]);
+    assert!(err.contains("unknown base image nowhere.invalid/none:1"), "{err}");
+}
