@@ -87,6 +87,17 @@ async fn a_multi_stage_build_runs_caches_and_deploys() {
     assert_eq!(cached_of(&changed), (1, 4), "{changed}");
     server.ok(&["deploy", "site", "--image", "test/site:3"]);
     assert_eq!(server.ok(&["invoke", "site", "--path", "/page.txt"]).trim_end(), "second page");
+
+    // Build and deploy in one step: the service runs the image by digest, so a rebuild
+    // with a change is a new revision.
+    server.ok(&["deploy", "fromsource", "--source", dir]);
+    assert_eq!(server.ok(&["invoke", "fromsource", "--path", "/page.txt"]).trim_end(), "second page");
+    write(&context, "page.txt", "third page\n");
+    server.ok(&["deploy", "fromsource", "--source", dir]);
+    assert_eq!(server.ok(&["invoke", "fromsource", "--path", "/page.txt"]).trim_end(), "third page");
+    let service = server.get_json(&["fromsource"]);
+    let image = service["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
+    assert!(image.starts_with("localhost/fromsource@sha256:"), "{image}");
 }
 
 #[test]

@@ -3,11 +3,11 @@
 //! runs images from).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serval_build::Network;
-use serval_builder::{BuildRequest, Builder, Progress};
+use serval_builder::{BuildRequest, Builder, Built, Progress};
 use serval_runtime::oci::ImageStore;
 
 use crate::Global;
@@ -61,13 +61,10 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
     } else {
         args.tags.clone()
     };
-    let data = global.data_dir();
-    let store = ImageStore::open(data.join("images")).context("opening the image store")?;
-    let builder = Builder::new(store, &data.join("build/cache"), &data.join("build/tmp"), args.oci_runtime.clone())?;
     let request = BuildRequest {
         context: args.dir.clone(),
         containerfile: args.file.clone(),
-        tags: tags.clone(),
+        tags,
         build_args,
         target: args.target.clone(),
         network: match args.network {
@@ -76,6 +73,15 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         },
         no_cache: args.no_cache,
     };
+    build_image(&request, &args.oci_runtime, &global).await?;
+    Ok(())
+}
+
+/// Builds `request` into the data directory's image store, showing progress and a summary.
+pub(super) async fn build_image(request: &BuildRequest, oci_runtime: &Path, global: &Global) -> Result<Built> {
+    let data = global.data_dir();
+    let store = ImageStore::open(data.join("images")).context("opening the image store")?;
+    let builder = Builder::new(store, &data.join("build/cache"), &data.join("build/tmp"), oci_runtime.to_path_buf())?;
     let started = std::time::Instant::now();
     let mut show = |p: Progress| match p {
         Progress::Step { number, total, text } => println!("[{number}/{total}] {text}"),
@@ -83,7 +89,7 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         Progress::Output(line) => println!("  │ {line}"),
         Progress::Warning(text) => eprintln!("warning: {text}"),
     };
-    let built = builder.build(&request, &mut show).await?;
+    let built = builder.build(request, &mut show).await?;
     let name = built.image.name.clone().unwrap_or_else(|| built.image.digest.clone());
     println!(
         "built {name} ({}) in {:.2} s; {} of {} layer steps from the cache",
@@ -92,5 +98,5 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         built.cached,
         built.layer_steps
     );
-    Ok(())
+    Ok(built)
 }

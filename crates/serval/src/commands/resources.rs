@@ -43,10 +43,14 @@ pub struct DeployArgs {
     /// defaults) gives the start command, environment and annotations; flags override them.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["image", "cmd", "workdir"])]
     pub source: Option<std::path::PathBuf>,
-    /// How `--source` runs: `process` runs the project's start command on this machine,
-    /// from its directory (the server must run on this machine too).
+    /// How `--source` runs: by default its image is built (from its Containerfile or
+    /// Dockerfile) into the local image store and run; `process` runs the project's start
+    /// command on this machine, from its directory (the server must run on this machine too).
     #[arg(long, value_enum, requires = "source")]
     pub runtime: Option<SourceRuntime>,
+    /// The OCI runtime CLI that runs the build's RUN steps (`--source` without `--runtime`).
+    #[arg(long, default_value = "runc", requires = "source")]
+    pub oci_runtime: std::path::PathBuf,
     /// containerConcurrency: requests one instance serves at once (0 = unlimited).
     #[arg(long)]
     pub concurrency: Option<u32>,
@@ -81,24 +85,35 @@ fn service_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/services/{name}")
 }
 
-/// Builds the Knative Service a `deploy` describes.
-fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
+/// What `--source` contributes to a deploy.
+struct SourceSettings {
+    env: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Builds the Knative Service a `deploy` describes; `built` is the image `--source` built.
+fn deploy_manifest(args: &DeployArgs, built: Option<&str>) -> Result<Value> {
     let mut container = json!({});
     let project = match (&args.source, args.runtime) {
         (None, _) => None,
         (Some(dir), Some(SourceRuntime::Process)) => {
-            Some(serval_project::HostRun::of(dir).with_context(|| format!("--source {}", dir.display()))?)
+            let run = serval_project::HostRun::of(dir).with_context(|| format!("--source {}", dir.display()))?;
+            let argv: Vec<String> = run.command.iter().map(|w| port_references(w)).collect();
+            container["command"] = json!(argv);
+            container["workingDir"] = json!(run.dir.to_string_lossy());
+            Some(SourceSettings { env: run.env, annotations: run.annotations })
         }
-        (Some(_), None) => bail!(
-            "--source builds an image of the project by default, which this version cannot do yet; \
-             pass --runtime process to run the project on this machine"
-        ),
+        (Some(dir), None) => {
+            let manifest_path = dir.join(serval_project::MANIFEST_FILE);
+            let manifest = manifest_path
+                .exists()
+                .then(|| serval_project::Manifest::load(&manifest_path))
+                .transpose()
+                .with_context(|| format!("--source {}", dir.display()))?;
+            container["image"] = json!(built.context("the image of --source was not built")?);
+            manifest.map(|m| SourceSettings { env: m.env, annotations: m.annotations })
+        }
     };
-    if let Some(project) = &project {
-        let argv: Vec<String> = project.command.iter().map(|w| port_references(w)).collect();
-        container["command"] = json!(argv);
-        container["workingDir"] = json!(project.dir.to_string_lossy());
-    }
     if let Some(image) = &args.image {
         container["image"] = json!(image);
     }
@@ -164,6 +179,11 @@ fn deploy_manifest(args: &DeployArgs) -> Result<Value> {
     }))
 }
 
+/// The name a `--source` build gives its image: the service's, in the local namespace.
+fn normalize_image_name(service: &str) -> String {
+    format!("localhost/{service}")
+}
+
 /// `$PORT` and `${PORT}` written as Kubernetes' `$(PORT)`, which the server expands; a
 /// longer name (`$PORTS`) is left alone.
 fn port_references(word: &str) -> String {
@@ -211,7 +231,18 @@ fn print_warnings(warnings: &[String]) {
 }
 
 pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
-    let mut manifest = deploy_manifest(&args)?;
+    let built = match (&args.source, args.runtime) {
+        (Some(dir), None) => {
+            let name = normalize_image_name(&args.name);
+            let request =
+                serval_builder::BuildRequest { context: dir.clone(), tags: vec![name.clone()], ..Default::default() };
+            let built = super::build::build_image(&request, &args.oci_runtime, &global).await?;
+            // By digest: a rebuilt image is a new revision even under the same name.
+            Some(format!("{name}@{}", built.image.digest))
+        }
+        _ => None,
+    };
+    let mut manifest = deploy_manifest(&args, built.as_deref())?;
     let client = Client::from_global(&global)?;
     let path = service_path(&args.namespace, &args.name);
     // Like `kn service update`: a new template keeps the traffic block (pinned revisions
