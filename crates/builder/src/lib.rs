@@ -63,6 +63,8 @@ pub struct BuildRequest {
     pub context: PathBuf,
     /// The Containerfile (default: the context's `Containerfile`, else `Dockerfile`).
     pub containerfile: Option<PathBuf>,
+    /// The Containerfile's text itself (a generated one), instead of a file.
+    pub containerfile_text: Option<String>,
     /// Names for the image (normalized like Docker's; none: the image is kept by digest).
     pub tags: Vec<String>,
     pub build_args: BTreeMap<String, String>,
@@ -139,12 +141,12 @@ impl Builder {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Built, BuilderError> {
         let context = Context::open(&request.context)?;
-        let path = match &request.containerfile {
-            Some(p) => p.clone(),
-            None => context.containerfile_path()?,
+        let text = match (&request.containerfile_text, &request.containerfile) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => serval_build::read_containerfile(path)?,
+            (None, None) => serval_build::read_containerfile(&context.containerfile_path()?)?,
         };
-        let file =
-            serval_build::parse(&serval_build::read_containerfile(&path)?).map_err(serval_build::BuildError::from)?;
+        let file = serval_build::parse(&text).map_err(serval_build::BuildError::from)?;
         let mut options = BuildOptions {
             build_args: request.build_args.clone(),
             target: request.target.clone(),

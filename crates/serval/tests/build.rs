@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use serval_testimages::{ImageConfigSpec, busybox_files, write_docker_archive};
+use serval_testimages::{HostSource, ImageConfigSpec, binary_with_libs, busybox_files, write_docker_archive};
 use support::{Server, skip};
 
 /// Whether runc can run here; a missing runc fails the test when CI requires it.
@@ -131,4 +131,75 @@ fn bad_builds_fail_in_one_clear_message() {
     write(&context, "Containerfile", "FROM nowhere.invalid/none:1\n");
     let err = server.fails(&["build", dir, "-t", "test/bad:1"]);
     assert!(err.contains("unknown base image nowhere.invalid/none:1"), "{err}");
+}
+
+/// A Python base image made of host files: busybox, the host's `python3` with its shared
+/// libraries, and its standard library (tests, caches and GUI modules left out).
+fn python_base_image(archive: &Path) -> bool {
+    let python = Path::new("/usr/bin/python3");
+    let Ok(version) = std::process::Command::new(python)
+        .args(["-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"])
+        .output()
+    else {
+        assert!(std::env::var("SERVAL_REQUIRE_TEMPLATES").as_deref() != Ok("1"), "python3 is required");
+        skip("/usr/bin/python3 is not installed");
+        return false;
+    };
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let stdlib = Path::new("/usr/lib").join(format!("python{version}"));
+    let mut files = busybox_files().expect("busybox-static");
+    files.extend(binary_with_libs(python, "/usr/bin/python3").expect("python3 with its libraries"));
+    files.push(("/usr/lib".into(), HostSource::Dir { mode: 0o755 }));
+    let skipped = ["test", "tests", "__pycache__", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3"];
+    let mut pending = vec![stdlib.clone()];
+    while let Some(dir) = pending.pop() {
+        files.push((dir.display().to_string(), HostSource::Dir { mode: 0o755 }));
+        for entry in std::fs::read_dir(&dir).expect("read the standard library").filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() && !skipped.contains(&name.as_str()) {
+                pending.push(path);
+            } else if kind.is_file() {
+                files.push((path.display().to_string(), HostSource::File(path)));
+            }
+        }
+    }
+    write_docker_archive(archive, "test/python:1", &files, ImageConfigSpec::default()).expect("python archive");
+    true
+}
+
+/// `serval init` writes no Containerfile: `build` generates one for the language (here
+/// from a Python base made of host files), and the image serves the template.
+#[tokio::test]
+async fn a_project_without_a_containerfile_builds_from_the_generated_one() {
+    if !runc_available() {
+        return;
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let archive = temp.path().join("python.tar");
+    if !python_base_image(&archive) {
+        return;
+    }
+    let server = Server::start(&[]);
+    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    server.ok(&["init", temp.path().join("hello").to_str().expect("utf-8"), "--lang", "python"]);
+    let dir = temp.path().join("hello");
+    let out = server.ok(&["build", dir.to_str().expect("utf-8"), "--base", "test/python:1", "-t", "test/hello:1"]);
+    assert!(out.contains("FROM test/python:1"), "{out}");
+    server.ok(&["deploy", "hello", "--image", "test/hello:1"]);
+    let body = server.ok(&["invoke", "hello", "--path", "/?name=image"]);
+    assert_eq!(body.trim_end(), "Hello, image!");
+}
+
+/// The Containerfile generated for every language parses and plans.
+#[test]
+fn generated_containerfiles_parse_and_plan() {
+    for language in serval_project::Language::ALL {
+        let text = language.containerfile(language.default_base_image(), "hello");
+        let file = serval_build::parse(&text).unwrap_or_else(|e| panic!("{language}: {e}\n{text}"));
+        let plan = serval_build::plan(&file, &serval_build::BuildOptions::default())
+            .unwrap_or_else(|e| panic!("{language}: {e}\n{text}"));
+        assert!(!plan.stages.is_empty(), "{language}");
+    }
 }

@@ -272,7 +272,7 @@ fn node_cloudevents_project_passes_its_tests_and_answers_events() {
 /// `init` then `deploy --source DIR --runtime process`: the project's start command runs
 /// as the service's instances, from the project's directory, and the URL answers from the
 /// template; `serval.yaml`'s environment reaches the instance and a flag overrides it.
-/// Without `--runtime process` it builds an image, which needs a Containerfile.
+/// Without `--runtime process` it builds an image (see `build.rs`).
 #[test]
 fn a_project_deploys_from_source_as_a_process_and_answers() {
     if !have("python3") {
@@ -296,8 +296,10 @@ fn a_project_deploys_from_source_as_a_process_and_answers() {
     let env = container["env"].to_string();
     assert!(env.contains("GREETING_SOURCE") && env.contains("EXTRA"), "{env}");
 
-    // Without --runtime process the image is built, which needs a Containerfile here.
-    let err = server.fails(&["deploy", "other", "--source", source]);
+    // Without --runtime process the image is built: a directory with neither a
+    // Containerfile nor a language says so in one line.
+    let bare = temp.path().to_str().expect("utf-8");
+    let err = server.fails(&["deploy", "other", "--source", bare]);
     assert!(err.contains("no Containerfile or Dockerfile") && err.lines().count() == 1, "{err}");
     let err =
         server.fails(&["deploy", "other", "--source", temp.path().to_str().expect("utf-8"), "--runtime", "process"]);

@@ -35,6 +35,10 @@ pub struct BuildArgs {
     /// `host` gives RUN steps the host's network; by default they only have a loopback.
     #[arg(long, value_enum, default_value_t = BuildNetwork::None)]
     pub network: BuildNetwork,
+    /// The base image of a generated Containerfile (a project without one), instead of
+    /// serval.yaml's `build.base` or the language's default.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
     /// The OCI runtime CLI that runs RUN steps.
     #[arg(long, default_value = "runc")]
     pub oci_runtime: PathBuf,
@@ -61,9 +65,11 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
     } else {
         args.tags.clone()
     };
+    let (containerfile, containerfile_text) = containerfile_for(&args.dir, args.file.as_deref(), args.base.as_deref())?;
     let request = BuildRequest {
         context: args.dir.clone(),
-        containerfile: args.file.clone(),
+        containerfile,
+        containerfile_text,
         tags,
         build_args,
         target: args.target.clone(),
@@ -99,4 +105,41 @@ pub(super) async fn build_image(request: &BuildRequest, oci_runtime: &Path, glob
         built.layer_steps
     );
     Ok(built)
+}
+
+/// A project's Containerfile: `-f`, its `Containerfile` or `Dockerfile`, serval.yaml's
+/// `build.containerfile`, else the one generated for its language (from `base`, else
+/// serval.yaml's `build.base`, else the language's image). As (file, generated text).
+pub(super) fn containerfile_for(
+    dir: &Path,
+    file: Option<&Path>,
+    base: Option<&str>,
+) -> Result<(Option<PathBuf>, Option<String>)> {
+    if let Some(file) = file {
+        return Ok((Some(file.to_path_buf()), None));
+    }
+    if ["Containerfile", "Dockerfile"].iter().any(|name| dir.join(name).is_file()) {
+        return Ok((None, None));
+    }
+    let manifest_path = dir.join(serval_project::MANIFEST_FILE);
+    let manifest = manifest_path.exists().then(|| serval_project::Manifest::load(&manifest_path)).transpose()?;
+    if let Some(own) = manifest.as_ref().and_then(|m| m.build.containerfile.as_deref()) {
+        return Ok((Some(dir.join(own)), None));
+    }
+    let language = serval_project::detect_language(dir)
+        .with_context(|| {
+            format!("no Containerfile or Dockerfile in {}, and no language to generate one", dir.display())
+        })?
+        .language;
+    let base = base
+        .map(str::to_string)
+        .or_else(|| manifest.as_ref().map(|m| m.base_image().to_string()))
+        .unwrap_or_else(|| language.default_base_image().to_string());
+    let name = manifest
+        .as_ref()
+        .map(|m| m.name.clone())
+        .or_else(|| serval_project::default_name(dir))
+        .unwrap_or_else(|| "function".to_string());
+    eprintln!("no Containerfile: building with the one generated for {language} (FROM {base})");
+    Ok((None, Some(language.containerfile(&base, &name))))
 }

@@ -234,8 +234,14 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
     let built = match (&args.source, args.runtime) {
         (Some(dir), None) => {
             let name = normalize_image_name(&args.name);
-            let request =
-                serval_builder::BuildRequest { context: dir.clone(), tags: vec![name.clone()], ..Default::default() };
+            let (containerfile, containerfile_text) = super::build::containerfile_for(dir, None, None)?;
+            let request = serval_builder::BuildRequest {
+                context: dir.clone(),
+                containerfile,
+                containerfile_text,
+                tags: vec![name.clone()],
+                ..Default::default()
+            };
             let built = super::build::build_image(&request, &args.oci_runtime, &global).await?;
             // By digest: a rebuilt image is a new revision even under the same name.
             Some(format!("{name}@{}", built.image.digest))
