@@ -305,3 +305,52 @@ fn a_project_deploys_from_source_as_a_process_and_answers() {
         server.fails(&["deploy", "other", "--source", temp.path().to_str().expect("utf-8"), "--runtime", "process"]);
     assert!(err.contains("cannot tell the language"), "{err}");
 }
+
+/// `serval dev`: the project runs as a process service; an edit of its handler is served
+/// at the same URL after a reload that `dev` reports.
+#[test]
+fn dev_reloads_an_edited_handler() {
+    if !have("python3") {
+        return;
+    }
+    let temp = init("python", "http");
+    let dir = temp.path().join("hello");
+    let server = support::Server::start(&[]);
+    let mut dev = server
+        .process
+        .cli_command()
+        .args(["dev", dir.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serval dev");
+    let stderr = dev.stderr.take().expect("stderr");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("serval dev never printed {what:?}"),
+            }
+        }
+    };
+    wait_for("watching");
+    assert_eq!(server.ok(&["invoke", "hello", "--path", "/?name=dev"]).trim_end(), "Hello, dev!");
+
+    let func = dir.join("func.py");
+    let text = std::fs::read_to_string(&func).expect("func.py");
+    std::fs::write(&func, text.replace("Hello, {name}!", "Howdy, {name}!")).expect("edit func.py");
+    let reloaded = wait_for("reloaded");
+    assert!(reloaded.contains("func.py"), "{reloaded}");
+    assert_eq!(server.ok(&["invoke", "hello", "--path", "/?name=dev"]).trim_end(), "Howdy, dev!");
+    let _ = dev.kill();
+    let _ = dev.wait();
+}

@@ -3,6 +3,7 @@
 mod build;
 mod config_data;
 mod demo;
+mod dev;
 mod eventing;
 mod image;
 mod init;
@@ -28,6 +29,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// Build an OCI image from a Containerfile or Dockerfile into the local image store (no daemon).
     Build(build::BuildArgs),
+    /// The local loop: deploy a project as a process service and reload it on every change.
+    Dev(dev::DevArgs),
     /// Create or update a Service from a command, wait until it is ready, print its URL.
     Deploy(resources::DeployArgs),
     /// Create or update resources from a YAML or JSON file (`-` for stdin).
@@ -93,6 +96,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Demo(a) => demo::run(a).await,
         Command::Init(a) => init::run(a),
         Command::Build(a) => build::run(a, global).await,
+        Command::Dev(a) => dev::run(a, global).await,
         Command::Deploy(a) => resources::deploy(a, global).await,
         Command::Apply(a) => resources::apply(a, global).await,
         Command::Get(a) => resources::get(a, global).await,
