@@ -88,6 +88,11 @@ impl ServalServer {
         }
     }
 
+    /// The CLI against this server, to spawn.
+    pub fn cli_command(&self) -> std::process::Command {
+        self.process.cli_command()
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.process.cli_command().args(args).output().expect("run serval");

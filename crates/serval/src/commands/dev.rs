@@ -37,8 +37,11 @@ fn deploy_args(name: &str, args: &DevArgs, generation: u64) -> DeployArgs {
         name: name.to_string(),
         image: None,
         cmd: None,
-        // A new value makes a new revision, which starts the changed code.
-        env: vec![format!("SERVAL_DEV_GENERATION={generation}")],
+        // A new value makes a new revision, which starts the changed code. Python's
+        // bytecode cache trusts a source's mtime (in seconds) and size, so a cache written
+        // by one revision would hide an edit within the same second that keeps the size:
+        // the project's bytecode is not written while developing.
+        env: vec![format!("SERVAL_DEV_GENERATION={generation}"), "PYTHONDONTWRITEBYTECODE=1".to_string()],
         env_file: None,
         workdir: None,
         source: Some(args.dir.clone()),
