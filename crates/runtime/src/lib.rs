@@ -175,6 +175,10 @@ pub enum RuntimeError {
     /// gave any.
     #[error("pulling {reference} failed: {message}")]
     PullFailed { reference: String, message: String },
+    /// Pushing to a registry failed; `message` carries the registry's own words when it
+    /// gave any.
+    #[error("pushing {reference} failed: {message}")]
+    PushFailed { reference: String, message: String },
     /// A layer tried to write outside the root filesystem (or was otherwise unsafe); nothing
     /// was written outside it.
     #[error("image layer rejected: {0}")]

@@ -8,7 +8,9 @@ mod support;
 
 use std::path::Path;
 
-use serval_testimages::{HostSource, ImageConfigSpec, binary_with_libs, busybox_files, write_docker_archive};
+use serval_testimages::{
+    HostSource, ImageConfigSpec, TestRegistry, binary_with_libs, busybox_files, registry_tools, write_docker_archive,
+};
 use support::{Server, skip};
 
 /// Whether runc can run here; a missing runc fails the test when CI requires it.
@@ -202,4 +204,49 @@ fn generated_containerfiles_parse_and_plan() {
             .unwrap_or_else(|e| panic!("{language}: {e}\n{text}"));
         assert!(!plan.stages.is_empty(), "{language}");
     }
+}
+
+/// `build --push` sends the image to a registry (skopeo reads it back), and a server
+/// without the image pulls it from there when it is deployed by reference.
+#[tokio::test]
+async fn a_pushed_build_is_read_by_skopeo_and_pulled_by_deploy() {
+    if !runc_available() {
+        return;
+    }
+    let Some(skopeo) = registry_tools() else {
+        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "docker-registry and skopeo are required");
+        skip("docker-registry/skopeo not found");
+        return;
+    };
+    let server = Server::start(&[]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let archive = temp.path().join("busybox.tar");
+    let files = busybox_files().expect("busybox-static");
+    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
+    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    let context = temp.path().join("pushed");
+    std::fs::create_dir(&context).expect("mkdir");
+    write(&context, "index.html", "pushed and pulled\n");
+    write(
+        &context,
+        "Containerfile",
+        "FROM scratch\nCOPY --from=test/busybox:1 /bin/busybox /bin/busybox\nCOPY index.html /www/index.html\n\
+         CMD [\"/bin/busybox\", \"sh\", \"-c\", \"exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www\"]\n",
+    );
+    let registry = TestRegistry::start(None);
+    let reference = format!("{}/test/pushed:1", registry.addr);
+    let out = server.ok(&["build", context.to_str().expect("utf-8"), "-t", &reference, "--push"]);
+    assert!(out.contains(&format!("pushed {reference}")), "{out}");
+
+    let inspect = std::process::Command::new(&skopeo)
+        .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .expect("skopeo inspect");
+    assert!(inspect.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspect.stderr));
+    let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("skopeo's JSON");
+    assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(2), "{inspected:#}");
+
+    server.ok(&["image", "rm", &reference]);
+    server.ok(&["deploy", "pushed", "--image", &reference]);
+    assert_eq!(server.ok(&["invoke", "pushed", "--path", "/index.html"]).trim_end(), "pushed and pulled");
 }

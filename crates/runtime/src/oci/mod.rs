@@ -12,6 +12,7 @@
 
 mod import;
 mod pull;
+mod push;
 mod store;
 mod unpack;
 mod write;

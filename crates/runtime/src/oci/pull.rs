@@ -43,7 +43,7 @@ impl fmt::Debug for RegistryAuth {
 }
 
 impl RegistryAuth {
-    fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
+    pub(crate) fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
         match self {
             RegistryAuth::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,
             RegistryAuth::Basic { username, password } => {
@@ -265,7 +265,7 @@ fn is_loopback_registry(registry: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client_for(image: &Reference) -> oci_client::Client {
+pub(crate) fn client_for(image: &Reference) -> oci_client::Client {
     let registry = image.resolve_registry().to_owned();
     let protocol = if is_loopback_registry(&registry) {
         ClientProtocol::HttpsExcept(vec![registry])
@@ -282,7 +282,7 @@ fn client_for(image: &Reference) -> oci_client::Client {
 }
 
 /// Turns an `oci-client` error into a one-line message that keeps what the registry said.
-fn registry_error(reference: &str, e: OciDistributionError) -> RuntimeError {
+pub(crate) fn registry_error(reference: &str, e: OciDistributionError) -> RuntimeError {
     let message = match e {
         OciDistributionError::RegistryError { envelope, .. } => {
             let errors: Vec<String> = envelope

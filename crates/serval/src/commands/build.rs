@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serval_build::Network;
 use serval_builder::{BuildRequest, Builder, Built, Progress};
-use serval_runtime::oci::ImageStore;
+use serval_runtime::oci::{ImageStore, RegistryAuth};
 
 use crate::Global;
 
@@ -42,6 +42,18 @@ pub struct BuildArgs {
     /// The OCI runtime CLI that runs RUN steps.
     #[arg(long, default_value = "runc")]
     pub oci_runtime: PathBuf,
+    /// Push the image to the registry each `-t REF` names, once it is built.
+    #[arg(long)]
+    pub push: bool,
+    /// Registry user name for --push (with --password).
+    #[arg(long, requires = "push")]
+    pub username: Option<String>,
+    /// Password for --username (or SERVAL_REGISTRY_PASSWORD).
+    #[arg(long, env = "SERVAL_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A registry bearer token instead of a username and password (or SERVAL_REGISTRY_TOKEN).
+    #[arg(long, env = "SERVAL_REGISTRY_TOKEN", hide_env_values = true, conflicts_with = "username")]
+    pub registry_token: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -79,7 +91,20 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         },
         no_cache: args.no_cache,
     };
-    build_image(&request, &args.oci_runtime, &global).await?;
+    let built = build_image(&request, &args.oci_runtime, &global).await?;
+    if args.push {
+        let auth = match (args.username.clone(), args.password.clone(), args.registry_token.clone()) {
+            (Some(username), Some(password), _) => RegistryAuth::Basic { username, password },
+            (Some(_), None, _) => bail!("--username needs --password (or SERVAL_REGISTRY_PASSWORD)"),
+            (None, _, Some(token)) => RegistryAuth::Bearer(token),
+            _ => RegistryAuth::Anonymous,
+        };
+        let store = ImageStore::open(global.data_dir().join("images")).context("opening the image store")?;
+        for tag in &request.tags {
+            let digest = store.push(&built.image.digest, tag, auth.clone()).await?;
+            println!("pushed {tag} ({digest})");
+        }
+    }
     Ok(())
 }
 
