@@ -73,6 +73,8 @@ pub struct BuildRequest {
     pub network: Network,
     /// Ignore the layer cache (it is still refreshed).
     pub no_cache: bool,
+    /// Credentials for pulling base images the store lacks.
+    pub registry_auth: RegistryAuth,
 }
 
 /// What a build reports as it goes.
@@ -158,7 +160,7 @@ impl Builder {
         let first = serval_build::plan(&file, &options)?;
         let mut bases = BTreeMap::new();
         for reference in first.images() {
-            let image = self.base_image(reference, progress).await?;
+            let image = self.base_image(reference, &request.registry_auth, progress).await?;
             options.bases.insert(reference.to_string(), base_config(&image.config));
             bases.insert(reference.to_string(), image);
         }
@@ -281,10 +283,11 @@ impl Builder {
         Ok(Built { image, layer_steps, cached })
     }
 
-    /// A base image from the store, pulled (anonymously) when the store lacks it.
+    /// A base image from the store, pulled with `auth` when the store lacks it.
     async fn base_image(
         &self,
         reference: &str,
+        auth: &RegistryAuth,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<ResolvedImage, BuilderError> {
         let store = self.store.clone();
@@ -294,11 +297,9 @@ impl Builder {
             return Ok(resolved);
         }
         progress(Progress::Output(format!("pulling {reference}")));
-        let pulled = self.store.pull(reference, RegistryAuth::Anonymous, |_| {}).await.map_err(|e| {
-            BuilderError::UnknownBase {
-                reference: reference.to_string(),
-                message: format!("not in the image store, and {e}"),
-            }
+        let pulled = self.store.pull(reference, auth.clone(), |_| {}).await.map_err(|e| BuilderError::UnknownBase {
+            reference: reference.to_string(),
+            message: format!("not in the image store, and {e}"),
         })?;
         Ok(self.store.resolve(&pulled.digest)?)
     }

@@ -249,4 +249,15 @@ async fn a_pushed_build_is_read_by_skopeo_and_pulled_by_deploy() {
     server.ok(&["image", "rm", &reference]);
     server.ok(&["deploy", "pushed", "--image", &reference]);
     assert_eq!(server.ok(&["invoke", "pushed", "--path", "/index.html"]).trim_end(), "pushed and pulled");
+
+    // FROM a registry reference the store lacks: the base is pulled.
+    let derived = temp.path().join("derived");
+    std::fs::create_dir(&derived).expect("mkdir");
+    write(&derived, "Containerfile", &format!("FROM {reference}\nCOPY extra.html /www/extra.html\n"));
+    write(&derived, "extra.html", "on a pulled base\n");
+    server.ok(&["delete", "pushed"]);
+    server.ok(&["image", "rm", &reference]);
+    server.ok(&["build", derived.to_str().expect("utf-8"), "-t", "test/derived:1"]);
+    server.ok(&["deploy", "derived", "--image", "test/derived:1"]);
+    assert_eq!(server.ok(&["invoke", "derived", "--path", "/extra.html"]).trim_end(), "on a pulled base");
 }

@@ -45,8 +45,8 @@ pub struct BuildArgs {
     /// Push the image to the registry each `-t REF` names, once it is built.
     #[arg(long)]
     pub push: bool,
-    /// Registry user name for --push (with --password).
-    #[arg(long, requires = "push")]
+    /// Registry user name for --push and for pulling base images (with --password).
+    #[arg(long)]
     pub username: Option<String>,
     /// Password for --username (or SERVAL_REGISTRY_PASSWORD).
     #[arg(long, env = "SERVAL_REGISTRY_PASSWORD", hide_env_values = true)]
@@ -78,6 +78,12 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         args.tags.clone()
     };
     let (containerfile, containerfile_text) = containerfile_for(&args.dir, args.file.as_deref(), args.base.as_deref())?;
+    let registry_auth = match (args.username.clone(), args.password.clone(), args.registry_token.clone()) {
+        (Some(username), Some(password), _) => RegistryAuth::Basic { username, password },
+        (Some(_), None, _) => bail!("--username needs --password (or SERVAL_REGISTRY_PASSWORD)"),
+        (None, _, Some(token)) => RegistryAuth::Bearer(token),
+        _ => RegistryAuth::Anonymous,
+    };
     let request = BuildRequest {
         context: args.dir.clone(),
         containerfile,
@@ -90,15 +96,11 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
             BuildNetwork::Host => Network::Host,
         },
         no_cache: args.no_cache,
+        registry_auth,
     };
     let built = build_image(&request, &args.oci_runtime, &global).await?;
     if args.push {
-        let auth = match (args.username.clone(), args.password.clone(), args.registry_token.clone()) {
-            (Some(username), Some(password), _) => RegistryAuth::Basic { username, password },
-            (Some(_), None, _) => bail!("--username needs --password (or SERVAL_REGISTRY_PASSWORD)"),
-            (None, _, Some(token)) => RegistryAuth::Bearer(token),
-            _ => RegistryAuth::Anonymous,
-        };
+        let auth = request.registry_auth.clone();
         let store = ImageStore::open(global.data_dir().join("images")).context("opening the image store")?;
         for tag in &request.tags {
             let digest = store.push(&built.image.digest, tag, auth.clone()).await?;
