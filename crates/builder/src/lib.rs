@@ -201,9 +201,12 @@ impl Builder {
                     let cmd_inherited = config["config"]["Cmd"].is_array();
                     StageState { key: base_key_image(&image.digest), layers, config, rootfs: None, cmd_inherited }
                 }
-                Base::Stage(i) => done.get(i).cloned().ok_or_else(|| BuilderError::Step {
-                    line: stage.line,
-                    message: format!("stage {i} was not built before it is used"),
+                // Its own tree: a RUN here must not change the stage it starts from.
+                Base::Stage(i) => done.get(i).cloned().map(|s| StageState { rootfs: None, ..s }).ok_or_else(|| {
+                    BuilderError::Step {
+                        line: stage.line,
+                        message: format!("stage {i} was not built before it is used"),
+                    }
                 })?,
             };
             for step in &stage.steps {

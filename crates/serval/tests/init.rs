@@ -354,3 +354,16 @@ fn dev_reloads_an_edited_handler() {
     let _ = dev.kill();
     let _ = dev.wait();
 }
+
+/// The Node template deploys from source as a process the same way.
+#[test]
+fn a_node_project_deploys_from_source_as_a_process_and_answers() {
+    if !have("node") {
+        return;
+    }
+    let temp = init("node", "http");
+    let dir = temp.path().join("hello");
+    let server = support::Server::start(&[]);
+    server.ok(&["deploy", "hello", "--source", dir.to_str().expect("utf-8"), "--runtime", "process"]);
+    assert_eq!(server.ok(&["invoke", "hello", "--path", "/?name=node"]).trim_end(), "Hello, node!");
+}
