@@ -11,17 +11,7 @@ use std::path::Path;
 use serval_testimages::{
     HostSource, ImageConfigSpec, TestRegistry, binary_with_libs, busybox_files, registry_tools, write_docker_archive,
 };
-use support::{Server, skip};
-
-/// Whether runc can run here; a missing runc fails the test when CI requires it.
-fn runc_available() -> bool {
-    let ok = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "runc is required (SERVAL_REQUIRE_RUNC=1)");
-        skip("runc not found");
-    }
-    ok
-}
+use support::{Server, runc_available, skip};
 
 const CONTAINERFILE: &str = r#"# A build stage that makes something with RUN, and a small final stage.
 FROM test/busybox:1 AS build
@@ -35,6 +25,14 @@ COPY --from=build /out /www
 ENV GREETING=hello
 CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www"]
 "#;
+
+/// Imports a busybox image (`test/busybox:1`) made of host files into the server's store.
+fn import_busybox(server: &Server, scratch: &Path) {
+    let archive = scratch.join("busybox.tar");
+    let files = busybox_files().expect("busybox-static");
+    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
+    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+}
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write a context file");
@@ -55,10 +53,7 @@ async fn a_multi_stage_build_runs_caches_and_deploys() {
     }
     let server = Server::start(&[]);
     let temp = tempfile::tempdir().expect("tempdir");
-    let archive = temp.path().join("busybox.tar");
-    let files = busybox_files().expect("busybox-static");
-    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
-    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    import_busybox(&server, temp.path());
 
     let context = temp.path().join("site");
     std::fs::create_dir(&context).expect("mkdir");
@@ -109,10 +104,7 @@ fn bad_builds_fail_in_one_clear_message() {
     }
     let server = Server::start(&[]);
     let temp = tempfile::tempdir().expect("tempdir");
-    let archive = temp.path().join("busybox.tar");
-    let files = busybox_files().expect("busybox-static");
-    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
-    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    import_busybox(&server, temp.path());
     let context = temp.path().join("bad");
     std::fs::create_dir(&context).expect("mkdir");
     let dir = context.to_str().expect("utf-8");
@@ -220,10 +212,7 @@ async fn a_pushed_build_is_read_by_skopeo_and_pulled_by_deploy() {
     };
     let server = Server::start(&[]);
     let temp = tempfile::tempdir().expect("tempdir");
-    let archive = temp.path().join("busybox.tar");
-    let files = busybox_files().expect("busybox-static");
-    write_docker_archive(&archive, "test/busybox:1", &files, ImageConfigSpec::default()).expect("busybox archive");
-    server.ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    import_busybox(&server, temp.path());
     let context = temp.path().join("pushed");
     std::fs::create_dir(&context).expect("mkdir");
     write(&context, "index.html", "pushed and pulled\n");

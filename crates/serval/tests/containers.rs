@@ -12,20 +12,10 @@ use serval_testimages::{
     HostSource, ImageConfigSpec, LayerCompression, LayerEntry, TestRegistry, binary_with_libs, build_image_layout,
     build_image_layout_with_layers, busybox_files, layer_entries, registry_tools, write_docker_archive,
 };
-use support::{Server, echo_bin, eventually, skip};
+use support::{Server, echo_bin, eventually, runc_available, skip};
 
 const FAST_SCALING: &[&str] =
     &["--stable-window", "1s", "--scale-to-zero-grace", "0s", "--autoscaler-tick", "200ms", "--grace-period", "2s"];
-
-/// Whether runc can run here; a missing runc fails the test when CI requires it.
-fn runc_available() -> bool {
-    let ok = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "runc is required (SERVAL_REQUIRE_RUNC=1)");
-        skip("runc not found");
-    }
-    ok
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

@@ -166,6 +166,16 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncF
 /// Says that the running test is skipped and why: `SKIPPED <test>: <reason>`, with how many
 /// tests of this test binary were skipped so far. Written to the process's stderr itself, not
 /// through `eprintln!`, which libtest captures and shows only for failures.
+/// Whether runc can run here; a missing runc fails the test when CI requires it.
+pub fn runc_available() -> bool {
+    let ok = Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("SERVAL_REQUIRE_RUNC").as_deref() != Ok("1"), "runc is required (SERVAL_REQUIRE_RUNC=1)");
+        skip("runc not found");
+    }
+    ok
+}
+
 pub fn skip(reason: &str) {
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
