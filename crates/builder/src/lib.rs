@@ -228,7 +228,23 @@ impl Builder {
                             cached += 1;
                             progress(Progress::Cached);
                         } else {
-                            let owner = copy.chown.as_deref().map(|c| parse_owner(c, line)).transpose()?;
+                            let owner = match copy.chown.as_deref() {
+                                None => None,
+                                Some(chown) => Some(match numeric_owner(chown) {
+                                    Some(ids) => ids,
+                                    // Names are looked up in the stage's own passwd and group.
+                                    None => {
+                                        let rootfs = self.rootfs(&mut state).await?;
+                                        let (uid, gid) =
+                                            serval_runtime::container::resolve_user(Some(chown), rootfs.path())
+                                                .map_err(|m| BuilderError::Step {
+                                                    line,
+                                                    message: format!("--chown={chown}: {m}"),
+                                                })?;
+                                        (u64::from(uid), u64::from(gid))
+                                    }
+                                }),
+                            };
                             let (dest, copy_step) = (copy.dest.clone(), copy.clone());
                             let store = self.store.clone();
                             let stored = tokio::task::spawn_blocking(move || {
@@ -496,14 +512,10 @@ fn apply_config(state: &mut StageState, step: &ConfigStep) {
     }
 }
 
-/// `uid[:gid]` of `--chown` (numeric: names need the destination's `/etc/passwd`).
-fn parse_owner(text: &str, line: usize) -> Result<(u64, u64), BuilderError> {
-    let bad = || BuilderError::Step {
-        line,
-        message: format!("--chown={text}: give numeric uid[:gid] (user names are not looked up)"),
-    };
+/// `uid[:gid]` of `--chown` when numeric (a lone uid is also the gid, as in Docker).
+fn numeric_owner(text: &str) -> Option<(u64, u64)> {
     let (user, group) = text.split_once(':').unwrap_or((text, text));
-    Ok((user.parse().map_err(|_| bad())?, group.parse().map_err(|_| bad())?))
+    Some((user.parse().ok()?, group.parse().ok()?))
 }
 
 /// The tar of a `COPY`/`ADD`: each selected source under `dest` (a file source into a
@@ -548,6 +560,12 @@ fn write_copy_layer(
                     header.set_size(0);
                     tar.append_link(&mut header, &path, target)?;
                 }
+                EntryKind::File { .. }
+                    if copy.add && copy.from == CopySource::Context && is_archive(&entry.host_path) =>
+                {
+                    // ADD unpacks a local archive into the destination directory.
+                    unpack_into(&mut tar, &entry.host_path, dest)?;
+                }
                 EntryKind::File { size } => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(*size);
@@ -558,6 +576,42 @@ fn write_copy_layer(
         }
     }
     tar.finish()
+}
+
+/// Whether a file is a tar archive, plain or gzip-compressed (what `ADD` unpacks).
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 262];
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    (read >= 2 && head[..2] == [0x1f, 0x8b]) || (read >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Copies the entries of the archive at `path` under `dest` into `tar`; entries that
+/// would leave `dest` (absolute or `..`) and special files are skipped.
+fn unpack_into<W: Write>(tar: &mut tar::Builder<W>, path: &Path, dest: &str) -> std::io::Result<()> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let gzip = std::io::BufRead::fill_buf(&mut file)?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn std::io::Read> =
+        if gzip { Box::new(flate2::bufread::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.to_string_lossy().trim_start_matches("./").trim_start_matches('/').to_string();
+        if name.is_empty() || name.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let target = join(dest, name.trim_end_matches('/'));
+        let mut header = entry.header().clone();
+        match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Directory => tar.append_data(&mut header, &target, &mut entry)?,
+            tar::EntryType::Symlink => {
+                let link = entry.link_name()?.unwrap_or_default().into_owned();
+                tar.append_link(&mut header, &target, link)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `dir/rel`, `/`-separated, without a leading slash.

@@ -250,3 +250,49 @@ async fn a_pushed_build_is_read_by_skopeo_and_pulled_by_deploy() {
     server.ok(&["deploy", "derived", "--image", "test/derived:1"]);
     assert_eq!(server.ok(&["invoke", "derived", "--path", "/extra.html"]).trim_end(), "on a pulled base");
 }
+
+/// `ADD` unpacks a local archive into the destination; `COPY --chown` takes names, looked
+/// up in the stage's own `/etc/passwd` and `/etc/group`.
+#[tokio::test]
+async fn add_unpacks_archives_and_chown_takes_names() {
+    if !runc_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    import_busybox(&server, temp.path());
+    let context = temp.path().join("ctx");
+    let packed = temp.path().join("packed");
+    std::fs::create_dir_all(packed.join("cgi-bin")).expect("mkdir");
+    write(&packed, "hello.txt", "from the archive\n");
+    let script = packed.join("cgi-bin/owner");
+    write(&packed, "cgi-bin/owner", "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nls -ln /srv/page.txt\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir(&context).expect("mkdir");
+    let tarred = std::process::Command::new("tar")
+        .args([
+            "czf",
+            context.join("bundle.tar.gz").to_str().expect("utf-8"),
+            "-C",
+            packed.to_str().expect("utf-8"),
+            ".",
+        ])
+        .status()
+        .expect("tar");
+    assert!(tarred.success());
+    write(&context, "page.txt", "owned by app\n");
+    write(
+        &context,
+        "Containerfile",
+        "FROM test/busybox:1\n\
+         RUN mkdir -p /etc && echo 'app:x:1234:4321::/:/bin/sh' >> /etc/passwd && echo 'app:x:4321:' >> /etc/group\n\
+         ADD bundle.tar.gz /srv/\n\
+         COPY --chown=app:app page.txt /srv/page.txt\n\
+         CMD [\"/bin/busybox\", \"sh\", \"-c\", \"exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /srv\"]\n",
+    );
+    server.ok(&["build", context.to_str().expect("utf-8"), "-t", "test/added:1"]);
+    server.ok(&["deploy", "added", "--image", "test/added:1"]);
+    assert_eq!(server.ok(&["invoke", "added", "--path", "/hello.txt"]).trim_end(), "from the archive");
+    let listing = server.ok(&["invoke", "added", "--path", "/cgi-bin/owner"]);
+    assert!(listing.contains(" 1234 ") && listing.contains(" 4321 "), "{listing}");
+}
