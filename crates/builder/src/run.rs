@@ -78,6 +78,8 @@ pub(crate) async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| failed(format!("cannot run {}: {e}", runc.display())))?;
+    // An interrupted build (the future dropped) removes its container with it.
+    let mut guard = Container { runc, state_root: &state_root, id: &id, running: true };
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut out = child.stdout.take().map(|s| BufReader::new(s).lines());
     let mut err = child.stderr.take().map(|s| BufReader::new(s).lines());
@@ -101,8 +103,32 @@ pub(crate) async fn run(
         }
     }
     let status = child.wait().await?;
+    // `runc run` without `--keep` removed the container as it exited.
+    guard.running = false;
     match status.code() {
         Some(0) => Ok(()),
         code => Err(BuilderError::RunFailed { line, code: code.unwrap_or(-1), tail: tail.into() }),
+    }
+}
+
+/// A `RUN`'s container while it may still run: dropped early, it is killed and deleted.
+struct Container<'a> {
+    runc: &'a Path,
+    state_root: &'a Path,
+    id: &'a str,
+    running: bool,
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = std::process::Command::new(self.runc)
+                .arg("--root")
+                .arg(self.state_root)
+                .args(["delete", "--force", self.id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }

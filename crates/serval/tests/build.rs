@@ -296,3 +296,54 @@ async fn add_unpacks_archives_and_chown_takes_names() {
     let listing = server.ok(&["invoke", "added", "--path", "/cgi-bin/owner"]);
     assert!(listing.contains(" 1234 ") && listing.contains(" 4321 "), "{listing}");
 }
+
+/// Ctrl-C during a `RUN` (SIGINT to the build's process group, as a terminal sends it)
+/// stops the build: no image is named, no scratch tree is left.
+#[test]
+fn an_interrupted_build_stores_nothing() {
+    if !runc_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    import_busybox(&server, temp.path());
+    let context = temp.path().join("slow");
+    std::fs::create_dir(&context).expect("mkdir");
+    write(&context, "Containerfile", "FROM test/busybox:1\nRUN echo started && sleep 30\n");
+    let mut build = std::os::unix::process::CommandExt::process_group(
+        server.process.cli_command().args(["build", context.to_str().expect("utf-8"), "-t", "test/slow:1"]),
+        0,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start the build");
+    let stdout = build.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("│ started"))), "the RUN started");
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", build.id())])
+        .status()
+        .expect("kill -INT the build's process group");
+    assert!(sent.success());
+    let began = std::time::Instant::now();
+    let out = build.wait_with_output().expect("the build ends");
+    assert!(began.elapsed() < std::time::Duration::from_secs(20), "stopped promptly");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!server.ok(&["image", "ls"]).contains("test/slow"), "no image from an interrupted build");
+    let left: Vec<String> = std::fs::read_dir(server.dir.join("build/tmp"))
+        .expect("scratch dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "runc")
+        .collect();
+    assert!(left.is_empty(), "scratch trees left: {left:?}");
+    let containers = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(server.dir.join("build/tmp/runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    assert_eq!(String::from_utf8_lossy(&containers.stdout).trim(), "", "the RUN's container was removed");
+}

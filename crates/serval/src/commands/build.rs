@@ -122,7 +122,11 @@ pub(super) async fn build_image(request: &BuildRequest, oci_runtime: &Path, glob
         Progress::Output(line) => println!("  │ {line}"),
         Progress::Warning(text) => eprintln!("warning: {text}"),
     };
-    let built = builder.build(request, &mut show).await?;
+    // Ctrl-C drops the build: its scratch trees go, and nothing was named in the store.
+    let built = tokio::select! {
+        built = builder.build(request, &mut show) => built?,
+        _ = tokio::signal::ctrl_c() => bail!("build interrupted; no image was stored"),
+    };
     let name = built.image.name.clone().unwrap_or_else(|| built.image.digest.clone());
     println!(
         "built {name} ({}) in {:.2} s; {} of {} layer steps from the cache",
