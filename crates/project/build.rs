@@ -27,8 +27,14 @@ fn main() {
             panic!("{} is not under templates/<language>/<kind>/", file.display());
         };
         let path = rest.join("/");
-        writeln!(out, "    ({language:?}, {kind:?}, {path:?}, include_str!({:?})),", file.display().to_string())
-            .expect("write to a String");
+        // Relative to the crate, resolved when the crate compiles: a target directory shared
+        // by two checkouts must not make one read the other's files.
+        let from_crate = format!("/templates/{}", parts.join("/"));
+        writeln!(
+            out,
+            "    ({language:?}, {kind:?}, {path:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {from_crate:?}))),"
+        )
+        .expect("write to a String");
     }
     out.push_str("];\n");
     let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("templates.rs");
