@@ -4,8 +4,8 @@
 //! answer served at the same URL).
 //!
 //! `cargo run --release -p serval-bench --bin build-and-dev [-- ROUNDS]` (default 5); needs root,
-//! runc, busybox-static and python3. buildah is the peer to compare with when Debian's
-//! package installs; the figure is printed when `buildah` is on PATH.
+//! runc, busybox-static and python3. When `buildah` is on PATH, `buildah bud` of the same
+//! Containerfile (on its own busybox base) runs in the same rounds as the peer figure.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -42,6 +42,37 @@ fn get(server: &ServalServer, path: &str) -> Option<String> {
     ok.then(|| answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
 }
 
+/// Makes buildah's own `test/busybox:1` (busybox-static and its applets) when buildah is
+/// installed; whether it is.
+fn buildah_base() -> bool {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("buildah").args(args).output().expect("buildah");
+        assert!(out.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    if std::process::Command::new("buildah").arg("--version").output().is_err() {
+        return false;
+    }
+    let container = run(&["from", "scratch"]);
+    run(&["copy", &container, "/bin/busybox", "/bin/busybox"]);
+    run(&["run", "--isolation", "chroot", &container, "--", "/bin/busybox", "--install", "-s", "/bin"]);
+    run(&["commit", "-q", "--rm", &container, "test/busybox:1"]);
+    true
+}
+
+/// `buildah bud` of the project with `extra` flags (layers cached unless `--no-cache`).
+fn buildah_bud(dir: &str, extra: &[&str]) -> Duration {
+    let began = Instant::now();
+    let out = std::process::Command::new("buildah")
+        .args(["bud", "--pull=false", "--network", "none", "--layers", "-q", "-t", "bench/site:1"])
+        .args(extra)
+        .arg(dir)
+        .output()
+        .expect("buildah bud");
+    assert!(out.status.success(), "buildah bud: {}", String::from_utf8_lossy(&out.stderr));
+    began.elapsed()
+}
+
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let server = ServalServer::start(&[]);
@@ -64,21 +95,43 @@ fn main() {
         std::fs::write(context.join(format!("src/file{i}.txt")), format!("{i}\n").repeat(100)).expect("file");
     }
     let dir = context.to_str().expect("utf-8");
-    let (mut first, mut again) = (Vec::new(), Vec::new());
+    let buildah = buildah_base();
+    let (mut first, mut again, mut b_first, mut b_again) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         first.push(timed(&server, &["build", dir, "-t", "bench/site:1", "--no-cache"]));
         again.push(timed(&server, &["build", dir, "-t", "bench/site:1"]));
+        if buildah {
+            b_first.push(buildah_bud(dir, &["--no-cache"]));
+            b_again.push(buildah_bud(dir, &[]));
+        }
     }
     let (first, again) = (Summary::new(&first), Summary::new(&again));
     println!("serval build, multi-stage project (busybox base, RUN, 200 files), {rounds} rounds");
     println!("  first build (no cache)   median {:8.1} ms   p90 {:8.1} ms", first.median(), first.percentile(90.0));
     println!("  no-change rebuild        median {:8.1} ms   p90 {:8.1} ms", again.median(), again.percentile(90.0));
+    if buildah {
+        let (b_first, b_again) = (Summary::new(&b_first), Summary::new(&b_again));
+        println!("buildah bud of the same Containerfile (same base, --layers), same rounds");
+        println!(
+            "  first build (no cache)   median {:8.1} ms   p90 {:8.1} ms",
+            b_first.median(),
+            b_first.percentile(90.0)
+        );
+        println!(
+            "  no-change rebuild        median {:8.1} ms   p90 {:8.1} ms",
+            b_again.median(),
+            b_again.percentile(90.0)
+        );
+        println!(
+            "  serval / buildah: first build {:.2}, rebuild {:.2}",
+            first.median() / b_first.median(),
+            again.median() / b_again.median()
+        );
+    } else {
+        println!("  buildah: not installed here, so no same-run comparison");
+    }
     let verdict = if again.median() < 1000.0 { "PASS" } else { "FAIL" };
     println!("  target: no-change rebuild < 1 s -> {verdict}");
-    match std::process::Command::new("buildah").arg("--version").output() {
-        Ok(_) => println!("  buildah is installed, but this benchmark does not drive it yet"),
-        Err(_) => println!("  buildah: not installed here, so no same-run comparison"),
-    }
 
     // serval dev: edit-to-live for a Python handler.
     let project = work.path().join("hello");
