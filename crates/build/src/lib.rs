@@ -11,8 +11,8 @@
 //! the rest is pure. Every input is bounded (sizes, counts, nesting): see [`limits`].
 //!
 //! Must not depend on: any other serval crate, tokio, the network. The executor (pulling bases,
-//! running `RUN` in a container, writing layers and the image) lives elsewhere and drives this
-//! crate: `Context::open` → `Context::containerfile_path` + `context::read_containerfile` →
+//! running `RUN` in a container, writing layers and the image) is `serval-builder`, which drives
+//! this crate: `Context::open` → `Context::containerfile_path` + `context::read_containerfile` →
 //! `containerfile::parse` → `plan::plan` (twice: see `plan`'s documentation) → for each step,
 //! `Context::select` + `Selection::digest` and `cache::step_key`.
 
