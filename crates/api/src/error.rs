@@ -26,50 +26,32 @@ impl From<RuntimeError> for ApiError {
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
-        let ApiError::Control(control) = self else {
-            return match self {
-                ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-        };
-        match control {
-            ControlError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ControlError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::Conflict(_) | ControlError::StaleVersion(_) => StatusCode::CONFLICT,
-            ControlError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ControlError::Runtime(RuntimeError::ImageNotFound(_)) => StatusCode::NOT_FOUND,
-            ControlError::Runtime(
-                RuntimeError::PullFailed { .. } | RuntimeError::UnpackRejected(_) | RuntimeError::Image(_),
-            ) => StatusCode::UNPROCESSABLE_ENTITY,
-            ControlError::Store(_) | ControlError::Runtime(_) | ControlError::Io(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
+        self.kind().0
     }
 
-    /// The `reason` of the JSON answer (Kubernetes' `StatusReason` names where one fits).
-    fn reason(&self) -> &'static str {
-        let ApiError::Control(control) = self else {
-            return match self {
-                ApiError::BadRequest(_) => "BadRequest",
-                ApiError::Unauthorized => "Unauthorized",
-                _ => "InternalError",
-            };
+    /// The status and the `reason` of the JSON answer (Kubernetes' `StatusReason` names
+    /// where one fits), together: one table.
+    fn kind(&self) -> (StatusCode, &'static str) {
+        let control = match self {
+            ApiError::Control(control) => control,
+            ApiError::BadRequest(_) => return (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::Unauthorized => return (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            ApiError::Io(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
         match control {
-            ControlError::NotFound { .. } => "NotFound",
-            ControlError::Invalid { .. } => "Invalid",
-            ControlError::BadRequest(_) => "BadRequest",
-            ControlError::Conflict(_) => "AlreadyExists",
-            ControlError::StaleVersion(_) => "Conflict",
-            ControlError::MethodNotAllowed(_) => "MethodNotAllowed",
-            ControlError::Runtime(RuntimeError::ImageNotFound(_)) => "NotFound",
+            ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+            ControlError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+            ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ControlError::Conflict(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+            ControlError::StaleVersion(_) => (StatusCode::CONFLICT, "Conflict"),
+            ControlError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            ControlError::Runtime(RuntimeError::ImageNotFound(_)) => (StatusCode::NOT_FOUND, "NotFound"),
             ControlError::Runtime(
                 RuntimeError::PullFailed { .. } | RuntimeError::UnpackRejected(_) | RuntimeError::Image(_),
-            ) => "ImageError",
-            ControlError::Store(_) | ControlError::Runtime(_) | ControlError::Io(_) => "InternalError",
+            ) => (StatusCode::UNPROCESSABLE_ENTITY, "ImageError"),
+            ControlError::Store(_) | ControlError::Runtime(_) | ControlError::Io(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
         }
     }
 }
@@ -82,12 +64,12 @@ impl IntoResponse for ApiError {
             }
             _ => serde_json::Value::Null,
         };
-        let status = self.status();
+        let (status, reason) = self.kind();
         if status.is_server_error() {
             tracing::error!("api error: {self}");
         }
         let body = serde_json::json!({
-            "error": { "code": status.as_u16(), "reason": self.reason(), "message": self.to_string(), "details": details }
+            "error": { "code": status.as_u16(), "reason": reason, "message": self.to_string(), "details": details }
         });
         (status, axum::Json(body)).into_response()
     }

@@ -299,11 +299,7 @@ async fn pull_image(State(ctl): Ctl, Json(req): Json<PullRequest>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let images = ctl.images().clone();
     tokio::spawn(async move {
-        let auth = match (req.username, req.password, req.token) {
-            (Some(username), Some(password), _) => serval_runtime::oci::RegistryAuth::Basic { username, password },
-            (_, _, Some(token)) => serval_runtime::oci::RegistryAuth::Bearer(token),
-            _ => serval_runtime::oci::RegistryAuth::Anonymous,
-        };
+        let auth = serval_runtime::oci::RegistryAuth::from_credentials(req.username, req.password, req.token);
         let progress_tx = tx.clone();
         let progress = move |p: serval_runtime::oci::PullProgress| {
             let _ = progress_tx.send(format!("{}\n", progress_json(&p)));

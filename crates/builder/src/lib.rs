@@ -338,20 +338,19 @@ impl Builder {
                 Ok((selection, digest))
             }
             CopySource::Stage(i) => {
-                let stage = done.get(i).ok_or_else(|| BuilderError::Step {
+                let stage = done.get_mut(i).ok_or_else(|| BuilderError::Step {
                     line,
                     message: format!("COPY --from: stage {i} was not built before this step"),
                 })?;
-                let Some(rootfs) = stage.rootfs.clone() else {
-                    // Materialized synchronously here: the stage's layers are in the store.
-                    let dir = materialize(&self.store, &self.scratch, &stage.layers)?;
-                    let dir = Arc::new(dir);
-                    let key = stage.key.clone();
-                    if let Some(s) = done.get_mut(i) {
-                        s.rootfs = Some(dir.clone());
+                // Materialized here (synchronously: the stage's layers are in the store) and
+                // kept for the stage's later users.
+                let rootfs = match &stage.rootfs {
+                    Some(rootfs) => rootfs.clone(),
+                    None => {
+                        let dir = Arc::new(materialize(&self.store, &self.scratch, &stage.layers)?);
+                        stage.rootfs = Some(dir.clone());
+                        dir
                     }
-                    let selection = Context::with_ignore(dir.path(), Ignore::empty())?.select(&copy.sources)?;
-                    return Ok((selection, key));
                 };
                 let selection = Context::with_ignore(rootfs.path(), Ignore::empty())?.select(&copy.sources)?;
                 Ok((selection, stage.key.clone()))

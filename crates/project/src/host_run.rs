@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{MANIFEST_FILE, Manifest, ProjectError, detect_language};
+use crate::{Manifest, ProjectError, detect_language};
 
 /// A project as the process runtime runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,7 @@ impl HostRun {
         if !dir.is_dir() {
             return Err(io(std::io::Error::other("not a directory")));
         }
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let (command, env, annotations) = if manifest_path.exists() {
-            let manifest = Manifest::load(&manifest_path)?;
+        let (command, env, annotations) = if let Some(manifest) = Manifest::find(&dir)? {
             (manifest.run_command(), manifest.env, manifest.annotations)
         } else {
             let language = detect_language(&dir)?.language;
@@ -43,6 +41,7 @@ impl HostRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MANIFEST_FILE;
 
     #[test]
     fn a_manifest_gives_command_env_and_annotations_and_markers_give_defaults() {

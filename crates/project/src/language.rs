@@ -142,9 +142,7 @@ pub struct Detected {
 /// → rust, `go.mod` → go). Markers of two languages and no `serval.yaml` is an error
 /// naming them, as is a directory with none.
 pub fn detect_language(dir: &Path) -> Result<Detected, ProjectError> {
-    let manifest = dir.join(MANIFEST_FILE);
-    if exists(&manifest)? {
-        let manifest = Manifest::load(&manifest)?;
+    if let Some(manifest) = Manifest::find(dir)? {
         return Ok(Detected { language: manifest.language, file: MANIFEST_FILE });
     }
     let mut found = Vec::new();

@@ -77,6 +77,16 @@ impl Manifest {
         }
     }
 
+    /// The project's `serval.yaml` in `dir`, read and validated, when it has one.
+    pub fn find(dir: &Path) -> Result<Option<Manifest>, ProjectError> {
+        let path = dir.join(MANIFEST_FILE);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => Manifest::load(&path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ProjectError::Io { path, source }),
+        }
+    }
+
     /// Reads, decodes and validates a `serval.yaml`.
     pub fn load(path: &Path) -> Result<Manifest, ProjectError> {
         let text =

@@ -70,17 +70,7 @@ impl FakeRuntime {
         within: Duration,
         count: usize,
     ) -> Result<Vec<SeenRequest>, Vec<SeenRequest>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let changed = self.changed.notified();
-            let seen = self.seen(revision);
-            if seen.len() >= count {
-                return Ok(seen);
-            }
-            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
-                return Err(self.seen(revision));
-            }
-        }
+        self.wait_until(within, || self.seen(revision), |seen| seen.len() >= count).await
     }
 
     /// Starts and running instances of `revision`.
@@ -96,15 +86,22 @@ impl FakeRuntime {
         within: Duration,
         condition: impl Fn(&RevisionCounts) -> bool,
     ) -> Result<RevisionCounts, RevisionCounts> {
+        self.wait_until(within, || self.counts(revision), condition).await
+    }
+
+    /// Reads `state` after every change until `holds` (at most `within`): the state that
+    /// held, or the last one read.
+    async fn wait_until<T>(&self, within: Duration, state: impl Fn() -> T, holds: impl Fn(&T) -> bool) -> Result<T, T> {
         let deadline = Instant::now() + within;
         loop {
+            // Registered before the read: a change in between still wakes the wait.
             let changed = self.changed.notified();
-            let counts = self.counts(revision);
-            if condition(&counts) {
-                return Ok(counts);
+            let now = state();
+            if holds(&now) {
+                return Ok(now);
             }
             if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
-                return Err(self.counts(revision));
+                return Err(state());
             }
         }
     }

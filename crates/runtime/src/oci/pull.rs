@@ -43,6 +43,16 @@ impl fmt::Debug for RegistryAuth {
 }
 
 impl RegistryAuth {
+    /// The credentials a user gave: basic when both a user name and a password came, else
+    /// the bearer token when one came, else none.
+    pub fn from_credentials(username: Option<String>, password: Option<String>, token: Option<String>) -> RegistryAuth {
+        match (username, password, token) {
+            (Some(username), Some(password), _) => RegistryAuth::Basic { username, password },
+            (_, _, Some(token)) => RegistryAuth::Bearer(token),
+            _ => RegistryAuth::Anonymous,
+        }
+    }
+
     pub(crate) fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
         match self {
             RegistryAuth::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,

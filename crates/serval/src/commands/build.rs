@@ -78,12 +78,11 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         args.tags.clone()
     };
     let (containerfile, containerfile_text) = containerfile_for(&args.dir, args.file.as_deref(), args.base.as_deref())?;
-    let registry_auth = match (args.username.clone(), args.password.clone(), args.registry_token.clone()) {
-        (Some(username), Some(password), _) => RegistryAuth::Basic { username, password },
-        (Some(_), None, _) => bail!("--username needs --password (or SERVAL_REGISTRY_PASSWORD)"),
-        (None, _, Some(token)) => RegistryAuth::Bearer(token),
-        _ => RegistryAuth::Anonymous,
-    };
+    if args.username.is_some() && args.password.is_none() {
+        bail!("--username needs --password (or SERVAL_REGISTRY_PASSWORD)");
+    }
+    let registry_auth =
+        RegistryAuth::from_credentials(args.username.clone(), args.password.clone(), args.registry_token.clone());
     let request = BuildRequest {
         context: args.dir.clone(),
         containerfile,
@@ -98,23 +97,33 @@ pub async fn run(args: BuildArgs, global: Global) -> Result<()> {
         no_cache: args.no_cache,
         registry_auth,
     };
-    let built = build_image(&request, &args.oci_runtime, &global).await?;
+    let store = image_store(&global)?;
+    let built = build_image(&request, &args.oci_runtime, &store, &global).await?;
     if args.push {
-        let auth = request.registry_auth.clone();
-        let store = ImageStore::open(global.data_dir().join("images")).context("opening the image store")?;
         for tag in &request.tags {
-            let digest = store.push(&built.image.digest, tag, auth.clone()).await?;
+            let digest = store.push(&built.image.digest, tag, request.registry_auth.clone()).await?;
             println!("pushed {tag} ({digest})");
         }
     }
     Ok(())
 }
 
-/// Builds `request` into the data directory's image store, showing progress and a summary.
-pub(super) async fn build_image(request: &BuildRequest, oci_runtime: &Path, global: &Global) -> Result<Built> {
+/// The image store of the data directory (the one `serval server` runs images from).
+pub(super) fn image_store(global: &Global) -> Result<ImageStore> {
+    ImageStore::open(global.data_dir().join("images")).context("opening the image store")
+}
+
+/// Builds `request` into `store`, showing progress and a summary; the layer cache and
+/// scratch space are in the data directory.
+pub(super) async fn build_image(
+    request: &BuildRequest,
+    oci_runtime: &Path,
+    store: &ImageStore,
+    global: &Global,
+) -> Result<Built> {
     let data = global.data_dir();
-    let store = ImageStore::open(data.join("images")).context("opening the image store")?;
-    let builder = Builder::new(store, &data.join("build/cache"), &data.join("build/tmp"), oci_runtime.to_path_buf())?;
+    let builder =
+        Builder::new(store.clone(), &data.join("build/cache"), &data.join("build/tmp"), oci_runtime.to_path_buf())?;
     let started = std::time::Instant::now();
     let mut show = |p: Progress| match p {
         Progress::Step { number, total, text } => println!("[{number}/{total}] {text}"),
@@ -152,8 +161,7 @@ pub(super) fn containerfile_for(
     if ["Containerfile", "Dockerfile"].iter().any(|name| dir.join(name).is_file()) {
         return Ok((None, None));
     }
-    let manifest_path = dir.join(serval_project::MANIFEST_FILE);
-    let manifest = manifest_path.exists().then(|| serval_project::Manifest::load(&manifest_path)).transpose()?;
+    let manifest = serval_project::Manifest::find(dir)?;
     if let Some(own) = manifest.as_ref().and_then(|m| m.build.containerfile.as_deref()) {
         return Ok((Some(dir.join(own)), None));
     }

@@ -68,13 +68,10 @@ pub async fn run(args: DevArgs, global: Global) -> Result<()> {
     let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("{}", args.dir.display()))?;
     let name = match &args.name {
         Some(name) => name.clone(),
-        None => {
-            let manifest = dir.join(serval_project::MANIFEST_FILE);
-            match manifest.exists() {
-                true => serval_project::Manifest::load(&manifest)?.name,
-                false => serval_project::default_name(&dir).context("pass --name")?,
-            }
-        }
+        None => match serval_project::Manifest::find(&dir)? {
+            Some(manifest) => manifest.name,
+            None => serval_project::default_name(&dir).context("pass --name")?,
+        },
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -104,12 +104,8 @@ fn deploy_manifest(args: &DeployArgs, built: Option<&str>) -> Result<Value> {
             Some(SourceSettings { env: run.env, annotations: run.annotations })
         }
         (Some(dir), None) => {
-            let manifest_path = dir.join(serval_project::MANIFEST_FILE);
-            let manifest = manifest_path
-                .exists()
-                .then(|| serval_project::Manifest::load(&manifest_path))
-                .transpose()
-                .with_context(|| format!("--source {}", dir.display()))?;
+            let manifest =
+                serval_project::Manifest::find(dir).with_context(|| format!("--source {}", dir.display()))?;
             container["image"] = json!(built.context("the image of --source was not built")?);
             manifest.map(|m| SourceSettings { env: m.env, annotations: m.annotations })
         }
@@ -242,7 +238,8 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
                 tags: vec![name.clone()],
                 ..Default::default()
             };
-            let built = super::build::build_image(&request, &args.oci_runtime, &global).await?;
+            let store = super::build::image_store(&global)?;
+            let built = super::build::build_image(&request, &args.oci_runtime, &store, &global).await?;
             // By digest: a rebuilt image is a new revision even under the same name.
             Some(format!("{name}@{}", built.image.digest))
         }
