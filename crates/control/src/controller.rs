@@ -29,6 +29,7 @@ use serval_dispatch::delivery::Dispatchers;
 
 mod config_data;
 mod eventing;
+mod flows;
 mod kinds;
 mod references;
 

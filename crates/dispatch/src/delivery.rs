@@ -17,16 +17,18 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Full};
-use serval_eventing::{
-    CloudEvent, CompiledFilter, Decision, DeliverySpec, DeliveryWindow, Outcome, RetryAfter, RetryPolicy,
-    SubscriptionsApiFilter, TriggerFilter,
-};
+use serval_eventing::{CloudEvent, Decision, DeliveryWindow, Outcome, RetryAfter};
 use serval_gateway::{LocalClient, UpstreamBody, Upstreams};
-use serval_model::{Broker, Destination, Resource, Trigger};
+use serval_model::{Broker, Channel, InMemoryChannel, Resource, Subscription, Trigger};
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
 
 use crate::DispatchError;
+pub use crate::plan::{
+    LogRef, Plan, Resolved, broker_log, channel_log, plans, resolve, subscription_consumer, subscription_plan,
+    trigger_consumer, trigger_plan,
+};
+use crate::plan::{Reply, Target};
 use crate::supervisor::{Supervisor, Wanted};
 
 /// Events read from the log at a time; the next page is read when half are left.
@@ -45,108 +47,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REPLY: usize = 10 * 1024 * 1024;
 /// Knative's default time-to-live of an event bouncing between broker and subscribers.
 pub const DEFAULT_TTL: i32 = 255;
-
-/// A trigger made ready to deliver: compiled filter, resolved URLs, retry policy.
-#[derive(Clone)]
-pub struct Plan {
-    pub namespace: String,
-    pub name: String,
-    pub broker: String,
-    pub filter: Arc<CompiledFilter>,
-    pub subscriber: String,
-    subscriber_url: DeliveryUrl,
-    dead_letter_url: Option<DeliveryUrl>,
-    pub policy: RetryPolicy,
-    pub structured: bool,
-    /// Events in flight at once.
-    pub concurrency: usize,
-}
-
-/// Resolves a destination: a Broker by its ingress, a Service by its path route on the
-/// gateway, or a URI.
-pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Option<String> {
-    if let Some((broker_namespace, broker)) = broker_of(dest, namespace) {
-        return Some(format!("{gateway}/b/{broker_namespace}/{broker}"));
-    }
-    match (&dest.reference, &dest.uri) {
-        (Some(r), uri) => {
-            let ns = r.namespace.as_deref().unwrap_or(namespace);
-            let path = uri.as_deref().unwrap_or("");
-            let path = if path.is_empty() || path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-            Some(format!("{gateway}/f/{ns}/{}{path}", r.name))
-        }
-        (None, Some(uri)) => Some(uri.clone()),
-        (None, None) => None,
-    }
-}
-
-/// The serval Broker a destination's `ref` names, as (namespace, name); its namespace is
-/// the referrer's (`namespace`) unless it names one.
-pub fn broker_of<'a>(dest: &'a Destination, namespace: &'a str) -> Option<(&'a str, &'a str)> {
-    let r = dest.reference.as_ref().filter(|r| r.kind == "Broker")?;
-    Some((r.namespace.as_deref().unwrap_or(namespace), &r.name))
-}
-
-/// Validates a trigger's filters and delivery and resolves where its events go.
-pub fn plan(
-    trigger: &Trigger,
-    broker_delivery: Option<&serde_json::Value>,
-    gateway: &str,
-) -> Result<Plan, DispatchError> {
-    let invalid = |field: &str, message: String| DispatchError::invalid_field("Trigger", field, message);
-    let filter: Option<TriggerFilter> = trigger
-        .spec
-        .filter
-        .clone()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| invalid("spec.filter", e.to_string()))?;
-    let filters: Vec<SubscriptionsApiFilter> = trigger
-        .spec
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            serde_json::from_value(f.clone()).map_err(|e| invalid(&format!("spec.filters[{i}]"), e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let compiled =
-        serval_eventing::compile(filter.as_ref(), &filters).map_err(|e| invalid("spec.filters", e.to_string()))?;
-    let delivery_value = trigger.spec.delivery.as_ref().or(broker_delivery);
-    let delivery: DeliverySpec = delivery_value
-        .cloned()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| invalid("spec.delivery", e.to_string()))?
-        .unwrap_or_default();
-    let policy = RetryPolicy::from_spec(&delivery).map_err(|e| invalid("spec.delivery", e.to_string()))?;
-    let namespace = trigger.metadata.namespace.clone();
-    let subscriber = resolve(&trigger.spec.subscriber, &namespace, gateway)
-        .ok_or_else(|| invalid("spec.subscriber", "give ref or uri".into()))?;
-    let subscriber_url = DeliveryUrl::parse(&subscriber, gateway)
-        .map_err(|e| invalid("spec.subscriber", format!("{subscriber:?}: {e}")))?;
-    let dead_letter_url = delivery
-        .dead_letter_sink
-        .as_ref()
-        .and_then(|d| resolve(d, &namespace, gateway))
-        .as_deref()
-        .map(|url| DeliveryUrl::parse(url, gateway))
-        .transpose()
-        .map_err(|e| invalid("spec.delivery.deadLetterSink", e.to_string()))?;
-    let concurrency = serval_model::delivery_concurrency(trigger).map_err(|e| invalid(&e.field, e.message))?;
-    Ok(Plan {
-        namespace,
-        name: trigger.metadata.name.clone(),
-        broker: trigger.spec.broker.clone(),
-        filter: Arc::new(compiled),
-        subscriber,
-        subscriber_url,
-        dead_letter_url,
-        policy,
-        structured: delivery.format.as_deref() == Some("json"),
-        concurrency: concurrency as usize,
-    })
-}
 
 /// A delivery destination, parsed once. Those on serval's own gateway (services, brokers)
 /// go through the data plane in process ([`LocalClient`]: the pool, no socket to the
@@ -266,11 +166,6 @@ pub struct Dispatchers {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-/// A trigger's or source's key among the running tasks.
-pub(crate) fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 impl Dispatchers {
     pub fn new(store: Arc<dyn Storage>, default_timeout: Duration) -> Arc<Dispatchers> {
         Arc::new(Dispatchers {
@@ -291,14 +186,17 @@ impl Dispatchers {
         let _ = self.local.set(client);
     }
 
-    fn waker(&self, namespace: &str, broker: &str) -> Arc<Notify> {
+    fn waker(&self, log: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        wakers.entry(key(namespace, broker)).or_default().clone()
+        match wakers.get(log) {
+            Some(waker) => waker.clone(),
+            None => wakers.entry(log.to_string()).or_default().clone(),
+        }
     }
 
-    /// New events were committed to a broker's log.
-    pub fn notify(&self, namespace: &str, broker: &str) {
-        self.waker(namespace, broker).notify_waiters();
+    /// New events were committed to a log (its id).
+    pub fn notify(&self, log: &str) {
+        self.waker(log).notify_waiters();
     }
 
     /// Makes the running dispatchers match `plans`: starts new ones, restarts changed ones
@@ -306,26 +204,24 @@ impl Dispatchers {
     pub fn sync(self: &Arc<Self>, plans: Vec<(Plan, String)>) {
         let wanted: Vec<Wanted<Plan>> = plans
             .into_iter()
-            .map(|(plan, fingerprint)| Wanted { key: key(&plan.namespace, &plan.name), fingerprint, plan })
+            .map(|(plan, fingerprint)| Wanted { key: plan.consumer.clone(), fingerprint, plan })
             .collect();
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.retain(|trigger, _| wanted.iter().any(|w| w.key == *trigger));
-        self.running.sync(wanted, |trigger, plan, stopped| {
+        counts.retain(|consumer, _| wanted.iter().any(|w| w.key == *consumer));
+        self.running.sync(wanted, |consumer, plan, stopped| {
             let fresh = Arc::new(Counts::default());
-            counts.insert(trigger.to_string(), fresh.clone());
+            counts.insert(consumer.to_string(), fresh.clone());
             tokio::spawn(self.clone().dispatch(plan, stopped, fresh));
         });
     }
 
-    /// The delivery status of a trigger (pending counts accepted events after its cursor).
-    pub fn status(&self, namespace: &str, trigger: &str, broker: &str) -> DeliveryStatus {
+    /// The delivery status of a trigger or subscription: its cursor (`consumer`) in `log`
+    /// (pending counts accepted events after the cursor).
+    pub fn status(&self, consumer: &str, log: &str) -> DeliveryStatus {
         use std::sync::atomic::Ordering::Relaxed;
-        let pending = self
-            .store
-            .cursor(&trigger_consumer(namespace, trigger))
-            .and_then(|cursor| self.store.count_events_after(&broker_log(namespace, broker), cursor))
-            .unwrap_or(0);
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(&key(namespace, trigger)).cloned();
+        let pending =
+            self.store.cursor(consumer).and_then(|cursor| self.store.count_events_after(log, cursor)).unwrap_or(0);
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(consumer).cloned();
         let counts = counts.unwrap_or_default();
         DeliveryStatus {
             pending,
@@ -343,12 +239,13 @@ impl Dispatchers {
     }
 
     async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
-        let (namespace, broker, trigger) = (plan.namespace.as_str(), plan.broker.as_str(), plan.name.as_str());
-        let waker = self.waker(namespace, broker);
-        let (log, consumer) = (broker_log(namespace, broker), trigger_consumer(namespace, trigger));
-        let cursor = match self.store.cursor(&consumer) {
+        let (namespace, trigger) = (plan.namespace.as_str(), plan.name.as_str());
+        let kind = plan.kind.to_lowercase();
+        let log = plan.source.id();
+        let waker = self.waker(&log);
+        let cursor = match self.store.cursor(&plan.consumer) {
             Ok(c) => c,
-            Err(e) => return tracing::error!("trigger {namespace}/{trigger}: {e}"),
+            Err(e) => return tracing::error!("{kind} {namespace}/{trigger}: {e}"),
         };
         let mut window = DeliveryWindow::new(cursor, plan.concurrency);
         // The last event read from the log, and the last cursor stored or being stored.
@@ -373,7 +270,7 @@ impl Dispatchers {
                         buffered.extend(page);
                     }
                     Err(e) => {
-                        tracing::error!("trigger {namespace}/{trigger}: reading the log: {e}");
+                        tracing::error!("{kind} {namespace}/{trigger}: reading the log: {e}");
                         caught_up = true;
                     }
                 }
@@ -387,7 +284,7 @@ impl Dispatchers {
                     Err(e) => {
                         // Accepted under older rules (attribute values now bounded): not
                         // deliverable, and never skipped in silence.
-                        tracing::error!("trigger {namespace}/{trigger}: stored event {} is skipped: {e}", stored.seq);
+                        tracing::error!("{kind} {namespace}/{trigger}: stored event {} is skipped: {e}", stored.seq);
                         None
                     }
                 };
@@ -407,7 +304,7 @@ impl Dispatchers {
             }
             if saving.is_none() && window.watermark() > saved {
                 saved = window.watermark();
-                saving = Some(Box::pin(self.save_cursor(namespace, trigger, saved)));
+                saving = Some(Box::pin(self.save_cursor(&plan, saved)));
             }
             tokio::select! {
                 Some(seq) = in_flight.next(), if !in_flight.is_empty() => {
@@ -425,14 +322,14 @@ impl Dispatchers {
         }
     }
 
-    /// Stores a trigger's cursor, retrying (every [`POLL`]) until the store takes it; takes
+    /// Stores a plan's cursor, retrying (every [`POLL`]) until the store takes it; takes
     /// at least [`SAVE_EVERY`].
-    async fn save_cursor(&self, namespace: &str, trigger: &str, seq: i64) {
+    async fn save_cursor(&self, plan: &Plan, seq: i64) {
         let spacing = tokio::time::sleep(SAVE_EVERY);
         loop {
-            match self.store.write(vec![WriteOp::set_cursor(&trigger_consumer(namespace, trigger), Some(seq))]).await {
+            match self.store.write(vec![WriteOp::set_cursor(&plan.consumer, Some(seq))]).await {
                 Ok(()) => return spacing.await,
-                Err(e) => tracing::error!("trigger {namespace}/{trigger}: saving the cursor: {e}"),
+                Err(e) => tracing::error!("{} {}/{}: saving the cursor: {e}", plan.kind, plan.namespace, plan.name),
             }
             tokio::time::sleep(POLL).await;
         }
@@ -445,9 +342,13 @@ impl Dispatchers {
         event: &CloudEvent,
         structured: bool,
         timeout: Option<Duration>,
+        prefer_reply: bool,
     ) -> (Outcome, Bytes, Option<CloudEvent>) {
-        let (headers, body) =
+        let (mut headers, body) =
             if structured { serval_eventing::encode_structured(event) } else { serval_eventing::encode_binary(event) };
+        if prefer_reply {
+            headers.insert("prefer", http::HeaderValue::from_static("reply"));
+        }
         // One deadline for both clients: the whole exchange, response body included.
         let exchange = async {
             let local = if to.local { self.local.get() } else { None };
@@ -523,61 +424,126 @@ impl Dispatchers {
         Some(Answer { status, headers, body: body.freeze() })
     }
 
-    /// Delivers one event with retries; dead-letters it when it fails for good.
+    /// Delivers one event: to the subscriber with retries (a subscription without one
+    /// forwards the event itself), then the subscriber's reply where the plan sends replies,
+    /// with retries too; what fails for good is dead-lettered (or dropped without a sink).
     async fn deliver(&self, plan: &Plan, event: CloudEvent, counts: &Counts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let reply = match &plan.subscriber {
+            Some(Ok(subscriber)) => {
+                match self.send_with_retries(plan, subscriber, &event, plan.prefer_reply, counts).await {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
+            // Plans whose subscriber does not resolve are not run.
+            Some(Err(_)) => return,
+            None => Some(event.clone()),
+        };
+        counts.delivered.fetch_add(1, Relaxed);
+        let Some(reply) = reply else { return };
+        match &plan.reply {
+            Reply::Drop => {}
+            Reply::IntoBroker(broker) => self.reingest(plan, broker, &event, reply).await,
+            Reply::To(destination) => {
+                self.send_with_retries(plan, destination, &reply, false, counts).await;
+            }
+        }
+    }
+
+    /// Sends `event` to `to` with the plan's retries; when it fails for good, dead-letters
+    /// it (or drops it) and answers `None`. `Some`: the answer's reply event, if any.
+    async fn send_with_retries(
+        &self,
+        plan: &Plan,
+        to: &Resolved,
+        event: &CloudEvent,
+        prefer_reply: bool,
+        counts: &Counts,
+    ) -> Option<Option<CloudEvent>> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (outcome, body, reply) =
-                self.post(&plan.subscriber_url, &event, plan.structured, plan.policy.timeout).await;
+            let (outcome, body, reply) = self.send(to, event, plan.structured, plan.policy.timeout, prefer_reply).await;
             match plan.policy.decide(attempt, outcome, Instant::now()) {
-                Decision::Done => {
-                    counts.delivered.fetch_add(1, Relaxed);
-                    if let Some(reply) = reply {
-                        self.reingest(plan, &event, reply).await;
-                    }
-                    return;
-                }
+                Decision::Done => return Some(reply),
                 Decision::RetryAt(at) => {
                     counts.retrying.fetch_add(1, Relaxed);
                     tokio::time::sleep_until(at.into()).await;
                     counts.retrying.fetch_sub(1, Relaxed);
                 }
                 Decision::DeadLetter { code } => {
-                    let Some(sink) = &plan.dead_letter_url else {
-                        counts.dropped.fetch_add(1, Relaxed);
-                        let last = code.map_or_else(|| "no HTTP answer".to_string(), |c| format!("HTTP {c}"));
-                        tracing::warn!(
-                            "trigger {}/{}: event {} dropped after {attempt} attempts (no dead-letter sink); last answer: {last}",
-                            plan.namespace,
-                            plan.name,
-                            event.id()
-                        );
-                        return;
-                    };
-                    counts.dead_lettered.fetch_add(1, Relaxed);
-                    let mut dead = event.clone();
-                    for (name, value) in serval_eventing::dead_letter_extensions(&plan.subscriber, code, &body) {
-                        let _ = dead.set_extension(name, value);
-                    }
-                    let (outcome, _, _) = self.post(sink, &dead, plan.structured, plan.policy.timeout).await;
-                    if !matches!(outcome, Outcome::Status(200..=299, _)) {
-                        tracing::warn!(
-                            "trigger {}/{}: dead-letter sink refused event {}",
-                            plan.namespace,
-                            plan.name,
-                            dead.id()
-                        );
-                    }
-                    return;
+                    self.dead_letter(plan, to, event, code, &body, attempt, counts).await;
+                    return None;
                 }
             }
         }
     }
 
-    /// A subscriber's reply goes back into the broker, one hop closer to its TTL.
-    async fn reingest(&self, plan: &Plan, original: &CloudEvent, reply: CloudEvent) {
+    /// An event given up on: to the plan's dead-letter sink with Knative's `knativeerror*`
+    /// extensions naming `failed` (the destination that refused it), or dropped.
+    #[expect(clippy::too_many_arguments, reason = "one call site; the parts of one failure")]
+    async fn dead_letter(
+        &self,
+        plan: &Plan,
+        failed: &Resolved,
+        event: &CloudEvent,
+        code: Option<u16>,
+        body: &Bytes,
+        attempts: u32,
+        counts: &Counts,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (kind, namespace, name) = (plan.kind.to_lowercase(), &plan.namespace, &plan.name);
+        let Some(sink) = &plan.dead_letter else {
+            counts.dropped.fetch_add(1, Relaxed);
+            let last = code.map_or_else(|| "no HTTP answer".to_string(), |c| format!("HTTP {c}"));
+            tracing::warn!(
+                "{kind} {namespace}/{name}: event {} to {} dropped after {attempts} attempts (no dead-letter sink); last answer: {last}",
+                event.id(),
+                failed.url
+            );
+            return;
+        };
+        counts.dead_lettered.fetch_add(1, Relaxed);
+        let mut dead = event.clone();
+        for (extension, value) in serval_eventing::dead_letter_extensions(&failed.url, code, body) {
+            let _ = dead.set_extension(extension, value);
+        }
+        let (outcome, _, _) = self.send(sink, &dead, plan.structured, plan.policy.timeout, false).await;
+        if !matches!(outcome, Outcome::Status(200..=299, _)) {
+            tracing::warn!("{kind} {namespace}/{name}: dead-letter sink refused event {}", dead.id());
+        }
+    }
+
+    /// One attempt to hand `event` to `to`: a POST, or an append to one of serval's logs
+    /// (answered as its ingress would: 202, 404 when it does not exist).
+    async fn send(
+        &self,
+        to: &Resolved,
+        event: &CloudEvent,
+        structured: bool,
+        timeout: Option<Duration>,
+        prefer_reply: bool,
+    ) -> (Outcome, Bytes, Option<CloudEvent>) {
+        let log = match &to.target {
+            Target::Http(url) => return self.post(url, event, structured, timeout, prefer_reply).await,
+            Target::Log(log) => log,
+        };
+        match self.append_to(log, vec![event.clone()], Ttl::KeepOrDefault).await {
+            Ok(()) => (Outcome::Status(202, None), Bytes::new(), None),
+            Err(e @ DispatchError::NotFound { .. }) => (Outcome::Status(404, None), Bytes::from(e.to_string()), None),
+            Err(e @ DispatchError::BadEvent(_)) => (Outcome::Status(400, None), Bytes::from(e.to_string()), None),
+            Err(e) => {
+                tracing::warn!("appending to {}: {e}", log.describe());
+                (Outcome::NoResponse, Bytes::new(), None)
+            }
+        }
+    }
+
+    /// A subscriber's reply goes back into the trigger's broker, one hop closer to its TTL.
+    async fn reingest(&self, plan: &Plan, broker: &LogRef, original: &CloudEvent, reply: CloudEvent) {
         let ttl = original
             .extension("knativebrokerttl")
             .and_then(|v| v.as_integer())
@@ -592,48 +558,43 @@ impl Dispatchers {
             );
             return;
         }
-        if let Err(e) = self.append(&plan.namespace, &plan.broker, vec![reply], Ttl::Set(ttl)).await {
+        if let Err(e) = self.append_to(broker, vec![reply], Ttl::Set(ttl)).await {
             tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name);
         }
     }
 
-    /// Appends events to an existing broker's log, each stamped with the time of arrival and its
-    /// `knativebrokerttl`, in one durable commit, then wakes the broker's dispatchers: the
-    /// one way events enter a broker (its ingress, subscribers' replies, sources).
-    pub async fn append(
-        &self,
-        namespace: &str,
-        broker: &str,
-        events: Vec<CloudEvent>,
-        ttl: Ttl,
-    ) -> Result<(), DispatchError> {
-        if self.store.get_document(Broker::KIND, namespace, broker)?.is_none() {
-            return Err(DispatchError::NotFound {
-                kind: Broker::KIND,
-                namespace: namespace.into(),
-                name: broker.into(),
-            });
+    /// Appends events to an existing log in one durable commit, then wakes its dispatchers:
+    /// the one way events enter a broker or a channel (ingress, deliveries, replies,
+    /// sources). Events entering a broker are stamped with the time of arrival and their
+    /// `knativebrokerttl`; a channel takes them as they are.
+    pub async fn append_to(&self, log: &LogRef, events: Vec<CloudEvent>, ttl: Ttl) -> Result<(), DispatchError> {
+        if !log.exists(self.store.as_ref())? {
+            let kind = if matches!(log, LogRef::Broker { .. }) { Broker::KIND } else { Channel::KIND };
+            return Err(DispatchError::NotFound { kind, namespace: log.namespace().into(), name: log.name().into() });
         }
-        let arrival = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-        let log = broker_log(namespace, broker);
+        let id = log.id();
+        let arrival = matches!(log, LogRef::Broker { .. })
+            .then(|| humantime::format_rfc3339_micros(SystemTime::now()).to_string());
         let mut ops = Vec::with_capacity(events.len());
         for mut event in events {
-            event
-                .set_extension("knativearrivaltime", arrival.clone())
-                .map_err(|e| DispatchError::BadEvent(e.to_string()))?;
-            match ttl {
-                Ttl::Set(ttl) => {
-                    let _ = event.set_extension("knativebrokerttl", ttl);
+            if let Some(arrival) = &arrival {
+                event
+                    .set_extension("knativearrivaltime", arrival.clone())
+                    .map_err(|e| DispatchError::BadEvent(e.to_string()))?;
+                match ttl {
+                    Ttl::Set(ttl) => {
+                        let _ = event.set_extension("knativebrokerttl", ttl);
+                    }
+                    Ttl::KeepOrDefault if event.extension("knativebrokerttl").is_none() => {
+                        let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
+                    }
+                    Ttl::KeepOrDefault => {}
                 }
-                Ttl::KeepOrDefault if event.extension("knativebrokerttl").is_none() => {
-                    let _ = event.set_extension("knativebrokerttl", DEFAULT_TTL);
-                }
-                Ttl::KeepOrDefault => {}
             }
-            ops.push(WriteOp::append_event(&log, serval_eventing::to_json_string(&event)));
+            ops.push(WriteOp::append_event(&id, serval_eventing::to_json_string(&event)));
         }
         self.store.write(ops).await?;
-        self.notify(namespace, broker);
+        self.notify(&id);
         Ok(())
     }
 }
@@ -647,16 +608,6 @@ pub enum Ttl {
     Set(i32),
 }
 
-/// The id of a broker's event log in the store.
-pub fn broker_log(namespace: &str, broker: &str) -> String {
-    format!("brokers/{namespace}/{broker}")
-}
-
-/// The id of a trigger's cursor (how far it has delivered its broker's log) in the store.
-pub fn trigger_consumer(namespace: &str, trigger: &str) -> String {
-    format!("triggers/{namespace}/{trigger}")
-}
-
 /// Most events one compaction drops from one broker's log: many small rounds keep each
 /// one's hold on the store's writer under a millisecond (what an accepted event may wait
 /// for its commit), and together drop up to 10 000 events/s per broker; a burst above
@@ -665,25 +616,48 @@ const COMPACT_LIMIT: u32 = 500;
 /// How often handled events are dropped from the brokers' logs.
 const COMPACT_EVERY: Duration = Duration::from_millis(50);
 
-/// The newest events each broker keeps even when every trigger handled them, for `serval
+/// The newest events each log keeps even when every trigger or subscription handled them, for `serval
 /// event tail` (a broker without triggers would otherwise show nothing).
 pub const RETAINED_EVENTS: u32 = 1_000;
 
-/// Drops from each broker's log the events every trigger of that broker has handled (all of
-/// them when the broker has no trigger: a new trigger starts at the end of the log), except
-/// the `retained` newest, so that logs hold what is still to deliver and a short recent
-/// history, not the broker's whole history.
+/// Drops from each broker's and channel's log the events every trigger of that broker
+/// (subscription of that channel) has handled (all of them when it has none: a new one
+/// starts at the end of the log), except the `retained` newest, so that logs hold what is
+/// still to deliver and a short recent history, not their whole history.
 pub async fn compact_logs(store: &dyn Storage, retained: u32) -> Result<(), DispatchError> {
-    let brokers: Vec<serval_model::Broker> = store.list(Broker::KIND, None)?;
-    let triggers: Vec<Trigger> = store.list(Trigger::KIND, None)?;
     let end = store.last_event_seq()?;
-    let mut ops = Vec::new();
-    for broker in &brokers {
+    // Each log with the cursors that read it.
+    let mut logs: Vec<(String, Vec<String>)> = Vec::new();
+    let triggers: Vec<Trigger> = store.list(Trigger::KIND, None)?;
+    for broker in store.list::<Broker>(Broker::KIND, None)? {
         let (namespace, name) = (&broker.metadata.namespace, &broker.metadata.name);
-        let log = broker_log(namespace, name);
+        let consumers = triggers
+            .iter()
+            .filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name)
+            .map(|t| trigger_consumer(namespace, &t.metadata.name))
+            .collect();
+        logs.push((broker_log(namespace, name), consumers));
+    }
+    let subscriptions: Vec<Subscription> = store.list(Subscription::KIND, None)?;
+    let mut channels: Vec<serval_model::ObjectMeta> =
+        store.list::<Channel>(Channel::KIND, None)?.into_iter().map(|c| c.metadata).collect();
+    channels.extend(store.list::<InMemoryChannel>(InMemoryChannel::KIND, None)?.into_iter().map(|c| c.0.metadata));
+    channels.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    channels.dedup_by(|a, b| a.namespace == b.namespace && a.name == b.name);
+    for channel in &channels {
+        let (namespace, name) = (&channel.namespace, &channel.name);
+        let consumers = subscriptions
+            .iter()
+            .filter(|s| &s.metadata.namespace == namespace && &s.spec.channel.name == name)
+            .map(|s| subscription_consumer(namespace, &s.metadata.name))
+            .collect();
+        logs.push((channel_log(namespace, name), consumers));
+    }
+    let mut ops = Vec::new();
+    for (log, consumers) in logs {
         let mut handled = end;
-        for t in triggers.iter().filter(|t| &t.metadata.namespace == namespace && &t.spec.broker == name) {
-            handled = handled.min(store.cursor(&trigger_consumer(namespace, &t.metadata.name))?);
+        for consumer in &consumers {
+            handled = handled.min(store.cursor(consumer)?);
         }
         if retained > 0 {
             // Fewer than `retained` events: the whole log is kept.
@@ -716,27 +690,6 @@ pub async fn compact_periodically(store: Arc<dyn Storage>) {
             Err(e) => tracing::warn!("compacting the brokers' logs: {e}"),
         }
     }
-}
-
-/// The stored triggers, as plans, with a fingerprint of what they were built from.
-pub fn plans(store: &dyn Storage, gateway: &str) -> Vec<(Plan, String)> {
-    let triggers: Vec<Trigger> = store.list(Trigger::KIND, None).unwrap_or_default();
-    triggers
-        .iter()
-        .filter_map(|t| {
-            let broker: Option<serval_model::Broker> =
-                store.get(Broker::KIND, &t.metadata.namespace, &t.spec.broker).ok().flatten();
-            let broker = broker?;
-            let plan = plan(t, broker.spec.delivery.as_ref(), gateway).ok()?;
-            let fingerprint = format!(
-                "{}|{}|{}",
-                serde_json::to_string(&t.spec).unwrap_or_default(),
-                serde_json::to_string(&broker.spec.delivery).unwrap_or_default(),
-                plan.concurrency
-            );
-            Some((plan, fingerprint))
-        })
-        .collect()
 }
 
 #[cfg(test)]

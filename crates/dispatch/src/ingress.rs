@@ -1,5 +1,6 @@
-//! The brokers' durable HTTP ingress (`/b/<namespace>/<broker>` on the gateway): an
-//! accepted event is answered 202 only after the group commit that stores it.
+//! The durable HTTP ingress of brokers (`/b/<namespace>/<broker>` on the gateway) and
+//! channels (`/c/<namespace>/<channel>`): an accepted event is answered 202 only after the
+//! group commit that stores it.
 
 use std::sync::Arc;
 
@@ -11,19 +12,45 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use serval_gateway::{Ingress as GatewayIngress, ProxyBody};
 
 use crate::DispatchError;
-use crate::delivery::{Dispatchers, Ttl};
+use crate::delivery::{Dispatchers, LogRef, Ttl};
 
 /// Largest request body the ingress reads.
 const MAX_BODY: usize = 10 << 20;
 
-/// The broker ingress.
+/// Which logs an ingress takes events for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    Broker,
+    Channel,
+}
+
+impl LogKind {
+    /// Where the gateway hands its requests: `/b/` or `/c/`, then `<namespace>/<name>`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            LogKind::Broker => "/b/",
+            LogKind::Channel => "/c/",
+        }
+    }
+
+    fn log(self, namespace: &str, name: &str) -> LogRef {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        match self {
+            LogKind::Broker => LogRef::Broker { namespace, name },
+            LogKind::Channel => LogRef::Channel { namespace, name },
+        }
+    }
+}
+
+/// The ingress of brokers or of channels.
 pub struct Ingress {
     dispatchers: Arc<Dispatchers>,
+    kind: LogKind,
 }
 
 impl Ingress {
-    pub fn new(dispatchers: Arc<Dispatchers>) -> Arc<Ingress> {
-        Arc::new(Ingress { dispatchers })
+    pub fn new(dispatchers: Arc<Dispatchers>, kind: LogKind) -> Arc<Ingress> {
+        Arc::new(Ingress { dispatchers, kind })
     }
 }
 
@@ -45,7 +72,7 @@ fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 }
 
 impl Ingress {
-    async fn accept(&self, namespace: String, broker: String, req: Request<ProxyBody>) -> Response<Full<Bytes>> {
+    async fn accept(&self, log: LogRef, req: Request<ProxyBody>) -> Response<Full<Bytes>> {
         match *req.method() {
             Method::POST => {}
             // CloudEvents' webhook validation handshake.
@@ -70,7 +97,7 @@ impl Ingress {
             Ok(events) => events,
             Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        match self.dispatchers.append(&namespace, &broker, events, Ttl::KeepOrDefault).await {
+        match self.dispatchers.append_to(&log, events, Ttl::KeepOrDefault).await {
             Ok(()) => answer(StatusCode::ACCEPTED, ""),
             Err(DispatchError::BadEvent(why)) => answer(StatusCode::BAD_REQUEST, &why),
             Err(e @ DispatchError::NotFound { .. }) => answer(StatusCode::NOT_FOUND, &e.to_string()),
@@ -79,12 +106,9 @@ impl Ingress {
     }
 }
 
-/// Where the gateway hands broker requests: `/b/<namespace>/<broker>`.
-pub const PREFIX: &str = "/b/";
-
-/// `<namespace>/<broker>` (a trailing `/` and a query allowed), the path after [`PREFIX`]
-/// → namespace and broker.
-fn broker_from_rest(rest: &str) -> Option<(&str, &str)> {
+/// `<namespace>/<name>` (a trailing `/` and a query allowed), the path after the prefix
+/// → namespace and name.
+fn log_from_rest(rest: &str) -> Option<(&str, &str)> {
     let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (namespace, broker) = rest.split_once('/')?;
@@ -93,15 +117,15 @@ fn broker_from_rest(rest: &str) -> Option<(&str, &str)> {
 
 impl GatewayIngress for Ingress {
     fn claims(&self, rest: &str) -> bool {
-        broker_from_rest(rest).is_some()
+        log_from_rest(rest).is_some()
     }
 
     fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
-        let ingress = Ingress { dispatchers: self.dispatchers.clone() };
+        let ingress = Ingress { dispatchers: self.dispatchers.clone(), kind: self.kind };
         async move {
-            match broker_from_rest(&rest) {
-                Some((namespace, broker)) => ingress.accept(namespace.to_string(), broker.to_string(), req).await,
-                None => answer(StatusCode::NOT_FOUND, "not a broker's address"),
+            match log_from_rest(&rest) {
+                Some((namespace, name)) => ingress.accept(ingress.kind.log(namespace, name), req).await,
+                None => answer(StatusCode::NOT_FOUND, "not the address of a broker or channel"),
             }
         }
         .boxed()
@@ -110,14 +134,14 @@ impl GatewayIngress for Ingress {
 
 #[cfg(test)]
 mod tests {
-    use super::broker_from_rest;
+    use super::log_from_rest;
 
     #[test]
-    fn broker_paths() {
-        assert_eq!(broker_from_rest("default/events"), Some(("default", "events")));
-        assert_eq!(broker_from_rest("default/events/?x=1"), Some(("default", "events")));
-        assert_eq!(broker_from_rest("default/events/more"), None);
-        assert_eq!(broker_from_rest("default"), None);
-        assert_eq!(broker_from_rest("/default/events"), None);
+    fn log_paths() {
+        assert_eq!(log_from_rest("default/events"), Some(("default", "events")));
+        assert_eq!(log_from_rest("default/events/?x=1"), Some(("default", "events")));
+        assert_eq!(log_from_rest("default/events/more"), None);
+        assert_eq!(log_from_rest("default"), None);
+        assert_eq!(log_from_rest("/default/events"), None);
     }
 }

@@ -12,6 +12,7 @@
 pub mod delivery;
 mod error;
 pub mod ingress;
+pub mod plan;
 pub mod sources;
 pub mod supervisor;
 

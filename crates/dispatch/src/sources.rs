@@ -12,7 +12,8 @@ use serval_model::PingSource;
 use tokio::sync::watch;
 
 use crate::DispatchError;
-use crate::delivery::{DeliveryUrl, Dispatchers, Ttl};
+use crate::delivery::{Dispatchers, Resolved, Ttl};
+use crate::plan::Target;
 use crate::supervisor::{Supervisor, Wanted};
 
 /// A source made ready to run.
@@ -23,12 +24,10 @@ pub struct PingPlan {
     pub schedule: PingSchedule,
     pub data: Option<Data>,
     pub content_type: Option<String>,
-    /// Where pings go, as resolved (shown in the source's status).
-    pub sink: String,
-    sink_url: DeliveryUrl,
-    /// The sink's broker (namespace, name) when it is one of serval's: pings are appended
-    /// to its log directly instead of posted through the gateway.
-    pub broker: Option<(String, String)>,
+    /// Where pings go, as resolved (its URL is shown in the source's status): a broker,
+    /// channel or flow of serval's takes them into its log directly, others by POST;
+    /// `Err` says why the sink cannot be delivered to (the source is stored, not run).
+    pub sink: Result<Resolved, String>,
 }
 
 /// Validates the schedule, time zone and data, and resolves the sink.
@@ -46,9 +45,7 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Dispatc
         )),
         (None, None) => None,
     };
-    let sink = crate::delivery::resolve(&spec.sink, &source.metadata.namespace, gateway)
-        .ok_or_else(|| invalid("spec.sink", "give ref or uri".into()))?;
-    let sink_url = DeliveryUrl::parse(&sink, gateway).map_err(|e| invalid("spec.sink", format!("{sink:?}: {e}")))?;
+    let sink = crate::delivery::resolve(&spec.sink, &source.metadata.namespace, gateway);
     Ok(PingPlan {
         namespace: source.metadata.namespace.clone(),
         name: source.metadata.name.clone(),
@@ -56,9 +53,6 @@ pub fn ping_plan(source: &PingSource, gateway: &str) -> Result<PingPlan, Dispatc
         data,
         content_type: spec.content_type.clone(),
         sink,
-        sink_url,
-        broker: crate::delivery::broker_of(&spec.sink, &source.metadata.namespace)
-            .map(|(namespace, name)| (namespace.to_string(), name.to_string())),
     })
 }
 
@@ -77,11 +71,7 @@ impl Sources {
     pub fn sync(&self, plans: Vec<(PingPlan, String)>) {
         let wanted = plans
             .into_iter()
-            .map(|(plan, fingerprint)| Wanted {
-                key: crate::delivery::key(&plan.namespace, &plan.name),
-                fingerprint,
-                plan,
-            })
+            .map(|(plan, fingerprint)| Wanted { key: format!("{}/{}", plan.namespace, plan.name), fingerprint, plan })
             .collect();
         self.running.sync(wanted, |_, plan, stopped| {
             tokio::spawn(run(plan, self.dispatchers.clone(), stopped));
@@ -110,13 +100,17 @@ async fn run(plan: PingPlan, dispatchers: Arc<Dispatchers>, mut stopped: watch::
             Ok(e) => e,
             Err(e) => return tracing::error!("pingsource {}/{}: {e}", plan.namespace, plan.name),
         };
-        if let Some((namespace, broker)) = &plan.broker {
-            if let Err(e) = dispatchers.append(namespace, broker, vec![event], Ttl::KeepOrDefault).await {
-                tracing::warn!("pingsource {}/{}: broker {namespace}/{broker}: {e}", plan.namespace, plan.name);
+        let Ok(sink) = &plan.sink else { return };
+        let url = match &sink.target {
+            Target::Log(log) => {
+                if let Err(e) = dispatchers.append_to(log, vec![event], Ttl::KeepOrDefault).await {
+                    tracing::warn!("pingsource {}/{}: {}: {e}", plan.namespace, plan.name, log.describe());
+                }
+                continue;
             }
-            continue;
-        }
-        match dispatchers.post(&plan.sink_url, &event, false, Some(PING_TIMEOUT)).await.0 {
+            Target::Http(url) => url,
+        };
+        match dispatchers.post(url, &event, false, Some(PING_TIMEOUT), false).await.0 {
             Outcome::Status(code, _) if (200..300).contains(&code) => {}
             Outcome::Status(code, _) => {
                 tracing::warn!("pingsource {}/{}: sink answered {code}", plan.namespace, plan.name)

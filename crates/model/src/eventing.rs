@@ -167,23 +167,7 @@ pub fn validate_trigger(trigger: &Trigger) -> Result<(), ValidationError> {
     if let Err(m) = validate_name(&trigger.spec.broker, 63) {
         errors.push(FieldError { field: "spec.broker".into(), message: m });
     }
-    let subscriber = &trigger.spec.subscriber;
-    match (&subscriber.reference, &subscriber.uri) {
-        (None, None) => errors.push(FieldError { field: "spec.subscriber".into(), message: "give ref or uri".into() }),
-        (Some(r), _) if r.kind != "Service" && r.kind != "Broker" => errors.push(FieldError {
-            field: "spec.subscriber.ref.kind".into(),
-            message: format!("{:?} is not supported; reference a Service or a Broker", r.kind),
-        }),
-        (_, Some(uri))
-            if subscriber.reference.is_none() && !(uri.starts_with("http://") || uri.starts_with("https://")) =>
-        {
-            errors.push(FieldError {
-                field: "spec.subscriber.uri".into(),
-                message: format!("{uri:?} must be an absolute http(s) URL"),
-            })
-        }
-        _ => {}
-    }
+    crate::messaging::check_destination_shape(&trigger.spec.subscriber, "spec.subscriber", &mut errors);
     result(errors)
 }
 
@@ -231,9 +215,7 @@ pub fn validate_ping_source(source: &PingSource) -> Result<(), ValidationError> 
         errors
             .push(FieldError { field: "spec.dataBase64".into(), message: "give data or dataBase64, not both".into() });
     }
-    if source.spec.sink.reference.is_none() && source.spec.sink.uri.is_none() {
-        errors.push(FieldError { field: "spec.sink".into(), message: "give ref or uri".into() });
-    }
+    crate::messaging::check_destination_shape(&source.spec.sink, "spec.sink", &mut errors);
     result(errors)
 }
 

@@ -1,5 +1,5 @@
 //! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker`, `Trigger`,
-//! `PingSource` and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
+//! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel` and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
 //! paths), naming rules, the derived values every other crate agrees on (revision names,
 //! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
 //! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
@@ -11,6 +11,7 @@ pub mod autoscaling;
 mod config_data;
 mod eventing;
 mod expand;
+mod messaging;
 mod meta;
 mod resource;
 mod service;
@@ -28,7 +29,15 @@ pub use eventing::{
     validate_trigger,
 };
 pub use expand::{expand_environment, expand_references};
-pub use meta::{Condition, ConditionStatus, ObjectMeta, TemplateMeta};
+pub use messaging::{
+    Addressee, Channel, ChannelSpec, ChannelStatus, ChannelTemplate, FLOWS_API_VERSION, FlowStatus, InMemoryChannel,
+    MAX_FLOW_NAME, MAX_FLOW_PARTS, MESSAGING_API_VERSION, Parallel, ParallelBranch, ParallelSpec, PhysicalSubscription,
+    Sequence, SequenceSpec, SequenceStep, SubscriberSpec, SubscriberStatus, Subscription, SubscriptionSpec,
+    SubscriptionStatus, check_destination_shape, classify, destination_warnings, parallel_branch_channel,
+    parallel_branch_subscription, parallel_filter_subscription, parallel_ingress, sequence_channel,
+    sequence_subscription, validate_channel, validate_parallel, validate_sequence, validate_subscription,
+};
+pub use meta::{Condition, ConditionStatus, ObjectMeta, OwnerReference, TemplateMeta};
 pub use resource::{Column, KindInfo, Resource, api_group, builtin_kinds, configuration_info, route_info};
 pub use service::{
     Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,

@@ -25,6 +25,30 @@ pub struct ObjectMeta {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The objects this one belongs to (a flow's channels and subscriptions name the flow):
+    /// it is made and removed with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// An owner of an object (Kubernetes' `ownerReferences[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<bool>,
+}
+
+impl ObjectMeta {
+    /// Whether an object of `kind` named `name` owns this one.
+    pub fn is_owned_by(&self, kind: &str, name: &str) -> bool {
+        self.owner_references.iter().any(|o| o.kind == kind && o.name == name)
+    }
 }
 
 /// Metadata of a revision template (`spec.template.metadata`).

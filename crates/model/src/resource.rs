@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use crate::meta::{Condition, ObjectMeta};
 use crate::validate::ValidationError;
-use crate::{Broker, ConfigMap, PingSource, Revision, Secret, Service, Trigger};
+use crate::{
+    Broker, Channel, ConfigMap, InMemoryChannel, Parallel, PingSource, Revision, Secret, Sequence, Service,
+    Subscription, Trigger,
+};
 
 /// A kind of Kubernetes-shaped object serval stores: `apiVersion`, `kind`, `metadata`,
 /// usually `spec` and `status`.
@@ -236,6 +239,11 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Broker::info(),
         Trigger::info(),
         PingSource::info(),
+        Channel::info(),
+        InMemoryChannel::info(),
+        Subscription::info(),
+        Sequence::info(),
+        Parallel::info(),
         Secret::info(),
         ConfigMap::info(),
     ]
@@ -273,9 +281,7 @@ impl Resource for Broker {
         &self.status.conditions
     }
     fn columns() -> Vec<Column> {
-        let mut columns = vec![Column::new("URL", "status.address.url")];
-        columns.extend(Column::readiness());
-        columns
+        address_columns()
     }
     fn apply_order() -> u8 {
         1
@@ -294,7 +300,8 @@ impl Resource for Trigger {
         &mut self.metadata
     }
     fn validate(&self) -> Result<Vec<String>, ValidationError> {
-        crate::validate_trigger(self).map(|()| Vec::new())
+        crate::validate_trigger(self)
+            .map(|()| crate::destination_warnings([("spec.subscriber".to_string(), &self.spec.subscriber)]))
     }
     fn conditions(&self) -> &[Condition] {
         &self.status.conditions
@@ -302,15 +309,7 @@ impl Resource for Trigger {
     fn columns() -> Vec<Column> {
         let mut columns = vec![Column::new("BROKER", "spec.broker"), Column::new("SUBSCRIBER", "status.subscriberUri")];
         columns.extend(Column::readiness());
-        for (name, field) in [
-            ("PENDING", "pending"),
-            ("RETRYING", "retrying"),
-            ("DELIVERED", "delivered"),
-            ("DEAD-LETTERED", "deadLettered"),
-            ("DROPPED", "dropped"),
-        ] {
-            columns.push(Column::new(name, &format!("status.delivery.{field}")));
-        }
+        columns.extend(delivery_columns());
         columns
     }
 }
@@ -327,7 +326,8 @@ impl Resource for PingSource {
         &mut self.metadata
     }
     fn validate(&self) -> Result<Vec<String>, ValidationError> {
-        crate::validate_ping_source(self).map(|()| Vec::new())
+        crate::validate_ping_source(self)
+            .map(|()| crate::destination_warnings([("spec.sink".to_string(), &self.spec.sink)]))
     }
     fn conditions(&self) -> &[Condition] {
         &self.status.conditions
@@ -336,6 +336,160 @@ impl Resource for PingSource {
         let mut columns = vec![Column::new("SCHEDULE", "spec.schedule"), Column::new("SINK", "status.subscriberUri")];
         columns.extend(Column::readiness());
         columns
+    }
+}
+
+/// URL, READY and REASON: the table of addressable kinds.
+fn address_columns() -> Vec<Column> {
+    let mut columns = vec![Column::new("URL", "status.address.url")];
+    columns.extend(Column::readiness());
+    columns
+}
+
+/// The delivery counters of a trigger or subscription (`status.delivery`).
+fn delivery_columns() -> Vec<Column> {
+    [
+        ("PENDING", "pending"),
+        ("RETRYING", "retrying"),
+        ("DELIVERED", "delivered"),
+        ("DEAD-LETTERED", "deadLettered"),
+        ("DROPPED", "dropped"),
+    ]
+    .into_iter()
+    .map(|(name, field)| Column::new(name, &format!("status.delivery.{field}")))
+    .collect()
+}
+
+impl Resource for Channel {
+    const KIND: &'static str = "Channel";
+    const API_VERSION: &'static str = crate::MESSAGING_API_VERSION;
+    const PLURAL: &'static str = "channels";
+    const SHORT_NAMES: &'static [&'static str] = &["ch"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_channel(self, Self::KIND).map(|()| Vec::new())
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+    fn columns() -> Vec<Column> {
+        address_columns()
+    }
+    fn apply_order() -> u8 {
+        1
+    }
+}
+
+impl Resource for InMemoryChannel {
+    const KIND: &'static str = "InMemoryChannel";
+    const API_VERSION: &'static str = crate::MESSAGING_API_VERSION;
+    const PLURAL: &'static str = "inmemorychannels";
+    const SHORT_NAMES: &'static [&'static str] = &["imc"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_channel(&self.0, Self::KIND).map(|()| Vec::new())
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.0.status.conditions
+    }
+    fn columns() -> Vec<Column> {
+        address_columns()
+    }
+    fn apply_order() -> u8 {
+        1
+    }
+}
+
+impl Resource for Subscription {
+    const KIND: &'static str = "Subscription";
+    const API_VERSION: &'static str = crate::MESSAGING_API_VERSION;
+    const PLURAL: &'static str = "subscriptions";
+    const SHORT_NAMES: &'static [&'static str] = &["sub"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_subscription(self).map(|()| crate::destination_warnings(self.destinations()))
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+    fn columns() -> Vec<Column> {
+        let mut columns = vec![
+            Column::new("CHANNEL", "spec.channel.name"),
+            Column::new("SUBSCRIBER", "status.physicalSubscription.subscriberUri"),
+            Column::new("REPLY", "status.physicalSubscription.replyUri"),
+        ];
+        columns.extend(Column::readiness());
+        columns.extend(delivery_columns());
+        columns
+    }
+}
+
+impl Resource for Sequence {
+    const KIND: &'static str = "Sequence";
+    const API_VERSION: &'static str = crate::FLOWS_API_VERSION;
+    const PLURAL: &'static str = "sequences";
+    const SHORT_NAMES: &'static [&'static str] = &["seq"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_sequence(self).map(|()| crate::destination_warnings(self.destinations()))
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+    fn columns() -> Vec<Column> {
+        address_columns()
+    }
+    fn apply_order() -> u8 {
+        1
+    }
+}
+
+impl Resource for Parallel {
+    const KIND: &'static str = "Parallel";
+    const API_VERSION: &'static str = crate::FLOWS_API_VERSION;
+    const PLURAL: &'static str = "parallels";
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_parallel(self).map(|()| crate::destination_warnings(self.destinations()))
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+    fn columns() -> Vec<Column> {
+        address_columns()
+    }
+    fn apply_order() -> u8 {
+        1
     }
 }
 

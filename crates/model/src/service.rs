@@ -519,6 +519,7 @@ impl Revision {
                 creation_timestamp: created.into(),
                 labels,
                 annotations: revision_annotations,
+                owner_references: Vec::new(),
             },
             spec: service.spec.template.spec.clone(),
             status: RevisionStatus::default(),

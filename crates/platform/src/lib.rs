@@ -136,9 +136,11 @@ pub async fn run_with(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    use serval_dispatch::ingress::{Ingress, LogKind};
     let gateway = Arc::new(
         Gateway::new(routes, metrics.gateway.clone())
-            .ingress(serval_dispatch::ingress::PREFIX, serval_dispatch::ingress::Ingress::new(dispatchers.clone())),
+            .ingress(LogKind::Broker.prefix(), Ingress::new(dispatchers.clone(), LogKind::Broker))
+            .ingress(LogKind::Channel.prefix(), Ingress::new(dispatchers.clone(), LogKind::Channel)),
     );
     dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));
     let gateway = tokio::spawn(serval_gateway::serve(

@@ -8,33 +8,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{Server, echo_bin, serval_bin, skip, stop_gracefully};
-
-const KNATIVE_DOCS: &str = "knative-docs";
-
-/// The Knative documentation samples, or `None` (after saying so) when they are missing.
-fn knative_docs() -> Option<PathBuf> {
-    let found = match std::env::var_os("SERVAL_CONFORMANCE_DIR") {
-        Some(dir) => Some(PathBuf::from(dir).join(KNATIVE_DOCS)).filter(|d| d.is_dir()),
-        None => {
-            // Read at run time: a test binary reused from a shared target directory may have
-            // been built in another checkout.
-            let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-            crate_dir.ancestors().map(|d| d.join("shared/conformance").join(KNATIVE_DOCS)).find(|d| d.is_dir())
-        }
-    };
-    if found.is_none() {
-        let required = std::env::var("SERVAL_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1");
-        assert!(!required, "SERVAL_REQUIRE_CONFORMANCE=1 but ../shared/conformance/{KNATIVE_DOCS} was not found");
-        skip("the Knative documentation samples (shared/conformance/knative-docs) were not found");
-    }
-    found
-}
+use support::{Server, echo_bin, knative_docs, serval_bin, stop_gracefully};
 
 /// Runs the CLI with no server to find: commands that must not need one.
 fn serval_alone(args: &[&str]) -> Output {
@@ -111,6 +89,7 @@ fn apply_runs_the_knative_kinds_of_a_sample_and_skips_its_kubernetes_kinds() {
             r#"warning: document 1: namespace "knative-samples" is created implicitly"#,
             r#"warning: document 3: skipped apps/v1 Deployment "helloworld-python" (serval does not run Kubernetes workloads; deploy a Knative Service instead)"#,
             r#"warning: document 4: skipped v1 Service "helloworld-python" (serval does not run Kubernetes workloads; deploy a Knative Service instead)"#,
+            r#"warning: spec.subscriber.ref: Kubernetes v1 Service "helloworld-python" is taken as the serval Service of that name"#,
         ],
         "{err}"
     );
@@ -123,18 +102,31 @@ fn apply_runs_the_knative_kinds_of_a_sample_and_skips_its_kubernetes_kinds() {
 #[test]
 fn apply_refuses_every_unsupported_knative_kind_at_once_and_applies_nothing() {
     let Some(docs) = knative_docs() else { return };
+    // A Knative sample (an ApiServerSource, which is skipped, channels and Kubernetes kinds)
+    // with Knative kinds serval does not take appended.
     let example = docs.join("docs/versioned/eventing/troubleshooting/example.yaml");
-    let out = serval_alone(&["apply", "-f", path(&example)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("example.yaml");
+    let sample = std::fs::read_to_string(&example).expect("read the sample");
+    std::fs::write(
+        &file,
+        format!(
+            "{sample}\n---\napiVersion: messaging.knative.dev/v1\nkind: KafkaChannel\nmetadata:\n  name: kafka\n\
+             ---\napiVersion: serving.knative.dev/v1\nkind: Configuration\nmetadata:\n  name: conf\n"
+        ),
+    )
+    .expect("write");
+    let out = serval_alone(&["apply", "-f", path(&file)]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     for refused in [
-        r#"document 2: sources.knative.dev/v1 ApiServerSource "src" is not supported by serval yet"#,
-        r#"document 3: messaging.knative.dev/v1 InMemoryChannel "chan" is not supported by serval yet"#,
-        r#"document 4: messaging.knative.dev/v1 Subscription "sub" is not supported by serval yet"#,
+        r#"messaging.knative.dev/v1 KafkaChannel "kafka" is not supported by serval yet"#,
+        r#"serving.knative.dev/v1 Configuration "conf""#,
     ] {
         assert!(err.contains(refused), "{refused:?} missing from {err}");
     }
+    assert!(!err.contains("ApiServerSource"), "an ApiServerSource is skipped, not refused: {err}");
     assert!(!err.contains("Deployment"), "Kubernetes kinds are not errors: {err}");
 
     // With a server: a file that mixes a supported kind with unsupported ones writes nothing.
@@ -143,12 +135,12 @@ fn apply_refuses_every_unsupported_knative_kind_at_once_and_applies_nothing() {
     std::fs::write(
         &file,
         "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: kept-out\n---\n\
-         apiVersion: flows.knative.dev/v1\nkind: Sequence\nmetadata:\n  name: seq\n---\n\
+         apiVersion: messaging.knative.dev/v1\nkind: KafkaChannel\nmetadata:\n  name: kafka\n---\n\
          apiVersion: serving.knative.dev/v1\nkind: Configuration\nmetadata:\n  name: conf\n",
     )
     .expect("write");
     let err = server.fails(&["apply", "-f", path(&file)]);
-    assert!(err.contains(r#"document 2: flows.knative.dev/v1 Sequence "seq""#), "{err}");
+    assert!(err.contains(r#"document 2: messaging.knative.dev/v1 KafkaChannel "kafka""#), "{err}");
     assert!(err.contains(r#"document 3: serving.knative.dev/v1 Configuration "conf""#), "{err}");
     assert!(server.ok(&["broker", "list", "-o", "json"]).contains(r#""items": []"#), "nothing applied");
 }

@@ -46,7 +46,7 @@ impl Controller {
         let plans = sources
             .iter()
             .filter_map(|s| {
-                let plan = serval_dispatch::sources::ping_plan(s, &gateway).ok()?;
+                let plan = serval_dispatch::sources::ping_plan(s, &gateway).ok().filter(|p| p.sink.is_ok())?;
                 Some((plan, serde_json::to_string(&s.spec).unwrap_or_default()))
             })
             .collect();
@@ -95,13 +95,13 @@ impl Reconciler<Trigger> for Controller {
     fn admit(&self, trigger: &mut Trigger, previous: Option<&Trigger>) -> Result<Vec<WriteOp>, ControlError> {
         let namespace = trigger.metadata.namespace.clone();
         let broker: Option<Broker> = self.store.get(Broker::KIND, &namespace, &trigger.spec.broker)?;
-        let plan = serval_dispatch::delivery::plan(
+        let plan = serval_dispatch::delivery::trigger_plan(
             trigger,
             broker.as_ref().and_then(|b| b.spec.delivery.as_ref()),
             &self.gateway_url(),
         )?;
         trigger.status = previous.map(|o| o.status.clone()).unwrap_or_default();
-        trigger.status.subscriber_uri = Some(plan.subscriber.clone());
+        trigger.status.subscriber_uri = plan.subscriber_url().map(str::to_string);
         let ready = self.trigger_readiness(trigger);
         Condition::set(&mut trigger.status.conditions, ready, &now_rfc3339());
         Ok(match previous {
@@ -125,7 +125,9 @@ impl Reconciler<Trigger> for Controller {
 
     /// With its live delivery counts (`status.delivery`).
     fn view(&self, trigger: Trigger) -> serde_json::Value {
-        let status = self.dispatchers.status(&trigger.metadata.namespace, &trigger.metadata.name, &trigger.spec.broker);
+        let (namespace, name) = (&trigger.metadata.namespace, &trigger.metadata.name);
+        let status =
+            self.dispatchers.status(&trigger_consumer(namespace, name), &broker_log(namespace, &trigger.spec.broker));
         let mut view = serde_json::to_value(trigger).unwrap_or_default();
         view["status"]["delivery"] = serde_json::to_value(status).unwrap_or_default();
         view
@@ -136,7 +138,7 @@ impl Reconciler<Trigger> for Controller {
 impl Reconciler<PingSource> for Controller {
     fn admit(&self, source: &mut PingSource, _previous: Option<&PingSource>) -> Result<Vec<WriteOp>, ControlError> {
         let plan = serval_dispatch::sources::ping_plan(source, &self.gateway_url())?;
-        source.status.subscriber_uri = Some(plan.sink.clone());
+        source.status.subscriber_uri = plan.sink.as_ref().ok().map(|s| s.url.clone());
         let ready = self.ping_source_readiness(source);
         Condition::set(&mut source.status.conditions, ready, &now_rfc3339());
         Ok(Vec::new())

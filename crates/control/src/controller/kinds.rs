@@ -1,5 +1,5 @@
-//! The built-in kinds as the API serves them: Brokers, Triggers, PingSources and
-//! ConfigMaps through the generic store path with the controller as their reconciler;
+//! The built-in kinds as the API serves them: Brokers, Triggers, PingSources, Channels,
+//! InMemoryChannels, Subscriptions, Sequences, Parallels and ConfigMaps through the generic store path with the controller as their reconciler;
 //! Services, Secrets and the read-only Revisions, Configurations and Routes through their
 //! own [`KindApi`]s.
 
@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use serval_model::{Broker, ConfigMap, KindInfo, PingSource, Resource, Revision, Secret, Service, Trigger};
+use serval_model::{
+    Broker, Channel, ConfigMap, InMemoryChannel, KindInfo, Parallel, PingSource, Resource, Revision, Secret, Sequence,
+    Service, Subscription, Trigger,
+};
 
 use super::Controller;
 use crate::ControlError;
@@ -32,6 +35,11 @@ pub fn builtin_kinds(controller: &Arc<Controller>) -> Vec<Arc<dyn KindApi>> {
         Stored::<Broker, _>::new(&context, controller.clone()),
         Stored::<Trigger, _>::new(&context, controller.clone()),
         Stored::<PingSource, _>::new(&context, controller.clone()),
+        Stored::<Channel, _>::new(&context, controller.clone()),
+        Stored::<InMemoryChannel, _>::new(&context, controller.clone()),
+        Stored::<Subscription, _>::new(&context, controller.clone()),
+        Stored::<Sequence, _>::new(&context, controller.clone()),
+        Stored::<Parallel, _>::new(&context, controller.clone()),
         Arc::new(Secrets { info: Secret::info(), controller: controller.clone() }),
         Stored::<ConfigMap, _>::new(&context, controller.clone()),
     ]

@@ -1,8 +1,11 @@
-//! Whether the destinations of triggers and ping sources exist: a `ref` to a missing
-//! Service or Broker, or to a kind serval cannot deliver to, makes the referrer
-//! `Ready=False` until it appears, and a deleted one makes it not ready again.
+//! Whether the destinations of triggers, ping sources, subscriptions and flows exist: a
+//! `ref` to a missing Service, Broker, Channel or flow, or to a kind serval cannot deliver
+//! to, makes the referrer `Ready=False` until it appears, and a deleted one makes it not
+//! ready again.
 
-use serval_model::{Broker, Condition, ConditionStatus, Destination, PingSource, Resource, Service, Trigger};
+use serval_model::{
+    Broker, Condition, ConditionStatus, Destination, Parallel, PingSource, Resource, Sequence, Subscription, Trigger,
+};
 use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
@@ -16,28 +19,22 @@ fn holds(conditions: &[Condition], wanted: &Condition) -> bool {
 }
 
 impl Controller {
-    /// `Ok` when `dest` can receive events now; else why not.
-    fn check_destination(&self, dest: &Destination, namespace: &str) -> Result<(), String> {
-        let Some(r) = &dest.reference else { return Ok(()) };
-        let ns = r.namespace.as_deref().unwrap_or(namespace);
-        let exists = match (r.api_version.as_str(), r.kind.as_str()) {
-            ("" | serval_model::EVENTING_API_VERSION, "Broker") => {
-                self.store.get::<Broker>(Broker::KIND, ns, &r.name).map(|b| b.is_some())
+    /// `Ok` when `dest` can receive events now (what it names exists; a URL always can);
+    /// else why not.
+    pub(super) fn check_destination(&self, dest: &Destination, namespace: &str) -> Result<(), String> {
+        let addressee = serval_model::classify(dest, namespace)?;
+        let Some((kind, ns, name)) = addressee.object() else { return Ok(()) };
+        let exists = match kind {
+            // A Channel and an InMemoryChannel of one name are one channel.
+            "Channel" | "InMemoryChannel" => {
+                Ok(serval_dispatch::plan::stored_channel(self.store.as_ref(), ns, name).is_some())
             }
-            // A Kubernetes `v1` Service names the workload behind it; serval's Services are both.
-            ("" | serval_model::SERVING_API_VERSION | "v1", "Service") => {
-                self.store.get::<Service>(Service::KIND, ns, &r.name).map(|s| s.is_some())
-            }
-            (api, kind) => {
-                return Err(format!(
-                    "{kind} ({api}) is not a kind serval delivers to; use a Service, a Broker or a uri"
-                ));
-            }
+            kind => self.store.get_document(kind, ns, name).map(|d| d.is_some()),
         };
         match exists {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!("{} {ns}/{} does not exist", r.kind.to_lowercase(), r.name)),
-            Err(e) => Err(format!("cannot read {} {ns}/{}: {e}", r.kind.to_lowercase(), r.name)),
+            Ok(false) => Err(format!("{kind} {ns}/{name} does not exist")),
+            Err(e) => Err(format!("cannot read {kind} {ns}/{name}: {e}")),
         }
     }
 
@@ -80,6 +77,30 @@ impl Controller {
             if !holds(&source.status.conditions, &ready) {
                 Condition::set(&mut source.status.conditions, ready, &now);
                 ops.push(WriteOp::put(PingSource::KIND, &source.metadata.namespace, &source.metadata.name, &source)?);
+            }
+        }
+        for mut subscription in self.store.list::<Subscription>(Subscription::KIND, namespace)? {
+            let ready = self.subscription_readiness(&subscription);
+            if !holds(&subscription.status.conditions, &ready) {
+                Condition::set(&mut subscription.status.conditions, ready, &now);
+                let (ns, name) = (&subscription.metadata.namespace, &subscription.metadata.name);
+                ops.push(WriteOp::put(Subscription::KIND, ns, name, &subscription)?);
+            }
+        }
+        for mut sequence in self.store.list::<Sequence>(Sequence::KIND, namespace)? {
+            let ready = self.sequence_readiness(&sequence);
+            if !holds(&sequence.status.conditions, &ready) {
+                Condition::set(&mut sequence.status.conditions, ready, &now);
+                let (ns, name) = (&sequence.metadata.namespace, &sequence.metadata.name);
+                ops.push(WriteOp::put(Sequence::KIND, ns, name, &sequence)?);
+            }
+        }
+        for mut parallel in self.store.list::<Parallel>(Parallel::KIND, namespace)? {
+            let ready = self.parallel_readiness(&parallel);
+            if !holds(&parallel.status.conditions, &ready) {
+                Condition::set(&mut parallel.status.conditions, ready, &now);
+                let (ns, name) = (&parallel.metadata.namespace, &parallel.metadata.name);
+                ops.push(WriteOp::put(Parallel::KIND, ns, name, &parallel)?);
             }
         }
         if !ops.is_empty() {

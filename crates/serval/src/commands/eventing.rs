@@ -162,21 +162,9 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
             if !api_filters.is_empty() {
                 spec["filters"] = json!(api_filters);
             }
-            let mut delivery = serde_json::Map::new();
-            if let Some(r) = retry {
-                delivery.insert("retry".into(), json!(r));
-            }
-            if let Some(p) = backoff_policy {
-                delivery.insert("backoffPolicy".into(), json!(p));
-            }
-            if let Some(d) = backoff_delay {
-                delivery.insert("backoffDelay".into(), json!(d));
-            }
-            if let Some(d) = dead_letter_sink {
-                delivery.insert("deadLetterSink".into(), json!({ "uri": d }));
-            }
-            if !delivery.is_empty() {
-                spec["delivery"] = Value::Object(delivery);
+            let dead_letter_sink = dead_letter_sink.map(|d| json!({ "uri": d }));
+            if let Some(delivery) = super::delivery_spec(retry, backoff_policy, backoff_delay, dead_letter_sink) {
+                spec["delivery"] = delivery;
             }
             let mut metadata = json!({ "name": name, "namespace": namespace });
             if let Some(n) = concurrency {

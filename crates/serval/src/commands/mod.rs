@@ -5,6 +5,7 @@ mod config_data;
 mod demo;
 mod dev;
 mod eventing;
+mod flows;
 mod image;
 mod init;
 mod invoke;
@@ -13,6 +14,7 @@ mod server;
 
 use anyhow::Result;
 use clap::Subcommand;
+use serde_json::{Value, json};
 
 use crate::Global;
 use crate::output::Format;
@@ -51,6 +53,18 @@ pub enum Command {
     /// Triggers: deliver a broker's matching events to a subscriber (create, get, list, delete).
     #[command(subcommand)]
     Trigger(eventing::TriggerCommand),
+    /// Channels: an address whose events go to every subscription (create, get, list, delete).
+    #[command(subcommand)]
+    Channel(flows::ChannelCommand),
+    /// Subscriptions: deliver a channel's events to a subscriber (create, get, list, delete).
+    #[command(subcommand)]
+    Subscription(flows::SubscriptionCommand),
+    /// Sequences: pass each event through steps in order (create, get, list, delete).
+    #[command(subcommand)]
+    Sequence(flows::SequenceCommand),
+    /// Parallels: send each event to filtered branches at once (create, get, list, delete).
+    #[command(subcommand)]
+    Parallel(flows::ParallelCommand),
     /// Event sources: `serval source ping create|list|delete`.
     #[command(subcommand)]
     Source(eventing::SourceCommand),
@@ -90,6 +104,30 @@ pub struct ReadOpts {
     pub output: Format,
 }
 
+/// A Knative `delivery` block (retries, backoff, dead-letter sink), or `None` when no part
+/// of it is given; shared by triggers and subscriptions.
+pub(crate) fn delivery_spec(
+    retry: Option<u32>,
+    backoff_policy: Option<String>,
+    backoff_delay: Option<String>,
+    dead_letter_sink: Option<Value>,
+) -> Option<Value> {
+    let mut delivery = serde_json::Map::new();
+    if let Some(r) = retry {
+        delivery.insert("retry".into(), json!(r));
+    }
+    if let Some(p) = backoff_policy {
+        delivery.insert("backoffPolicy".into(), json!(p));
+    }
+    if let Some(d) = backoff_delay {
+        delivery.insert("backoffDelay".into(), json!(d));
+    }
+    if let Some(d) = dead_letter_sink {
+        delivery.insert("deadLetterSink".into(), d);
+    }
+    (!delivery.is_empty()).then_some(Value::Object(delivery))
+}
+
 pub async fn run(command: Command, global: Global) -> Result<()> {
     match command {
         Command::Server(a) => server::run(a, global).await,
@@ -112,6 +150,10 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Event(c) => eventing::event(c, global).await,
         Command::Trigger(c) => eventing::trigger(c, global).await,
         Command::Source(c) => eventing::source(c, global).await,
+        Command::Channel(c) => flows::channel(c, global).await,
+        Command::Subscription(c) => flows::subscription(c, global).await,
+        Command::Sequence(c) => flows::sequence(c, global).await,
+        Command::Parallel(c) => flows::parallel(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
         Command::Completion { shell } => {

@@ -282,6 +282,91 @@ pub struct ApplyArgs {
     /// Return without waiting for services to become ready.
     #[arg(long)]
     pub no_wait: bool,
+    /// Run an image's containers as a command on this machine instead (repeatable): every
+    /// container of a Knative Service in the file whose `image` is exactly IMAGE loses its
+    /// image and gets CMD, split into words like a shell would, as its `command`; its `args`
+    /// and `env` stay. The command must listen on 127.0.0.1 at `$PORT` (`$PORT` and `${PORT}`
+    /// in CMD become `$(PORT)`), e.g. --image-map 'ghcr.io/acme/api:1=python3 app.py'.
+    #[arg(long = "image-map", value_name = "IMAGE=CMD")]
+    pub image_maps: Vec<String>,
+    /// Read --image-map entries from a file of IMAGE=CMD lines (blank lines and lines
+    /// starting with `#` are skipped); --image-map flags override its entries.
+    #[arg(long, value_name = "FILE")]
+    pub image_map_file: Option<std::path::PathBuf>,
+}
+
+/// One `--image-map`: the containers of `image` run `command` on the host instead.
+#[derive(Debug, PartialEq)]
+struct ImageMap {
+    image: String,
+    command: Vec<String>,
+}
+
+/// `IMAGE=CMD`, CMD split into words; `origin` names the flag (or file line) in errors.
+fn parse_image_map(origin: &str, text: &str) -> Result<ImageMap> {
+    let Some((image, cmd)) = text.split_once('=') else { bail!("{origin} {text:?} must look like IMAGE=CMD") };
+    let image = image.trim();
+    if image.is_empty() {
+        bail!("{origin} {text:?} names no image: it must look like IMAGE=CMD");
+    }
+    let words =
+        shell_words::split(cmd).with_context(|| format!("{origin} {text:?}: CMD cannot be split into words"))?;
+    if words.is_empty() {
+        bail!("{origin} {text:?} has an empty CMD: it must look like IMAGE=CMD");
+    }
+    Ok(ImageMap { image: image.to_string(), command: words.iter().map(|w| port_references(w)).collect() })
+}
+
+/// The mappings of `--image-map-file` (its name and text) and then of the `--image-map`
+/// flags; a later mapping of an image replaces an earlier one.
+fn image_maps(flags: &[String], file: Option<(&str, &str)>) -> Result<Vec<ImageMap>> {
+    let mut maps: Vec<ImageMap> = Vec::new();
+    let mut add = |map: ImageMap| {
+        maps.retain(|m| m.image != map.image);
+        maps.push(map);
+    };
+    if let Some((name, text)) = file {
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            add(parse_image_map(&format!("--image-map-file {name}: line {}:", number + 1), line)?);
+        }
+    }
+    for flag in flags {
+        add(parse_image_map("--image-map", flag)?);
+    }
+    Ok(maps)
+}
+
+/// Rewrites the containers of the Knative Services among `docs` that run a mapped image so
+/// that they run the mapping's command as a process; returns a warning for each mapping
+/// that matched no container.
+fn map_images<'a>(docs: impl IntoIterator<Item = &'a mut Value>, maps: &[ImageMap]) -> Vec<String> {
+    let mut matched = vec![false; maps.len()];
+    for doc in docs {
+        let service = api_group(doc["apiVersion"].as_str().unwrap_or_default()) == "serving.knative.dev"
+            && doc["kind"] == "Service";
+        if !service {
+            continue;
+        }
+        // `pointer_mut`, not indexing: indexing a missing field would insert it as null.
+        let containers = doc.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut);
+        let Some(containers) = containers else { continue };
+        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
+            let Some(at) = maps.iter().position(|m| m.image == image) else { continue };
+            matched[at] = true;
+            container.remove("image");
+            container.insert("command".into(), json!(maps[at].command));
+        }
+    }
+    maps.iter()
+        .zip(matched)
+        .filter(|(_, matched)| !matched)
+        .map(|(m, _)| format!("--image-map {} matched no container", m.image))
+        .collect()
 }
 
 /// One document of an `apply`, and where it stands for messages.
@@ -383,6 +468,9 @@ fn plan(doc: &Value, catalog: &Catalog) -> Plan {
                 "kind Route is not applied: serval derives routes from the Service; put this traffic block under the Service `{service}`'s spec.traffic"
             ))
         }
+        ("sources.knative.dev", "ApiServerSource") => {
+            Plan::Skip(format!("skipped {what} (serval has no Kubernetes API server to watch)"))
+        }
         (group, _) if group.ends_with("knative.dev") || group.ends_with("serval.dev") => {
             match catalog.kinds.iter().find(|k| k.kind == kind && k.group() == group) {
                 Some(info) if !info.writable => Plan::Refuse(format!(
@@ -403,10 +491,20 @@ fn plan(doc: &Value, catalog: &Catalog) -> Plan {
 }
 
 pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
-    let docs = read_documents(&args.file)?;
+    let map_file = match &args.image_map_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --image-map-file {}", file.display()))?;
+            Some((file.display().to_string(), text))
+        }
+        None => None,
+    };
+    let maps = image_maps(&args.image_maps, map_file.as_ref().map(|(name, text)| (name.as_str(), text.as_str())))?;
+    let mut docs = read_documents(&args.file)?;
     if docs.is_empty() {
         bail!("{} holds no resources", args.file);
     }
+    let unmatched = map_images(docs.iter_mut().map(|d| &mut d.value), &maps);
     // Without a server, a file is still checked against serval's own kinds.
     let client = Client::from_global(&global);
     let catalog = match &client {
@@ -425,6 +523,7 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
         bail!("{}: nothing applied: {}", args.file, refused.join("; "));
     }
     print_warnings(&skipped);
+    print_warnings(&unmatched);
     if writes.is_empty() {
         bail!("{} holds no resource that serval runs", args.file);
     }
@@ -489,6 +588,25 @@ fn table_for(info: &KindInfo) -> Box<dyn FnOnce(&Value) -> comfy_table::Table + 
     }
 }
 
+/// Prints one object of a kind the server serves (`name`), or its collection in `namespace`,
+/// as `get` and `list` do.
+pub(super) async fn show(
+    client: &Client,
+    kind: &str,
+    namespace: &str,
+    name: Option<&str>,
+    format: output::Format,
+) -> Result<()> {
+    let catalog = Catalog::fetch(client).await?;
+    let kind = catalog.find(kind)?;
+    let collection = format!("/api/v1/namespaces/{namespace}/{}", kind.plural);
+    let path = match name {
+        Some(name) => format!("{collection}/{name}"),
+        None => collection,
+    };
+    output::print(&client.get(&path).await?, format, table_for(kind))
+}
+
 /// `[KIND] NAME` words: a kind and a name, or a Service's name.
 fn kind_and_name<'a>(words: &'a [String], catalog: &'a Catalog) -> Result<(&'a KindInfo, &'a str)> {
     match words {
@@ -501,7 +619,8 @@ fn kind_and_name<'a>(words: &'a [String], catalog: &'a Catalog) -> Result<(&'a K
 #[derive(clap::Args)]
 pub struct GetArgs {
     /// `KIND NAME` (service, revision, configuration, route, broker, trigger, pingsource,
-    /// secret, configmap; plurals and short names too), or just `NAME` for a service.
+    /// channel, inmemorychannel, subscription, sequence, parallel, secret, configmap; any kind
+    /// the server serves, plurals and short names too), or just `NAME` for a service.
     #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
     pub words: Vec<String>,
     /// Namespace of the resource.
@@ -604,8 +723,8 @@ pub async fn list(args: ListArgs, global: Global) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
-    /// `KIND NAME` (service, broker, trigger, pingsource, secret, configmap), or just `NAME`
-    /// for a service.
+    /// `KIND NAME` (service, broker, trigger, pingsource, channel, subscription, sequence,
+    /// parallel, secret, configmap; any kind the server writes), or just `NAME` for a service.
     #[arg(num_args = 1..=2, required = true, value_name = "[KIND] NAME")]
     pub words: Vec<String>,
     /// Namespace of the resource.
@@ -830,7 +949,10 @@ mod tests {
     use clap::Parser;
     use serde_json::json;
 
-    use super::{TrafficArgs, build_traffic, parse_env_file, port_references};
+    use super::{
+        Catalog, ImageMap, Plan, TrafficArgs, build_traffic, image_maps, map_images, parse_env_file, plan,
+        port_references,
+    };
 
     #[test]
     fn port_references_become_kubernetes_ones() {
@@ -877,5 +999,95 @@ mod tests {
         assert_eq!(pairs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
         let err = parse_env_file("A=1\nnonsense\n").expect_err("no =");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    fn service(name: &str, containers: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": { "name": name },
+            "spec": { "template": { "spec": { "containers": containers } } }
+        })
+    }
+
+    #[test]
+    fn image_maps_run_matching_containers_as_processes() {
+        let maps = image_maps(&["ghcr.io/acme/api:1=python3 app.py --port $PORT".to_string()], None).expect("maps");
+        let mut docs = vec![
+            service(
+                "api",
+                json!([{
+                    "image": "ghcr.io/acme/api:1", "args": ["--verbose"],
+                    "env": [{ "name": "MODE", "value": "dev" }]
+                }]),
+            ),
+            service("other", json!([{ "image": "ghcr.io/acme/api:10" }])),
+            // Not a Knative Service: left alone.
+            json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+                    "spec": { "template": { "spec": { "containers": [{ "image": "ghcr.io/acme/api:1" }] } } } }),
+        ];
+        let warnings = map_images(&mut docs, &maps);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            docs[0]["spec"]["template"]["spec"]["containers"][0],
+            json!({
+                "command": ["python3", "app.py", "--port", "$(PORT)"], "args": ["--verbose"],
+                "env": [{ "name": "MODE", "value": "dev" }]
+            })
+        );
+        assert_eq!(docs[1]["spec"]["template"]["spec"]["containers"][0], json!({ "image": "ghcr.io/acme/api:10" }));
+        assert_eq!(docs[2]["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/acme/api:1");
+    }
+
+    #[test]
+    fn an_image_map_that_matches_nothing_warns() {
+        let maps = image_maps(&["a:1=run-a".to_string(), "b:1=run-b".to_string()], None).expect("maps");
+        let mut docs = vec![service("a", json!([{ "image": "a:1" }]))];
+        assert_eq!(map_images(&mut docs, &maps), vec!["--image-map b:1 matched no container".to_string()]);
+    }
+
+    #[test]
+    fn image_map_files_skip_comments_and_flags_override_them() {
+        let file = "# local builds\n\nweb:1 = ./web --listen '127.0.0.1:${PORT}'\nworker:2=./worker\n";
+        let maps = image_maps(&["worker:2=./worker --fast".to_string()], Some(("maps.txt", file))).expect("maps");
+        let command = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            maps,
+            vec![
+                ImageMap { image: "web:1".into(), command: command(&["./web", "--listen", "127.0.0.1:$(PORT)"]) },
+                ImageMap { image: "worker:2".into(), command: command(&["./worker", "--fast"]) },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_image_maps_are_one_line_errors() {
+        for (flag, expected) in [
+            ("no-equals", r#"--image-map "no-equals" must look like IMAGE=CMD"#),
+            ("=cmd", r#"--image-map "=cmd" names no image"#),
+            ("img=", r#"--image-map "img=" has an empty CMD"#),
+            ("img=run 'open", r#"--image-map "img=run 'open": CMD cannot be split into words"#),
+        ] {
+            let err = format!("{:#}", image_maps(&[flag.to_string()], None).expect_err(flag));
+            assert!(err.starts_with(expected), "{flag:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = image_maps(&[], Some(("maps.txt", "# x\nok=run\nbroken\n"))).expect_err("line 3").to_string();
+        assert!(err.starts_with(r#"--image-map-file maps.txt: line 3: "broken" must look like IMAGE=CMD"#), "{err}");
+    }
+
+    #[test]
+    fn api_server_sources_are_skipped_not_refused() {
+        let doc = json!({
+            "apiVersion": "sources.knative.dev/v1", "kind": "ApiServerSource", "metadata": { "name": "src" }
+        });
+        assert_eq!(
+            plan(&doc, &Catalog::builtin()),
+            Plan::Skip(
+                r#"skipped sources.knative.dev/v1 ApiServerSource "src" (serval has no Kubernetes API server to watch)"#
+                    .into()
+            )
+        );
+        let kafka =
+            json!({ "apiVersion": "messaging.knative.dev/v1", "kind": "KafkaChannel", "metadata": { "name": "k" } });
+        assert!(matches!(plan(&kafka, &Catalog::builtin()), Plan::Refuse(_)));
     }
 }

@@ -222,7 +222,13 @@ impl Subscriber {
 
     /// A subscriber that takes `delay` to answer each request.
     pub async fn start_slow(script: Vec<Answer>, delay: Duration) -> Subscriber {
-        Subscriber::serve(script, delay, None).await
+        Subscriber::serve(script, delay, None, None).await
+    }
+
+    /// A subscriber that answers each event (after its script) with the event itself in
+    /// binary mode, `suffix` appended to its data: a step of a flow.
+    pub async fn start_echo(script: Vec<Answer>, suffix: &str) -> Subscriber {
+        Subscriber::serve(script, Duration::ZERO, None, Some(suffix.to_string())).await
     }
 
     /// A subscriber on `https://localhost:PORT/` with a self-signed certificate for
@@ -236,10 +242,15 @@ impl Subscriber {
             .with_single_cert(vec![certified.cert.der().clone()], key)
             .expect("TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-        (Subscriber::serve(script, Duration::ZERO, Some(acceptor)).await, certified.cert.pem())
+        (Subscriber::serve(script, Duration::ZERO, Some(acceptor), None).await, certified.cert.pem())
     }
 
-    async fn serve(script: Vec<Answer>, delay: Duration, tls: Option<tokio_rustls::TlsAcceptor>) -> Subscriber {
+    async fn serve(
+        script: Vec<Answer>,
+        delay: Duration,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        echo: Option<String>,
+    ) -> Subscriber {
         let concurrency =
             std::sync::Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)));
         let counted = concurrency.clone();
@@ -255,7 +266,13 @@ impl Subscriber {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let answerer = Answerer { log: log.clone(), script: script.clone(), counted: counted.clone(), delay };
+                let answerer = Answerer {
+                    log: log.clone(),
+                    script: script.clone(),
+                    counted: counted.clone(),
+                    delay,
+                    echo: echo.clone(),
+                };
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
@@ -288,6 +305,8 @@ struct Answerer {
     script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Answer>>>,
     counted: std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>,
     delay: Duration,
+    /// Answer with the event, this appended to its data, once the script is done.
+    echo: Option<String>,
 }
 
 impl Answerer {
@@ -320,19 +339,28 @@ impl Answerer {
             data.extend_from_slice(&buf[..n]);
         }
         let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-        let headers = head
+        let headers: std::collections::HashMap<String, String> = head
             .lines()
             .skip(1)
             .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
             .collect();
         let body = data[head_end..(head_end + length).min(data.len())].to_vec();
+        let echoed = self.echo.as_ref().map(|suffix| {
+            let mut fields: Vec<(String, String)> = headers
+                .iter()
+                .filter(|(k, _)| k.starts_with("ce-") || *k == "content-type")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            fields.sort();
+            (200, fields, format!("{}{suffix}", String::from_utf8_lossy(&body)))
+        });
         self.log.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
         let now = self.counted.0.fetch_add(1, SeqCst) + 1;
         self.counted.1.fetch_max(now, SeqCst);
         tokio::time::sleep(self.delay).await;
         self.counted.0.fetch_sub(1, SeqCst);
         let (status, extra, reply) =
-            self.script.lock().expect("lock").pop_front().unwrap_or((200, Vec::new(), String::new()));
+            self.script.lock().expect("lock").pop_front().or(echoed).unwrap_or((200, Vec::new(), String::new()));
         let mut response = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.len());
         for (k, v) in extra {
             response.push_str(&format!("{k}: {v}\r\n"));
@@ -348,4 +376,27 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// This crate's directory, read at run time: a test binary reused from a shared target
+/// directory may have been built in another checkout.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// The Knative documentation samples (`../shared/conformance/knative-docs/`, found by
+/// walking up from this crate, or under `SERVAL_CONFORMANCE_DIR`), or `None` (after saying
+/// so) when they are missing; under `SERVAL_REQUIRE_CONFORMANCE=1` that is a failure.
+pub fn knative_docs() -> Option<PathBuf> {
+    const KNATIVE_DOCS: &str = "knative-docs";
+    let found = match std::env::var_os("SERVAL_CONFORMANCE_DIR") {
+        Some(dir) => Some(PathBuf::from(dir).join(KNATIVE_DOCS)).filter(|d| d.is_dir()),
+        None => crate_dir().ancestors().map(|d| d.join("shared/conformance").join(KNATIVE_DOCS)).find(|d| d.is_dir()),
+    };
+    if found.is_none() {
+        let required = std::env::var("SERVAL_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1");
+        assert!(!required, "SERVAL_REQUIRE_CONFORMANCE=1 but ../shared/conformance/{KNATIVE_DOCS} was not found");
+        skip("the Knative documentation samples (shared/conformance/knative-docs) were not found");
+    }
+    found
 }
