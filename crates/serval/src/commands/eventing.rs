@@ -199,13 +199,23 @@ pub async fn trigger(command: TriggerCommand, global: Global) -> Result<()> {
     }
 }
 
+/// The `status.address.url` of the object at `path`.
+async fn address(client: &Client, path: &str) -> Result<String> {
+    let object = client.get(path).await?;
+    object["status"]["address"]["url"].as_str().map(str::to_string).context("it has no address (status.address.url)")
+}
+
 #[derive(clap::Subcommand)]
 pub enum EventCommand {
-    /// Send a CloudEvent (binary mode) to a broker's ingress.
+    /// Send a CloudEvent (binary mode) to a broker's ingress, or to a channel's or flow's.
     Send {
         /// The broker to send to.
-        #[arg(long)]
-        broker: String,
+        #[arg(long, required_unless_present = "to", conflicts_with = "to")]
+        broker: Option<String>,
+        /// Where to send it instead of a broker: KIND:NAME of a channel, imc, sequence or
+        /// parallel (or broker), or an http(s):// URL.
+        #[arg(long, value_name = "DEST")]
+        to: Option<String>,
         /// The event's `type` attribute, e.g. com.example.order.created.
         #[arg(long = "type")]
         event_type: String,
@@ -283,11 +293,25 @@ fn fresh_id() -> String {
 pub async fn event(command: EventCommand, global: Global) -> Result<()> {
     let client = Client::from_global(&global)?;
     match command {
-        EventCommand::Send { broker, event_type, source, id, data, content_type, extensions, namespace } => {
-            let url = client.get(&broker_path(&namespace, &broker)).await?["status"]["address"]["url"]
-                .as_str()
-                .map(str::to_string)
-                .context("the broker has no address")?;
+        EventCommand::Send { broker, to, event_type, source, id, data, content_type, extensions, namespace } => {
+            let (url, target) = match (broker, to) {
+                (Some(broker), _) => {
+                    (address(&client, &broker_path(&namespace, &broker)).await?, format!("{namespace}/{broker}"))
+                }
+                (None, Some(to)) => {
+                    let dest = super::flows::parse_destination("--to", &to)?;
+                    match (dest["uri"].as_str(), dest["ref"]["kind"].as_str(), dest["ref"]["name"].as_str()) {
+                        (Some(url), None, _) => (url.to_string(), to.clone()),
+                        (_, Some(kind), Some(name)) => {
+                            let plural = format!("{}s", kind.to_lowercase());
+                            let path = format!("/api/v1/namespaces/{namespace}/{plural}/{name}");
+                            (address(&client, &path).await?, to.clone())
+                        }
+                        _ => bail!("--to {to:?} names nothing that takes events"),
+                    }
+                }
+                (None, None) => bail!("give --broker or --to"),
+            };
             let body =
                 match data.as_deref().map(|d| d.strip_prefix('@').map_or(Ok(d.as_bytes().to_vec()), std::fs::read)) {
                     Some(read) => read.context("cannot read the data file")?,
@@ -316,7 +340,7 @@ pub async fn event(command: EventCommand, global: Global) -> Result<()> {
                     .unwrap_or(text);
                 bail!("{message} ({})", status.as_u16());
             }
-            eprintln!("event accepted by {namespace}/{broker}");
+            eprintln!("event accepted by {target}");
             Ok(())
         }
         EventCommand::Tail { broker, follow, namespace } => {
