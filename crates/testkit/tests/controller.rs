@@ -218,3 +218,72 @@ async fn instances_served_in_process_take_requests_and_events() {
     assert_eq!(delivered.headers.get("ce-id").and_then(|v| v.to_str().ok()), Some("e-1"));
     assert_eq!(&delivered.body[..], b"payload");
 }
+
+fn sequence(steps: &[&str]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| json!({ "ref": { "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": s } }))
+        .collect();
+    json!({ "apiVersion": "flows.knative.dev/v1", "kind": "Sequence",
+        "metadata": { "name": "seq", "namespace": "default" }, "spec": { "steps": steps } })
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_sequence_owns_its_parts_is_ready_with_its_steps_and_delivers_to_the_first() {
+    // Instances in process record what they are sent.
+    let platform = InProcess::start_on(FakeRuntime::in_process(), |_| {}, Default::default()).await;
+    let (status, body) = platform.put("sequences", &sequence(&["first", "second"])).await;
+    assert_eq!(status, 201, "{body}");
+    let seq = platform.wait_for("sequences", "default", "seq", |s| ready(s) == Some("False")).await;
+    assert_eq!(reason(&seq), "DestinationNotReady", "{seq:#}");
+    let message = seq["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("spec.steps[0]: Service default/first does not exist"), "{seq:#}");
+    let (_, subscriptions) = platform.get("/api/v1/namespaces/default/subscriptions").await;
+    assert_eq!(names(&subscriptions), ["seq-kn-sequence-0", "seq-kn-sequence-1"]);
+
+    // The steps appear: the Sequence and its subscriptions become ready by themselves.
+    platform.put("services", &service("first", "app", "1")).await;
+    platform.put("services", &service("second", "app", "1")).await;
+    platform.wait_for("sequences", "default", "seq", |s| ready(s) == Some("True")).await;
+    platform.wait_for("subscriptions", "default", "seq-kn-sequence-1", |s| ready(s) == Some("True")).await;
+
+    // An event at its address reaches the first step through the data plane in process.
+    let url = format!("{}/c/default/seq-kn-sequence-0", platform.gateway);
+    let accepted = reqwest::Client::new()
+        .post(&url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "in-process-1")
+        .header("ce-type", "t")
+        .header("ce-source", "/s")
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(accepted.status().as_u16(), 202);
+    let seen = platform.runtime.wait_for_requests("first-00001", Duration::from_secs(20), 1).await;
+    let seen = seen.expect("the first step got the event");
+    let delivery = seen.iter().find(|r| r.method == "POST").expect("the delivery");
+    assert_eq!(delivery.headers.get("ce-id").and_then(|v| v.to_str().ok()), Some("in-process-1"));
+    assert_eq!(delivery.headers.get("prefer").and_then(|v| v.to_str().ok()), Some("reply"));
+
+    // One step fewer drops its parts; deleting the Sequence removes the rest.
+    let (status, _) = platform.put("sequences", &sequence(&["first"])).await;
+    assert_eq!(status, 200);
+    let (_, channels) = platform.get("/api/v1/namespaces/default/inmemorychannels").await;
+    assert_eq!(names(&channels), ["seq-kn-sequence-0"]);
+    let (status, _) = platform.delete("sequences", "default", "seq").await;
+    assert_eq!(status, 200);
+    let (_, subscriptions) = platform.get("/api/v1/namespaces/default/subscriptions").await;
+    assert!(names(&subscriptions).is_empty(), "{subscriptions:#}");
+}
