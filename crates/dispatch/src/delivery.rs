@@ -25,8 +25,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::DispatchError;
 pub use crate::plan::{
-    LogRef, Plan, Resolved, broker_log, channel_log, plans, resolve, subscription_consumer, subscription_plan,
-    trigger_consumer, trigger_plan,
+    LogRef, Plan, Resolved, broker_log, channel_log, existing_logs, plans, resolve, subscription_consumer,
+    subscription_plan, trigger_consumer, trigger_plan,
 };
 use crate::plan::{Reply, Target};
 use crate::supervisor::{Supervisor, Wanted};
@@ -164,6 +164,9 @@ pub struct Dispatchers {
     /// What each running dispatcher has done, by trigger.
     counts: Mutex<HashMap<String, Arc<Counts>>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The ids of the logs that exist (brokers', channels'), as of the last [`Self::sync`]:
+    /// an append checks it instead of reading the store.
+    logs: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl Dispatchers {
@@ -177,6 +180,7 @@ impl Dispatchers {
             running: Supervisor::default(),
             counts: Mutex::new(HashMap::new()),
             wakers: Mutex::new(HashMap::new()),
+            logs: Default::default(),
         })
     }
 
@@ -200,8 +204,10 @@ impl Dispatchers {
     }
 
     /// Makes the running dispatchers match `plans`: starts new ones, restarts changed ones
-    /// (from their stored cursor), stops those whose trigger is gone.
-    pub fn sync(self: &Arc<Self>, plans: Vec<(Plan, String)>) {
+    /// (from their stored cursor), stops those whose trigger or subscription is gone; and
+    /// takes `logs` (see [`existing_logs`]) as the logs appends may go into.
+    pub fn sync(self: &Arc<Self>, plans: Vec<(Plan, String)>, logs: std::collections::HashSet<String>) {
+        *self.logs.write().unwrap_or_else(|p| p.into_inner()) = logs;
         let wanted: Vec<Wanted<Plan>> = plans
             .into_iter()
             .map(|(plan, fingerprint)| Wanted { key: plan.consumer.clone(), fingerprint, plan })
@@ -568,11 +574,11 @@ impl Dispatchers {
     /// sources). Events entering a broker are stamped with the time of arrival and their
     /// `knativebrokerttl`; a channel takes them as they are.
     pub async fn append_to(&self, log: &LogRef, events: Vec<CloudEvent>, ttl: Ttl) -> Result<(), DispatchError> {
-        if !log.exists(self.store.as_ref())? {
+        let id = log.id();
+        if !self.logs.read().unwrap_or_else(|p| p.into_inner()).contains(&id) {
             let kind = if matches!(log, LogRef::Broker { .. }) { Broker::KIND } else { Channel::KIND };
             return Err(DispatchError::NotFound { kind, namespace: log.namespace().into(), name: log.name().into() });
         }
-        let id = log.id();
         let arrival = matches!(log, LogRef::Broker { .. })
             .then(|| humantime::format_rfc3339_micros(SystemTime::now()).to_string());
         let mut ops = Vec::with_capacity(events.len());

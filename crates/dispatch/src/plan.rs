@@ -4,6 +4,7 @@
 //! ([`resolve`]): serval's own brokers, channels and flows are logs appended to in process,
 //! Services and URLs are HTTP targets.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serval_eventing::{CompiledFilter, DeliverySpec, RetryPolicy, SubscriptionsApiFilter, TriggerFilter};
@@ -49,22 +50,26 @@ impl LogRef {
         }
     }
 
-    /// Whether it exists in `store` (a channel as a Channel or an InMemoryChannel).
-    pub fn exists(&self, store: &dyn Storage) -> Result<bool, DispatchError> {
-        Ok(match self {
-            LogRef::Broker { namespace, name } => store.get_document(Broker::KIND, namespace, name)?.is_some(),
-            LogRef::Channel { namespace, name } => {
-                store.get_document(Channel::KIND, namespace, name)?.is_some()
-                    || store.get_document(InMemoryChannel::KIND, namespace, name)?.is_some()
-            }
-        })
-    }
-
     /// "broker ns/name" or "channel ns/name".
     pub fn describe(&self) -> String {
         let kind = if matches!(self, LogRef::Broker { .. }) { "broker" } else { "channel" };
         format!("{kind} {}/{}", self.namespace(), self.name())
     }
+}
+
+/// The ids of the logs that exist: every broker's, and every channel's (a Channel or an
+/// InMemoryChannel).
+pub fn existing_logs(store: &dyn Storage) -> Result<HashSet<String>, DispatchError> {
+    let mut logs = HashSet::new();
+    for broker in store.list::<Broker>(Broker::KIND, None)? {
+        logs.insert(broker_log(&broker.metadata.namespace, &broker.metadata.name));
+    }
+    for kind in [Channel::KIND, InMemoryChannel::KIND] {
+        for channel in store.list::<Channel>(kind, None)? {
+            logs.insert(channel_log(&channel.metadata.namespace, &channel.metadata.name));
+        }
+    }
+    Ok(logs)
 }
 
 /// The id of a broker's event log in the store.

@@ -36,7 +36,12 @@ impl Controller {
 
     /// Makes the trigger dispatchers match the stored triggers.
     pub(super) fn sync_dispatchers(&self) {
-        self.dispatchers.sync(serval_dispatch::delivery::plans(self.store.as_ref(), &self.gateway_url()));
+        use serval_dispatch::delivery::{existing_logs, plans};
+        let logs = existing_logs(self.store.as_ref()).unwrap_or_else(|e| {
+            tracing::error!("listing the brokers and channels: {e}");
+            Default::default()
+        });
+        self.dispatchers.sync(plans(self.store.as_ref(), &self.gateway_url()), logs);
     }
 
     /// Makes the running ping sources match the stored ones.
