@@ -141,12 +141,13 @@ impl ServalServer {
     /// CPU time (user + system) the server process has used so far.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.child.id())).unwrap_or_default();
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().filter_map(|f| f.parse().ok()).collect())
-            .unwrap_or_default();
-        // utime and stime (fields 14 and 15 of the line), in clock ticks of 10 ms.
-        let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+        // After the command's closing parenthesis: state (field 3), ppid, … utime and stime
+        // (fields 14 and 15), in clock ticks of 10 ms. Counted by position: some fields
+        // (tpgid) can be negative.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = field(14) + field(15);
         Duration::from_millis(ticks * 10)
     }
 }
