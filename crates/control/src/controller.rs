@@ -32,6 +32,7 @@ mod eventing;
 mod flows;
 mod kinds;
 mod references;
+mod sources;
 
 pub use kinds::builtin_kinds;
 
@@ -94,7 +95,7 @@ pub struct Controller {
     metrics: Arc<PlatformMetrics>,
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
-    sources: serval_dispatch::sources::Sources,
+    sources: Arc<serval_dispatch::sources::Sources>,
     sealer: Sealer,
 }
 
@@ -122,7 +123,7 @@ pub struct Parts {
 impl Controller {
     pub fn new(config: ControlConfig, addrs: BoundAddrs, parts: Parts) -> Arc<Controller> {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
-        let sources = serval_dispatch::sources::Sources::new(dispatchers.clone());
+        let sources = Arc::new(serval_dispatch::sources::Sources::new(dispatchers.clone(), store.clone()));
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
         Arc::new(Controller {
             config,
@@ -158,6 +159,11 @@ impl Controller {
         after: Option<i64>,
     ) -> Result<(Vec<serval_store::WatchEvent>, serval_store::Watcher), serval_store::TooOld> {
         self.store.watch(kind, namespace, after)
+    }
+
+    /// The running event sources (the gateway's webhook ingress asks them).
+    pub fn sources(&self) -> Arc<serval_dispatch::sources::Sources> {
+        self.sources.clone()
     }
 
     pub fn config(&self) -> &ControlConfig {

@@ -157,6 +157,10 @@ pub struct UpstreamConn<B: RequestBody = ProxyBody> {
     received: Arc<AtomicBool>,
     /// The connection finished (closed or failed); it must not be polled or reused.
     done: bool,
+    /// The last response said the peer closes the connection after it (`Connection:
+    /// close`, or HTTP/1.0 without keep-alive): never reused, though hyper may not have
+    /// seen the close yet when the body ends.
+    closing: bool,
     idle_since: Instant,
 }
 
@@ -253,7 +257,7 @@ impl<B: RequestBody> Reusable for Box<UpstreamConn<B>> {
         self.idle_since = at;
     }
     fn is_open(&self) -> bool {
-        !self.done && !self.sender.is_closed()
+        !self.done && !self.closing && !self.sender.is_closed()
     }
 }
 
@@ -358,7 +362,7 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
         let received = Arc::new(AtomicBool::new(false));
         let socket = Socket { stream, received: received.clone() };
         let (sender, conn) = http1::handshake(TokioIo::new(socket)).await.map_err(UpstreamError::Http)?;
-        Ok(Box::new(UpstreamConn { sender, conn, received, done: false, idle_since: Instant::now() }))
+        Ok(Box::new(UpstreamConn { sender, conn, received, done: false, closing: false, idle_since: Instant::now() }))
     }
 }
 
@@ -418,7 +422,10 @@ impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
             let unanswered = !upstream.received.load(Ordering::Relaxed);
             let mut same_again = || again.take().filter(|_| unanswered).map(|head| head.map(|()| B::default()));
             match outcome {
-                Some(Ok(resp)) => return Ok((resp, upstream)),
+                Some(Ok(resp)) => {
+                    upstream.closing = peer_closes(&resp);
+                    return Ok((resp, upstream));
+                }
                 Some(Err(mut failed)) => match failed.take_message() {
                     Some(unsent) if rewrite::may_retry(reused, Unanswered::NotSent, idempotent, false) => {
                         req = unsent;
@@ -442,6 +449,14 @@ impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
             }
         }
     }
+}
+
+/// Whether a response says its sender closes the connection after it.
+fn peer_closes<T>(resp: &hyper::Response<T>) -> bool {
+    let tokens: Vec<&str> =
+        rewrite::list_tokens(resp.headers().get_all(hyper::header::CONNECTION).iter().map(|v| v.as_bytes())).collect();
+    tokens.iter().any(|t| t.eq_ignore_ascii_case("close"))
+        || (resp.version() == hyper::Version::HTTP_10 && !tokens.iter().any(|t| t.eq_ignore_ascii_case("keep-alive")))
 }
 
 /// A copy of a request's method, target, version and fields (not its extensions).

@@ -15,6 +15,7 @@ mod messaging;
 mod meta;
 mod resource;
 mod service;
+mod sources;
 mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
@@ -44,6 +45,11 @@ pub use service::{
     ResourceRequirements, Revision, RevisionSpec, RevisionStatus, RevisionTemplate, RuntimeKind, SERVING_API_VERSION,
     SecurityContext, Service, ServiceSpec, ServiceStatus, TcpSocketAction, TrafficTarget, annotations, parse_cpu,
     parse_memory, revision_name,
+};
+pub use sources::{
+    CeOverrides, FileSource, FileSourceSpec, KAFKA_SOURCE_API_VERSION, KafkaSource, KafkaSourceSpec, MAX_SOURCE_LIST,
+    NatsSource, NatsSourceSpec, PostgresSource, PostgresSourceSpec, SERVAL_SOURCES_API_VERSION, Source, SourceSpec,
+    SourceStatus, WebhookSecret, WebhookSource, WebhookSourceSpec, validate_source,
 };
 pub use validate::{
     FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,

@@ -244,6 +244,10 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Subscription::info(),
         Sequence::info(),
         Parallel::info(),
+        crate::FileSource::info(),
+        crate::NatsSource::info(),
+        crate::PostgresSource::info(),
+        crate::WebhookSource::info(),
         Secret::info(),
         ConfigMap::info(),
     ]

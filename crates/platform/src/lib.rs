@@ -140,7 +140,11 @@ pub async fn run_with(
     let gateway = Arc::new(
         Gateway::new(routes, metrics.gateway.clone())
             .ingress(LogKind::Broker.prefix(), Ingress::new(dispatchers.clone(), LogKind::Broker))
-            .ingress(LogKind::Channel.prefix(), Ingress::new(dispatchers.clone(), LogKind::Channel)),
+            .ingress(LogKind::Channel.prefix(), Ingress::new(dispatchers.clone(), LogKind::Channel))
+            .ingress(
+                serval_dispatch::sources::webhook::PREFIX,
+                serval_dispatch::sources::webhook::WebhookIngress::new(controller.sources()),
+            ),
     );
     dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));
     let gateway = tokio::spawn(serval_gateway::serve(

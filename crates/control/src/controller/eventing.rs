@@ -44,20 +44,6 @@ impl Controller {
         self.dispatchers.sync(plans(self.store.as_ref(), &self.gateway_url()), logs);
     }
 
-    /// Makes the running ping sources match the stored ones.
-    pub(super) fn sync_sources(&self) {
-        let sources: Vec<PingSource> = self.store.list(PingSource::KIND, None).unwrap_or_default();
-        let gateway = self.gateway_url();
-        let plans = sources
-            .iter()
-            .filter_map(|s| {
-                let plan = serval_dispatch::sources::ping_plan(s, &gateway).ok().filter(|p| p.sink.is_ok())?;
-                Some((plan, serde_json::to_string(&s.spec).unwrap_or_default()))
-            })
-            .collect();
-        self.sources.sync(plans);
-    }
-
     /// Stops every source.
     pub fn stop_sources(&self) {
         self.sources.stop_all();
@@ -142,8 +128,8 @@ impl Reconciler<Trigger> for Controller {
 /// A PingSource's schedule and time zone are checked when it is written (a 422 otherwise).
 impl Reconciler<PingSource> for Controller {
     fn admit(&self, source: &mut PingSource, _previous: Option<&PingSource>) -> Result<Vec<WriteOp>, ControlError> {
-        let plan = serval_dispatch::sources::ping_plan(source, &self.gateway_url())?;
-        source.status.subscriber_uri = plan.sink.as_ref().ok().map(|s| s.url.clone());
+        let (_, sink) = serval_dispatch::sources::ping::ping_plan(source, &self.gateway_url())?;
+        source.status.subscriber_uri = sink.ok().map(|s| s.url);
         let ready = self.ping_source_readiness(source);
         Condition::set(&mut source.status.conditions, ready, &now_rfc3339());
         Ok(Vec::new())

@@ -40,6 +40,10 @@ pub fn builtin_kinds(controller: &Arc<Controller>) -> Vec<Arc<dyn KindApi>> {
         Stored::<Subscription, _>::new(&context, controller.clone()),
         Stored::<Sequence, _>::new(&context, controller.clone()),
         Stored::<Parallel, _>::new(&context, controller.clone()),
+        Stored::<serval_model::FileSource, _>::new(&context, controller.clone()),
+        Stored::<serval_model::NatsSource, _>::new(&context, controller.clone()),
+        Stored::<serval_model::PostgresSource, _>::new(&context, controller.clone()),
+        Stored::<serval_model::WebhookSource, _>::new(&context, controller.clone()),
         Arc::new(Secrets { info: Secret::info(), controller: controller.clone() }),
         Stored::<ConfigMap, _>::new(&context, controller.clone()),
     ]

@@ -369,6 +369,15 @@ pub enum SourceCommand {
     /// PingSources: events on a cron schedule.
     #[command(subcommand)]
     Ping(PingCommand),
+    /// FileSources: an event for each file written into a directory of the server's machine.
+    #[command(subcommand)]
+    File(super::sources::FileCommand),
+    /// NatsSources: the messages of a NATS JetStream stream.
+    #[command(subcommand)]
+    Nats(super::sources::NatsCommand),
+    /// PostgresSources: the row changes of PostgreSQL tables (logical replication).
+    #[command(subcommand)]
+    Postgres(super::sources::PostgresCommand),
 }
 
 #[derive(clap::Subcommand)]
@@ -421,8 +430,13 @@ pub enum PingCommand {
 }
 
 pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
+    let command = match command {
+        SourceCommand::Ping(command) => command,
+        SourceCommand::File(command) => return super::sources::file(command, global).await,
+        SourceCommand::Nats(command) => return super::sources::nats(command, global).await,
+        SourceCommand::Postgres(command) => return super::sources::postgres(command, global).await,
+    };
     let client = Client::from_global(&global)?;
-    let SourceCommand::Ping(command) = command;
     match command {
         PingCommand::Create { name, schedule, timezone, data, data_base64, content_type, sink, broker, namespace } => {
             let sink = match (sink, broker) {

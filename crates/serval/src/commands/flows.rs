@@ -13,15 +13,15 @@ const MESSAGING: &str = "messaging.knative.dev/v1";
 const FLOWS: &str = "flows.knative.dev/v1";
 
 /// The destination syntax of every `DEST` flag, for `--help`.
-const DEST_HELP: &str = "DEST is where events go: an absolute http:// or https:// URL; KIND:NAME[/PATH], \
+pub(super) const DEST_HELP: &str = "DEST is where events go: an absolute http:// or https:// URL; KIND:NAME[/PATH], \
 KIND one of service (or ksvc), broker, channel, imc (an InMemoryChannel), sequence, parallel, with PATH \
 appended to its address; or a bare NAME, a Service of the namespace.";
 
 /// A kind these commands write: where it is served and what it is called.
-struct Kind {
-    api_version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
+pub(super) struct Kind {
+    pub(super) api_version: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) plural: &'static str,
 }
 
 const CHANNEL: Kind = Kind { api_version: MESSAGING, kind: "Channel", plural: "channels" };
@@ -40,12 +40,12 @@ impl Kind {
         format!("/api/v1/namespaces/{namespace}/{}/{name}", self.plural)
     }
 
-    fn singular(&self) -> String {
+    pub(super) fn singular(&self) -> String {
         self.kind.to_lowercase()
     }
 
     /// PUTs `{apiVersion, kind, metadata, spec}`; returns the object the server wrote.
-    async fn write(&self, client: &Client, namespace: &str, name: &str, spec: Value) -> Result<Value> {
+    pub(super) async fn write(&self, client: &Client, namespace: &str, name: &str, spec: Value) -> Result<Value> {
         let manifest = json!({
             "apiVersion": self.api_version, "kind": self.kind,
             "metadata": { "name": name, "namespace": namespace }, "spec": spec
@@ -58,11 +58,17 @@ impl Kind {
     }
 
     /// `get` (with a name) or `list` (without), as the generic commands print them.
-    async fn show(&self, client: &Client, namespace: &str, name: Option<&str>, read: &ReadOpts) -> Result<()> {
+    pub(super) async fn show(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: Option<&str>,
+        read: &ReadOpts,
+    ) -> Result<()> {
         super::resources::show(client, self.plural, namespace, name, read.output).await
     }
 
-    async fn delete(&self, client: &Client, namespace: &str, name: &str) -> Result<()> {
+    pub(super) async fn delete(&self, client: &Client, namespace: &str, name: &str) -> Result<()> {
         client.delete(&self.path(namespace, name)).await?;
         eprintln!("{} {namespace}/{name} deleted", self.singular());
         Ok(())
