@@ -22,12 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use serval_bench::events::{HttpClient, batch_of, binary_event, http_client, post};
 use serval_bench::{ServalServer, Summary};
 
 /// Single-row transactions with fsync (WAL, synchronous=FULL): what a store without group
@@ -101,58 +100,6 @@ fn serve_sink(sink: Arc<Sink>) -> SocketAddr {
     addr
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn binary_event(url: &str, id: usize) -> Request<Full<Bytes>> {
-    Request::post(url)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", id.to_string())
-        .header("ce-type", "bench")
-        .header("ce-source", "/bench")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(format!(r#"{{"n":{id}}}"#))))
-        .expect("request")
-}
-
-fn batch_of(url: &str, ids: std::ops::Range<usize>) -> Request<Full<Bytes>> {
-    let events: Vec<serde_json::Value> = ids
-        .map(|id| {
-            serde_json::json!({"specversion": "1.0", "id": id.to_string(), "type": "bench", "source": "/bench",
-                "datacontenttype": "application/json", "data": {"n": id}})
-        })
-        .collect();
-    Request::post(url)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&events).expect("json"))))
-        .expect("request")
-}
-
-/// Sends a request, returns whether it was accepted (202).
-async fn post(client: &HttpClient, req: Request<Full<Bytes>>) -> bool {
-    match client.request(req).await {
-        Ok(resp) => {
-            let status = resp.status();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            if status != 202 {
-                report_failure(format!("{status}: {}", String::from_utf8_lossy(&body)));
-            }
-            status == 202
-        }
-        Err(e) => {
-            report_failure(format!("{e:?}"));
-            false
-        }
-    }
-}
-
-/// Prints the first few failed POSTs.
-fn report_failure(what: String) {
-    static FAILURES: AtomicU64 = AtomicU64::new(0);
-    if FAILURES.fetch_add(1, Ordering::Relaxed) < 3 {
-        eprintln!("POST failed: {what}");
-    }
-}
-
 /// Waits until the sink has received `target` events in total (or 120 s passed).
 async fn delivered_by(sink: &Sink, target: u64) -> Instant {
     let limit = Instant::now() + Duration::from_secs(120);
@@ -205,7 +152,7 @@ async fn throughput(
                 }
                 let ids = first + start..first + (start + per_post).min(events);
                 let n = ids.len() as u64;
-                let req = if per_post == 1 { binary_event(&url, ids.start) } else { batch_of(&url, ids) };
+                let req = if per_post == 1 { binary_event(&url, &ids.start.to_string()) } else { batch_of(&url, ids) };
                 if post(&client, req).await {
                     accepted.fetch_add(n, Ordering::Relaxed);
                 }
@@ -262,9 +209,7 @@ async fn main() {
         &concurrency.to_string(),
     ]);
     let url = format!("http://{}/b/default/bench", server.gateway);
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+    let client = http_client();
 
     println!("eventing: broker ingress -> SQLite (group commit) -> trigger -> subscriber (in this process)");
     println!("raw SQLite, one insert + fsync per event:    {raw:>7.0} events/s (baseline)");
@@ -295,7 +240,7 @@ async fn main() {
         sends.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let sent = epoch.elapsed();
-            let ok = post(&client, binary_event(&url, first + i)).await;
+            let ok = post(&client, binary_event(&url, &(first + i).to_string())).await;
             (sent, epoch.elapsed() - sent, ok)
         }));
     }

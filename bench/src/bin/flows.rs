@@ -39,9 +39,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use serval_bench::events::{HttpClient, batch_of, binary_event, http_client, post};
 use serval_bench::{ServalServer, Summary};
 
 const STEPS: usize = 3;
@@ -126,58 +125,6 @@ fn serve(sub: Arc<Subscriber>, echo: bool) -> SocketAddr {
         });
     });
     addr
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn binary_event(url: &str, id: &str) -> Request<Full<Bytes>> {
-    Request::post(url)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", id)
-        .header("ce-type", "bench")
-        .header("ce-source", "/bench")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(format!(r#"{{"n":"{id}"}}"#))))
-        .expect("request")
-}
-
-fn batch_of(url: &str, ids: std::ops::Range<usize>) -> Request<Full<Bytes>> {
-    let events: Vec<serde_json::Value> = ids
-        .map(|id| {
-            serde_json::json!({"specversion": "1.0", "id": id.to_string(), "type": "bench", "source": "/bench",
-                "datacontenttype": "application/json", "data": {"n": id}})
-        })
-        .collect();
-    Request::post(url)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&events).expect("json"))))
-        .expect("request")
-}
-
-/// Sends a request, returns whether it was accepted (202).
-async fn post(client: &HttpClient, req: Request<Full<Bytes>>) -> bool {
-    match client.request(req).await {
-        Ok(resp) => {
-            let status = resp.status();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            if status != 202 {
-                report_failure(format!("{status}: {}", String::from_utf8_lossy(&body)));
-            }
-            status == 202
-        }
-        Err(e) => {
-            report_failure(format!("{e:?}"));
-            false
-        }
-    }
-}
-
-/// Prints the first few failed POSTs.
-fn report_failure(what: String) {
-    static FAILURES: AtomicU64 = AtomicU64::new(0);
-    if FAILURES.fetch_add(1, Ordering::Relaxed) < 3 {
-        eprintln!("POST failed: {what}");
-    }
 }
 
 /// CPU time (user + system) of a process, by thread name: where the server's time goes.
@@ -459,9 +406,7 @@ async fn main() {
     let sequence_url = sequence_address(&server, "bench");
     assert_eq!(sequence_url, format!("http://{}/c/default/bench-kn-sequence-0", server.gateway));
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+    let client = http_client();
     let broker =
         Target { name: "broker -> trigger", url: format!("http://{}/b/default/base", server.gateway), last: sink };
     let seq = Target { name: "sequence, 3 steps", url: sequence_url, last: reply.clone() };
