@@ -1,13 +1,15 @@
 //! Dispatch: events from where they arrive to where they go.
 //!
-//! Owns: the broker ingress (`/b/<namespace>/<broker>`, registered on the gateway), the one
-//! append into brokers' logs (arrival time and TTL stamped, one durable commit), trigger
-//! dispatchers (log → filter → delivery with retries, dead letters and replies, cursors as
-//! the delivery window's watermark), log compaction, event sources (PingSource), and the
-//! [`Supervisor`](supervisor::Supervisor) that keeps one task per wanted dispatcher or
-//! source running.
+//! Owns: the ingress of brokers (`/b/<namespace>/<broker>`), channels (`/c/…`) and webhook
+//! sources (`/s/…`), registered on the gateway; the one append into logs (a broker's stamps
+//! arrival time and TTL; one durable commit); plans (triggers and subscriptions with their
+//! destinations resolved once); dispatchers (log → filter → delivery with retries, dead
+//! letters and replies, cursors as the delivery window's watermark); log compaction; event
+//! sources (ping, files, NATS, PostgreSQL, webhooks: positions advanced only after
+//! delivery); and the [`Supervisor`](supervisor::Supervisor) that keeps one task per wanted
+//! dispatcher or source running.
 //! Must not depend on: the control plane (reconcilers, runners, the API) or a runtime; it
-//! is given plans (what to run) and a store (`dyn Storage`), and reports counts.
+//! is given plans (what to run) and a store (`dyn Storage`), and reports counts and health.
 
 pub mod delivery;
 mod error;
