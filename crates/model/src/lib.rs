@@ -1,5 +1,6 @@
 //! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker`, `Trigger`,
-//! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel` and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
+//! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel`, the event sources
+//! (`FileSource`, `NatsSource`, `PostgresSource`, `WebhookSource`, `KafkaSource`) and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
 //! paths), naming rules, the derived values every other crate agrees on (revision names,
 //! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
 //! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
