@@ -245,6 +245,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Sequence::info(),
         Parallel::info(),
         crate::FileSource::info(),
+        crate::KafkaSource::info(),
         crate::NatsSource::info(),
         crate::PostgresSource::info(),
         crate::WebhookSource::info(),

@@ -354,7 +354,6 @@ source_resource!(KafkaSourceSpec, "KafkaSource", KAFKA_SOURCE_API_VERSION, "kafk
 source_resource!(NatsSourceSpec, "NatsSource", SERVAL_SOURCES_API_VERSION, "natssources");
 source_resource!(PostgresSourceSpec, "PostgresSource", SERVAL_SOURCES_API_VERSION, "postgressources");
 source_resource!(FileSourceSpec, "FileSource", SERVAL_SOURCES_API_VERSION, "filesources");
-// (KafkaSource's reconciler is not written yet.)
 source_resource!(WebhookSourceSpec, "WebhookSource", SERVAL_SOURCES_API_VERSION, "webhooksources");
 
 #[cfg(test)]

@@ -198,6 +198,7 @@ type AddPlans = fn(&Controller, &mut Vec<(SourcePlan, String)>);
 /// Every source kind beyond PingSource, each with its task builder.
 const SOURCE_KINDS: &[AddPlans] = &[
     |c, plans| c.source_plans(serval_dispatch::sources::file::task, plans),
+    |c, plans| c.source_plans(serval_dispatch::sources::kafka::task, plans),
     |c, plans| c.source_plans(serval_dispatch::sources::nats::task, plans),
     |c, plans| c.source_plans(serval_dispatch::sources::postgres::task, plans),
     |c, plans| c.webhook_plans(plans),
@@ -232,6 +233,7 @@ macro_rules! source_reconciler {
 source_reconciler!(serval_model::FileSourceSpec, serval_dispatch::sources::file::task);
 source_reconciler!(serval_model::NatsSourceSpec, serval_dispatch::sources::nats::task);
 source_reconciler!(serval_model::PostgresSourceSpec, serval_dispatch::sources::postgres::task);
+source_reconciler!(serval_model::KafkaSourceSpec, serval_dispatch::sources::kafka::task);
 
 /// A WebhookSource: its secret resolved when written (a 422 for an unknown Secret or key),
 /// its address in the status.

@@ -9,6 +9,7 @@
 //! control plane shows live in the source's status.
 
 pub mod file;
+pub mod kafka;
 pub mod nats;
 pub mod ping;
 pub mod postgres;
