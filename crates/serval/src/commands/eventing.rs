@@ -378,6 +378,12 @@ pub enum SourceCommand {
     /// PostgresSources: the row changes of PostgreSQL tables (logical replication).
     #[command(subcommand)]
     Postgres(super::sources::PostgresCommand),
+    /// KafkaSources: the records of Kafka topics.
+    #[command(subcommand)]
+    Kafka(super::sources::KafkaCommand),
+    /// WebhookSources: any POST to their address, as an event.
+    #[command(subcommand)]
+    Webhook(super::sources::WebhookCommand),
 }
 
 #[derive(clap::Subcommand)]
@@ -435,6 +441,8 @@ pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
         SourceCommand::File(command) => return super::sources::file(command, global).await,
         SourceCommand::Nats(command) => return super::sources::nats(command, global).await,
         SourceCommand::Postgres(command) => return super::sources::postgres(command, global).await,
+        SourceCommand::Kafka(command) => return super::sources::kafka(command, global).await,
+        SourceCommand::Webhook(command) => return super::sources::webhook(command, global).await,
     };
     let client = Client::from_global(&global)?;
     match command {

@@ -66,7 +66,7 @@ pub enum Command {
     /// Parallels: send each event to filtered branches at once (create, get, list, delete).
     #[command(subcommand)]
     Parallel(flows::ParallelCommand),
-    /// Event sources: `serval source ping|file|nats|postgres create|get|list|delete`.
+    /// Event sources: `serval source ping|file|nats|postgres|kafka|webhook create|get|list|delete`.
     #[command(subcommand)]
     Source(eventing::SourceCommand),
     /// Send CloudEvents to a broker, or tail what it accepted.

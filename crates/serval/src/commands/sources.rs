@@ -15,6 +15,10 @@ use crate::Global;
 use crate::client::Client;
 
 const FILE_SOURCE: Kind = Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "FileSource", plural: "filesources" };
+const KAFKA_SOURCE: Kind =
+    Kind { api_version: serval_model::KAFKA_SOURCE_API_VERSION, kind: "KafkaSource", plural: "kafkasources" };
+const WEBHOOK_SOURCE: Kind =
+    Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "WebhookSource", plural: "webhooksources" };
 const NATS_SOURCE: Kind = Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "NatsSource", plural: "natssources" };
 const POSTGRES_SOURCE: Kind =
     Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "PostgresSource", plural: "postgressources" };
@@ -126,6 +130,64 @@ pub struct NatsCreate {
     /// The durable consumer's name (created if missing; it keeps the position).
     #[arg(long)]
     consumer: String,
+    #[command(flatten)]
+    sink: SinkArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KafkaCommand {
+    /// Create (or update) a Kafka source (Knative's KafkaSource): the records of topics, every
+    /// partition in order, offsets kept by serval; prints the sink's URL.
+    #[command(after_help = DEST_HELP)]
+    Create(KafkaCreate),
+    #[command(flatten)]
+    Read(ReadCommand),
+}
+
+#[derive(clap::Args)]
+pub struct KafkaCreate {
+    /// Source name.
+    name: String,
+    /// A broker, host:port (repeatable; at least one).
+    #[arg(long = "bootstrap-server", value_name = "HOST:PORT", required = true)]
+    bootstrap_servers: Vec<String>,
+    /// A topic (repeatable; at least one).
+    #[arg(long = "topic", required = true)]
+    topics: Vec<String>,
+    /// The consumer group's name (Knative's field; serval keeps the offsets itself).
+    #[arg(long, default_value = "serval")]
+    consumer_group: String,
+    /// Where a partition without a stored offset starts.
+    #[arg(long, value_name = "earliest|latest")]
+    initial_offset: Option<String>,
+    #[command(flatten)]
+    sink: SinkArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum WebhookCommand {
+    /// Create (or update) a webhook source: any POST to its address (printed on stderr)
+    /// becomes an event; prints the sink's URL.
+    #[command(after_help = DEST_HELP)]
+    Create(WebhookCreate),
+    #[command(flatten)]
+    Read(ReadCommand),
+}
+
+#[derive(clap::Args)]
+pub struct WebhookCreate {
+    /// Source name.
+    name: String,
+    /// The events' type; `{header:Name}` in it is replaced by that request header.
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// A request header carried as an extension (repeatable).
+    #[arg(long = "header", value_name = "NAME")]
+    headers: Vec<String>,
+    /// The Secret (`NAME/KEY`) holding the HMAC-SHA256 key requests are signed with
+    /// (`X-Hub-Signature-256: sha256=<hex>`).
+    #[arg(long, value_name = "NAME/KEY")]
+    secret: Option<String>,
     #[command(flatten)]
     sink: SinkArgs,
 }
@@ -267,6 +329,48 @@ fn nats_spec(args: &NatsCreate) -> Result<Value> {
     with_sink(spec, &args.sink)
 }
 
+/// The spec of a KafkaSource.
+fn kafka_spec(args: &KafkaCreate) -> Result<Value> {
+    for server in &args.bootstrap_servers {
+        non_empty("--bootstrap-server", server)?;
+    }
+    for topic in &args.topics {
+        non_empty("--topic", topic)?;
+    }
+    non_empty("--consumer-group", &args.consumer_group)?;
+    let mut spec = json!({
+        "bootstrapServers": args.bootstrap_servers, "topics": args.topics, "consumerGroup": args.consumer_group
+    });
+    match args.initial_offset.as_deref() {
+        None => {}
+        Some(o @ ("earliest" | "latest")) => spec["initialOffset"] = json!(o),
+        Some(other) => bail!("--initial-offset {other:?} must be earliest or latest"),
+    }
+    with_sink(spec, &args.sink)
+}
+
+/// The spec of a WebhookSource.
+fn webhook_spec(args: &WebhookCreate) -> Result<Value> {
+    let mut spec = json!({});
+    if let Some(t) = &args.event_type {
+        non_empty("--type", t)?;
+        spec["type"] = json!(t);
+    }
+    for header in &args.headers {
+        non_empty("--header", header)?;
+    }
+    if !args.headers.is_empty() {
+        spec["headers"] = json!(args.headers);
+    }
+    if let Some(secret) = &args.secret {
+        let Some((name, key)) = secret.split_once('/').filter(|(n, k)| !n.is_empty() && !k.is_empty()) else {
+            bail!("--secret {secret:?} must look like NAME/KEY (a Secret and one of its keys)");
+        };
+        spec["secret"] = json!({ "secretKeyRef": { "name": name, "key": key } });
+    }
+    with_sink(spec, &args.sink)
+}
+
 /// The spec of a PostgresSource, and a warning when the connection URL holds a password;
 /// a relative `--password-file` is taken against `cwd`.
 fn postgres_spec(args: &PostgresCreate, cwd: &Path) -> Result<(Value, Option<String>)> {
@@ -348,6 +452,35 @@ pub async fn nats(command: NatsCommand, global: Global) -> Result<()> {
     }
 }
 
+pub async fn kafka(command: KafkaCommand, global: Global) -> Result<()> {
+    match command {
+        KafkaCommand::Create(args) => {
+            let spec = kafka_spec(&args)?;
+            create(&KAFKA_SOURCE, &global, &args.name, &args.sink.namespace, spec).await
+        }
+        KafkaCommand::Read(command) => read(&KAFKA_SOURCE, command, &global).await,
+    }
+}
+
+pub async fn webhook(command: WebhookCommand, global: Global) -> Result<()> {
+    match command {
+        WebhookCommand::Create(args) => {
+            let spec = webhook_spec(&args)?;
+            let client = Client::from_global(&global)?;
+            let written = WEBHOOK_SOURCE.write(&client, &args.sink.namespace, &args.name, spec).await?;
+            let (namespace, name) = (&args.sink.namespace, &args.name);
+            let (ready, reason, message) = crate::output::condition(&written, "Ready").unwrap_or(("Unknown", "", ""));
+            if ready != "True" {
+                eprintln!("webhooksource {namespace}/{name} is not ready: {reason}: {message}");
+            }
+            eprintln!("webhooks to {}", written["status"]["address"]["url"].as_str().unwrap_or(""));
+            println!("{}", written["status"]["sinkUri"].as_str().unwrap_or(""));
+            Ok(())
+        }
+        WebhookCommand::Read(command) => read(&WEBHOOK_SOURCE, command, &global).await,
+    }
+}
+
 pub async fn postgres(command: PostgresCommand, global: Global) -> Result<()> {
     match command {
         PostgresCommand::Create(args) => {
@@ -370,8 +503,9 @@ mod tests {
     use serval_model::{FileSource, NatsSource, PostgresSource, Resource};
 
     use super::{
-        FILE_SOURCE, FileCommand, Kind, NATS_SOURCE, NatsCommand, POSTGRES_SOURCE, PostgresCommand, ReadCommand,
-        file_spec, nats_spec, postgres_spec,
+        FILE_SOURCE, FileCommand, KAFKA_SOURCE, KafkaCommand, Kind, NATS_SOURCE, NatsCommand, POSTGRES_SOURCE,
+        PostgresCommand, ReadCommand, WEBHOOK_SOURCE, WebhookCommand, file_spec, kafka_spec, nats_spec, postgres_spec,
+        webhook_spec,
     };
 
     #[derive(Parser)]
@@ -628,5 +762,37 @@ mod tests {
             parse::<PostgresCommand>("delete rows -n x"),
             PostgresCommand::Read(ReadCommand::Delete { name, namespace }) if name == "rows" && namespace == "x"
         ));
+    }
+
+    #[test]
+    fn kafka_and_webhook_sources_are_what_the_server_takes() {
+        let spec = match parse::<KafkaCommand>(
+            "create orders --bootstrap-server 127.0.0.1:9092 --topic orders --topic refunds --initial-offset earliest \
+             --sink broker:default",
+        ) {
+            KafkaCommand::Create(args) => kafka_spec(&args).expect("spec"),
+            KafkaCommand::Read(_) => panic!("not create"),
+        };
+        assert_eq!(spec["topics"], json!(["orders", "refunds"]));
+        assert_eq!(spec["consumerGroup"], "serval");
+        let source: serval_model::KafkaSource =
+            serde_json::from_value(manifest(&KAFKA_SOURCE, "orders", spec)).expect("decodes");
+        source.validate().expect("valid for the server");
+        let spec = match parse::<WebhookCommand>(
+            "create github --type 'com.github.{header:X-GitHub-Event}' --header X-GitHub-Event \
+             --secret hook/token --sink http://127.0.0.1:9/",
+        ) {
+            WebhookCommand::Create(args) => webhook_spec(&args).expect("spec"),
+            WebhookCommand::Read(_) => panic!("not create"),
+        };
+        assert_eq!(spec["secret"], json!({ "secretKeyRef": { "name": "hook", "key": "token" } }));
+        let source: serval_model::WebhookSource =
+            serde_json::from_value(manifest(&WEBHOOK_SOURCE, "github", spec)).expect("decodes");
+        source.validate().expect("valid for the server");
+        let bad = match parse::<WebhookCommand>("create g --secret nokey --sink web") {
+            WebhookCommand::Create(args) => webhook_spec(&args).expect_err("bad secret").to_string(),
+            WebhookCommand::Read(_) => panic!("not create"),
+        };
+        assert!(bad.starts_with("--secret"), "{bad}");
     }
 }
