@@ -328,7 +328,9 @@ async fn a_nats_server_that_goes_away_is_not_ready_until_it_is_back() {
         sequences(&sink).contains_key(&seq).then_some(())
     })
     .await;
-    assert_eq!(sequences(&sink).get(&1), Some(&1), "the first job once: {:?}", sequences(&sink));
+    // At least once: the first job may come again when the server stopped before its ack
+    // was confirmed, but it is never lost.
+    assert!(sequences(&sink).get(&1).is_some_and(|n| *n >= 1), "the first job: {:?}", sequences(&sink));
 }
 
 #[tokio::test]

@@ -456,5 +456,7 @@ async fn a_database_that_goes_away_is_not_ready_until_it_is_back() {
         (counts.contains_key(&2) && counts.contains_key(&3)).then_some(counts)
     })
     .await;
-    assert_eq!(counts.get(&1), Some(&1), "the first row was not delivered again: {counts:?}");
+    // At least once: the first row may come again when the database stopped between its
+    // delivery and the slot's advance, but it is never lost.
+    assert!(counts.get(&1).is_some_and(|n| *n >= 1), "the first row: {counts:?}");
 }
