@@ -96,6 +96,8 @@ pub struct Controller {
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
     sources: Arc<serval_dispatch::sources::Sources>,
+    /// Instance lifecycle events, for ApiServerSources.
+    platform: Arc<serval_dispatch::sources::apiserver::PlatformEvents>,
     sealer: Sealer,
 }
 
@@ -142,6 +144,7 @@ impl Controller {
             events,
             dispatchers,
             sources,
+            platform: Arc::default(),
             sealer,
         })
     }
@@ -728,6 +731,7 @@ impl Controller {
             self.instance_ids.clone(),
             self.metrics.clone(),
             self.instance_slots.clone(),
+            self.platform.clone(),
         );
         runners.insert(key, runner.clone());
         runner

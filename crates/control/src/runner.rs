@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde_json::{Map, Value, json};
+use serval_dispatch::sources::apiserver::{InstanceEvent, Lifecycle, PlatformEvents};
 use serval_gateway::{GatewayError, PoolConfig, RequestTimeouts, RevisionLabels, RevisionPool};
 use serval_model::{Condition, ConditionStatus, InstanceCounts};
 use serval_runtime::{Instance, InstanceSpec, Readiness, Runtime, RuntimeError, Workload};
@@ -132,6 +134,7 @@ pub struct RevisionRunner {
     logs: LogBook,
     ids: Arc<AtomicU64>,
     metrics: Arc<PlatformMetrics>,
+    platform: Arc<PlatformEvents>,
     state: Mutex<State>,
     wake: Notify,
     stop: watch::Sender<bool>,
@@ -147,6 +150,7 @@ impl RevisionRunner {
         ids: Arc<AtomicU64>,
         metrics: Arc<PlatformMetrics>,
         slots: InstanceSlots,
+        platform: Arc<PlatformEvents>,
     ) -> Arc<RevisionRunner> {
         let nominal_capacity = spec.autoscaling.target_value.ceil() as u32;
         let labels = RevisionLabels::new(&spec.namespace, &spec.service, &spec.revision);
@@ -171,6 +175,7 @@ impl RevisionRunner {
             logs,
             ids,
             metrics,
+            platform,
             state: Mutex::new(State::new(autoscaler)),
             wake: Notify::new(),
             stop: watch::channel(false).0,
@@ -194,6 +199,23 @@ impl RevisionRunner {
 
     fn log(&self, instance: &str, text: String) {
         self.logs.platform(&self.spec.namespace, &self.spec.service, instance, text);
+    }
+
+    /// Publishes an instance lifecycle event (for ApiServerSources watching `v1 Event`).
+    fn announce(&self, lifecycle: Lifecycle, instance: &str, detail: Value) {
+        let detail = match detail {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        self.platform.publish(InstanceEvent {
+            lifecycle,
+            namespace: self.spec.namespace.clone(),
+            service: self.spec.service.clone(),
+            revision: self.spec.revision.clone(),
+            instance: instance.to_string(),
+            detail,
+            time: std::time::SystemTime::now(),
+        });
     }
 
     /// Live counts for `status`.
@@ -385,6 +407,7 @@ impl RevisionRunner {
         let instance_id = format!("{}-{id}", self.spec.revision);
         let spec = self.spec.instance_spec(instance_id.clone());
         let sink = self.logs.sink(&self.spec.namespace, &self.spec.service);
+        self.announce(Lifecycle::Started, &instance_id, json!({"coldStart": cold}));
         let result = self.runtime.start(spec, sink).await;
         let stopped = *self.stop.borrow();
         match result {
@@ -409,6 +432,8 @@ impl RevisionRunner {
                     }
                 }
                 self.first_start.send_if_modified(|v| v.is_none() && v.replace(Ok(())).is_none());
+                let startup_ms = startup.as_secs_f64() * 1e3;
+                self.announce(Lifecycle::Ready, &instance_id, json!({"coldStart": cold, "startupMs": startup_ms}));
                 let kind = if cold { "cold start" } else { "started" };
                 self.log(
                     &instance_id,
@@ -425,6 +450,7 @@ impl RevisionRunner {
                 self.first_start
                     .send_if_modified(|v| v.is_none() && v.replace(Err((reason, message.clone()))).is_none());
                 self.log(&instance_id, format!("failed to start: {message}"));
+                self.announce(Lifecycle::Failed, &instance_id, json!({"reason": reason, "message": message}));
                 let mut state = self.lock();
                 state.starting -= 1;
                 self.record_failure(&mut state, "StartFailed", message.clone());
@@ -467,6 +493,8 @@ impl RevisionRunner {
         if unexpected {
             self.pool.remove_endpoint(id);
             self.log(&instance_id, format!("exited unexpectedly ({exit}); replacing it"));
+            let lifecycle = if exit.oom_killed { Lifecycle::OomKilled } else { Lifecycle::Crashed };
+            self.announce(lifecycle, &instance_id, exit_detail(&exit, None));
         }
         self.wake.notify_one();
     }
@@ -478,5 +506,21 @@ impl RevisionRunner {
         let _ = tokio::time::timeout(self.spec.timeouts.total, self.pool.drain(id)).await;
         let exit = instance.stop(self.spec.grace_period).await;
         self.log(&instance_id, format!("stopped ({why}): {exit}"));
+        self.announce(Lifecycle::Stopped, &instance_id, exit_detail(&exit, Some(why)));
     }
+}
+
+/// How an instance exited, as lifecycle event data.
+fn exit_detail(exit: &serval_runtime::ExitInfo, why: Option<&str>) -> Value {
+    let mut detail = json!({"exit": exit.to_string(), "oomKilled": exit.oom_killed});
+    if let Some(code) = exit.code {
+        detail["exitCode"] = code.into();
+    }
+    if let Some(signal) = exit.signal {
+        detail["signal"] = signal.into();
+    }
+    if let Some(why) = why {
+        detail["reason"] = why.into();
+    }
+    detail
 }

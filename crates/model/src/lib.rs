@@ -39,7 +39,9 @@ pub use messaging::{
     parallel_branch_subscription, parallel_filter_subscription, parallel_ingress, sequence_channel,
     sequence_subscription, validate_channel, validate_parallel, validate_sequence, validate_subscription,
 };
-pub use meta::{Condition, ConditionStatus, ObjectMeta, OwnerReference, TemplateMeta};
+pub use meta::{
+    Condition, ConditionStatus, LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, TemplateMeta,
+};
 pub use resource::{Column, KindInfo, Resource, api_group, builtin_kinds, configuration_info, route_info};
 pub use service::{
     Container, ContainerPort, EnvVar, H2C_PORT_NAME, HttpGetAction, HttpHeader, InstanceCounts, Probe,
@@ -48,9 +50,10 @@ pub use service::{
     parse_memory, revision_name,
 };
 pub use sources::{
-    CeOverrides, FileSource, FileSourceSpec, KAFKA_SOURCE_API_VERSION, KafkaSource, KafkaSourceSpec, MAX_SOURCE_LIST,
-    NatsSource, NatsSourceSpec, PostgresSource, PostgresSourceSpec, SERVAL_SOURCES_API_VERSION, Source, SourceSpec,
-    SourceStatus, WebhookSecret, WebhookSource, WebhookSourceSpec, validate_source,
+    API_SERVER_MODES, ApiServerResource, ApiServerSource, ApiServerSourceSpec, CeOverrides, FileSource, FileSourceSpec,
+    INSTANCE_EVENTS_KIND, KAFKA_SOURCE_API_VERSION, KafkaSource, KafkaSourceSpec, MAX_SOURCE_LIST, NatsSource,
+    NatsSourceSpec, PostgresSource, PostgresSourceSpec, SERVAL_SOURCES_API_VERSION, Source, SourceSpec, SourceStatus,
+    WebhookSecret, WebhookSource, WebhookSourceSpec, validate_source, watchable_kinds,
 };
 pub use validate::{
     FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,

@@ -51,6 +51,65 @@ impl ObjectMeta {
     }
 }
 
+/// Kubernetes' label selector: every `matchLabels` entry and every `matchExpressions`
+/// requirement must hold; an empty selector selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry: `operator` is `In`, `NotIn`, `Exists` or `DoesNotExist`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// The operators of [`LabelSelectorRequirement`].
+pub const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+impl LabelSelector {
+    /// Whether objects with `labels` are selected.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => value.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+
+    /// Its problems, with field paths under `field`.
+    pub fn check(&self, field: &str, errors: &mut Vec<crate::FieldError>) {
+        for (i, r) in self.match_expressions.iter().enumerate() {
+            let at = format!("{field}.matchExpressions[{i}]");
+            if !SELECTOR_OPERATORS.contains(&r.operator.as_str()) {
+                errors.push(crate::FieldError {
+                    field: format!("{at}.operator"),
+                    message: format!("{:?} must be one of {}", r.operator, SELECTOR_OPERATORS.join(", ")),
+                });
+            } else if matches!(r.operator.as_str(), "In" | "NotIn") == r.values.is_empty() {
+                errors.push(crate::FieldError {
+                    field: format!("{at}.values"),
+                    message: format!("{} takes values; Exists and DoesNotExist take none", r.operator),
+                });
+            }
+        }
+    }
+}
+
 /// Metadata of a revision template (`spec.template.metadata`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -122,5 +181,35 @@ impl Condition {
 
     pub fn find<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {
         conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod selector_tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_match_labels_and_expressions() {
+        let labels: BTreeMap<String, String> =
+            [("app", "shop"), ("tier", "web")].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app": "shop"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]},
+                                 {"key": "canary", "operator": "DoesNotExist"}]
+        }))
+        .expect("decodes");
+        assert!(selector.matches(&labels));
+        assert!(LabelSelector::default().matches(&BTreeMap::new()));
+        let other: LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "other"}})).expect("decodes");
+        assert!(!other.matches(&labels));
+        let bad: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "a", "operator": "Near"}, {"key": "b", "operator": "In"}]
+        }))
+        .expect("decodes");
+        let mut errors = Vec::new();
+        bad.check("spec.selector", &mut errors);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.selector.matchExpressions[0].operator", "spec.selector.matchExpressions[1].values"]);
     }
 }

@@ -244,6 +244,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Subscription::info(),
         Sequence::info(),
         Parallel::info(),
+        crate::ApiServerSource::info(),
         crate::FileSource::info(),
         crate::KafkaSource::info(),
         crate::NatsSource::info(),

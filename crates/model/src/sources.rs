@@ -167,7 +167,56 @@ pub struct WebhookSourceSpec {
     pub unknown: BTreeMap<String, Value>,
 }
 
+/// Knative's ApiServerSource over serval's own resources: changes of the listed kinds in
+/// the source's namespace, and (`v1 Event`) the platform's instance lifecycle events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerSourceSpec {
+    /// `Reference` (the default: the event names the object) or `Resource` (the event
+    /// carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub resources: Vec<ApiServerResource>,
+    pub sink: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_overrides: Option<CeOverrides>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// One kind an ApiServerSource watches, optionally only objects with matching labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiServerResource {
+    #[serde(default)]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<crate::LabelSelector>,
+}
+
+/// The kind (Kubernetes' `v1 Event`) that selects the platform's instance lifecycle events
+/// in an ApiServerSource.
+pub const INSTANCE_EVENTS_KIND: &str = "Event";
+
+/// The modes of an ApiServerSource.
+pub const API_SERVER_MODES: [&str; 2] = ["Reference", "Resource"];
+
+impl ApiServerSourceSpec {
+    /// Whether events carry the whole object (`Resource` mode).
+    pub fn carries_objects(&self) -> bool {
+        self.mode.as_deref() == Some("Resource")
+    }
+}
+
+/// The kinds an ApiServerSource can watch: serval's stored kinds that are watched (not
+/// Secrets, whose stored form is sealed, nor the Configuration and Route views).
+pub fn watchable_kinds() -> Vec<crate::KindInfo> {
+    crate::builtin_kinds().into_iter().filter(|k| k.watchable).collect()
+}
+
 pub type KafkaSource = Source<KafkaSourceSpec>;
+pub type ApiServerSource = Source<ApiServerSourceSpec>;
 pub type NatsSource = Source<NatsSourceSpec>;
 pub type PostgresSource = Source<PostgresSourceSpec>;
 pub type FileSource = Source<FileSourceSpec>;
@@ -179,6 +228,10 @@ pub trait SourceSpec {
     fn ce_overrides(&self) -> Option<&CeOverrides>;
     /// The spec's own checks.
     fn check(&self, errors: &mut Vec<FieldError>);
+    /// Fields accepted and not acted on.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 macro_rules! common {
@@ -284,6 +337,62 @@ impl SourceSpec for WebhookSourceSpec {
     }
 }
 
+impl SourceSpec for ApiServerSourceSpec {
+    common!();
+    fn check(&self, errors: &mut Vec<FieldError>) {
+        if let Some(mode) = self.mode.as_deref().filter(|m| !API_SERVER_MODES.contains(m)) {
+            errors.push(FieldError {
+                field: "spec.mode".into(),
+                message: format!("{mode:?} must be Reference or Resource"),
+            });
+        }
+        if self.resources.is_empty() || self.resources.len() > MAX_SOURCE_LIST {
+            errors.push(FieldError {
+                field: "spec.resources".into(),
+                message: format!("give 1 to {MAX_SOURCE_LIST} entries"),
+            });
+        }
+        let kinds = watchable_kinds();
+        for (i, r) in self.resources.iter().enumerate() {
+            if r.kind != INSTANCE_EVENTS_KIND && !kinds.iter().any(|k| k.kind == r.kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.kind.as_str()).collect();
+                errors.push(FieldError {
+                    field: format!("spec.resources[{i}].kind"),
+                    message: format!(
+                        "{:?} is not a kind serval watches: give one of {}, or v1 Event for instance lifecycle events",
+                        r.kind,
+                        names.join(", ")
+                    ),
+                });
+            }
+            if let Some(selector) = &r.selector {
+                selector.check(&format!("spec.resources[{i}].selector"), errors);
+            }
+        }
+    }
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .unknown
+            .keys()
+            .map(|k| format!("spec.{k} is accepted and ignored (serval watches the source's own namespace)"))
+            .collect();
+        let kinds = watchable_kinds();
+        for (i, r) in self.resources.iter().enumerate() {
+            if r.kind == INSTANCE_EVENTS_KIND {
+                if r.selector.is_some() {
+                    warnings.push(format!("spec.resources[{i}].selector is ignored for instance lifecycle events"));
+                }
+            } else if let Some(k) = kinds.iter().find(|k| k.kind == r.kind && k.api_version != r.api_version) {
+                warnings.push(format!(
+                    "spec.resources[{i}]: {} {} is taken as serval's {} {}",
+                    r.api_version, r.kind, k.api_version, k.kind
+                ));
+            }
+        }
+        warnings
+    }
+}
+
 /// Checks a source: identity, the kind's spec, the sink's shape, the overrides' names.
 pub fn validate_source<S: SourceSpec>(
     source: &Source<S>,
@@ -337,8 +446,10 @@ macro_rules! source_resource {
                 &mut self.metadata
             }
             fn validate(&self) -> Result<Vec<String>, ValidationError> {
-                validate_source(self, $api, $kind)
-                    .map(|()| crate::destination_warnings([("spec.sink".to_string(), self.spec.sink())]))
+                validate_source(self, $api, $kind)?;
+                let mut warnings = crate::destination_warnings([("spec.sink".to_string(), self.spec.sink())]);
+                warnings.extend(self.spec.warnings());
+                Ok(warnings)
             }
             fn conditions(&self) -> &[Condition] {
                 &self.status.conditions
@@ -351,6 +462,7 @@ macro_rules! source_resource {
 }
 
 source_resource!(KafkaSourceSpec, "KafkaSource", KAFKA_SOURCE_API_VERSION, "kafkasources");
+source_resource!(ApiServerSourceSpec, "ApiServerSource", crate::SOURCES_API_VERSION, "apiserversources");
 source_resource!(NatsSourceSpec, "NatsSource", SERVAL_SOURCES_API_VERSION, "natssources");
 source_resource!(PostgresSourceSpec, "PostgresSource", SERVAL_SOURCES_API_VERSION, "postgressources");
 source_resource!(FileSourceSpec, "FileSource", SERVAL_SOURCES_API_VERSION, "filesources");

@@ -196,7 +196,7 @@ async fn channel_and_subscription_sample_applies_and_delivers_to_the_service_sta
     let server = Server::start(&[]);
     let warnings = apply(&server, example.parent().expect("dir"), &["example.yaml"], &[]);
     for skipped in [
-        r#"skipped sources.knative.dev/v1 ApiServerSource "src""#,
+        "spec.serviceAccountName is accepted and ignored",
         r#"skipped v1 Service "svc""#,
         r#"skipped apps/v1 Deployment "fn""#,
         r#"skipped v1 ServiceAccount "service-account""#,
@@ -221,4 +221,15 @@ async fn channel_and_subscription_sample_applies_and_delivers_to_the_service_sta
     send(&url, "chan-1", "dev.example.event", "2026-12-01T00:00:00Z", r#"{"reason": "Started"}"#).await;
     let block = displayed_event(&server, "knative-debug", "svc", "chan-1").await;
     assert!(block.contains(r#""reason": "Started""#), "{block}");
+
+    // The ApiServerSource watches `v1 Event`: serval's instance lifecycle events, here
+    // the start of `svc`'s own instance, go through the channel to it.
+    let ready = eventually("an instance lifecycle event at svc", Duration::from_secs(30), async || {
+        displayed(&server, "knative-debug", "svc").into_iter().find(|b| b.contains("type: dev.serval.instance.ready"))
+    })
+    .await;
+    assert!(ready.contains(r#""service": "svc""#), "{ready}");
+    assert!(ready.contains("startupMs"), "{ready}");
+    let source = server.get_json(&["apiserversource", "src", "-n", "knative-debug"]);
+    assert_eq!(source["status"]["conditions"][0]["status"], "True", "{source:#}");
 }

@@ -10,7 +10,9 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use serval_dispatch::DispatchError;
 use serval_dispatch::sources::{SourcePlan, SourceTask};
-use serval_model::{Condition, ConditionStatus, PingSource, Resource, Source, SourceSpec, WebhookSource};
+use serval_model::{
+    ApiServerSource, Condition, ConditionStatus, PingSource, Resource, Source, SourceSpec, WebhookSource,
+};
 use serval_store::{ResourceStoreExt, WriteOp};
 
 use super::Controller;
@@ -122,6 +124,31 @@ impl Controller {
         }
     }
 
+    /// The plans of the stored ApiServerSources (each watching the store's change feed and
+    /// the runners' lifecycle events).
+    fn apiserver_plans(&self, plans: &mut Vec<(SourcePlan, String)>) {
+        let gateway = self.gateway_url();
+        for source in self.store.list::<ApiServerSource>(ApiServerSource::KIND, None).unwrap_or_default() {
+            let namespace = &source.metadata.namespace;
+            let Ok(sink) = serval_dispatch::delivery::resolve(&source.spec.sink, namespace, &gateway) else { continue };
+            let Ok(task) = self.apiserver_task(&source) else { continue };
+            let plan = SourcePlan {
+                kind: ApiServerSource::KIND,
+                namespace: namespace.clone(),
+                name: source.metadata.name.clone(),
+                sink,
+                overrides: overrides(&source.spec),
+                task,
+            };
+            plans.push((plan, serde_json::to_string(&source.spec).unwrap_or_default()));
+        }
+    }
+
+    fn apiserver_task(&self, source: &ApiServerSource) -> Result<Arc<dyn SourceTask>, DispatchError> {
+        let api = format!("http://{}", self.addrs.api);
+        serval_dispatch::sources::apiserver::task(source, self.store.clone(), self.platform.clone(), &api)
+    }
+
     /// Checks a source's spec by building its task, resolves its sink into the status.
     fn admit_source<S>(&self, source: &mut Source<S>, build: TaskBuilder<S>) -> Result<(), ControlError>
     where
@@ -202,6 +229,7 @@ const SOURCE_KINDS: &[AddPlans] = &[
     |c, plans| c.source_plans(serval_dispatch::sources::nats::task, plans),
     |c, plans| c.source_plans(serval_dispatch::sources::postgres::task, plans),
     |c, plans| c.webhook_plans(plans),
+    |c, plans| c.apiserver_plans(plans),
 ];
 
 /// A source kind's reconciler: its spec checked and sink resolved when written, its task
@@ -263,6 +291,28 @@ impl Reconciler<WebhookSource> for Controller {
     }
 
     fn view(&self, source: WebhookSource) -> Value {
+        self.source_view(source)
+    }
+}
+
+/// An ApiServerSource: its kinds checked when written, its task watching the store.
+impl Reconciler<ApiServerSource> for Controller {
+    fn admit(
+        &self,
+        source: &mut ApiServerSource,
+        _previous: Option<&ApiServerSource>,
+    ) -> Result<Vec<WriteOp>, ControlError> {
+        self.apiserver_task(source)?;
+        self.source_status(source);
+        Ok(Vec::new())
+    }
+
+    fn changed<'a>(&'a self, _change: Change<'a, ApiServerSource>) -> BoxFuture<'a, Result<(), ControlError>> {
+        self.sync_sources();
+        Box::pin(async { Ok(()) })
+    }
+
+    fn view(&self, source: ApiServerSource) -> Value {
         self.source_view(source)
     }
 }

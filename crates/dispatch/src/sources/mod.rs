@@ -8,6 +8,7 @@
 //! [`SourceHealth`] the task reports into (Ready, with a reason, and counters) that the
 //! control plane shows live in the source's status.
 
+pub mod apiserver;
 pub mod file;
 pub mod kafka;
 pub mod nats;
@@ -63,7 +64,23 @@ const INBOX_PAGE: usize = 256;
 impl Inbox {
     /// Appends events in one durable commit and wakes the task.
     pub async fn append(&self, events: &[CloudEvent]) -> Result<(), DispatchError> {
-        let ops = events.iter().map(|e| WriteOp::append_event(&self.log, serval_eventing::to_json_string(e))).collect();
+        self.commit(events, Vec::new()).await
+    }
+
+    /// Appends events and moves positions of the source in one durable commit, and wakes
+    /// the task.
+    pub async fn append_with_positions(
+        &self,
+        events: &[CloudEvent],
+        positions: &Positions,
+        moved: &[(&str, i64)],
+    ) -> Result<(), DispatchError> {
+        let moves = moved.iter().map(|(key, seq)| WriteOp::set_cursor(&positions.id(key), Some(*seq))).collect();
+        self.commit(events, moves).await
+    }
+
+    async fn commit(&self, events: &[CloudEvent], mut ops: Vec<WriteOp>) -> Result<(), DispatchError> {
+        ops.extend(events.iter().map(|e| WriteOp::append_event(&self.log, serval_eventing::to_json_string(e))));
         self.store.write(ops).await?;
         self.waker.notify_waiters();
         Ok(())

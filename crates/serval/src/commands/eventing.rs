@@ -384,6 +384,9 @@ pub enum SourceCommand {
     /// WebhookSources: any POST to their address, as an event.
     #[command(subcommand)]
     Webhook(super::sources::WebhookCommand),
+    /// ApiServerSources: changes of serval's resources and instance lifecycle, as events.
+    #[command(subcommand)]
+    Apiserver(super::sources::ApiServerCommand),
 }
 
 #[derive(clap::Subcommand)]
@@ -443,6 +446,7 @@ pub async fn source(command: SourceCommand, global: Global) -> Result<()> {
         SourceCommand::Postgres(command) => return super::sources::postgres(command, global).await,
         SourceCommand::Kafka(command) => return super::sources::kafka(command, global).await,
         SourceCommand::Webhook(command) => return super::sources::webhook(command, global).await,
+        SourceCommand::Apiserver(command) => return super::sources::apiserver(command, global).await,
     };
     let client = Client::from_global(&global)?;
     match command {

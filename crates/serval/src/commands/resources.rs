@@ -468,9 +468,6 @@ fn plan(doc: &Value, catalog: &Catalog) -> Plan {
                 "kind Route is not applied: serval derives routes from the Service; put this traffic block under the Service `{service}`'s spec.traffic"
             ))
         }
-        ("sources.knative.dev", "ApiServerSource") => {
-            Plan::Skip(format!("skipped {what} (serval has no Kubernetes API server to watch)"))
-        }
         (group, _) if group.ends_with("knative.dev") || group.ends_with("serval.dev") => {
             match catalog.kinds.iter().find(|k| k.kind == kind && k.group() == group) {
                 Some(info) if !info.writable => Plan::Refuse(format!(
@@ -1075,17 +1072,11 @@ mod tests {
     }
 
     #[test]
-    fn api_server_sources_are_skipped_not_refused() {
+    fn api_server_sources_are_written_and_unknown_knative_kinds_refused() {
         let doc = json!({
             "apiVersion": "sources.knative.dev/v1", "kind": "ApiServerSource", "metadata": { "name": "src" }
         });
-        assert_eq!(
-            plan(&doc, &Catalog::builtin()),
-            Plan::Skip(
-                r#"skipped sources.knative.dev/v1 ApiServerSource "src" (serval has no Kubernetes API server to watch)"#
-                    .into()
-            )
-        );
+        assert!(matches!(plan(&doc, &Catalog::builtin()), Plan::Write { .. }));
         let kafka =
             json!({ "apiVersion": "messaging.knative.dev/v1", "kind": "KafkaChannel", "metadata": { "name": "k" } });
         assert!(matches!(plan(&kafka, &Catalog::builtin()), Plan::Refuse(_)));

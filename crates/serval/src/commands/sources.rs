@@ -20,6 +20,8 @@ const KAFKA_SOURCE: Kind =
 const WEBHOOK_SOURCE: Kind =
     Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "WebhookSource", plural: "webhooksources" };
 const NATS_SOURCE: Kind = Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "NatsSource", plural: "natssources" };
+const APISERVER_SOURCE: Kind =
+    Kind { api_version: serval_model::SOURCES_API_VERSION, kind: "ApiServerSource", plural: "apiserversources" };
 const POSTGRES_SOURCE: Kind =
     Kind { api_version: SERVAL_SOURCES_API_VERSION, kind: "PostgresSource", plural: "postgressources" };
 
@@ -172,6 +174,36 @@ pub enum WebhookCommand {
     Create(WebhookCreate),
     #[command(flatten)]
     Read(ReadCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum ApiServerCommand {
+    /// Create (or update) an API server source: changes of serval's own resources
+    /// (dev.knative.apiserver.ref|resource.add|update|delete) and, with `--resource event`,
+    /// instance lifecycle events (dev.serval.instance.started|ready|stopped|crashed|
+    /// oomkilled|failed) of the namespace; prints the sink's URL.
+    #[command(after_help = DEST_HELP)]
+    Create(ApiServerCreate),
+    #[command(flatten)]
+    Read(ReadCommand),
+}
+
+#[derive(clap::Args)]
+pub struct ApiServerCreate {
+    /// Source name.
+    name: String,
+    /// A kind to watch (service, trigger, broker, …; `event` for instance lifecycle;
+    /// repeatable).
+    #[arg(long = "resource", value_name = "KIND", required = true)]
+    resources: Vec<String>,
+    /// Only objects with this label (repeatable; all must match).
+    #[arg(long = "selector", value_name = "LABEL=VALUE")]
+    selectors: Vec<String>,
+    /// Reference (the event names the object) or Resource (it carries the object).
+    #[arg(long, default_value = "Reference", value_parser = ["Reference", "Resource"])]
+    mode: String,
+    #[command(flatten)]
+    sink: SinkArgs,
 }
 
 #[derive(clap::Args)]
@@ -349,6 +381,36 @@ fn kafka_spec(args: &KafkaCreate) -> Result<Value> {
     with_sink(spec, &args.sink)
 }
 
+/// The spec of an ApiServerSource: each `--resource` named as the server's kinds are
+/// (kind, plural or short name, any case), `event` for instance lifecycle events.
+fn apiserver_spec(args: &ApiServerCreate) -> Result<Value> {
+    let mut labels = serde_json::Map::new();
+    for selector in &args.selectors {
+        let Some((label, value)) = selector.split_once('=').filter(|(l, _)| !l.trim().is_empty()) else {
+            bail!("--selector {selector:?} must look like LABEL=VALUE");
+        };
+        labels.insert(label.trim().to_string(), json!(value));
+    }
+    let kinds = serval_model::watchable_kinds();
+    let mut resources = Vec::new();
+    for word in &args.resources {
+        if ["event", "events"].contains(&word.to_lowercase().as_str()) {
+            resources.push(json!({ "apiVersion": "v1", "kind": serval_model::INSTANCE_EVENTS_KIND }));
+            continue;
+        }
+        let Some(info) = kinds.iter().find(|k| k.is_named(word)) else {
+            let names: Vec<String> = kinds.iter().map(|k| k.singular()).collect();
+            bail!("--resource {word:?} is not a kind serval watches: give one of {}, or event", names.join(", "));
+        };
+        let mut resource = json!({ "apiVersion": info.api_version, "kind": info.kind });
+        if !labels.is_empty() {
+            resource["selector"] = json!({ "matchLabels": labels });
+        }
+        resources.push(resource);
+    }
+    with_sink(json!({ "mode": args.mode, "resources": resources }), &args.sink)
+}
+
 /// The spec of a WebhookSource.
 fn webhook_spec(args: &WebhookCreate) -> Result<Value> {
     let mut spec = json!({});
@@ -481,6 +543,16 @@ pub async fn webhook(command: WebhookCommand, global: Global) -> Result<()> {
     }
 }
 
+pub async fn apiserver(command: ApiServerCommand, global: Global) -> Result<()> {
+    match command {
+        ApiServerCommand::Create(args) => {
+            let spec = apiserver_spec(&args)?;
+            create(&APISERVER_SOURCE, &global, &args.name, &args.sink.namespace, spec).await
+        }
+        ApiServerCommand::Read(command) => read(&APISERVER_SOURCE, command, &global).await,
+    }
+}
+
 pub async fn postgres(command: PostgresCommand, global: Global) -> Result<()> {
     match command {
         PostgresCommand::Create(args) => {
@@ -503,9 +575,9 @@ mod tests {
     use serval_model::{FileSource, NatsSource, PostgresSource, Resource};
 
     use super::{
-        FILE_SOURCE, FileCommand, KAFKA_SOURCE, KafkaCommand, Kind, NATS_SOURCE, NatsCommand, POSTGRES_SOURCE,
-        PostgresCommand, ReadCommand, WEBHOOK_SOURCE, WebhookCommand, file_spec, kafka_spec, nats_spec, postgres_spec,
-        webhook_spec,
+        APISERVER_SOURCE, ApiServerCommand, FILE_SOURCE, FileCommand, KAFKA_SOURCE, KafkaCommand, Kind, NATS_SOURCE,
+        NatsCommand, POSTGRES_SOURCE, PostgresCommand, ReadCommand, WEBHOOK_SOURCE, WebhookCommand, apiserver_spec,
+        file_spec, kafka_spec, nats_spec, postgres_spec, webhook_spec,
     };
 
     #[derive(Parser)]
@@ -794,5 +866,38 @@ mod tests {
             WebhookCommand::Read(_) => panic!("not create"),
         };
         assert!(bad.starts_with("--secret"), "{bad}");
+    }
+
+    fn apiserver(line: &str) -> anyhow::Result<Value> {
+        match parse::<ApiServerCommand>(line) {
+            ApiServerCommand::Create(args) => apiserver_spec(&args),
+            ApiServerCommand::Read(_) => panic!("not create"),
+        }
+    }
+
+    #[test]
+    fn apiserver_create_names_kinds_as_the_server_does() {
+        let spec = apiserver(
+            "create audit --resource ksvc --resource Triggers --resource event --selector team=shop \
+                              --mode Resource --sink broker:default",
+        )
+        .expect("valid");
+        assert_eq!(spec["mode"], "Resource");
+        assert_eq!(
+            spec["resources"][0],
+            json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                                                 "selector": {"matchLabels": {"team": "shop"}}})
+        );
+        assert_eq!(spec["resources"][1]["kind"], "Trigger");
+        assert_eq!(spec["resources"][2], json!({"apiVersion": "v1", "kind": "Event"}));
+        let source: serval_model::ApiServerSource =
+            serde_json::from_value(manifest(&APISERVER_SOURCE, "audit", spec)).expect("decodes");
+        source.validate().expect("the server takes it");
+        let err = apiserver("create a --resource secret --sink broker:default").expect_err("secrets are not watched");
+        assert!(err.to_string().starts_with(r#"--resource "secret" is not a kind serval watches"#), "{err}");
+        let err = apiserver("create a --resource service --selector team --sink broker:default").expect_err("no =");
+        assert_eq!(err.to_string(), r#"--selector "team" must look like LABEL=VALUE"#);
+        assert!(parse_error::<ApiServerCommand>("create a --sink broker:default").contains("--resource"));
+        assert!(parse_error::<ApiServerCommand>("create a --resource service --mode Watch --sink x").contains("Watch"));
     }
 }
