@@ -27,6 +27,7 @@ use crate::sealer::Sealer;
 use crate::{BoundAddrs, ControlConfig, ControlError};
 use serval_dispatch::delivery::Dispatchers;
 
+mod bindings;
 mod config_data;
 mod eventing;
 mod flows;
@@ -336,6 +337,7 @@ impl Controller {
         let (namespace, name) = (service.metadata.namespace.clone(), service.metadata.name.clone());
         let namespace = namespace.as_str();
         self.stamp_config_digest(&mut service);
+        self.stamp_sink_binding(&mut service);
         let existing: Option<Service> = self.store.get(Service::KIND, namespace, &name)?;
         let now = now_rfc3339();
         let created = existing.is_none();
@@ -391,6 +393,11 @@ impl Controller {
     /// Deletes a Service and its Revisions; its instances are drained and stopped.
     pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
+        self.delete_service_locked(namespace, name).await
+    }
+
+    /// [`Controller::delete_service`] under the write lock.
+    async fn delete_service_locked(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         if self.store.get::<Service>(Service::KIND, namespace, name)?.is_none() {
             return Err(ControlError::NotFound { kind: "Service", namespace: namespace.into(), name: name.into() });
         }
@@ -411,6 +418,7 @@ impl Controller {
         self.refresh_referrers(None).await?;
         self.sync_dispatchers();
         self.sync_sources();
+        self.ensure_container_sources().await;
         let services: Vec<Service> = self.store.list(Service::KIND, None)?;
         for s in services {
             if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {
@@ -706,7 +714,8 @@ impl Controller {
             tracing::warn!("revision {}/{}: {missing}", revision.metadata.namespace, revision.metadata.name);
             let container = revision.spec.containers.first();
             let literal = container.into_iter().flat_map(|c| &c.env).filter(|e| e.value_from.is_none());
-            literal.map(|e| (e.name.clone(), e.value.clone())).collect()
+            let literal = literal.map(|e| (e.name.clone(), e.value.clone()));
+            literal.chain(Controller::bound_environment(revision)).collect()
         });
         let spec = self.runner_spec(revision, verify, env);
         // A revision whose runtime went away fails its starts with the reason.
@@ -762,6 +771,7 @@ impl Controller {
                     container.readiness_probe.as_ref().and_then(|p| p.timeout_seconds).unwrap_or(1).into(),
                 ),
             },
+            None if revision.annotation(annotations::READINESS) == Some("started") => Readiness::Started,
             None => Readiness::TcpConnect,
         };
         let workload = match revision.runtime_kind() {

@@ -5,8 +5,8 @@
 //! arrival time and TTL; one durable commit); plans (triggers and subscriptions with their
 //! destinations resolved once); dispatchers (log → filter → delivery with retries, dead
 //! letters and replies, cursors as the delivery window's watermark); log compaction; event
-//! sources (ping, files, NATS, PostgreSQL, webhooks: positions advanced only after
-//! delivery); and the [`Supervisor`](supervisor::Supervisor) that keeps one task per wanted
+//! sources (ping, files, NATS, PostgreSQL, Kafka, webhooks, serval's own resource changes
+//! and instance lifecycle: positions advanced only after delivery); and the [`Supervisor`](supervisor::Supervisor) that keeps one task per wanted
 //! dispatcher or source running.
 //! Must not depend on: the control plane (reconcilers, runners, the API) or a runtime; it
 //! is given plans (what to run) and a store (`dyn Storage`), and reports counts and health.

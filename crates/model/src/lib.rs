@@ -1,6 +1,8 @@
 //! Resource model of serval: Knative-shaped `Service`, `Revision`, `Broker`, `Trigger`,
 //! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel`, the event sources
-//! (`FileSource`, `NatsSource`, `PostgresSource`, `WebhookSource`, `KafkaSource`) and Kubernetes `Secret`/`ConfigMap` objects, their validation (with field
+//! (`FileSource`, `NatsSource`, `PostgresSource`, `WebhookSource`, `KafkaSource`,
+//! `ApiServerSource`), `SinkBinding`, `ContainerSource`, label selectors and Kubernetes
+//! `Secret`/`ConfigMap` objects, their validation (with field
 //! paths), naming rules, the derived values every other crate agrees on (revision names,
 //! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
 //! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
@@ -9,6 +11,7 @@
 //! Must not depend on: any IO, tokio, or another serval crate.
 
 pub mod autoscaling;
+mod bindings;
 mod config_data;
 mod eventing;
 mod expand;
@@ -20,6 +23,10 @@ mod sources;
 mod validate;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
+pub use bindings::{
+    BindingSubject, ContainerSource, ContainerSourceSpec, SinkBinding, SinkBindingSpec, container_source_binding,
+    container_source_service,
+};
 pub use config_data::{
     CORE_API_VERSION, ConfigKind, ConfigMap, EnvFromSource, EnvVarSource, KeySelector, MAX_CONFIG_DATA_BYTES,
     NameSelector, Secret, validate_config_map, validate_secret,

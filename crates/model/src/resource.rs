@@ -245,6 +245,8 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Sequence::info(),
         Parallel::info(),
         crate::ApiServerSource::info(),
+        crate::SinkBinding::info(),
+        crate::ContainerSource::info(),
         crate::FileSource::info(),
         crate::KafkaSource::info(),
         crate::NatsSource::info(),

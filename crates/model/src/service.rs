@@ -19,6 +19,16 @@ pub mod annotations {
     pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
     pub const CONFIGURATION_LABEL: &str = "serving.knative.dev/configuration";
     pub const CONFIGURATION_GENERATION_LABEL: &str = "serving.knative.dev/configurationGeneration";
+    /// The SinkBinding whose sink a template's instances get (set by the server).
+    pub const SINK_BINDING: &str = "serval.dev/sink-binding";
+    /// `K_SINK` of the template's instances: the bound sink's URL (set by the server).
+    pub const K_SINK: &str = "serval.dev/k-sink";
+    /// `K_CE_OVERRIDES` of the template's instances (set by the server).
+    pub const K_CE_OVERRIDES: &str = "serval.dev/k-ce-overrides";
+    /// When an instance is ready: `tcp` (the default: its port accepts a connection, or its
+    /// readinessProbe passes) or `started` (at once: a worker that serves no requests, such
+    /// as a ContainerSource's).
+    pub const READINESS: &str = "serval.dev/readiness";
 }
 
 fn default_service_kind() -> String {

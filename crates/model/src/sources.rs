@@ -463,6 +463,13 @@ macro_rules! source_resource {
 
 source_resource!(KafkaSourceSpec, "KafkaSource", KAFKA_SOURCE_API_VERSION, "kafkasources");
 source_resource!(ApiServerSourceSpec, "ApiServerSource", crate::SOURCES_API_VERSION, "apiserversources");
+source_resource!(crate::bindings::SinkBindingSpec, "SinkBinding", crate::SOURCES_API_VERSION, "sinkbindings");
+source_resource!(
+    crate::bindings::ContainerSourceSpec,
+    "ContainerSource",
+    crate::SOURCES_API_VERSION,
+    "containersources"
+);
 source_resource!(NatsSourceSpec, "NatsSource", SERVAL_SOURCES_API_VERSION, "natssources");
 source_resource!(PostgresSourceSpec, "PostgresSource", SERVAL_SOURCES_API_VERSION, "postgressources");
 source_resource!(FileSourceSpec, "FileSource", SERVAL_SOURCES_API_VERSION, "filesources");

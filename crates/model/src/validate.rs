@@ -213,6 +213,10 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     crate::autoscaling::RETENTION,
     annotations::RUNTIME,
     annotations::CONFIG_DIGEST,
+    annotations::SINK_BINDING,
+    annotations::K_SINK,
+    annotations::K_CE_OVERRIDES,
+    annotations::READINESS,
 ];
 
 /// The known name closest to `unknown` when it is close enough to be a typo.
@@ -435,6 +439,11 @@ fn check_annotations(c: &mut Checker, service: &Service) {
         && RuntimeKind::parse(raw).is_none()
     {
         c.error(path(annotations::RUNTIME), format!("{raw:?} must be one of process, oci, wasm"));
+    }
+    if let Some(raw) = service.annotation(annotations::READINESS)
+        && !matches!(raw, "tcp" | "started")
+    {
+        c.error(path(annotations::READINESS), format!("{raw:?} must be tcp or started"));
     }
 }
 

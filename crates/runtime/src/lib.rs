@@ -90,6 +90,8 @@ pub enum Readiness {
     TcpConnect,
     /// `GET path` answers 200–399.
     HttpGet { path: String, headers: Vec<(String, String)>, timeout: Duration },
+    /// Ready once started: a worker that serves no requests (a ContainerSource).
+    Started,
 }
 
 /// Which output a log line came from.

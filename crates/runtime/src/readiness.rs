@@ -33,6 +33,9 @@ pub(crate) fn poll_until_ready(
 ) -> Outcome {
     let began = Instant::now();
     let mut port_taken = false;
+    if *check == Readiness::Started {
+        return if exited.load(Ordering::Acquire) { Outcome::Exited { port_taken } } else { Outcome::Ready };
+    }
     loop {
         let last = match check_once(addr, check, owner) {
             Ok(()) => return Outcome::Ready,
@@ -69,7 +72,7 @@ enum Failed {
 
 fn check_once(addr: SocketAddr, check: &Readiness, owner: u32) -> Result<(), Failed> {
     let connect_timeout = match check {
-        Readiness::TcpConnect => Duration::from_millis(100),
+        Readiness::TcpConnect | Readiness::Started => Duration::from_millis(100),
         Readiness::HttpGet { timeout, .. } => *timeout,
     };
     let stream =
@@ -77,7 +80,7 @@ fn check_once(addr: SocketAddr, check: &Readiness, owner: u32) -> Result<(), Fai
     // A TCP check is done with the connection: close it before the owner is looked up, so
     // the instance is not kept waiting on it.
     let stream = match check {
-        Readiness::TcpConnect => None,
+        Readiness::TcpConnect | Readiness::Started => None,
         Readiness::HttpGet { .. } => Some(stream),
     };
     if !listener_belongs_to(addr.port(), owner) {

@@ -43,6 +43,8 @@ pub fn builtin_kinds(controller: &Arc<Controller>) -> Vec<Arc<dyn KindApi>> {
         Stored::<serval_model::FileSource, _>::new(&context, controller.clone()),
         Stored::<serval_model::KafkaSource, _>::new(&context, controller.clone()),
         Stored::<serval_model::ApiServerSource, _>::new(&context, controller.clone()),
+        Stored::<serval_model::SinkBinding, _>::new(&context, controller.clone()),
+        Stored::<serval_model::ContainerSource, _>::new(&context, controller.clone()),
         Stored::<serval_model::NatsSource, _>::new(&context, controller.clone()),
         Stored::<serval_model::PostgresSource, _>::new(&context, controller.clone()),
         Stored::<serval_model::WebhookSource, _>::new(&context, controller.clone()),

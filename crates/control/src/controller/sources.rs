@@ -161,7 +161,7 @@ impl Controller {
     }
 
     /// A source's sink resolved into its status, and its Ready from the sink.
-    fn source_status<S>(&self, source: &mut Source<S>)
+    pub(super) fn source_status<S>(&self, source: &mut Source<S>)
     where
         S: SourceSpec,
     {
@@ -173,7 +173,7 @@ impl Controller {
     }
 
     /// A source's Ready: its sink exists, and its task (when it runs) reports no problem.
-    fn source_readiness(
+    pub(super) fn source_readiness(
         &self,
         sink: &serval_model::Destination,
         namespace: &str,
