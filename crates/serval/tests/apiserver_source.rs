@@ -96,6 +96,16 @@ async fn resource_changes_of_selected_objects_become_reference_events() {
         )],
         "only the new object after the restart"
     );
+
+    // A source deleted and made again starts afresh: its position went with it.
+    restarted.ok(&["delete", "apiserversource", "audit"]);
+    let before = sink.received().len();
+    apply(&restarted, "watch.yaml", &std::fs::read_to_string(restarted.dir.join("watch.yaml")).expect("read"));
+    eventually("the existing object sent again", Duration::from_secs(20), async || {
+        let again = seen(&sink).into_iter().skip(before).any(|(t, s)| t.ends_with(".add") && s.ends_with("/checkout"));
+        again.then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -79,15 +79,23 @@ async fn files_written_into_a_directory_become_events() {
     assert_eq!(source["status"]["conditions"][0]["status"], "True", "{source:#}");
     assert_eq!(source["status"]["sinkUri"], sink.url.as_str(), "{source:#}");
     assert_eq!(source["status"]["counters"]["delivered"], 2, "{source:#}");
-    // Nothing is reported twice: a restart of the source's task scans again.
-    server.ok(&["delete", "filesource", "drops"]);
-    apply_source(&server, "drops", dir.path(), "keep", &sink.url);
+    // Nothing is reported twice: a changed source's task restarts and scans again, from
+    // its stored positions.
+    apply_source(&server, "drops", dir.path(), "keep", &format!("{}?again=1", sink.url));
     std::fs::write(dir.path().join("third.dat"), b"3").expect("write");
     eventually("the third file", Duration::from_secs(10), async || {
         arrivals(&sink).contains_key("third.dat").then_some(())
     })
     .await;
     assert!(arrivals(&sink).values().all(|n| *n == 1), "{:?}", arrivals(&sink));
+
+    // A source deleted and made again starts afresh: its positions went with it.
+    server.ok(&["delete", "filesource", "drops"]);
+    apply_source(&server, "drops", dir.path(), "keep", &sink.url);
+    eventually("every file again", Duration::from_secs(10), async || {
+        arrivals(&sink).values().all(|n| *n == 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

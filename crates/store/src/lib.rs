@@ -411,6 +411,11 @@ impl WriteOp {
         WriteOp::SetCursor { consumer: consumer.into(), seq }
     }
 
+    /// Forgets every consumer whose id starts with `prefix` (their owner is deleted).
+    pub fn delete_cursors(prefix: &str) -> WriteOp {
+        WriteOp::DeleteCursors { prefix: prefix.into() }
+    }
+
     /// Drops a whole log (its owner is deleted).
     pub fn delete_events(log: &str) -> WriteOp {
         WriteOp::DeleteEvents { log: log.into() }
@@ -478,6 +483,21 @@ mod tests {
         }
         assert!(store.watch("Broker", Some("ns"), Some(first)).is_err(), "too old");
         assert!(store.watch("Broker", Some("other"), None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn cursors_are_forgotten_by_prefix_in_both_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = Store::open(dir.path()).expect("open");
+        let memory = crate::MemoryStore::default();
+        let stores: [&dyn Storage; 2] = [&sqlite, &memory];
+        for store in stores {
+            let ids = ["sources/K/ns/a/x", "sources/K/ns/a/inbox", "sources/K/ns/ab/x", "sources/K/ns/b"];
+            store.write(ids.iter().map(|id| WriteOp::set_cursor(id, Some(7))).collect()).await.expect("write");
+            store.write(vec![WriteOp::delete_cursors("sources/K/ns/a/")]).await.expect("delete");
+            let left: Vec<i64> = ids.iter().map(|id| store.cursor(id).expect("cursor")).collect();
+            assert_eq!(left, [0, 0, 7, 7]);
+        }
     }
 
     #[tokio::test]

@@ -86,6 +86,7 @@ impl State {
             WriteOp::SetCursor { consumer, seq: None } => {
                 self.cursors.remove(&consumer);
             }
+            WriteOp::DeleteCursors { prefix } => self.cursors.retain(|c, _| !c.starts_with(&prefix)),
             WriteOp::DeleteEvents { log } => self.events.retain(|_, (l, _)| *l != log),
             WriteOp::DeleteEventsUpTo { log, seq, limit } => {
                 let doomed: Vec<i64> =

@@ -20,6 +20,7 @@ pub enum WriteOp {
     DeleteEvents { log: String },
     DeleteEventsUpTo { log: String, seq: i64, limit: u32 },
     SetCursor { consumer: String, seq: Option<i64> },
+    DeleteCursors { prefix: String },
 }
 
 struct Request {
@@ -248,6 +249,11 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
         }
         WriteOp::SetCursor { consumer, seq: None } => {
             conn.prepare_cached("DELETE FROM cursors WHERE consumer = ?1")?.execute(params![consumer])?;
+        }
+        WriteOp::DeleteCursors { prefix } => {
+            // `consumer` between the prefix and the prefix followed by the highest character.
+            conn.prepare_cached("DELETE FROM cursors WHERE consumer >= ?1 AND consumer < ?1 || char(1114111)")?
+                .execute(params![prefix])?;
         }
         WriteOp::DeleteEventsUpTo { log, seq, limit } => {
             conn.prepare_cached(

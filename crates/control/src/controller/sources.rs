@@ -208,6 +208,14 @@ impl Controller {
     }
 }
 
+/// The writes that forget a deleted source's positions and inbox.
+fn forget<S>(source: &Source<S>) -> Vec<WriteOp>
+where
+    Source<S>: Resource,
+{
+    serval_dispatch::sources::forget(Source::<S>::KIND, &source.metadata.namespace, &source.metadata.name)
+}
+
 /// A source's `spec.ceOverrides.extensions`.
 fn overrides(spec: &impl SourceSpec) -> Vec<(String, String)> {
     spec.ce_overrides().map(|o| o.extensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
@@ -244,6 +252,10 @@ macro_rules! source_reconciler {
             ) -> Result<Vec<WriteOp>, ControlError> {
                 self.admit_source(source, $build)?;
                 Ok(Vec::new())
+            }
+
+            fn removed(&self, source: &Source<$spec>) -> Vec<WriteOp> {
+                forget(source)
             }
 
             fn changed<'a>(&'a self, _change: Change<'a, Source<$spec>>) -> BoxFuture<'a, Result<(), ControlError>> {
@@ -285,6 +297,10 @@ impl Reconciler<WebhookSource> for Controller {
         Ok(Vec::new())
     }
 
+    fn removed(&self, source: &WebhookSource) -> Vec<WriteOp> {
+        forget(source)
+    }
+
     fn changed<'a>(&'a self, _change: Change<'a, WebhookSource>) -> BoxFuture<'a, Result<(), ControlError>> {
         self.sync_sources();
         Box::pin(async { Ok(()) })
@@ -305,6 +321,10 @@ impl Reconciler<ApiServerSource> for Controller {
         self.apiserver_task(source)?;
         self.source_status(source);
         Ok(Vec::new())
+    }
+
+    fn removed(&self, source: &ApiServerSource) -> Vec<WriteOp> {
+        forget(source)
     }
 
     fn changed<'a>(&'a self, _change: Change<'a, ApiServerSource>) -> BoxFuture<'a, Result<(), ControlError>> {

@@ -154,6 +154,13 @@ fn source_key(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
+/// The writes that forget a deleted source's positions and inbox (committed with its
+/// deletion: a source made again under that name starts afresh).
+pub fn forget(kind: &str, namespace: &str, name: &str) -> Vec<WriteOp> {
+    let key = source_key(kind, namespace, name);
+    vec![WriteOp::delete_cursors(&format!("sources/{key}/")), WriteOp::delete_events(&format!("sources/{key}"))]
+}
+
 /// What a task is given.
 #[derive(Clone)]
 pub struct SourceContext {
@@ -480,7 +487,7 @@ impl Sources {
                 health,
                 positions: Positions {
                     store: self.store.clone(),
-                    prefix: format!("sources/{}/{}/{}", plan.kind, plan.namespace, plan.name),
+                    prefix: format!("sources/{key}"),
                 },
                 inbox,
             };
