@@ -485,10 +485,7 @@ impl Sources {
                     what,
                 },
                 health,
-                positions: Positions {
-                    store: self.store.clone(),
-                    prefix: format!("sources/{key}"),
-                },
+                positions: Positions { store: self.store.clone(), prefix: format!("sources/{key}") },
                 inbox,
             };
             tokio::spawn(plan.task.clone().run(context, stopped));
