@@ -393,6 +393,31 @@ impl SourceSpec for ApiServerSourceSpec {
     }
 }
 
+/// The annotation that lets a source post events to an HTTP sink several at a time
+/// (`unordered`) instead of one after the other (`ordered`, the default). Knative's
+/// annotation of the Kafka broker's triggers is taken too.
+pub const DELIVERY_ORDER: &str = "serval.dev/delivery-order";
+pub const KNATIVE_DELIVERY_ORDER: &str = "kafka.eventing.knative.dev/delivery.order";
+
+/// Whether a source's events may be delivered out of order (see [`DELIVERY_ORDER`]); the
+/// error names the annotation with a value other than `ordered` or `unordered`.
+pub fn delivers_unordered(meta: &ObjectMeta) -> Result<bool, FieldError> {
+    let mut unordered = false;
+    for key in [DELIVERY_ORDER, KNATIVE_DELIVERY_ORDER] {
+        match meta.annotations.get(key).map(String::as_str) {
+            None | Some("ordered") => {}
+            Some("unordered") => unordered = true,
+            Some(other) => {
+                return Err(FieldError {
+                    field: format!("metadata.annotations[{key}]"),
+                    message: format!("{other:?} must be ordered or unordered"),
+                });
+            }
+        }
+    }
+    Ok(unordered)
+}
+
 /// Checks a source: identity, the kind's spec, the sink's shape, the overrides' names.
 pub fn validate_source<S: SourceSpec>(
     source: &Source<S>,
@@ -410,6 +435,9 @@ pub fn validate_source<S: SourceSpec>(
         errors.push(FieldError { field: "metadata.name".into(), message: m });
     }
     source.spec.check(&mut errors);
+    if let Err(e) = delivers_unordered(&source.metadata) {
+        errors.push(e);
+    }
     crate::check_destination_shape(source.spec.sink(), "spec.sink", &mut errors);
     for name in source.spec.ce_overrides().map(|o| o.extensions.keys()).into_iter().flatten() {
         if name.is_empty() || name.len() > 20 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
@@ -497,6 +525,12 @@ mod tests {
         }))
         .expect("decodes");
         let warnings = kafka.validate().expect("valid");
+        let mut unordered = kafka.clone();
+        unordered.metadata.annotations.insert(KNATIVE_DELIVERY_ORDER.into(), "unordered".into());
+        assert_eq!(delivers_unordered(&unordered.metadata), Ok(true));
+        unordered.metadata.annotations.insert(DELIVERY_ORDER.into(), "sometimes".into());
+        let fields: Vec<String> = unordered.validate().expect_err("bad").errors.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["metadata.annotations[serval.dev/delivery-order]"]);
         assert_eq!(warnings.len(), 1, "the Kubernetes Service sink is named: {warnings:?}");
     }
 }

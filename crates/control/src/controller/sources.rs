@@ -36,6 +36,7 @@ impl Controller {
                 name: s.metadata.name.clone(),
                 sink,
                 overrides: Vec::new(),
+                in_flight: 1,
                 task: Arc::new(task),
             };
             plans.push((plan, serde_json::to_string(&s.spec).unwrap_or_default()));
@@ -59,13 +60,13 @@ impl Controller {
                 continue;
             };
             let Ok(task) = build(&source) else { continue };
-            let overrides = overrides(&source.spec);
             let plan = SourcePlan {
                 kind: Source::<S>::KIND,
                 namespace: namespace.clone(),
                 name: source.metadata.name.clone(),
                 sink,
-                overrides,
+                overrides: overrides(&source.spec),
+                in_flight: in_flight(&source.metadata),
                 task,
             };
             plans.push((plan, serde_json::to_string(&source.spec).unwrap_or_default()));
@@ -118,6 +119,7 @@ impl Controller {
                 name: source.metadata.name.clone(),
                 sink,
                 overrides: overrides(&source.spec),
+                in_flight: in_flight(&source.metadata),
                 task,
             };
             plans.push((plan, fingerprint));
@@ -138,6 +140,7 @@ impl Controller {
                 name: source.metadata.name.clone(),
                 sink,
                 overrides: overrides(&source.spec),
+                in_flight: in_flight(&source.metadata),
                 task,
             };
             plans.push((plan, serde_json::to_string(&source.spec).unwrap_or_default()));
@@ -214,6 +217,15 @@ where
     Source<S>: Resource,
 {
     serval_dispatch::sources::forget(Source::<S>::KIND, &source.metadata.namespace, &source.metadata.name)
+}
+
+/// Events an unordered source posts at once to an HTTP sink.
+const UNORDERED_IN_FLIGHT: usize = 32;
+
+/// How many events a source posts at once (`serval.dev/delivery-order: unordered`, or
+/// Knative's `kafka.eventing.knative.dev/delivery.order`), else one after the other.
+fn in_flight(meta: &serval_model::ObjectMeta) -> usize {
+    if serval_model::delivers_unordered(meta).unwrap_or(false) { UNORDERED_IN_FLIGHT } else { 1 }
 }
 
 /// A source's `spec.ceOverrides.extensions`.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serval_eventing::{CloudEvent, Outcome};
 use serval_store::{Storage, WriteOp};
@@ -141,6 +142,8 @@ pub struct SourcePlan {
     pub sink: Resolved,
     /// `spec.ceOverrides.extensions`, set on every event.
     pub overrides: Vec<(String, String)>,
+    /// Events posted at once to an HTTP sink: 1 keeps them in order.
+    pub in_flight: usize,
     pub task: Arc<dyn SourceTask>,
 }
 
@@ -290,6 +293,7 @@ pub struct SourceSink {
     dispatchers: Arc<Dispatchers>,
     sink: Resolved,
     overrides: Arc<Vec<(String, String)>>,
+    in_flight: usize,
     health: Arc<SourceHealth>,
     what: Arc<str>,
 }
@@ -300,40 +304,40 @@ impl SourceSink {
         &self.sink.url
     }
 
-    /// Delivers `events` in order, each until the sink accepts it (2xx), backing off
-    /// between attempts and never giving up; a sink that is one of serval's logs takes
+    /// Delivers `events`, each until the sink accepts it (2xx), backing off between
+    /// attempts and never giving up: to an HTTP sink in order, or (`in_flight` > 1, an
+    /// unordered source) that many at a time; a sink that is one of serval's logs takes
     /// them all in one commit. `Err(Stopped)` when the source is stopped first (what was
     /// not accepted is delivered again by the next run, from the stored position).
     pub async fn deliver(&self, events: Vec<CloudEvent>, stopped: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
         let events: Vec<CloudEvent> = events.into_iter().map(|e| self.overridden(e)).collect();
         let count = events.len() as u64;
         self.health.received(count);
-        let mut backoff = Backoff::default();
         match &self.sink.target {
-            Target::Log(log) => loop {
-                match self.dispatchers.append_to(log, events.clone(), Ttl::KeepOrDefault).await {
-                    Ok(()) => break,
-                    Err(e) => self.refused(&format!("{}: {e}", log.describe()), &mut backoff, stopped).await?,
+            Target::Log(log) => {
+                let mut backoff = Backoff::default();
+                while let Err(e) = self.dispatchers.append_to(log, events.clone(), Ttl::KeepOrDefault).await {
+                    self.refused(&format!("{}: {e}", log.describe()), &mut backoff, stopped).await?;
                 }
-            },
+            }
+            Target::Http(url) if self.in_flight > 1 => {
+                let mut waiting = events.iter();
+                let mut posting = futures_util::stream::FuturesUnordered::new();
+                loop {
+                    while posting.len() < self.in_flight
+                        && let Some(event) = waiting.next()
+                    {
+                        posting.push(self.post_until_accepted(url, event, stopped.clone()));
+                    }
+                    match posting.next().await {
+                        Some(posted) => posted?,
+                        None => break,
+                    }
+                }
+            }
             Target::Http(url) => {
                 for event in &events {
-                    loop {
-                        let (outcome, body, _) =
-                            self.dispatchers.post(url, event, false, Some(SINK_TIMEOUT), false).await;
-                        let why = match outcome {
-                            Outcome::Status(200..=299, _) => break,
-                            Outcome::Status(code, _) => {
-                                format!(
-                                    "the sink answered {code}: {}",
-                                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                                )
-                            }
-                            Outcome::NoResponse => "the sink did not answer".to_string(),
-                        };
-                        self.refused(&why, &mut backoff, stopped).await?;
-                    }
-                    backoff.reset();
+                    self.post_until_accepted(url, event, stopped.clone()).await?;
                 }
             }
         }
@@ -342,6 +346,27 @@ impl SourceSink {
             self.health.ready();
         }
         Ok(())
+    }
+
+    /// Posts one event until the sink accepts it (2xx), backing off between attempts.
+    async fn post_until_accepted(
+        &self,
+        url: &crate::delivery::DeliveryUrl,
+        event: &CloudEvent,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut backoff = Backoff::default();
+        loop {
+            let (outcome, body, _) = self.dispatchers.post(url, event, false, Some(SINK_TIMEOUT), false).await;
+            let why = match outcome {
+                Outcome::Status(200..=299, _) => return Ok(()),
+                Outcome::Status(code, _) => {
+                    format!("the sink answered {code}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))
+                }
+                Outcome::NoResponse => "the sink did not answer".to_string(),
+            };
+            self.refused(&why, &mut backoff, &mut stopped).await?;
+        }
     }
 
     /// One attempt to deliver one event (for sources that do not retry, like PingSource):
@@ -455,8 +480,11 @@ impl Sources {
     /// Makes the running sources match `plans` (`(plan, fingerprint)`): new ones start,
     /// changed ones restart (from their stored positions), gone ones stop.
     pub fn sync(&self, plans: Vec<(SourcePlan, String)>) {
-        let wanted: Vec<Wanted<SourcePlan>> =
-            plans.into_iter().map(|(plan, fingerprint)| Wanted { key: plan.key(), fingerprint, plan }).collect();
+        let wanted = plans.into_iter().map(|(plan, fingerprint)| {
+            // A change of how many events go at once restarts the task too.
+            Wanted { key: plan.key(), fingerprint: format!("{fingerprint}|{}", plan.in_flight), plan }
+        });
+        let wanted: Vec<Wanted<SourcePlan>> = wanted.collect();
         let mut healths = self.healths.lock().unwrap_or_else(|p| p.into_inner());
         healths.retain(|key, _| wanted.iter().any(|w| w.key == *key));
         let mut ingresses = self.ingresses.lock().unwrap_or_else(|p| p.into_inner());
@@ -481,6 +509,7 @@ impl Sources {
                     dispatchers: self.dispatchers.clone(),
                     sink: plan.sink.clone(),
                     overrides: Arc::new(plan.overrides.clone()),
+                    in_flight: plan.in_flight.max(1),
                     health: health.clone(),
                     what,
                 },
