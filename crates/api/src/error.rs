@@ -16,6 +16,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    /// What a key-value store refused.
+    #[error(transparent)]
+    Kv(#[from] serval_kv::KvError),
 }
 
 impl From<RuntimeError> for ApiError {
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::BadRequest(_) => return (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Unauthorized => return (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::Io(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ApiError::Kv(kv) => return kv_kind(kv),
         };
         match control {
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
@@ -56,11 +60,28 @@ impl ApiError {
     }
 }
 
+fn kv_kind(error: &serval_kv::KvError) -> (StatusCode, &'static str) {
+    use serval_kv::KvError;
+    match error {
+        KvError::Invalid { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
+        KvError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+        KvError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+        KvError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+        KvError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+        KvError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
+        KvError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+        KvError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let details = match &self {
             ApiError::Control(ControlError::Invalid { source, .. }) => {
                 serde_json::to_value(&source.errors).unwrap_or_default()
+            }
+            ApiError::Kv(serval_kv::KvError::Invalid { field, .. } | serval_kv::KvError::TooLarge { field, .. }) => {
+                serde_json::json!([{ "field": field }])
             }
             _ => serde_json::Value::Null,
         };

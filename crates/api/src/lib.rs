@@ -8,6 +8,7 @@
 //! decodes requests and hands typed calls to the control plane; no reconciliation here.
 
 mod error;
+mod kv;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub fn router(
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api)
+        .merge(kv::router())
         .fallback(|| async {
             ApiError::from(serval_control::ControlError::NotFound {
                 kind: "API path",

@@ -32,6 +32,7 @@ mod config_data;
 mod eventing;
 mod flows;
 mod kinds;
+mod kv;
 mod references;
 mod sources;
 
@@ -99,6 +100,9 @@ pub struct Controller {
     sources: Arc<serval_dispatch::sources::Sources>,
     /// Instance lifecycle events, for ApiServerSources.
     platform: Arc<serval_dispatch::sources::apiserver::PlatformEvents>,
+    /// The key-value stores functions reach at `SERVAL_KV_URL`, and their tokens.
+    kv: Arc<serval_kv::KeyValueStores>,
+    kv_tokens: Arc<serval_kv::Tokens>,
     sealer: Sealer,
 }
 
@@ -128,6 +132,8 @@ impl Controller {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
         let sources = Arc::new(serval_dispatch::sources::Sources::new(dispatchers.clone(), store.clone()));
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
+        let kv = Arc::new(serval_kv::KeyValueStores::new(store.clone()));
+        let kv_tokens = Arc::new(serval_kv::Tokens::new(&sealer.derived_key("serval key-value tokens")));
         Arc::new(Controller {
             config,
             addrs,
@@ -146,6 +152,8 @@ impl Controller {
             dispatchers,
             sources,
             platform: Arc::default(),
+            kv,
+            kv_tokens,
             sealer,
         })
     }
@@ -715,7 +723,7 @@ impl Controller {
             let container = revision.spec.containers.first();
             let literal = container.into_iter().flat_map(|c| &c.env).filter(|e| e.value_from.is_none());
             let literal = literal.map(|e| (e.name.clone(), e.value.clone()));
-            literal.chain(Controller::bound_environment(revision)).collect()
+            literal.chain(Controller::bound_environment(revision)).chain(self.kv_environment(revision)).collect()
         });
         let spec = self.runner_spec(revision, verify, env);
         // A revision whose runtime went away fails its starts with the reason.

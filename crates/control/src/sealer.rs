@@ -81,6 +81,12 @@ impl Sealer {
         Ok(plain.to_vec())
     }
 
+    /// A key for `purpose` derived from the server's (the whole HMAC-SHA256 of the purpose
+    /// under the digest key): other secrets of the server without another key file.
+    pub fn derived_key(&self, purpose: &str) -> Vec<u8> {
+        hmac::sign(&self.digest, purpose.as_bytes()).as_ref().to_vec()
+    }
+
     /// A keyed digest (HMAC-SHA256, 16 hex digits): equal inputs give equal digests, and
     /// the digest tells nothing about low-entropy values.
     pub fn digest(&self, data: &[u8]) -> String {

@@ -15,6 +15,7 @@ mod bindings;
 mod config_data;
 mod eventing;
 mod expand;
+mod kv;
 mod messaging;
 mod meta;
 mod resource;
@@ -38,6 +39,10 @@ pub use eventing::{
     validate_trigger,
 };
 pub use expand::{expand_environment, expand_references};
+pub use kv::{
+    DEFAULT_KV_STORE, KV_STORES_ANNOTATION, KeyValueStore, KeyValueStoreStatus, SERVAL_API_VERSION, kv_stores_of,
+    validate_key_value_store,
+};
 pub use messaging::{
     Addressee, Channel, ChannelSpec, ChannelStatus, ChannelTemplate, FLOWS_API_VERSION, FlowStatus, InMemoryChannel,
     MAX_FLOW_NAME, MAX_FLOW_PARTS, MESSAGING_API_VERSION, Parallel, ParallelBranch, ParallelSpec, PhysicalSubscription,

@@ -254,6 +254,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         crate::WebhookSource::info(),
         Secret::info(),
         ConfigMap::info(),
+        crate::KeyValueStore::info(),
     ]
 }
 
@@ -523,6 +524,29 @@ impl Resource for Secret {
     }
     fn info() -> KindInfo {
         KindInfo { watchable: false, ..default_info::<Self>() }
+    }
+}
+
+impl Resource for crate::KeyValueStore {
+    const KIND: &'static str = "KeyValueStore";
+    const API_VERSION: &'static str = crate::SERVAL_API_VERSION;
+    const PLURAL: &'static str = "keyvaluestores";
+    const SHORT_NAMES: &'static [&'static str] = &["kv"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_key_value_store(self)
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
+    }
+    fn apply_order() -> u8 {
+        0
     }
 }
 

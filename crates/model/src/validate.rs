@@ -217,6 +217,7 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     annotations::K_SINK,
     annotations::K_CE_OVERRIDES,
     annotations::READINESS,
+    crate::KV_STORES_ANNOTATION,
 ];
 
 /// The known name closest to `unknown` when it is close enough to be a typo.

@@ -177,6 +177,7 @@ pub async fn run_with(
     ));
     let resync = tokio::spawn(controller.clone().resync_periodically());
     let compaction = tokio::spawn(serval_dispatch::delivery::compact_periodically(store.clone()));
+    let kv_sweep = tokio::spawn(controller.kv().clone().sweep_expired());
     let _ = ready.send(());
 
     shutdown.await;
@@ -184,6 +185,7 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     resync.abort();
     compaction.abort();
+    kv_sweep.abort();
     events.abort();
     dispatchers.stop_all();
     controller.stop_sources();

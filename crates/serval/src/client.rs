@@ -132,6 +132,23 @@ impl Client {
         if resp.status().is_success() { Ok(resp) } else { Err(api_error(resp).await) }
     }
 
+    /// Any request with a raw body and extra headers (the key-value endpoint); an answer
+    /// that is not a success becomes the error it names.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::Response> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api)).bearer_auth(&self.token).body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the serval API at {}", self.api))?;
+        if resp.status().is_success() { Ok(resp) } else { Err(api_error(resp).await) }
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None).await?;
         Ok(())

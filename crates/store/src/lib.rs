@@ -22,7 +22,7 @@ use serde::Serialize;
 use feed::{Change, Feed};
 pub use feed::{ChangeType, TooOld};
 pub use memory::MemoryStore;
-pub use seams::{BoxFuture, Durable, EventLog, ResourceStore, ResourceStoreExt, Storage};
+pub use seams::{BoxFuture, Durable, EventLog, KeyValues, KvEntry, ResourceStore, ResourceStoreExt, Storage};
 pub use writer::WriteOp;
 
 /// One entry of an event log.
@@ -98,6 +98,17 @@ const SCHEMA: &[&str] = &[
     CREATE TABLE cursors (consumer TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO cursors (consumer, seq) SELECT 'triggers/' || namespace || '/' || trigger, seq FROM trigger_cursors;
     DROP TABLE trigger_cursors;",
+    // version 7: key-value stores for functions (`<namespace>/<store>`): each entry with the
+    // version its last write got (its ETag) and when it expires (unix ms; NULL: never).
+    "CREATE TABLE kv (
+        store TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        expires_at INTEGER,
+        PRIMARY KEY (store, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX kv_by_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;",
 ];
 
 /// Handle to the database; cheap to share behind an `Arc`.
@@ -297,6 +308,44 @@ impl EventLog for Store {
     }
 }
 
+impl KeyValues for Store {
+    fn kv_get(&self, store: &str, key: &str, now_ms: i64) -> Result<Option<KvEntry>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT value, version, expires_at FROM kv WHERE store = ?1 AND key = ?2
+                 AND (expires_at IS NULL OR expires_at > ?3)",
+            )?
+            .query_row(params![store, key, now_ms], |r| {
+                Ok(KvEntry { value: r.get(0)?, version: r.get(1)?, expires_at: r.get(2)? })
+            })
+            .optional()
+        })
+    }
+
+    fn kv_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key FROM kv WHERE store = ?1 AND key > ?2 AND substr(key, 1, length(?3)) = ?3
+                 AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(params![store, after, prefix, now_ms, limit], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn kv_last_version(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM kv", [], |r| r.get(0)))
+    }
+}
+
 /// One watch event: its type and the document (with `metadata.resourceVersion`).
 pub type WatchEvent = (ChangeType, serde_json::Value);
 
@@ -416,6 +465,22 @@ impl WriteOp {
         WriteOp::DeleteCursors { prefix: prefix.into() }
     }
 
+    /// Writes a key-value entry (replacing it) with its version and expiry (unix ms).
+    pub fn kv_put(store: &str, key: &str, value: Vec<u8>, version: i64, expires_at: Option<i64>) -> WriteOp {
+        WriteOp::KvPut { store: store.into(), key: key.into(), value, version, expires_at }
+    }
+
+    /// Removes a key-value entry (nothing when absent).
+    pub fn kv_delete(store: &str, key: &str) -> WriteOp {
+        WriteOp::KvDelete { store: store.into(), key: key.into() }
+    }
+
+    /// Removes a whole key-value store, or the entries that expired by `expired_by`
+    /// (unix ms) of every store.
+    pub fn kv_clear(store: Option<&str>, expired_by: Option<i64>) -> WriteOp {
+        WriteOp::KvClear { store: store.map(str::to_string), expired_by }
+    }
+
     /// Drops a whole log (its owner is deleted).
     pub fn delete_events(log: &str) -> WriteOp {
         WriteOp::DeleteEvents { log: log.into() }
@@ -497,6 +562,39 @@ mod tests {
             store.write(vec![WriteOp::delete_cursors("sources/K/ns/a/")]).await.expect("delete");
             let left: Vec<i64> = ids.iter().map(|id| store.cursor(id).expect("cursor")).collect();
             assert_eq!(left, [0, 0, 7, 7]);
+        }
+    }
+
+    #[tokio::test]
+    async fn key_values_expire_list_by_prefix_and_clear_in_both_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = Store::open(dir.path()).expect("open");
+        let memory = crate::MemoryStore::default();
+        let stores: [&dyn Storage; 2] = [&sqlite, &memory];
+        for store in stores {
+            let ops = vec![
+                WriteOp::kv_put("ns/a", "user/1", b"one".to_vec(), 5, None),
+                WriteOp::kv_put("ns/a", "user/2", b"two".to_vec(), 6, Some(1_000)),
+                WriteOp::kv_put("ns/a", "user/3", b"three".to_vec(), 7, None),
+                WriteOp::kv_put("ns/a", "visits", b"9".to_vec(), 8, None),
+                WriteOp::kv_put("ns/b", "user/1", b"other".to_vec(), 9, None),
+            ];
+            store.write(ops).await.expect("write");
+            let one = store.kv_get("ns/a", "user/1", 500).expect("get").expect("present");
+            assert_eq!((one.value.as_slice(), one.version), (&b"one"[..], 5));
+            assert!(store.kv_get("ns/a", "user/2", 500).expect("get").is_some());
+            assert!(store.kv_get("ns/a", "user/2", 1_000).expect("get").is_none(), "expired");
+            assert_eq!(store.kv_keys("ns/a", "user/", "", 10, 500).expect("keys"), ["user/1", "user/2", "user/3"]);
+            assert_eq!(store.kv_keys("ns/a", "user/", "user/1", 1, 2_000).expect("keys"), ["user/3"]);
+            assert_eq!(store.kv_last_version().expect("version"), 9);
+            store
+                .write(vec![WriteOp::kv_clear(None, Some(1_000)), WriteOp::kv_delete("ns/a", "visits")])
+                .await
+                .expect("w");
+            assert_eq!(store.kv_keys("ns/a", "", "", 10, 0).expect("keys"), ["user/1", "user/3"]);
+            store.write(vec![WriteOp::kv_clear(Some("ns/a"), None)]).await.expect("clear");
+            assert!(store.kv_keys("ns/a", "", "", 10, 0).expect("keys").is_empty());
+            assert_eq!(store.kv_keys("ns/b", "", "", 10, 0).expect("keys"), ["user/1"]);
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::feed::{Change, ChangeType, Feed};
-use crate::seams::{BoxFuture, Durable, EventLog, ResourceStore};
+use crate::seams::{BoxFuture, Durable, EventLog, KeyValues, KvEntry, ResourceStore};
 use crate::{StoreError, StoredEvent, TooOld, WatchEvent, Watcher, WriteOp, document, watch_feed};
 
 struct Stored {
@@ -25,6 +25,8 @@ struct State {
     /// By position: (log, body).
     events: BTreeMap<i64, (String, String)>,
     cursors: HashMap<String, i64>,
+    /// By (store, key).
+    kv: BTreeMap<(String, String), KvEntry>,
     last_seq: i64,
     last_version: i64,
 }
@@ -86,6 +88,17 @@ impl State {
             WriteOp::SetCursor { consumer, seq: None } => {
                 self.cursors.remove(&consumer);
             }
+            WriteOp::KvPut { store, key, value, version, expires_at } => {
+                self.kv.insert((store, key), KvEntry { value, version, expires_at });
+            }
+            WriteOp::KvDelete { store, key } => {
+                self.kv.remove(&(store, key));
+            }
+            WriteOp::KvClear { store, expired_by } => self.kv.retain(|(s, _), entry| {
+                let in_store = store.as_ref().is_none_or(|wanted| wanted == s);
+                let expired = expired_by.is_none_or(|by| entry.expires_at.is_some_and(|at| at <= by));
+                !(in_store && expired)
+            }),
             WriteOp::DeleteCursors { prefix } => self.cursors.retain(|c, _| !c.starts_with(&prefix)),
             WriteOp::DeleteEvents { log } => self.events.retain(|_, (l, _)| *l != log),
             WriteOp::DeleteEventsUpTo { log, seq, limit } => {
@@ -192,6 +205,40 @@ impl EventLog for MemoryStore {
     fn last_event_seq(&self) -> Result<i64, StoreError> {
         let state = self.state();
         Ok(state.events.keys().next_back().copied().unwrap_or(0))
+    }
+}
+
+impl KeyValues for MemoryStore {
+    fn kv_get(&self, store: &str, key: &str, now_ms: i64) -> Result<Option<KvEntry>, StoreError> {
+        let state = self.state();
+        let entry = state.kv.get(&(store.to_string(), key.to_string()));
+        Ok(entry.filter(|e| e.expires_at.is_none_or(|at| at > now_ms)).cloned())
+    }
+
+    fn kv_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let state = self.state();
+        let from = (store.to_string(), after.to_string());
+        let keys = state
+            .kv
+            .range(from..)
+            .take_while(|((s, _), _)| s == store)
+            .filter(|((_, k), e)| {
+                k.as_str() > after && k.starts_with(prefix) && e.expires_at.is_none_or(|at| at > now_ms)
+            })
+            .map(|((_, k), _)| k.clone())
+            .take(limit);
+        Ok(keys.collect())
+    }
+
+    fn kv_last_version(&self) -> Result<i64, StoreError> {
+        Ok(self.state().kv.values().map(|e| e.version).max().unwrap_or(0))
     }
 }
 

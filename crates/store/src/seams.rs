@@ -71,11 +71,40 @@ pub trait EventLog: Durable {
     fn last_event_seq(&self) -> Result<i64, StoreError>;
 }
 
-/// Everything the platform keeps: resources and logs in one store, so that one batch
-/// may write both.
-pub trait Storage: ResourceStore + EventLog {}
+/// One entry of a key-value store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    /// Its last write's version (its ETag); versions only grow, across all stores.
+    pub version: i64,
+    /// When it expires (unix ms).
+    pub expires_at: Option<i64>,
+}
 
-impl<S: ResourceStore + EventLog> Storage for S {}
+/// Key-value stores (`<namespace>/<store>`) of entries; writes are [`WriteOp`]s
+/// (`kv_put`, `kv_delete`, `kv_clear`). Reads skip entries expired by `now_ms`.
+pub trait KeyValues: Durable {
+    fn kv_get(&self, store: &str, key: &str, now_ms: i64) -> Result<Option<KvEntry>, StoreError>;
+
+    /// Keys of `store` starting with `prefix`, after `after`, in order, at most `limit`.
+    fn kv_keys(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The highest version of any entry (0: none).
+    fn kv_last_version(&self) -> Result<i64, StoreError>;
+}
+
+/// Everything the platform keeps: resources, logs and key-value entries in one store, so
+/// that one batch may write them together.
+pub trait Storage: ResourceStore + EventLog + KeyValues {}
+
+impl<S: ResourceStore + EventLog + KeyValues> Storage for S {}
 
 /// Typed reads over any [`ResourceStore`].
 pub trait ResourceStoreExt: ResourceStore {

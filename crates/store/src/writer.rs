@@ -21,6 +21,9 @@ pub enum WriteOp {
     DeleteEventsUpTo { log: String, seq: i64, limit: u32 },
     SetCursor { consumer: String, seq: Option<i64> },
     DeleteCursors { prefix: String },
+    KvPut { store: String, key: String, value: Vec<u8>, version: i64, expires_at: Option<i64> },
+    KvDelete { store: String, key: String },
+    KvClear { store: Option<String>, expired_by: Option<i64> },
 }
 
 struct Request {
@@ -254,6 +257,23 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Option<Change>> {
             // `consumer` between the prefix and the prefix followed by the highest character.
             conn.prepare_cached("DELETE FROM cursors WHERE consumer >= ?1 AND consumer < ?1 || char(1114111)")?
                 .execute(params![prefix])?;
+        }
+        WriteOp::KvPut { store, key, value, version, expires_at } => {
+            conn.prepare_cached(
+                "INSERT INTO kv (store, key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (store, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                 expires_at = excluded.expires_at",
+            )?
+            .execute(params![store, key, value, version, expires_at])?;
+        }
+        WriteOp::KvDelete { store, key } => {
+            conn.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?.execute(params![store, key])?;
+        }
+        WriteOp::KvClear { store, expired_by } => {
+            conn.prepare_cached(
+                "DELETE FROM kv WHERE (?1 IS NULL OR store = ?1) AND (?2 IS NULL OR expires_at <= ?2)",
+            )?
+            .execute(params![store, expired_by])?;
         }
         WriteOp::DeleteEventsUpTo { log, seq, limit } => {
             conn.prepare_cached(

@@ -157,14 +157,15 @@ impl Controller {
         container.resolve_environment(|kind, name| self.config_values(kind, namespace, name))
     }
 
-    /// The revision's environment (with `K_SINK` and `K_CE_OVERRIDES` of its SinkBinding),
-    /// or why it cannot be built.
+    /// The revision's environment (with `K_SINK` and `K_CE_OVERRIDES` of its SinkBinding,
+    /// and its key-value endpoint), or why it cannot be built.
     pub(super) fn revision_environment(&self, revision: &Revision) -> Result<Vec<(String, String)>, String> {
         let mut env = match revision.spec.containers.first() {
             Some(container) => self.resolve_environment(&revision.metadata.namespace, container)?,
             None => Vec::new(),
         };
         env.extend(Controller::bound_environment(revision));
+        env.extend(self.kv_environment(revision));
         Ok(env)
     }
 

@@ -50,6 +50,7 @@ pub fn builtin_kinds(controller: &Arc<Controller>) -> Vec<Arc<dyn KindApi>> {
         Stored::<serval_model::WebhookSource, _>::new(&context, controller.clone()),
         Arc::new(Secrets { info: Secret::info(), controller: controller.clone() }),
         Stored::<ConfigMap, _>::new(&context, controller.clone()),
+        Stored::<serval_model::KeyValueStore, _>::new(&context, controller.clone()),
     ]
 }
 

@@ -9,6 +9,7 @@ mod flows;
 mod image;
 mod init;
 mod invoke;
+mod kv;
 mod resources;
 mod server;
 mod sources;
@@ -78,6 +79,9 @@ pub enum Command {
     /// ConfigMaps: create, get, list, delete.
     #[command(subcommand, name = "configmap", alias = "cm")]
     ConfigMap(config_data::DataCommand),
+    /// Key-value stores of functions (SERVAL_KV_URL): get, set, rm, ls, incr, create.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
     /// Manage the local image store: import, pull, ls, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -143,6 +147,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Delete(a) => resources::delete(a, global).await,
         Command::Revisions(a) => resources::revisions(a, global).await,
         Command::Top(a) => resources::top(a, global).await,
+        Command::Kv(c) => kv::run(c, global).await,
         Command::Traffic(a) => resources::traffic(a, global).await,
         Command::Image(c) => image::run(c, global).await,
         Command::Secret(c) => config_data::run(config_data::DataKind::Secret, c, global).await,
