@@ -383,20 +383,24 @@ mod tests {
     #[tokio::test]
     async fn concurrent_increments_and_creators_are_serialized() {
         let kv = stores();
-        let incs = (0..50).map(|_| {
-            let kv = kv.clone();
-            tokio::spawn(async move { kv.increment("ns", "default", "visits", 1).await })
-        });
+        let incs = (0..50)
+            .map(|_| {
+                let kv = kv.clone();
+                tokio::spawn(async move { kv.increment("ns", "default", "visits", 1).await })
+            })
+            .collect::<Vec<_>>();
         for inc in incs {
             inc.await.expect("join").expect("increment");
         }
         assert_eq!(kv.get("ns", "default", "visits").expect("get").value, b"50");
-        let creators = (0..20).map(|i| {
-            let kv = kv.clone();
-            tokio::spawn(async move {
-                kv.put("ns", "default", "leader", vec![i], Precondition::IfAbsent, None).await.is_ok()
+        let creators = (0..20)
+            .map(|i| {
+                let kv = kv.clone();
+                tokio::spawn(async move {
+                    kv.put("ns", "default", "leader", vec![i], Precondition::IfAbsent, None).await.is_ok()
+                })
             })
-        });
+            .collect::<Vec<_>>();
         let mut won = 0;
         for c in creators {
             won += usize::from(c.await.expect("join"));

@@ -48,13 +48,15 @@ async fn fifty_concurrent_visits_counted_with_compare_and_set_end_at_fifty() {
     let port = server.gateway_host().rsplit_once(':').expect("port").1.to_string();
     let host = format!("counter.default.localhost:{port}");
     let client = reqwest::Client::new();
-    let visits = (0..50).map(|_| {
-        let (client, url, host) = (client.clone(), url.clone(), host.clone());
-        tokio::spawn(async move {
-            let response = client.get(&url).header("host", host).send().await.expect("visit");
-            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let visits = (0..50)
+        .map(|_| {
+            let (client, url, host) = (client.clone(), url.clone(), host.clone());
+            tokio::spawn(async move {
+                let response = client.get(&url).header("host", host).send().await.expect("visit");
+                assert_eq!(response.status(), 200, "{:?}", response.text().await);
+            })
         })
-    });
+        .collect::<Vec<_>>();
     for visit in visits {
         visit.await.expect("join");
     }
@@ -70,12 +72,14 @@ async fn conditions_ttl_scopes_and_limits() {
     assert_eq!(url, format!("{}/kv/default", server.api.trim_end_matches('/')));
 
     // One creator of twenty wins If-None-Match: *.
-    let creators = (0..20).map(|i| {
-        let (url, token) = (url.clone(), token.clone());
-        tokio::spawn(async move {
-            put(&format!("{url}/default/leader"), &token, &[("if-none-match", "*")], &format!("{i}")).await.0
+    let creators = (0..20)
+        .map(|i| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                put(&format!("{url}/default/leader"), &token, &[("if-none-match", "*")], &format!("{i}")).await.0
+            })
         })
-    });
+        .collect::<Vec<_>>();
     let mut statuses = Vec::new();
     for c in creators {
         statuses.push(c.await.expect("join"));
@@ -151,10 +155,12 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut server = Server::start(&[]);
     let url = format!("{}/kv/default/default", server.api.trim_end_matches('/'));
     let token = server.token.clone();
-    let writes = (0..200).map(|i| {
-        let (url, token) = (url.clone(), token.clone());
-        tokio::spawn(async move { put(&format!("{url}/key-{i}"), &token, &[], &format!("value {i}")).await.0 })
-    });
+    let writes = (0..200)
+        .map(|i| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move { put(&format!("{url}/key-{i}"), &token, &[], &format!("value {i}")).await.0 })
+        })
+        .collect::<Vec<_>>();
     let mut acknowledged = 0;
     for w in writes {
         if matches!(w.await.expect("join"), 200 | 201) {
