@@ -9,6 +9,7 @@
 
 mod error;
 mod kv;
+mod workflows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +77,7 @@ pub fn router(
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
         .route("/api/v1/images/pull", axum::routing::post(pull_image))
+        .merge(workflows::router())
         .merge(metrics_router(registry))
         .route_layer(middleware::from_fn_with_state(state.clone(), watch_lists))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

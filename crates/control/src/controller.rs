@@ -35,6 +35,7 @@ mod kinds;
 mod kv;
 mod references;
 mod sources;
+mod workflows;
 
 pub use kinds::builtin_kinds;
 
@@ -103,6 +104,8 @@ pub struct Controller {
     /// The key-value stores functions reach at `SERVAL_KV_URL`, and their tokens.
     kv: Arc<serval_kv::KeyValueStores>,
     kv_tokens: Arc<serval_kv::Tokens>,
+    /// The runs of workflows in progress.
+    workflows: Arc<crate::workflows::WorkflowRuns>,
     sealer: Sealer,
 }
 
@@ -132,6 +135,11 @@ impl Controller {
         let Parts { store, runtimes, images, routes, metrics, events, dispatchers, sealer } = parts;
         let sources = Arc::new(serval_dispatch::sources::Sources::new(dispatchers.clone(), store.clone()));
         let instance_slots = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
+        let workflows = Arc::new(crate::workflows::WorkflowRuns::new(
+            store.clone(),
+            dispatchers.clone(),
+            format!("http://{}", addrs.gateway),
+        ));
         let kv = Arc::new(serval_kv::KeyValueStores::new(store.clone()));
         let kv_tokens = Arc::new(serval_kv::Tokens::new(&sealer.derived_key("serval key-value tokens")));
         Arc::new(Controller {
@@ -154,6 +162,7 @@ impl Controller {
             platform: Arc::default(),
             kv,
             kv_tokens,
+            workflows,
             sealer,
         })
     }
@@ -427,6 +436,7 @@ impl Controller {
         self.sync_dispatchers();
         self.sync_sources();
         self.ensure_container_sources().await;
+        self.resume_workflow_runs();
         let services: Vec<Service> = self.store.list(Service::KIND, None)?;
         for s in services {
             if let Err(e) = self.reconcile_locked(&s.metadata.namespace, &s.metadata.name).await {
@@ -831,6 +841,7 @@ impl Controller {
     /// Stops every runner, waits until all instances are gone, then lets the runtimes drop
     /// what they prepared.
     pub async fn shutdown(&self) {
+        self.workflows.stop_all();
         let all: Vec<Arc<RevisionRunner>> = self.runners().drain().map(|(_, r)| r).collect();
         futures_util::future::join_all(all.iter().map(|r| r.stop())).await;
         for runtime in self.runtimes.available() {

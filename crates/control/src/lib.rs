@@ -20,6 +20,7 @@ pub mod logs;
 pub mod metrics;
 mod runner;
 pub mod sealer;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel`, the event sources
 //! (`FileSource`, `NatsSource`, `PostgresSource`, `WebhookSource`, `KafkaSource`,
 //! `ApiServerSource`), `SinkBinding`, `ContainerSource`, label selectors and Kubernetes
-//! `Secret`/`ConfigMap` objects, their validation (with field
+//! `Secret`/`ConfigMap` objects, key-value stores and workflows, their validation (with field
 //! paths), naming rules, the derived values every other crate agrees on (revision names,
 //! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
 //! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
@@ -22,6 +22,7 @@ mod resource;
 mod service;
 mod sources;
 mod validate;
+mod workflow;
 
 pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use bindings::{
@@ -47,7 +48,7 @@ pub use messaging::{
     Addressee, Channel, ChannelSpec, ChannelStatus, ChannelTemplate, FLOWS_API_VERSION, FlowStatus, InMemoryChannel,
     MAX_FLOW_NAME, MAX_FLOW_PARTS, MESSAGING_API_VERSION, Parallel, ParallelBranch, ParallelSpec, PhysicalSubscription,
     Sequence, SequenceSpec, SequenceStep, SubscriberSpec, SubscriberStatus, Subscription, SubscriptionSpec,
-    SubscriptionStatus, check_destination_shape, classify, destination_warnings, parallel_branch_channel,
+    SubscriptionStatus, check_destination_shape, classify, classify_uri, destination_warnings, parallel_branch_channel,
     parallel_branch_subscription, parallel_filter_subscription, parallel_ingress, sequence_channel,
     sequence_subscription, validate_channel, validate_parallel, validate_sequence, validate_subscription,
 };
@@ -72,6 +73,7 @@ pub use validate::{
     FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,
     validate_service,
 };
+pub use workflow::{WORKFLOW_BROKER_ANNOTATION, Workflow, WorkflowStatus, validate_workflow, workflow_from_document};
 
 /// Errors of the model crate: a resource that fails validation or cannot be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -393,7 +393,7 @@ pub fn classify(dest: &Destination, namespace: &str) -> Result<Addressee, String
     }
 }
 
-fn classify_uri(uri: &str) -> Result<Addressee, String> {
+pub fn classify_uri(uri: &str) -> Result<Addressee, String> {
     let Some(rest) = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://")) else {
         return Err(format!("{uri:?} must be an absolute http(s) URL"));
     };

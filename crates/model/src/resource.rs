@@ -255,6 +255,7 @@ pub fn builtin_kinds() -> Vec<KindInfo> {
         Secret::info(),
         ConfigMap::info(),
         crate::KeyValueStore::info(),
+        crate::Workflow::info(),
     ]
 }
 
@@ -547,6 +548,26 @@ impl Resource for crate::KeyValueStore {
     }
     fn apply_order() -> u8 {
         0
+    }
+}
+
+impl Resource for crate::Workflow {
+    const KIND: &'static str = "Workflow";
+    const API_VERSION: &'static str = crate::SERVAL_API_VERSION;
+    const PLURAL: &'static str = "workflows";
+    const SHORT_NAMES: &'static [&'static str] = &["wf"];
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn validate(&self) -> Result<Vec<String>, ValidationError> {
+        crate::validate_workflow(self)
+    }
+    fn conditions(&self) -> &[Condition] {
+        &self.status.conditions
     }
 }
 

@@ -595,7 +595,13 @@ impl<'a> Runner<'a> {
         let (request, format) = match map["call"].as_str().unwrap_or_default() {
             "http" => http_request(&with, input)?,
             "openapi" => self.openapi_request(&with, input).await?,
-            other => return Err(Error::runtime(format!("serval does not call {other:?} yet"))),
+            kind @ ("grpc" | "asyncapi" | "a2a" | "mcp") => {
+                return Err(Error::runtime(format!("serval does not make {kind} calls yet")));
+            }
+            function if self.definition["use"]["functions"].get(function).is_some() => {
+                return Err(Error::runtime(format!("serval does not run custom functions ({function}) yet")));
+            }
+            service => service_request(service, &with, input),
         };
         let response = self
             .effects
@@ -699,6 +705,27 @@ fn http_request(with: &Value, input: &Value) -> Result<(HttpRequest, String), Er
     let format = with["output"].as_str().unwrap_or("content").to_string();
     Ok((HttpRequest { method, uri, headers, body }, format))
 }
+
+/// A call of a service by name (`call: <service>`): a request to [`SERVICE_SCHEME`]`<name>`
+/// that the effects send to that service of the workflow's namespace. `with` takes
+/// `method` (POST), `path` (`/`), `headers`, `query` and `body` (the task input).
+fn service_request(service: &str, with: &Value, input: &Value) -> (HttpRequest, String) {
+    let path = with["path"].as_str().unwrap_or("/");
+    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let mut uri = format!("{SERVICE_SCHEME}{service}{path}");
+    if let Some(query) = with["query"].as_object().filter(|q| !q.is_empty()) {
+        let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", scalar_text(v))).collect();
+        uri = format!("{uri}?{}", pairs.join("&"));
+    }
+    let headers = with["headers"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), scalar_text(v))).collect();
+    let method = with["method"].as_str().unwrap_or("post").to_uppercase();
+    let body = Some(with.get("body").cloned().unwrap_or_else(|| input.clone()));
+    let format = with["output"].as_str().unwrap_or("content").to_string();
+    (HttpRequest { method, uri, headers, body }, format)
+}
+
+/// The scheme of a request to a service of the workflow's namespace, by name.
+pub const SERVICE_SCHEME: &str = "service:";
 
 /// A URI template's `{name}`s filled from the task input's top-level fields.
 fn fill_template(template: &str, input: &Value) -> String {

@@ -51,6 +51,7 @@ pub fn builtin_kinds(controller: &Arc<Controller>) -> Vec<Arc<dyn KindApi>> {
         Arc::new(Secrets { info: Secret::info(), controller: controller.clone() }),
         Stored::<ConfigMap, _>::new(&context, controller.clone()),
         Stored::<serval_model::KeyValueStore, _>::new(&context, controller.clone()),
+        Stored::<serval_model::Workflow, _>::new(&context, controller.clone()),
     ]
 }
 

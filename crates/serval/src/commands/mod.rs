@@ -13,6 +13,7 @@ mod kv;
 mod resources;
 mod server;
 mod sources;
+mod workflow;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -79,6 +80,9 @@ pub enum Command {
     /// ConfigMaps: create, get, list, delete.
     #[command(subcommand, name = "configmap", alias = "cm")]
     ConfigMap(config_data::DataCommand),
+    /// Workflows (Serverless Workflow DSL 1.0): create, run, runs, get-run, cancel.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// Key-value stores of functions (SERVAL_KV_URL): get, set, rm, ls, incr, create.
     #[command(subcommand)]
     Kv(kv::KvCommand),
@@ -148,6 +152,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Revisions(a) => resources::revisions(a, global).await,
         Command::Top(a) => resources::top(a, global).await,
         Command::Kv(c) => kv::run(c, global).await,
+        Command::Workflow(c) => workflow::run(c, global).await,
         Command::Traffic(a) => resources::traffic(a, global).await,
         Command::Image(c) => image::run(c, global).await,
         Command::Secret(c) => config_data::run(config_data::DataKind::Secret, c, global).await,

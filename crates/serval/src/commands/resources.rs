@@ -487,6 +487,13 @@ fn plan(doc: &Value, catalog: &Catalog) -> Plan {
     }
 }
 
+impl ApplyArgs {
+    /// `apply -f FILE -n NAMESPACE` with every other flag at its default.
+    pub fn for_file(file: String, namespace: String) -> ApplyArgs {
+        ApplyArgs { file, namespace, no_wait: false, image_maps: Vec::new(), image_map_file: None }
+    }
+}
+
 pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     let map_file = match &args.image_map_file {
         Some(file) => {
@@ -500,6 +507,12 @@ pub async fn apply(args: ApplyArgs, global: Global) -> Result<()> {
     let mut docs = read_documents(&args.file)?;
     if docs.is_empty() {
         bail!("{} holds no resources", args.file);
+    }
+    // A Serverless Workflow DSL document is taken as it is: the Workflow it names.
+    for doc in &mut docs {
+        if let Some(workflow) = serval_model::workflow_from_document(&doc.value, &args.namespace) {
+            doc.value = workflow;
+        }
     }
     let unmatched = map_images(docs.iter_mut().map(|d| &mut d.value), &maps);
     // Without a server, a file is still checked against serval's own kinds.
