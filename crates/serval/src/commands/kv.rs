@@ -26,13 +26,16 @@ pub struct StoreArgs {
 pub enum KvCommand {
     /// Print a key's value.
     Get {
+        /// The key (up to 256 bytes).
         key: String,
         #[command(flatten)]
         at: StoreArgs,
     },
     /// Write a key's value; prints its new version (its ETag).
     Set {
+        /// The key (up to 256 bytes).
         key: String,
+        /// The value (up to 1 MiB).
         value: String,
         /// Expire it after this many seconds.
         #[arg(long, value_name = "SECONDS")]
@@ -48,6 +51,7 @@ pub enum KvCommand {
     },
     /// Remove a key (nothing happens when it is absent).
     Rm {
+        /// The key.
         key: String,
         #[command(flatten)]
         at: StoreArgs,
@@ -62,7 +66,9 @@ pub enum KvCommand {
     },
     /// Add to the integer a key holds (0 when absent); prints the new value.
     Incr {
+        /// The key.
         key: String,
+        /// What to add (negative to subtract).
         #[arg(default_value_t = 1, allow_negative_numbers = true)]
         delta: i64,
         #[command(flatten)]
@@ -70,6 +76,7 @@ pub enum KvCommand {
     },
     /// Create a store (a KeyValueStore) in a namespace.
     Create {
+        /// The store's name.
         name: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]

@@ -15,6 +15,7 @@ use crate::output;
 pub enum WorkflowCommand {
     /// Create (or update) a workflow from a DSL document (YAML or JSON).
     Create {
+        /// The DSL document (YAML or JSON).
         #[arg(short = 'f', long = "filename")]
         file: String,
         /// Namespace.
@@ -23,6 +24,7 @@ pub enum WorkflowCommand {
     },
     /// Start a run; prints its id, or with --wait its output (exit 1 when it faults).
     Run {
+        /// The workflow.
         name: String,
         /// The input: JSON, or @FILE holding JSON or YAML.
         #[arg(long, value_name = "JSON|@FILE")]
@@ -36,6 +38,7 @@ pub enum WorkflowCommand {
     },
     /// List the runs of a workflow (newest first).
     Runs {
+        /// The workflow.
         name: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
@@ -45,6 +48,7 @@ pub enum WorkflowCommand {
     },
     /// Show a run: input, output, error and its task journal.
     GetRun {
+        /// The run's id (from `workflow run` or `workflow runs`).
         id: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
@@ -54,6 +58,7 @@ pub enum WorkflowCommand {
     },
     /// Cancel a run in progress.
     Cancel {
+        /// The run's id.
         id: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
