@@ -108,6 +108,20 @@ fn check(definition: &Value) -> Result<(), Error> {
         if !schedule.as_object().is_some_and(|s| s.keys().all(|k| known.contains(&k.as_str()))) {
             return Err(Error::validation(format!("schedule takes {}", known.join(", "))).at("/schedule"));
         }
+        for field in ["every", "after"] {
+            if let Some(every) = schedule.get(field) {
+                let every = crate::engine::duration(every).map_err(|e| e.at(&format!("/schedule/{field}")))?;
+                if every.is_zero() {
+                    return Err(Error::validation(format!("schedule.{field} is longer than zero")).at("/schedule"));
+                }
+            }
+        }
+        if schedule.get("cron").is_some_and(|c| !c.is_string()) {
+            return Err(Error::validation("schedule.cron is a cron expression").at("/schedule/cron"));
+        }
+        if let Some(on) = schedule.get("on") {
+            check_strategy(on).map_err(|e| e.at("/schedule/on"))?;
+        }
     }
     Ok(())
 }
@@ -175,9 +189,22 @@ fn check_task(name: &str, task: &Value, siblings: &[&str], at: &str, depth: usiz
             return Err(Error::validation("raise takes error").at(at));
         }
         "call" if !map["call"].is_string() => return Err(Error::validation("call names what is called").at(at)),
+        "listen" => {
+            crate::listen::Read::parse(map["listen"]["read"].as_str()).map_err(|e| e.at(at))?;
+            check_strategy(&map["listen"]["to"]).map_err(|e| e.at(&format!("{at}/listen/to")))?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// An event consumption strategy (`listen.to`, `schedule.on`) that can be listened to;
+/// correlation, which serval does not run yet, is refused when a run meets it, not here.
+fn check_strategy(to: &Value) -> Result<(), Error> {
+    match crate::listen::Listening::new(to, crate::listen::Read::Data) {
+        Err(e) if e.status == Error::validation("").status => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn check_then(then: &Value, siblings: &[&str], at: &str) -> Result<(), Error> {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::dsl::{TaskList, Workflow, kind_of, task_list};
 use crate::error::Error;
 use crate::expr::{Scope, evaluate_field, holds, interpolate};
+use crate::listen::{Listening, Read};
 
 /// The most attempts a `retry` makes when its policy gives no limit.
 const DEFAULT_RETRY_ATTEMPTS: u64 = 10;
@@ -53,6 +54,18 @@ pub trait Effects: Send + Sync {
         let _ = record;
         Box::pin(async { Ok(()) })
     }
+    /// Where the run's inbox of events ends now: a `listen` takes the events delivered
+    /// after it started (the position is journaled with its start, so that a resumed
+    /// listen reads the same events again).
+    fn inbox_end(&self) -> BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async { Err("this run receives no events".to_string()) })
+    }
+    /// The first event of the run's inbox after position `after`, waiting until one comes:
+    /// its position and the event (a CloudEvent in JSON).
+    fn receive(&self, after: u64) -> BoxFuture<'_, Result<(u64, Value), String>> {
+        let _ = after;
+        Box::pin(async { Err("this run receives no events".to_string()) })
+    }
 }
 
 /// Where a task is in its run.
@@ -86,6 +99,9 @@ pub struct TaskRecord {
     /// When (unix ms).
     #[serde(default)]
     pub at: u64,
+    /// Where the run's inbox ended when a `listen` started (Started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
 }
 
 /// How a run ended, with its journal.
@@ -235,6 +251,7 @@ impl<'a> Runner<'a> {
             then: None,
             context: None,
             at: unix_ms(self.effects.now()),
+            position: None,
         }
     }
 
@@ -299,12 +316,19 @@ impl<'a> Runner<'a> {
                 return Ok((done.output.clone().unwrap_or(Value::Null), flow));
             }
             let kind = task.as_object().and_then(kind_of).unwrap_or_default();
-            let started = self.replay.get(&(reference.to_string(), occurrence, Phase::Started)).map(|r| r.at);
-            if started.is_none() {
-                let journaled = JOURNALED_STARTS.contains(&kind);
-                self.record(self.transition(name, reference, occurrence, Phase::Started), journaled).await?;
-            }
-            let result = self.task_body(name, task, reference, raw_input, scope, started).await;
+            let started = match self.replay.get(&(reference.to_string(), occurrence, Phase::Started)) {
+                Some(earlier) => earlier.clone(),
+                None => {
+                    let mut record = self.transition(name, reference, occurrence, Phase::Started);
+                    if kind == "listen" {
+                        let end = self.effects.inbox_end().await.map_err(|e| Error::runtime(e).at(reference))?;
+                        record.position = Some(end);
+                    }
+                    self.record(record.clone(), JOURNALED_STARTS.contains(&kind)).await?;
+                    record
+                }
+            };
+            let result = self.task_body(name, task, reference, raw_input, scope, &started).await;
             match result {
                 Ok((output, flow, exported)) => {
                     let mut record = self.transition(name, reference, occurrence, Phase::Completed);
@@ -325,8 +349,9 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// A task's output, what comes next, and `$context` when it exported; `started`: when
-    /// an earlier run started it (a wait waits only what is left).
+    /// A task's output, what comes next, and `$context` when it exported; `started`: its
+    /// start, maybe by an earlier run (a wait waits only what is left, a listen reads the
+    /// inbox from where it was).
     async fn task_body(
         &self,
         name: &str,
@@ -334,7 +359,7 @@ impl<'a> Runner<'a> {
         reference: &str,
         raw_input: Value,
         scope: &Scope,
-        started: Option<u64>,
+        started: &TaskRecord,
     ) -> Result<(Value, Flow, Option<Value>), Error> {
         let Some(map) = task.as_object() else { return Err(Error::validation("a task is a mapping")) };
         let outer = self.scope(scope);
@@ -364,14 +389,11 @@ impl<'a> Runner<'a> {
             Some("raise") => return Err(self.raise(map, &input, &scope)?),
             Some("emit") => (self.emit(map, &input, &scope).await?, Flow::Continue),
             Some("wait") => {
-                let mut wait = duration(&map["wait"])?;
-                if let Some(at) = started {
-                    let waited = unix_ms(self.effects.now()).saturating_sub(at);
-                    wait = wait.saturating_sub(Duration::from_millis(waited));
-                }
-                self.effects.sleep(wait).await;
+                let waited = Duration::from_millis(unix_ms(self.effects.now()).saturating_sub(started.at));
+                self.effects.sleep(duration(&map["wait"])?.saturating_sub(waited)).await;
                 (input, Flow::Continue)
             }
+            Some("listen") => (self.listen(map, started.position.unwrap_or_default(), &scope).await?, Flow::Continue),
             Some("call") => (self.call(map, &input, &scope).await?, Flow::Continue),
             Some(other) => return Err(Error::runtime(format!("serval does not run {other} tasks yet"))),
             None => return Err(Error::validation(format!("task {name:?} has no task kind"))),
@@ -587,6 +609,25 @@ impl<'a> Runner<'a> {
         }
         self.effects.emit(event.clone()).await.map_err(|e| Error::communication(503, e))?;
         Ok(event)
+    }
+
+    /// Events of the run's inbox after `position`, offered in order until the strategy of
+    /// `listen.to` is satisfied; the events consumed, as `listen.read` says.
+    async fn listen(&self, map: &Map<String, Value>, position: u64, scope: &Scope) -> Result<Value, Error> {
+        let listen = &map["listen"];
+        if listen.get("foreach").is_some() {
+            return Err(Error::runtime("serval does not iterate listen.foreach yet"));
+        }
+        let mut listening = Listening::new(&listen["to"], Read::parse(listen["read"].as_str())?)?;
+        let scope = self.scope(scope);
+        let mut after = position;
+        loop {
+            let (at, event) = self.effects.receive(after).await.map_err(Error::runtime)?;
+            after = at;
+            if listening.offer(&event, &scope)? {
+                return Ok(Value::Array(listening.consumed().to_vec()));
+            }
+        }
     }
 
     async fn call(&self, map: &Map<String, Value>, input: &Value, scope: &Scope) -> Result<Value, Error> {
