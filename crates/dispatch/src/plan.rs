@@ -110,7 +110,8 @@ pub struct Resolved {
 
 /// Resolves a destination seen from `namespace`: a Broker, Channel, Sequence or Parallel to
 /// its log (a flow's first channel), a Service to its path route on the gateway (`gateway`
-/// is `http://host:port`), a URI as it is. `Err` says why it cannot be delivered to.
+/// is `http://host:port`), a Workflow to its address there (`/w/<ns>/<name>`), a URI as it
+/// is. `Err` says why it cannot be delivered to.
 pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Result<Resolved, String> {
     let http = |url: String| {
         let target = Target::Http(DeliveryUrl::parse(&url, gateway).map_err(|e| format!("{url:?}: {e}"))?);
@@ -119,6 +120,7 @@ pub fn resolve(dest: &Destination, namespace: &str, gateway: &str) -> Result<Res
     let log = match serval_model::classify(dest, namespace)? {
         Addressee::Service { namespace, name, path } => return http(format!("{gateway}/f/{namespace}/{name}{path}")),
         Addressee::Url(url) => return http(url),
+        Addressee::Workflow { namespace, name } => return http(format!("{gateway}/w/{namespace}/{name}")),
         Addressee::Broker { namespace, name } => LogRef::Broker { namespace, name },
         channel_or_flow => match channel_or_flow.channel() {
             Some((namespace, name)) => LogRef::Channel { namespace: namespace.to_string(), name },

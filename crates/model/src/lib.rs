@@ -73,7 +73,9 @@ pub use validate::{
     FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,
     validate_service,
 };
-pub use workflow::{WORKFLOW_BROKER_ANNOTATION, Workflow, WorkflowStatus, validate_workflow, workflow_from_document};
+pub use workflow::{
+    WORKFLOW_BROKER_ANNOTATION, Workflow, WorkflowStatus, validate_workflow, workflow_from_document, workflow_trigger,
+};
 
 /// Errors of the model crate: a resource that fails validation or cannot be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -323,6 +323,11 @@ pub enum Addressee {
         namespace: String,
         name: String,
     },
+    /// A serval Workflow (its `listen` tasks and `schedule.on`).
+    Workflow {
+        namespace: String,
+        name: String,
+    },
     /// Any other absolute URL.
     Url(String),
 }
@@ -336,6 +341,7 @@ impl Addressee {
             Addressee::Channel { namespace, name, kind } => Some((kind, namespace, name)),
             Addressee::Sequence { namespace, name } => Some(("Sequence", namespace, name)),
             Addressee::Parallel { namespace, name } => Some(("Parallel", namespace, name)),
+            Addressee::Workflow { namespace, name } => Some(("Workflow", namespace, name)),
             Addressee::Url(_) => None,
         }
     }
@@ -374,9 +380,10 @@ pub fn classify(dest: &Destination, namespace: &str) -> Result<Addressee, String
                 }
                 ("" | "flows.knative.dev", "Sequence") => Addressee::Sequence { namespace: ns, name },
                 ("" | "flows.knative.dev", "Parallel") => Addressee::Parallel { namespace: ns, name },
+                ("" | "serval.dev", "Workflow") => Addressee::Workflow { namespace: ns, name },
                 (_, kind) => {
                     return Err(format!(
-                        "{kind} ({}) is not a kind serval delivers to; use a Service, Broker, Channel, InMemoryChannel, Sequence, Parallel or a uri",
+                        "{kind} ({}) is not a kind serval delivers to; use a Service, Broker, Channel, InMemoryChannel, Sequence, Parallel, Workflow or a uri",
                         r.api_version
                     ));
                 }

@@ -30,6 +30,15 @@ pub struct Workflow {
 pub struct WorkflowStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Where to POST CloudEvents for its `listen` tasks and `schedule.on` (the gateway's
+    /// `/w/<namespace>/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<crate::Addressable>,
+}
+
+/// The trigger a workflow owns to receive its broker's events: `<workflow>-workflow`.
+pub fn workflow_trigger(workflow: &str) -> String {
+    format!("{workflow}-workflow")
 }
 
 /// The annotation naming the Broker a workflow's `emit` tasks publish to (`default`).

@@ -144,6 +144,10 @@ pub async fn run_with(
             .ingress(
                 serval_dispatch::sources::webhook::PREFIX,
                 serval_dispatch::sources::webhook::WebhookIngress::new(controller.sources()),
+            )
+            .ingress(
+                serval_control::workflows::INGRESS_PREFIX,
+                serval_control::workflows::WorkflowIngress::new(controller.clone()),
             ),
     );
     dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));

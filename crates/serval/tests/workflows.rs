@@ -196,3 +196,130 @@ async fn try_retry_recovers_from_a_service_failing_twice() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("communication"), "{err}");
 }
+
+const APPROVAL: &str = r#"
+document: {dsl: '1.0.3', namespace: default, name: approval, version: '1.0.0'}
+do:
+  - request:
+      set:
+        order: ${ .order }
+  - awaitApproval:
+      listen:
+        to:
+          one:
+            with:
+              type: dev.example.approval
+              data: ${ .order == 7 }
+  - decide:
+      set:
+        approvedBy: ${ .[0].by }
+"#;
+
+/// Sends a CloudEvent (binary mode) to a gateway address; its status.
+async fn send_event(url: &str, id: &str, kind: &str, data: Value) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/tests")
+        .header("ce-type", kind)
+        .header("content-type", "application/json")
+        .body(data.to_string())
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+/// Waits until a run's task has started.
+async fn started(server: &Server, id: &str, task: &str) {
+    eventually(&format!("{task} started"), Duration::from_secs(20), async || {
+        let run = get_run(server, id);
+        let journal = run["journal"].as_array().cloned().unwrap_or_default();
+        journal.iter().any(|r| r["name"] == task && r["phase"] == "Started").then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_a_broker_event_through_its_trigger_across_kill_9() {
+    let mut server = Server::start(&[]);
+    server.ok(&["broker", "create", "default"]);
+    apply(&server, "approval.yaml", APPROVAL);
+    let trigger = server.get_json(&["trigger", "approval-workflow"]);
+    assert_eq!(trigger["metadata"]["ownerReferences"][0]["kind"], "Workflow", "{trigger:#}");
+    let broker = format!("{}/b/default/default", server.gateway);
+
+    // A run listening gets the matching event; others pass it by.
+    let id = server.ok(&["workflow", "run", "approval", "--input", r#"{"order": 7}"#]).trim().to_string();
+    started(&server, &id, "awaitApproval").await;
+    assert_eq!(send_event(&broker, "e1", "dev.example.approval", json!({"order": 8, "by": "Bob"})).await, 202);
+    assert_eq!(send_event(&broker, "e2", "dev.example.other", json!({"order": 7, "by": "Eve"})).await, 202);
+    assert_eq!(send_event(&broker, "e3", "dev.example.approval", json!({"order": 7, "by": "Ana"})).await, 202);
+    let run = ended(&server, &id).await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["output"], json!({"approvedBy": "Ana"}));
+
+    // An event accepted just before kill -9 reaches the run after the restart.
+    let id = server.ok(&["workflow", "run", "approval", "--input", r#"{"order": 7}"#]).trim().to_string();
+    started(&server, &id, "awaitApproval").await;
+    assert_eq!(send_event(&broker, "e4", "dev.example.approval", json!({"order": 7, "by": "Kim"})).await, 202);
+    server.kill9();
+    let restarted = Server::start_in(&server.dir.clone(), &[]);
+    let run = ended(&restarted, &id).await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["output"], json!({"approvedBy": "Kim"}));
+
+    // Deleting the workflow takes its trigger.
+    restarted.ok(&["delete", "workflow", "approval"]);
+    restarted.fails(&["get", "trigger", "approval-workflow"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_start_runs_on_events_and_on_a_timer() {
+    let server = Server::start(&[]);
+    let on = r#"
+document: {dsl: '1.0.3', namespace: default, name: onboarding, version: '1.0.0'}
+schedule:
+  on:
+    all:
+      - with: {type: dev.example.signed-up}
+      - with: {type: dev.example.verified}
+do:
+  - greet:
+      set:
+        user: ${ .[0].data.user }
+        steps: ${ map(.type) }
+"#;
+    apply(&server, "onboarding.yaml", on);
+    let workflow = server.get_json(&["workflow", "onboarding"]);
+    let address = workflow["status"]["address"]["url"].as_str().expect("an address").to_string();
+    assert!(address.ends_with("/w/default/onboarding"), "{address}");
+    assert_eq!(send_event(&address, "s1", "dev.example.signed-up", json!({"user": "ana"})).await, 202);
+    let runs: Value =
+        serde_json::from_str(&server.ok(&["workflow", "runs", "onboarding", "-o", "json"])).expect("json");
+    assert_eq!(runs["items"].as_array().map(Vec::len), Some(0), "one of the two events is not enough");
+    assert_eq!(send_event(&address, "v1", "dev.example.verified", json!({"user": "ana"})).await, 202);
+    let id = eventually("a run started by the events", Duration::from_secs(20), async || {
+        let runs: Value =
+            serde_json::from_str(&server.ok(&["workflow", "runs", "onboarding", "-o", "json"])).expect("json");
+        runs["items"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    let run = ended(&server, &id).await;
+    assert_eq!(run["output"], json!({"user": "ana", "steps": ["dev.example.signed-up", "dev.example.verified"]}));
+    assert_eq!(send_event(&format!("{}/w/default/nowhere", server.gateway), "x", "t", json!({})).await, 404);
+
+    let every = "document: {dsl: '1.0.3', namespace: default, name: ticker, version: '1.0.0'}\n\
+                 schedule: {every: PT1S}\ndo:\n  - tick: {set: {ticked: true}}\n";
+    apply(&server, "ticker.yaml", every);
+    let runs = eventually("three scheduled runs", Duration::from_secs(20), async || {
+        let runs: Value =
+            serde_json::from_str(&server.ok(&["workflow", "runs", "ticker", "-o", "json"])).expect("json");
+        let items = runs["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 3).then_some(items)
+    })
+    .await;
+    assert!(runs.iter().skip(1).all(|r| r["state"] == "completed"), "{runs:#?}");
+}
