@@ -11,8 +11,8 @@
 //! and each run's inbox (`workflowinbox/<ns>/<id>`): every event delivered to a workflow
 //! (its gateway address `/w/<ns>/<name>`, which a trigger the workflow owns feeds from its
 //! broker) is appended durably to the inbox of each of its runs in progress before it is
-//! acknowledged; a `listen` reads its run's inbox from where it ended when the listen
-//! started.
+//! acknowledged; a `listen` reads its run's inbox after the last event the run's previous
+//! listen read (journaled with its start and end), so a resumed run reads the same events.
 //!
 //! Schedules start runs: `every` and `cron` on a timer, `after` a delay after the previous
 //! run ended, `on` when the events delivered to the workflow satisfy its strategy — those
@@ -526,11 +526,6 @@ impl Effects for RunEffects {
         Box::pin(async move {
             self.runs.store.write(vec![WriteOp::append_event(&self.log, body)]).await.map_err(|e| e.to_string())
         })
-    }
-
-    fn inbox_end(&self) -> BoxFuture<'_, Result<u64, String>> {
-        let end = self.runs.store.last_event_seq().map(|seq| u64::try_from(seq).unwrap_or(0));
-        Box::pin(async move { end.map_err(|e| e.to_string()) })
     }
 
     fn receive(&self, after: u64) -> BoxFuture<'_, Result<(u64, Value), String>> {

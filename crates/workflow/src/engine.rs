@@ -54,12 +54,6 @@ pub trait Effects: Send + Sync {
         let _ = record;
         Box::pin(async { Ok(()) })
     }
-    /// Where the run's inbox of events ends now: a `listen` takes the events delivered
-    /// after it started (the position is journaled with its start, so that a resumed
-    /// listen reads the same events again).
-    fn inbox_end(&self) -> BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async { Err("this run receives no events".to_string()) })
-    }
     /// The first event of the run's inbox after position `after`, waiting until one comes:
     /// its position and the event (a CloudEvent in JSON).
     fn receive(&self, after: u64) -> BoxFuture<'_, Result<(u64, Value), String>> {
@@ -99,7 +93,8 @@ pub struct TaskRecord {
     /// When (unix ms).
     #[serde(default)]
     pub at: u64,
-    /// Where the run's inbox ended when a `listen` started (Started).
+    /// Of a `listen`: the inbox position it reads after (Started), the position of the
+    /// last event it read (Completed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
 }
@@ -177,6 +172,7 @@ pub async fn resume(
         context: Mutex::new(json!({})),
         replay,
         occurrences: Mutex::default(),
+        inbox_read: Mutex::default(),
     };
     let output = runner.run_workflow(input, started).await;
     Outcome { output, journal: runner.journal.into_inner().unwrap_or_else(|p| p.into_inner()) }
@@ -191,6 +187,8 @@ struct Runner<'a> {
     replay: HashMap<(String, u32, Phase), TaskRecord>,
     /// How many times each task started in this run.
     occurrences: Mutex<HashMap<String, u32>>,
+    /// The inbox position the last `listen` that ended read up to (0: none did).
+    inbox_read: Mutex<u64>,
 }
 
 /// Unix milliseconds of a time.
@@ -312,6 +310,9 @@ impl<'a> Runner<'a> {
                 if let Some(context) = &done.context {
                     *self.context.lock().unwrap_or_else(|p| p.into_inner()) = context.clone();
                 }
+                if let Some(read) = done.position {
+                    *self.inbox_read.lock().unwrap_or_else(|p| p.into_inner()) = read;
+                }
                 let flow = flow_of(done.then.as_ref().map(|t| Value::String(t.clone())).as_ref());
                 return Ok((done.output.clone().unwrap_or(Value::Null), flow));
             }
@@ -321,8 +322,7 @@ impl<'a> Runner<'a> {
                 None => {
                     let mut record = self.transition(name, reference, occurrence, Phase::Started);
                     if kind == "listen" {
-                        let end = self.effects.inbox_end().await.map_err(|e| Error::runtime(e).at(reference))?;
-                        record.position = Some(end);
+                        record.position = Some(*self.inbox_read.lock().unwrap_or_else(|p| p.into_inner()));
                     }
                     self.record(record.clone(), JOURNALED_STARTS.contains(&kind)).await?;
                     record
@@ -335,6 +335,9 @@ impl<'a> Runner<'a> {
                     record.output = Some(output.clone());
                     record.then = Some(flow.text());
                     record.context = exported;
+                    if kind == "listen" {
+                        record.position = Some(*self.inbox_read.lock().unwrap_or_else(|p| p.into_inner()));
+                    }
                     self.record(record, true).await?;
                     Ok((output, flow))
                 }
@@ -612,7 +615,9 @@ impl<'a> Runner<'a> {
     }
 
     /// Events of the run's inbox after `position`, offered in order until the strategy of
-    /// `listen.to` is satisfied; the events consumed, as `listen.read` says.
+    /// `listen.to` is satisfied; the events consumed, as `listen.read` says. The next listen
+    /// reads after the last event this one read: every event delivered to a run is offered
+    /// to one listen at most, and none delivered between two listens is missed.
     async fn listen(&self, map: &Map<String, Value>, position: u64, scope: &Scope) -> Result<Value, Error> {
         let listen = &map["listen"];
         if listen.get("foreach").is_some() {
@@ -625,6 +630,7 @@ impl<'a> Runner<'a> {
             let (at, event) = self.effects.receive(after).await.map_err(Error::runtime)?;
             after = at;
             if listening.offer(&event, &scope)? {
+                *self.inbox_read.lock().unwrap_or_else(|p| p.into_inner()) = after;
                 return Ok(Value::Array(listening.consumed().to_vec()));
             }
         }

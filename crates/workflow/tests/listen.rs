@@ -1,5 +1,6 @@
-//! `listen` through the engine: it takes only events delivered after it started, ends when
-//! its strategy is satisfied, and a run resumed after a crash reads the inbox again from the
+//! `listen` through the engine: it reads the run's inbox after what the previous listen
+//! read (events delivered while the run did something else are not missed), ends when its
+//! strategy is satisfied, and a run resumed after a crash reads the inbox again from the
 //! position journaled with the listen's start, so an event delivered before the crash is
 //! not lost. Simulated inbox and clock.
 
@@ -27,6 +28,14 @@ do:
       set:
         readings: ${ length }
         first: ${ .[0] }
+  - discharge:
+      listen:
+        to:
+          one:
+            with: {type: com.fake-hospital.discharged}
+        read: envelope
+      output:
+        as: '${ .[0].id }'
 "#;
 
 fn vital(kind: &str, data: Value) -> Value {
@@ -68,10 +77,6 @@ impl Effects for Inbox {
         self.journal.lock().expect("lock").push(record.clone());
         Box::pin(async { Ok(()) })
     }
-    fn inbox_end(&self) -> BoxFuture<'_, Result<u64, String>> {
-        let end = self.events.lock().expect("lock").len() as u64;
-        Box::pin(async move { Ok(end) })
-    }
     fn receive(&self, after: u64) -> BoxFuture<'_, Result<(u64, Value), String>> {
         let mut events = self.events.lock().expect("lock");
         if events.len() <= after as usize {
@@ -86,25 +91,34 @@ impl Effects for Inbox {
 }
 
 #[tokio::test]
-async fn listen_takes_later_events_and_resumes_from_its_journaled_position() {
+async fn listens_read_the_inbox_in_turn_and_resume_from_their_journaled_position() {
     let workflow = Workflow::parse(DOC).expect("valid");
-    // Delivered before the run listens: not for it. Then a normal bpm, an alarming one, and
-    // the server dies.
+    // A normal temperature, then a normal bpm, an alarming one, and the server dies.
     let inbox = Inbox::new(
-        vec![vital("temperature", json!({"temperature": 40}))],
+        vec![vital("temperature", json!({"temperature": 37}))],
         vec![vital("bpm", json!({"bpm": 80})), vital("bpm", json!({"bpm": 130}))],
     );
     let crashed = serval_workflow::engine::run(&workflow, json!({}), &inbox).await;
     assert!(crashed.output.is_err(), "the listen was still waiting");
     let journal = inbox.journal.lock().expect("lock").clone();
     let start = journal.iter().find(|r| r.name == "callDoctor" && r.phase == Phase::Started).expect("started");
-    assert_eq!(start.position, Some(1), "the inbox's end when the listen started");
+    assert_eq!(start.position, Some(0), "the first listen reads the inbox from its start");
 
     // After the restart the temperature alarm arrives; the bpm alarm from before is kept.
-    inbox.coming.lock().expect("lock").push(vital("temperature", json!({"temperature": 39.5})));
+    // The discharge came while the run was summing up: the next listen takes it.
+    inbox.events.lock().expect("lock").push(vital("temperature", json!({"temperature": 39.5})));
+    inbox
+        .events
+        .lock()
+        .expect("lock")
+        .push(json!({"specversion": "1.0", "id": "bye", "source": "/ward/7", "type": "com.fake-hospital.discharged"}));
     let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let resumed = serval_workflow::engine::resume(&workflow, json!({}), &inbox, journal, started).await;
-    assert_eq!(resumed.output.expect("completes"), json!({"readings": 2, "first": {"bpm": 130}}));
+    let summary = resumed.journal.iter().find(|r| r.name == "summary" && r.phase == Phase::Completed).expect("summary");
+    assert_eq!(summary.output, Some(json!({"readings": 2, "first": {"bpm": 130}})));
+    let alarm = resumed.journal.iter().find(|r| r.name == "callDoctor" && r.phase == Phase::Completed).expect("done");
+    assert_eq!(alarm.position, Some(4), "it read up to the temperature alarm");
+    assert_eq!(resumed.output.expect("completes"), json!("bye"));
 }
 
 #[tokio::test]
