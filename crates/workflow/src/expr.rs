@@ -48,21 +48,12 @@ pub fn evaluate(filter: &str, input: &Value, scope: &Scope) -> Result<Value, Err
             filter.len()
         )));
     }
-    let names: Vec<String> = scope.vars.iter().map(|(n, _)| format!("${n}")).collect();
-    let program = File { code: filter, path: () };
-    let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
-    let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
-    let loader = Loader::new(defs);
-    let arena = Arena::default();
-    let modules = loader
-        .load(&arena, program)
-        .map_err(|errors| Error::expression(format!("cannot parse {filter:?}: {}", describe(&errors))))?;
-    let compiled = Compiler::default()
-        .with_funs(funs)
-        .with_global_vars(names.iter().map(String::as_str))
-        .compile(modules)
-        .map_err(|errors| Error::expression(format!("cannot compile {filter:?}: {}", describe(&errors))))?;
-    let values = scope.vars.iter().map(|(_, v)| to_val(v)).collect::<Result<Vec<Val>, Error>>()?;
+    // Only the variables the filter names are bound (converting `$workflow`, which holds
+    // the whole document, costs more than most filters).
+    let used: Vec<&(String, Value)> = scope.vars.iter().filter(|(n, _)| filter.contains(&format!("${n}"))).collect();
+    let names: Vec<String> = used.iter().map(|(n, _)| format!("${n}")).collect();
+    let compiled = compiled(filter, names)?;
+    let values = used.iter().map(|(_, v)| to_val(v)).collect::<Result<Vec<Val>, Error>>()?;
     let ctx = Ctx::<data::JustLut<Val>>::new(&compiled.lut, Vars::new(values));
     let mut outputs = compiled.id.run((ctx, to_val(input)?)).map(unwrap_valr);
     match outputs.next() {
@@ -98,6 +89,49 @@ pub fn interpolate(value: &Value, input: &Value, scope: &Scope) -> Result<Value,
         ),
         other => other.clone(),
     })
+}
+
+type Compiled = jaq_core::Filter<data::JustLut<Val>>;
+
+/// Compiled filters by (filter, variable names), per thread: loading jq's standard
+/// definitions and compiling is most of an expression's cost, and a workflow evaluates the
+/// same few expressions again and again.
+type CompiledCache = std::collections::HashMap<(String, Vec<String>), std::rc::Rc<Compiled>>;
+
+/// The most compiled filters a thread keeps (the cache is emptied when full).
+const MAX_COMPILED: usize = 2048;
+
+thread_local! {
+    static COMPILED: std::cell::RefCell<CompiledCache> = std::cell::RefCell::default();
+}
+
+fn compiled(filter: &str, names: Vec<String>) -> Result<std::rc::Rc<Compiled>, Error> {
+    let key = (filter.to_string(), names);
+    if let Some(hit) = COMPILED.with(|cache| cache.borrow().get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let program = File { code: filter, path: () };
+    let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+    let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
+    let loader = Loader::new(defs);
+    let arena = Arena::default();
+    let modules = loader
+        .load(&arena, program)
+        .map_err(|errors| Error::expression(format!("cannot parse {filter:?}: {}", describe(&errors))))?;
+    let compiled = Compiler::default()
+        .with_funs(funs)
+        .with_global_vars(key.1.iter().map(String::as_str))
+        .compile(modules)
+        .map_err(|errors| Error::expression(format!("cannot compile {filter:?}: {}", describe(&errors))))?;
+    let compiled = std::rc::Rc::new(compiled);
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= MAX_COMPILED {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+    });
+    Ok(compiled)
 }
 
 fn describe<T: std::fmt::Debug>(errors: &T) -> String {
