@@ -6,6 +6,7 @@
 //! Owns nothing of the product; drives the release binaries, and uses `serval-runtime` only
 //! for its test-image builders and bundle generator (the same `config.json` for baselines).
 
+pub mod cpu;
 pub mod events;
 
 use std::io::{BufRead, BufReader, Read, Write};
