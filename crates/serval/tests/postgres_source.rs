@@ -372,6 +372,14 @@ async fn inserted_updated_and_deleted_rows_become_events() {
     })
     .await;
     assert_eq!(sink.received().len(), 5, "nothing delivered twice");
+
+    // Deleting the source drops its slot, which would otherwise hold WAL forever.
+    server.ok(&["delete", "postgressource", "orders"]);
+    eventually("the slot dropped", Duration::from_secs(20), async || {
+        let left = pg.admin("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'serval_orders'");
+        (left == "0").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

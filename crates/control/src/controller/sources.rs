@@ -253,9 +253,10 @@ const SOURCE_KINDS: &[AddPlans] = &[
 ];
 
 /// A source kind's reconciler: its spec checked and sink resolved when written, its task
-/// (re)started after every change, its live status shown.
+/// (re)started after every change, its live status shown; `deleted` cleans up in the
+/// external system after a deletion (in the background, logged when it fails).
 macro_rules! source_reconciler {
-    ($spec:ty, $build:path) => {
+    ($spec:ty, $build:path $(, deleted: $deleted:path)?) => {
         impl Reconciler<Source<$spec>> for Controller {
             fn admit(
                 &self,
@@ -270,8 +271,19 @@ macro_rules! source_reconciler {
                 forget(source)
             }
 
-            fn changed<'a>(&'a self, _change: Change<'a, Source<$spec>>) -> BoxFuture<'a, Result<(), ControlError>> {
+            fn changed<'a>(&'a self, change: Change<'a, Source<$spec>>) -> BoxFuture<'a, Result<(), ControlError>> {
                 self.sync_sources();
+                $(
+                    if let Change::Deleted(source) = change {
+                        let source = source.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = $deleted(&source).await {
+                                tracing::warn!("{}/{}: {e}", source.metadata.namespace, source.metadata.name);
+                            }
+                        });
+                    }
+                )?
+                let _ = change;
                 Box::pin(async { Ok(()) })
             }
 
@@ -284,7 +296,11 @@ macro_rules! source_reconciler {
 
 source_reconciler!(serval_model::FileSourceSpec, serval_dispatch::sources::file::task);
 source_reconciler!(serval_model::NatsSourceSpec, serval_dispatch::sources::nats::task);
-source_reconciler!(serval_model::PostgresSourceSpec, serval_dispatch::sources::postgres::task);
+source_reconciler!(
+    serval_model::PostgresSourceSpec,
+    serval_dispatch::sources::postgres::task,
+    deleted: serval_dispatch::sources::postgres::drop_slot
+);
 source_reconciler!(serval_model::KafkaSourceSpec, serval_dispatch::sources::kafka::task);
 
 /// A WebhookSource: its secret resolved when written (a 422 for an unknown Secret or key),

@@ -106,6 +106,10 @@ pub struct PostgresTask {
 /// Checks a PostgresSource's spec (its URL parses, its names are PostgreSQL's) and makes
 /// its task.
 pub fn task(source: &PostgresSource) -> Result<Arc<dyn SourceTask>, DispatchError> {
+    Ok(Arc::new(checked(source)?))
+}
+
+fn checked(source: &PostgresSource) -> Result<PostgresTask, DispatchError> {
     let spec = &source.spec;
     let invalid = |field: &str, message: String| DispatchError::invalid_field("PostgresSource", field, message);
     if !(spec.connection.starts_with("postgresql://") || spec.connection.starts_with("postgres://")) {
@@ -165,14 +169,31 @@ pub fn task(source: &PostgresSource) -> Result<Arc<dyn SourceTask>, DispatchErro
         return Err(invalid("spec.publication", format!("{:?} must be 1 to {MAX_NAME} bytes", spec.publication)));
     }
     let origin = origin_of(&config);
-    Ok(Arc::new(PostgresTask {
-        config,
-        origin,
-        password,
-        tables,
-        slot: slot.clone(),
-        publication: spec.publication.clone(),
-    }))
+    Ok(PostgresTask { config, origin, password, tables, slot: slot.clone(), publication: spec.publication.clone() })
+}
+
+/// How long dropping a deleted source's slot keeps trying (its session may still hold it).
+const DROP_TRIES: u32 = 20;
+
+/// Drops the replication slot of a deleted source, so that it holds no WAL: tried until
+/// the source's own session has let it go (a slot in use cannot be dropped); a slot that is
+/// gone already is fine. The publication stays (other readers may share it). `Err` says why
+/// the slot is left.
+pub async fn drop_slot(source: &PostgresSource) -> Result<(), String> {
+    let task = checked(source).map_err(|e| e.to_string())?;
+    let sql = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1";
+    let mut last = String::new();
+    for _ in 0..DROP_TRIES {
+        match task.connect().await {
+            Ok(client) => match client.execute(sql, &[&task.slot]).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = describe(&e),
+            },
+            Err(problem) => last = problem.message,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("the replication slot {} of {} was not dropped: {last}", task.slot, task.origin))
 }
 
 /// Whether `name` can be a PostgreSQL identifier (quoted).
