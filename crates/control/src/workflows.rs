@@ -30,7 +30,7 @@ use serde_json::Value;
 use serval_dispatch::delivery::{Dispatchers, Ttl};
 use serval_dispatch::plan::LogRef;
 use serval_store::{Storage, WriteOp};
-use serval_workflow::engine::{Effects, HttpRequest, HttpResponse, TaskRecord};
+use serval_workflow::engine::{Effects, HttpRequest, HttpResponse, TaskRecord, unix_ms};
 use serval_workflow::listen::{Listening, Read};
 
 use crate::ControlError;
@@ -104,10 +104,6 @@ pub struct Starter {
     pub namespace: String,
     pub name: String,
     pub broker: String,
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The runs in progress, and what they use.
@@ -547,8 +543,6 @@ impl Effects for RunEffects {
 
 /// Where the gateway hands a workflow's events: `/w/<namespace>/<workflow>`.
 pub const INGRESS_PREFIX: &str = "/w/";
-/// Largest request body the workflow ingress reads.
-const MAX_EVENT_BODY: usize = 10 << 20;
 
 /// The gateway's `/w/<namespace>/<workflow>`: CloudEvents (binary, structured or batched)
 /// for a workflow's `listen` tasks and `schedule.on`, answered 202 once they are stored in
@@ -564,31 +558,12 @@ impl WorkflowIngress {
 }
 
 fn answer(status: http::StatusCode, message: &str) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-    let body = if message.is_empty() {
-        bytes::Bytes::new()
-    } else {
-        let reason = status.canonical_reason().unwrap_or("");
-        let error = serde_json::json!({ "error": { "code": status.as_u16(), "reason": reason, "message": message } });
-        bytes::Bytes::from(error.to_string())
-    };
-    let mut builder = http::Response::builder().status(status).header(http::header::ALLOW, "POST");
-    if !body.is_empty() {
-        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    builder.body(http_body_util::Full::new(body)).unwrap_or_default()
-}
-
-/// `<namespace>/<name>` (a trailing `/` and a query allowed) → namespace and name.
-fn workflow_from_rest(rest: &str) -> Option<(&str, &str)> {
-    let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (namespace, name) = rest.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
+    serval_dispatch::ingress::answer_with(status, "POST", message)
 }
 
 impl serval_gateway::Ingress for WorkflowIngress {
     fn claims(&self, rest: &str) -> bool {
-        workflow_from_rest(rest).is_some()
+        serval_dispatch::ingress::namespace_and_name(rest).is_some()
     }
 
     fn handle(
@@ -597,26 +572,17 @@ impl serval_gateway::Ingress for WorkflowIngress {
         req: http::Request<serval_gateway::ProxyBody>,
     ) -> BoxFuture<'static, http::Response<http_body_util::Full<bytes::Bytes>>> {
         use http::StatusCode;
-        use http_body_util::BodyExt;
         let controller = self.controller.clone();
         Box::pin(async move {
-            let Some((namespace, name)) = workflow_from_rest(&rest) else {
+            let Some((namespace, name)) = serval_dispatch::ingress::namespace_and_name(&rest) else {
                 return answer(StatusCode::NOT_FOUND, "not the address of a workflow");
             };
             if req.method() != http::Method::POST {
                 return answer(StatusCode::METHOD_NOT_ALLOWED, "send events with POST");
             }
-            let (parts, body) = req.into_parts();
-            let body = match http_body_util::Limited::new(body, MAX_EVENT_BODY).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    let why = format!("the body could not be read ({e}); limit {MAX_EVENT_BODY} bytes");
-                    return answer(StatusCode::PAYLOAD_TOO_LARGE, &why);
-                }
-            };
-            let events = match serval_eventing::decode_request(&parts.headers, body) {
+            let events = match serval_dispatch::ingress::events_of(req, "POST").await {
                 Ok(events) => events.iter().map(serval_eventing::to_json).collect::<Vec<Value>>(),
-                Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
+                Err(refused) => return refused,
             };
             match controller.deliver_to_workflow(namespace, name, &events).await {
                 Ok(()) => answer(StatusCode::ACCEPTED, ""),

@@ -9,6 +9,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, header};
+use serval_eventing::CloudEvent;
 use serval_gateway::{Ingress as GatewayIngress, ProxyBody};
 
 use crate::DispatchError;
@@ -54,7 +55,10 @@ impl Ingress {
     }
 }
 
-fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+/// An answer of one of the gateway's ingresses (brokers, channels, webhooks, workflows):
+/// `status`, the methods it takes in `Allow`, and, with a message, Kubernetes-style JSON
+/// (`{"error": {"code", "reason", "message"}}`).
+pub fn answer_with(status: StatusCode, allow: &'static str, message: &str) -> Response<Full<Bytes>> {
     let body = if message.is_empty() {
         Bytes::new()
     } else {
@@ -64,11 +68,15 @@ fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
                 .to_string(),
         )
     };
-    let mut builder = Response::builder().status(status).header(header::ALLOW, "POST, OPTIONS");
+    let mut builder = Response::builder().status(status).header(header::ALLOW, allow);
     if !body.is_empty() {
         builder = builder.header(header::CONTENT_TYPE, "application/json");
     }
     builder.body(Full::new(body)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn answer(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    answer_with(status, "POST, OPTIONS", message)
 }
 
 impl Ingress {
@@ -83,19 +91,9 @@ impl Ingress {
             }
             _ => return answer(StatusCode::METHOD_NOT_ALLOWED, "send events with POST"),
         }
-        let (parts, body) = req.into_parts();
-        let bytes = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                return answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the body could not be read ({e}); limit {MAX_BODY} bytes"),
-                );
-            }
-        };
-        let events = match serval_eventing::decode_request(&parts.headers, bytes) {
+        let events = match events_of(req, "POST, OPTIONS").await {
             Ok(events) => events,
-            Err(e) => return answer(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(refused) => return refused,
         };
         match self.dispatchers.append_to(&log, events, Ttl::KeepOrDefault).await {
             Ok(()) => answer(StatusCode::ACCEPTED, ""),
@@ -106,24 +104,39 @@ impl Ingress {
     }
 }
 
-/// `<namespace>/<name>` (a trailing `/` and a query allowed), the path after the prefix
-/// → namespace and name.
-fn log_from_rest(rest: &str) -> Option<(&str, &str)> {
+/// The CloudEvents of a request (binary, structured or batched mode; body up to
+/// [`MAX_BODY`]), or the answer that refuses it (413, 400) with `allow` in `Allow`.
+pub async fn events_of(req: Request<ProxyBody>, allow: &'static str) -> Result<Vec<CloudEvent>, Response<Full<Bytes>>> {
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let why = format!("the body could not be read ({e}); limit {MAX_BODY} bytes");
+            return Err(answer_with(StatusCode::PAYLOAD_TOO_LARGE, allow, &why));
+        }
+    };
+    serval_eventing::decode_request(&parts.headers, bytes)
+        .map_err(|e| answer_with(StatusCode::BAD_REQUEST, allow, &e.to_string()))
+}
+
+/// `<namespace>/<name>` (a trailing `/` and a query allowed), the path after an
+/// ingress's prefix → namespace and name.
+pub fn namespace_and_name(rest: &str) -> Option<(&str, &str)> {
     let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (namespace, broker) = rest.split_once('/')?;
-    (!namespace.is_empty() && !broker.is_empty() && !broker.contains('/')).then_some((namespace, broker))
+    let (namespace, name) = rest.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
 }
 
 impl GatewayIngress for Ingress {
     fn claims(&self, rest: &str) -> bool {
-        log_from_rest(rest).is_some()
+        namespace_and_name(rest).is_some()
     }
 
     fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
         let ingress = Ingress { dispatchers: self.dispatchers.clone(), kind: self.kind };
         async move {
-            match log_from_rest(&rest) {
+            match namespace_and_name(&rest) {
                 Some((namespace, name)) => ingress.accept(ingress.kind.log(namespace, name), req).await,
                 None => answer(StatusCode::NOT_FOUND, "not the address of a broker or channel"),
             }
@@ -134,14 +147,14 @@ impl GatewayIngress for Ingress {
 
 #[cfg(test)]
 mod tests {
-    use super::log_from_rest;
+    use super::namespace_and_name;
 
     #[test]
     fn log_paths() {
-        assert_eq!(log_from_rest("default/events"), Some(("default", "events")));
-        assert_eq!(log_from_rest("default/events/?x=1"), Some(("default", "events")));
-        assert_eq!(log_from_rest("default/events/more"), None);
-        assert_eq!(log_from_rest("default"), None);
-        assert_eq!(log_from_rest("/default/events"), None);
+        assert_eq!(namespace_and_name("default/events"), Some(("default", "events")));
+        assert_eq!(namespace_and_name("default/events/?x=1"), Some(("default", "events")));
+        assert_eq!(namespace_and_name("default/events/more"), None);
+        assert_eq!(namespace_and_name("default"), None);
+        assert_eq!(namespace_and_name("/default/events"), None);
     }
 }

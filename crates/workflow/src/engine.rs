@@ -191,8 +191,8 @@ struct Runner<'a> {
     inbox_read: Mutex<u64>,
 }
 
-/// Unix milliseconds of a time.
-fn unix_ms(time: SystemTime) -> u64 {
+/// Unix milliseconds of a time (the journal's `at`).
+pub fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::{SourceContext, SourceIngress, SourceTask, Sources};
 use crate::DispatchError;
+use crate::ingress::namespace_and_name;
 
 /// The event type when `spec.type` gives none.
 pub const DEFAULT_WEBHOOK_TYPE: &str = "dev.serval.webhook";
@@ -170,39 +171,18 @@ impl WebhookIngress {
 
 fn answer(status: u16, message: &str) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if message.is_empty() {
-        Bytes::new()
-    } else {
-        let reason = status.canonical_reason().unwrap_or("");
-        Bytes::from(
-            serde_json::json!({ "error": { "code": status.as_u16(), "reason": reason, "message": message } })
-                .to_string(),
-        )
-    };
-    let mut builder = Response::builder().status(status).header(http::header::ALLOW, "POST");
-    if !body.is_empty() {
-        builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    builder.body(Full::new(body)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-/// `<namespace>/<name>` (a trailing `/` and a query allowed) → namespace and name.
-fn source_from_rest(rest: &str) -> Option<(&str, &str)> {
-    let rest = rest.split_once('?').map_or(rest, |(p, _)| p);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (namespace, name) = rest.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
+    crate::ingress::answer_with(status, "POST", message)
 }
 
 impl GatewayIngress for WebhookIngress {
     fn claims(&self, rest: &str) -> bool {
-        source_from_rest(rest).is_some()
+        namespace_and_name(rest).is_some()
     }
 
     fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
         let sources = self.sources.clone();
         async move {
-            let Some((namespace, name)) = source_from_rest(&rest) else {
+            let Some((namespace, name)) = namespace_and_name(&rest) else {
                 return answer(404, "not the address of a webhook source");
             };
             if req.method() != Method::POST {
@@ -260,7 +240,7 @@ mod tests {
         assert_eq!(event.extension("xgithubevent").and_then(|v| v.as_str()), Some("push"));
         headers.insert("x-hub-signature-256", "sha256=00".parse().expect("value"));
         assert_eq!(task.accept(&headers, body).expect_err("wrong").0, 401);
-        assert_eq!(source_from_rest("ns/hook/?x=1"), Some(("ns", "hook")));
-        assert_eq!(source_from_rest("ns/hook/more"), None);
+        assert_eq!(namespace_and_name("ns/hook/?x=1"), Some(("ns", "hook")));
+        assert_eq!(namespace_and_name("ns/hook/more"), None);
     }
 }
