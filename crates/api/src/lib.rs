@@ -73,6 +73,7 @@ pub fn router(
         .route("/api/v1/namespaces/{ns}/{plural}", get(list_namespace).post(create))
         .route("/api/v1/namespaces/{ns}/{plural}/{name}", get(get_one).put(put_one).delete(delete_one))
         .route("/api/v1/namespaces/{ns}/services/{name}/logs", get(service_logs))
+        .route("/api/v1/namespaces/{ns}/services/{name}/calls", get(service_calls))
         .route("/api/v1/namespaces/{ns}/brokers/{name}/events", get(broker_events))
         .route("/api/v1/images", get(list_images).delete(delete_image))
         .route("/api/v1/images/import", axum::routing::post(import_image))
@@ -236,6 +237,22 @@ async fn service_logs(
         item.ok().map(|e| Ok(Bytes::from(e.render())))
     });
     Ok((content_type, Body::from_stream(first.chain(rest))).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CallsQuery {
+    /// The most calls listed (default 100).
+    limit: Option<usize>,
+}
+
+/// A service's async calls, newest first: queued, being tried, and recent outcomes.
+async fn service_calls(
+    State(ctl): Ctl,
+    Path((ns, name)): Path<(String, String)>,
+    Query(q): Query<CallsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let calls = ctl.service_calls(&ns, &name, q.limit.unwrap_or(100))?;
+    Ok(list(calls.iter().map(|c| serde_json::to_value(c).unwrap_or_default()).collect()))
 }
 
 fn image_json(i: &serval_runtime::oci::ImageSummary) -> Value {

@@ -99,6 +99,8 @@ pub struct Controller {
     events: mpsc::UnboundedSender<Event>,
     dispatchers: Arc<Dispatchers>,
     sources: Arc<serval_dispatch::sources::Sources>,
+    /// The services' async call queues.
+    calls: Arc<serval_dispatch::calls::AsyncCalls>,
     /// Instance lifecycle events, for ApiServerSources.
     platform: Arc<serval_dispatch::sources::apiserver::PlatformEvents>,
     /// The key-value stores functions reach at `SERVAL_KV_URL`, and their tokens.
@@ -140,6 +142,7 @@ impl Controller {
             dispatchers.clone(),
             format!("http://{}", addrs.gateway),
         ));
+        let calls = serval_dispatch::calls::AsyncCalls::new(dispatchers.clone(), format!("http://{}", addrs.gateway));
         let kv = Arc::new(serval_kv::KeyValueStores::new(store.clone()));
         let kv_tokens = Arc::new(serval_kv::Tokens::new(&sealer.derived_key("serval key-value tokens")));
         Arc::new(Controller {
@@ -159,6 +162,7 @@ impl Controller {
             events,
             dispatchers,
             sources,
+            calls,
             platform: Arc::default(),
             kv,
             kv_tokens,
@@ -185,6 +189,24 @@ impl Controller {
     /// The running event sources (the gateway's webhook ingress asks them).
     pub fn sources(&self) -> Arc<serval_dispatch::sources::Sources> {
         self.sources.clone()
+    }
+
+    /// The services' async call queues (the gateway queues calls in them).
+    pub fn calls(&self) -> Arc<serval_dispatch::calls::AsyncCalls> {
+        self.calls.clone()
+    }
+
+    /// A service's async calls, newest first (at most `limit`, 1 to the outcomes kept);
+    /// `NotFound` without the service.
+    pub fn service_calls(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<serval_dispatch::calls::CallRecord>, ControlError> {
+        self.get_service(namespace, name)?;
+        let limit = limit.clamp(1, serval_dispatch::calls::KEPT_RESULTS as usize);
+        Ok(self.calls.calls(namespace, name, limit)?)
     }
 
     pub fn config(&self) -> &ControlConfig {

@@ -98,10 +98,10 @@ impl DeliveryUrl {
 }
 
 /// The parts of a subscriber's answer that delivery looks at.
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
 }
 
 /// Most idle connections kept to one subscriber (a trigger keeps up to its delivery
@@ -190,6 +190,16 @@ impl Dispatchers {
         let _ = self.local.set(client);
     }
 
+    /// The data plane in process, once the gateway exists.
+    pub(crate) fn local(&self) -> Option<&LocalClient> {
+        self.local.get()
+    }
+
+    /// The store the dispatchers read and write.
+    pub(crate) fn store(&self) -> &dyn Storage {
+        self.store.as_ref()
+    }
+
     fn waker(&self, log: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         match wakers.get(log) {
@@ -244,101 +254,38 @@ impl Dispatchers {
         self.running.stop_all();
     }
 
-    async fn dispatch(self: Arc<Self>, plan: Plan, mut stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
+    async fn dispatch(self: Arc<Self>, plan: Plan, stopped: watch::Receiver<bool>, counts: Arc<Counts>) {
         let (namespace, trigger) = (plan.namespace.as_str(), plan.name.as_str());
         let kind = plan.kind.to_lowercase();
         let log = plan.source.id();
-        let waker = self.waker(&log);
-        let cursor = match self.store.cursor(&plan.consumer) {
-            Ok(c) => c,
-            Err(e) => return tracing::error!("{kind} {namespace}/{trigger}: {e}"),
+        let reader = LogReader {
+            store: self.store.as_ref(),
+            log: &log,
+            consumer: &plan.consumer,
+            concurrency: plan.concurrency,
+            waker: self.waker(&log),
+            poll: POLL,
+            what: format!("{kind} {namespace}/{trigger}"),
         };
-        let mut window = DeliveryWindow::new(cursor, plan.concurrency);
-        // The last event read from the log, and the last cursor stored or being stored.
-        let (mut read_to, mut saved) = (cursor, cursor);
-        let mut buffered = VecDeque::new();
-        // The last read found the end of the log: wait for a notification (or the poll).
-        let mut caught_up = false;
-        let mut in_flight = FuturesUnordered::new();
-        let mut saving = None;
-        let mut notified = Box::pin(waker.notified());
-        loop {
-            if *stopped.borrow() {
-                return;
-            }
-            if !caught_up && buffered.len() < READ_AHEAD / 2 {
-                // Listen before reading, so that an append right after the read is not missed.
-                notified.as_mut().enable();
-                match self.store.events_after(&log, read_to, READ_AHEAD) {
-                    Ok(page) => {
-                        caught_up = page.len() < READ_AHEAD;
-                        read_to = page.last().map_or(read_to, |e| e.seq);
-                        buffered.extend(page);
-                    }
-                    Err(e) => {
-                        tracing::error!("{kind} {namespace}/{trigger}: reading the log: {e}");
-                        caught_up = true;
-                    }
+        let (plan, counts, this) = (&plan, &counts, &self);
+        let start = |stored: serval_store::StoredEvent| {
+            let event = match serval_eventing::from_json_str(&stored.body) {
+                Ok(event) => Some(event).filter(|event| plan.filter.matches(event)),
+                Err(e) => {
+                    // Accepted under older rules (attribute values now bounded): not
+                    // deliverable, and never skipped in silence.
+                    tracing::error!("{kind} {namespace}/{trigger}: stored event {} is skipped: {e}", stored.seq);
+                    None
                 }
-            }
-            while window.has_room()
-                && let Some(stored) = buffered.pop_front()
-            {
-                window.start(stored.seq);
-                let event = match serval_eventing::from_json_str(&stored.body) {
-                    Ok(event) => Some(event).filter(|event| plan.filter.matches(event)),
-                    Err(e) => {
-                        // Accepted under older rules (attribute values now bounded): not
-                        // deliverable, and never skipped in silence.
-                        tracing::error!("{kind} {namespace}/{trigger}: stored event {} is skipped: {e}", stored.seq);
-                        None
-                    }
-                };
-                match event {
-                    Some(event) => {
-                        let seq = stored.seq;
-                        counts.lock_in_flight().insert(seq, Instant::now());
-                        // Boxed: the future is large and would be copied into the set otherwise.
-                        let delivery = Box::pin(self.deliver(&plan, event, &counts));
-                        in_flight.push(async move {
-                            delivery.await;
-                            seq
-                        });
-                    }
-                    None => window.finish(stored.seq),
-                }
-            }
-            if saving.is_none() && window.watermark() > saved {
-                saved = window.watermark();
-                saving = Some(Box::pin(self.save_cursor(&plan, saved)));
-            }
-            tokio::select! {
-                Some(seq) = in_flight.next(), if !in_flight.is_empty() => {
-                    counts.lock_in_flight().remove(&seq);
-                    window.finish(seq);
-                }
-                () = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => saving = None,
-                () = notified.as_mut(), if caught_up => {
-                    caught_up = false;
-                    notified.set(waker.notified());
-                }
-                () = tokio::time::sleep(POLL), if caught_up && in_flight.is_empty() => caught_up = false,
-                _ = stopped.wait_for(|s| *s) => return,
-            }
-        }
-    }
-
-    /// Stores a plan's cursor, retrying (every [`POLL`]) until the store takes it; takes
-    /// at least [`SAVE_EVERY`].
-    async fn save_cursor(&self, plan: &Plan, seq: i64) {
-        let spacing = tokio::time::sleep(SAVE_EVERY);
-        loop {
-            match self.store.write(vec![WriteOp::set_cursor(&plan.consumer, Some(seq))]).await {
-                Ok(()) => return spacing.await,
-                Err(e) => tracing::error!("{} {}/{}: saving the cursor: {e}", plan.kind, plan.namespace, plan.name),
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            }?;
+            let seq = stored.seq;
+            counts.lock_in_flight().insert(seq, Instant::now());
+            Some(async move {
+                this.deliver(plan, event, counts).await;
+                counts.lock_in_flight().remove(&seq);
+            })
+        };
+        reader.consume(stopped, start, |_| Vec::new()).await;
     }
 
     /// One POST of an event; the outcome and, for 2xx, the response (a possible reply).
@@ -355,18 +302,7 @@ impl Dispatchers {
         if prefer_reply {
             headers.insert("prefer", http::HeaderValue::from_static("reply"));
         }
-        // One deadline for both clients: the whole exchange, response body included.
-        let exchange = async {
-            let local = if to.local { self.local.get() } else { None };
-            match (&to.plain, local) {
-                (Some(target), Some(local)) => self.post_local(local, target, headers, body).await,
-                (Some(target), None) => self.post_plain(target, headers, body).await,
-                (None, _) => self.post_reqwest(&to.url, headers, body).await,
-            }
-        };
-        let timeout = timeout.unwrap_or(self.default_timeout);
-        let answer = tokio::time::timeout(timeout, exchange).await.ok().flatten();
-        let Some(Answer { status, headers, body }) = answer else {
+        let Some(Answer { status, headers, body }) = self.post_raw(to, headers, body, timeout).await else {
             return (Outcome::NoResponse, Bytes::new(), None);
         };
         let retry_after = headers
@@ -378,6 +314,26 @@ impl Dispatchers {
             .flatten()
             .and_then(|mut events| events.pop());
         (Outcome::Status(status, retry_after), body, reply)
+    }
+
+    /// One POST of `body` with `headers` to `to`, within `timeout` (the dispatchers' default
+    /// without one) for the whole exchange, response body included; `None`: no answer.
+    pub(crate) async fn post_raw(
+        &self,
+        to: &DeliveryUrl,
+        headers: http::HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Option<Answer> {
+        let exchange = async {
+            let local = if to.local { self.local.get() } else { None };
+            match (&to.plain, local) {
+                (Some(target), Some(local)) => self.post_local(local, target, headers, body).await,
+                (Some(target), None) => self.post_plain(target, headers, body).await,
+                (None, _) => self.post_reqwest(&to.url, headers, body).await,
+            }
+        };
+        tokio::time::timeout(timeout.unwrap_or(self.default_timeout), exchange).await.ok().flatten()
     }
 
     async fn post_plain(&self, to: &PlainTarget, mut headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
@@ -401,20 +357,7 @@ impl Dispatchers {
         let mut req = http::Request::post(to.path.clone()).body(body).ok()?;
         headers.insert(http::header::HOST, to.host.clone());
         *req.headers_mut() = headers;
-        let (parts, body) = local.send(req).await?.into_parts();
-        // Frame by frame: the compiler cannot prove `Collect` over the boxed body `Send` here.
-        let mut body = std::pin::pin!(body);
-        let mut read = bytes::BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.ok()?.into_data() {
-                if read.len() + data.len() > MAX_REPLY {
-                    return None;
-                }
-                read.extend_from_slice(&data);
-            }
-        }
-        let body = read.freeze();
-        Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+        exchange_local(local, req).await
     }
 
     async fn post_reqwest(&self, url: &reqwest::Url, headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
@@ -525,7 +468,7 @@ impl Dispatchers {
 
     /// One attempt to hand `event` to `to`: a POST, or an append to one of serval's logs
     /// (answered as its ingress would: 202, 404 when it does not exist).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         to: &Resolved,
         event: &CloudEvent,
@@ -605,6 +548,24 @@ impl Dispatchers {
     }
 }
 
+/// Sends `req` through the data plane in process and reads the whole answer (up to
+/// [`MAX_REPLY`]); `None`: no answer, or a longer one.
+pub(crate) async fn exchange_local(local: &LocalClient, req: http::Request<Bytes>) -> Option<Answer> {
+    let (parts, body) = local.send(req).await?.into_parts();
+    // Frame by frame: the compiler cannot prove `Collect` over the boxed body `Send` here.
+    let mut body = std::pin::pin!(body);
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if read.len() + data.len() > MAX_REPLY {
+                return None;
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body: read.freeze() })
+}
+
 /// The `knativebrokerttl` an event gets when it enters a broker.
 #[derive(Debug, Clone, Copy)]
 pub enum Ttl {
@@ -612,6 +573,117 @@ pub enum Ttl {
     KeepOrDefault,
     /// This one (a reply: one less than the event that caused it).
     Set(i32),
+}
+
+/// One consumer of one durable log (a trigger's or subscription's dispatcher, a service's
+/// async call queue): reads the log from the consumer's stored cursor in pages, starts up to
+/// `concurrency` entries at once in log order (they finish in any order: a
+/// [`DeliveryWindow`]), and stores the window's watermark as the cursor as it advances, one
+/// write at a time, at most every [`SAVE_EVERY`]. At-least-once: a crash redoes the entries
+/// after the last stored watermark.
+pub(crate) struct LogReader<'a> {
+    pub store: &'a dyn Storage,
+    pub log: &'a str,
+    pub consumer: &'a str,
+    pub concurrency: usize,
+    /// Notified when entries are appended to the log.
+    pub waker: Arc<Notify>,
+    /// Re-read the log this often without a notification.
+    pub poll: Duration,
+    /// Who reads, for the log lines (`trigger ns/name`).
+    pub what: String,
+}
+
+impl LogReader<'_> {
+    /// Runs until `stopped` turns true: `start` makes the work of an entry (`None`: nothing
+    /// to do, the entry is handled at once); `on_save` adds writes to each cursor write
+    /// (given the new cursor).
+    pub async fn consume<W: Future<Output = ()>>(
+        &self,
+        mut stopped: watch::Receiver<bool>,
+        mut start: impl FnMut(serval_store::StoredEvent) -> Option<W>,
+        on_save: impl Fn(i64) -> Vec<WriteOp>,
+    ) {
+        let cursor = match self.store.cursor(self.consumer) {
+            Ok(c) => c,
+            Err(e) => return tracing::error!("{}: {e}", self.what),
+        };
+        let mut window = DeliveryWindow::new(cursor, self.concurrency);
+        // The last entry read from the log, and the last cursor stored or being stored.
+        let (mut read_to, mut saved) = (cursor, cursor);
+        let mut buffered = VecDeque::new();
+        // The last read found the end of the log: wait for a notification (or the poll).
+        let mut caught_up = false;
+        let mut in_flight = FuturesUnordered::new();
+        let mut saving = None;
+        let mut notified = Box::pin(self.waker.notified());
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            if !caught_up && buffered.len() < READ_AHEAD / 2 {
+                // Listen before reading, so that an append right after the read is not missed.
+                notified.as_mut().enable();
+                match self.store.events_after(self.log, read_to, READ_AHEAD) {
+                    Ok(page) => {
+                        caught_up = page.len() < READ_AHEAD;
+                        read_to = page.last().map_or(read_to, |e| e.seq);
+                        buffered.extend(page);
+                    }
+                    Err(e) => {
+                        tracing::error!("{}: reading the log: {e}", self.what);
+                        caught_up = true;
+                    }
+                }
+            }
+            while window.has_room()
+                && let Some(stored) = buffered.pop_front()
+            {
+                let seq = stored.seq;
+                window.start(seq);
+                match start(stored) {
+                    // Boxed: the future is large and would be copied into the set otherwise.
+                    Some(work) => {
+                        let work = Box::pin(work);
+                        in_flight.push(async move {
+                            work.await;
+                            seq
+                        });
+                    }
+                    None => window.finish(seq),
+                }
+            }
+            if saving.is_none() && window.watermark() > saved {
+                saved = window.watermark();
+                let mut ops = vec![WriteOp::set_cursor(self.consumer, Some(saved))];
+                ops.extend(on_save(saved));
+                saving = Some(Box::pin(self.save(ops)));
+            }
+            tokio::select! {
+                Some(seq) = in_flight.next(), if !in_flight.is_empty() => window.finish(seq),
+                () = async { saving.as_mut().expect("guarded by is_some").await }, if saving.is_some() => saving = None,
+                () = notified.as_mut(), if caught_up => {
+                    caught_up = false;
+                    notified.set(self.waker.notified());
+                }
+                () = tokio::time::sleep(self.poll), if caught_up && in_flight.is_empty() => caught_up = false,
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Stores a cursor (with `ops`), retrying (every [`POLL`]) until the store takes it;
+    /// takes at least [`SAVE_EVERY`].
+    async fn save(&self, ops: Vec<WriteOp>) {
+        let spacing = tokio::time::sleep(SAVE_EVERY);
+        loop {
+            match self.store.write(ops.clone()).await {
+                Ok(()) => return spacing.await,
+                Err(e) => tracing::error!("{}: saving the cursor: {e}", self.what),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 /// Most events one compaction drops from one broker's log: many small rounds keep each

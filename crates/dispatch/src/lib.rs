@@ -1,6 +1,8 @@
 //! Dispatch: events from where they arrive to where they go.
 //!
-//! Owns: the ingress of brokers (`/b/<namespace>/<broker>`), channels (`/c/…`) and webhook
+//! Owns: the async call queues of services (`calls.rs`: calls stored before their 202,
+//! replayed through the data plane with retries, outcomes to callbacks, destinations and a
+//! results log); the ingress of brokers (`/b/<namespace>/<broker>`), channels (`/c/…`) and webhook
 //! sources (`/s/…`), registered on the gateway; the one append into logs (a broker's stamps
 //! arrival time and TTL; one durable commit); plans (triggers and subscriptions with their
 //! destinations resolved once); dispatchers (log → filter → delivery with retries, dead
@@ -11,6 +13,7 @@
 //! Must not depend on: the control plane (reconcilers, runners, the API) or a runtime; it
 //! is given plans (what to run) and a store (`dyn Storage`), and reports counts and health.
 
+pub mod calls;
 pub mod delivery;
 mod error;
 pub mod ingress;

@@ -39,7 +39,7 @@ pub use pool::{
     EndpointLoad, InstanceAddr, InstanceHandler, Lease, PoolConfig, PoolStats, RequestTimeouts, RevisionPool,
 };
 pub use proxy::{GatewayBody, LocalClient};
-pub use router::{Gateway, Ingress};
+pub use router::{ASYNC_PREFIX, AsyncQueue, Gateway, Ingress, prefers_async};
 pub use routes::{Route, RouteKey, RoutingTable, Target};
 pub use server::{bind, serve};
 pub use upstream::{Address, ProxyBody, RequestBody, UpstreamBody, UpstreamConn, Upstreams};

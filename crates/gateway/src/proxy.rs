@@ -26,7 +26,10 @@ use tokio::sync::watch;
 
 use crate::listen::{ConnectionLimits, serve_connection};
 use crate::rewrite::{self, ConnectionOptions, Forwarding, list_tokens};
-use crate::router::{Chosen, Gateway, Routed, TAG_HEADER};
+use crate::router::{Chosen, Gateway, Routed, TAG_HEADER, prefers_async};
+
+/// RFC 7240's request field, where `respond-async` asks for a call to be queued.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
 use crate::routes::Forward;
 use crate::upstream::{H2cUpstreams, ProxyBody, UpstreamBody, UpstreamConn, Upstreams};
 use crate::{GatewayError, InstanceAddr, Lease};
@@ -182,8 +185,18 @@ async fn forward(
     let host = rewrite::original_host(host_field, authority);
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let tag = req.headers().get(TAG_HEADER).and_then(|t| t.to_str().ok());
-    let (pool, service, forward) = match gateway.route(host, path_and_query, tag) {
+    let respond_async = req.headers().get_all(PREFER).iter().any(|v| prefers_async(v.as_bytes()));
+    let (pool, service, forward) = match gateway.route(host, path_and_query, tag, respond_async) {
         Ok(Routed::Pool { pool, service, forward }) => (pool, service, forward),
+        Ok(Routed::Async { queue, namespace, service, target }) => {
+            let mut req = req;
+            if let Some(target) = target {
+                *req.uri_mut() =
+                    target.parse().map_err(|e: http::uri::InvalidUri| GatewayError::BadRequest(e.to_string()))?;
+            }
+            let response = queue.enqueue(namespace, service, req).await;
+            return Ok(response.map(|b| b.map_err(|never: Infallible| match never {}).boxed()));
+        }
         Ok(Routed::Ingress { ingress, rest }) => {
             let rest = rest.to_owned();
             let response = ingress.handle(rest, req).await;

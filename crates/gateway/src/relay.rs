@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use crate::chunked::ChunkedEnd;
 use crate::listen::ConnectionLimits;
 use crate::rewrite::{self, ConnectionOptions, Forwarding, Unanswered, list_tokens};
-use crate::router::{Chosen, Gateway, Routed, TAG_HEADER, Unrouted};
+use crate::router::{Chosen, Gateway, Routed, TAG_HEADER, Unrouted, prefers_async};
 use crate::routes::Forward;
 use crate::upstream::{IdleLists, MAX_IDLE_PER_ADDRESS, Reusable};
 use crate::{GatewayError, Lease, RevisionPool};
@@ -254,7 +254,11 @@ pub(crate) fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &str, 
             upgrade = Some(h.value);
         } else if h.name.eq_ignore_ascii_case(TAG_HEADER) {
             tag = std::str::from_utf8(h.value).ok();
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("expect") {
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("expect")
+            || (h.name.eq_ignore_ascii_case("prefer") && prefers_async(h.value))
+        {
+            // An async call is queued, not relayed.
             return Parsed::HandOff;
         }
     }
@@ -267,8 +271,8 @@ pub(crate) fn parse_request(gateway: &Gateway, buf: &[u8], forwarded_for: &str, 
         None => return bad_request(head_len, "an HTTP/1.1 request needs a host field"),
     };
     let connection = connection_options(headers);
-    let route = match gateway.route(Some(host), path, tag) {
-        Ok(Routed::Ingress { .. }) => return Parsed::HandOff,
+    let route = match gateway.route(Some(host), path, tag, false) {
+        Ok(Routed::Ingress { .. } | Routed::Async { .. }) => return Parsed::HandOff,
         Ok(Routed::Pool { pool, .. }) if pool.h2c() || pool.in_process() => return Parsed::HandOff,
         Ok(Routed::Pool { pool, service, forward }) => {
             // The instance's head (see `crate::rewrite`): the fields the rules leave behind

@@ -1,6 +1,8 @@
 //! Where a request goes: the [`Gateway`] (routing table, ingresses registered by path
-//! prefix, request metrics) that both paths of the data plane ask, and the [`Ingress`]
-//! trait that serves what the gateway does not forward to a revision (brokers today).
+//! prefix, the async queue, request metrics) that both paths of the data plane ask, the
+//! [`Ingress`] trait that serves what the gateway does not forward to a revision (brokers,
+//! channels, webhooks, workflows), and the [`AsyncQueue`] trait that takes calls to be
+//! answered later.
 
 use std::sync::Arc;
 
@@ -13,8 +15,8 @@ use crate::routes::{Forward, service_from_host};
 use crate::{GatewayError, GatewayMetrics, ProxyBody, RevisionLabels, RevisionPool, RoutingTable, Target};
 
 /// Serves requests addressed under a path prefix that the gateway answers itself rather
-/// than forwarding to a revision: brokers (`/b/<namespace>/<broker>`) today; channels,
-/// webhooks, the Lambda API and async invocation are meant to come the same way. The
+/// than forwarding to a revision: brokers (`/b/<namespace>/<broker>`), channels, webhook
+/// sources and workflows; the Lambda API is meant to come the same way. The
 /// implementation lives outside the gateway (eventing, the platform), which keeps the
 /// gateway free of their dependencies.
 ///
@@ -31,6 +33,35 @@ pub trait Ingress: Send + Sync + 'static {
     fn handle(&self, rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>>;
 }
 
+/// Takes requests for a service that ask to be answered later — `Prefer: respond-async`
+/// (Knative's async convention) or a path under [`ASYNC_PREFIX`] (OpenFaaS's) — and queues
+/// them durably: the answer is `202` with the call's id once the request is stored. The
+/// queue lives outside the gateway (dispatch), which replays each call through the data
+/// plane later. Only requests for a service that exists get here (others answer 404).
+pub trait AsyncQueue: Send + Sync + 'static {
+    /// Queues `req` (origin-form target as the service's route takes it, its `Host` field
+    /// as the client sent it) for `namespace/service`.
+    fn enqueue(
+        &self,
+        namespace: String,
+        service: String,
+        req: Request<ProxyBody>,
+    ) -> BoxFuture<'static, Response<Full<Bytes>>>;
+}
+
+/// OpenFaaS's async path: `/async-function/<service>[.<namespace>][/path]` queues a call to
+/// the service (namespace `default` when not named) for `/path`.
+pub const ASYNC_PREFIX: &str = "/async-function/";
+
+/// Whether a `Prefer` field's value asks for `respond-async` (RFC 7240: a list of
+/// preferences, each a token maybe with `=value` and `;` parameters).
+pub fn prefers_async(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|preference| {
+        let token = preference.split(|b| matches!(b, b'=' | b';')).next().unwrap_or_default();
+        token.trim_ascii().eq_ignore_ascii_case(b"respond-async")
+    })
+}
+
 /// What a request was routed to, for its metrics.
 pub(crate) enum Chosen {
     Pool(Arc<RevisionPool>),
@@ -44,6 +75,10 @@ pub(crate) enum Routed<'p> {
     Ingress { ingress: Arc<dyn Ingress>, rest: &'p str },
     /// A revision's pool; `forward` is the path to send.
     Pool { pool: Arc<RevisionPool>, service: String, forward: Forward<'p> },
+    /// The async queue, for a call to a service; `target`: the path the call is for when
+    /// it is not the request's own (an [`ASYNC_PREFIX`] path, rewritten to the service's
+    /// `/f/` route).
+    Async { queue: Arc<dyn AsyncQueue>, namespace: String, service: String, target: Option<String> },
 }
 
 /// Why a request cannot be routed, and whose metrics count it (boxed: the rare path).
@@ -60,12 +95,20 @@ pub struct Gateway {
     metrics: Arc<GatewayMetrics>,
     /// By prefix, in the order registered.
     ingresses: Vec<(String, Arc<dyn Ingress>)>,
+    /// Where calls that ask to be answered later go (none: such requests are served as any).
+    async_queue: Option<Arc<dyn AsyncQueue>>,
 }
 
 impl Gateway {
     /// A gateway routing to services only; add ingresses with [`Gateway::ingress`].
     pub fn new(routes: Arc<RoutingTable>, metrics: Arc<GatewayMetrics>) -> Gateway {
-        Gateway { routes, metrics, ingresses: Vec::new() }
+        Gateway { routes, metrics, ingresses: Vec::new(), async_queue: None }
+    }
+
+    /// Queues async calls to services (`Prefer: respond-async`, [`ASYNC_PREFIX`]) in `queue`.
+    pub fn async_queue(mut self, queue: Arc<dyn AsyncQueue>) -> Gateway {
+        self.async_queue = Some(queue);
+        self
     }
 
     /// Hands requests whose path starts with `prefix` (which starts and ends with `/`, like
@@ -84,15 +127,34 @@ impl Gateway {
 
     /// Where a request for `host` and `path_and_query` goes: an ingress (unless the host
     /// names a service, then the service gets it), else the service named by host or path.
-    /// `tag` is the request's `Knative-Serving-Tag` field (Knative's tag-header routing).
+    /// `tag` is the request's `Knative-Serving-Tag` field (Knative's tag-header routing);
+    /// `respond_async`: the request prefers `respond-async` (it goes to the async queue when
+    /// there is one, as do [`ASYNC_PREFIX`] paths).
     pub(crate) fn route<'p>(
         &self,
         host: Option<&str>,
         path_and_query: &'p str,
         tag: Option<&str>,
+        respond_async: bool,
     ) -> Result<Routed<'p>, Unrouted> {
         if let Some(routed) = self.ingress_for(host, path_and_query) {
             return Ok(routed);
+        }
+        if let Some(queue) = &self.async_queue
+            && let Some(call) = path_and_query.strip_prefix(ASYNC_PREFIX)
+            && host.is_none_or(|h| service_from_host(h, self.routes.domain()).is_none())
+        {
+            let end = call.find(['/', '?']).unwrap_or(call.len());
+            let (function, rest) = call.split_at(end);
+            let (service, namespace) = function.split_once('.').unwrap_or((function, "default"));
+            let target = format!("/f/{namespace}/{service}{rest}");
+            return self.to_queue(queue, namespace, service, Some(target));
+        }
+        if respond_async
+            && let Some(queue) = &self.async_queue
+            && let Some((key, _)) = self.routes.resolve(host, path_and_query)
+        {
+            return self.to_queue(queue, &key.namespace, &key.service, None);
         }
         let no_route = || {
             let path = path_and_query.to_string();
@@ -104,6 +166,32 @@ impl Gateway {
             Target::Unavailable(reason) => {
                 let labels = RevisionLabels::new(&key.namespace, &key.service, "");
                 Err(Box::new((GatewayError::NotReady(key.service, reason), Some(Chosen::Service(labels)))))
+            }
+        }
+    }
+
+    /// An async call to a service that can take it: the queue; one that does not exist: 404.
+    fn to_queue<'p>(
+        &self,
+        queue: &Arc<dyn AsyncQueue>,
+        namespace: &str,
+        service: &str,
+        target: Option<String>,
+    ) -> Result<Routed<'p>, Unrouted> {
+        match self.routes.target(namespace, service, None) {
+            Some(Target::Pool(_)) => Ok(Routed::Async {
+                queue: queue.clone(),
+                namespace: namespace.to_string(),
+                service: service.to_string(),
+                target,
+            }),
+            Some(Target::Unavailable(reason)) => {
+                let labels = RevisionLabels::new(namespace, service, "");
+                Err(Box::new((GatewayError::NotReady(service.to_string(), reason), Some(Chosen::Service(labels)))))
+            }
+            None => {
+                let path = format!("{ASYNC_PREFIX}{service}.{namespace}");
+                Err(Box::new((GatewayError::NoRoute { host: String::new(), path }, None)))
             }
         }
     }
@@ -149,16 +237,29 @@ mod tests {
         }
     }
 
-    fn routed(gateway: &Gateway, host: Option<&str>, path: &str) -> String {
-        match gateway.route(host, path, None) {
+    /// Answers 202 to every call.
+    struct Accepting;
+
+    impl AsyncQueue for Accepting {
+        fn enqueue(&self, _: String, _: String, _: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
+            Box::pin(async { Response::new(Full::default()) })
+        }
+    }
+
+    fn routed_as(gateway: &Gateway, host: Option<&str>, path: &str, respond_async: bool) -> String {
+        match gateway.route(host, path, None, respond_async) {
             Ok(Routed::Ingress { rest, .. }) => format!("ingress {rest}"),
             Ok(Routed::Pool { service, forward, .. }) => format!("service {service} {forward:?}"),
+            Ok(Routed::Async { namespace, service, target, .. }) => format!("queue {namespace}/{service} {target:?}"),
             Err(unrouted) => format!("error {}", unrouted.0.status().as_u16()),
         }
     }
 
-    #[test]
-    fn ingresses_by_prefix_unless_the_host_names_a_service() {
+    fn routed(gateway: &Gateway, host: Option<&str>, path: &str) -> String {
+        routed_as(gateway, host, path, false)
+    }
+
+    fn one_service() -> Arc<RoutingTable> {
         let routes = Arc::new(RoutingTable::new("localhost"));
         let pool = RevisionPool::new(
             RevisionLabels::new("ns", "svc", "svc-1"),
@@ -172,7 +273,38 @@ mod tests {
         );
         let key = crate::RouteKey { namespace: "ns".into(), service: "svc".into() };
         routes.set(key, Some(crate::Route::single(Target::Pool(pool))));
-        let gateway = Gateway::new(routes, Arc::new(GatewayMetrics::default())).ingress("/b/", Arc::new(TwoSegments));
+        routes
+    }
+
+    #[test]
+    fn prefer_respond_async_is_found_among_preferences() {
+        assert!(prefers_async(b"respond-async"));
+        assert!(prefers_async(b"return=minimal, Respond-Async ; x=1"));
+        assert!(prefers_async(b"respond-async, wait=10"));
+        assert!(!prefers_async(b"reply"));
+        assert!(!prefers_async(b"respond-asynchronously"));
+    }
+
+    #[test]
+    fn async_calls_go_to_the_queue_only_for_services_that_exist() {
+        let gateway = Gateway::new(one_service(), Arc::new(GatewayMetrics::default())).async_queue(Arc::new(Accepting));
+        assert_eq!(routed_as(&gateway, None, "/f/ns/svc/x", true), "queue ns/svc None");
+        assert_eq!(routed_as(&gateway, Some("svc.ns.localhost"), "/x", true), "queue ns/svc None");
+        assert_eq!(routed(&gateway, None, "/f/ns/svc/x"), "service svc Stripped(\"/x\")", "without Prefer: served");
+        assert_eq!(
+            routed(&gateway, None, "/async-function/svc.ns/hook?a=1"),
+            "queue ns/svc Some(\"/f/ns/svc/hook?a=1\")"
+        );
+        assert_eq!(routed(&gateway, None, "/async-function/other"), "error 404", "no such service: at once");
+        assert_eq!(routed_as(&gateway, None, "/f/ns/other/", true), "error 404");
+        let without = Gateway::new(one_service(), Arc::new(GatewayMetrics::default()));
+        assert_eq!(routed_as(&without, None, "/f/ns/svc/x", true), "service svc Stripped(\"/x\")", "no queue");
+    }
+
+    #[test]
+    fn ingresses_by_prefix_unless_the_host_names_a_service() {
+        let gateway =
+            Gateway::new(one_service(), Arc::new(GatewayMetrics::default())).ingress("/b/", Arc::new(TwoSegments));
         assert_eq!(routed(&gateway, None, "/b/ns/events"), "ingress ns/events");
         assert_eq!(routed(&gateway, Some("127.0.0.1:8080"), "/b/ns/events?x=1"), "ingress ns/events?x=1");
         assert_eq!(routed(&gateway, Some("svc.ns.localhost"), "/b/ns/events"), "service svc Unchanged");

@@ -2,7 +2,8 @@
 //! `PingSource`, `Channel`, `Subscription`, `Sequence`, `Parallel`, the event sources
 //! (`FileSource`, `NatsSource`, `PostgresSource`, `WebhookSource`, `KafkaSource`,
 //! `ApiServerSource`), `SinkBinding`, `ContainerSource`, label selectors and Kubernetes
-//! `Secret`/`ConfigMap` objects, key-value stores and workflows, their validation (with field
+//! `Secret`/`ConfigMap` objects, key-value stores and workflows, a Service's async invocation
+//! settings, their validation (with field
 //! paths), naming rules, the derived values every other crate agrees on (revision names,
 //! routing hosts, runtime choice), and the [`Resource`] trait by which a kind describes
 //! itself ([`KindInfo`]: kind, apiVersion, plural, table columns) to the API and the CLI.
@@ -12,6 +13,7 @@
 
 pub mod autoscaling;
 mod bindings;
+mod calls;
 mod config_data;
 mod eventing;
 mod expand;
@@ -28,6 +30,10 @@ pub use autoscaling::{AutoscalingAnnotations, ScalingMetric, parse_autoscaling};
 pub use bindings::{
     BindingSubject, ContainerSource, ContainerSourceSpec, SinkBinding, SinkBindingSpec, container_source_binding,
     container_source_service,
+};
+pub use calls::{
+    ASYNC_MAX_AGE, ASYNC_ON_FAILURE, ASYNC_ON_SUCCESS, ASYNC_RETRIES, AsyncSettings, DEFAULT_ASYNC_MAX_AGE,
+    DEFAULT_ASYNC_RETRIES, async_settings, parse_destination,
 };
 pub use config_data::{
     CORE_API_VERSION, ConfigKind, ConfigMap, EnvFromSource, EnvVarSource, KeySelector, MAX_CONFIG_DATA_BYTES,

@@ -218,6 +218,10 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     annotations::K_CE_OVERRIDES,
     annotations::READINESS,
     crate::KV_STORES_ANNOTATION,
+    crate::ASYNC_RETRIES,
+    crate::ASYNC_MAX_AGE,
+    crate::ASYNC_ON_SUCCESS,
+    crate::ASYNC_ON_FAILURE,
 ];
 
 /// The known name closest to `unknown` when it is close enough to be a typo.
@@ -435,6 +439,9 @@ fn check_annotations(c: &mut Checker, service: &Service) {
     for key in service.metadata.annotations.keys().filter(|k| k.starts_with("serval.dev/")).filter(unknown_annotation) {
         c.warnings
             .push(format!("metadata.annotations[{key}]: unknown annotation, ignored{}", hint(key, KNOWN_ANNOTATIONS)));
+    }
+    if let Err(errors) = crate::async_settings(service) {
+        c.errors.extend(errors);
     }
     if let Some(raw) = service.annotation(annotations::RUNTIME)
         && RuntimeKind::parse(raw).is_none()

@@ -148,9 +148,11 @@ pub async fn run_with(
             .ingress(
                 serval_control::workflows::INGRESS_PREFIX,
                 serval_control::workflows::WorkflowIngress::new(controller.clone()),
-            ),
+            )
+            .async_queue(controller.calls()),
     );
     dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));
+    controller.calls().resume().map_err(serval_control::ControlError::from)?;
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,
         gateway,
@@ -192,6 +194,7 @@ pub async fn run_with(
     kv_sweep.abort();
     events.abort();
     dispatchers.stop_all();
+    controller.calls().stop_all();
     controller.stop_sources();
     controller.shutdown().await;
     let _ = gateway.await;

@@ -1,4 +1,4 @@
-//! `serval invoke` and `serval logs`.
+//! `serval invoke`, `serval calls` and `serval logs`.
 
 use std::io::Write;
 
@@ -32,6 +32,13 @@ pub struct InvokeArgs {
     /// Print the status line and response headers to stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Queue the call (`Prefer: respond-async`) and print its id instead of the answer;
+    /// `serval calls NAME` shows how it went.
+    #[arg(long = "async")]
+    pub queue: bool,
+    /// With --async: where the outcome is POSTed when the call ends (X-Callback-Url).
+    #[arg(long, requires = "queue", value_name = "URL")]
+    pub callback: Option<String>,
 }
 
 pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
@@ -58,10 +65,21 @@ pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
         let Some((k, v)) = h.split_once(':') else { bail!("header {h:?} must look like KEY:VALUE") };
         req = req.header(k.trim(), v.trim());
     }
+    if args.queue {
+        req = req.header("prefer", "respond-async");
+    }
+    if let Some(callback) = &args.callback {
+        req = req.header("x-callback-url", callback);
+    }
     if let Some(b) = body {
         req = req.body(b);
     }
     let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {gateway}"))?;
+    if args.queue && resp.status() == reqwest::StatusCode::ACCEPTED {
+        let id = resp.headers().get("x-call-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        println!("{id}");
+        return Ok(());
+    }
     let status = resp.status();
     if args.verbose {
         eprintln!("{:?} {status}", resp.version());
@@ -79,6 +97,47 @@ pub async fn invoke(args: InvokeArgs, global: Global) -> Result<()> {
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct CallsArgs {
+    /// Service name.
+    pub name: String,
+    /// Namespace of the service.
+    #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// The most calls listed, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub read: super::ReadOpts,
+}
+
+/// `serval calls NAME`: the service's async calls with their state and result.
+pub async fn calls(args: CallsArgs, global: Global) -> Result<()> {
+    let client = Client::from_global(&global)?;
+    let path = format!("/api/v1/namespaces/{}/services/{}/calls?limit={}", args.namespace, args.name, args.limit);
+    let calls = client.get(&path).await?;
+    crate::output::print(&calls, args.read.output, |value| {
+        let mut table = crate::output::table(&["ID", "STATE", "ATTEMPTS", "STATUS", "ACCEPTED", "RESULT"]);
+        for call in value["items"].as_array().into_iter().flatten() {
+            let field = |f: &str| match &call[f] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let result: String = field("result").chars().take(60).collect();
+            table.add_row(vec![
+                field("id"),
+                field("state"),
+                field("attempts"),
+                field("status"),
+                field("accepted"),
+                result.replace('\n', " "),
+            ]);
+        }
+        table
+    })
 }
 
 #[derive(clap::Args)]

@@ -93,6 +93,8 @@ pub enum Command {
     Top(resources::TopArgs),
     /// Send a request to a service through the gateway and print the answer.
     Invoke(invoke::InvokeArgs),
+    /// List a service's async calls (queued, running, retrying, succeeded, failed).
+    Calls(invoke::CallsArgs),
     /// Print a service's captured output.
     Logs(invoke::LogsArgs),
     /// Print the version and the git commit this binary was built from.
@@ -166,6 +168,7 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Sequence(c) => flows::sequence(c, global).await,
         Command::Parallel(c) => flows::parallel(c, global).await,
         Command::Invoke(a) => invoke::invoke(a, global).await,
+        Command::Calls(a) => invoke::calls(a, global).await,
         Command::Logs(a) => invoke::logs(a, global).await,
         Command::Completion { shell } => {
             crate::print_completion(shell);
