@@ -55,7 +55,10 @@ const KEPT_BODY: usize = 4096;
 const NOTIFY_ATTEMPTS: u32 = 3;
 /// The request field naming where the outcome is POSTed (OpenFaaS's).
 const CALLBACK_FIELD: &str = "x-callback-url";
-/// What the ingress answers takes.
+/// Fields of the request's own framing, not stored: the replay sends the whole body
+/// (its length from it), and nothing waits for a `100 Continue`.
+const REFRAMED: [&str; 3] = ["content-length", "transfer-encoding", "expect"];
+/// The methods an async call may use (the `Allow` of the queue's answers).
 const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// The id of a service's queue of calls in the store (a log, and its cursor).
@@ -230,8 +233,11 @@ impl AsyncCalls {
                         return answer_with(StatusCode::BAD_REQUEST, ALLOW, &why);
                     }
                 }
-            } else if !(name == "prefer" && prefers_async(value.as_bytes())) {
-                headers.push((name.to_string(), text.to_string()));
+            } else {
+                let asks_async = name == "prefer" && prefers_async(value.as_bytes());
+                if !(asks_async || REFRAMED.contains(&name.as_str())) {
+                    headers.push((name.to_string(), text.to_string()));
+                }
             }
         }
         let id = self.new_id();
