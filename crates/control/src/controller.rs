@@ -41,6 +41,8 @@ pub use kinds::builtin_kinds;
 
 /// How often services that are not Ready are reconciled again without a change.
 const RESYNC: Duration = Duration::from_secs(10);
+/// The region Lambda functions see (`AWS_REGION`).
+const LAMBDA_REGION: &str = "us-east-1";
 
 /// A runtime, or why there is none (e.g. `runc` not installed).
 pub type RuntimeOrWhyNot = Result<Arc<dyn Runtime>, String>;
@@ -734,13 +736,36 @@ impl Controller {
     /// Whether a revision can run: its runtime exists and takes it, and its Secret and
     /// ConfigMap references resolve. `Err((reason, message))` for its `Ready` condition.
     fn runnable(&self, revision: &Revision) -> Result<(), (&'static str, String)> {
-        let runtime = self.runtimes.get(revision.runtime_kind()).map_err(|why| ("RuntimeUnavailable", why))?;
+        let runtime = self.runtime_for(revision).map_err(|why| ("RuntimeUnavailable", why))?;
         // What the runtime checks (program, image) does not depend on the environment; a
         // missing program is reported first, since it may still appear (a config error is final).
         let spec =
             self.runner_spec(revision, false, Vec::new()).instance_spec(format!("{}-check", revision.metadata.name));
         runtime.check(&spec).map_err(|m| (STATIC_FAILURE, m))?;
         self.revision_environment(revision).map(|_| ()).map_err(|m| (CONFIG_FAILURE, m))
+    }
+
+    /// The runtime that runs a revision: its kind's, behind the Lambda Runtime API when the
+    /// revision's protocol is `lambda`; `Err` says why there is none.
+    fn runtime_for(&self, revision: &Revision) -> Result<Arc<dyn Runtime>, String> {
+        let runtime = self.runtimes.get(revision.runtime_kind())?.clone();
+        let Some(function) = revision.lambda() else { return Ok(runtime) };
+        let container = revision.spec.containers.first();
+        let memory = container
+            .and_then(|c| c.resources.as_ref())
+            .and_then(|r| r.limits.get("memory"))
+            .and_then(|m| serval_model::parse_memory(m).ok())
+            .map_or(128, |bytes| (bytes / (1024 * 1024)).max(1) as u64);
+        let settings = serval_lambda::FunctionSettings {
+            name: revision.service_name().to_string(),
+            version: "$LATEST".to_string(),
+            memory_mb: memory,
+            region: LAMBDA_REGION.to_string(),
+            handler: function.handler,
+            runtime: function.runtime,
+            timeout: Duration::from_secs(revision.spec.timeout_seconds()),
+        };
+        Ok(Arc::new(serval_lambda::LambdaRuntime::new(runtime, settings)))
     }
 
     fn ensure_runner(&self, revision: &Revision, verify: bool) -> Arc<RevisionRunner> {
@@ -759,8 +784,8 @@ impl Controller {
         });
         let spec = self.runner_spec(revision, verify, env);
         // A revision whose runtime went away fails its starts with the reason.
-        let runtime = match self.runtimes.get(revision.runtime_kind()) {
-            Ok(runtime) => runtime.clone(),
+        let runtime = match self.runtime_for(revision) {
+            Ok(runtime) => runtime,
             Err(why) => Arc::new(Unavailable(why)),
         };
         if !verify {
@@ -790,7 +815,7 @@ impl Controller {
     fn runner_spec(&self, revision: &Revision, verify: bool, env: Vec<(String, String)>) -> RunnerSpec {
         let container = revision.spec.containers.first().cloned().unwrap_or_default();
         let mut autoscaling =
-            KpaSpec::new(&revision.autoscaling(), &self.config.autoscaler, revision.spec.container_concurrency());
+            KpaSpec::new(&revision.autoscaling(), &self.config.autoscaler, container_concurrency(revision));
         if verify {
             autoscaling.initial_scale = autoscaling.initial_scale.max(1);
         }
@@ -825,7 +850,7 @@ impl Controller {
             workload,
             env,
             working_dir: container.working_dir.clone(),
-            container_concurrency: revision.spec.container_concurrency(),
+            container_concurrency: container_concurrency(revision),
             autoscaling,
             tick: self.config.autoscaler.tick,
             timeouts: RequestTimeouts {
@@ -874,6 +899,12 @@ impl Controller {
 
 /// The reason of a `Ready=False` that a later reconcile may revisit (the executable may
 /// appear); every other failure of a revision is final.
+/// A revision's `containerConcurrency`; 1 for a Lambda function, whose instances take one
+/// invocation at a time.
+fn container_concurrency(revision: &Revision) -> u32 {
+    if revision.lambda().is_some() { 1 } else { revision.spec.container_concurrency() }
+}
+
 const STATIC_FAILURE: &str = "ExecutableNotFound";
 /// Kubernetes' reason for a container whose Secret or ConfigMap reference cannot be
 /// resolved; final for the revision, since a change of what it reads makes a new one.

@@ -222,6 +222,9 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     crate::ASYNC_MAX_AGE,
     crate::ASYNC_ON_SUCCESS,
     crate::ASYNC_ON_FAILURE,
+    crate::PROTOCOL,
+    crate::LAMBDA_HANDLER,
+    crate::LAMBDA_RUNTIME,
 ];
 
 /// The known name closest to `unknown` when it is close enough to be a typo.
@@ -443,6 +446,7 @@ fn check_annotations(c: &mut Checker, service: &Service) {
     if let Err(errors) = crate::async_settings(service) {
         c.errors.extend(errors);
     }
+    c.errors.extend(crate::check_lambda(service));
     if let Some(raw) = service.annotation(annotations::RUNTIME)
         && RuntimeKind::parse(raw).is_none()
     {

@@ -1,0 +1,320 @@
+//! AWS Lambda compatibility: functions written for Lambda run unmodified as serval
+//! services whose instances speak the Lambda Runtime API instead of serving HTTP
+//! (`serval.dev/protocol: lambda`).
+//!
+//! Owns: the Runtime API each instance pulls its invocations from ([`runtime_api`], one
+//! loopback port per instance, `AWS_LAMBDA_RUNTIME_API`), [`LambdaRuntime`] — a
+//! [`Runtime`] wrapped around the process or OCI runtime that gives each instance its
+//! Runtime API and Lambda's environment, counts it ready at its first `invocation/next`, and
+//! serves the gateway's requests in process by invoking it one at a time, ending a stuck
+//! invocation at the function's timeout (`Task timed out after N.00 seconds`, the instance
+//! replaced) —, Function URL events for HTTP requests ([`function_url`], payload format
+//! 2.0), and the Python runtime client of serval's own (standard library only) that runs
+//! `python3.x` handlers on the host's interpreter.
+//! Must not depend on: the control plane, the gateway or the store; it is given the inner
+//! runtime and the function's settings.
+
+pub mod function_url;
+pub mod runtime_api;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::{Response, StatusCode};
+use runtime_api::{Invocation, Outcome, Phase, RuntimeApi};
+use serval_runtime::{
+    Endpoint, ExitInfo, InProcessHandler, Instance, InstanceControl, InstanceSpec, LogSink, Readiness, Runtime,
+    RuntimeError, Workload,
+};
+use tokio::sync::{oneshot, watch};
+
+/// serval's runtime client for `python3.x` handlers, run as `python3 -c`.
+pub const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap.py");
+
+/// Errors of the Lambda layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The instance's Runtime API stopped.
+    #[error("the function's runtime stopped")]
+    Stopped,
+}
+
+/// What a function is, for its instances' environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSettings {
+    /// `AWS_LAMBDA_FUNCTION_NAME`.
+    pub name: String,
+    /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST` or a number).
+    pub version: String,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB.
+    pub memory_mb: u64,
+    /// `AWS_REGION`.
+    pub region: String,
+    /// `_HANDLER`, e.g. `lambda_function.handler`.
+    pub handler: Option<String>,
+    /// The Lambda runtime (`python3.12`, `provided.al2023`…): a `python3.x` function's
+    /// command is the interpreter, which runs serval's runtime client.
+    pub runtime: Option<String>,
+    /// How long one invocation may run.
+    pub timeout: Duration,
+}
+
+impl FunctionSettings {
+    /// The function's ARN as its runtime sees it.
+    pub fn arn(&self) -> String {
+        format!("arn:aws:lambda:{}:000000000000:function:{}", self.region, self.name)
+    }
+}
+
+/// A runtime whose instances speak the Lambda Runtime API (see the crate's docs).
+pub struct LambdaRuntime {
+    inner: Arc<dyn Runtime>,
+    settings: FunctionSettings,
+}
+
+impl LambdaRuntime {
+    pub fn new(inner: Arc<dyn Runtime>, settings: FunctionSettings) -> LambdaRuntime {
+        LambdaRuntime { inner, settings }
+    }
+
+    /// What the inner runtime starts: Lambda's environment added, ready once started (the
+    /// Runtime API says when it really is), a `python3.x` command running serval's client.
+    fn inner_spec(&self, mut spec: InstanceSpec, api: Option<&RuntimeApi>) -> InstanceSpec {
+        let s = &self.settings;
+        let mut env = vec![
+            ("AWS_LAMBDA_FUNCTION_NAME".to_string(), s.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".to_string(), s.version.clone()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_string(), s.memory_mb.to_string()),
+            ("AWS_LAMBDA_FUNCTION_TIMEOUT".to_string(), s.timeout.as_secs().to_string()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME".to_string(), format!("/aws/lambda/{}", s.name)),
+            ("AWS_LAMBDA_LOG_STREAM_NAME".to_string(), spec.instance_id.clone()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".to_string(), "on-demand".to_string()),
+            ("AWS_REGION".to_string(), s.region.clone()),
+            ("AWS_DEFAULT_REGION".to_string(), s.region.clone()),
+        ];
+        if let Some(handler) = &s.handler {
+            env.push(("_HANDLER".to_string(), handler.clone()));
+        }
+        if let Some(runtime) = &s.runtime {
+            env.push(("AWS_EXECUTION_ENV".to_string(), format!("AWS_Lambda_{runtime}")));
+        }
+        if let Some(root) = &spec.working_dir {
+            env.push(("LAMBDA_TASK_ROOT".to_string(), root.clone()));
+        }
+        if let Some(api) = api {
+            env.push(("AWS_LAMBDA_RUNTIME_API".to_string(), api.addr.to_string()));
+        }
+        // The platform's variables win over the function's own (as on Lambda).
+        spec.env.extend(env);
+        spec.readiness = Readiness::Started;
+        if s.runtime.as_deref().is_some_and(|r| r.starts_with("python"))
+            && let Workload::Process { argv } = &mut spec.workload
+        {
+            argv.truncate(1);
+            argv.extend(["-c".to_string(), PYTHON_BOOTSTRAP.to_string()]);
+        }
+        spec
+    }
+}
+
+impl Runtime for LambdaRuntime {
+    fn start(&self, spec: InstanceSpec, logs: LogSink) -> BoxFuture<'static, Result<Instance, RuntimeError>> {
+        let (inner, settings) = (self.inner.clone(), self.settings.clone());
+        let startup_timeout = spec.startup_timeout;
+        let id = spec.instance_id.clone();
+        let this = LambdaRuntime { inner: inner.clone(), settings: settings.clone() };
+        async move {
+            let began = Instant::now();
+            let api = RuntimeApi::start(settings.arn()).await.map_err(|e| match e {
+                LambdaError::Io(e) => RuntimeError::Io(e),
+                other => RuntimeError::Io(std::io::Error::other(other.to_string())),
+            })?;
+            let instance = Arc::new(inner.start(this.inner_spec(spec, Some(&api)), logs).await?);
+            let mut phase = api.phase();
+            let ready = tokio::select! {
+                phase = phase.wait_for(|p| *p != Phase::Starting) => match phase.map(|p| p.clone()) {
+                    Ok(Phase::InitFailed(why)) => Err(format!("the function's init failed: {why}")),
+                    _ => Ok(()),
+                },
+                exit = instance.exited() => {
+                    return Err(RuntimeError::ExitedBeforeReady { exit, last_lines: Vec::new(), port_taken: None });
+                }
+                () = tokio::time::sleep(startup_timeout) => Err(format!(
+                    "its runtime did not ask for an invocation within {startup_timeout:?}"
+                )),
+            };
+            if let Err(why) = ready {
+                let exit = instance.stop(Duration::ZERO).await;
+                return Err(RuntimeError::StartTimeout {
+                    after: began.elapsed(),
+                    last_check: format!("{why} ({exit})"),
+                    last_lines: Vec::new(),
+                });
+            }
+            let (exit_tx, exit) = watch::channel(None);
+            let watched = instance.clone();
+            tokio::spawn(async move {
+                let _ = exit_tx.send(Some(watched.exited().await));
+            });
+            let api = Arc::new(api);
+            let bridge = Bridge {
+                api: api.clone(),
+                instance: instance.clone(),
+                settings,
+                ids: AtomicU64::new(0),
+                id: id.clone(),
+            };
+            let control = Box::new(Control { instance, _api: api });
+            Ok(Instance::new(id, Endpoint::InProcess(Arc::new(bridge)), began.elapsed(), exit, control))
+        }
+        .boxed()
+    }
+
+    fn check(&self, spec: &InstanceSpec) -> Result<(), String> {
+        self.inner.check(&self.inner_spec(spec.clone(), None))
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        self.inner.prepare(&self.inner_spec(spec.clone(), None))
+    }
+
+    fn release(&self, namespace: &str, revision: &str) {
+        self.inner.release(namespace, revision);
+    }
+
+    fn serves_in_process(&self) -> bool {
+        true
+    }
+}
+
+/// Stops the instance; its Runtime API goes with the last reference.
+struct Control {
+    instance: Arc<Instance>,
+    _api: Arc<RuntimeApi>,
+}
+
+impl InstanceControl for Control {
+    fn stop(&self, grace: Duration) -> BoxFuture<'static, ExitInfo> {
+        self.instance.stop(grace)
+    }
+}
+
+/// The gateway's requests to one instance, as invocations of its runtime.
+struct Bridge {
+    api: Arc<RuntimeApi>,
+    instance: Arc<Instance>,
+    settings: FunctionSettings,
+    ids: AtomicU64,
+    /// The instance's id, in request ids.
+    id: String,
+}
+
+impl Bridge {
+    fn request_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let hash = self.id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            hash,
+            (nanos >> 48) as u16,
+            (n >> 12) & 0xfff,
+            n & 0xfff,
+            (nanos & 0xffff_ffff_ffff) as u64
+        )
+    }
+
+    /// Runs one invocation: its outcome, or `None` when the function's time ran out (the
+    /// instance is then killed, so that the next invocation gets a fresh one).
+    async fn invoke(&self, payload: Bytes, content_type: Option<String>) -> Option<Result<Outcome, LambdaError>> {
+        let request_id = self.request_id();
+        let (answer, outcome) = oneshot::channel();
+        let invocation = Invocation {
+            request_id: request_id.clone(),
+            payload,
+            content_type,
+            deadline: SystemTime::now() + self.settings.timeout,
+            trace_id: format!("Root=1-{}-{};Sampled=0", &request_id[..8], request_id.replace('-', "")),
+            client_context: None,
+            answer,
+        };
+        let run = async {
+            self.api.invoke(invocation).await?;
+            outcome.await.map_err(|_| LambdaError::Stopped)
+        };
+        match tokio::time::timeout(self.settings.timeout, run).await {
+            Ok(outcome) => Some(outcome),
+            Err(_) => {
+                let instance = self.instance.clone();
+                tokio::spawn(async move { instance.stop(Duration::ZERO).await });
+                None
+            }
+        }
+    }
+
+    /// The message of a timed-out invocation (the emulator's words).
+    fn timed_out(&self) -> String {
+        format!("Task timed out after {}.00 seconds", self.settings.timeout.as_secs())
+    }
+}
+
+impl InProcessHandler for Bridge {
+    /// A request through the gateway: a Function URL event in, the result as the response.
+    fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let request_id = self.request_id();
+        let event = function_url::event(
+            &request_id,
+            &self.settings.name,
+            parts.method.as_str(),
+            &target,
+            &parts.headers,
+            &body,
+            SystemTime::now(),
+        );
+        let this = Bridge {
+            api: self.api.clone(),
+            instance: self.instance.clone(),
+            settings: self.settings.clone(),
+            ids: AtomicU64::new(self.ids.fetch_add(1 << 32, Ordering::Relaxed)),
+            id: self.id.clone(),
+        };
+        async move {
+            let outcome = this.invoke(Bytes::from(event.to_string()), Some("application/json".into())).await;
+            let failed = |status: StatusCode, body: Bytes| {
+                Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header("x-amz-function-error", "Unhandled")
+                    .body(body)
+                    .unwrap_or_default()
+            };
+            match outcome {
+                Some(Ok(Outcome::Response { body, .. })) => function_url::response(&body),
+                Some(Ok(Outcome::Error { body, .. })) => failed(StatusCode::BAD_GATEWAY, body),
+                Some(Err(e)) => failed(
+                    StatusCode::BAD_GATEWAY,
+                    Bytes::from(
+                        serde_json::json!({"errorMessage": e.to_string(), "errorType": "Runtime.ExitError"})
+                            .to_string(),
+                    ),
+                ),
+                None => failed(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Bytes::from(
+                        serde_json::json!({"errorMessage": this.timed_out(), "errorType": "Sandbox.Timeout"})
+                            .to_string(),
+                    ),
+                ),
+            }
+        }
+        .boxed()
+    }
+}

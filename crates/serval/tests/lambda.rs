@@ -1,0 +1,157 @@
+//! End-to-end tests of Lambda functions run unmodified with the real binary
+//! (`serval.dev/protocol: lambda`): a Python handler on the host's interpreter through
+//! serval's own runtime client, and a `provided.al2023`-style `bootstrap` shell script
+//! using curl against the Runtime API; both called by URL through the gateway with Function
+//! URL events. A handler that raises answers with its error, one that runs past the
+//! function's timeout is ended (`Task timed out after 2.00 seconds`) and its instance
+//! replaced.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Server, eventually};
+
+const HANDLER: &str = r#"import json
+import time
+
+def handler(event, context):
+    path = event["rawPath"]
+    if path == "/boom":
+        raise ValueError("no such order")
+    if path == "/slow":
+        time.sleep(30)
+    return {
+        "statusCode": 201,
+        "headers": {"content-type": "application/json", "x-handled-by": context.function_name},
+        "body": json.dumps({
+            "path": path,
+            "query": event["queryStringParameters"],
+            "method": event["requestContext"]["http"]["method"],
+            "body": event["body"],
+            "requestId": context.aws_request_id,
+            "remainingMs": context.get_remaining_time_in_millis(),
+            "arn": context.invoked_function_arn,
+        }),
+    }
+"#;
+
+const BOOTSTRAP: &str = r#"#!/bin/sh
+# A custom runtime (provided.al2023): the Runtime API over curl.
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT="$(curl -sS -D "$HEADERS" "$API/invocation/next")"
+  REQUEST_ID="$(grep -i '^lambda-runtime-aws-request-id:' "$HEADERS" | cut -d: -f2 | tr -d '[:space:]')"
+  LENGTH="$(printf '%s' "$EVENT" | wc -c | tr -d ' ')"
+  curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/response" \
+    -d "{\"statusCode\": 200, \"headers\": {\"content-type\": \"text/plain\"}, \"body\": \"bash handled $REQUEST_ID ($LENGTH bytes of event)\"}"
+  AGAIN="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$API/invocation/$REQUEST_ID/response" -d '{}')"
+  echo "a second response for $REQUEST_ID: $AGAIN" >&2
+  rm -f "$HEADERS"
+done
+"#;
+
+fn apply(server: &Server, file: &str, text: &str) {
+    let path = server.dir.join(file);
+    std::fs::write(&path, text).expect("write");
+    server.ok(&["apply", "-f", &path.display().to_string()]);
+}
+
+fn function_manifest(name: &str, runtime: &str, handler: &str, command: &str, dir: &std::path::Path) -> String {
+    format!(
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+  annotations:
+    serval.dev/protocol: lambda
+    serval.dev/lambda-runtime: {runtime}
+    serval.dev/lambda-handler: {handler}
+spec:
+  template:
+    spec:
+      timeoutSeconds: 2
+      containers:
+        - command: ["{command}"]
+          workingDir: {dir}
+"#,
+        dir = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_runs_unmodified_behind_a_function_url() {
+    let server = Server::start(&[]);
+    let code = server.dir.join("pyfn");
+    std::fs::create_dir_all(&code).expect("dir");
+    std::fs::write(code.join("lambda_function.py"), HANDLER).expect("handler");
+    apply(&server, "pyfn.yaml", &function_manifest("pyfn", "python3.12", "lambda_function.handler", "python3", &code));
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}/f/default/pyfn{path}", server.gateway);
+
+    let answer = client.post(url("/orders?id=7&id=8")).body("hello").send().await.expect("answer");
+    assert_eq!(answer.status(), 201, "the handler's statusCode");
+    assert_eq!(answer.headers()["x-handled-by"], "pyfn");
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body["path"], "/orders");
+    assert_eq!(body["query"]["id"], "7,8");
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["body"], "hello");
+    assert_eq!(body["arn"], "arn:aws:lambda:us-east-1:000000000000:function:pyfn");
+    let remaining = body["remainingMs"].as_u64().expect("a number");
+    assert!(remaining > 0 && remaining <= 2_000, "the deadline is the function's timeout: {remaining}");
+    let first_id = body["requestId"].as_str().expect("id").to_string();
+    let again: Value = client.get(url("/")).send().await.expect("answer").json().await.expect("JSON");
+    assert_ne!(again["requestId"], first_id.as_str(), "each invocation has its own id");
+
+    let boom = client.get(url("/boom")).send().await.expect("answer");
+    assert_eq!(boom.status(), 502);
+    assert_eq!(boom.headers()["x-amz-function-error"], "Unhandled");
+    let error: Value = boom.json().await.expect("JSON");
+    assert_eq!(
+        (error["errorType"].as_str(), error["errorMessage"].as_str()),
+        (Some("ValueError"), Some("no such order"))
+    );
+    assert!(error["stackTrace"].as_array().is_some_and(|t| !t.is_empty()), "{error}");
+
+    let slow = client.get(url("/slow")).send().await.expect("answer");
+    assert_eq!(slow.status(), 504);
+    let error: Value = slow.json().await.expect("JSON");
+    assert_eq!(error["errorMessage"], "Task timed out after 2.00 seconds");
+    // The stuck instance is replaced: the next call is served.
+    let after = eventually("a call after the timeout", Duration::from_secs(20), async || {
+        let answer = client.get(url("/after")).send().await.ok()?;
+        (answer.status() == 201).then_some(answer)
+    })
+    .await;
+    let body: Value = after.json().await.expect("JSON");
+    assert_eq!(body["path"], "/after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_runtime_bootstrap_speaks_the_runtime_api_with_curl() {
+    let server = Server::start(&[]);
+    let code = server.dir.join("bashfn");
+    std::fs::create_dir_all(&code).expect("dir");
+    let bootstrap = code.join("bootstrap");
+    std::fs::write(&bootstrap, BOOTSTRAP).expect("bootstrap");
+    std::fs::set_permissions(&bootstrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let manifest =
+        function_manifest("bashfn", "provided.al2023", "function.handler", &bootstrap.display().to_string(), &code);
+    apply(&server, "bashfn.yaml", &manifest);
+    let answer = reqwest::get(format!("{}/f/default/bashfn/hi", server.gateway)).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "text/plain");
+    let text = answer.text().await.expect("text");
+    assert!(text.starts_with("bash handled ") && text.contains("bytes of event"), "{text}");
+    let request_id = text.split_whitespace().nth(2).expect("an id").to_string();
+    let logs = eventually("the second response's status in the logs", Duration::from_secs(10), async || {
+        let logs = server.ok(&["logs", "bashfn"]);
+        logs.contains("a second response for").then_some(logs)
+    })
+    .await;
+    assert!(logs.contains(&format!("a second response for {request_id}: 400")), "{logs}");
+}
