@@ -16,6 +16,7 @@ pub mod controller;
 mod error;
 mod in_process;
 pub mod kinds;
+pub mod lambda_api;
 pub mod logs;
 pub mod metrics;
 mod runner;

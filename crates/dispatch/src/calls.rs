@@ -53,6 +53,8 @@ pub const KEPT_RESULTS: u32 = 1000;
 const KEPT_BODY: usize = 4096;
 /// Attempts to hand an outcome to the callback URL or a destination.
 const NOTIFY_ATTEMPTS: u32 = 3;
+/// The answer field of a Lambda function's error (its status stays 200, as Invoke's).
+const FUNCTION_ERROR: &str = "x-amz-function-error";
 /// The request field naming where the outcome is POSTed (OpenFaaS's).
 const CALLBACK_FIELD: &str = "x-callback-url";
 /// Fields of the request's own framing, not stored: the replay sends the whole body
@@ -351,7 +353,10 @@ impl AsyncCalls {
             record.status = answer.as_ref().map(|a| a.status);
             let outcome = answer.as_ref().map_or(Outcome::NoResponse, |a| {
                 let retry_after = a.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
-                Outcome::Status(a.status, retry_after.and_then(|v| RetryAfter::parse(v, SystemTime::now())))
+                let retry_after = retry_after.and_then(|v| RetryAfter::parse(v, SystemTime::now()));
+                // A Lambda function's error comes in a 200, as Invoke answers it; retried too.
+                let status = if a.headers.contains_key(FUNCTION_ERROR) { 502 } else { a.status };
+                Outcome::Status(status, retry_after)
             });
             match policy.decide(record.attempts, outcome, Instant::now()) {
                 Decision::Done => {

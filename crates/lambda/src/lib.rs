@@ -16,6 +16,7 @@
 
 pub mod function_url;
 pub mod runtime_api;
+pub mod sigv4;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,11 @@ use serval_runtime::{
     RuntimeError, Workload,
 };
 use tokio::sync::{oneshot, watch};
+
+/// A request carrying this field is an invocation with its body as the payload (the Lambda
+/// Invoke API's), answered as Invoke answers (200; `X-Amz-Function-Error` on an error);
+/// others are Function URL requests.
+pub const INVOKE_HEADER: &str = "x-serval-lambda-invoke";
 
 /// serval's runtime client for `python3.x` handlers, run as `python3 -c`.
 pub const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap.py");
@@ -265,20 +271,26 @@ impl Bridge {
 }
 
 impl InProcessHandler for Bridge {
-    /// A request through the gateway: a Function URL event in, the result as the response.
+    /// A request through the gateway: a Function URL event in and the result as the
+    /// response, or (with [`INVOKE_HEADER`]) the body as the payload, answered as Invoke.
     fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
         let (parts, body) = request.into_parts();
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let request_id = self.request_id();
-        let event = function_url::event(
-            &request_id,
-            &self.settings.name,
-            parts.method.as_str(),
-            &target,
-            &parts.headers,
-            &body,
-            SystemTime::now(),
-        );
+        let raw = parts.headers.contains_key(INVOKE_HEADER);
+        let payload = if raw {
+            body
+        } else {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+            let event = function_url::event(
+                &self.request_id(),
+                &self.settings.name,
+                parts.method.as_str(),
+                &target,
+                &parts.headers,
+                &body,
+                SystemTime::now(),
+            );
+            Bytes::from(event.to_string())
+        };
         let this = Bridge {
             api: self.api.clone(),
             instance: self.instance.clone(),
@@ -287,16 +299,24 @@ impl InProcessHandler for Bridge {
             id: self.id.clone(),
         };
         async move {
-            let outcome = this.invoke(Bytes::from(event.to_string()), Some("application/json".into())).await;
+            let outcome = this.invoke(payload, Some("application/json".into())).await;
+            // Invoke answers 200 whatever the function did; a Function URL answers 5xx.
             let failed = |status: StatusCode, body: Bytes| {
                 Response::builder()
-                    .status(status)
+                    .status(if raw { StatusCode::OK } else { status })
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .header("x-amz-function-error", "Unhandled")
+                    .header("x-amz-executed-version", this.settings.version.as_str())
                     .body(body)
                     .unwrap_or_default()
             };
             match outcome {
+                Some(Ok(Outcome::Response { body, content_type })) if raw => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json"))
+                    .header("x-amz-executed-version", this.settings.version.as_str())
+                    .body(body)
+                    .unwrap_or_default(),
                 Some(Ok(Outcome::Response { body, .. })) => function_url::response(&body),
                 Some(Ok(Outcome::Error { body, .. })) => failed(StatusCode::BAD_GATEWAY, body),
                 Some(Err(e)) => failed(

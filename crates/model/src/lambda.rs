@@ -11,6 +11,10 @@ pub const LAMBDA_HANDLER: &str = "serval.dev/lambda-handler";
 /// A Lambda function's runtime, e.g. `python3.12` or `provided.al2023`.
 pub const LAMBDA_RUNTIME: &str = "serval.dev/lambda-runtime";
 
+/// A function's Lambda metadata (role, description, code size and digest, last change) as
+/// JSON, for the Lambda API's `FunctionConfiguration` (set by the server).
+pub const LAMBDA_FUNCTION: &str = "serval.dev/lambda-function";
+
 /// A revision that runs a Lambda function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LambdaFunction {

@@ -225,6 +225,7 @@ const KNOWN_ANNOTATIONS: &[&str] = &[
     crate::PROTOCOL,
     crate::LAMBDA_HANDLER,
     crate::LAMBDA_RUNTIME,
+    crate::LAMBDA_FUNCTION,
 ];
 
 /// The known name closest to `unknown` when it is close enough to be a typo.

@@ -72,6 +72,34 @@ impl PlatformConfig {
     }
 }
 
+/// Reads the AWS key pair Lambda API requests are signed with (`dir/aws-credentials`: the
+/// access key id, then the secret, a line each), creating it (owner-only) at first start.
+pub fn load_or_create_aws_credentials(dir: &Path) -> Result<serval_lambda::sigv4::Credentials, PlatformError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("aws-credentials");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && let Some((id, secret)) = existing.trim().split_once('\n')
+    {
+        return Ok(serval_lambda::sigv4::Credentials {
+            access_key_id: id.trim().to_string(),
+            secret_access_key: secret.trim().to_string(),
+        });
+    }
+    let mut random = [0u8; 46];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let id: String = "AKIA".chars().chain(random[..16].iter().map(|b| UPPER[(*b % 32) as usize] as char)).collect();
+    let secret: String =
+        random[16..].iter().chain(&random[16..26]).map(|b| SECRET[(*b % 64) as usize] as char).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(format!("{id}\n{secret}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(serval_lambda::sigv4::Credentials { access_key_id: id, secret_access_key: secret })
+}
+
 /// Reads `dir/token`, creating it (owner-only) with a fresh random token at first start.
 pub fn load_or_create_token(dir: &Path) -> Result<String, PlatformError> {
     use std::io::{Read, Write};

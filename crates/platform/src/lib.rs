@@ -21,7 +21,7 @@ use serval_runtime::{ProcessRuntime, Runtime};
 use serval_store::{Storage, Store};
 use tokio::net::TcpListener;
 
-pub use config::{PlatformConfig, load_or_create_token};
+pub use config::{PlatformConfig, load_or_create_aws_credentials, load_or_create_token};
 pub use error::PlatformError;
 pub use serval_control::{BoundAddrs, ClusterDefaults, kinds};
 use serval_control::{controller, metrics, sealer};
@@ -137,8 +137,16 @@ pub async fn run_with(
         let _ = rx.wait_for(|v| *v).await;
     };
     use serval_dispatch::ingress::{Ingress, LogKind};
+    let lambda = serval_control::lambda_api::LambdaApi::new(
+        controller.clone(),
+        load_or_create_aws_credentials(&config.data_dir)?,
+        config.data_dir.join("functions"),
+    );
+    let [lambda_prefix, lambda_async_prefix] = serval_control::lambda_api::PREFIXES;
     let gateway = Arc::new(
         Gateway::new(routes, metrics.gateway.clone())
+            .ingress(lambda_prefix, lambda.clone())
+            .ingress(lambda_async_prefix, lambda.clone())
             .ingress(LogKind::Broker.prefix(), Ingress::new(dispatchers.clone(), LogKind::Broker))
             .ingress(LogKind::Channel.prefix(), Ingress::new(dispatchers.clone(), LogKind::Channel))
             .ingress(
@@ -152,6 +160,7 @@ pub async fn run_with(
             .async_queue(controller.calls()),
     );
     dispatchers.deliver_in_process(serval_gateway::LocalClient::new(&gateway));
+    lambda.invoke_through(serval_gateway::LocalClient::new(&gateway));
     controller.calls().resume().map_err(serval_control::ControlError::from)?;
     let gateway = tokio::spawn(serval_gateway::serve(
         listeners.gateway,

@@ -19,6 +19,11 @@ pub struct ServerInfo {
     /// Where `/metrics` is served without a token, when the server was asked to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The key pair requests to the Lambda API are signed with (SigV4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
 }
 
 impl ServerInfo {

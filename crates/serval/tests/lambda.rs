@@ -155,3 +155,125 @@ async fn a_custom_runtime_bootstrap_speaks_the_runtime_api_with_curl() {
     .await;
     assert!(logs.contains(&format!("a second response for {request_id}: 400")), "{logs}");
 }
+
+/// The Python interpreter with boto3 (`SERVAL_PYTHON`, else CI's venv); `None` skips the
+/// boto3 test unless `SERVAL_REQUIRE_BOTO3=1`.
+fn python_with_boto3() -> Option<String> {
+    let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
+    let found = candidates.into_iter().flatten().find(|python| {
+        std::process::Command::new(python).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("SERVAL_REQUIRE_BOTO3").as_deref() != Ok("1"),
+            "SERVAL_REQUIRE_BOTO3=1 but no Python with boto3 (set SERVAL_PYTHON)"
+        );
+        support::skip("no Python with boto3 (set SERVAL_PYTHON)");
+    }
+    found
+}
+
+const BOTO3_SCRIPT: &str = r#"
+import io, json, os, sys, time, zipfile
+import boto3, botocore
+
+endpoint, key, secret, mark = sys.argv[1:5]
+def client(secret=secret):
+    return boto3.client("lambda", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret,
+                        config=botocore.config.Config(retries={"max_attempts": 1}, read_timeout=30))
+aws = client()
+code = io.BytesIO()
+with zipfile.ZipFile(code, "w") as z:
+    z.writestr("lambda_function.py", '''
+import json, os, time
+def handler(event, context):
+    if event.get("fail"):
+        raise RuntimeError("asked to fail")
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("mark"):
+        with open(event["mark"], "w") as f:
+            f.write(json.dumps(event))
+    print("handling", event.get("name"))
+    return {"greeting": os.environ["GREETING"] + ", " + event.get("name", "?"), "version": context.function_version}
+''')
+created = aws.create_function(FunctionName="hello", Runtime="python3.12", Role="arn:aws:iam::000000000000:role/x",
+                              Handler="lambda_function.handler", Code={"ZipFile": code.getvalue()}, Timeout=2,
+                              Environment={"Variables": {"GREETING": "hi"}})
+assert created["FunctionName"] == "hello" and created["Runtime"] == "python3.12", created
+aws.get_waiter("function_active_v2").wait(FunctionName="hello", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+assert aws.get_function(FunctionName="hello")["Configuration"]["State"] == "Active"
+
+r = aws.invoke(FunctionName="hello", Payload=json.dumps({"name": "Ana"}))
+assert r["StatusCode"] == 200 and r["ExecutedVersion"] == "$LATEST", r
+assert json.loads(r["Payload"].read()) == {"greeting": "hi, Ana", "version": "$LATEST"}
+
+r = aws.invoke(FunctionName="hello", Payload=json.dumps({"fail": True}))
+assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled", r
+error = json.loads(r["Payload"].read())
+assert error["errorType"] == "RuntimeError" and error["errorMessage"] == "asked to fail", error
+
+assert aws.invoke(FunctionName="hello", InvocationType="DryRun")["StatusCode"] == 204
+
+r = aws.invoke(FunctionName="hello", InvocationType="Event", Payload=json.dumps({"name": "later", "mark": mark}))
+assert r["StatusCode"] == 202, r
+for _ in range(300):
+    if os.path.exists(mark):
+        break
+    time.sleep(0.1)
+assert json.load(open(mark))["name"] == "later", "the Event invocation ran"
+
+r = aws.invoke(FunctionName="hello", Payload=json.dumps({"sleep": 10}))
+assert r.get("FunctionError") == "Unhandled", r
+assert "Task timed out after 2.00 seconds" in r["Payload"].read().decode()
+
+try:
+    aws.invoke(FunctionName="nobody", Payload=b"{}")
+    raise AssertionError("an unknown function was invoked")
+except aws.exceptions.ResourceNotFoundException:
+    pass
+try:
+    client(secret="wrong").list_functions()
+    raise AssertionError("a bad signature was accepted")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "InvalidSignatureException", e.response
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+assert [f["FunctionName"] for f in aws.list_functions()["Functions"]] == ["hello"]
+aws.delete_function(FunctionName="hello")
+try:
+    aws.get_function(FunctionName="hello")
+    raise AssertionError("a deleted function was found")
+except aws.exceptions.ResourceNotFoundException:
+    pass
+print("boto3: all checks passed")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_creates_invokes_and_deletes_a_python_function() {
+    let Some(python) = python_with_boto3() else { return };
+    let server = Server::start(&[]);
+    let exports = server.ok(&["credentials", "aws"]);
+    let value = |name: &str| {
+        exports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{name} in {exports}"))
+            .to_string()
+    };
+    assert_eq!(value("AWS_ENDPOINT_URL_LAMBDA"), server.gateway);
+    let script = server.dir.join("boto3_check.py");
+    std::fs::write(&script, BOTO3_SCRIPT).expect("script");
+    let mark = server.dir.join("event-ran.json");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .args([&server.gateway, &value("AWS_ACCESS_KEY_ID"), &value("AWS_SECRET_ACCESS_KEY")])
+        .arg(&mark)
+        .output()
+        .await
+        .expect("run python");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "boto3 checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("boto3: all checks passed"), "{stdout}");
+}

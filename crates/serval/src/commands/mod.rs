@@ -97,6 +97,14 @@ pub enum Command {
     Calls(invoke::CallsArgs),
     /// Print a service's captured output.
     Logs(invoke::LogsArgs),
+    /// Print credentials for other tools: `eval "$(serval credentials aws)"` lets boto3 and
+    /// the AWS CLI call the Lambda API on the gateway.
+    Credentials {
+        /// Which: `aws` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
+        /// AWS_ENDPOINT_URL_LAMBDA as export lines).
+        #[arg(value_parser = ["aws"])]
+        kind: String,
+    },
     /// Print the version and the git commit this binary was built from.
     Version,
     /// Print a shell completion script: `source <(serval completion bash)`.
@@ -172,6 +180,17 @@ pub async fn run(command: Command, global: Global) -> Result<()> {
         Command::Logs(a) => invoke::logs(a, global).await,
         Command::Completion { shell } => {
             crate::print_completion(shell);
+            Ok(())
+        }
+        Command::Credentials { kind: _ } => {
+            let info = crate::client::ServerInfo::read(&global.data_dir())?;
+            let (Some(id), Some(secret)) = (info.aws_access_key_id, info.aws_secret_access_key) else {
+                anyhow::bail!("this server wrote no AWS credentials (an older version?); restart it");
+            };
+            println!("export AWS_ACCESS_KEY_ID={id}");
+            println!("export AWS_SECRET_ACCESS_KEY={secret}");
+            println!("export AWS_DEFAULT_REGION=us-east-1");
+            println!("export AWS_ENDPOINT_URL_LAMBDA={}", info.gateway);
             Ok(())
         }
         Command::Version => {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serval_platform::{Listeners, PlatformConfig, load_or_create_token};
+use serval_platform::{Listeners, PlatformConfig, load_or_create_aws_credentials, load_or_create_token};
 use tokio::net::TcpListener;
 
 use crate::Global;
@@ -154,6 +154,7 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     let data_dir = global.data_dir();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let token = load_or_create_token(&data_dir)?;
+    let aws = load_or_create_aws_credentials(&data_dir)?;
     let metrics = match &args.metrics_addr {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -181,6 +182,8 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
         gateway: format!("http://{}", addrs.gateway),
         token,
         metrics: metrics_url,
+        aws_access_key_id: Some(aws.access_key_id),
+        aws_secret_access_key: Some(aws.secret_access_key),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let platform = tokio::spawn(serval_platform::run(listeners, config, shutdown_signal(), ready_tx));
