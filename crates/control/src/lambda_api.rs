@@ -163,10 +163,11 @@ impl LambdaApi {
             }
             (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => {
                 let kind = parts.headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok());
-                self.invoke(&function_name(name), kind.unwrap_or("RequestResponse"), body).await
+                let tail = parts.headers.get("x-amz-log-type").is_some_and(|v| v.as_bytes() == b"Tail");
+                self.invoke(&function_name(name), kind.unwrap_or("RequestResponse"), tail, body).await
             }
             (&Method::POST, ["2014-11-13", "functions", name, "invoke-async"]) => {
-                let answer = self.invoke(&function_name(name), "Event", body).await?;
+                let answer = self.invoke(&function_name(name), "Event", false, body).await?;
                 let status = json!({"Status": answer.status().as_u16()});
                 Ok(json_response(StatusCode::ACCEPTED, &status))
             }
@@ -346,8 +347,15 @@ impl LambdaApi {
     }
 
     /// `Invoke`: through the data plane to the function's instances, as its URL is called;
-    /// `Event` through the async queue, `DryRun` answered at once.
-    async fn invoke(&self, name: &str, kind: &str, payload: Bytes) -> Result<Response<Full<Bytes>>, AwsError> {
+    /// `Event` through the async queue, `DryRun` answered at once; `tail`: with the
+    /// invocation's log (`LogType: Tail`, synchronous calls only).
+    async fn invoke(
+        &self,
+        name: &str,
+        kind: &str,
+        tail: bool,
+        payload: Bytes,
+    ) -> Result<Response<Full<Bytes>>, AwsError> {
         self.function(name)?;
         if kind == "DryRun" {
             return Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap_or_default());
@@ -365,6 +373,8 @@ impl LambdaApi {
             .header(http::header::CONTENT_TYPE, "application/json");
         if kind == "Event" {
             req = req.header("prefer", "respond-async");
+        } else if tail {
+            req = req.header("x-amz-log-type", "Tail");
         }
         let req = req.body(payload).map_err(|e| invalid(e.to_string()))?;
         let answer = local

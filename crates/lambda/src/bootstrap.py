@@ -71,16 +71,16 @@ def main():
         os.environ["_X_AMZN_TRACE_ID"] = headers.get("lambda-runtime-trace-id", "")
         try:
             event = json.loads(payload) if payload else None
-            result = handler(event, Context(headers))
-            call("POST", "/invocation/%s/response" % request_id, json.dumps(result).encode(),
-                 {"Content-Type": "application/json"})
+            result = json.dumps(handler(event, Context(headers))).encode()
+            path, body, kind = "/invocation/%s/response" % request_id, result, {}
         except Exception as error:
             traceback.print_exc()
-            call("POST", "/invocation/%s/error" % request_id, error_document(error),
-                 {"Lambda-Runtime-Function-Error-Type": "Function.Unhandled",
-                  "Content-Type": "application/json"})
+            path, body = "/invocation/%s/error" % request_id, error_document(error)
+            kind = {"Lambda-Runtime-Function-Error-Type": "Function.Unhandled"}
+        # The invocation's output is written out before its answer, for its log.
         sys.stdout.flush()
         sys.stderr.flush()
+        call("POST", path, body, dict(kind, **{"Content-Type": "application/json"}))
 
 
 main()

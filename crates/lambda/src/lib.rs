@@ -141,7 +141,15 @@ impl Runtime for LambdaRuntime {
                 LambdaError::Io(e) => RuntimeError::Io(e),
                 other => RuntimeError::Io(std::io::Error::other(other.to_string())),
             })?;
-            let instance = Arc::new(inner.start(this.inner_spec(spec, Some(&api)), logs).await?);
+            let tail = Arc::new(LogTail::default());
+            let tee: LogSink = {
+                let tail = tail.clone();
+                Arc::new(move |line: serval_runtime::LogLine| {
+                    tail.push(&line.text);
+                    logs(line);
+                })
+            };
+            let instance = Arc::new(inner.start(this.inner_spec(spec, Some(&api)), tee).await?);
             let mut phase = api.phase();
             let ready = tokio::select! {
                 phase = phase.wait_for(|p| *p != Phase::Starting) => match phase.map(|p| p.clone()) {
@@ -169,13 +177,15 @@ impl Runtime for LambdaRuntime {
                 let _ = exit_tx.send(Some(watched.exited().await));
             });
             let api = Arc::new(api);
-            let bridge = Bridge {
+            let invoker = Invoker {
                 api: api.clone(),
                 instance: instance.clone(),
                 settings,
                 ids: AtomicU64::new(0),
                 id: id.clone(),
+                tail,
             };
+            let bridge = Bridge(Arc::new(invoker));
             let control = Box::new(Control { instance, _api: api });
             Ok(Instance::new(id, Endpoint::InProcess(Arc::new(bridge)), began.elapsed(), exit, control))
         }
@@ -199,6 +209,64 @@ impl Runtime for LambdaRuntime {
     }
 }
 
+/// The newest lines an instance wrote (for `X-Amz-Log-Type: Tail`), numbered.
+#[derive(Default)]
+struct LogTail {
+    lines: std::sync::Mutex<std::collections::VecDeque<(u64, String)>>,
+    next: AtomicU64,
+}
+
+/// The request field asking for the invocation's log (`Tail`), as Invoke takes it.
+const LOG_TYPE: &str = "x-amz-log-type";
+/// How long a `Tail` invocation waits for the runtime's last output lines to arrive.
+const TAIL_SETTLE: Duration = Duration::from_millis(20);
+/// Lines kept per instance.
+const TAIL_LINES: usize = 200;
+/// The most of an invocation's log `X-Amz-Log-Result` carries (Lambda's 4 KB).
+const TAIL_BYTES: usize = 4096;
+
+impl LogTail {
+    fn push(&self, text: &str) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back((n, text.to_string()));
+    }
+
+    /// The number the next line will get.
+    fn position(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// The lines numbered `from` on.
+    fn since(&self, from: u64) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().filter(|(n, _)| *n >= from).map(|(_, text)| text.clone()).collect()
+    }
+}
+
+/// An invocation's log as Lambda shows it: `START`, the lines, `END` and `REPORT`; its last
+/// [`TAIL_BYTES`] bytes.
+fn invocation_log(request_id: &str, version: &str, lines: &[String], took: Duration, memory_mb: u64) -> String {
+    let ms = took.as_secs_f64() * 1000.0;
+    let mut log = format!("START RequestId: {request_id} Version: {version}\n");
+    for line in lines {
+        log.push_str(line);
+        log.push('\n');
+    }
+    log.push_str(&format!(
+        "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {memory_mb} MB\t\n",
+        ms.ceil() as u64
+    ));
+    let mut start = log.len().saturating_sub(TAIL_BYTES);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    log[start..].to_string()
+}
+
 /// Stops the instance; its Runtime API goes with the last reference.
 struct Control {
     instance: Arc<Instance>,
@@ -212,16 +280,21 @@ impl InstanceControl for Control {
 }
 
 /// The gateway's requests to one instance, as invocations of its runtime.
-struct Bridge {
+struct Bridge(Arc<Invoker>);
+
+/// What the bridge's calls share: the instance, its Runtime API and the function.
+struct Invoker {
     api: Arc<RuntimeApi>,
     instance: Arc<Instance>,
     settings: FunctionSettings,
     ids: AtomicU64,
     /// The instance's id, in request ids.
     id: String,
+    /// Its newest log lines.
+    tail: Arc<LogTail>,
 }
 
-impl Bridge {
+impl Invoker {
     fn request_id(&self) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -238,8 +311,12 @@ impl Bridge {
 
     /// Runs one invocation: its outcome, or `None` when the function's time ran out (the
     /// instance is then killed, so that the next invocation gets a fresh one).
-    async fn invoke(&self, payload: Bytes, content_type: Option<String>) -> Option<Result<Outcome, LambdaError>> {
-        let request_id = self.request_id();
+    async fn invoke(
+        &self,
+        request_id: String,
+        payload: Bytes,
+        content_type: Option<String>,
+    ) -> Option<Result<Outcome, LambdaError>> {
         let (answer, outcome) = oneshot::channel();
         let invocation = Invocation {
             request_id: request_id.clone(),
@@ -274,15 +351,17 @@ impl InProcessHandler for Bridge {
     /// A request through the gateway: a Function URL event in and the result as the
     /// response, or (with [`INVOKE_HEADER`]) the body as the payload, answered as Invoke.
     fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
+        let this = self.0.clone();
         let (parts, body) = request.into_parts();
         let raw = parts.headers.contains_key(INVOKE_HEADER);
+        let request_id = this.request_id();
         let payload = if raw {
             body
         } else {
             let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
             let event = function_url::event(
-                &self.request_id(),
-                &self.settings.name,
+                &request_id,
+                &this.settings.name,
                 parts.method.as_str(),
                 &target,
                 &parts.headers,
@@ -291,50 +370,66 @@ impl InProcessHandler for Bridge {
             );
             Bytes::from(event.to_string())
         };
-        let this = Bridge {
-            api: self.api.clone(),
-            instance: self.instance.clone(),
-            settings: self.settings.clone(),
-            ids: AtomicU64::new(self.ids.fetch_add(1 << 32, Ordering::Relaxed)),
-            id: self.id.clone(),
-        };
+        let wants_tail = raw && parts.headers.get(LOG_TYPE).is_some_and(|v| v.as_bytes() == b"Tail");
+        let (from, began) = (this.tail.position(), Instant::now());
         async move {
-            let outcome = this.invoke(payload, Some("application/json".into())).await;
-            // Invoke answers 200 whatever the function did; a Function URL answers 5xx.
-            let failed = |status: StatusCode, body: Bytes| {
-                Response::builder()
-                    .status(if raw { StatusCode::OK } else { status })
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .header("x-amz-function-error", "Unhandled")
-                    .header("x-amz-executed-version", this.settings.version.as_str())
-                    .body(body)
-                    .unwrap_or_default()
+            let outcome = this.invoke(request_id.clone(), payload, Some("application/json".into())).await;
+            let took = began.elapsed();
+            let log_result = if wants_tail {
+                // The runtime's output comes over a pipe: give its last lines a moment.
+                tokio::time::sleep(TAIL_SETTLE).await;
+                let lines = this.tail.since(from);
+                let log = invocation_log(&request_id, &this.settings.version, &lines, took, this.settings.memory_mb);
+                http::HeaderValue::from_str(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, log))
+                    .ok()
+            } else {
+                None
             };
-            match outcome {
-                Some(Ok(Outcome::Response { body, content_type })) if raw => Response::builder()
-                    .status(StatusCode::OK)
-                    .header(http::header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json"))
-                    .header("x-amz-executed-version", this.settings.version.as_str())
-                    .body(body)
-                    .unwrap_or_default(),
-                Some(Ok(Outcome::Response { body, .. })) => function_url::response(&body),
-                Some(Ok(Outcome::Error { body, .. })) => failed(StatusCode::BAD_GATEWAY, body),
-                Some(Err(e)) => failed(
-                    StatusCode::BAD_GATEWAY,
-                    Bytes::from(
-                        serde_json::json!({"errorMessage": e.to_string(), "errorType": "Runtime.ExitError"})
-                            .to_string(),
-                    ),
-                ),
-                None => failed(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    Bytes::from(
-                        serde_json::json!({"errorMessage": this.timed_out(), "errorType": "Sandbox.Timeout"})
-                            .to_string(),
-                    ),
-                ),
+            let mut response = this.answer(raw, outcome);
+            if let Some(value) = log_result {
+                response.headers_mut().insert("x-amz-log-result", value);
             }
+            response
         }
         .boxed()
+    }
+}
+
+impl Invoker {
+    /// The answer to an invocation: Invoke's (200; `X-Amz-Function-Error` on an error) when
+    /// `raw`, else a Function URL's.
+    fn answer(&self, raw: bool, outcome: Option<Result<Outcome, LambdaError>>) -> Response<Bytes> {
+        // Invoke answers 200 whatever the function did; a Function URL answers 5xx.
+        let failed = |status: StatusCode, body: Bytes| {
+            Response::builder()
+                .status(if raw { StatusCode::OK } else { status })
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header("x-amz-function-error", "Unhandled")
+                .header("x-amz-executed-version", self.settings.version.as_str())
+                .body(body)
+                .unwrap_or_default()
+        };
+        match outcome {
+            Some(Ok(Outcome::Response { body, content_type })) if raw => Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json"))
+                .header("x-amz-executed-version", self.settings.version.as_str())
+                .body(body)
+                .unwrap_or_default(),
+            Some(Ok(Outcome::Response { body, .. })) => function_url::response(&body),
+            Some(Ok(Outcome::Error { body, .. })) => failed(StatusCode::BAD_GATEWAY, body),
+            Some(Err(e)) => failed(
+                StatusCode::BAD_GATEWAY,
+                Bytes::from(
+                    serde_json::json!({"errorMessage": e.to_string(), "errorType": "Runtime.ExitError"}).to_string(),
+                ),
+            ),
+            None => failed(
+                StatusCode::GATEWAY_TIMEOUT,
+                Bytes::from(
+                    serde_json::json!({"errorMessage": self.timed_out(), "errorType": "Sandbox.Timeout"}).to_string(),
+                ),
+            ),
+        }
     }
 }

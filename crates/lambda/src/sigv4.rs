@@ -120,6 +120,21 @@ pub fn verify(request: &SignedRequest<'_>, credentials: &Credentials, now: Syste
     if skew > MAX_SKEW {
         return Err("Signature expired: the request's time is more than 15 minutes from the server's".into());
     }
+    let expected = compute_signature(request, &credentials.secret_access_key, amz_date, scope, signed_headers)?;
+    constant_time::verify_slices_are_equal(expected.as_bytes(), signature.as_bytes()).map_err(|_| {
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.".to_string()
+    })
+}
+
+/// The signature of `request` for `secret`, signed at `amz_date` (`YYYYMMDDTHHMMSSZ`) in
+/// `scope` (`date/region/service/aws4_request`) over the headers `signed_headers` names.
+fn compute_signature(
+    request: &SignedRequest<'_>,
+    secret: &str,
+    amz_date: &str,
+    scope: &str,
+    signed_headers: &str,
+) -> Result<String, String> {
     let mut canonical_headers = String::new();
     for name in signed_headers.split(';') {
         let values: Vec<String> = request
@@ -161,14 +176,29 @@ pub fn verify(request: &SignedRequest<'_>, credentials: &Credentials, now: Syste
     else {
         return Err(format!("a malformed credential scope {scope:?}"));
     };
-    let mut key = hmac_sha256(format!("AWS4{}", credentials.secret_access_key).as_bytes(), date.as_bytes());
+    let mut key = hmac_sha256(format!("AWS4{}", secret).as_bytes(), date.as_bytes());
     for part in [region, service, "aws4_request"] {
         key = hmac_sha256(&key, part.as_bytes());
     }
-    let expected = hex(&hmac_sha256(&key, string_to_sign.as_bytes()));
-    constant_time::verify_slices_are_equal(expected.as_bytes(), signature.as_bytes()).map_err(|_| {
-        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.".to_string()
-    })
+    Ok(hex(&hmac_sha256(&key, string_to_sign.as_bytes())))
+}
+
+/// Signs a request (a client's side, for benchmarks and tests): the `Authorization` value
+/// over `host` and `x-amz-date` (both must be among `request.headers`, `amz_date` the
+/// latter's value) for service `lambda` in `region`.
+pub fn authorization(
+    request: &SignedRequest<'_>,
+    credentials: &Credentials,
+    amz_date: &str,
+    region: &str,
+) -> Result<String, String> {
+    let scope = format!("{}/{region}/lambda/aws4_request", amz_date.get(..8).unwrap_or_default());
+    let signed_headers = "host;x-amz-date";
+    let signature = compute_signature(request, &credentials.secret_access_key, amz_date, &scope, signed_headers)?;
+    Ok(format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
+        credentials.access_key_id
+    ))
 }
 
 #[cfg(test)]
@@ -204,6 +234,14 @@ mod tests {
         assert_eq!(verify(&request, &credentials, at), Ok(()));
         let wrong = Credentials { secret_access_key: "other".into(), ..credentials.clone() };
         assert!(verify(&request, &wrong, at).is_err_and(|e| e.contains("does not match")));
+        let value = {
+            let unsigned = SignedRequest { headers: &headers, ..request };
+            authorization(&unsigned, &credentials, "20150830T123600Z", "us-east-1").expect("signs")
+        };
+        let mut signed = headers.clone();
+        signed.insert("authorization", http::HeaderValue::from_str(&value).expect("header"));
+        let ours = SignedRequest { headers: &signed, ..request };
+        assert_eq!(verify(&ours, &credentials, at), Ok(()), "what we sign verifies");
         let late = at + Duration::from_secs(16 * 60);
         assert!(verify(&request, &credentials, late).is_err_and(|e| e.contains("expired")));
     }

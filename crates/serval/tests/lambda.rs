@@ -174,7 +174,7 @@ fn python_with_boto3() -> Option<String> {
 }
 
 const BOTO3_SCRIPT: &str = r#"
-import io, json, os, sys, time, zipfile
+import base64, io, json, os, sys, time, zipfile
 import boto3, botocore
 
 endpoint, key, secret, mark = sys.argv[1:5]
@@ -208,6 +208,11 @@ assert aws.get_function(FunctionName="hello")["Configuration"]["State"] == "Acti
 r = aws.invoke(FunctionName="hello", Payload=json.dumps({"name": "Ana"}))
 assert r["StatusCode"] == 200 and r["ExecutedVersion"] == "$LATEST", r
 assert json.loads(r["Payload"].read()) == {"greeting": "hi, Ana", "version": "$LATEST"}
+
+r = aws.invoke(FunctionName="hello", Payload=json.dumps({"name": "Tailed"}), LogType="Tail")
+log = base64.b64decode(r["LogResult"]).decode()
+assert "handling Tailed" in log and "REPORT RequestId:" in log and len(r["LogResult"]) <= 4096 * 4 // 3 + 4, log
+assert json.loads(r["Payload"].read())["greeting"] == "hi, Tailed"
 
 r = aws.invoke(FunctionName="hello", Payload=json.dumps({"fail": True}))
 assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled", r
