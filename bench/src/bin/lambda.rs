@@ -27,6 +27,7 @@ const DIRECT: &str = r#"
 import http.server, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         body = b'{"ok": true}'
@@ -37,7 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 server.serve_forever()
 "#;
 

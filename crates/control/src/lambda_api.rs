@@ -356,8 +356,8 @@ impl LambdaApi {
         tail: bool,
         payload: Bytes,
     ) -> Result<Response<Full<Bytes>>, AwsError> {
-        self.function(name)?;
         if kind == "DryRun" {
+            self.function(name)?;
             return Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap_or_default());
         }
         if !matches!(kind, "RequestResponse" | "Event") {
@@ -382,6 +382,11 @@ impl LambdaApi {
             .await
             .ok_or_else(|| aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the gateway is stopping"))?;
         let (parts, body) = answer.into_parts();
+        // Routed by the gateway (no store read on the way): a function that is not there
+        // is its 404 (a Lambda function itself answers Invoke with 200).
+        if parts.status == StatusCode::NOT_FOUND {
+            self.function(name)?;
+        }
         let body = body
             .collect()
             .await

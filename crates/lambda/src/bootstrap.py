@@ -14,14 +14,26 @@ API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 BASE = "/2018-06-01/runtime"
 
 
+_connection = None
+
+
 def call(method, path, body=None, headers=None):
-    connection = http.client.HTTPConnection(API)
-    connection.request(method, BASE + path, body=body, headers=headers or {})
-    response = connection.getresponse()
-    data = response.read()
-    result = (response.status, dict((k.lower(), v) for k, v in response.getheaders()), data)
-    connection.close()
-    return result
+    """One request to the Runtime API on a kept-alive connection (opened again once if it
+    broke)."""
+    global _connection
+    for attempt in (0, 1):
+        if _connection is None:
+            _connection = http.client.HTTPConnection(API)
+        try:
+            _connection.request(method, BASE + path, body=body, headers=headers or {})
+            response = _connection.getresponse()
+            data = response.read()
+            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), data
+        except (http.client.HTTPException, OSError):
+            _connection.close()
+            _connection = None
+            if attempt:
+                raise
 
 
 def error_document(error):
