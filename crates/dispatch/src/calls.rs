@@ -491,9 +491,25 @@ impl AsyncCalls {
             let queue = queues.get(&(namespace.to_string(), service.to_string()));
             queue.map(|q| q.live().clone()).unwrap_or_default()
         };
+        let results = call_results_log(namespace, service);
+        let after = match store.nth_newest_event_seq(&results, u32::try_from(limit).unwrap_or(u32::MAX))? {
+            Some(oldest) => oldest - 1,
+            None => 0,
+        };
+        let mut ended: Vec<CallRecord> = store
+            .events_after(&results, after, limit)?
+            .iter()
+            .filter_map(|e| serde_json::from_str(&e.body).ok())
+            .collect();
+        ended.reverse();
+        let mut seen: std::collections::HashSet<String> = ended.iter().map(|c| c.id.clone()).collect();
         let mut calls = Vec::new();
         for stored in store.events_after(&log, store.cursor(&log)?, limit)? {
             let Ok(call) = serde_json::from_str::<QueuedCall>(&stored.body) else { continue };
+            // Ended, its cursor not saved yet: listed with its outcome.
+            if seen.contains(&call.id) {
+                continue;
+            }
             calls.push(live.get(&call.id).cloned().unwrap_or_else(|| CallRecord {
                 id: call.id.clone(),
                 state: CallState::Queued,
@@ -507,19 +523,8 @@ impl AsyncCalls {
             }));
         }
         calls.reverse();
-        let results = call_results_log(namespace, service);
-        let after = match store.nth_newest_event_seq(&results, u32::try_from(limit).unwrap_or(u32::MAX))? {
-            Some(oldest) => oldest - 1,
-            None => 0,
-        };
-        let mut ended: Vec<CallRecord> = store
-            .events_after(&results, after, limit)?
-            .iter()
-            .filter_map(|e| serde_json::from_str(&e.body).ok())
-            .collect();
-        ended.reverse();
         // A call replayed after a crash may have ended twice: its newest outcome counts.
-        let mut seen = std::collections::HashSet::new();
+        seen.clear();
         calls.extend(ended.into_iter().filter(|c| seen.insert(c.id.clone())));
         calls.truncate(limit);
         Ok(calls)

@@ -87,13 +87,12 @@ pub fn load_or_create_aws_credentials(dir: &Path) -> Result<serval_lambda::sigv4
             secret_access_key: secret.trim().to_string(),
         });
     }
-    let mut random = [0u8; 46];
+    let mut random = [0u8; 56];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let id: String = "AKIA".chars().chain(random[..16].iter().map(|b| UPPER[(*b % 32) as usize] as char)).collect();
-    let secret: String =
-        random[16..].iter().chain(&random[16..26]).map(|b| SECRET[(*b % 64) as usize] as char).collect();
+    let secret: String = random[16..].iter().map(|b| SECRET[(*b % 64) as usize] as char).collect();
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
     file.write_all(format!("{id}\n{secret}\n").as_bytes())?;
     file.sync_all()?;
