@@ -43,6 +43,9 @@ pub use kinds::builtin_kinds;
 const RESYNC: Duration = Duration::from_secs(10);
 /// The region Lambda functions see (`AWS_REGION`).
 const LAMBDA_REGION: &str = "us-east-1";
+/// How much longer the gateway waits for a Lambda function's answer than its timeout, so
+/// that the function's own timeout answers ("Task timed out after N.00 seconds").
+const LAMBDA_TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
 /// A runtime, or why there is none (e.g. `runc` not installed).
 pub type RuntimeOrWhyNot = Result<Arc<dyn Runtime>, String>;
@@ -814,6 +817,9 @@ impl Controller {
     /// How a revision's instances run, with its environment `env` resolved.
     fn runner_spec(&self, revision: &Revision, verify: bool, env: Vec<(String, String)>) -> RunnerSpec {
         let container = revision.spec.containers.first().cloned().unwrap_or_default();
+        // A Lambda function's own timeout ends its invocation (and answers for it): the
+        // gateway's, a moment later, only catches an invocation that never started.
+        let lambda_margin = if revision.lambda().is_some() { LAMBDA_TIMEOUT_MARGIN } else { Duration::ZERO };
         let mut autoscaling =
             KpaSpec::new(&revision.autoscaling(), &self.config.autoscaler, container_concurrency(revision));
         if verify {
@@ -854,8 +860,8 @@ impl Controller {
             autoscaling,
             tick: self.config.autoscaler.tick,
             timeouts: RequestTimeouts {
-                total: Duration::from_secs(revision.spec.timeout_seconds()),
-                response_start: Duration::from_secs(revision.spec.response_start_timeout_seconds()),
+                total: Duration::from_secs(revision.spec.timeout_seconds()) + lambda_margin,
+                response_start: Duration::from_secs(revision.spec.response_start_timeout_seconds()) + lambda_margin,
                 idle: revision.spec.idle_timeout_seconds().map(Duration::from_secs),
             },
             h2c: container.serves_h2c(),
@@ -897,14 +903,14 @@ impl Controller {
     }
 }
 
-/// The reason of a `Ready=False` that a later reconcile may revisit (the executable may
-/// appear); every other failure of a revision is final.
 /// A revision's `containerConcurrency`; 1 for a Lambda function, whose instances take one
 /// invocation at a time.
 fn container_concurrency(revision: &Revision) -> u32 {
     if revision.lambda().is_some() { 1 } else { revision.spec.container_concurrency() }
 }
 
+/// The reason of a `Ready=False` that a later reconcile may revisit (the executable may
+/// appear); every other failure of a revision is final.
 const STATIC_FAILURE: &str = "ExecutableNotFound";
 /// Kubernetes' reason for a container whose Secret or ConfigMap reference cannot be
 /// resolved; final for the revision, since a change of what it reads makes a new one.
