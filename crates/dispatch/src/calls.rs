@@ -87,6 +87,10 @@ struct QueuedCall {
     body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback: Option<String>,
+    /// `body` decoded, once, when the call is run (`None`: not base64, which no attempt can
+    /// send).
+    #[serde(skip)]
+    decoded: Option<Bytes>,
 }
 
 /// Where a call is.
@@ -251,6 +255,7 @@ impl AsyncCalls {
             headers,
             body: base64::engine::general_purpose::STANDARD.encode(&body),
             callback,
+            decoded: None,
         };
         let log = calls_log(&namespace, &service);
         let stored = match serde_json::to_string(&call) {
@@ -315,7 +320,7 @@ impl AsyncCalls {
 
     /// Tries a call until it succeeds, fails for good or grows too old; then hands its
     /// outcome to the callback, the destination and the results log.
-    async fn run(&self, namespace: &str, service: &str, call: QueuedCall, queue: &Queue) {
+    async fn run(&self, namespace: &str, service: &str, mut call: QueuedCall, queue: &Queue) {
         let accepted = UNIX_EPOCH + Duration::from_millis(call.accepted);
         let mut record = CallRecord {
             id: call.id.clone(),
@@ -327,6 +332,7 @@ impl AsyncCalls {
             duration_seconds: None,
             result: None,
         };
+        call.decoded = base64::engine::general_purpose::STANDARD.decode(&call.body).ok().map(Bytes::from);
         let Some(settings) = self.settings(namespace, service) else {
             record.state = CallState::Failed;
             record.condition = Some("ServiceDeleted".into());
@@ -389,12 +395,12 @@ impl AsyncCalls {
     /// One attempt: the stored request through the data plane, as a client's.
     async fn attempt(&self, call: &QueuedCall) -> Option<Answer> {
         let local = self.dispatchers.local()?;
-        let body = base64::engine::general_purpose::STANDARD.decode(&call.body).ok()?;
+        let body = call.decoded.clone()?;
         let mut req = Request::builder().method(call.method.as_str()).uri(call.target.as_str());
         for (name, value) in &call.headers {
             req = req.header(name.as_str(), value.as_str());
         }
-        exchange_local(local, req.body(Bytes::from(body)).ok()?).await
+        exchange_local(local, req.body(body).ok()?).await
     }
 
     /// A call's outcome: to its callback, to the service's destination for it, into the
@@ -414,7 +420,8 @@ impl AsyncCalls {
         let destination =
             settings.and_then(|s| if record.state == CallState::Succeeded { s.on_success } else { s.on_failure });
         if let Some(destination) = destination {
-            self.to_destination(namespace, service, &destination, call, &record, answer.as_ref()).await;
+            let request = call.decoded.as_deref().unwrap_or_default();
+            self.to_destination(namespace, service, &destination, request, &record, answer.as_ref()).await;
         }
         record.result =
             answer.as_ref().map(|a| String::from_utf8_lossy(&a.body[..a.body.len().min(KEPT_BODY)]).into_owned());
@@ -462,7 +469,7 @@ impl AsyncCalls {
         namespace: &str,
         service: &str,
         destination: &serval_model::Destination,
-        call: &QueuedCall,
+        request: &[u8],
         record: &CallRecord,
         answer: Option<&Answer>,
     ) {
@@ -470,8 +477,7 @@ impl AsyncCalls {
             Ok(resolved) => resolved,
             Err(why) => return tracing::warn!("async calls of {namespace}/{service}: the destination: {why}"),
         };
-        let body = base64::engine::general_purpose::STANDARD.decode(&call.body).unwrap_or_default();
-        let Some(event) = destination_record(namespace, service, record, &body, answer) else { return };
+        let Some(event) = destination_record(namespace, service, record, request, answer) else { return };
         for attempt in 1..=NOTIFY_ATTEMPTS {
             match self.dispatchers.send(&resolved, &event, false, None, false).await {
                 (Outcome::Status(200..=299, _), _, _) => return,
