@@ -143,7 +143,8 @@ impl LambdaApi {
             (&Method::GET, ["2015-03-31", "functions"]) => self.list(),
             (&Method::GET, ["2015-03-31", "functions", name]) => {
                 let name = function_name(name);
-                let (service, configuration) = self.configuration(&name)?;
+                let service = self.function(&name)?;
+                let configuration = configuration(&service);
                 let code = json!({"RepositoryType": "S3", "Location": ""});
                 let mut answer = json!({"Configuration": configuration, "Code": code, "Tags": {}});
                 if let Some(image) = service.spec.template.spec.containers.first().and_then(|c| c.image.clone()) {
@@ -152,7 +153,7 @@ impl LambdaApi {
                 Ok(json_response(StatusCode::OK, &answer))
             }
             (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => {
-                Ok(json_response(StatusCode::OK, &self.configuration(&function_name(name))?.1))
+                Ok(json_response(StatusCode::OK, &configuration(&self.function(&function_name(name))?)))
             }
             (&Method::DELETE, ["2015-03-31", "functions", name]) => {
                 let name = function_name(name);
@@ -182,70 +183,12 @@ impl LambdaApi {
     /// A function made through this API (or any Lambda-protocol service of `default`).
     fn function(&self, name: &str) -> Result<Service, AwsError> {
         let service = self.controller.get_service(NAMESPACE, name).map_err(|_| not_found(name))?;
-        let lambda = service.annotation(serval_model::PROTOCOL) == Some("lambda");
-        if lambda { Ok(service) } else { Err(not_found(name)) }
-    }
-
-    /// `FunctionConfiguration` of a function.
-    fn configuration(&self, name: &str) -> Result<(Service, Value), AwsError> {
-        let service = self.function(name)?;
-        let meta: Value = service
-            .metadata
-            .annotations
-            .get(serval_model::LAMBDA_FUNCTION)
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_else(|| json!({}));
-        let container = service.spec.template.spec.containers.first().cloned().unwrap_or_default();
-        let ready = service.status.conditions.iter().find(|c| c.kind == "Ready");
-        let (state, reason) = match ready.map(|c| (&c.status, c.message.clone())) {
-            Some((ConditionStatus::True, _)) => ("Active", String::new()),
-            Some((ConditionStatus::False, message)) => ("Failed", message),
-            _ => ("Pending", String::new()),
-        };
-        let variables: serde_json::Map<String, Value> = container
-            .env
-            .iter()
-            .filter(|e| e.value_from.is_none())
-            .map(|e| (e.name.clone(), Value::String(e.value.clone())))
-            .collect();
-        let memory = container
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.get("memory"))
-            .and_then(|m| serval_model::parse_memory(m).ok())
-            .map_or(DEFAULT_MEMORY, |b| (b / (1024 * 1024)) as u64);
-        let image = container.image.is_some();
-        let configuration = json!({
-            "FunctionName": name,
-            "FunctionArn": format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
-            "Runtime": service.annotation(serval_model::LAMBDA_RUNTIME),
-            "Role": meta["Role"],
-            "Handler": service.annotation(serval_model::LAMBDA_HANDLER),
-            "CodeSize": meta["CodeSize"].as_u64().unwrap_or(0),
-            "Description": meta["Description"].as_str().unwrap_or_default(),
-            "Timeout": service.spec.template.spec.timeout_seconds(),
-            "MemorySize": memory,
-            "LastModified": meta["LastModified"],
-            "CodeSha256": meta["CodeSha256"].as_str().unwrap_or_default(),
-            "Version": "$LATEST",
-            "Environment": {"Variables": variables},
-            "RevisionId": service.status.latest_created_revision_name,
-            "State": state,
-            "StateReason": reason,
-            "LastUpdateStatus": if state == "Pending" { "InProgress" } else if state == "Failed" { "Failed" } else { "Successful" },
-            "PackageType": if image { "Image" } else { "Zip" },
-            "Architectures": ["x86_64"],
-        });
-        Ok((service, configuration))
+        if is_function(&service) { Ok(service) } else { Err(not_found(name)) }
     }
 
     fn list(&self) -> Result<Response<Full<Bytes>>, AwsError> {
         let services = self.controller.list_services(Some(NAMESPACE)).map_err(|e| invalid(e.to_string()))?;
-        let functions: Vec<Value> = services
-            .iter()
-            .filter(|s| s.annotation(serval_model::PROTOCOL) == Some("lambda"))
-            .filter_map(|s| self.configuration(&s.metadata.name).ok().map(|(_, c)| c))
-            .collect();
+        let functions: Vec<Value> = services.iter().filter(|s| is_function(s)).map(configuration).collect();
         Ok(json_response(StatusCode::OK, &json!({"Functions": functions})))
     }
 
@@ -343,7 +286,7 @@ impl LambdaApi {
             .apply_service(NAMESPACE, Some(&name), &body, ApplyMode::Create)
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        Ok(json_response(StatusCode::CREATED, &self.configuration(&name)?.1))
+        Ok(json_response(StatusCode::CREATED, &configuration(&self.function(&name)?)))
     }
 
     /// `Invoke`: through the data plane to the function's instances, as its URL is called;
@@ -419,6 +362,64 @@ impl LambdaApi {
         }
         Ok(response.body(Full::new(body)).unwrap_or_default())
     }
+}
+
+/// Whether a service runs a Lambda function.
+fn is_function(service: &Service) -> bool {
+    service.annotation(serval_model::PROTOCOL) == Some("lambda")
+}
+
+/// `FunctionConfiguration` of a function's service.
+fn configuration(service: &Service) -> Value {
+    let name = service.metadata.name.as_str();
+    let meta: Value = service
+        .metadata
+        .annotations
+        .get(serval_model::LAMBDA_FUNCTION)
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_else(|| json!({}));
+    let container = service.spec.template.spec.containers.first().cloned().unwrap_or_default();
+    let ready = service.status.conditions.iter().find(|c| c.kind == "Ready");
+    let (state, reason) = match ready.map(|c| (&c.status, c.message.clone())) {
+        Some((ConditionStatus::True, _)) => ("Active", String::new()),
+        Some((ConditionStatus::False, message)) => ("Failed", message),
+        _ => ("Pending", String::new()),
+    };
+    let variables: serde_json::Map<String, Value> = container
+        .env
+        .iter()
+        .filter(|e| e.value_from.is_none())
+        .map(|e| (e.name.clone(), Value::String(e.value.clone())))
+        .collect();
+    let memory = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.get("memory"))
+        .and_then(|m| serval_model::parse_memory(m).ok())
+        .map_or(DEFAULT_MEMORY, |b| (b / (1024 * 1024)) as u64);
+    let image = container.image.is_some();
+    let configuration = json!({
+        "FunctionName": name,
+        "FunctionArn": format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"),
+        "Runtime": service.annotation(serval_model::LAMBDA_RUNTIME),
+        "Role": meta["Role"],
+        "Handler": service.annotation(serval_model::LAMBDA_HANDLER),
+        "CodeSize": meta["CodeSize"].as_u64().unwrap_or(0),
+        "Description": meta["Description"].as_str().unwrap_or_default(),
+        "Timeout": service.spec.template.spec.timeout_seconds(),
+        "MemorySize": memory,
+        "LastModified": meta["LastModified"],
+        "CodeSha256": meta["CodeSha256"].as_str().unwrap_or_default(),
+        "Version": "$LATEST",
+        "Environment": {"Variables": variables},
+        "RevisionId": service.status.latest_created_revision_name,
+        "State": state,
+        "StateReason": reason,
+        "LastUpdateStatus": if state == "Pending" { "InProgress" } else if state == "Failed" { "Failed" } else { "Successful" },
+        "PackageType": if image { "Image" } else { "Zip" },
+        "Architectures": ["x86_64"],
+    });
+    configuration
 }
 
 /// Unpacks a function's zip into `dir` (replaced), refusing entries outside it and more
