@@ -344,6 +344,23 @@ impl Summary {
     }
 }
 
+/// The median of per-round figures (of an even count, the upper middle one).
+pub fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The number after `name` on the command line (`--rounds 3`), or `default`; a value that
+/// is not a number stops the benchmark.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number, not {v:?}")))
+        .unwrap_or(default)
+}
+
 pub fn path_display(p: &Path) -> String {
     p.display().to_string()
 }

@@ -29,9 +29,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serval_bench::ServalServer;
 use serval_bench::cpu::{Cpu, serval_pid};
 use serval_bench::events::{HttpClient, binary_event, http_client};
+use serval_bench::{ServalServer, arg, median_of};
 
 /// Counts callbacks; remembers when the last one came.
 struct Callbacks {
@@ -112,20 +112,6 @@ async fn send_all(
     (ok.load(Ordering::Relaxed), began.elapsed())
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let (calls, rounds, concurrency) = (arg("--calls", 20_000), arg("--rounds", 3), arg("--concurrency", 32));
@@ -187,7 +173,7 @@ async fn main() {
         );
     }
     let (broker, enqueue, drain, sync) =
-        (median(broker_rates), median(enqueue_rates), median(drain_rates), median(sync_rates));
+        (median_of(broker_rates), median_of(enqueue_rates), median_of(drain_rates), median_of(sync_rates));
     println!();
     println!("medians over {rounds} rounds:");
     println!(
@@ -198,7 +184,7 @@ async fn main() {
         "  completed:    async calls drained {drain:.0}/s, the same requests sync {sync:.0}/s ({:.2}x)",
         drain / sync
     );
-    println!("  serval CPU per async call (enqueue + run + callback): {:.0} us", median(cpu_per_call));
+    println!("  serval CPU per async call (enqueue + run + callback): {:.0} us", median_of(cpu_per_call));
     let verdict = if enqueue >= 10_000.0 { "PASS" } else { "FAIL" };
     println!("target: >= 10 000 async calls/s acknowledged -> {verdict}");
 }

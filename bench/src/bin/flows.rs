@@ -41,7 +41,7 @@ use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 use serval_bench::cpu::{Cpu, serval_pid};
 use serval_bench::events::{HttpClient, batch_of, binary_event, http_client, post};
-use serval_bench::{ServalServer, Summary};
+use serval_bench::{ServalServer, Summary, median_of};
 
 const STEPS: usize = 3;
 
@@ -263,11 +263,6 @@ fn ms(s: &Summary) -> String {
     format!("{:.2} / {:.2} ms", s.median(), s.percentile(99.0))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Waits until the Sequence says Ready; its address.
 fn sequence_address(server: &ServalServer, name: &str) -> String {
     let began = Instant::now();
@@ -367,7 +362,7 @@ async fn main() {
         println!("serval CPU by thread, {} rounds: {}", target.name, cpu.describe(*wall));
     }
     let [broker_rates, seq_rates] = rates;
-    let (broker_rate, seq_rate) = (median(broker_rates), median(seq_rates));
+    let (broker_rate, seq_rate) = (median_of(broker_rates), median_of(seq_rates));
 
     let first = events * rounds;
     let cpu_before = Cpu::of(serval).total;

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use serval_bench::ServalServer;
 use serval_bench::events::http_client;
+use serval_bench::{ServalServer, Summary, arg, median_of};
 use serval_lambda::sigv4::{Credentials, SignedRequest, authorization};
 
 const HANDLER: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
@@ -41,26 +41,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 server.serve_forever()
 "#;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[i].as_secs_f64() * 1e6
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// `X-Amz-Date` of now.
 fn amz_date() -> String {
@@ -163,7 +143,9 @@ spec:
                 let _ = resp.into_body().collect().await;
                 samples.push(began.elapsed());
             }
-            let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+            // Summary's figures are in ms; the table shows µs.
+            let summary = Summary::new(&samples);
+            let (p50, p99) = (summary.median() * 1e3, summary.percentile(99.0) * 1e3);
             println!("round {round} {:<28} p50 {p50:>7.0} us  p99 {p99:>7.0} us", names[target]);
             p50s[target].push(p50);
             p99s[target].push(p99);
@@ -171,8 +153,8 @@ spec:
     }
     let _ = direct.kill();
     let _ = direct.wait();
-    let p50: Vec<f64> = p50s.into_iter().map(median).collect();
-    let p99: Vec<f64> = p99s.into_iter().map(median).collect();
+    let p50: Vec<f64> = p50s.into_iter().map(median_of).collect();
+    let p99: Vec<f64> = p99s.into_iter().map(median_of).collect();
     println!();
     for target in 0..3 {
         println!("{:<28} p50 {:>7.0} us  p99 {:>7.0} us", names[target], p50[target], p99[target]);

@@ -58,7 +58,7 @@ use hyper::{Method, Request};
 use serde_json::Value;
 use serval_bench::cpu::{Cpu, serval_pid};
 use serval_bench::events::{HttpClient, http_client};
-use serval_bench::{ServalServer, Summary, release_binary};
+use serval_bench::{ServalServer, Summary, median_of, release_binary};
 
 const SETS: usize = 10;
 /// The wait between two reads of the newest run or of the run list.
@@ -270,11 +270,6 @@ fn raw_commit_latency(n: usize) -> Summary {
         })
         .collect();
     Summary::new(&samples)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -619,12 +614,12 @@ async fn main() {
     http.get_json(&format!("/api/v1/namespaces/default/workflows/sets-{rounds}/runs")).await;
     let list_ms = began.elapsed().as_secs_f64() * 1e3;
 
-    let pick = |f: &dyn Fn(&Round) -> f64| median(tp.iter().map(f).collect());
+    let pick = |f: &dyn Fn(&Round) -> f64| median_of(tp.iter().map(f).collect());
     let range = |f: &dyn Fn(&Round) -> f64| {
         let v: Vec<f64> = tp.iter().map(f).collect();
         (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(0.0, f64::max))
     };
-    let pick_c = |f: fn(&CallRound) -> f64| median(cr.iter().map(f).collect());
+    let pick_c = |f: fn(&CallRound) -> f64| median_of(cr.iter().map(f).collect());
     let errors: usize = tp.iter().map(|t| t.sets.errors + t.consts.errors).sum();
     let healthz = pick(&|t| t.healthz);
     let (per_call, direct) = (pick_c(|c| c.per_call_p50), pick_c(|c| c.direct_p50));
@@ -685,8 +680,8 @@ async fn main() {
         "| one 10-set run alone (sequential), p50: with jq / constants | {:.0} / {:.0} ms | SQLite commit (insert + fsync) p50 {:.2} ms, p99 {:.2} ms | - | - | - |",
         pick_c(|c| c.sets_run_p50),
         pick_c(|c| c.consts_run_p50),
-        median(raw.iter().map(|r| r.0).collect()),
-        median(raw.iter().map(|r| r.1).collect())
+        median_of(raw.iter().map(|r| r.0).collect()),
+        median_of(raw.iter().map(|r| r.1).collect())
     );
     println!("errors (failed POSTs, runs not completed with n = {SETS}): {errors}");
     drop(server);
