@@ -223,7 +223,10 @@ async fn channel_and_subscription_sample_applies_and_delivers_to_the_service_sta
     assert!(block.contains(r#""reason": "Started""#), "{block}");
 
     // The ApiServerSource watches `v1 Event`: serval's instance lifecycle events, here
-    // the start of `svc`'s own instance, go through the channel to it.
+    // the start of `svc`'s own instance, go through the channel to it. Those of the first
+    // deploy may come before svc has a route (a 503, and the sample's subscription does not
+    // retry), so a second revision starts an instance while the first one serves.
+    server.ok(&["deploy", "svc", "-n", "knative-debug", "--cmd", &command, "--env", "REVISION=2"]);
     let ready = eventually("an instance lifecycle event at svc", Duration::from_secs(30), async || {
         displayed(&server, "knative-debug", "svc").into_iter().find(|b| b.contains("type: dev.serval.instance.ready"))
     })
