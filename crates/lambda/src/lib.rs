@@ -35,8 +35,21 @@ use tokio::sync::{oneshot, watch};
 
 /// A request carrying this field is an invocation with its body as the payload (the Lambda
 /// Invoke API's), answered as Invoke answers (200; `X-Amz-Function-Error` on an error);
-/// others are Function URL requests.
+/// others are Function URL requests. Its value is the version the invocation runs
+/// (`$LATEST` or a number), as `X-Amz-Executed-Version` and the log's `START` line say.
 pub const INVOKE_HEADER: &str = "x-serval-lambda-invoke";
+/// With [`INVOKE_HEADER`]: the qualifier the caller named (a version or an alias), which
+/// ends the invoked function ARN the runtime is given.
+pub const QUALIFIER_HEADER: &str = "x-serval-lambda-qualifier";
+
+/// A qualifier as Lambda allows one (`$LATEST`, a version number or an alias name), so
+/// that it can go into an ARN.
+pub fn is_qualifier(text: &str) -> bool {
+    text == "$LATEST"
+        || (!text.is_empty()
+            && text.len() <= 128
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
 
 /// serval's runtime client for `python3.x` handlers, run as `python3 -c`.
 pub const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap.py");
@@ -137,7 +150,7 @@ impl Runtime for LambdaRuntime {
         let this = LambdaRuntime { inner: inner.clone(), settings: settings.clone() };
         async move {
             let began = Instant::now();
-            let api = RuntimeApi::start(settings.arn()).await.map_err(|e| match e {
+            let api = RuntimeApi::start().await.map_err(|e| match e {
                 LambdaError::Io(e) => RuntimeError::Io(e),
                 other => RuntimeError::Io(std::io::Error::other(other.to_string())),
             })?;
@@ -316,6 +329,7 @@ impl Invoker {
         request_id: String,
         payload: Bytes,
         content_type: Option<String>,
+        invoked_arn: String,
     ) -> Option<Result<Outcome, LambdaError>> {
         let (answer, outcome) = oneshot::channel();
         let invocation = Invocation {
@@ -324,6 +338,7 @@ impl Invoker {
             content_type,
             deadline: SystemTime::now() + self.settings.timeout,
             trace_id: format!("Root=1-{}-{};Sampled=0", &request_id[..8], request_id.replace('-', "")),
+            invoked_arn,
             client_context: None,
             answer,
         };
@@ -353,7 +368,13 @@ impl InProcessHandler for Bridge {
     fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
         let this = self.0.clone();
         let (parts, body) = request.into_parts();
+        let field = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| is_qualifier(v));
         let raw = parts.headers.contains_key(INVOKE_HEADER);
+        let version = field(INVOKE_HEADER).unwrap_or(&this.settings.version).to_string();
+        let invoked_arn = match field(QUALIFIER_HEADER) {
+            Some(qualifier) if raw => format!("{}:{qualifier}", this.settings.arn()),
+            _ => this.settings.arn(),
+        };
         let request_id = this.request_id();
         let payload = if raw {
             body
@@ -373,19 +394,19 @@ impl InProcessHandler for Bridge {
         let wants_tail = raw && parts.headers.get(LOG_TYPE).is_some_and(|v| v.as_bytes() == b"Tail");
         let (from, began) = (this.tail.position(), Instant::now());
         async move {
-            let outcome = this.invoke(request_id.clone(), payload, Some("application/json".into())).await;
+            let outcome = this.invoke(request_id.clone(), payload, Some("application/json".into()), invoked_arn).await;
             let took = began.elapsed();
             let log_result = if wants_tail {
                 // The runtime's output comes over a pipe: give its last lines a moment.
                 tokio::time::sleep(TAIL_SETTLE).await;
                 let lines = this.tail.since(from);
-                let log = invocation_log(&request_id, &this.settings.version, &lines, took, this.settings.memory_mb);
+                let log = invocation_log(&request_id, &version, &lines, took, this.settings.memory_mb);
                 http::HeaderValue::from_str(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, log))
                     .ok()
             } else {
                 None
             };
-            let mut response = this.answer(raw, outcome);
+            let mut response = this.answer(raw.then_some(version.as_str()), outcome);
             if let Some(value) = log_result {
                 response.headers_mut().insert("x-amz-log-result", value);
             }
@@ -397,15 +418,17 @@ impl InProcessHandler for Bridge {
 
 impl Invoker {
     /// The answer to an invocation: Invoke's (200; `X-Amz-Function-Error` on an error) when
-    /// `raw`, else a Function URL's.
-    fn answer(&self, raw: bool, outcome: Option<Result<Outcome, LambdaError>>) -> Response<Bytes> {
+    /// it ran as Invoke, the `version` it ran given, else a Function URL's.
+    fn answer(&self, invoked: Option<&str>, outcome: Option<Result<Outcome, LambdaError>>) -> Response<Bytes> {
+        let raw = invoked.is_some();
+        let version = invoked.unwrap_or(&self.settings.version);
         // Invoke answers 200 whatever the function did; a Function URL answers 5xx.
         let failed = |status: StatusCode, body: Bytes| {
             Response::builder()
                 .status(if raw { StatusCode::OK } else { status })
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .header("x-amz-function-error", "Unhandled")
-                .header("x-amz-executed-version", self.settings.version.as_str())
+                .header("x-amz-executed-version", version)
                 .body(body)
                 .unwrap_or_default()
         };
@@ -413,7 +436,7 @@ impl Invoker {
             Some(Ok(Outcome::Response { body, content_type })) if raw => Response::builder()
                 .status(StatusCode::OK)
                 .header(http::header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json"))
-                .header("x-amz-executed-version", self.settings.version.as_str())
+                .header("x-amz-executed-version", version)
                 .body(body)
                 .unwrap_or_default(),
             Some(Ok(Outcome::Response { body, .. })) => function_url::response(&body),

@@ -30,6 +30,8 @@ pub struct Invocation {
     /// When the function's time is up.
     pub deadline: SystemTime,
     pub trace_id: String,
+    /// The ARN the caller invoked (with its version or alias, if it named one).
+    pub invoked_arn: String,
     /// The caller's client context (JSON), passed on as `Lambda-Runtime-Client-Context`.
     pub client_context: Option<String>,
     pub answer: oneshot::Sender<Outcome>,
@@ -56,7 +58,6 @@ pub enum Phase {
 }
 
 struct Shared {
-    function_arn: String,
     queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     /// The invocation being run: its id and where its outcome goes.
     current: Mutex<Option<(String, oneshot::Sender<Outcome>)>>,
@@ -78,19 +79,14 @@ impl Drop for RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Serves the Runtime API on a free loopback port for a function whose ARN is
-    /// `function_arn`.
-    pub async fn start(function_arn: String) -> Result<RuntimeApi, LambdaError> {
+    /// Serves the Runtime API on a free loopback port.
+    pub async fn start() -> Result<RuntimeApi, LambdaError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (invocations, queue) = mpsc::channel(1);
         let (phase_tx, phase) = watch::channel(Phase::Starting);
-        let shared = Arc::new(Shared {
-            function_arn,
-            queue: tokio::sync::Mutex::new(queue),
-            current: Mutex::new(None),
-            phase: phase_tx,
-        });
+        let shared =
+            Arc::new(Shared { queue: tokio::sync::Mutex::new(queue), current: Mutex::new(None), phase: phase_tx });
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
@@ -215,7 +211,7 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
         .status(StatusCode::OK)
         .header("lambda-runtime-aws-request-id", &invocation.request_id)
         .header("lambda-runtime-deadline-ms", deadline_ms.to_string())
-        .header("lambda-runtime-invoked-function-arn", &shared.function_arn)
+        .header("lambda-runtime-invoked-function-arn", &invocation.invoked_arn)
         .header("lambda-runtime-trace-id", &invocation.trace_id)
         .header(http::header::CONTENT_TYPE, invocation.content_type.as_deref().unwrap_or("application/json"));
     if let Some(context) = &invocation.client_context {

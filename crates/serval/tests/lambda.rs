@@ -174,7 +174,7 @@ fn python_with_boto3() -> Option<String> {
 }
 
 const BOTO3_SCRIPT: &str = r#"
-import base64, io, json, os, sys, time, zipfile
+import base64, io, json, os, sys, time, urllib.request, zipfile
 import boto3, botocore
 
 endpoint, key, secret, mark = sys.argv[1:5]
@@ -245,6 +245,65 @@ except botocore.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "InvalidSignatureException", e.response
     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
+# Versions and aliases: a version keeps running its code and settings after $LATEST moves on.
+v1 = aws.publish_version(FunctionName="hello", Description="first")
+assert v1["Version"] == "1" and v1["FunctionArn"].endswith(":function:hello:1") and v1["Description"] == "first", v1
+assert aws.publish_version(FunctionName="hello")["Version"] == "1", "unchanged, $LATEST is version 1 already"
+updated = aws.update_function_configuration(FunctionName="hello", Environment={"Variables": {"GREETING": "hello"}}, Timeout=3)
+assert updated["Version"] == "$LATEST", updated
+aws.get_waiter("function_updated_v2").wait(FunctionName="hello", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+configuration = aws.get_function_configuration(FunctionName="hello")
+assert configuration["Environment"]["Variables"] == {"GREETING": "hello"} and configuration["Timeout"] == 3, configuration
+assert aws.get_function_configuration(FunctionName="hello", Qualifier="1")["Timeout"] == 2
+assert aws.publish_version(FunctionName="hello")["Version"] == "2"
+assert [v["Version"] for v in aws.list_versions_by_function(FunctionName="hello")["Versions"]] == ["$LATEST", "1", "2"]
+
+def greet(function, name, qualifier=None):
+    extra = {"Qualifier": qualifier} if qualifier else {}
+    r = aws.invoke(FunctionName=function, Payload=json.dumps({"name": name}), **extra)
+    assert r["StatusCode"] == 200 and "FunctionError" not in r, r
+    return r["ExecutedVersion"], json.loads(r["Payload"].read())["greeting"]
+
+assert greet("hello", "Ana", "1") == ("1", "hi, Ana")
+assert greet("hello:2", "Ana") == ("2", "hello, Ana")
+assert greet("hello", "Ana") == ("$LATEST", "hello, Ana")
+with urllib.request.urlopen(endpoint + "/f/default/v1-hello/") as answer:
+    assert json.loads(answer.read())["greeting"] == "hi, ?", "version 1 has a URL of its own"
+
+alias = aws.create_alias(FunctionName="hello", Name="live", FunctionVersion="1", Description="production")
+assert alias["AliasArn"].endswith(":function:hello:live") and alias["FunctionVersion"] == "1", alias
+assert greet("hello", "Bo", "live") == ("1", "hi, Bo")
+aws.update_alias(FunctionName="hello", Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}})
+assert aws.get_alias(FunctionName="hello", Name="live")["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.3}}
+counts = {"1": 0, "2": 0}
+for i in range(200):
+    version, greeting = greet("hello", "Cy", "live")
+    assert greeting == {"1": "hi, Cy", "2": "hello, Cy"}[version], (version, greeting)
+    counts[version] += 1
+assert 30 <= counts["2"] <= 90, f"30 % of 200 invocations should run version 2: {counts}"
+print("weighted alias:", counts)
+
+code = io.BytesIO()
+with zipfile.ZipFile(code, "w") as z:
+    z.writestr("lambda_function.py", "def handler(event, context):\n    return {'greeting': 'new code for ' + event['name']}\n")
+v3 = aws.update_function_code(FunctionName="hello", ZipFile=code.getvalue(), Publish=True)
+assert v3["Version"] == "3" and v3["CodeSha256"] != v1["CodeSha256"], v3
+assert greet("hello", "Di") == ("$LATEST", "new code for Di")
+assert greet("hello", "Di", "1") == ("1", "hi, Di"), "version 1 still runs its own code"
+try:
+    aws.delete_function(FunctionName="hello", Qualifier="2")
+    raise AssertionError("a version an alias uses was deleted")
+except aws.exceptions.ResourceConflictException:
+    pass
+aws.delete_alias(FunctionName="hello", Name="live")
+aws.delete_function(FunctionName="hello", Qualifier="1")
+assert [v["Version"] for v in aws.list_versions_by_function(FunctionName="hello")["Versions"]] == ["$LATEST", "2", "3"]
+try:
+    aws.invoke(FunctionName="hello", Qualifier="1", Payload=b"{}")
+    raise AssertionError("a deleted version was invoked")
+except aws.exceptions.ResourceNotFoundException:
+    pass
+
 assert [f["FunctionName"] for f in aws.list_functions()["Functions"]] == ["hello"]
 aws.delete_function(FunctionName="hello")
 try:
@@ -256,7 +315,7 @@ print("boto3: all checks passed")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boto3_creates_invokes_and_deletes_a_python_function() {
+async fn boto3_creates_updates_versions_aliases_invokes_and_deletes_a_python_function() {
     let Some(python) = python_with_boto3() else { return };
     let server = Server::start(&[]);
     let exports = server.ok(&["credentials", "aws"]);
@@ -281,4 +340,5 @@ async fn boto3_creates_invokes_and_deletes_a_python_function() {
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "boto3 checks failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("boto3: all checks passed"), "{stdout}");
+    print!("{stdout}");
 }
