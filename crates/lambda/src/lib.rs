@@ -9,8 +9,8 @@
 //! serves the gateway's requests in process by invoking it one at a time, ending a stuck
 //! invocation at the function's timeout (`Task timed out after N.00 seconds`, the instance
 //! replaced) —, Function URL events for HTTP requests ([`function_url`], payload format
-//! 2.0), and the Python runtime client of serval's own (standard library only) that runs
-//! `python3.x` handlers on the host's interpreter.
+//! 2.0), and the runtime clients of serval's own (standard library only) that run
+//! `python3.x` and `nodejs*` handlers on the host's interpreters.
 //! Must not depend on: the control plane, the gateway or the store; it is given the inner
 //! runtime and the function's settings.
 
@@ -53,6 +53,8 @@ pub fn is_qualifier(text: &str) -> bool {
 
 /// serval's runtime client for `python3.x` handlers, run as `python3 -c`.
 pub const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap.py");
+/// serval's runtime client for `nodejs*` handlers, run as `node -e`.
+pub const NODE_BOOTSTRAP: &str = include_str!("bootstrap.js");
 
 /// Errors of the Lambda layer.
 #[derive(Debug, thiserror::Error)]
@@ -132,11 +134,16 @@ impl LambdaRuntime {
         // The platform's variables win over the function's own (as on Lambda).
         spec.env.extend(env);
         spec.readiness = Readiness::Started;
-        if s.runtime.as_deref().is_some_and(|r| r.starts_with("python"))
+        let client = match s.runtime.as_deref() {
+            Some(r) if r.starts_with("python") => Some(("-c", PYTHON_BOOTSTRAP)),
+            Some(r) if r.starts_with("nodejs") => Some(("-e", NODE_BOOTSTRAP)),
+            _ => None,
+        };
+        if let Some((flag, script)) = client
             && let Workload::Process { argv } = &mut spec.workload
         {
             argv.truncate(1);
-            argv.extend(["-c".to_string(), PYTHON_BOOTSTRAP.to_string()]);
+            argv.extend([flag.to_string(), script.to_string()]);
         }
         spec
     }

@@ -156,21 +156,106 @@ async fn a_custom_runtime_bootstrap_speaks_the_runtime_api_with_curl() {
     assert!(logs.contains(&format!("a second response for {request_id}: 400")), "{logs}");
 }
 
-/// The Python interpreter with boto3 (`SERVAL_PYTHON`, else CI's venv); `None` skips the
-/// boto3 test unless `SERVAL_REQUIRE_BOTO3=1`.
-fn python_with_boto3() -> Option<String> {
+const NODE_HANDLER: &str = r#"exports.handler = async (event, context) => {
+  if (event.rawPath === "/boom") {
+    throw new TypeError("no such basket");
+  }
+  return {
+    statusCode: 200,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ path: event.rawPath, body: event.body, fn: context.functionName, node: process.version }),
+  };
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_handler_runs_unmodified_behind_a_function_url() {
+    let node_found = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node_found {
+        assert!(
+            std::env::var("SERVAL_REQUIRE_NODE").as_deref() != Ok("1"),
+            "SERVAL_REQUIRE_NODE=1 but no node on PATH"
+        );
+        return support::skip("no node on PATH");
+    }
+    let server = Server::start(&[]);
+    let code = server.dir.join("nodefn");
+    std::fs::create_dir_all(&code).expect("dir");
+    std::fs::write(code.join("index.js"), NODE_HANDLER).expect("handler");
+    apply(&server, "nodefn.yaml", &function_manifest("nodefn", "nodejs20.x", "index.handler", "node", &code));
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}/f/default/nodefn{path}", server.gateway);
+    let answer = client.post(url("/baskets")).body("three apples").send().await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!((body["path"].as_str(), body["body"].as_str()), (Some("/baskets"), Some("three apples")), "{body}");
+    assert_eq!(body["fn"], "nodefn");
+    let boom = client.get(url("/boom")).send().await.expect("answer");
+    assert_eq!(boom.status(), 502);
+    let error: Value = boom.json().await.expect("JSON");
+    assert_eq!(
+        (error["errorType"].as_str(), error["errorMessage"].as_str()),
+        (Some("TypeError"), Some("no such basket"))
+    );
+}
+
+/// The Python interpreter with `module` (`SERVAL_PYTHON`, else CI's venv); `None` skips
+/// the test unless `SERVAL_REQUIRE_BOTO3=1` (CI's venv has boto3 and awslambdaric).
+fn python_with(module: &str) -> Option<String> {
     let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
     let found = candidates.into_iter().flatten().find(|python| {
-        std::process::Command::new(python).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success())
+        let import = format!("import {module}");
+        std::process::Command::new(python).args(["-c", &import]).output().is_ok_and(|o| o.status.success())
     });
     if found.is_none() {
         assert!(
             std::env::var("SERVAL_REQUIRE_BOTO3").as_deref() != Ok("1"),
-            "SERVAL_REQUIRE_BOTO3=1 but no Python with boto3 (set SERVAL_PYTHON)"
+            "SERVAL_REQUIRE_BOTO3=1 but no Python with {module} (set SERVAL_PYTHON)"
         );
-        support::skip("no Python with boto3 (set SERVAL_PYTHON)");
+        support::skip(&format!("no Python with {module} (set SERVAL_PYTHON)"));
     }
     found
+}
+
+const RIC_HANDLER: &str = r#"import json, sys
+
+def handler(event, context):
+    if event["rawPath"] == "/boom":
+        raise KeyError("basket")
+    client = [m for m in ("awslambdaric.bootstrap",) if m in sys.modules]
+    return {"statusCode": 200, "body": json.dumps({"path": event["rawPath"], "id": context.aws_request_id, "client": client})}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awslambdaric_from_pypi_runs_a_function_as_its_runtime_client() {
+    let Some(python) = python_with("awslambdaric") else { return };
+    let server = Server::start(&[]);
+    let code = server.dir.join("ricfn");
+    std::fs::create_dir_all(&code).expect("dir");
+    std::fs::write(code.join("lambda_function.py"), RIC_HANDLER).expect("handler");
+    let bootstrap = code.join("bootstrap");
+    std::fs::write(&bootstrap, format!("#!/bin/sh\nexec {python} -m awslambdaric \"$_HANDLER\"\n")).expect("bootstrap");
+    std::fs::set_permissions(&bootstrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let manifest = function_manifest(
+        "ricfn",
+        "provided.al2023",
+        "lambda_function.handler",
+        &bootstrap.display().to_string(),
+        &code,
+    );
+    apply(&server, "ricfn.yaml", &manifest);
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}/f/default/ricfn{path}", server.gateway);
+    let answer = client.get(url("/apples")).send().await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body["path"], "/apples");
+    assert_eq!(body["client"], serde_json::json!(["awslambdaric.bootstrap"]), "run by awslambdaric: {body}");
+    assert!(body["id"].as_str().is_some_and(|id| id.len() == 36), "{body}");
+    let boom = client.get(url("/boom")).send().await.expect("answer");
+    assert_eq!(boom.status(), 502);
+    let error: Value = boom.json().await.expect("JSON");
+    assert_eq!(error["errorType"], "KeyError", "{error}");
 }
 
 const BOTO3_SCRIPT: &str = r#"
@@ -316,7 +401,7 @@ print("boto3: all checks passed")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_creates_updates_versions_aliases_invokes_and_deletes_a_python_function() {
-    let Some(python) = python_with_boto3() else { return };
+    let Some(python) = python_with("boto3") else { return };
     let server = Server::start(&[]);
     let exports = server.ok(&["credentials", "aws"]);
     let value = |name: &str| {
