@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use serval_bench::events::http_client;
 use serval_bench::{ServalServer, Summary, arg, median_of};
-use serval_lambda::sigv4::{Credentials, SignedRequest, authorization};
+use serval_lambda::sigv4::{Credentials, SignedRequest, amz_date, authorization};
 
 const HANDLER: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
 
@@ -41,12 +41,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
 server.serve_forever()
 "#;
-
-/// `X-Amz-Date` of now.
-fn amz_date() -> String {
-    let text = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    text.replace(['-', ':'], "")
-}
 
 #[tokio::main]
 async fn main() {
@@ -97,7 +91,7 @@ spec:
             0 => Request::post(format!("http://127.0.0.1:{port}/")).body(Full::new(body)).expect("request"),
             1 => Request::post(format!("http://{gateway}/f/default/bench/")).body(Full::new(body)).expect("request"),
             _ => {
-                let date = amz_date();
+                let date = amz_date(SystemTime::now());
                 let host = gateway.to_string();
                 let mut headers = http::HeaderMap::new();
                 headers.insert("host", host.parse().expect("host"));

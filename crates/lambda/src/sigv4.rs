@@ -183,7 +183,12 @@ fn compute_signature(
     Ok(hex(&hmac_sha256(&key, string_to_sign.as_bytes())))
 }
 
-/// Signs a request (a client's side, for benchmarks and tests): the `Authorization` value
+/// `X-Amz-Date` of a time (`20150830T123600Z`).
+pub fn amz_date(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "")
+}
+
+/// Signs a request (a client's side: the CLI, benchmarks and tests): the `Authorization` value
 /// over `host` and `x-amz-date` (both must be among `request.headers`, `amz_date` the
 /// latter's value) for service `lambda` in `region`.
 pub fn authorization(
@@ -204,6 +209,12 @@ pub fn authorization(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amz_date_is_the_compact_form() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        assert_eq!(amz_date(at), "20150830T123600Z");
+    }
 
     /// AWS's documented example (IAM ListUsers, "Create a signed AWS API request").
     #[test]

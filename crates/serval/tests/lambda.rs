@@ -156,6 +156,65 @@ async fn a_custom_runtime_bootstrap_speaks_the_runtime_api_with_curl() {
     assert!(logs.contains(&format!("a second response for {request_id}: 400")), "{logs}");
 }
 
+/// A zip of `files` (name, text), made with Python's standard `zipfile` module.
+fn zip_of(dir: &std::path::Path, zip: &str, files: &[(&str, &str)]) -> String {
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    let zip_path = dir.join(zip);
+    let _ = std::fs::remove_file(&zip_path);
+    let status = std::process::Command::new("python3")
+        .args(["-m", "zipfile", "-c", &zip_path.display().to_string()])
+        .args(files.iter().map(|(name, _)| *name))
+        .current_dir(dir)
+        .status()
+        .expect("python3 -m zipfile");
+    assert!(status.success(), "zip made");
+    zip_path.display().to_string()
+}
+
+const VERSIONED_HANDLER: &str = r#"import os
+def handler(event, context):
+    return {"statusCode": 200, "body": os.environ["GREETING"] + " from code NUMBER, " + os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] + " MB"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serval_deploy_lambda_zip_creates_then_updates_a_function() {
+    let server = Server::start(&[]);
+    let dir = server.dir.join("zipfn");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let deploy = |zip: &str, env: &str, extra: &[&str]| {
+        let mut args = vec!["deploy", "zipfn", "--lambda-zip", zip, "--handler", "lambda_function.handler"];
+        args.extend(["--runtime", "python3.12", "--env", env]);
+        args.extend(extra);
+        server.ok(&args)
+    };
+    let first = zip_of(&dir, "one.zip", &[("lambda_function.py", &VERSIONED_HANDLER.replace("NUMBER", "1"))]);
+    let url = deploy(&first, "GREETING=hello", &[]);
+    assert!(url.contains("zipfn"), "deploy prints the function's URL: {url}");
+    let call = async || {
+        let answer = reqwest::get(format!("{}/f/default/zipfn/", server.gateway)).await.expect("answer");
+        assert_eq!(answer.status(), 200);
+        answer.text().await.expect("text")
+    };
+    assert_eq!(call().await, "hello from code 1, 128 MB");
+
+    let second = zip_of(&dir, "two.zip", &[("lambda_function.py", &VERSIONED_HANDLER.replace("NUMBER", "2"))]);
+    deploy(&second, "GREETING=hi", &["--memory", "256", "--timeout", "5"]);
+    assert_eq!(call().await, "hi from code 2, 256 MB", "the deploy waited for the updated function");
+    let service = server.get_json(&["zipfn"]);
+    assert_eq!(service["metadata"]["annotations"]["serval.dev/protocol"], "lambda");
+    assert_eq!(service["spec"]["template"]["spec"]["timeoutSeconds"], 5);
+
+    let refused =
+        server.fails(&["deploy", "rubyfn", "--lambda-zip", &second, "--handler", "h.h", "--runtime", "ruby3.3"]);
+    assert!(refused.contains("InvalidParameterValueException") && refused.contains("ruby3.3"), "{refused}");
+    let refused = server.fails(&["deploy", "zipfn", "--cmd", "true", "--runtime", "python3.12"]);
+    assert!(refused.contains("goes with --source or --lambda-zip"), "{refused}");
+    let refused = server.fails(&["deploy", "zipfn", "--lambda-zip", &second, "--runtime", "python3.12"]);
+    assert!(refused.contains("--handler"), "{refused}");
+}
+
 const NODE_HANDLER: &str = r#"exports.handler = async (event, context) => {
   if (event.rawPath === "/boom") {
     throw new TypeError("no such basket");

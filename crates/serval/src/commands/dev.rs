@@ -10,7 +10,7 @@ use notify::Watcher;
 
 use super::DEFAULT_NAMESPACE;
 use super::invoke::LogsArgs;
-use super::resources::{DeployArgs, SourceRuntime};
+use super::resources::{DeployArgs, PROCESS_RUNTIME};
 use crate::Global;
 
 /// Changes closer together than this make one reload (an editor's save writes several).
@@ -45,7 +45,10 @@ fn deploy_args(name: &str, args: &DevArgs, generation: u64) -> DeployArgs {
         env_file: None,
         workdir: None,
         source: Some(args.dir.clone()),
-        runtime: Some(SourceRuntime::Process),
+        runtime: Some(PROCESS_RUNTIME.to_string()),
+        lambda_zip: None,
+        handler: None,
+        memory: None,
         oci_runtime: PathBuf::from("runc"),
         concurrency: None,
         min_scale: Some(1),

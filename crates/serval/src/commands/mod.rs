@@ -10,6 +10,7 @@ mod image;
 mod init;
 mod invoke;
 mod kv;
+mod lambda;
 mod resources;
 mod server;
 mod sources;

@@ -20,7 +20,7 @@ pub struct DeployArgs {
     /// Service name.
     pub name: String,
     /// OCI image to run.
-    #[arg(long, conflicts_with = "cmd", required_unless_present_any = ["cmd", "source"])]
+    #[arg(long, conflicts_with = "cmd", required_unless_present_any = ["cmd", "source", "lambda_zip"])]
     pub image: Option<String>,
     /// Command line to run on the host, split like a shell would (no shell features). The
     /// instance must listen on 127.0.0.1 at the port serval gives it: read `$PORT` from the
@@ -43,11 +43,29 @@ pub struct DeployArgs {
     /// defaults) gives the start command, environment and annotations; flags override them.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["image", "cmd", "workdir"])]
     pub source: Option<std::path::PathBuf>,
-    /// How `--source` runs: by default its image is built (from its Containerfile or
-    /// Dockerfile) into the local image store and run; `process` runs the project's start
+    /// With `--source`: how it runs. By default its image is built (from its Containerfile
+    /// or Dockerfile) into the local image store and run; `process` runs the project's start
     /// command on this machine, from its directory (the server must run on this machine too).
-    #[arg(long, value_enum, requires = "source")]
-    pub runtime: Option<SourceRuntime>,
+    /// With `--lambda-zip`: the Lambda runtime (python3.12, nodejs20.x, provided.al2023…).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// A Lambda function's deployment package (a zip, as `aws lambda create-function
+    /// --zip-file` takes it), deployed through the Lambda API on the gateway: CreateFunction,
+    /// or UpdateFunctionConfiguration and UpdateFunctionCode when the function exists. Needs
+    /// --handler and --runtime; the function is a service of namespace `default`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["image", "cmd", "source", "workdir", "concurrency", "min_scale", "max_scale", "target"],
+        requires_all = ["handler", "runtime"]
+    )]
+    pub lambda_zip: Option<std::path::PathBuf>,
+    /// The handler of a `--lambda-zip` function (`lambda_function.handler`, `index.handler`).
+    #[arg(long, requires = "lambda_zip")]
+    pub handler: Option<String>,
+    /// The memory of a `--lambda-zip` function in MB (Lambda's `MemorySize`, 128 by default).
+    #[arg(long, value_name = "MB", requires = "lambda_zip")]
+    pub memory: Option<u64>,
     /// The OCI runtime CLI that runs the build's RUN steps (`--source` without `--runtime`).
     #[arg(long, default_value = "runc", requires = "source")]
     pub oci_runtime: std::path::PathBuf,
@@ -75,10 +93,44 @@ pub struct DeployArgs {
 }
 
 /// How a `--source` project runs.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug)]
 pub enum SourceRuntime {
     /// The project's start command on the host.
     Process,
+}
+
+/// `--runtime process`, the only runtime of `--source`.
+pub const PROCESS_RUNTIME: &str = "process";
+
+impl DeployArgs {
+    /// How `--source` runs, from `--runtime` (which, with `--lambda-zip`, names a Lambda
+    /// runtime instead).
+    fn source_runtime(&self) -> Result<Option<SourceRuntime>> {
+        match (&self.source, self.runtime.as_deref()) {
+            (_, None) => Ok(None),
+            (Some(_), Some(PROCESS_RUNTIME)) => Ok(Some(SourceRuntime::Process)),
+            (Some(_), Some(other)) => bail!("--runtime {other:?}: with --source, the runtime is `process`"),
+            (None, Some(_)) if self.lambda_zip.is_some() => Ok(None),
+            (None, Some(other)) => bail!("--runtime {other:?} goes with --source or --lambda-zip"),
+        }
+    }
+
+    /// The environment `--env-file` and then `--env` give, in order.
+    pub(super) fn env_pairs(&self) -> Result<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        if let Some(file) = &self.env_file {
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("cannot read --env-file {}", file.display()))?;
+            pairs.extend(parse_env_file(&text).with_context(|| format!("--env-file {}", file.display()))?);
+        }
+        for kv in &self.env {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
+                _ => bail!("--env {kv:?} must look like KEY=VALUE"),
+            }
+        }
+        Ok(pairs)
+    }
 }
 
 fn service_path(namespace: &str, name: &str) -> String {
@@ -94,7 +146,7 @@ struct SourceSettings {
 /// Builds the Knative Service a `deploy` describes; `built` is the image `--source` built.
 fn deploy_manifest(args: &DeployArgs, built: Option<&str>) -> Result<Value> {
     let mut container = json!({});
-    let project = match (&args.source, args.runtime) {
+    let project = match (&args.source, args.source_runtime()?) {
         (None, _) => None,
         (Some(dir), Some(SourceRuntime::Process)) => {
             let run = serval_project::HostRun::of(dir).with_context(|| format!("--source {}", dir.display()))?;
@@ -128,17 +180,7 @@ fn deploy_manifest(args: &DeployArgs, built: Option<&str>) -> Result<Value> {
     if let Some(project) = &project {
         pairs.extend(project.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    if let Some(file) = &args.env_file {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("cannot read --env-file {}", file.display()))?;
-        pairs.extend(parse_env_file(&text).with_context(|| format!("--env-file {}", file.display()))?);
-    }
-    for kv in &args.env {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
-            _ => bail!("--env {kv:?} must look like KEY=VALUE"),
-        }
-    }
+    pairs.extend(args.env_pairs()?);
     let mut env: Vec<Value> = Vec::new();
     for (k, v) in pairs {
         env.retain(|e| e["name"] != k.as_str());
@@ -227,7 +269,10 @@ fn print_warnings(warnings: &[String]) {
 }
 
 pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
-    let built = match (&args.source, args.runtime) {
+    if args.lambda_zip.is_some() {
+        return super::lambda::deploy_zip(args, global).await;
+    }
+    let built = match (&args.source, args.source_runtime()?) {
         (Some(dir), None) => {
             let name = normalize_image_name(&args.name);
             let (containerfile, containerfile_text) = super::build::containerfile_for(dir, None, None)?;
@@ -257,11 +302,13 @@ pub async fn deploy(args: DeployArgs, global: Global) -> Result<()> {
     }
     let written = client.put(&path, &manifest).await?;
     print_warnings(&written.warnings);
-    let service = if args.no_wait {
-        written.object
-    } else {
-        client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await?
-    };
+    report_deployed(&client, &args, written.object).await
+}
+
+/// Waits for a deployed service to be ready (unless `--no-wait`) and prints its URL.
+pub(super) async fn report_deployed(client: &Client, args: &DeployArgs, written: Value) -> Result<()> {
+    let service =
+        if args.no_wait { written } else { client.wait_ready(&args.namespace, &args.name, READY_TIMEOUT).await? };
     let revision = service["status"]["latestCreatedRevisionName"].as_str().unwrap_or("");
     eprintln!("service {}/{} ready (revision {revision})", args.namespace, args.name);
     println!("{}", service["status"]["url"].as_str().unwrap_or(""));
