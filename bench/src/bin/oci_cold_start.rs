@@ -59,6 +59,7 @@ fn bare_runc_run(work: &Path, rootfs: &Path, n: usize) -> Duration {
         memory_limit: None,
         cpu_millis: None,
         pids_limit: 256,
+        read_only_mounts: &[],
     };
     std::fs::write(bundle.join("config.json"), serde_json::to_vec(&config(&spec)).expect("json")).expect("config");
     let root = work.join("runc-root");

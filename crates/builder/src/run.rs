@@ -54,6 +54,7 @@ pub(crate) async fn run(
         memory_limit: None,
         cpu_millis: None,
         pids_limit: PIDS_LIMIT,
+        read_only_mounts: &[],
     });
     // What a RUN writes to /tmp is part of the layer, as in Docker: no tmpfs there.
     if let Some(mounts) = spec["mounts"].as_array_mut() {

@@ -771,6 +771,26 @@ impl Controller {
         Ok(Arc::new(serval_lambda::LambdaRuntime::new(runtime, settings)))
     }
 
+    /// The read-only mount of a Lambda zip run in an image: its directory (only under the
+    /// functions' code directory) at the container's working directory.
+    fn lambda_code_mount(
+        &self,
+        revision: &Revision,
+        container: &serval_model::Container,
+    ) -> Option<serval_runtime::ReadOnlyMount> {
+        let code = std::path::PathBuf::from(revision.lambda()?.code?);
+        if !code.starts_with(&self.config.lambda_code_dir) {
+            tracing::warn!(
+                "revision {}: {} is not a function's code; not mounted",
+                revision.metadata.name,
+                code.display()
+            );
+            return None;
+        }
+        let destination = container.working_dir.clone().unwrap_or_else(|| "/var/task".to_string());
+        Some(serval_runtime::ReadOnlyMount { source: code, destination })
+    }
+
     fn ensure_runner(&self, revision: &Revision, verify: bool) -> Arc<RevisionRunner> {
         let key = runner_key(&revision.metadata.namespace, &revision.metadata.name);
         let mut runners = self.runners();
@@ -846,7 +866,11 @@ impl Controller {
             None => Readiness::TcpConnect,
         };
         let workload = match revision.runtime_kind() {
-            RuntimeKind::Oci => Workload::Container(container_settings(&container)),
+            RuntimeKind::Oci => {
+                let mut settings = container_settings(&container);
+                settings.read_only_mounts.extend(self.lambda_code_mount(revision, &container));
+                Workload::Container(settings)
+            }
             _ => Workload::Process { argv: container.command.iter().chain(&container.args).cloned().collect() },
         };
         RunnerSpec {
@@ -946,6 +970,7 @@ fn container_settings(container: &serval_model::Container) -> ContainerSettings 
         memory_limit: limits.and_then(|l| l.get("memory")).and_then(|q| serval_model::parse_memory(q).ok()),
         cpu_millis: limits.and_then(|l| l.get("cpu")).and_then(|q| serval_model::parse_cpu(q).ok()),
         pids_limit: serval_runtime::container::DEFAULT_PIDS_LIMIT,
+        read_only_mounts: Vec::new(),
     }
 }
 

@@ -48,6 +48,12 @@ pub struct ControlConfig {
     pub max_instances: u32,
     /// The highest max-scale a revision may ask for (Knative's `max-scale-limit`; 0: none).
     pub max_scale_limit: u32,
+    /// Where Lambda functions' zips are unpacked: the only host directory a container may
+    /// have bound in (read-only, at `/var/task`, for a zip run in an image).
+    pub lambda_code_dir: std::path::PathBuf,
+    /// Images that run zips of a Lambda runtime (`python3.12`, or a family: `python3`,
+    /// `nodejs`), instead of the host's interpreter; the longest match wins.
+    pub lambda_images: Vec<(String, String)>,
 }
 
 /// Addresses the platform's listeners actually bound (URLs in statuses, the ready line).

@@ -139,11 +139,17 @@ impl LambdaRuntime {
             Some(r) if r.starts_with("nodejs") => Some(("-e", NODE_BOOTSTRAP)),
             _ => None,
         };
-        if let Some((flag, script)) = client
-            && let Workload::Process { argv } = &mut spec.workload
-        {
-            argv.truncate(1);
-            argv.extend([flag.to_string(), script.to_string()]);
+        match (client, &mut spec.workload) {
+            (Some((flag, script)), Workload::Process { argv }) => {
+                argv.truncate(1);
+                argv.extend([flag.to_string(), script.to_string()]);
+            }
+            // A zip run in an image: the image's interpreter runs the client.
+            (Some((flag, script)), Workload::Container(settings)) if !settings.command.is_empty() => {
+                settings.command.truncate(1);
+                settings.args = vec![flag.to_string(), script.to_string()];
+            }
+            _ => {}
         }
         spec
     }

@@ -11,6 +11,10 @@ pub const LAMBDA_HANDLER: &str = "serval.dev/lambda-handler";
 /// A Lambda function's runtime, e.g. `python3.12` or `provided.al2023`.
 pub const LAMBDA_RUNTIME: &str = "serval.dev/lambda-runtime";
 
+/// The host directory of a zip run in an image (set by the Lambda API): bound in read-only
+/// at the container's working directory (`/var/task`).
+pub const LAMBDA_CODE: &str = "serval.dev/lambda-code";
+
 /// A function's Lambda metadata (role, description, code size and digest, last change) as
 /// JSON, for the Lambda API's `FunctionConfiguration` (set by the server).
 pub const LAMBDA_FUNCTION: &str = "serval.dev/lambda-function";
@@ -20,6 +24,8 @@ pub const LAMBDA_FUNCTION: &str = "serval.dev/lambda-function";
 pub struct LambdaFunction {
     pub handler: Option<String>,
     pub runtime: Option<String>,
+    /// The host directory of its zip when it runs in an image ([`LAMBDA_CODE`]).
+    pub code: Option<String>,
 }
 
 impl Revision {
@@ -28,6 +34,7 @@ impl Revision {
         (self.annotation(PROTOCOL) == Some("lambda")).then(|| LambdaFunction {
             handler: self.annotation(LAMBDA_HANDLER).map(str::to_string),
             runtime: self.annotation(LAMBDA_RUNTIME).map(str::to_string),
+            code: self.annotation(LAMBDA_CODE).map(str::to_string),
         })
     }
 }
@@ -54,6 +61,11 @@ pub fn check_lambda(service: &Service) -> Vec<FieldError> {
     {
         let message = format!("{runtime:?} must be a Lambda runtime name such as python3.12 or provided.al2023");
         errors.push(FieldError { field: field(LAMBDA_RUNTIME), message });
+    }
+    if let Some(code) = service.annotation(LAMBDA_CODE)
+        && (!code.starts_with('/') || code.split('/').any(|part| part == ".."))
+    {
+        errors.push(FieldError { field: field(LAMBDA_CODE), message: format!("{code:?} must be an absolute path") });
     }
     errors
 }

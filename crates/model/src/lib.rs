@@ -51,7 +51,9 @@ pub use kv::{
     DEFAULT_KV_STORE, KV_STORES_ANNOTATION, KeyValueStore, KeyValueStoreStatus, SERVAL_API_VERSION, kv_stores_of,
     validate_key_value_store,
 };
-pub use lambda::{LAMBDA_FUNCTION, LAMBDA_HANDLER, LAMBDA_RUNTIME, LambdaFunction, PROTOCOL, check_lambda};
+pub use lambda::{
+    LAMBDA_CODE, LAMBDA_FUNCTION, LAMBDA_HANDLER, LAMBDA_RUNTIME, LambdaFunction, PROTOCOL, check_lambda,
+};
 pub use messaging::{
     Addressee, Channel, ChannelSpec, ChannelStatus, ChannelTemplate, FLOWS_API_VERSION, FlowStatus, InMemoryChannel,
     MAX_FLOW_NAME, MAX_FLOW_PARTS, MESSAGING_API_VERSION, Parallel, ParallelBranch, ParallelSpec, PhysicalSubscription,

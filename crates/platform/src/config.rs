@@ -37,6 +37,9 @@ pub struct PlatformConfig {
     pub max_instances: u32,
     /// The highest max-scale a revision may ask for (Knative's `max-scale-limit`; 0: none).
     pub max_scale_limit: u32,
+    /// Images that run Lambda zips of a runtime (or runtime family) instead of the host's
+    /// interpreter.
+    pub lambda_images: Vec<(String, String)>,
 }
 
 impl PlatformConfig {
@@ -50,6 +53,8 @@ impl PlatformConfig {
             revision_history: self.revision_history,
             max_instances: self.max_instances,
             max_scale_limit: self.max_scale_limit,
+            lambda_code_dir: self.data_dir.join("functions"),
+            lambda_images: self.lambda_images.clone(),
         }
     }
 
@@ -68,6 +73,7 @@ impl PlatformConfig {
             delivery_timeout: Duration::from_secs(30),
             max_instances: 1000,
             max_scale_limit: 0,
+            lambda_images: Vec::new(),
         }
     }
 }

@@ -140,7 +140,6 @@ pub async fn run_with(
     let lambda = serval_control::lambda_api::LambdaApi::new(
         controller.clone(),
         load_or_create_aws_credentials(&config.data_dir)?,
-        config.data_dir.join("functions"),
     );
     let [lambda_prefix, lambda_async_prefix] = serval_control::lambda_api::PREFIXES;
     let gateway = Arc::new(

@@ -80,6 +80,15 @@ pub struct ContainerSettings {
     /// Millicores.
     pub cpu_millis: Option<u64>,
     pub pids_limit: i64,
+    /// Host directories bound into the container, read-only.
+    pub read_only_mounts: Vec<ReadOnlyMount>,
+}
+
+/// A host directory seen read-only at `destination` inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnlyMount {
+    pub source: std::path::PathBuf,
+    pub destination: String,
 }
 
 /// The readiness check run against the serving port until it passes.

@@ -156,6 +156,138 @@ async fn a_custom_runtime_bootstrap_speaks_the_runtime_api_with_curl() {
     assert!(logs.contains(&format!("a second response for {request_id}: 400")), "{logs}");
 }
 
+/// The curl bootstrap in an image of busybox and curl, run by runc: a Lambda function of
+/// `PackageType: Image` runs its image's entrypoint, which reaches its Runtime API on the
+/// host's loopback (instances share the host's network).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_image_runs_its_entrypoint_in_a_container() {
+    if !support::runc_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let curl = serval_testimages::find_tool("curl").expect("curl on the host (the image's runtime client)");
+    let mut files = serval_testimages::busybox_files().expect("busybox-static");
+    files.extend(serval_testimages::binary_with_libs(&curl, "/usr/bin/curl").expect("curl and its libraries"));
+    files.push((
+        "/var/runtime/bootstrap".into(),
+        serval_testimages::HostSource::Bytes { data: BOOTSTRAP.as_bytes().to_vec(), mode: 0o755 },
+    ));
+    let config = serval_testimages::ImageConfigSpec {
+        entrypoint: vec!["/var/runtime/bootstrap".into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        ..Default::default()
+    };
+    let archive = server.dir.join("lambda-image.tar");
+    serval_testimages::write_docker_archive(&archive, "test/lambda-curl:1", &files, config).expect("archive");
+    server.ok(&["image", "import", &archive.display().to_string()]);
+    let manifest = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: imagefn
+  annotations:
+    serval.dev/protocol: lambda
+    serval.dev/lambda-runtime: provided.al2023
+spec:
+  template:
+    spec:
+      timeoutSeconds: 5
+      containers:
+        - image: test/lambda-curl:1
+"#;
+    apply(&server, "imagefn.yaml", manifest);
+    let answer = reqwest::get(format!("{}/f/default/imagefn/in-a-container", server.gateway)).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.expect("text");
+    assert!(text.starts_with("bash handled ") && text.contains("bytes of event"), "{text}");
+}
+
+/// The host's Python as an image's: the interpreter with its libraries and its standard
+/// library (without its tests and tools), at the host's paths.
+fn python_image_files() -> Vec<(String, serval_testimages::HostSource)> {
+    use serval_testimages::HostSource;
+    fn walk(dir: &std::path::Path, files: &mut Vec<(String, HostSource)>) {
+        const LEFT_OUT: [&str; 10] = [
+            "test",
+            "site-packages",
+            "dist-packages",
+            "__pycache__",
+            "idlelib",
+            "tkinter",
+            "lib2to3",
+            "ensurepip",
+            "pydoc_data",
+            "turtledemo",
+        ];
+        files.push((dir.display().to_string(), HostSource::Dir { mode: 0o755 }));
+        for entry in std::fs::read_dir(dir).expect("read the standard library").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                if !LEFT_OUT.contains(&name.as_str()) && !name.starts_with("config-") {
+                    walk(&path, files);
+                }
+            } else if path.is_file() {
+                files.push((path.display().to_string(), HostSource::File(path.clone())));
+            }
+        }
+    }
+    let interpreter = std::fs::canonicalize("/usr/bin/python3").expect("python3 on the host");
+    let version = interpreter.file_name().expect("a name").to_string_lossy().to_string();
+    let mut files = serval_testimages::busybox_files().expect("busybox-static");
+    files.push(("/usr".into(), HostSource::Dir { mode: 0o755 }));
+    files.push(("/usr/lib".into(), HostSource::Dir { mode: 0o755 }));
+    files.extend(serval_testimages::binary_with_libs(&interpreter, "/usr/bin/python3").expect("python3"));
+    walk(&std::path::Path::new("/usr/lib").join(version), &mut files);
+    files
+}
+
+const IN_IMAGE_HANDLER: &str = r#"import os
+def handler(event, context):
+    try:
+        open(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "written"), "w")
+        task = "writable"
+    except OSError:
+        task = "read-only"
+    pid1 = open("/proc/1/cmdline").read().split("\0")[0]
+    return {"statusCode": 200, "body": f"{os.getcwd()} {task} pid1={pid1} {os.environ['FROM_IMAGE']}"}
+"#;
+
+/// `serval server --lambda-image python3=IMAGE`: a python3.12 zip runs in that image (its
+/// interpreter, serval's runtime client), the zip's directory bound in read-only at
+/// /var/task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_zip_runs_in_the_image_configured_for_its_runtime() {
+    if !support::runc_available() {
+        return;
+    }
+    let server = Server::start(&["--lambda-image", "python3=test/python:3"]);
+    let config = serval_testimages::ImageConfigSpec {
+        env: vec!["PATH=/usr/bin:/bin".into(), "FROM_IMAGE=python-image".into()],
+        ..Default::default()
+    };
+    let archive = server.dir.join("python-image.tar");
+    serval_testimages::write_docker_archive(&archive, "test/python:3", &python_image_files(), config).expect("image");
+    server.ok(&["image", "import", &archive.display().to_string()]);
+    let dir = server.dir.join("in-image");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let zip = zip_of(&dir, "fn.zip", &[("lambda_function.py", IN_IMAGE_HANDLER)]);
+    server.ok(&[
+        "deploy",
+        "inimage",
+        "--lambda-zip",
+        &zip,
+        "--handler",
+        "lambda_function.handler",
+        "--runtime",
+        "python3.12",
+    ]);
+    let service = server.get_json(&["inimage"]);
+    assert_eq!(service["spec"]["template"]["spec"]["containers"][0]["image"], "test/python:3");
+    let answer = reqwest::get(format!("{}/f/default/inimage/", server.gateway)).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.expect("text"), "/var/task read-only pid1=python3 python-image");
+}
+
 /// A zip of `files` (name, text), made with Python's standard `zipfile` module.
 fn zip_of(dir: &std::path::Path, zip: &str, files: &[(&str, &str)]) -> String {
     for (name, text) in files {

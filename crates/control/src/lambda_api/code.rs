@@ -76,7 +76,11 @@ pub fn container(service: &mut Service) -> &mut Container {
 }
 
 /// Where the function's code is now.
-pub fn code_of(container: &Container) -> Option<Code> {
+pub fn code_of(service: &Service) -> Option<Code> {
+    if let Some(dir) = service.spec.template.metadata.annotations.get(serval_model::LAMBDA_CODE) {
+        return Some(Code::Dir(PathBuf::from(dir)));
+    }
+    let container = service.spec.template.spec.containers.first()?;
     match (&container.image, &container.working_dir) {
         (Some(image), _) => Some(Code::Image(image.clone())),
         (None, Some(dir)) => Some(Code::Dir(PathBuf::from(dir))),
@@ -84,8 +88,8 @@ pub fn code_of(container: &Container) -> Option<Code> {
     }
 }
 
-/// Whether a zip of `runtime` runs here: on the host's interpreter (which runs serval's
-/// runtime client) for `python3.x` and `nodejs*`, by the zip's `bootstrap` for `provided.*`.
+/// Whether a zip of `runtime` runs here: on an interpreter (which runs serval's runtime
+/// client) for `python3.x` and `nodejs*`, by the zip's `bootstrap` for `provided.*`.
 pub fn zip_runtime(runtime: &str) -> bool {
     ["python3", "nodejs", "provided"].iter().any(|family| runtime.starts_with(family))
 }
@@ -97,33 +101,62 @@ pub fn unsupported(runtime: Option<&str>) -> AwsError {
     ))
 }
 
-/// Points the container at `code`: an image runs its entrypoint; a zip's directory runs
-/// the command its `runtime` needs (see [`zip_runtime`]).
-pub fn set_code(container: &mut Container, runtime: Option<&str>, code: Code) -> Result<(), AwsError> {
-    match code {
+/// Where a zip runs in an image: its code bound in read-only here.
+const TASK_ROOT: &str = "/var/task";
+
+/// Points the function at `code`: an image runs its entrypoint; a zip runs by the command
+/// its `runtime` needs (see [`zip_runtime`]), on the host from its directory, or — when
+/// `images` names an image for the runtime (or its family; the longest match wins) — in
+/// that image, the directory bound in at `/var/task`.
+pub fn set_code(
+    service: &mut Service,
+    runtime: Option<&str>,
+    code: Code,
+    images: &[(String, String)],
+) -> Result<(), AwsError> {
+    let annotations = &mut service.spec.template.metadata.annotations;
+    annotations.remove(serval_model::LAMBDA_CODE);
+    let dir = match code {
         Code::Image(image) => {
+            let container = container(service);
             container.image = Some(image);
             container.command.clear();
             container.working_dir = None;
+            return Ok(());
         }
-        Code::Dir(dir) => {
-            let command = match runtime {
-                Some(r) if r.starts_with("python3") => "python3".to_string(),
-                Some(r) if r.starts_with("nodejs") => "node".to_string(),
-                Some(r) if r.starts_with("provided") => dir.join("bootstrap").display().to_string(),
-                other => return Err(unsupported(other)),
-            };
-            container.image = None;
-            container.command = vec![command];
-            container.working_dir = Some(dir.display().to_string());
-        }
+        Code::Dir(dir) => dir,
+    };
+    let runtime = runtime.filter(|r| zip_runtime(r)).ok_or_else(|| unsupported(runtime))?;
+    let image = images
+        .iter()
+        .filter(|(prefix, _)| runtime.starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, image)| image.clone());
+    let root = match &image {
+        Some(_) => PathBuf::from(TASK_ROOT),
+        None => dir.clone(),
+    };
+    let command = if runtime.starts_with("python3") {
+        "python3".to_string()
+    } else if runtime.starts_with("nodejs") {
+        "node".to_string()
+    } else {
+        root.join("bootstrap").display().to_string()
+    };
+    if image.is_some() {
+        annotations.insert(serval_model::LAMBDA_CODE.to_string(), dir.display().to_string());
     }
+    let container = container(service);
+    container.image = image;
+    container.command = vec![command];
+    container.working_dir = Some(root.display().to_string());
     Ok(())
 }
 
 /// Applies the settings `input` gives (`Timeout`, `MemorySize`, `Environment`, `Handler`,
-/// `Runtime`) to the function's template; the runtime's command follows a new `Runtime`.
-pub fn apply_settings(service: &mut Service, input: &Value) -> Result<(), AwsError> {
+/// `Runtime`) to the function's template; the runtime's command follows a new `Runtime`
+/// (see [`set_code`] for `images`).
+pub fn apply_settings(service: &mut Service, input: &Value, images: &[(String, String)]) -> Result<(), AwsError> {
     let spec = &mut service.spec.template.spec;
     if let Some(timeout) = input.get("Timeout") {
         let timeout = timeout.as_u64().filter(|t| (1..=900).contains(t));
@@ -136,7 +169,6 @@ pub fn apply_settings(service: &mut Service, input: &Value) -> Result<(), AwsErr
             annotations.insert(key.to_string(), value.to_string());
         }
     }
-    let runtime = service.annotation(serval_model::LAMBDA_RUNTIME).map(str::to_string);
     let container = container(service);
     if let Some(memory) = input.get("MemorySize") {
         let memory = memory.as_u64().filter(|m| (128..=10_240).contains(m));
@@ -169,9 +201,10 @@ pub fn apply_settings(service: &mut Service, input: &Value) -> Result<(), AwsErr
             .collect::<Result<_, AwsError>>()?;
     }
     if input.get("Runtime").is_some()
-        && let Some(code @ Code::Dir(_)) = code_of(container)
+        && let Some(code @ Code::Dir(_)) = code_of(service)
     {
-        set_code(container, runtime.as_deref(), code)?;
+        let runtime = service.annotation(serval_model::LAMBDA_RUNTIME).map(str::to_string);
+        set_code(service, runtime.as_deref(), code, images)?;
     }
     Ok(())
 }

@@ -55,6 +55,8 @@ pub struct LambdaApi {
     credentials: Credentials,
     /// Where functions' code is unpacked.
     code_dir: PathBuf,
+    /// Images that run zips of a runtime (see [`code::set_code`]).
+    images: Vec<(String, String)>,
     /// The data plane in process, for invocations (set once the gateway exists).
     local: OnceLock<LocalClient>,
 }
@@ -139,12 +141,16 @@ fn input(body: &[u8]) -> Result<Value, AwsError> {
 }
 
 impl LambdaApi {
-    pub fn new(controller: Arc<Controller>, credentials: Credentials, code_dir: PathBuf) -> Arc<LambdaApi> {
+    /// The API of `controller`'s functions, their code under its `lambda_code_dir`.
+    pub fn new(controller: Arc<Controller>, credentials: Credentials) -> Arc<LambdaApi> {
+        let code_dir = controller.config().lambda_code_dir.clone();
+        let images = controller.config().lambda_images.clone();
         Arc::new_cyclic(|this| LambdaApi {
             this: this.clone(),
             controller,
             credentials,
             code_dir,
+            images,
             local: OnceLock::new(),
         })
     }
@@ -324,7 +330,7 @@ impl LambdaApi {
             }}},
         });
         let mut service: Service = serde_json::from_value(skeleton).map_err(|e| invalid(e.to_string()))?;
-        code::apply_settings(&mut service, input)?;
+        code::apply_settings(&mut service, input, &self.images)?;
         let mut meta = FunctionMeta {
             role: input["Role"].clone(),
             description: input["Description"].as_str().unwrap_or_default().to_string(),
@@ -344,7 +350,7 @@ impl LambdaApi {
                 Code::Dir(unpacked.dir)
             }
         };
-        code::set_code(code::container(&mut service), runtime, code)?;
+        code::set_code(&mut service, runtime, code, &self.images)?;
         meta.store_in(&mut service);
         let service = self.write(service).await?;
         if input["Publish"].as_bool() == Some(true) {
@@ -374,7 +380,7 @@ impl LambdaApi {
             }
             _ => return Err(invalid("give one of ZipFile or ImageUri")),
         };
-        code::set_code(code::container(&mut service), runtime.as_deref(), code)?;
+        code::set_code(&mut service, runtime.as_deref(), code, &self.images)?;
         meta.last_modified = code::last_modified();
         meta.store_in(&mut service);
         let service = self.write(service).await?;
@@ -389,7 +395,7 @@ impl LambdaApi {
     async fn update_configuration(&self, name: &str, input: &Value) -> Result<Response<Full<Bytes>>, AwsError> {
         let mut service = self.function(name)?;
         let mut meta = FunctionMeta::of(&service);
-        code::apply_settings(&mut service, input)?;
+        code::apply_settings(&mut service, input, &self.images)?;
         if let Some(description) = input["Description"].as_str() {
             meta.description = description.to_string();
         }

@@ -35,6 +35,8 @@ pub struct BundleSpec<'a> {
     /// CPU limit in millicores.
     pub cpu_millis: Option<u64>,
     pub pids_limit: i64,
+    /// Host directories bound in read-only (after the standard mounts).
+    pub read_only_mounts: &'a [crate::ReadOnlyMount],
 }
 
 /// The process arguments: Kubernetes' rules for combining the image and the container.
@@ -176,6 +178,20 @@ pub fn config(spec: &BundleSpec<'_>) -> Value {
     if let Some(millis) = spec.cpu_millis {
         resources["cpu"] = json!({ "quota": (millis * CPU_PERIOD / 1000).max(1000), "period": CPU_PERIOD });
     }
+    let mut mounts = json!([
+        { "destination": "/proc", "type": "proc", "source": "proc" },
+        { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+        { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
+        { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+        { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+        { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
+        { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=65536k"] }
+    ]);
+    if let Some(list) = mounts.as_array_mut() {
+        list.extend(spec.read_only_mounts.iter().map(|m| {
+            json!({ "destination": m.destination, "type": "bind", "source": m.source, "options": ["rbind", "ro", "nosuid", "nodev"] })
+        }));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -189,15 +205,7 @@ pub fn config(spec: &BundleSpec<'_>) -> Value {
         },
         "root": { "path": spec.rootfs, "readonly": spec.read_only_root },
         "hostname": spec.hostname,
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=65536k"] }
-        ],
+        "mounts": mounts,
         "linux": {
             // No network namespace: instances share the host's, on a serval-assigned
             // loopback port (see ARCHITECTURE.md for the isolated mode).
@@ -285,6 +293,10 @@ mod tests {
             memory_limit: Some(64 << 20),
             cpu_millis: Some(500),
             pids_limit: 128,
+            read_only_mounts: &[crate::ReadOnlyMount {
+                source: "/var/lib/serval/functions/f/abc".into(),
+                destination: "/var/task".into(),
+            }],
         };
         let c = config(&spec);
         assert_eq!(c["process"]["env"], json!(["PATH=/app/bin", "A=user", "PORT=8080"]));
@@ -297,6 +309,9 @@ mod tests {
         let namespaces: Vec<&str> =
             c["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
         assert_eq!(namespaces, ["pid", "ipc", "uts", "mount"]);
+        let task = &c["mounts"].as_array().expect("mounts").last().expect("a mount")["options"];
+        assert_eq!(c["mounts"][7]["destination"], "/var/task");
+        assert_eq!(task, &json!(["rbind", "ro", "nosuid", "nodev"]));
         // It is a valid OCI runtime spec.
         let parsed: Result<oci_spec::runtime::Spec, _> = serde_json::from_value(c);
         assert!(parsed.is_ok(), "{parsed:?}");

@@ -264,6 +264,7 @@ impl Context {
             memory_limit: settings.memory_limit,
             cpu_millis: settings.cpu_millis,
             pids_limit: settings.pids_limit,
+            read_only_mounts: &settings.read_only_mounts,
         });
         if config["process"]["args"].as_array().is_none_or(Vec::is_empty) {
             self.cleanup(&id).await;

@@ -52,6 +52,11 @@ pub struct ServerArgs {
     /// The highest autoscaling.knative.dev/max-scale a revision may ask for (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_scale_limit: u32,
+    /// Run Lambda zips of a runtime in an image (repeatable): RUNTIME is a runtime
+    /// (`python3.12`) or a family (`python3`, `nodejs`), IMAGE has its interpreter on PATH;
+    /// the zip is bound in read-only at /var/task. Without one, zips run on the host.
+    #[arg(long = "lambda-image", value_name = "RUNTIME=IMAGE", value_parser = parse_lambda_image)]
+    pub lambda_images: Vec<(String, String)>,
     /// A trigger's delivery attempt times out after this unless its delivery.timeout says otherwise.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub delivery_timeout: Duration,
@@ -78,6 +83,15 @@ impl AutoscalerArgs {
         defaults.stable_window = self.stable_window;
         defaults.scale_to_zero_grace = self.scale_to_zero_grace;
         defaults.tick = self.autoscaler_tick;
+    }
+}
+
+fn parse_lambda_image(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((runtime, image)) if !runtime.is_empty() && !image.is_empty() => {
+            Ok((runtime.to_string(), image.to_string()))
+        }
+        _ => Err(format!("{s:?} must look like RUNTIME=IMAGE (python3.12=localhost/python:3.12)")),
     }
 }
 
@@ -171,6 +185,7 @@ pub async fn run(args: ServerArgs, global: Global) -> Result<()> {
     config.delivery_timeout = args.delivery_timeout;
     config.max_instances = args.max_instances.unwrap_or_else(|| default_max_instances(open_files)).max(1);
     config.max_scale_limit = args.max_scale_limit;
+    config.lambda_images = args.lambda_images.clone();
     config.connections = serval_platform::ConnectionLimits {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
