@@ -33,14 +33,54 @@ use serval_runtime::{
 };
 use tokio::sync::{oneshot, watch};
 
-/// A request carrying this field is an invocation with its body as the payload (the Lambda
-/// Invoke API's), answered as Invoke answers (200; `X-Amz-Function-Error` on an error);
-/// others are Function URL requests. Its value is the version the invocation runs
-/// (`$LATEST` or a number), as `X-Amz-Executed-Version` and the log's `START` line say.
+/// A request carrying this field, as [`invoke_marker`] writes it, is an invocation with its
+/// body as the payload (the Lambda Invoke API's), answered as Invoke answers (200;
+/// `X-Amz-Function-Error` on an error); others are Function URL requests. It names the
+/// version the invocation runs (`$LATEST` or a number), as `X-Amz-Executed-Version` and the
+/// log's `START` line say, and carries a secret of the server's, so that a caller of a
+/// function's URL cannot pass for the Lambda API.
 pub const INVOKE_HEADER: &str = "x-serval-lambda-invoke";
 /// With [`INVOKE_HEADER`]: the qualifier the caller named (a version or an alias), which
 /// ends the invoked function ARN the runtime is given.
 pub const QUALIFIER_HEADER: &str = "x-serval-lambda-qualifier";
+
+static INVOKE_SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Derives the secret [`INVOKE_HEADER`] carries from `key` (the server's AWS secret key, so
+/// that invocations queued before a restart are still recognised after it); before this is
+/// called, or when it was called already, the secret stays as it is.
+pub fn init_invoke_secret(key: &str) {
+    let digest = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes()),
+        b"serval invoke",
+    );
+    let _ = INVOKE_SECRET.set(digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect());
+}
+
+/// The secret [`INVOKE_HEADER`] carries: [`init_invoke_secret`]'s, else a random one.
+fn invoke_secret() -> &'static str {
+    INVOKE_SECRET.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        // Without the system's randomness (never seen), the time is still not a caller's guess.
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            bytes = nanos.to_le_bytes();
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// The [`INVOKE_HEADER`] value of an invocation that runs `version`.
+pub fn invoke_marker(version: &str) -> String {
+    format!("{version};{}", invoke_secret())
+}
+
+/// The version an [`INVOKE_HEADER`] value names, when this process wrote it.
+fn invoked_version(value: &str) -> Option<&str> {
+    let (version, secret) = value.rsplit_once(';')?;
+    let genuine = aws_lc_rs::constant_time::verify_slices_are_equal(secret.as_bytes(), invoke_secret().as_bytes());
+    (genuine.is_ok() && is_qualifier(version)).then_some(version)
+}
 
 /// A qualifier as Lambda allows one (`$LATEST`, a version number or an alias name), so
 /// that it can go into an ARN.
@@ -381,10 +421,11 @@ impl InProcessHandler for Bridge {
     fn call(&self, request: http::Request<Bytes>) -> BoxFuture<'static, http::Response<Bytes>> {
         let this = self.0.clone();
         let (parts, body) = request.into_parts();
-        let field = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| is_qualifier(v));
-        let raw = parts.headers.contains_key(INVOKE_HEADER);
-        let version = field(INVOKE_HEADER).unwrap_or(&this.settings.version).to_string();
-        let invoked_arn = match field(QUALIFIER_HEADER) {
+        let field = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let invoked = field(INVOKE_HEADER).and_then(invoked_version);
+        let raw = invoked.is_some();
+        let version = invoked.unwrap_or(&this.settings.version).to_string();
+        let invoked_arn = match field(QUALIFIER_HEADER).filter(|q| is_qualifier(q)) {
             Some(qualifier) if raw => format!("{}:{qualifier}", this.settings.arn()),
             _ => this.settings.arn(),
         };
@@ -467,5 +508,19 @@ impl Invoker {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_process_marks_an_invocation() {
+        assert_eq!(invoked_version(&invoke_marker("3")), Some("3"));
+        assert_eq!(invoked_version(&invoke_marker("$LATEST")), Some("$LATEST"));
+        assert_eq!(invoked_version("3;0123456789abcdef0123456789abcdef"), None, "a guessed secret");
+        assert_eq!(invoked_version("1"), None, "no secret");
+        assert_eq!(invoked_version(&invoke_marker("a b")), None, "not a qualifier");
     }
 }

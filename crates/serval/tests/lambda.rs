@@ -107,6 +107,15 @@ async fn a_python_handler_runs_unmodified_behind_a_function_url() {
     let again: Value = client.get(url("/")).send().await.expect("answer").json().await.expect("JSON");
     assert_ne!(again["requestId"], first_id.as_str(), "each invocation has its own id");
 
+    let spoofed = client
+        .post(url("/spoofed"))
+        .header("x-serval-lambda-invoke", "$LATEST;00112233445566778899aabbccddeeff")
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(spoofed.status(), 201, "a caller of the URL cannot pass for the Lambda API's Invoke");
+
     let boom = client.get(url("/boom")).send().await.expect("answer");
     assert_eq!(boom.status(), 502);
     assert_eq!(boom.headers()["x-amz-function-error"], "Unhandled");
@@ -345,6 +354,15 @@ async fn serval_deploy_lambda_zip_creates_then_updates_a_function() {
     assert!(refused.contains("goes with --source or --lambda-zip"), "{refused}");
     let refused = server.fails(&["deploy", "zipfn", "--lambda-zip", &second, "--runtime", "python3.12"]);
     assert!(refused.contains("--handler"), "{refused}");
+
+    // What the Lambda API started (the function's runner and instance) stops with the server.
+    let mut server = server;
+    let child = &mut server.process.child;
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let stopped = eventually("the server stops on SIGTERM", Duration::from_secs(15), async || {
+        child.try_wait().ok().flatten().map(|_| ())
+    });
+    stopped.await;
 }
 
 const NODE_HANDLER: &str = r#"exports.handler = async (event, context) => {

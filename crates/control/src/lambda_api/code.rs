@@ -281,11 +281,7 @@ fn revision_state(revision: &Revision) -> (&'static str, String) {
 pub fn configuration(name: &str, meta: &FunctionMeta, version: &str, runs: &Runs<'_>, revision_id: &str) -> Value {
     let container = runs.spec().containers.first().cloned().unwrap_or_default();
     let (state, last_update) = runs.state();
-    let published = meta.version(version);
-    let (description, code_size, code_sha256, last_modified) = match published {
-        Some(v) => (&v.description, v.code_size, &v.code_sha256, &v.last_modified),
-        None => (&meta.description, meta.code_size, &meta.code_sha256, &meta.last_modified),
-    };
+    let code = meta.version(version).map_or(&meta.code, |v| &v.code);
     let variables: serde_json::Map<String, Value> = container
         .env
         .iter()
@@ -304,12 +300,12 @@ pub fn configuration(name: &str, meta: &FunctionMeta, version: &str, runs: &Runs
         "Runtime": runs.annotation(serval_model::LAMBDA_RUNTIME),
         "Role": meta.role,
         "Handler": runs.annotation(serval_model::LAMBDA_HANDLER),
-        "CodeSize": code_size,
-        "Description": description,
+        "CodeSize": code.code_size,
+        "Description": code.description,
         "Timeout": runs.spec().timeout_seconds(),
         "MemorySize": memory,
-        "LastModified": last_modified,
-        "CodeSha256": code_sha256,
+        "LastModified": code.last_modified,
+        "CodeSha256": code.code_sha256,
         "Version": version,
         "Environment": {"Variables": variables},
         "RevisionId": revision_id,

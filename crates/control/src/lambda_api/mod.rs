@@ -59,6 +59,10 @@ pub struct LambdaApi {
     images: Vec<(String, String)>,
     /// The data plane in process, for invocations (set once the gateway exists).
     local: OnceLock<LocalClient>,
+    /// The control plane's runtime, where the operations that change functions run: the
+    /// gateway's threads each have a runtime of their own, which stops with the gateway, and
+    /// what a change starts (a revision's runner, its instances) must outlive it.
+    control_runtime: tokio::runtime::Handle,
 }
 
 /// An error in AWS's shape: the status, `x-amzn-ErrorType` and `{"Type", "Message"}`.
@@ -141,8 +145,10 @@ fn input(body: &[u8]) -> Result<Value, AwsError> {
 }
 
 impl LambdaApi {
-    /// The API of `controller`'s functions, their code under its `lambda_code_dir`.
+    /// The API of `controller`'s functions, their code under its `lambda_code_dir`; made on
+    /// the control plane's runtime.
     pub fn new(controller: Arc<Controller>, credentials: Credentials) -> Arc<LambdaApi> {
+        serval_lambda::init_invoke_secret(&credentials.secret_access_key);
         let code_dir = controller.config().lambda_code_dir.clone();
         let images = controller.config().lambda_images.clone();
         Arc::new_cyclic(|this| LambdaApi {
@@ -152,6 +158,7 @@ impl LambdaApi {
             code_dir,
             images,
             local: OnceLock::new(),
+            control_runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -331,12 +338,9 @@ impl LambdaApi {
         });
         let mut service: Service = serde_json::from_value(skeleton).map_err(|e| invalid(e.to_string()))?;
         code::apply_settings(&mut service, input, &self.images)?;
-        let mut meta = FunctionMeta {
-            role: input["Role"].clone(),
-            description: input["Description"].as_str().unwrap_or_default().to_string(),
-            last_modified: code::last_modified(),
-            ..FunctionMeta::default()
-        };
+        let mut meta = FunctionMeta { role: input["Role"].clone(), ..FunctionMeta::default() };
+        meta.code.description = input["Description"].as_str().unwrap_or_default().to_string();
+        meta.code.last_modified = code::last_modified();
         let runtime = input["Runtime"].as_str();
         let code = match (input["PackageType"].as_str(), input["Code"]["ImageUri"].as_str()) {
             (Some("Image") | None, Some(image)) => Code::Image(image.to_string()),
@@ -346,7 +350,7 @@ impl LambdaApi {
                     return Err(code::unsupported(runtime));
                 }
                 let unpacked = code::unpack(&self.code_dir, &name, zip, "Code.ZipFile").await?;
-                (meta.code_size, meta.code_sha256) = (unpacked.size, unpacked.sha256);
+                (meta.code.code_size, meta.code.code_sha256) = (unpacked.size, unpacked.sha256);
                 Code::Dir(unpacked.dir)
             }
         };
@@ -371,17 +375,17 @@ impl LambdaApi {
                     return Err(code::unsupported(runtime.as_deref()));
                 }
                 let unpacked = code::unpack(&self.code_dir, name, zip, "ZipFile").await?;
-                (meta.code_size, meta.code_sha256) = (unpacked.size, unpacked.sha256);
+                (meta.code.code_size, meta.code.code_sha256) = (unpacked.size, unpacked.sha256);
                 Code::Dir(unpacked.dir)
             }
             (None, Some(image)) => {
-                (meta.code_size, meta.code_sha256) = (0, String::new());
+                (meta.code.code_size, meta.code.code_sha256) = (0, String::new());
                 Code::Image(image.to_string())
             }
             _ => return Err(invalid("give one of ZipFile or ImageUri")),
         };
         code::set_code(&mut service, runtime.as_deref(), code, &self.images)?;
-        meta.last_modified = code::last_modified();
+        meta.code.last_modified = code::last_modified();
         meta.store_in(&mut service);
         let service = self.write(service).await?;
         if input["Publish"].as_bool() == Some(true) {
@@ -397,12 +401,12 @@ impl LambdaApi {
         let mut meta = FunctionMeta::of(&service);
         code::apply_settings(&mut service, input, &self.images)?;
         if let Some(description) = input["Description"].as_str() {
-            meta.description = description.to_string();
+            meta.code.description = description.to_string();
         }
         if !input["Role"].is_null() {
             meta.role = input["Role"].clone();
         }
-        meta.last_modified = code::last_modified();
+        meta.code.last_modified = code::last_modified();
         meta.store_in(&mut service);
         let service = self.write(service).await?;
         Ok(json_response(StatusCode::OK, &self.describe(&service, None)?))
@@ -456,11 +460,11 @@ impl LambdaApi {
         }
         let mut meta = FunctionMeta::of(&service);
         if let Some(expected) = input["CodeSha256"].as_str()
-            && expected != meta.code_sha256
+            && expected != meta.code.code_sha256
         {
             return Err(invalid(format!(
                 "CodeSha256 ({expected}) does not match the function's code ({})",
-                meta.code_sha256
+                meta.code.code_sha256
             )));
         }
         let revision = status.latest_ready_revision_name.clone();
@@ -469,13 +473,12 @@ impl LambdaApi {
             Some(number) => number,
             None => {
                 let number = meta.next_version()?;
-                let version = PublishedVersion {
-                    revision,
+                let code = versions::CodeRecord {
                     description: input["Description"].as_str().unwrap_or_default().to_string(),
-                    code_size: meta.code_size,
-                    code_sha256: meta.code_sha256.clone(),
                     last_modified: code::last_modified(),
+                    ..meta.code.clone()
                 };
+                let version = PublishedVersion { revision, code };
                 meta.versions.insert(number, version);
                 meta.store_in(&mut service);
                 service = self.write(service).await?;
@@ -497,8 +500,8 @@ impl LambdaApi {
 
     async fn create_alias(&self, name: &str, input: &Value) -> Result<Response<Full<Bytes>>, AwsError> {
         let alias_name = input["Name"].as_str().ok_or_else(|| invalid("Name is required"))?;
-        let mut service = self.function(name)?;
-        let mut meta = FunctionMeta::of(&service);
+        let service = self.function(name)?;
+        let meta = FunctionMeta::of(&service);
         if meta.aliases.contains_key(alias_name) {
             return Err(conflict(format!("Alias already exists: {}", versions::arn(name, Some(alias_name)))));
         }
@@ -506,12 +509,7 @@ impl LambdaApi {
             return Err(conflict(format!("a function keeps at most {} aliases", versions::MAX_ALIASES)));
         }
         let alias = versions::alias_from(input, None)?;
-        meta.check_alias(alias_name, &alias)?;
-        let answer = versions::alias_configuration(name, alias_name, &alias);
-        meta.aliases.insert(alias_name.to_string(), alias);
-        meta.store_in(&mut service);
-        self.write(service).await?;
-        Ok(json_response(StatusCode::CREATED, &answer))
+        self.put_alias(service, meta, alias_name, alias, StatusCode::CREATED).await
     }
 
     async fn update_alias(
@@ -520,8 +518,8 @@ impl LambdaApi {
         alias_name: &str,
         input: &Value,
     ) -> Result<Response<Full<Bytes>>, AwsError> {
-        let mut service = self.function(name)?;
-        let mut meta = FunctionMeta::of(&service);
+        let service = self.function(name)?;
+        let meta = FunctionMeta::of(&service);
         let current = meta.aliases.get(alias_name).ok_or_else(|| alias_not_found(name, alias_name))?;
         if let Some(expected) = input["RevisionId"].as_str()
             && expected != current.revision_id
@@ -533,12 +531,24 @@ impl LambdaApi {
             ));
         }
         let alias = versions::alias_from(input, Some(current))?;
+        self.put_alias(service, meta, alias_name, alias, StatusCode::OK).await
+    }
+
+    /// Stores an alias, checked, and answers its `AliasConfiguration` with `status`.
+    async fn put_alias(
+        &self,
+        mut service: Service,
+        mut meta: FunctionMeta,
+        alias_name: &str,
+        alias: versions::Alias,
+        status: StatusCode,
+    ) -> Result<Response<Full<Bytes>>, AwsError> {
         meta.check_alias(alias_name, &alias)?;
-        let answer = versions::alias_configuration(name, alias_name, &alias);
+        let answer = versions::alias_configuration(&service.metadata.name, alias_name, &alias);
         meta.aliases.insert(alias_name.to_string(), alias);
         meta.store_in(&mut service);
         self.write(service).await?;
-        Ok(json_response(StatusCode::OK, &answer))
+        Ok(json_response(status, &answer))
     }
 
     /// `Invoke`: through the data plane to the function's instances, as its URL is called;
@@ -571,7 +581,7 @@ impl LambdaApi {
             .ok_or_else(|| aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "starting"))?;
         let mut req = Request::post(format!("/f/{NAMESPACE}/{name}/"))
             .header(http::header::HOST, "lambda.localhost")
-            .header(serval_lambda::INVOKE_HEADER, version.as_str())
+            .header(serval_lambda::INVOKE_HEADER, serval_lambda::invoke_marker(&version))
             .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(qualifier) = qualifier {
             req = req.header(serval_lambda::QUALIFIER_HEADER, qualifier);
@@ -660,7 +670,19 @@ impl serval_gateway::Ingress for LambdaApi {
             let stopping = aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the server is stopping");
             return std::future::ready(stopping.response()).boxed();
         };
-        async move { this.serve(req).await.unwrap_or_else(|e| e.response()) }.boxed()
+        // Invocations stay on the gateway's thread (the data plane); the rest runs on the
+        // control plane's runtime.
+        let path = req.uri().path();
+        if path.ends_with("/invocations") || path.ends_with("/invoke-async") {
+            return async move { this.serve(req).await.unwrap_or_else(|e| e.response()) }.boxed();
+        }
+        let task = self.control_runtime.spawn(async move { this.serve(req).await.unwrap_or_else(|e| e.response()) });
+        async move {
+            task.await.unwrap_or_else(|_| {
+                aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the server is stopping").response()
+            })
+        }
+        .boxed()
     }
 }
 

@@ -24,6 +24,19 @@ pub const LATEST: &str = "$LATEST";
 pub struct FunctionMeta {
     #[serde(default)]
     pub role: Value,
+    /// `$LATEST`'s code.
+    #[serde(flatten)]
+    pub code: CodeRecord,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<u32, PublishedVersion>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, Alias>,
+}
+
+/// What a version's `FunctionConfiguration` says of its code and its last change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CodeRecord {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
@@ -32,10 +45,6 @@ pub struct FunctionMeta {
     pub code_sha256: String,
     #[serde(default)]
     pub last_modified: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub versions: BTreeMap<u32, PublishedVersion>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub aliases: BTreeMap<String, Alias>,
 }
 
 /// A published version: the revision it runs and its code as it was.
@@ -43,14 +52,8 @@ pub struct FunctionMeta {
 #[serde(rename_all = "PascalCase")]
 pub struct PublishedVersion {
     pub revision: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub code_size: u64,
-    #[serde(default)]
-    pub code_sha256: String,
-    #[serde(default)]
-    pub last_modified: String,
+    #[serde(flatten)]
+    pub code: CodeRecord,
 }
 
 /// An alias: a version, and maybe a second one getting a share of the invocations.
@@ -261,7 +264,7 @@ mod tests {
     fn meta() -> FunctionMeta {
         let mut meta = FunctionMeta::default();
         for (n, revision) in [(1, "fn-00001"), (2, "fn-00003")] {
-            meta.versions.insert(n, PublishedVersion { revision: revision.into(), ..PublishedVersion::default() });
+            meta.versions.insert(n, PublishedVersion { revision: revision.into(), code: CodeRecord::default() });
         }
         meta
     }
