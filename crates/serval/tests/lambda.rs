@@ -487,8 +487,9 @@ def handler(event, context):
     if event.get("sleep"):
         time.sleep(event["sleep"])
     if event.get("mark"):
-        with open(event["mark"], "w") as f:
+        with open(event["mark"] + ".tmp", "w") as f:
             f.write(json.dumps(event))
+        os.replace(event["mark"] + ".tmp", event["mark"])
     print("handling", event.get("name"))
     return {"greeting": os.environ["GREETING"] + ", " + event.get("name", "?"), "version": context.function_version}
 ''')
