@@ -488,7 +488,7 @@ def handler(event, context):
         time.sleep(event["sleep"])
     if event.get("mark"):
         with open(event["mark"] + ".tmp", "w") as f:
-            f.write(json.dumps(event))
+            f.write(json.dumps(dict(event, arn=context.invoked_function_arn)))
         os.replace(event["mark"] + ".tmp", event["mark"])
     print("handling", event.get("name"))
     return {"greeting": os.environ["GREETING"] + ", " + event.get("name", "?"), "version": context.function_version}
@@ -522,7 +522,8 @@ for _ in range(300):
     if os.path.exists(mark):
         break
     time.sleep(0.1)
-assert json.load(open(mark))["name"] == "later", "the Event invocation ran"
+marked = json.load(open(mark))
+assert marked["name"] == "later" and marked["arn"].endswith(":function:hello"), "the Event invocation ran"
 
 r = aws.invoke(FunctionName="hello", Payload=json.dumps({"sleep": 10}))
 assert r.get("FunctionError") == "Unhandled", r
@@ -568,6 +569,15 @@ with urllib.request.urlopen(endpoint + "/f/default/v1-hello/") as answer:
 alias = aws.create_alias(FunctionName="hello", Name="live", FunctionVersion="1", Description="production")
 assert alias["AliasArn"].endswith(":function:hello:live") and alias["FunctionVersion"] == "1", alias
 assert greet("hello", "Bo", "live") == ("1", "hi, Bo")
+os.remove(mark)
+r = aws.invoke(FunctionName="hello", Qualifier="live", InvocationType="Event", Payload=json.dumps({"name": "queued", "mark": mark}))
+assert r["StatusCode"] == 202, r
+for _ in range(300):
+    if os.path.exists(mark):
+        break
+    time.sleep(0.1)
+marked = json.load(open(mark))
+assert marked["name"] == "queued" and marked["arn"].endswith(":function:hello:live"), marked
 aws.update_alias(FunctionName="hello", Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}})
 assert aws.get_alias(FunctionName="hello", Name="live")["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.3}}
 counts = {"1": 0, "2": 0}
