@@ -21,14 +21,14 @@ pub use serval_testkit::ServerProcess;
 pub fn release_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
     let path = exe.with_file_name(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "serval", "-p", "serval-echo"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the release binaries failed");
-    }
+    // Always through cargo (a no-op when they are up to date): a release binary left from an
+    // older build would be measured instead of the sources'.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "serval", "-p", "serval-echo"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building the release binaries failed");
     path
 }
 

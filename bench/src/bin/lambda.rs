@@ -78,10 +78,12 @@ spec:
     let credentials = Credentials { access_key_id: id.to_string(), secret_access_key: secret.to_string() };
 
     let port = serval_bench::free_port();
-    let mut direct = std::process::Command::new("python3")
+    let direct = std::process::Command::new("python3")
         .args(["-c", DIRECT, &port.to_string()])
         .spawn()
         .expect("start the direct server");
+    // Stopped however the benchmark ends, a failed assertion included.
+    let _direct = StopOnDrop(direct);
     let client = http_client();
     let gateway = server.gateway;
     let invoke_path = "/2015-03-31/functions/bench/invocations";
@@ -167,8 +169,6 @@ spec:
             p99s[target].push(p99);
         }
     }
-    let _ = direct.kill();
-    let _ = direct.wait();
     let p50: Vec<f64> = p50s.into_iter().map(median_of).collect();
     let p99: Vec<f64> = p99s.into_iter().map(median_of).collect();
     println!();
@@ -186,4 +186,14 @@ spec:
     );
     let verdict = if added <= 100.0 { "PASS" } else { "FAIL" };
     println!("target: Invoke adds <= 100 us p50 over the plain gateway path -> {verdict}");
+}
+
+/// A child process killed when dropped.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
