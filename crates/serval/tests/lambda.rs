@@ -82,13 +82,26 @@ spec:
     )
 }
 
+/// A function of one handler file (`file`: name and text) in its own directory, applied as
+/// a Service with the Lambda protocol, run by `command`.
+fn deploy_handler(server: &Server, name: &str, file: (&str, &str), runtime: &str, handler: &str, command: &str) {
+    let code = server.dir.join(name);
+    std::fs::create_dir_all(&code).expect("dir");
+    std::fs::write(code.join(file.0), file.1).expect("handler");
+    apply(server, &format!("{name}.yaml"), &function_manifest(name, runtime, handler, command, &code));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_handler_runs_unmodified_behind_a_function_url() {
     let server = Server::start(&[]);
-    let code = server.dir.join("pyfn");
-    std::fs::create_dir_all(&code).expect("dir");
-    std::fs::write(code.join("lambda_function.py"), HANDLER).expect("handler");
-    apply(&server, "pyfn.yaml", &function_manifest("pyfn", "python3.12", "lambda_function.handler", "python3", &code));
+    deploy_handler(
+        &server,
+        "pyfn",
+        ("lambda_function.py", HANDLER),
+        "python3.12",
+        "lambda_function.handler",
+        "python3",
+    );
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}/f/default/pyfn{path}", server.gateway);
 
@@ -388,10 +401,7 @@ async fn a_node_handler_runs_unmodified_behind_a_function_url() {
         return support::skip("no node on PATH");
     }
     let server = Server::start(&[]);
-    let code = server.dir.join("nodefn");
-    std::fs::create_dir_all(&code).expect("dir");
-    std::fs::write(code.join("index.js"), NODE_HANDLER).expect("handler");
-    apply(&server, "nodefn.yaml", &function_manifest("nodefn", "nodejs20.x", "index.handler", "node", &code));
+    deploy_handler(&server, "nodefn", ("index.js", NODE_HANDLER), "nodejs20.x", "index.handler", "node");
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}/f/default/nodefn{path}", server.gateway);
     let answer = client.post(url("/baskets")).body("three apples").send().await.expect("answer");
