@@ -54,7 +54,7 @@ pub fn init_invoke_secret(key: &str) {
         &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes()),
         b"serval invoke",
     );
-    let _ = INVOKE_SECRET.set(digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect());
+    let _ = INVOKE_SECRET.set(sigv4::hex(&digest.as_ref()[..16]));
 }
 
 /// The secret [`INVOKE_HEADER`] carries: [`init_invoke_secret`]'s, else a random one.
@@ -66,7 +66,7 @@ fn invoke_secret() -> &'static str {
             let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
             bytes = nanos.to_le_bytes();
         }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        sigv4::hex(&bytes)
     })
 }
 
@@ -95,6 +95,27 @@ pub fn is_qualifier(text: &str) -> bool {
 pub const PYTHON_BOOTSTRAP: &str = include_str!("bootstrap.py");
 /// serval's runtime client for `nodejs*` handlers, run as `node -e`.
 pub const NODE_BOOTSTRAP: &str = include_str!("bootstrap.js");
+
+/// How a runtime whose handlers serval's own client runs is started: the interpreter (a
+/// function's command), the flag that takes a script, and the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeClient {
+    pub interpreter: &'static str,
+    pub flag: &'static str,
+    pub script: &'static str,
+}
+
+/// serval's runtime client for `runtime` (`python…` and `nodejs…`); `None` for runtimes
+/// that bring their own (`provided.*`, images).
+pub fn runtime_client(runtime: &str) -> Option<RuntimeClient> {
+    if runtime.starts_with("python") {
+        Some(RuntimeClient { interpreter: "python3", flag: "-c", script: PYTHON_BOOTSTRAP })
+    } else if runtime.starts_with("nodejs") {
+        Some(RuntimeClient { interpreter: "node", flag: "-e", script: NODE_BOOTSTRAP })
+    } else {
+        None
+    }
+}
 
 /// Errors of the Lambda layer.
 #[derive(Debug, thiserror::Error)]
@@ -174,20 +195,15 @@ impl LambdaRuntime {
         // The platform's variables win over the function's own (as on Lambda).
         spec.env.extend(env);
         spec.readiness = Readiness::Started;
-        let client = match s.runtime.as_deref() {
-            Some(r) if r.starts_with("python") => Some(("-c", PYTHON_BOOTSTRAP)),
-            Some(r) if r.starts_with("nodejs") => Some(("-e", NODE_BOOTSTRAP)),
-            _ => None,
-        };
-        match (client, &mut spec.workload) {
-            (Some((flag, script)), Workload::Process { argv }) => {
+        match (s.runtime.as_deref().and_then(runtime_client), &mut spec.workload) {
+            (Some(client), Workload::Process { argv }) => {
                 argv.truncate(1);
-                argv.extend([flag.to_string(), script.to_string()]);
+                argv.extend([client.flag.to_string(), client.script.to_string()]);
             }
             // A zip run in an image: the image's interpreter runs the client.
-            (Some((flag, script)), Workload::Container(settings)) if !settings.command.is_empty() => {
+            (Some(client), Workload::Container(settings)) if !settings.command.is_empty() => {
                 settings.command.truncate(1);
-                settings.args = vec![flag.to_string(), script.to_string()];
+                settings.args = vec![client.flag.to_string(), client.script.to_string()];
             }
             _ => {}
         }

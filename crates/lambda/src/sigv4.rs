@@ -28,7 +28,8 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -188,7 +189,36 @@ pub fn amz_date(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string().replace(['-', ':'], "")
 }
 
-/// Signs a request (a client's side: the CLI, benchmarks and tests): the `Authorization` value
+/// A request a client signs: what goes into its signature besides the date.
+pub struct ClientRequest<'a> {
+    /// The `Host` it is sent with (`127.0.0.1:8080`).
+    pub host: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// A client's signature of `request` at `at` (the CLI's, the benchmarks'): the
+/// `X-Amz-Date` and `Authorization` values to send with it.
+pub fn sign(
+    request: &ClientRequest<'_>,
+    credentials: &Credentials,
+    region: &str,
+    at: SystemTime,
+) -> Result<(String, String), String> {
+    let date = amz_date(at);
+    let mut headers = http::HeaderMap::new();
+    let value = |text: &str| http::HeaderValue::from_str(text).map_err(|e| format!("{text:?}: {e}"));
+    headers.insert(http::header::HOST, value(request.host)?);
+    headers.insert("x-amz-date", value(&date)?);
+    let ClientRequest { method, path, query, body, .. } = *request;
+    let signed = SignedRequest { method, path, query, headers: &headers, body };
+    let authorization = authorization(&signed, credentials, &date, region)?;
+    Ok((date, authorization))
+}
+
+/// Signs a request (a client's side, see [`sign`]): the `Authorization` value
 /// over `host` and `x-amz-date` (both must be among `request.headers`, `amz_date` the
 /// latter's value) for service `lambda` in `region`.
 pub fn authorization(
@@ -214,6 +244,30 @@ mod tests {
     fn amz_date_is_the_compact_form() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         assert_eq!(amz_date(at), "20150830T123600Z");
+    }
+
+    #[test]
+    fn a_client_signature_verifies() {
+        let credentials = Credentials { access_key_id: "AKID".into(), secret_access_key: "secret".into() };
+        let request = ClientRequest {
+            host: "127.0.0.1:8080",
+            method: "POST",
+            path: "/2015-03-31/functions/f/invocations",
+            query: "Qualifier=live",
+            body: b"{}",
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        let (date, authorization) = sign(&request, &credentials, "us-east-1", at).expect("signs");
+        assert_eq!(date, "20150830T123600Z");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", http::HeaderValue::from_static("127.0.0.1:8080"));
+        headers.insert("x-amz-date", http::HeaderValue::from_str(&date).expect("date"));
+        headers.insert("authorization", http::HeaderValue::from_str(&authorization).expect("authorization"));
+        let received =
+            SignedRequest { method: "POST", path: request.path, query: request.query, headers: &headers, body: b"{}" };
+        assert_eq!(verify(&received, &credentials, at), Ok(()));
+        let other_body = SignedRequest { body: b"{\"x\": 1}", ..received };
+        assert!(verify(&other_body, &credentials, at).is_err(), "the body is signed");
     }
 
     /// AWS's documented example (IAM ListUsers, "Create a signed AWS API request").

@@ -44,7 +44,7 @@ pub async fn unpack(code_dir: &Path, function: &str, zip: &str, field: &str) -> 
         .map_err(|e| invalid(format!("{field} is not base64: {e}")))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &zip);
     let sha256 = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = serval_lambda::sigv4::hex(digest.as_ref());
     let dir = code_dir.join(function).join(hex);
     let size = zip.len() as u64;
     // Named by its digest: code that is there already stays as it is (a version may be
@@ -136,12 +136,10 @@ pub fn set_code(
         Some(_) => PathBuf::from(TASK_ROOT),
         None => dir.clone(),
     };
-    let command = if runtime.starts_with("python3") {
-        "python3".to_string()
-    } else if runtime.starts_with("nodejs") {
-        "node".to_string()
-    } else {
-        root.join("bootstrap").display().to_string()
+    // An interpreter running serval's client, else the zip's own `bootstrap`.
+    let command = match serval_lambda::runtime_client(runtime) {
+        Some(client) => client.interpreter.to_string(),
+        None => root.join("bootstrap").display().to_string(),
     };
     if image.is_some() {
         annotations.insert(serval_model::LAMBDA_CODE.to_string(), dir.display().to_string());

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use serval_lambda::sigv4::{Credentials, SignedRequest, amz_date, authorization};
+use serval_lambda::sigv4::{ClientRequest, Credentials, sign};
 
 use super::DEFAULT_NAMESPACE;
 use super::resources::{DeployArgs, report_deployed};
@@ -41,19 +41,16 @@ impl LambdaClient {
     /// One signed request; `None` when it answers `ResourceNotFoundException`.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Option<Value>> {
         let body = body.map(Value::to_string).unwrap_or_default();
-        let date = amz_date(SystemTime::now());
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::HOST, self.host.parse().context("the gateway's address")?);
-        headers.insert("x-amz-date", date.parse().context("the date")?);
-        let signed =
-            SignedRequest { method: method.as_str(), path, query: "", headers: &headers, body: body.as_bytes() };
-        let signature = authorization(&signed, &self.credentials, &date, REGION).map_err(|e| anyhow!(e))?;
+        let request =
+            ClientRequest { host: &self.host, method: method.as_str(), path, query: "", body: body.as_bytes() };
+        let (date, signature) =
+            sign(&request, &self.credentials, REGION, SystemTime::now()).map_err(|e| anyhow!("signing: {e}"))?;
         let answer = self
             .http
             .request(method, format!("{}{path}", self.gateway))
             .header("x-amz-date", date)
-            .header(http::header::AUTHORIZATION, signature)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::AUTHORIZATION, signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
