@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use serval_bench::events::http_client;
+use serval_bench::events::{HttpClient, http_client};
 use serval_bench::{ServalServer, Summary, arg, median_of};
-use serval_lambda::sigv4::{Credentials, SignedRequest, amz_date, authorization};
+use serval_lambda::sigv4::{ClientRequest, Credentials, sign};
 
 const HANDLER: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
 
@@ -89,12 +89,9 @@ spec:
     let invoke_path = "/2015-03-31/functions/bench/invocations";
     // A request to the Lambda API, signed as boto3 signs.
     let signed = |method: &str, path: &str, query: &str, body: Bytes| -> Request<Full<Bytes>> {
-        let date = amz_date(SystemTime::now());
-        let mut headers = http::HeaderMap::new();
-        headers.insert("host", gateway.to_string().parse().expect("host"));
-        headers.insert("x-amz-date", date.parse().expect("date"));
-        let request = SignedRequest { method, path, query, headers: &headers, body: &body };
-        let auth = authorization(&request, &credentials, &date, "us-east-1").expect("sign");
+        let host = gateway.to_string();
+        let request = ClientRequest { host: &host, method, path, query, body: &body };
+        let (date, auth) = sign(&request, &credentials, "us-east-1", SystemTime::now()).expect("sign");
         let target = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
         Request::builder()
             .method(method)
@@ -114,37 +111,15 @@ spec:
         }
     };
     // Version 1 and the alias `live` naming it, for Invoke by alias (once the function is ready).
-    let began = Instant::now();
-    loop {
-        let published = client.request(signed("POST", "/2015-03-31/functions/bench/versions", "", Bytes::new())).await;
-        if let Ok(resp) = published {
-            let status = resp.status();
-            let _ = resp.into_body().collect().await;
-            if status == 201 {
-                break;
-            }
-        }
-        assert!(began.elapsed() < Duration::from_secs(60), "PublishVersion never succeeded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let publish = || signed("POST", "/2015-03-31/functions/bench/versions", "", Bytes::new());
+    until_status(&client, publish, 201, "PublishVersion").await;
     let alias = Bytes::from_static(br#"{"Name": "live", "FunctionVersion": "1"}"#);
     let resp = client.request(signed("POST", "/2015-03-31/functions/bench/aliases", "", alias)).await.expect("alias");
     assert_eq!(resp.status(), 201, "CreateAlias");
     let _ = resp.into_body().collect().await;
     // Warm up every path (and wait for the direct server and the function).
     for target in 0..4 {
-        let began = Instant::now();
-        loop {
-            if let Ok(resp) = client.request(make(target)).await {
-                let status = resp.status();
-                let _ = resp.into_body().collect().await;
-                if status == 200 {
-                    break;
-                }
-            }
-            assert!(began.elapsed() < Duration::from_secs(60), "target {target} never answered 200");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_status(&client, || make(target), 200, &format!("target {target}")).await;
     }
     let names = ["direct Python http.server", "function URL via gateway", "Lambda Invoke API", "Invoke of an alias"];
     let mut p50s = vec![Vec::new(); 4];
@@ -186,6 +161,22 @@ spec:
     );
     let verdict = if added <= 100.0 { "PASS" } else { "FAIL" };
     println!("target: Invoke adds <= 100 us p50 over the plain gateway path -> {verdict}");
+}
+
+/// Sends the request `make` gives until it answers `status`, for a minute at most.
+async fn until_status(client: &HttpClient, make: impl Fn() -> Request<Full<Bytes>>, status: u16, what: &str) {
+    let began = Instant::now();
+    loop {
+        if let Ok(resp) = client.request(make()).await {
+            let answered = resp.status();
+            let _ = resp.into_body().collect().await;
+            if answered == status {
+                return;
+            }
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "{what} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A child process killed when dropped.

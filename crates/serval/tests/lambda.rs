@@ -487,6 +487,14 @@ def client(secret=secret):
                         aws_access_key_id=key, aws_secret_access_key=secret,
                         config=botocore.config.Config(retries={"max_attempts": 1}, read_timeout=30))
 aws = client()
+
+def marked_event():
+    """What the handler wrote to `mark` for an Event invocation (waiting up to 30 s for it)."""
+    for _ in range(300):
+        if os.path.exists(mark):
+            break
+        time.sleep(0.1)
+    return json.load(open(mark))
 code = io.BytesIO()
 with zipfile.ZipFile(code, "w") as z:
     z.writestr("lambda_function.py", '''
@@ -528,11 +536,7 @@ assert aws.invoke(FunctionName="hello", InvocationType="DryRun")["StatusCode"] =
 
 r = aws.invoke(FunctionName="hello", InvocationType="Event", Payload=json.dumps({"name": "later", "mark": mark}))
 assert r["StatusCode"] == 202, r
-for _ in range(300):
-    if os.path.exists(mark):
-        break
-    time.sleep(0.1)
-marked = json.load(open(mark))
+marked = marked_event()
 assert marked["name"] == "later" and marked["arn"].endswith(":function:hello"), "the Event invocation ran"
 
 r = aws.invoke(FunctionName="hello", Payload=json.dumps({"sleep": 10}))
@@ -582,11 +586,7 @@ assert greet("hello", "Bo", "live") == ("1", "hi, Bo")
 os.remove(mark)
 r = aws.invoke(FunctionName="hello", Qualifier="live", InvocationType="Event", Payload=json.dumps({"name": "queued", "mark": mark}))
 assert r["StatusCode"] == 202, r
-for _ in range(300):
-    if os.path.exists(mark):
-        break
-    time.sleep(0.1)
-marked = json.load(open(mark))
+marked = marked_event()
 assert marked["name"] == "queued" and marked["arn"].endswith(":function:hello:live"), marked
 aws.update_alias(FunctionName="hello", Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}})
 assert aws.get_alias(FunctionName="hello", Name="live")["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.3}}
