@@ -63,6 +63,15 @@ enum Key {
 }
 
 impl Key {
+    /// The key of an event of a batch (NATS and Kafka scenarios only).
+    fn of_batched(self, event: &BatchedEvent) -> Option<u64> {
+        match self {
+            Key::NatsSequence => event.natsstreamsequence?.parse::<u64>().ok()?.checked_sub(1),
+            Key::KafkaOffset => event.id?.rsplit_once(':')?.1.parse().ok(),
+            Key::RowId | Key::FileName => None,
+        }
+    }
+
     fn of(self, req: &hyper::http::request::Parts, body: &[u8]) -> Option<u64> {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
         match self {
@@ -75,6 +84,18 @@ impl Key {
             }
         }
     }
+}
+
+/// The attributes of an event in a batch that the subscriber looks at (the rest, data
+/// included, is skipped unparsed: the subscriber should cost little).
+#[derive(serde::Deserialize)]
+struct BatchedEvent<'a> {
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    round: Option<&'a str>,
+    #[serde(borrow)]
+    natsstreamsequence: Option<&'a str>,
 }
 
 /// What the subscriber received in one round.
@@ -91,13 +112,33 @@ struct Tally {
 }
 
 impl Tally {
+    /// Records a request: one event in binary mode, or a batch.
     fn record(&self, nanos: u64, parts: &hyper::http::request::Parts, body: &[u8]) {
+        let batched = parts
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/cloudevents-batch+json"));
+        if batched {
+            let events: Vec<BatchedEvent> = serde_json::from_slice(body).unwrap_or_default();
+            for event in &events {
+                if self.round.as_deref().is_none_or(|r| event.round == Some(r)) {
+                    self.count(nanos, self.key.of_batched(event));
+                }
+            }
+            return;
+        }
         if let Some(round) = &self.round
             && parts.headers.get("ce-round").and_then(|v| v.to_str().ok()) != Some(round.as_str())
         {
             return;
         }
-        let Some(key) = self.key.of(parts, body) else { return };
+        self.count(nanos, self.key.of(parts, body));
+    }
+
+    /// Counts the arrival of the event with `key`.
+    fn count(&self, nanos: u64, key: Option<u64>) {
+        let Some(key) = key else { return };
         let Some(slot) = key.checked_sub(self.first).and_then(|i| self.arrivals.get(i as usize)) else { return };
         self.total.fetch_add(1, Ordering::Relaxed);
         if slot.compare_exchange(0, nanos.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
@@ -396,7 +437,12 @@ async fn nats_raw(js: &jetstream::Context, sink: &Sink, round: usize, n: usize) 
     let mut first = None;
     let mut count = 0;
     while count < n {
-        let message = messages.next().await.expect("a message").expect("a message, not an error");
+        let message = match messages.next().await.expect("a message") {
+            Ok(message) => message,
+            // On a busy machine the client may miss the server's heartbeat; it goes on.
+            Err(e) if e.kind() == jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat => continue,
+            Err(e) => panic!("a message, not an error: {e}"),
+        };
         first.get_or_insert_with(|| sink.now());
         message.ack().await.expect("ack");
         count += 1;
@@ -902,17 +948,36 @@ async fn files_scenario(server: &ServalServer, sink: &Sink, rounds: usize, files
 // ---------------------------------------------------------------------------------------
 
 /// `--unordered`: the NATS and Kafka sources are annotated `serval.dev/delivery-order:
-/// unordered` (several events posted at once).
+/// unordered` (several requests at once).
 static UNORDERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--batch N`: the NATS and Kafka sources are annotated `serval.dev/delivery-batch-size:
+/// N` (N events per request); 1: one event per request.
+static BATCH: AtomicU64 = AtomicU64::new(1);
 
-/// The metadata lines a source manifest adds for `--unordered`.
-fn delivery_order() -> &'static str {
-    if UNORDERED.load(Ordering::Relaxed) { "  annotations:\n    serval.dev/delivery-order: unordered\n" } else { "" }
+/// The metadata lines a source manifest adds for `--unordered` and `--batch`.
+fn delivery_order() -> String {
+    let mut annotations = String::new();
+    if UNORDERED.load(Ordering::Relaxed) {
+        annotations.push_str("    serval.dev/delivery-order: unordered\n");
+    }
+    let batch = BATCH.load(Ordering::Relaxed);
+    if batch > 1 {
+        annotations.push_str(&format!("    serval.dev/delivery-batch-size: \"{batch}\"\n"));
+    }
+    if annotations.is_empty() { annotations } else { format!("  annotations:\n{annotations}") }
 }
 
-/// How a scenario's name says the delivery order.
-fn order_label() -> &'static str {
-    if UNORDERED.load(Ordering::Relaxed) { ", unordered" } else { "" }
+/// How a scenario's name says the delivery order and batches.
+fn order_label() -> String {
+    let mut label = String::new();
+    if UNORDERED.load(Ordering::Relaxed) {
+        label.push_str(", unordered");
+    }
+    let batch = BATCH.load(Ordering::Relaxed);
+    if batch > 1 {
+        label.push_str(&format!(", batches of {batch}"));
+    }
+    label
 }
 
 #[tokio::main]
@@ -930,8 +995,9 @@ async fn main() {
             "--files" => files = number(args.next(), "--files F"),
             "--only" => only = args.next(),
             "--unordered" => UNORDERED.store(true, Ordering::Relaxed),
+            "--batch" => BATCH.store(number(args.next(), "--batch N") as u64, Ordering::Relaxed),
             other => panic!(
-                "unknown argument {other} (use --rounds R --messages N --seconds S --files F --only nats|kafka|postgres|files --unordered)"
+                "unknown argument {other} (use --rounds R --messages N --seconds S --files F --only nats|kafka|postgres|files --unordered --batch N)"
             ),
         }
     }

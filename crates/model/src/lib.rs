@@ -73,11 +73,11 @@ pub use service::{
     parse_memory, revision_name,
 };
 pub use sources::{
-    API_SERVER_MODES, ApiServerResource, ApiServerSource, ApiServerSourceSpec, CeOverrides, DELIVERY_ORDER, FileSource,
-    FileSourceSpec, INSTANCE_EVENTS_KIND, KAFKA_SOURCE_API_VERSION, KNATIVE_DELIVERY_ORDER, KafkaSource,
-    KafkaSourceSpec, MAX_SOURCE_LIST, NatsSource, NatsSourceSpec, PostgresSource, PostgresSourceSpec,
-    SERVAL_SOURCES_API_VERSION, Source, SourceSpec, SourceStatus, WebhookSecret, WebhookSource, WebhookSourceSpec,
-    delivers_unordered, validate_source, watchable_kinds,
+    API_SERVER_MODES, ApiServerResource, ApiServerSource, ApiServerSourceSpec, CeOverrides, DELIVERY_BATCH_SIZE,
+    DELIVERY_ORDER, FileSource, FileSourceSpec, INSTANCE_EVENTS_KIND, KAFKA_SOURCE_API_VERSION, KNATIVE_DELIVERY_ORDER,
+    KafkaSource, KafkaSourceSpec, MAX_DELIVERY_BATCH_SIZE, MAX_SOURCE_LIST, NatsSource, NatsSourceSpec, PostgresSource,
+    PostgresSourceSpec, SERVAL_SOURCES_API_VERSION, Source, SourceSpec, SourceStatus, WebhookSecret, WebhookSource,
+    WebhookSourceSpec, delivers_unordered, delivery_batch_size, validate_source, watchable_kinds,
 };
 pub use validate::{
     FieldError, MAX_SERVICE_NAME, ScaleLimits, ValidationError, check_scale_limits, parse_duration, validate_name,

@@ -418,6 +418,28 @@ pub fn delivers_unordered(meta: &ObjectMeta) -> Result<bool, FieldError> {
     Ok(unordered)
 }
 
+/// The annotation that makes a source post its events to an HTTP sink in batches of up to
+/// this many, as one `application/cloudevents-batch+json` request each (the CloudEvents
+/// HTTP binding's batched mode; AWS Lambda's `BatchSize` of an event source mapping). The
+/// sink must take that content type; without the annotation each event is a request.
+pub const DELIVERY_BATCH_SIZE: &str = "serval.dev/delivery-batch-size";
+/// The largest batch a source may post at once.
+pub const MAX_DELIVERY_BATCH_SIZE: usize = 1000;
+
+/// How many events a source posts in one request (see [`DELIVERY_BATCH_SIZE`]): 1 without
+/// the annotation; the error names it when it is not an integer from 1 to
+/// [`MAX_DELIVERY_BATCH_SIZE`].
+pub fn delivery_batch_size(meta: &ObjectMeta) -> Result<usize, FieldError> {
+    let Some(value) = meta.annotations.get(DELIVERY_BATCH_SIZE) else { return Ok(1) };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_DELIVERY_BATCH_SIZE).contains(&n) => Ok(n),
+        _ => Err(FieldError {
+            field: format!("metadata.annotations[{DELIVERY_BATCH_SIZE}]"),
+            message: format!("{value:?} must be an integer from 1 to {MAX_DELIVERY_BATCH_SIZE}"),
+        }),
+    }
+}
+
 /// Checks a source: identity, the kind's spec, the sink's shape, the overrides' names.
 pub fn validate_source<S: SourceSpec>(
     source: &Source<S>,
@@ -436,6 +458,9 @@ pub fn validate_source<S: SourceSpec>(
     }
     source.spec.check(&mut errors);
     if let Err(e) = delivers_unordered(&source.metadata) {
+        errors.push(e);
+    }
+    if let Err(e) = delivery_batch_size(&source.metadata) {
         errors.push(e);
     }
     crate::check_destination_shape(source.spec.sink(), "spec.sink", &mut errors);
@@ -531,6 +556,15 @@ mod tests {
         unordered.metadata.annotations.insert(DELIVERY_ORDER.into(), "sometimes".into());
         let fields: Vec<String> = unordered.validate().expect_err("bad").errors.into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["metadata.annotations[serval.dev/delivery-order]"]);
+        let mut batched = kafka.clone();
+        assert_eq!(delivery_batch_size(&batched.metadata), Ok(1));
+        batched.metadata.annotations.insert(DELIVERY_BATCH_SIZE.into(), "250".into());
+        assert_eq!(delivery_batch_size(&batched.metadata), Ok(250));
+        for bad in ["0", "1001", "many", "-3"] {
+            batched.metadata.annotations.insert(DELIVERY_BATCH_SIZE.into(), bad.into());
+            let fields: Vec<String> = batched.validate().expect_err(bad).errors.into_iter().map(|e| e.field).collect();
+            assert_eq!(fields, ["metadata.annotations[serval.dev/delivery-batch-size]"], "{bad}");
+        }
         assert_eq!(warnings.len(), 1, "the Kubernetes Service sink is named: {warnings:?}");
     }
 }

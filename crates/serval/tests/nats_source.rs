@@ -184,11 +184,18 @@ fn header<'a>(r: &'a support::Received, name: &str) -> Option<&'a str> {
     r.headers.get(name).map(String::as_str)
 }
 
-/// How often each stream sequence arrived.
+/// How often each stream sequence arrived (one event per request, or batches).
 fn sequences(sink: &Subscriber) -> HashMap<u64, usize> {
     let mut counts = HashMap::new();
     for r in sink.received() {
-        if let Some(seq) = header(&r, "ce-natsstreamsequence").and_then(|s| s.parse().ok()) {
+        if header(&r, "content-type").is_some_and(|t| t.starts_with("application/cloudevents-batch+json")) {
+            let batch: Vec<Value> = serde_json::from_slice(&r.body).expect("a batch is a JSON array");
+            for event in batch {
+                let seq = &event["natsstreamsequence"];
+                let seq = seq.as_u64().or_else(|| seq.as_str()?.parse().ok()).expect("a sequence in each event");
+                *counts.entry(seq).or_default() += 1;
+            }
+        } else if let Some(seq) = header(&r, "ce-natsstreamsequence").and_then(|s| s.parse().ok()) {
             *counts.entry(seq).or_default() += 1;
         }
     }
@@ -277,6 +284,11 @@ async fn no_message_is_lost_across_kill_9_when_delivered_unordered() {
     no_message_lost_across_kill_9("  annotations:\n    serval.dev/delivery-order: unordered\n").await;
 }
 
+#[tokio::test]
+async fn no_message_is_lost_across_kill_9_when_delivered_in_batches() {
+    no_message_lost_across_kill_9("  annotations:\n    serval.dev/delivery-batch-size: \"50\"\n").await;
+}
+
 /// 2 000 messages, the server killed after some were delivered: all arrive after the restart.
 async fn no_message_lost_across_kill_9(metadata: &str) {
     let Some(bin) = nats_server_bin() else { return };
@@ -295,7 +307,7 @@ async fn no_message_lost_across_kill_9(metadata: &str) {
     }
     apply_source_with(&server, "durable", &nats, "EVENTS", None, &sink.url, metadata);
     eventually("some messages delivered", Duration::from_secs(20), async || {
-        (sink.received().len() >= 300).then_some(())
+        (sequences(&sink).len() >= 300).then_some(())
     })
     .await;
     server.kill9();
@@ -308,8 +320,17 @@ async fn no_message_lost_across_kill_9(metadata: &str) {
     })
     .await;
     assert!((1..=produced).all(|seq| counts.contains_key(&seq)), "sequences 1..={produced}");
-    if !metadata.is_empty() {
+    if metadata.contains("unordered") {
         assert!(sink.max_in_flight() > 1, "unordered delivery posts several events at once");
+    }
+    if metadata.contains("batch-size") {
+        let requests = sink.received();
+        let batched = |r: &support::Received| {
+            header(r, "content-type").is_some_and(|t| t.starts_with("application/cloudevents-batch+json"))
+        };
+        assert!(requests.iter().all(batched), "every request is a batch");
+        let largest = requests.iter().map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).expect("a batch").len());
+        assert_eq!(largest.max(), Some(50), "batches of up to 50 events");
     }
     let delivered: usize = counts.values().sum();
     println!(

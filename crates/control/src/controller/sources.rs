@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use serval_dispatch::DispatchError;
-use serval_dispatch::sources::{SourcePlan, SourceTask};
+use serval_dispatch::sources::{SinkDelivery, SourcePlan, SourceTask};
 use serval_model::{
     ApiServerSource, Condition, ConditionStatus, PingSource, Resource, Source, SourceSpec, WebhookSource,
 };
@@ -36,7 +36,7 @@ impl Controller {
                 name: s.metadata.name.clone(),
                 sink,
                 overrides: Vec::new(),
-                in_flight: 1,
+                delivery: SinkDelivery::default(),
                 task: Arc::new(task),
             };
             plans.push((plan, serde_json::to_string(&s.spec).unwrap_or_default()));
@@ -66,7 +66,7 @@ impl Controller {
                 name: source.metadata.name.clone(),
                 sink,
                 overrides: overrides(&source.spec),
-                in_flight: in_flight(&source.metadata),
+                delivery: delivery(&source.metadata),
                 task,
             };
             plans.push((plan, serde_json::to_string(&source.spec).unwrap_or_default()));
@@ -119,7 +119,7 @@ impl Controller {
                 name: source.metadata.name.clone(),
                 sink,
                 overrides: overrides(&source.spec),
-                in_flight: in_flight(&source.metadata),
+                delivery: delivery(&source.metadata),
                 task,
             };
             plans.push((plan, fingerprint));
@@ -140,7 +140,7 @@ impl Controller {
                 name: source.metadata.name.clone(),
                 sink,
                 overrides: overrides(&source.spec),
-                in_flight: in_flight(&source.metadata),
+                delivery: delivery(&source.metadata),
                 task,
             };
             plans.push((plan, serde_json::to_string(&source.spec).unwrap_or_default()));
@@ -222,10 +222,16 @@ where
 /// Events an unordered source posts at once to an HTTP sink.
 const UNORDERED_IN_FLIGHT: usize = 32;
 
-/// How many events a source posts at once (`serval.dev/delivery-order: unordered`, or
-/// Knative's `kafka.eventing.knative.dev/delivery.order`), else one after the other.
-fn in_flight(meta: &serval_model::ObjectMeta) -> usize {
-    if serval_model::delivers_unordered(meta).unwrap_or(false) { UNORDERED_IN_FLIGHT } else { 1 }
+/// How a source posts to an HTTP sink: several requests at once when unordered
+/// (`serval.dev/delivery-order: unordered`, or Knative's
+/// `kafka.eventing.knative.dev/delivery.order`), else one after the other; each request
+/// one event, or a batch (`serval.dev/delivery-batch-size`).
+fn delivery(meta: &serval_model::ObjectMeta) -> SinkDelivery {
+    let unordered = serval_model::delivers_unordered(meta).unwrap_or(false);
+    SinkDelivery {
+        in_flight: if unordered { UNORDERED_IN_FLIGHT } else { 1 },
+        batch: serval_model::delivery_batch_size(meta).unwrap_or(1),
+    }
 }
 
 /// A source's `spec.ceOverrides.extensions`.

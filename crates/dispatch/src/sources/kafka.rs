@@ -44,8 +44,8 @@ pub const KEY_EXTENSION: &str = "key";
 pub const HEADER_PREFIX: &str = "kafkaheader";
 /// Longest header name (letters and digits) carried as an extension.
 const MAX_HEADER_NAME: usize = 20;
-/// Most records delivered before their offset is stored (a fetch may bring many more):
-/// what a crash may deliver again, per partition.
+/// Most records delivered before their offset is stored (a fetch may bring many more), or
+/// what the sink takes at once when more: what a crash may deliver again, per partition.
 const BATCH: usize = 100;
 /// Most bytes one fetch asks for.
 const FETCH_BYTES: i32 = 1_000_000;
@@ -346,7 +346,7 @@ impl KafkaTask {
                 lags.set(context, &partition.key, u64::try_from(high_watermark - offset).unwrap_or(0));
                 continue;
             }
-            for batch in records.chunks(BATCH) {
+            for batch in records.chunks(BATCH.max(context.sink.at_once())) {
                 let Some(last) = batch.last().map(|r| r.offset) else { continue };
                 let events: Vec<CloudEvent> =
                     batch.iter().map(|r| event_of(&source, &partition.topic, partition.partition, r)).collect();

@@ -142,9 +142,24 @@ pub struct SourcePlan {
     pub sink: Resolved,
     /// `spec.ceOverrides.extensions`, set on every event.
     pub overrides: Vec<(String, String)>,
-    /// Events posted at once to an HTTP sink: 1 keeps them in order.
-    pub in_flight: usize,
+    pub delivery: SinkDelivery,
     pub task: Arc<dyn SourceTask>,
+}
+
+/// How a source posts its events to an HTTP sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkDelivery {
+    /// Requests in flight at once: 1 keeps the events in order.
+    pub in_flight: usize,
+    /// Events per request: more than 1 posts them as `application/cloudevents-batch+json`.
+    pub batch: usize,
+}
+
+impl Default for SinkDelivery {
+    /// One event per request, one request at a time.
+    fn default() -> Self {
+        SinkDelivery { in_flight: 1, batch: 1 }
+    }
 }
 
 impl SourcePlan {
@@ -293,7 +308,7 @@ pub struct SourceSink {
     dispatchers: Arc<Dispatchers>,
     sink: Resolved,
     overrides: Arc<Vec<(String, String)>>,
-    in_flight: usize,
+    delivery: SinkDelivery,
     health: Arc<SourceHealth>,
     what: Arc<str>,
 }
@@ -304,11 +319,18 @@ impl SourceSink {
         &self.sink.url
     }
 
+    /// The most events posted at once (a batch per request in flight): a source reading
+    /// many at once hands [`Self::deliver`] at least this many, so that the requests fill.
+    pub fn at_once(&self) -> usize {
+        self.delivery.batch.max(1) * self.delivery.in_flight.max(1)
+    }
+
     /// Delivers `events`, each until the sink accepts it (2xx), backing off between
-    /// attempts and never giving up: to an HTTP sink in order, or (`in_flight` > 1, an
-    /// unordered source) that many at a time; a sink that is one of serval's logs takes
-    /// them all in one commit. `Err(Stopped)` when the source is stopped first (what was
-    /// not accepted is delivered again by the next run, from the stored position).
+    /// attempts and never giving up: to an HTTP sink one request per event (or per batch
+    /// of [`SinkDelivery::batch`]), in order, or (an unordered source) that many requests
+    /// at a time; a sink that is one of serval's logs takes them all in one commit.
+    /// `Err(Stopped)` when the source is stopped first (what was not accepted is delivered
+    /// again by the next run, from the stored position).
     pub async fn deliver(&self, events: Vec<CloudEvent>, stopped: &mut watch::Receiver<bool>) -> Result<(), Stopped> {
         let events: Vec<CloudEvent> = events.into_iter().map(|e| self.overridden(e)).collect();
         let count = events.len() as u64;
@@ -320,24 +342,19 @@ impl SourceSink {
                     self.refused(&format!("{}: {e}", log.describe()), &mut backoff, stopped).await?;
                 }
             }
-            Target::Http(url) if self.in_flight > 1 => {
-                let mut waiting = events.iter();
+            Target::Http(url) => {
+                let mut waiting = events.chunks(self.delivery.batch.max(1));
                 let mut posting = futures_util::stream::FuturesUnordered::new();
                 loop {
-                    while posting.len() < self.in_flight
-                        && let Some(event) = waiting.next()
+                    while posting.len() < self.delivery.in_flight.max(1)
+                        && let Some(batch) = waiting.next()
                     {
-                        posting.push(self.post_until_accepted(url, event, stopped.clone()));
+                        posting.push(self.post_until_accepted(url, batch, stopped.clone()));
                     }
                     match posting.next().await {
                         Some(posted) => posted?,
                         None => break,
                     }
-                }
-            }
-            Target::Http(url) => {
-                for event in &events {
-                    self.post_until_accepted(url, event, stopped.clone()).await?;
                 }
             }
         }
@@ -348,16 +365,32 @@ impl SourceSink {
         Ok(())
     }
 
-    /// Posts one event until the sink accepts it (2xx), backing off between attempts.
+    /// Posts events (one in binary mode, or a batch) until the sink accepts them (2xx),
+    /// backing off between attempts.
     async fn post_until_accepted(
         &self,
         url: &crate::delivery::DeliveryUrl,
-        event: &CloudEvent,
+        events: &[CloudEvent],
         mut stopped: watch::Receiver<bool>,
     ) -> Result<(), Stopped> {
         let mut backoff = Backoff::default();
+        // `events` is never empty (a chunk of a delivery); a sink that takes batches gets
+        // every request as one, even of one event.
+        let batch = (self.delivery.batch > 1).then(|| serval_eventing::encode_batch(events));
         loop {
-            let (outcome, body, _) = self.dispatchers.post(url, event, false, Some(SINK_TIMEOUT), false).await;
+            let (outcome, body) = match &batch {
+                Some((headers, body)) => {
+                    match self.dispatchers.post_raw(url, headers.clone(), body.clone(), Some(SINK_TIMEOUT)).await {
+                        Some(answer) => (Outcome::Status(answer.status, None), answer.body),
+                        None => (Outcome::NoResponse, bytes::Bytes::new()),
+                    }
+                }
+                None => {
+                    let (outcome, body, _) =
+                        self.dispatchers.post(url, &events[0], false, Some(SINK_TIMEOUT), false).await;
+                    (outcome, body)
+                }
+            };
             let why = match outcome {
                 Outcome::Status(200..=299, _) => return Ok(()),
                 Outcome::Status(code, _) => {
@@ -481,8 +514,8 @@ impl Sources {
     /// changed ones restart (from their stored positions), gone ones stop.
     pub fn sync(&self, plans: Vec<(SourcePlan, String)>) {
         let wanted = plans.into_iter().map(|(plan, fingerprint)| {
-            // A change of how many events go at once restarts the task too.
-            Wanted { key: plan.key(), fingerprint: format!("{fingerprint}|{}", plan.in_flight), plan }
+            // A change of how the events are posted restarts the task too.
+            Wanted { key: plan.key(), fingerprint: format!("{fingerprint}|{:?}", plan.delivery), plan }
         });
         let wanted: Vec<Wanted<SourcePlan>> = wanted.collect();
         let mut healths = self.healths.lock().unwrap_or_else(|p| p.into_inner());
@@ -509,7 +542,7 @@ impl Sources {
                     dispatchers: self.dispatchers.clone(),
                     sink: plan.sink.clone(),
                     overrides: Arc::new(plan.overrides.clone()),
-                    in_flight: plan.in_flight.max(1),
+                    delivery: plan.delivery,
                     health: health.clone(),
                     what,
                 },

@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,8 +25,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, FromConsumer, Pu
 use async_nats::jetstream::{self, AckKind, ErrorCode};
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, ServerAddr};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use futures_util::{StreamExt, stream};
+use futures_util::future::{BoxFuture, MaybeDone, maybe_done};
+use futures_util::{FutureExt, StreamExt};
 use serval_eventing::{CloudEvent, Data, STRUCTURED_CONTENT_TYPE};
 use serval_model::NatsSource;
 use tokio::sync::{mpsc, watch};
@@ -37,7 +38,8 @@ use crate::DispatchError;
 pub const NATS_EVENT_TYPE: &str = "dev.serval.nats.message";
 /// The extension holding the message's sequence number in the stream.
 pub const SEQUENCE_EXTENSION: &str = "natsstreamsequence";
-/// Most messages fetched, delivered and acknowledged at once.
+/// Most messages fetched, delivered and acknowledged at once (rounded up to a multiple of
+/// what the sink takes at once).
 const BATCH: usize = 256;
 /// How long one fetch waits for a first message (the server answers as soon as there is
 /// one); the lag is refreshed after each empty wait.
@@ -45,17 +47,38 @@ const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// The ack wait of a consumer this source creates: how long after a crash the messages it
 /// held are delivered again.
 const ACK_WAIT: Duration = Duration::from_secs(10);
-/// Acknowledgements sent at once.
-const ACKS_IN_FLIGHT: usize = 64;
 /// How long stopping may wait for the server to take the negative acks of a batch not
 /// delivered (so that the next run gets it at once, not after the ack wait).
 const NAK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long stopping waits for a batch being fetched, to give it back too (when the stream
+/// has messages, they come in less; else there is nothing to give back).
+const PREFETCH_GRACE: Duration = Duration::from_millis(100);
 /// The reasons a NatsSource is not Ready.
 const UNREACHABLE: &str = "NatsUnreachable";
 const STREAM_NOT_FOUND: &str = "StreamNotFound";
 const JETSTREAM_NOT_ENABLED: &str = "JetStreamNotEnabled";
 const CONSUMER_NOT_USABLE: &str = "ConsumerNotUsable";
 const NATS_ERROR: &str = "NatsError";
+
+/// A batch being fetched: the messages there are, up to a number, as soon as there is
+/// one; none after [`FETCH_WAIT`] without any.
+type Fetching = MaybeDone<BoxFuture<'static, Result<Vec<jetstream::Message>, async_nats::Error>>>;
+
+/// Starts fetching the next batch of `consumer` (the request goes out when first polled).
+fn fetching(consumer: &PullConsumer, most: usize) -> Fetching {
+    let consumer = consumer.clone();
+    let fetch = async move {
+        // `no_wait` with an expiry: the server waits up to the expiry for a first message,
+        // then answers with what there is.
+        let mut batch = consumer.fetch().max_messages(most).expires(FETCH_WAIT).messages().await?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message?);
+        }
+        Ok(messages)
+    };
+    maybe_done(fetch.boxed())
+}
 
 /// A NatsSource made ready to run.
 pub struct NatsTask {
@@ -255,11 +278,24 @@ impl NatsTask {
         let mut connection = Connection { task: self, client, events, stopped };
         let consumer = self.bind(&mut connection).await?;
         let ack_wait = consumer.cached_info().config.ack_wait;
+        // Whole requests to the sink (a multiple of what it takes at once), but no more than
+        // half what the server lets the consumer hold unacknowledged (a batch is fetched
+        // while the one before is delivered).
+        let at_once = context.sink.at_once();
+        let most_pending = usize::try_from(consumer.cached_info().config.max_ack_pending).unwrap_or(0);
+        let fetch_size = match BATCH.div_ceil(at_once) * at_once {
+            wanted if most_pending > 1 && wanted > most_pending / 2 => most_pending / 2,
+            wanted => wanted,
+        };
         context.health.set_lag(Some(consumer.cached_info().num_pending));
         context.health.ready();
         backoff.reset();
+        let mut next = Box::pin(fetching(&consumer, fetch_size));
         loop {
-            let messages = self.fetch(&mut connection, &consumer).await?;
+            connection.wait(next.as_mut()).await?;
+            let fetched = next.as_mut().take_output().unwrap_or_else(|| Ok(Vec::new()));
+            let messages = fetched.map_err(|e| connection.failed("fetching messages", e))?;
+            next = Box::pin(fetching(&consumer, fetch_size));
             let Some(last) = messages.last() else {
                 let info = connection
                     .wait(consumer.get_info())
@@ -270,13 +306,20 @@ impl NatsTask {
             };
             let lag = last.info().map(|i| i.pending).ok();
             let events: Vec<CloudEvent> = messages.iter().map(|m| self.event(m)).collect();
-            match self.deliver(context, &mut connection, &messages, events, ack_wait).await {
+            match self.deliver(context, &mut connection, &messages, events, ack_wait, next.as_mut()).await {
                 Ok(()) => {}
                 Err(End::Stopped) => {
-                    // Given back, so that the next run has them at once.
+                    // Given back, with the next batch if it comes at once (an empty stream
+                    // holds a fetch), so that the next run has them at once.
                     let nak = async {
                         for message in &messages {
                             let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
+                        let _ = tokio::time::timeout(PREFETCH_GRACE, &mut next).await;
+                        if let Some(Ok(prefetched)) = next.as_mut().take_output() {
+                            for message in &prefetched {
+                                let _ = message.ack_with(AckKind::Nak(None)).await;
+                            }
                         }
                         let _ = connection.client.flush().await;
                     };
@@ -285,9 +328,16 @@ impl NatsTask {
                 }
                 Err(problem) => return Err(problem),
             }
-            let acks: Vec<_> = messages.iter().map(|m| m.double_ack()).collect();
-            let acked: Vec<_> = connection.wait(stream::iter(acks).buffer_unordered(ACKS_IN_FLIGHT).collect()).await?;
-            if let Some(Err(e)) = acked.into_iter().find(Result::is_err) {
+            // Each message's ack goes out in order on the connection; the server confirms
+            // the last one's after it took the others (a lost ack only means a message
+            // comes again after the ack wait).
+            let acks = async {
+                for message in &messages[..messages.len() - 1] {
+                    message.ack().await?;
+                }
+                last.double_ack().await
+            };
+            if let Err(e) = connection.wait(acks).await? {
                 return Err(connection.failed("acknowledging delivered messages", e));
             }
             if lag.is_some() {
@@ -319,6 +369,9 @@ impl NatsTask {
         let wanted = pull::Config {
             durable_name: Some(self.consumer.clone()),
             filter_subject: self.subject.clone().unwrap_or_default(),
+            // Each message acked (not all before one: after a crash, the messages in
+            // flight come again only after the ack wait, and an ack of a later one would
+            // cover them undelivered).
             ack_policy: AckPolicy::Explicit,
             deliver_policy: DeliverPolicy::All,
             ack_wait: ACK_WAIT,
@@ -375,26 +428,8 @@ impl NatsTask {
         End::Problem(JETSTREAM_NOT_ENABLED, format!("{} does not run JetStream (nats-server -js)", self.shown))
     }
 
-    /// The next batch: the messages there are, up to [`BATCH`], as soon as there is one;
-    /// none after [`FETCH_WAIT`] without any.
-    async fn fetch(
-        &self,
-        connection: &mut Connection<'_>,
-        consumer: &PullConsumer,
-    ) -> Result<Vec<jetstream::Message>, End> {
-        // `no_wait` with an expiry: the server waits up to the expiry for a first
-        // message, then answers with what there is.
-        let request = consumer.fetch().max_messages(BATCH).expires(FETCH_WAIT).messages();
-        let mut batch = connection.wait(request).await?.map_err(|e| connection.failed("fetching messages", e))?;
-        let mut messages = Vec::new();
-        while let Some(message) = connection.wait(batch.next()).await? {
-            messages.push(message.map_err(|e| connection.failed("fetching messages", e))?);
-        }
-        Ok(messages)
-    }
-
-    /// Delivers the events of a batch, telling the server that the work is in progress
-    /// every third of the ack wait.
+    /// Delivers the events of a batch while the next batch is fetched, telling the server
+    /// that the work on both is in progress every third of the ack wait.
     async fn deliver(
         &self,
         context: &SourceContext,
@@ -402,16 +437,23 @@ impl NatsTask {
         messages: &[jetstream::Message],
         events: Vec<CloudEvent>,
         ack_wait: Duration,
+        mut next: Pin<&mut Fetching>,
     ) -> Result<(), End> {
         let every = (ack_wait / 3).max(Duration::from_millis(100));
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let delivery = context.sink.deliver(events, connection.stopped);
         let mut delivery = std::pin::pin!(delivery);
         loop {
+            let fetched = matches!(*next, MaybeDone::Done(_));
             tokio::select! {
                 delivered = &mut delivery => return delivered.map_err(|_| End::Stopped),
+                () = next.as_mut(), if !fetched => {}
                 _ = progress.tick() => {
-                    for message in messages {
+                    let prefetched = match next.as_mut().output_mut() {
+                        Some(Ok(prefetched)) => &prefetched[..],
+                        _ => &[],
+                    };
+                    for message in messages.iter().chain(prefetched) {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
                 }
