@@ -1,7 +1,12 @@
 //! Event sources (issue 17): serval's NatsSource, KafkaSource, PostgresSource and FileSource
 //! delivering to a subscriber in this process, beside baselines measured in the same run.
 //!
-//! `cargo run --release -p serval-bench --bin sources [-- --rounds R --messages N --seconds S --files F]`
+//! `cargo run --release -p serval-bench --bin sources [-- --rounds R --messages N --seconds S --files F
+//! --only nats|kafka|postgres|files --unordered --batch B]`
+//!
+//! `--unordered` and `--batch B` annotate the NATS and Kafka sources with
+//! `serval.dev/delivery-order: unordered` and `serval.dev/delivery-batch-size: B` (B events
+//! per request, as a CloudEvents batch, which the subscriber reads).
 //!
 //! The real systems are started here on 127.0.0.1 and killed when the benchmark ends:
 //! `nats-server -js` (Debian's package), tansu (a Kafka-protocol broker, at `$SERVAL_TANSU`
@@ -11,7 +16,7 @@
 //! the same data, the subscriber only counting events of that round (a `round` extension
 //! set by `ceOverrides`), and alternates which of the two goes first:
 //!
-//! 1. NATS JetStream: N messages (default 20 000) in a stream; the serval NatsSource → the
+//! 1. NATS JetStream: N messages (default 100 000) in a stream; the serval NatsSource → the
 //!    subscriber, against a raw async-nats pull consumer in this process that acks each
 //!    message. Throughput from the start (the raw consumer's creation; the source's `serval
 //!    apply`) to the last message; the time to the first one is printed apart.
@@ -982,7 +987,7 @@ fn order_label() -> String {
 
 #[tokio::main]
 async fn main() {
-    let (mut rounds, mut messages, mut seconds, mut files) = (3usize, 20_000usize, 10u64, 1000usize);
+    let (mut rounds, mut messages, mut seconds, mut files) = (3usize, 100_000usize, 10u64, 1000usize);
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     let number =
