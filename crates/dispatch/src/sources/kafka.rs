@@ -417,9 +417,8 @@ fn event_of(source: &str, topic: &str, partition: i32, record: &RecordAndOffset)
         builder.build()
     };
     // A content type the event cannot carry leaves the data as bytes.
-    let raw = r.value.clone().map(|v| Data::Binary(Bytes::from(v)));
     let built = build(content_type.as_deref(), data)
-        .or_else(|_| build(Some("application/octet-stream"), raw.clone()))
+        .or_else(|_| build(Some("application/octet-stream"), r.value.clone().map(|v| Data::Binary(Bytes::from(v)))))
         .or_else(|_| build(None, None));
     let mut event = match built {
         Ok(event) => event,
@@ -448,16 +447,22 @@ fn event_of(source: &str, topic: &str, partition: i32, record: &RecordAndOffset)
 /// when the value parses as JSON, else bytes.
 fn data_of(content_type: Option<String>, value: Option<&[u8]>) -> (Option<String>, Option<Data>) {
     let Some(value) = value.filter(|v| !v.is_empty()) else { return (content_type, None) };
-    let parsed = || serde_json::from_slice::<serde_json::Value>(value).ok();
+    // Parsed once, only when the value is (or may be) JSON.
+    let mut parsed = None;
     let content_type = match content_type {
         Some(ct) if !ct.is_empty() => ct,
-        _ if parsed().is_some() => "application/json".to_string(),
-        _ => "application/octet-stream".to_string(),
+        _ => match serde_json::from_slice::<serde_json::Value>(value) {
+            Ok(json) => {
+                parsed = Some(json);
+                "application/json".to_string()
+            }
+            Err(_) => "application/octet-stream".to_string(),
+        },
     };
     let kind = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let bytes = || Data::Binary(Bytes::copy_from_slice(value));
     let data = if kind.split_once('/').is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json")) {
-        parsed().map_or_else(bytes, Data::Json)
+        parsed.or_else(|| serde_json::from_slice(value).ok()).map_or_else(bytes, Data::Json)
     } else if kind.starts_with("text/")
         && let Ok(text) = std::str::from_utf8(value)
     {

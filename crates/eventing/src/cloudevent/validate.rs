@@ -63,6 +63,10 @@ pub(crate) fn specversion(value: String) -> Result<(), EventError> {
 /// Unicode noncharacters. (Unpaired surrogates cannot occur in a Rust `str`.)
 pub(crate) fn string_chars(name: &str, value: &str) -> Result<(), EventError> {
     length(name, value)?;
+    // Printable ASCII (nearly every attribute) needs no decoding.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
     match value.chars().find(|&c| c.is_control() || is_noncharacter(c)) {
         Some(c) => Err(invalid(name, format!("contains the disallowed character U+{:04X}", u32::from(c)))),
         None => Ok(()),
@@ -257,6 +261,7 @@ mod tests {
     #[test]
     fn strings_reject_control_characters_and_noncharacters() {
         assert!(string_chars("subject", "héllo wörld 😀").is_ok());
+        assert!(string_chars("id", "partition:0/offset:5 ~").is_ok());
         for bad in ["a\nb", "a\u{0}", "a\u{7f}", "a\u{85}", "a\u{FDD0}", "a\u{FFFE}", "a\u{1FFFF}"] {
             assert!(string_chars("subject", bad).is_err(), "{bad:?}");
         }
