@@ -470,7 +470,7 @@ async fn nats_serval(server: &ServalServer, nats: &NatsServer, sink: &Sink, roun
             "apiVersion: sources.serval.dev/v1alpha1\nkind: NatsSource\nmetadata:\n  name: {name}\n{}spec:\n  \
              servers:\n  - {}\n  stream: BENCH\n  consumer: serval-{name}\n  sink:\n    uri: {}\n  \
              ceOverrides:\n    extensions:\n      round: {name}\n",
-            delivery_order(),
+            delivery_options().0,
             nats.url,
             sink.url()
         ),
@@ -519,7 +519,7 @@ async fn nats_scenario(server: &ServalServer, sink: &Sink, rounds: usize, n: usi
         async |round| nats_serval(server, &nats, sink, round, n).await,
     )
     .await;
-    Some(throughput_row(format!("NATS JetStream, {n} msgs{}", order_label()), &raw, &serval))
+    Some(throughput_row(format!("NATS JetStream, {n} msgs{}", delivery_options().1), &raw, &serval))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -601,7 +601,7 @@ async fn kafka_serval(server: &ServalServer, tansu: &Tansu, sink: &Sink, round: 
             "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: {name}\n{}spec:\n  \
              bootstrapServers:\n  - {}\n  topics:\n  - bench\n  consumerGroup: serval-{name}\n  \
              initialOffset: earliest\n  sink:\n    uri: {}\n  ceOverrides:\n    extensions:\n      round: {name}\n",
-            delivery_order(),
+            delivery_options().0,
             tansu.addr,
             sink.url()
         ),
@@ -655,7 +655,7 @@ async fn kafka_scenario(server: &ServalServer, sink: &Sink, rounds: usize, n: us
         async |round| kafka_serval(server, &tansu, sink, round, n).await,
     )
     .await;
-    Some(throughput_row(format!("Kafka (tansu, 1 partition), {n} records{}", order_label()), &raw, &serval))
+    Some(throughput_row(format!("Kafka (tansu, 1 partition), {n} records{}", delivery_options().1), &raw, &serval))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -959,30 +959,23 @@ static UNORDERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// N` (N events per request); 1: one event per request.
 static BATCH: AtomicU64 = AtomicU64::new(1);
 
-/// The metadata lines a source manifest adds for `--unordered` and `--batch`.
-fn delivery_order() -> String {
-    let mut annotations = String::new();
+/// What `--unordered` and `--batch` add: the metadata lines of a source manifest, and the
+/// words of a scenario's name.
+fn delivery_options() -> (String, String) {
+    let (mut annotations, mut label) = (String::new(), String::new());
     if UNORDERED.load(Ordering::Relaxed) {
         annotations.push_str("    serval.dev/delivery-order: unordered\n");
-    }
-    let batch = BATCH.load(Ordering::Relaxed);
-    if batch > 1 {
-        annotations.push_str(&format!("    serval.dev/delivery-batch-size: \"{batch}\"\n"));
-    }
-    if annotations.is_empty() { annotations } else { format!("  annotations:\n{annotations}") }
-}
-
-/// How a scenario's name says the delivery order and batches.
-fn order_label() -> String {
-    let mut label = String::new();
-    if UNORDERED.load(Ordering::Relaxed) {
         label.push_str(", unordered");
     }
     let batch = BATCH.load(Ordering::Relaxed);
     if batch > 1 {
+        annotations.push_str(&format!("    serval.dev/delivery-batch-size: \"{batch}\"\n"));
         label.push_str(&format!(", batches of {batch}"));
     }
-    label
+    if !annotations.is_empty() {
+        annotations.insert_str(0, "  annotations:\n");
+    }
+    (annotations, label)
 }
 
 #[tokio::main]
