@@ -374,29 +374,21 @@ impl SourceSink {
         mut stopped: watch::Receiver<bool>,
     ) -> Result<(), Stopped> {
         let mut backoff = Backoff::default();
-        // `events` is never empty (a chunk of a delivery); a sink that takes batches gets
-        // every request as one, even of one event.
-        let batch = (self.delivery.batch > 1).then(|| serval_eventing::encode_batch(events));
+        // Encoded once for every attempt. `events` is never empty (a chunk of a delivery); a
+        // sink that takes batches gets every request as one, even of one event.
+        let (headers, body) = match events {
+            [event] if self.delivery.batch <= 1 => serval_eventing::encode_binary(event),
+            _ => serval_eventing::encode_batch(events),
+        };
         loop {
-            let (outcome, body) = match &batch {
-                Some((headers, body)) => {
-                    match self.dispatchers.post_raw(url, headers.clone(), body.clone(), Some(SINK_TIMEOUT)).await {
-                        Some(answer) => (Outcome::Status(answer.status, None), answer.body),
-                        None => (Outcome::NoResponse, bytes::Bytes::new()),
-                    }
-                }
-                None => {
-                    let (outcome, body, _) =
-                        self.dispatchers.post(url, &events[0], false, Some(SINK_TIMEOUT), false).await;
-                    (outcome, body)
-                }
-            };
-            let why = match outcome {
-                Outcome::Status(200..=299, _) => return Ok(()),
-                Outcome::Status(code, _) => {
-                    format!("the sink answered {code}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))
-                }
-                Outcome::NoResponse => "the sink did not answer".to_string(),
+            let why = match self.dispatchers.post_raw(url, headers.clone(), body.clone(), Some(SINK_TIMEOUT)).await {
+                Some(answer) if (200..300).contains(&answer.status) => return Ok(()),
+                Some(answer) => format!(
+                    "the sink answered {}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+                ),
+                None => "the sink did not answer".to_string(),
             };
             self.refused(&why, &mut backoff, &mut stopped).await?;
         }
