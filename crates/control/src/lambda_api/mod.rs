@@ -666,23 +666,21 @@ impl serval_gateway::Ingress for LambdaApi {
     }
 
     fn handle(&self, _rest: String, req: Request<ProxyBody>) -> BoxFuture<'static, Response<Full<Bytes>>> {
+        let stopping =
+            || aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the server is stopping").response();
         let Some(this) = self.this.upgrade() else {
-            let stopping = aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the server is stopping");
-            return std::future::ready(stopping.response()).boxed();
+            return std::future::ready(stopping()).boxed();
         };
         // Invocations stay on the gateway's thread (the data plane); the rest runs on the
         // control plane's runtime.
         let path = req.uri().path();
-        if path.ends_with("/invocations") || path.ends_with("/invoke-async") {
-            return async move { this.serve(req).await.unwrap_or_else(|e| e.response()) }.boxed();
+        let invocation = path.ends_with("/invocations") || path.ends_with("/invoke-async");
+        let serving = async move { this.serve(req).await.unwrap_or_else(|e| e.response()) };
+        if invocation {
+            return serving.boxed();
         }
-        let task = self.control_runtime.spawn(async move { this.serve(req).await.unwrap_or_else(|e| e.response()) });
-        async move {
-            task.await.unwrap_or_else(|_| {
-                aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "the server is stopping").response()
-            })
-        }
-        .boxed()
+        let task = self.control_runtime.spawn(serving);
+        async move { task.await.unwrap_or_else(|_| stopping()) }.boxed()
     }
 }
 
