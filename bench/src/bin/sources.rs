@@ -4,7 +4,7 @@
 //! `cargo run --release -p serval-bench --bin sources [-- --rounds R --messages N --seconds S --files F
 //! --only nats|kafka|postgres|files --unordered --batch B]`
 //!
-//! `--unordered` and `--batch B` annotate the NATS and Kafka sources with
+//! `--unordered` and `--batch B` annotate the NATS, Kafka and file sources with
 //! `serval.dev/delivery-order: unordered` and `serval.dev/delivery-batch-size: B` (B events
 //! per request, as a CloudEvents batch, which the subscriber reads).
 //!
@@ -63,17 +63,18 @@ enum Key {
     KafkaOffset,
     /// `data.row.id`.
     RowId,
-    /// `data.name` `f-<n>.dat`.
+    /// `data.name` (the subject in a batch) `f-<n>.dat`.
     FileName,
 }
 
 impl Key {
-    /// The key of an event of a batch (NATS and Kafka scenarios only).
+    /// The key of an event of a batch (not the PostgreSQL scenario's).
     fn of_batched(self, event: &BatchedEvent) -> Option<u64> {
         match self {
             Key::NatsSequence => event.natsstreamsequence?.parse::<u64>().ok()?.checked_sub(1),
             Key::KafkaOffset => event.id?.rsplit_once(':')?.1.parse().ok(),
-            Key::RowId | Key::FileName => None,
+            Key::FileName => file_number(event.subject?),
+            Key::RowId => None,
         }
     }
 
@@ -83,12 +84,14 @@ impl Key {
             Key::NatsSequence => header("ce-natsstreamsequence")?.parse::<u64>().ok()?.checked_sub(1),
             Key::KafkaOffset => header("ce-id")?.rsplit_once(':')?.1.parse().ok(),
             Key::RowId => serde_json::from_slice::<serde_json::Value>(body).ok()?["row"]["id"].as_u64(),
-            Key::FileName => {
-                let data = serde_json::from_slice::<serde_json::Value>(body).ok()?;
-                data["name"].as_str()?.strip_prefix("f-")?.strip_suffix(".dat")?.parse().ok()
-            }
+            Key::FileName => file_number(serde_json::from_slice::<serde_json::Value>(body).ok()?["name"].as_str()?),
         }
     }
+}
+
+/// n of a file named `f-<n>.dat`.
+fn file_number(name: &str) -> Option<u64> {
+    name.strip_prefix("f-")?.strip_suffix(".dat")?.parse().ok()
 }
 
 /// The attributes of an event in a batch that the subscriber looks at (the rest, data
@@ -101,6 +104,8 @@ struct BatchedEvent<'a> {
     round: Option<&'a str>,
     #[serde(borrow)]
     natsstreamsequence: Option<&'a str>,
+    #[serde(borrow)]
+    subject: Option<&'a str>,
 }
 
 /// What the subscriber received in one round.
@@ -889,9 +894,10 @@ async fn files_round(server: &ServalServer, sink: &Sink, round: usize, files: us
         server,
         &name,
         &format!(
-            "apiVersion: sources.serval.dev/v1alpha1\nkind: FileSource\nmetadata:\n  name: {name}\nspec:\n  \
+            "apiVersion: sources.serval.dev/v1alpha1\nkind: FileSource\nmetadata:\n  name: {name}\n{}spec:\n  \
              path: {}\n  pattern: '*.dat'\n  after: keep\n  sink:\n    uri: {}\n  ceOverrides:\n    \
              extensions:\n      round: {name}\n",
+            delivery_options().0,
             dir.path().display(),
             sink.url()
         ),
@@ -938,7 +944,7 @@ async fn files_scenario(server: &ServalServer, sink: &Sink, rounds: usize, files
     }
     let (w, m, d) = (median(&written), median(&moved), median(&delivered));
     Row {
-        scenario: format!("FileSource, {files} files at once"),
+        scenario: format!("FileSource, {files} files at once{}", delivery_options().1),
         baseline: format!("writing them {w:.1} ms (moving them in {m:.1} ms)"),
         serval: format!(
             "all delivered, last {d:.1} ms after the first move ({:.0} events/s)",
@@ -952,10 +958,10 @@ async fn files_scenario(server: &ServalServer, sink: &Sink, rounds: usize, files
 
 // ---------------------------------------------------------------------------------------
 
-/// `--unordered`: the NATS and Kafka sources are annotated `serval.dev/delivery-order:
+/// `--unordered`: the NATS, Kafka and file sources are annotated `serval.dev/delivery-order:
 /// unordered` (several requests at once).
 static UNORDERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// `--batch N`: the NATS and Kafka sources are annotated `serval.dev/delivery-batch-size:
+/// `--batch N`: the NATS, Kafka and file sources are annotated `serval.dev/delivery-batch-size:
 /// N` (N events per request); 1: one event per request.
 static BATCH: AtomicU64 = AtomicU64::new(1);
 

@@ -1,6 +1,6 @@
 //! End-to-end tests of FileSource with the real binary: files written into a directory
 //! become events with their path, size, SHA-256 and content; a burst of 1 000 files is
-//! reported once each; a `kill -9` in the middle of 2 000 files loses none; a missing
+//! reported once each, also when delivered in batches; a `kill -9` in the middle of 2 000 files loses none; a missing
 //! directory is Ready=False until it appears.
 
 mod support;
@@ -13,11 +13,16 @@ use serde_json::Value;
 use support::{Server, Subscriber, eventually};
 
 fn apply_source(server: &Server, name: &str, dir: &Path, after: &str, sink: &str) {
+    apply_source_with(server, name, "", dir, after, sink);
+}
+
+/// `metadata` adds lines under the source's `metadata:` (annotations).
+fn apply_source_with(server: &Server, name: &str, metadata: &str, dir: &Path, after: &str, sink: &str) {
     let file = server.dir.join(format!("{name}.yaml"));
     std::fs::write(
         &file,
         format!(
-            "apiVersion: sources.serval.dev/v1alpha1\nkind: FileSource\nmetadata:\n  name: {name}\nspec:\n  \
+            "apiVersion: sources.serval.dev/v1alpha1\nkind: FileSource\nmetadata:\n  name: {name}\n{metadata}spec:\n  \
              path: {}\n  pattern: '*.dat'\n  after: {after}\n  sink:\n    uri: {sink}\n  ceOverrides:\n    \
              extensions:\n      batch: nightly\n",
             dir.display()
@@ -127,6 +132,50 @@ async fn a_burst_of_a_thousand_files_is_reported_once_each_and_deleted() {
         (std::fs::read_dir(dir.path()).expect("dir").count() == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn files_go_to_a_sink_in_batches_of_the_annotated_size() {
+    let server = Server::start(&[]);
+    let (dir, scratch, done) =
+        (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("scratch"), tempfile::tempdir().expect("done"));
+    let sink = Subscriber::start(vec![]).await;
+    let annotations = "  annotations:\n    serval.dev/delivery-batch-size: \"20\"\n";
+    let after = format!("move:{}", done.path().display());
+    apply_source_with(&server, "batched", annotations, dir.path(), &after, &sink.url);
+    for n in 0..300 {
+        drop_file(dir.path(), scratch.path(), &format!("scan-{n:03}.dat"), format!("page {n}").as_bytes());
+    }
+    let names = || -> Vec<Vec<String>> {
+        sink.received()
+            .iter()
+            .map(|r| {
+                let batch: Vec<Value> =
+                    serde_json::from_slice(&r.body).expect("every request is a batch (a JSON array)");
+                batch.iter().map(|e| e["data"]["name"].as_str().unwrap_or_default().to_string()).collect()
+            })
+            .collect()
+    };
+    let batches = eventually("300 files", Duration::from_secs(30), async || {
+        let batches = names();
+        (batches.iter().map(Vec::len).sum::<usize>() >= 300).then_some(batches)
+    })
+    .await;
+    for r in sink.received() {
+        let content_type = r.headers.get("content-type").map(String::as_str).unwrap_or_default();
+        assert!(content_type.starts_with("application/cloudevents-batch+json"), "{content_type}");
+    }
+    let largest = batches.iter().map(Vec::len).max().unwrap_or_default();
+    assert!(largest > 1 && largest <= 20, "batches of up to 20 files, the largest {largest}");
+    let mut all: Vec<String> = batches.concat();
+    all.sort();
+    let expected: Vec<String> = (0..300).map(|n| format!("scan-{n:03}.dat")).collect();
+    assert_eq!(all, expected, "each file once");
+    eventually("the files moved", Duration::from_secs(10), async || {
+        (std::fs::read_dir(done.path()).expect("dir").count() == 300).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! FileSource: one CloudEvent per file that appears in a directory, once it is completely
 //! written (inotify's close-write, or moved in), with its path, size, modification time and
 //! SHA-256 — and its content, inline, up to [`INLINE_LIMIT`]. A scan at start (and when the
-//! kernel's event queue overflowed) finds files that arrived while nobody watched.
+//! kernel's event queue overflowed) finds files that arrived while nobody watched. Files
+//! waiting together go to the sink together when it takes batches
+//! (`serval.dev/delivery-batch-size`).
 //!
 //! A file is reported once per modification time: with `after: keep` the time of the last
 //! one delivered is kept as the file's position; with `delete` or `move:<dir>` the file
@@ -112,22 +114,35 @@ impl FileTask {
         let mut waiting: Vec<PathBuf> = self.scan();
         let mut busy: HashSet<PathBuf> = HashSet::new();
         let mut in_flight = FuturesUnordered::new();
+        // A delivery is as many files as the sink takes at once (one, unless batched or
+        // unordered), with about CONCURRENCY files in the work at a time.
+        let per_delivery = context.sink.at_once();
+        let deliveries = (CONCURRENCY / per_delivery).max(1);
         loop {
-            while in_flight.len() < CONCURRENCY
-                && let Some(path) = waiting.pop()
-            {
-                if busy.insert(path.clone()) {
-                    let (task, context) = (self.clone(), context.clone());
-                    let mut stopped = stopped.clone();
-                    in_flight.push(async move {
-                        task.report(&path, &context, &mut stopped).await;
-                        path
-                    });
+            while in_flight.len() < deliveries && !waiting.is_empty() {
+                let mut paths = Vec::new();
+                while paths.len() < per_delivery
+                    && let Some(path) = waiting.pop()
+                {
+                    if busy.insert(path.clone()) {
+                        paths.push(path);
+                    }
                 }
+                if paths.is_empty() {
+                    break;
+                }
+                let (task, context) = (self.clone(), context.clone());
+                let mut stopped = stopped.clone();
+                in_flight.push(async move {
+                    task.report(&paths, &context, &mut stopped).await;
+                    paths
+                });
             }
             tokio::select! {
-                Some(path) = in_flight.next(), if !in_flight.is_empty() => {
-                    busy.remove(&path);
+                Some(paths) = in_flight.next(), if !in_flight.is_empty() => {
+                    for path in paths {
+                        busy.remove(&path);
+                    }
                 }
                 change = changes.recv() => match change {
                     Some(Ok(event)) => {
@@ -180,42 +195,57 @@ impl FileTask {
         matches!(&self.after, After::Move(dir) if path.starts_with(dir))
     }
 
-    /// Reports one file (unless its version was reported already), then keeps, deletes or
-    /// moves it.
-    async fn report(&self, path: &Path, context: &SourceContext, stopped: &mut watch::Receiver<bool>) {
-        let key = path.display().to_string();
-        let Ok(meta) = std::fs::metadata(path) else { return };
-        if !meta.is_file() {
-            return;
-        }
-        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let version = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
-        if self.after == After::Keep && context.positions.get(&key).is_ok_and(|seen| seen == version) {
-            return;
-        }
-        let event = match self.event(path, &meta, modified, version, context) {
-            Ok(event) => event,
-            Err(e) => {
-                // Gone or unreadable (e.g. still being replaced): a later change reports it.
-                tracing::debug!("filesource {}/{}: {}: {e}", context.namespace, context.name, path.display());
-                return;
+    /// Reports files (those whose version was not reported already) in one delivery, then
+    /// keeps, deletes or moves each.
+    async fn report(&self, paths: &[PathBuf], context: &SourceContext, stopped: &mut watch::Receiver<bool>) {
+        let mut reported = Vec::with_capacity(paths.len());
+        let mut events = Vec::with_capacity(paths.len());
+        for path in paths {
+            let key = path.display().to_string();
+            let Ok(meta) = std::fs::metadata(path) else { continue };
+            if !meta.is_file() {
+                continue;
             }
-        };
-        if context.sink.deliver(vec![event], stopped).await.is_err() {
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let version = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+            if self.after == After::Keep && context.positions.get(&key).is_ok_and(|seen| seen == version) {
+                continue;
+            }
+            match self.event(path, &meta, modified, version, context) {
+                Ok(event) => {
+                    events.push(event);
+                    reported.push((path, key, version));
+                }
+                // Gone or unreadable (e.g. still being replaced): a later change reports it.
+                Err(e) => tracing::debug!("filesource {}/{}: {}: {e}", context.namespace, context.name, path.display()),
+            }
+        }
+        if events.is_empty() || context.sink.deliver(events, stopped).await.is_err() {
             return;
         }
-        let done = match &self.after {
-            After::Keep => context.positions.set(&[(&key, version)]).await.map_err(|e| e.to_string()),
-            After::Delete => std::fs::remove_file(path).map_err(|e| e.to_string()),
-            After::Move(dir) => move_into(path, &self.dir, dir),
-        };
-        if let Err(e) = done {
-            tracing::warn!(
-                "filesource {}/{}: after delivering {}: {e}",
-                context.namespace,
-                context.name,
-                path.display()
-            );
+        let warn =
+            |e: String| tracing::warn!("filesource {}/{}: after delivering: {e}", context.namespace, context.name);
+        match &self.after {
+            After::Keep => {
+                let positions: Vec<(&str, i64)> = reported.iter().map(|(_, key, v)| (key.as_str(), *v)).collect();
+                if let Err(e) = context.positions.set(&positions).await {
+                    warn(e.to_string());
+                }
+            }
+            After::Delete => {
+                for (path, _, _) in &reported {
+                    if let Err(e) = std::fs::remove_file(path) {
+                        warn(format!("{}: {e}", path.display()));
+                    }
+                }
+            }
+            After::Move(dir) => {
+                for (path, _, _) in &reported {
+                    if let Err(e) = move_into(path, &self.dir, dir) {
+                        warn(format!("{}: {e}", path.display()));
+                    }
+                }
+            }
         }
     }
 
