@@ -382,3 +382,41 @@ async fn a_trigger_delivers_at_most_its_concurrency_at_once() {
         .await;
     assert_eq!(slow.max_in_flight(), 3, "9 events queued, 3 at a time");
 }
+
+/// JSON data reaches a subscriber as it was sent, whatever the content mode it came in:
+/// member order, spacing, the spelling of numbers and integers beyond 64 bits untouched
+/// (the broker stores and delivers the text, it does not rebuild it).
+#[tokio::test]
+async fn json_data_reaches_the_subscriber_byte_for_byte() {
+    let server = Server::start(&[]);
+    let url = server.ok(&["broker", "create", "default"]).trim().to_string();
+    let sink = Subscriber::start(vec![]).await;
+    server.ok(&["trigger", "create", "all", "--sink", &sink.url]);
+    let data = r#"{"zebra": 1, "apple": [1.10, 2e3, -0.0], "big": 123456789012345678901234567890, "s": "\u00e9\n"}"#;
+    let client = reqwest::Client::new();
+    let post = |content_type: &'static str, body: String, headers: &[(&'static str, &'static str)]| {
+        let mut request = client.post(&url).header("content-type", content_type).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let binary = [("ce-specversion", "1.0"), ("ce-id", "b1"), ("ce-type", "t"), ("ce-source", "/binary")];
+    let event = |id: &str| format!(r#"{{"specversion":"1.0","id":"{id}","type":"t","source":"/s","data": {data} }}"#);
+    let answers = [
+        post("application/json", data.to_string(), &binary).await,
+        post("application/cloudevents+json", event("s1"), &[]).await,
+        post("application/cloudevents-batch+json", format!("[{}, {}]", event("a1"), event("a2")), &[]).await,
+    ];
+    for answer in answers {
+        assert_eq!(answer.expect("post").status().as_u16(), 202);
+    }
+    let got = eventually("4 events", Duration::from_secs(10), async || {
+        let got = sink.received();
+        (got.len() >= 4).then_some(got)
+    })
+    .await;
+    for r in got {
+        assert_eq!(String::from_utf8_lossy(&r.body), data, "event {:?}", r.headers.get("ce-id"));
+    }
+}

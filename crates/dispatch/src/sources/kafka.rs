@@ -29,7 +29,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::RecordAndOffset;
-use serval_eventing::{CloudEvent, Data};
+use serval_eventing::{CloudEvent, Data, JsonData};
 use serval_model::KafkaSource;
 use tokio::sync::watch;
 
@@ -451,7 +451,7 @@ fn data_of(content_type: Option<String>, value: Option<&[u8]>) -> (Option<String
     let mut parsed = None;
     let content_type = match content_type {
         Some(ct) if !ct.is_empty() => ct,
-        _ => match serde_json::from_slice::<serde_json::Value>(value) {
+        _ => match JsonData::parse_bytes(value) {
             Ok(json) => {
                 parsed = Some(json);
                 "application/json".to_string()
@@ -462,7 +462,7 @@ fn data_of(content_type: Option<String>, value: Option<&[u8]>) -> (Option<String
     let kind = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let bytes = || Data::Binary(Bytes::copy_from_slice(value));
     let data = if kind.split_once('/').is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json")) {
-        parsed.or_else(|| serde_json::from_slice(value).ok()).map_or_else(bytes, Data::Json)
+        parsed.or_else(|| JsonData::parse_bytes(value).ok()).map_or_else(bytes, Data::Json)
     } else if kind.starts_with("text/")
         && let Ok(text) = std::str::from_utf8(value)
     {
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(event.subject(), Some("partition:2#42"));
         assert_eq!(event.time(), Some("2023-11-14T22:13:20.123Z"));
         assert_eq!(event.datacontenttype(), Some("application/json"));
-        assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"n": 1}))));
+        assert_eq!(event.data(), Some(&Data::from(serde_json::json!({"n": 1}))));
         assert_eq!(event.extension("key").and_then(|v| v.as_str()), Some("order-1"));
         assert_eq!(event.extension("kafkaheadertenant").and_then(|v| v.as_str()), Some("acme"));
         assert_eq!(event.extensions().count(), 2, "{event:?}");

@@ -27,7 +27,7 @@ use async_nats::{Client, ConnectOptions, Event, HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, MaybeDone, maybe_done};
 use futures_util::{FutureExt, StreamExt};
-use serval_eventing::{CloudEvent, Data, STRUCTURED_CONTENT_TYPE};
+use serval_eventing::{CloudEvent, Data, JsonData, STRUCTURED_CONTENT_TYPE};
 use serval_model::NatsSource;
 use tokio::sync::{mpsc, watch};
 
@@ -586,7 +586,7 @@ fn event_of(
 /// The content type and data of a plain message: the `Content-Type` header's, else JSON
 /// when the payload parses as JSON, else bytes.
 fn data_of(content_type: Option<String>, payload: &Bytes) -> (String, Option<Data>) {
-    let parsed = || serde_json::from_slice::<serde_json::Value>(payload).ok();
+    let parsed = || JsonData::parse_bytes(payload).ok();
     let content_type = match content_type {
         Some(ct) if !ct.is_empty() => ct,
         _ if parsed().is_some() => "application/json".to_string(),
@@ -703,7 +703,7 @@ mod tests {
         assert_eq!(event.subject(), Some("orders.new"));
         assert_eq!(event.time(), Some("2023-11-14T22:13:20.000000Z"));
         assert_eq!(event.datacontenttype(), Some("application/json"));
-        assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"n": 1}))));
+        assert_eq!(event.data(), Some(&Data::from(serde_json::json!({"n": 1}))));
         assert_eq!(event.extension(SEQUENCE_EXTENSION).and_then(|v| v.as_integer()), Some(7));
         assert_eq!(event.extension("natstenant").and_then(|v| v.as_str()), Some("acme"));
         assert_eq!(event.extensions().count(), 2, "{event:?}");
@@ -734,7 +734,7 @@ mod tests {
         let event = event_of("S", "nats://h:1/S", "orders", Some(&h), &Bytes::from_static(br#"{"a":1}"#), 9, None);
         assert_eq!((event.id(), event.source(), event.event_type()), ("abc", "/shop", "com.example.order"));
         assert_eq!(event.extension("tenant").and_then(|v| v.as_str()), Some("acme"));
-        assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"a": 1}))));
+        assert_eq!(event.data(), Some(&Data::from(serde_json::json!({"a": 1}))));
         assert!(event.extension(SEQUENCE_EXTENSION).is_none());
 
         let h = headers(&[("Content-Type", "application/cloudevents+json; charset=utf-8")]);

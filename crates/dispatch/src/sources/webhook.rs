@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode};
-use serval_eventing::{CloudEvent, Data};
+use serval_eventing::{CloudEvent, Data, JsonData};
 use serval_gateway::{Ingress as GatewayIngress, ProxyBody};
 use serval_model::{Resource, WebhookSource};
 use tokio::sync::watch;
@@ -141,8 +141,8 @@ impl SourceIngress for WebhookTask {
         }
         if !body.is_empty() {
             let json = content_type.is_some_and(|t| t.starts_with("application/json") || t.contains("+json"));
-            let data = match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(value) if json => Data::Json(value),
+            let data = match json.then(|| JsonData::parse_bytes(&body)) {
+                Some(Ok(value)) => Data::Json(value),
                 _ => Data::Binary(body),
             };
             builder = builder.datacontenttype(content_type.unwrap_or("application/octet-stream")).data(data);

@@ -7,9 +7,10 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::json::{from_json_owned, kind, to_json_string};
-use super::{CloudEvent, Data, ExtensionValue, SPEC_VERSION, validate};
+use super::json::{from_json_str, kind, to_json_string};
+use super::{CloudEvent, Data, ExtensionValue, JsonData, SPEC_VERSION, validate};
 use crate::EventError;
 
 /// The media type of structured content mode in the JSON event format.
@@ -92,27 +93,29 @@ pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent
 
 /// Decodes a structured-mode body: one event in the JSON format, UTF-8.
 pub fn decode_structured(body: &[u8]) -> Result<CloudEvent, EventError> {
-    from_json_owned(parse_json(body, "structured body")?)
+    from_json_str(utf8(body, "structured body")?)
 }
 
 /// Decodes a batched-mode body: a JSON array of events in the JSON format (may be empty).
 /// An invalid item fails the whole batch, naming its index.
 pub fn decode_batch(body: &[u8]) -> Result<Vec<CloudEvent>, EventError> {
-    match parse_json(body, "batch body")? {
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| from_json_owned(item).map_err(|e| EventError::InBatch { index, source: Box::new(e) }))
-            .collect(),
-        other => Err(EventError::NotAnArray(kind(&other))),
-    }
+    let text = utf8(body, "batch body")?;
+    // The items are read as events one by one, from their text.
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| match serde_json::from_str::<Value>(text) {
+        Ok(other) if !other.is_array() => EventError::NotAnArray(kind(&other)),
+        _ => EventError::InvalidJson(e.to_string()),
+    })?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| from_json_str(item.get()).map_err(|e| EventError::InBatch { index, source: Box::new(e) }))
+        .collect()
 }
 
-fn parse_json(body: &[u8], what: &'static str) -> Result<Value, EventError> {
-    // Checked apart from parsing so that the answer says "not UTF-8" rather than
-    // whatever the JSON parser makes of the bad byte.
-    let text = std::str::from_utf8(body).map_err(|e| EventError::InvalidUtf8 { what, offset: e.valid_up_to() })?;
-    serde_json::from_str(text).map_err(|e| EventError::InvalidJson(e.to_string()))
+/// The body as text. Checked apart from parsing so that the answer says "not UTF-8" rather
+/// than whatever the JSON parser makes of the bad byte.
+fn utf8<'a>(body: &'a [u8], what: &'static str) -> Result<&'a str, EventError> {
+    std::str::from_utf8(body).map_err(|e| EventError::InvalidUtf8 { what, offset: e.valid_up_to() })
 }
 
 /// Decodes a binary-mode message: attributes from `ce-` headers (names are
@@ -190,7 +193,7 @@ fn body_to_data(content_type: Option<&str>, body: Bytes) -> Option<Data> {
     }
     let Some(ct) = content_type else { return Some(Data::Binary(body)) };
     if validate::is_json_media_type(ct) {
-        serde_json::from_slice(&body).map_or(Some(Data::Binary(body)), |value| Some(Data::Json(value)))
+        JsonData::parse_bytes(&body).map_or(Some(Data::Binary(body)), |json| Some(Data::Json(json)))
     } else if validate::is_text_media_type(ct)
         && let Ok(text) = std::str::from_utf8(&body)
     {
@@ -415,7 +418,7 @@ mod tests {
         assert_eq!(e.event_type(), "com.example.someevent");
         assert_eq!(e.time(), Some("2018-04-05T03:56:24Z"));
         assert_eq!(e.datacontenttype(), Some("application/json; charset=utf-8"));
-        assert_eq!(e.data(), Some(&Data::Json(json!({"appinfoA": "abc"}))));
+        assert_eq!(e.data(), Some(&Data::from(json!({"appinfoA": "abc"}))));
         assert_eq!(e.extensions().len(), 0);
     }
 
@@ -449,9 +452,9 @@ mod tests {
         };
         let data =
             |ct: Option<&str>, body: &'static [u8]| decode_one(&with_ct(ct), body).expect("valid").data().cloned();
-        assert_eq!(data(Some("application/json"), b"[1,2]"), Some(Data::Json(json!([1, 2]))));
-        assert_eq!(data(Some("application/cloudevents-extra+json"), b"{}"), Some(Data::Json(json!({}))));
-        assert_eq!(data(Some("text/json"), b"\"s\""), Some(Data::Json(json!("s"))));
+        assert_eq!(data(Some("application/json"), b"[1,2]"), Some(Data::from(json!([1, 2]))));
+        assert_eq!(data(Some("application/cloudevents-extra+json"), b"{}"), Some(Data::from(json!({}))));
+        assert_eq!(data(Some("text/json"), b"\"s\""), Some(Data::from(json!("s"))));
         // A body that is not what its JSON content type claims is kept byte for byte.
         assert_eq!(data(Some("application/json"), b"{nope"), Some(Data::Binary(Bytes::from_static(b"{nope"))));
         assert_eq!(data(Some("text/plain; charset=utf-8"), "grüße".as_bytes()), Some(Data::Text("grüße".into())));
@@ -467,7 +470,7 @@ mod tests {
     #[test]
     fn binary_round_trips() {
         let cases = [
-            full_event(Some(Data::Json(json!({"appinfoA": "abc", "appinfoB": 123}))), Some("application/json")),
+            full_event(Some(Data::from(json!({"appinfoA": "abc", "appinfoB": 123}))), Some("application/json")),
             full_event(Some(Data::Text("<much wow=\"xml\"/>".into())), Some("text/xml")),
             full_event(Some(Data::Binary(Bytes::from_static(&[0, 159, 146, 150]))), Some("application/octet-stream")),
             full_event(Some(Data::Binary(Bytes::from_static(b"raw"))), None),
@@ -480,7 +483,7 @@ mod tests {
             assert_eq!(decoded, vec![stringly(&event)]);
         }
         // JSON data with no datacontenttype gets the implied application/json.
-        let event = full_event(Some(Data::Json(json!("I'm just a string"))), None);
+        let event = full_event(Some(Data::from(json!("I'm just a string"))), None);
         let (h, body) = encode_binary(&event);
         assert_eq!(h[CONTENT_TYPE], "application/json");
         assert_eq!(&body[..], b"\"I'm just a string\"");
@@ -617,11 +620,11 @@ mod tests {
     fn structured_round_trips_and_spec_example() {
         let cases = [
             full_event(
-                Some(Data::Json(json!({"appinfoA": "abc", "appinfoB": 123, "appinfoC": true}))),
+                Some(Data::from(json!({"appinfoA": "abc", "appinfoB": 123, "appinfoC": true}))),
                 Some("application/json"),
             ),
-            full_event(Some(Data::Json(json!("I'm just a string"))), None),
-            full_event(Some(Data::Json(Value::Null)), None),
+            full_event(Some(Data::from(json!("I'm just a string"))), None),
+            full_event(Some(Data::from(Value::Null)), None),
             full_event(Some(Data::Text("<much wow=\"xml\"/>".into())), Some("application/xml")),
             full_event(
                 Some(Data::Binary(Bytes::from_static(&[0, 1, 2, 255]))),
@@ -652,7 +655,7 @@ mod tests {
         }"#;
         let e = decode_one(&h, body).expect("valid");
         assert_eq!(e.event_type(), "com.example.someevent");
-        assert_eq!(e.data(), Some(&Data::Json(json!({"appinfoA": "abc"}))));
+        assert_eq!(e.data(), Some(&Data::from(json!({"appinfoA": "abc"}))));
         // Structured mode ignores ce- headers: the body carries every attribute.
         let mut h = h;
         h.insert("ce-id", HeaderValue::from_static("other"));
@@ -724,7 +727,7 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].data(), Some(&Data::Binary(Bytes::from_static(&[0, 1, 2, 3, 4]))));
         assert_eq!(events[1].event_type(), "com.example.someotherevent");
-        assert_eq!(events[1].data(), Some(&Data::Json(json!({"appinfoA": "abc", "appinfoB": 123, "appinfoC": true}))));
+        assert_eq!(events[1].data(), Some(&Data::from(json!({"appinfoA": "abc", "appinfoB": 123, "appinfoC": true}))));
 
         let (eh, ebody) = encode_batch(&events);
         assert_eq!(eh[CONTENT_TYPE], "application/cloudevents-batch+json; charset=utf-8");
@@ -751,7 +754,7 @@ mod tests {
     #[test]
     fn modes_across_encodings() {
         // Structured → binary → JSON format → structured: the event survives every hop.
-        let event = full_event(Some(Data::Json(json!({"k": [1, 2, 3]}))), Some("application/json"));
+        let event = full_event(Some(Data::from(json!({"k": [1, 2, 3]}))), Some("application/json"));
         let (h, body) = encode_structured(&event);
         let structured = decode_request(&h, body).expect("structured").remove(0);
         let (h, body) = encode_binary(&structured);

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{CloudEvent, Data, ExtensionValue, SPEC_VERSION, validate};
+use super::{CloudEvent, Data, ExtensionValue, JsonData, SPEC_VERSION, validate};
 use crate::EventError;
 
 /// The event as a JSON object in the JSON event format (see [`CloudEvent`]'s `Serialize`).
@@ -23,8 +24,14 @@ pub fn to_json_string(event: &CloudEvent) -> String {
 /// Reads an event in the JSON event format from text, checking every rule (read straight
 /// into the event's members, without building a JSON object first).
 pub fn from_json_str(text: &str) -> Result<CloudEvent, EventError> {
-    let members: Members = serde_json::from_str(text).map_err(|e| EventError::InvalidJson(e.to_string()))?;
-    from_members(members)
+    match serde_json::from_str::<Members>(text) {
+        Ok(members) => from_members(members),
+        // Not an object: say what it is instead.
+        Err(e) => Err(match serde_json::from_str::<Value>(text) {
+            Ok(other) if !other.is_object() => EventError::NotAnObject(kind(&other)),
+            _ => EventError::InvalidJson(e.to_string()),
+        }),
+    }
 }
 
 /// The JSON event format, checking every rule.
@@ -34,21 +41,25 @@ impl<'de> serde::Deserialize<'de> for CloudEvent {
     }
 }
 
-/// The members the JSON format names, in this order in [`Members::known`].
-const KNOWN: [&str; 10] =
-    ["specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time", "data", "data_base64"];
+/// The members the JSON format names, in this order in [`Members::known`] (`data` apart).
+const KNOWN: [&str; 9] =
+    ["specversion", "id", "source", "type", "datacontenttype", "dataschema", "subject", "time", "data_base64"];
 
-/// The members of an event object: those the format names by slot, the rest (extensions)
-/// in arrival order. A repeated member keeps its last value, as in a JSON object.
+/// The members of an event object: those the format names by slot, `data` as its text, the
+/// rest (extensions) in arrival order. A repeated member keeps its last value, as in a
+/// JSON object.
 #[derive(Default)]
 struct Members {
     known: [Option<Value>; KNOWN.len()],
+    data: Option<JsonData>,
     others: Vec<(String, Value)>,
 }
 
 impl Members {
     fn insert(&mut self, name: &str, value: Value) {
-        if let Some(i) = KNOWN.iter().position(|k| *k == name) {
+        if name == "data" {
+            self.data = Some(value.into());
+        } else if let Some(i) = KNOWN.iter().position(|k| *k == name) {
             self.known[i] = Some(value);
         } else if let Some(other) = self.others.iter_mut().find(|(n, _)| n == name) {
             other.1 = value;
@@ -84,7 +95,12 @@ impl<'de> serde::Deserialize<'de> for Members {
             fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members, M::Error> {
                 let mut members = Members::default();
                 while let Some(name) = map.next_key::<Name<'de>>()? {
-                    members.insert(name.as_str(), map.next_value()?);
+                    if name.as_str() == "data" {
+                        // Kept as text: only checked, never built into a tree.
+                        members.data = Some(JsonData::from(map.next_value::<Box<RawValue>>()?));
+                    } else {
+                        members.insert(name.as_str(), map.next_value()?);
+                    }
                 }
                 Ok(members)
             }
@@ -252,7 +268,7 @@ fn from_members(mut map: Members) -> Result<CloudEvent, EventError> {
     }
 
     let data_is_json = datacontenttype.as_deref().is_none_or(validate::is_json_media_type);
-    let data = match (map.remove("data"), take_string(&mut map, "data_base64")?) {
+    let data = match (map.data.take(), take_string(&mut map, "data_base64")?) {
         (Some(_), Some(_)) => return Err(EventError::DataConflict),
         (None, Some(encoded)) => Some(Data::Binary(
             STANDARD_PAD_INDIFFERENT
@@ -261,8 +277,8 @@ fn from_members(mut map: Members) -> Result<CloudEvent, EventError> {
                 .into(),
         )),
         // JSON format §3.1.2: under a non-JSON content type, a string is the encoded content.
-        (Some(Value::String(text)), None) if !data_is_json => Some(Data::Text(text)),
-        (Some(value), None) => Some(Data::Json(value)),
+        (Some(json), None) if !data_is_json => Some(json.as_string().map_or(Data::Json(json), Data::Text)),
+        (Some(json), None) => Some(Data::Json(json)),
         (None, None) => None,
     };
 
@@ -338,7 +354,8 @@ mod tests {
         let text = to_json_string(&e);
         assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), spec_binary_example());
         assert_eq!(from_json_str(&text).expect("reads back"), e);
-        assert!(matches!(from_json_str("[1]"), Err(EventError::InvalidJson(_))));
+        assert_eq!(from_json_str("[1]"), Err(EventError::NotAnObject("an array")));
+        assert!(matches!(from_json_str("{\"id\": "), Err(EventError::InvalidJson(_))));
     }
 
     #[test]
@@ -391,7 +408,7 @@ mod tests {
         });
         let e = from_json(&object).expect("valid");
         assert_eq!(e.subject(), None);
-        assert_eq!(e.data(), Some(&Data::Json(json!({ "appinfoA" : "abc", "appinfoB" : 123, "appinfoC" : true }))));
+        assert_eq!(e.data(), Some(&Data::from(json!({ "appinfoA" : "abc", "appinfoB" : 123, "appinfoC" : true }))));
 
         // No datacontenttype: data is JSON, and a string stays a JSON string.
         let string = json!({
@@ -399,20 +416,20 @@ mod tests {
             "id" : "D234-1234-1234", "data" : "I'm just a string"
         });
         let e = from_json(&string).expect("valid");
-        assert_eq!(e.data(), Some(&Data::Json(json!("I'm just a string"))));
+        assert_eq!(e.data(), Some(&Data::from(json!("I'm just a string"))));
         assert_eq!(to_json(&e), string);
 
         // `data: null` is an explicit null payload, not absence.
         let null = json!({"specversion": "1.0", "type": "t", "source": "/s", "id": "1", "data": null});
-        assert_eq!(from_json(&null).expect("valid").data(), Some(&Data::Json(Value::Null)));
+        assert_eq!(from_json(&null).expect("valid").data(), Some(&Data::from(Value::Null)));
         // A JSON-ish content type other than application/json, and a non-string under a
         // non-JSON content type, stay JSON.
         let ld = json!({"specversion": "1.0", "type": "t", "source": "/s", "id": "1",
                         "datacontenttype": "application/ld+json", "data": "s"});
-        assert_eq!(from_json(&ld).expect("valid").data(), Some(&Data::Json(json!("s"))));
+        assert_eq!(from_json(&ld).expect("valid").data(), Some(&Data::from(json!("s"))));
         let obj = json!({"specversion": "1.0", "type": "t", "source": "/s", "id": "1",
                          "datacontenttype": "text/plain", "data": {"a": 1}});
-        assert_eq!(from_json(&obj).expect("valid").data(), Some(&Data::Json(json!({"a": 1}))));
+        assert_eq!(from_json(&obj).expect("valid").data(), Some(&Data::from(json!({"a": 1}))));
     }
 
     #[test]
@@ -436,7 +453,7 @@ mod tests {
         let mut v = with("aGVsbG8=");
         v["data_base64"] = Value::Null;
         v["data"] = json!(1);
-        assert_eq!(from_json(&v).expect("valid").data(), Some(&Data::Json(json!(1))));
+        assert_eq!(from_json(&v).expect("valid").data(), Some(&Data::from(json!(1))));
     }
 
     #[test]

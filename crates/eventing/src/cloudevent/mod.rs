@@ -41,14 +41,74 @@ pub const MAX_ATTRIBUTE_LEN: usize = 4096;
 /// - binary content mode: an empty body → no data; a JSON content type and a body that
 ///   parses → `Json`; a `text/*` content type and a UTF-8 body → `Text`; anything else
 ///   → `Binary`, byte for byte.
+///
+/// `Json` keeps the value's text ([`JsonData`]), so every encoding writes it back as it came.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     /// Opaque bytes; `data_base64` in the JSON format.
     Binary(Bytes),
     /// Text in a non-JSON content type (`text/plain`, `application/xml`, ...).
     Text(String),
-    /// A JSON value (may be `null`: an explicit null payload).
-    Json(serde_json::Value),
+    /// A JSON value (may be `null`: an explicit null payload), as the text it arrived in.
+    Json(JsonData),
+}
+
+/// A JSON value kept as its text: checked once where it enters, then carried and written
+/// out byte for byte, so that data passes through serval unchanged (member order, number
+/// spelling and precision) and costs no tree of allocations per event. Two are equal when
+/// their texts are, or when they parse to the same value.
+#[derive(Debug, Clone)]
+pub struct JsonData(Box<serde_json::value::RawValue>);
+
+impl JsonData {
+    /// Checks `text` is one JSON value (surrounding whitespace is dropped).
+    pub fn parse(text: &str) -> Result<JsonData, serde_json::Error> {
+        serde_json::from_str::<&serde_json::value::RawValue>(text).map(|raw| JsonData(raw.to_owned()))
+    }
+
+    /// As [`parse`](Self::parse), from bytes that must be UTF-8.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<JsonData, serde_json::Error> {
+        serde_json::from_slice::<&serde_json::value::RawValue>(bytes).map(|raw| JsonData(raw.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree (for code that looks inside it).
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.as_str())
+    }
+
+    /// The string, when the value is a JSON string.
+    pub(crate) fn as_string(&self) -> Option<String> {
+        self.as_str().starts_with('"').then(|| serde_json::from_str(self.as_str()).ok()).flatten()
+    }
+}
+
+impl PartialEq for JsonData {
+    fn eq(&self, other: &JsonData) -> bool {
+        self.as_str() == other.as_str() || matches!((self.to_value(), other.to_value()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl From<serde_json::Value> for JsonData {
+    fn from(value: serde_json::Value) -> JsonData {
+        JsonData(serde_json::value::to_raw_value(&value).expect("a JSON value serializes"))
+    }
+}
+
+impl From<Box<serde_json::value::RawValue>> for JsonData {
+    fn from(raw: Box<serde_json::value::RawValue>) -> JsonData {
+        JsonData(raw)
+    }
+}
+
+impl serde::Serialize for JsonData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 impl From<Bytes> for Data {
@@ -77,6 +137,12 @@ impl From<&str> for Data {
 
 impl From<serde_json::Value> for Data {
     fn from(value: serde_json::Value) -> Self {
+        Self::Json(value.into())
+    }
+}
+
+impl From<JsonData> for Data {
+    fn from(value: JsonData) -> Self {
         Self::Json(value)
     }
 }
@@ -265,8 +331,10 @@ impl CloudEvent {
         Some(match self.data.as_ref()? {
             Data::Binary(bytes) => bytes.clone(),
             Data::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
-            Data::Json(serde_json::Value::String(s)) if !self.data_is_json() => Bytes::copy_from_slice(s.as_bytes()),
-            Data::Json(value) => Bytes::from(value.to_string()),
+            Data::Json(json) => match (!self.data_is_json()).then(|| json.as_string()).flatten() {
+                Some(s) => Bytes::from(s),
+                None => Bytes::copy_from_slice(json.as_str().as_bytes()),
+            },
         })
     }
 
@@ -497,7 +565,7 @@ mod tests {
         assert_eq!(e.time(), Some("2018-04-26T14:48:09+02:00"));
         assert_eq!(e.extension("ext"), Some(&ExtensionValue::from("b")));
         assert_eq!(e.extensions().len(), 1);
-        assert_eq!(e.data(), Some(&Data::Json(json!({"a": 1}))));
+        assert_eq!(e.data(), Some(&Data::from(json!({"a": 1}))));
         let rebuilt = e.clone().into_builder().subject("other").build().expect("valid");
         assert_eq!(rebuilt.subject(), Some("other"));
         assert_eq!(rebuilt.data(), e.data());
@@ -611,7 +679,7 @@ mod tests {
         assert_eq!(e.data_bytes(), Some(Bytes::from_static(b"<a/>")));
         let mut e = base().data(json!({"a": [1, true]})).build().expect("valid");
         assert_eq!(e.data_bytes(), Some(Bytes::from_static(br#"{"a":[1,true]}"#)));
-        assert_eq!(e.take_data(), Some(Data::Json(json!({"a": [1, true]}))));
+        assert_eq!(e.take_data(), Some(Data::from(json!({"a": [1, true]}))));
         assert_eq!(e.data_bytes(), None);
     }
 
@@ -623,5 +691,34 @@ mod tests {
         assert_eq!(back, e);
         let err = serde_json::from_str::<CloudEvent>(r#"{"specversion":"1.0"}"#).expect_err("invalid");
         assert!(err.to_string().contains("missing required attribute 'id'"), "{err}");
+    }
+
+    #[test]
+    fn json_data_keeps_its_text_through_every_encoding() {
+        let text = r#"{"b": 1, "a": [1.10, 2e3], "big": 123456789012345678901234567890}"#;
+        let headers: ::http::HeaderMap = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "1"),
+            ("ce-type", "t"),
+            ("ce-source", "/s"),
+            ("content-type", "application/json"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (::http::HeaderName::from_static(n), ::http::HeaderValue::from_static(v)))
+        .collect();
+        let event = decode_binary(&headers, Bytes::from(format!(" {text}\n"))).expect("valid");
+        assert_eq!(
+            event.data_bytes().as_deref(),
+            Some(text.as_bytes()),
+            "surrounding whitespace dropped, the rest kept"
+        );
+        let stored = from_json_str(&to_json_string(&event)).expect("JSON format");
+        assert_eq!(stored.data_bytes().as_deref(), Some(text.as_bytes()));
+        let batch = decode_batch(&encode_batch(&[stored]).1).expect("batch");
+        assert_eq!(encode_binary(&batch[0]).1, text.as_bytes());
+        // Equal as JSON values, whatever their spelling.
+        assert_eq!(JsonData::parse(r#"{"a":1,"b":[true]}"#).ok(), JsonData::parse(r#"{ "b": [true], "a": 1 }"#).ok());
+        assert_ne!(JsonData::parse("1").ok(), JsonData::parse("2").ok());
+        assert!(JsonData::parse("{} {}").is_err(), "one value");
     }
 }
