@@ -29,7 +29,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::RecordAndOffset;
-use serval_eventing::{CloudEvent, Data, JsonData};
+use serval_eventing::{CloudEvent, Data};
 use serval_model::KafkaSource;
 use tokio::sync::watch;
 
@@ -394,7 +394,8 @@ fn event_of(source: &str, topic: &str, partition: i32, record: &RecordAndOffset)
         .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
         .map(|v| v.trim().to_string());
-    let (content_type, data) = data_of(content_type, r.value.as_deref());
+    let value = r.value.as_deref().unwrap_or_default();
+    let (content_type, data) = super::payload_data(content_type, value, || Bytes::copy_from_slice(value));
     let millis = r.timestamp.timestamp_millis();
     let time = u64::try_from(millis)
         .ok()
@@ -441,36 +442,6 @@ fn event_of(source: &str, topic: &str, partition: i32, record: &RecordAndOffset)
         }
     }
     event
-}
-
-/// The content type and data of a record's value: the `content-type` header's, else JSON
-/// when the value parses as JSON, else bytes.
-fn data_of(content_type: Option<String>, value: Option<&[u8]>) -> (Option<String>, Option<Data>) {
-    let Some(value) = value.filter(|v| !v.is_empty()) else { return (content_type, None) };
-    // Parsed once, only when the value is (or may be) JSON.
-    let mut parsed = None;
-    let content_type = match content_type {
-        Some(ct) if !ct.is_empty() => ct,
-        _ => match JsonData::parse_bytes(value) {
-            Ok(json) => {
-                parsed = Some(json);
-                "application/json".to_string()
-            }
-            Err(_) => "application/octet-stream".to_string(),
-        },
-    };
-    let kind = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let bytes = || Data::Binary(Bytes::copy_from_slice(value));
-    let data = if kind.split_once('/').is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json")) {
-        parsed.or_else(|| JsonData::parse_bytes(value).ok()).map_or_else(bytes, Data::Json)
-    } else if kind.starts_with("text/")
-        && let Ok(text) = std::str::from_utf8(value)
-    {
-        Data::Text(text.to_string())
-    } else {
-        bytes()
-    };
-    (Some(content_type), Some(data))
 }
 
 /// The extension a header becomes: `kafkaheader` and the header's letters and digits,

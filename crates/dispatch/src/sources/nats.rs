@@ -27,7 +27,7 @@ use async_nats::{Client, ConnectOptions, Event, HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, MaybeDone, maybe_done};
 use futures_util::{FutureExt, StreamExt};
-use serval_eventing::{CloudEvent, Data, JsonData, STRUCTURED_CONTENT_TYPE};
+use serval_eventing::{CloudEvent, STRUCTURED_CONTENT_TYPE};
 use serval_model::NatsSource;
 use tokio::sync::{mpsc, watch};
 
@@ -538,7 +538,7 @@ fn event_of(
             Err(e) => tracing::debug!("{stream} #{sequence}: not a structured CloudEvent: {e}"),
         }
     }
-    let (content_type, data) = data_of(content_type, payload);
+    let (content_type, data) = super::payload_data(content_type, payload, || payload.clone());
     let plain = |content_type: Option<&str>| {
         let mut builder = CloudEvent::builder()
             .id(format!("{stream}-{sequence}"))
@@ -558,7 +558,7 @@ fn event_of(
         builder.build()
     };
     // A content type the event cannot carry leaves the data as bytes.
-    let built = plain(Some(&content_type)).or_else(|_| plain(Some("application/octet-stream")));
+    let built = plain(content_type.as_deref()).or_else(|_| plain(Some("application/octet-stream")));
     let mut event = match built {
         Ok(event) => event,
         Err(e) => {
@@ -583,31 +583,6 @@ fn event_of(
     event
 }
 
-/// The content type and data of a plain message: the `Content-Type` header's, else JSON
-/// when the payload parses as JSON, else bytes.
-fn data_of(content_type: Option<String>, payload: &Bytes) -> (String, Option<Data>) {
-    let parsed = || JsonData::parse_bytes(payload).ok();
-    let content_type = match content_type {
-        Some(ct) if !ct.is_empty() => ct,
-        _ if parsed().is_some() => "application/json".to_string(),
-        _ => "application/octet-stream".to_string(),
-    };
-    if payload.is_empty() {
-        return (content_type, None);
-    }
-    let kind = essence(&content_type);
-    let data = if kind.split_once('/').is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json")) {
-        parsed().map_or_else(|| Data::Binary(payload.clone()), Data::Json)
-    } else if kind.starts_with("text/")
-        && let Ok(text) = std::str::from_utf8(payload)
-    {
-        Data::Text(text.to_string())
-    } else {
-        Data::Binary(payload.clone())
-    };
-    (content_type, Some(data))
-}
-
 /// A media type without its parameters, lower-cased.
 fn essence(content_type: &str) -> String {
     content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
@@ -624,6 +599,7 @@ fn header_extension(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serval_eventing::Data;
     use serval_model::{Destination, NatsSourceSpec};
 
     fn source(servers: &[&str], stream: &str, subject: Option<&str>, consumer: &str) -> NatsSource {
