@@ -97,7 +97,8 @@ impl<'de> serde::Deserialize<'de> for Members {
                 while let Some(name) = map.next_key::<Name<'de>>()? {
                     if name.as_str() == "data" {
                         // Kept as text: only checked, never built into a tree.
-                        members.data = Some(JsonData::from(map.next_value::<Box<RawValue>>()?));
+                        let raw = map.next_value::<Box<RawValue>>()?;
+                        members.data = Some(JsonData::checked(raw).map_err(serde::de::Error::custom)?);
                     } else {
                         members.insert(name.as_str(), map.next_value()?);
                     }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::EventError;
 
@@ -58,17 +59,57 @@ pub enum Data {
 /// spelling and precision) and costs no tree of allocations per event. Two are equal when
 /// their texts are, or when they parse to the same value.
 #[derive(Debug, Clone)]
-pub struct JsonData(Box<serde_json::value::RawValue>);
+pub struct JsonData(Box<RawValue>);
+
+/// The deepest nesting of arrays and objects JSON data may have (serde_json's own limit
+/// when it reads a value into a tree).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// How deeply the arrays and objects of valid JSON `text` nest.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 impl JsonData {
     /// Checks `text` is one JSON value (surrounding whitespace is dropped).
     pub fn parse(text: &str) -> Result<JsonData, serde_json::Error> {
-        serde_json::from_str::<&serde_json::value::RawValue>(text).map(|raw| JsonData(raw.to_owned()))
+        JsonData::checked(serde_json::from_str::<&RawValue>(text)?.to_owned())
     }
 
     /// As [`parse`](Self::parse), from bytes that must be UTF-8.
     pub fn parse_bytes(bytes: &[u8]) -> Result<JsonData, serde_json::Error> {
-        serde_json::from_slice::<&serde_json::value::RawValue>(bytes).map(|raw| JsonData(raw.to_owned()))
+        JsonData::checked(serde_json::from_slice::<&RawValue>(bytes)?.to_owned())
+    }
+
+    /// A value read by serde_json, once its nesting is known to be within
+    /// [`MAX_JSON_DEPTH`]: what anyone reading it into a tree later (serde_json among them)
+    /// can take.
+    pub(crate) fn checked(raw: Box<RawValue>) -> Result<JsonData, serde_json::Error> {
+        if nesting(raw.get()) > MAX_JSON_DEPTH {
+            return Err(serde::de::Error::custom(format!("JSON data nested deeper than {MAX_JSON_DEPTH} levels")));
+        }
+        Ok(JsonData(raw))
     }
 
     /// The JSON text.
@@ -96,12 +137,6 @@ impl PartialEq for JsonData {
 impl From<serde_json::Value> for JsonData {
     fn from(value: serde_json::Value) -> JsonData {
         JsonData(serde_json::value::to_raw_value(&value).expect("a JSON value serializes"))
-    }
-}
-
-impl From<Box<serde_json::value::RawValue>> for JsonData {
-    fn from(raw: Box<serde_json::value::RawValue>) -> JsonData {
-        JsonData(raw)
     }
 }
 
@@ -720,5 +755,10 @@ mod tests {
         assert_eq!(JsonData::parse(r#"{"a":1,"b":[true]}"#).ok(), JsonData::parse(r#"{ "b": [true], "a": 1 }"#).ok());
         assert_ne!(JsonData::parse("1").ok(), JsonData::parse("2").ok());
         assert!(JsonData::parse("{} {}").is_err(), "one value");
+        // Nesting is bounded; brackets inside strings do not count.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(JsonData::parse(&deep(MAX_JSON_DEPTH)).is_ok());
+        assert!(JsonData::parse(&deep(MAX_JSON_DEPTH + 1)).is_err());
+        assert!(JsonData::parse(&format!(r#"[["[[[\"{}"]]"#, "[".repeat(200))).is_ok());
     }
 }
