@@ -113,10 +113,13 @@ impl FileTask {
         // Watching before scanning: a file written in between is seen twice, handled once.
         let mut waiting: Vec<PathBuf> = self.scan();
         let mut busy: HashSet<PathBuf> = HashSet::new();
+        // Busy files that changed again: looked at once more when their delivery is done.
+        let mut again: HashSet<PathBuf> = HashSet::new();
         let mut in_flight = FuturesUnordered::new();
         // A delivery is as many files as the sink takes at once (one, unless batched or
-        // unordered), with about CONCURRENCY files in the work at a time.
-        let per_delivery = context.sink.at_once();
+        // unordered), but no more than a batch or CONCURRENCY, with about CONCURRENCY files
+        // in the work at a time.
+        let per_delivery = context.sink.at_once().min(CONCURRENCY.max(context.sink.batch()));
         let deliveries = (CONCURRENCY / per_delivery).max(1);
         loop {
             while in_flight.len() < deliveries && !waiting.is_empty() {
@@ -126,6 +129,8 @@ impl FileTask {
                 {
                     if busy.insert(path.clone()) {
                         paths.push(path);
+                    } else {
+                        again.insert(path);
                     }
                 }
                 if paths.is_empty() {
@@ -134,7 +139,7 @@ impl FileTask {
                 let (task, context) = (self.clone(), context.clone());
                 let mut stopped = stopped.clone();
                 in_flight.push(async move {
-                    task.report(&paths, &context, &mut stopped).await;
+                    task.report(paths.clone(), &context, &mut stopped).await;
                     paths
                 });
             }
@@ -142,6 +147,9 @@ impl FileTask {
                 Some(paths) = in_flight.next(), if !in_flight.is_empty() => {
                     for path in paths {
                         busy.remove(&path);
+                        if again.remove(&path) {
+                            waiting.push(path);
+                        }
                     }
                 }
                 change = changes.recv() => match change {
@@ -197,29 +205,17 @@ impl FileTask {
 
     /// Reports files (those whose version was not reported already) in one delivery, then
     /// keeps, deletes or moves each.
-    async fn report(&self, paths: &[PathBuf], context: &SourceContext, stopped: &mut watch::Receiver<bool>) {
-        let mut reported = Vec::with_capacity(paths.len());
-        let mut events = Vec::with_capacity(paths.len());
-        for path in paths {
-            let key = path.display().to_string();
-            let Ok(meta) = std::fs::metadata(path) else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let version = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
-            if self.after == After::Keep && context.positions.get(&key).is_ok_and(|seen| seen == version) {
-                continue;
-            }
-            match self.event(path, &meta, modified, version, context) {
-                Ok(event) => {
-                    events.push(event);
-                    reported.push((path, key, version));
-                }
-                // Gone or unreadable (e.g. still being replaced): a later change reports it.
-                Err(e) => tracing::debug!("filesource {}/{}: {}: {e}", context.namespace, context.name, path.display()),
-            }
-        }
+    async fn report(
+        self: &Arc<Self>,
+        paths: Vec<PathBuf>,
+        context: &SourceContext,
+        stopped: &mut watch::Receiver<bool>,
+    ) {
+        // Reading and hashing files blocks: it runs beside the runtime's threads.
+        let (task, reading) = (self.clone(), context.clone());
+        let Ok((reported, events)) = tokio::task::spawn_blocking(move || task.read(paths, &reading)).await else {
+            return;
+        };
         if events.is_empty() || context.sink.deliver(events, stopped).await.is_err() {
             return;
         }
@@ -247,6 +243,34 @@ impl FileTask {
                 }
             }
         }
+    }
+
+    /// The events of the files not reported yet, with each file's path, position key and
+    /// version.
+    fn read(&self, paths: Vec<PathBuf>, context: &SourceContext) -> (Vec<(PathBuf, String, i64)>, Vec<CloudEvent>) {
+        let mut reported = Vec::with_capacity(paths.len());
+        let mut events = Vec::with_capacity(paths.len());
+        for path in paths {
+            let key = path.display().to_string();
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let version = modified.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+            if self.after == After::Keep && context.positions.get(&key).is_ok_and(|seen| seen == version) {
+                continue;
+            }
+            match self.event(&path, &meta, modified, version, context) {
+                Ok(event) => {
+                    events.push(event);
+                    reported.push((path, key, version));
+                }
+                // Gone or unreadable (e.g. still being replaced): a later change reports it.
+                Err(e) => tracing::debug!("filesource {}/{}: {}: {e}", context.namespace, context.name, path.display()),
+            }
+        }
+        (reported, events)
     }
 
     fn event(

@@ -358,6 +358,11 @@ impl SourceSink {
         &self.sink.url
     }
 
+    /// The most events one request carries (`serval.dev/delivery-batch-size`, else 1).
+    pub fn batch(&self) -> usize {
+        self.delivery.batch.max(1)
+    }
+
     /// The most events posted at once (a batch per request in flight): a source reading
     /// many at once hands [`Self::deliver`] at least this many, so that the requests fill.
     pub fn at_once(&self) -> usize {

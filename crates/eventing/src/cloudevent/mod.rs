@@ -61,34 +61,50 @@ pub enum Data {
 #[derive(Debug, Clone)]
 pub struct JsonData(Box<RawValue>);
 
-/// The deepest nesting of arrays and objects JSON data may have (serde_json's own limit
-/// when it reads a value into a tree).
-pub const MAX_JSON_DEPTH: usize = 128;
+/// Reads a JSON value through serde_json without keeping anything: the checks a
+/// `serde_json::Value` would get (nesting within serde_json's recursion limit, numbers in
+/// range, no lone surrogates in strings), without the tree. [`RawValue`] only skips
+/// values, and a value it takes that these checks refuse would fail later, wherever the
+/// data is read into a tree.
+struct Checked;
 
-/// How deeply the arrays and objects of valid JSON `text` nest.
-fn nesting(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in text.as_bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Checked, D::Error> {
+        deserializer.deserialize_any(Checked)
     }
-    deepest
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 impl JsonData {
@@ -102,13 +118,10 @@ impl JsonData {
         JsonData::checked(serde_json::from_slice::<&RawValue>(bytes)?.to_owned())
     }
 
-    /// A value read by serde_json, once its nesting is known to be within
-    /// [`MAX_JSON_DEPTH`]: what anyone reading it into a tree later (serde_json among them)
-    /// can take.
+    /// A value serde_json skipped over, once it passed the checks of a full read
+    /// ([`Checked`]): what anyone reading it into a tree later can take.
     pub(crate) fn checked(raw: Box<RawValue>) -> Result<JsonData, serde_json::Error> {
-        if nesting(raw.get()) > MAX_JSON_DEPTH {
-            return Err(serde::de::Error::custom(format!("JSON data nested deeper than {MAX_JSON_DEPTH} levels")));
-        }
+        serde_json::from_str::<Checked>(raw.get())?;
         Ok(JsonData(raw))
     }
 
@@ -755,10 +768,14 @@ mod tests {
         assert_eq!(JsonData::parse(r#"{"a":1,"b":[true]}"#).ok(), JsonData::parse(r#"{ "b": [true], "a": 1 }"#).ok());
         assert_ne!(JsonData::parse("1").ok(), JsonData::parse("2").ok());
         assert!(JsonData::parse("{} {}").is_err(), "one value");
-        // Nesting is bounded; brackets inside strings do not count.
+        // What serde_json would not read into a tree is refused: too deep, a number out of
+        // range, a lone surrogate; brackets inside strings do not count.
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(JsonData::parse(&deep(MAX_JSON_DEPTH)).is_ok());
-        assert!(JsonData::parse(&deep(MAX_JSON_DEPTH + 1)).is_err());
+        assert!(JsonData::parse(&deep(100)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deep(200)).is_err());
+        assert!(JsonData::parse(&deep(200)).is_err());
+        assert!(JsonData::parse("[1e400]").is_err());
+        assert!(JsonData::parse(r#"["\ud800"]"#).is_err());
         assert!(JsonData::parse(&format!(r#"[["[[[\"{}"]]"#, "[".repeat(200))).is_ok());
     }
 }
