@@ -211,10 +211,17 @@ impl FileTask {
         context: &SourceContext,
         stopped: &mut watch::Receiver<bool>,
     ) {
-        // Reading and hashing files blocks: it runs beside the runtime's threads.
-        let (task, reading) = (self.clone(), context.clone());
-        let Ok((reported, events)) = tokio::task::spawn_blocking(move || task.read(paths, &reading)).await else {
-            return;
+        // Reading and hashing files blocks: a batch of them is read beside the runtime's
+        // threads; one file where it is handled (a blocking thread per file costs more
+        // than the read: 1 000 small files took twice as long).
+        let (reported, events) = if paths.len() == 1 {
+            self.read(paths, context)
+        } else {
+            let (task, reading) = (self.clone(), context.clone());
+            match tokio::task::spawn_blocking(move || task.read(paths, &reading)).await {
+                Ok(read) => read,
+                Err(_) => return,
+            }
         };
         if events.is_empty() || context.sink.deliver(events, stopped).await.is_err() {
             return;
