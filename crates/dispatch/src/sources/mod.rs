@@ -170,41 +170,30 @@ impl SourcePlan {
 
 /// The content type and data of a message's payload (a Kafka record's value, a NATS
 /// message): the content type the message names, else JSON when the payload parses as
-/// JSON, else bytes; the data as JSON (its text), text or bytes by that content type. An
-/// empty payload is no data. `bytes` gives the payload as [`Bytes`](bytes::Bytes) when it
-/// travels as bytes.
+/// JSON, else bytes; the data as that content type reads it ([`Data::of_body`]). An empty
+/// payload is no data. `bytes` gives the payload as [`Bytes`](bytes::Bytes) when it travels
+/// as bytes.
 fn payload_data(
     content_type: Option<String>,
     payload: &[u8],
     bytes: impl FnOnce() -> bytes::Bytes,
 ) -> (Option<String>, Option<serval_eventing::Data>) {
     use serval_eventing::{Data, JsonData};
+    let content_type = content_type.filter(|ct| !ct.is_empty());
     if payload.is_empty() {
-        return (content_type.filter(|ct| !ct.is_empty()), None);
+        return (content_type, None);
     }
-    // Parsed once, only when the payload is (or may be) JSON.
-    let mut parsed = None;
-    let content_type = match content_type {
-        Some(ct) if !ct.is_empty() => ct,
-        _ => match JsonData::parse_bytes(payload) {
-            Ok(json) => {
-                parsed = Some(json);
-                "application/json".to_string()
-            }
-            Err(_) => "application/octet-stream".to_string(),
+    match content_type {
+        Some(ct) => {
+            let data = Data::of_body(Some(&ct), payload, bytes);
+            (Some(ct), data)
+        }
+        // Parsed once: the sniffed JSON is the data.
+        None => match JsonData::parse_bytes(payload) {
+            Ok(json) => (Some("application/json".to_string()), Some(Data::Json(json))),
+            Err(_) => (Some("application/octet-stream".to_string()), Some(Data::Binary(bytes()))),
         },
-    };
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let data = if essence.split_once('/').is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json")) {
-        parsed.or_else(|| JsonData::parse_bytes(payload).ok()).map_or_else(|| Data::Binary(bytes()), Data::Json)
-    } else if essence.starts_with("text/")
-        && let Ok(text) = std::str::from_utf8(payload)
-    {
-        Data::Text(text.to_string())
-    } else {
-        Data::Binary(bytes())
-    };
-    (Some(content_type), Some(data))
+    }
 }
 
 fn source_key(kind: &str, namespace: &str, name: &str) -> String {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::json::{from_json_str, kind, to_json_string};
-use super::{CloudEvent, Data, ExtensionValue, JsonData, SPEC_VERSION, validate};
+use super::{CloudEvent, Data, ExtensionValue, SPEC_VERSION, validate};
 use crate::EventError;
 
 /// The media type of structured content mode in the JSON event format.
@@ -181,26 +181,8 @@ pub fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<CloudEvent, Eve
             Some(ct.to_owned())
         }
     };
-    let data = body_to_data(datacontenttype.as_deref(), body);
+    let data = Data::of_body(datacontenttype.as_deref(), &body, || body.clone());
     Ok(CloudEvent { id, source, ty, datacontenttype, dataschema, subject, time, extensions, data })
-}
-
-/// The in-memory form of a binary-mode body (see [`Data`]): structured where the content
-/// type says so and the body agrees, otherwise the bytes untouched.
-fn body_to_data(content_type: Option<&str>, body: Bytes) -> Option<Data> {
-    if body.is_empty() {
-        return None;
-    }
-    let Some(ct) = content_type else { return Some(Data::Binary(body)) };
-    if validate::is_json_media_type(ct) {
-        JsonData::parse_bytes(&body).map_or(Some(Data::Binary(body)), |json| Some(Data::Json(json)))
-    } else if validate::is_text_media_type(ct)
-        && let Ok(text) = std::str::from_utf8(&body)
-    {
-        Some(Data::Text(text.to_owned()))
-    } else {
-        Some(Data::Binary(body))
-    }
 }
 
 fn invalid_header(name: &str, reason: impl Into<String>) -> EventError {

@@ -108,12 +108,7 @@ impl<'de> serde::de::Visitor<'de> for Checked {
 }
 
 impl JsonData {
-    /// Checks `text` is one JSON value (surrounding whitespace is dropped).
-    pub fn parse(text: &str) -> Result<JsonData, serde_json::Error> {
-        JsonData::checked(serde_json::from_str::<&RawValue>(text)?.to_owned())
-    }
-
-    /// As [`parse`](Self::parse), from bytes that must be UTF-8.
+    /// Checks `bytes` are one JSON value, UTF-8 (surrounding whitespace is dropped).
     pub fn parse_bytes(bytes: &[u8]) -> Result<JsonData, serde_json::Error> {
         JsonData::checked(serde_json::from_slice::<&RawValue>(bytes)?.to_owned())
     }
@@ -156,6 +151,28 @@ impl From<serde_json::Value> for JsonData {
 impl serde::Serialize for JsonData {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+impl Data {
+    /// The in-memory form of a message body under its content type (a binary-mode body,
+    /// a source's payload): structured where the content type says so and the body
+    /// agrees, otherwise the bytes untouched (`bytes` gives them); an empty body is no
+    /// data.
+    pub fn of_body(content_type: Option<&str>, body: &[u8], bytes: impl FnOnce() -> Bytes) -> Option<Data> {
+        if body.is_empty() {
+            return None;
+        }
+        let Some(ct) = content_type else { return Some(Data::Binary(bytes())) };
+        Some(if validate::is_json_media_type(ct) {
+            JsonData::parse_bytes(body).map_or_else(|_| Data::Binary(bytes()), Data::Json)
+        } else if validate::is_text_media_type(ct)
+            && let Ok(text) = std::str::from_utf8(body)
+        {
+            Data::Text(text.to_owned())
+        } else {
+            Data::Binary(bytes())
+        })
     }
 }
 
@@ -765,17 +782,20 @@ mod tests {
         let batch = decode_batch(&encode_batch(&[stored]).1).expect("batch");
         assert_eq!(encode_binary(&batch[0]).1, text.as_bytes());
         // Equal as JSON values, whatever their spelling.
-        assert_eq!(JsonData::parse(r#"{"a":1,"b":[true]}"#).ok(), JsonData::parse(r#"{ "b": [true], "a": 1 }"#).ok());
-        assert_ne!(JsonData::parse("1").ok(), JsonData::parse("2").ok());
-        assert!(JsonData::parse("{} {}").is_err(), "one value");
+        assert_eq!(
+            JsonData::parse_bytes(br#"{"a":1,"b":[true]}"#).ok(),
+            JsonData::parse_bytes(br#"{ "b": [true], "a": 1 }"#).ok()
+        );
+        assert_ne!(JsonData::parse_bytes(b"1").ok(), JsonData::parse_bytes(b"2").ok());
+        assert!(JsonData::parse_bytes(b"{} {}").is_err(), "one value");
         // What serde_json would not read into a tree is refused: too deep, a number out of
         // range, a lone surrogate; brackets inside strings do not count.
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(JsonData::parse(&deep(100)).is_ok());
+        assert!(JsonData::parse_bytes(deep(100).as_bytes()).is_ok());
         assert!(serde_json::from_str::<serde_json::Value>(&deep(200)).is_err());
-        assert!(JsonData::parse(&deep(200)).is_err());
-        assert!(JsonData::parse("[1e400]").is_err());
-        assert!(JsonData::parse(r#"["\ud800"]"#).is_err());
-        assert!(JsonData::parse(&format!(r#"[["[[[\"{}"]]"#, "[".repeat(200))).is_ok());
+        assert!(JsonData::parse_bytes(deep(200).as_bytes()).is_err());
+        assert!(JsonData::parse_bytes(b"[1e400]").is_err());
+        assert!(JsonData::parse_bytes(br#"["\ud800"]"#).is_err());
+        assert!(JsonData::parse_bytes(format!(r#"[["[[[\"{}"]]"#, "[".repeat(200)).as_bytes()).is_ok());
     }
 }
