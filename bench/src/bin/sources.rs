@@ -509,7 +509,7 @@ async fn nats_scenario(server: &ServalServer, sink: &Sink, rounds: usize, n: usi
     for chunk in 0..n.div_ceil(1000) {
         let mut acks = Vec::new();
         for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
-            acks.push(js.publish(format!("bench.{}", i % 8), format!("{{\"n\":{i}}}").into()).await.expect("publish"));
+            acks.push(js.publish(format!("bench.{}", i % 8), payload(i).into()).await.expect("publish"));
         }
         for ack in acks {
             ack.await.expect("publish acknowledged");
@@ -644,7 +644,7 @@ async fn kafka_scenario(server: &ServalServer, sink: &Sink, rounds: usize, n: us
         let records = (chunk * 500..((chunk + 1) * 500).min(n))
             .map(|i| Record {
                 key: Some(i.to_string().into_bytes()),
-                value: Some(format!("{{\"n\":{i}}}").into_bytes()),
+                value: Some(payload(i).into_bytes()),
                 headers: BTreeMap::new(),
                 timestamp: rskafka::chrono::Utc::now(),
             })
@@ -965,6 +965,22 @@ static UNORDERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// N` (N events per request); 1: one event per request.
 static BATCH: AtomicU64 = AtomicU64::new(1);
 
+/// `--value-bytes B`: each NATS message's and Kafka record's payload is a JSON object of
+/// about B bytes (`{"n":<i>,"pad":"xx…"}`); 0 (the default): `{"n":<i>}`.
+static VALUE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The payload of message or record `i`.
+fn payload(i: usize) -> String {
+    let mut value = format!("{{\"n\":{i}}}");
+    let wanted = usize::try_from(VALUE_BYTES.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    let pad = wanted.saturating_sub(value.len() + r#","pad":"""#.len());
+    if wanted > 0 && pad > 0 {
+        value.pop();
+        value.push_str(&format!(r#","pad":"{}"}}"#, "x".repeat(pad)));
+    }
+    value
+}
+
 /// What `--unordered` and `--batch` add: the metadata lines of a source manifest, and the
 /// words of a scenario's name.
 fn delivery_options() -> (String, String) {
@@ -974,6 +990,10 @@ fn delivery_options() -> (String, String) {
         label.push_str(", unordered");
     }
     let batch = BATCH.load(Ordering::Relaxed);
+    let bytes = VALUE_BYTES.load(Ordering::Relaxed);
+    if bytes > 0 {
+        label.push_str(&format!(", payloads of {bytes} bytes"));
+    }
     if batch > 1 {
         annotations.push_str(&format!("    serval.dev/delivery-batch-size: \"{batch}\"\n"));
         label.push_str(&format!(", batches of {batch}"));
@@ -1000,8 +1020,9 @@ async fn main() {
             "--only" => only = args.next(),
             "--unordered" => UNORDERED.store(true, Ordering::Relaxed),
             "--batch" => BATCH.store(number(args.next(), "--batch N") as u64, Ordering::Relaxed),
+            "--value-bytes" => VALUE_BYTES.store(number(args.next(), "--value-bytes B") as u64, Ordering::Relaxed),
             other => panic!(
-                "unknown argument {other} (use --rounds R --messages N --seconds S --files F --only nats|kafka|postgres|files --unordered --batch N)"
+                "unknown argument {other} (use --rounds R --messages N --seconds S --files F --only nats|kafka|postgres|files --unordered --batch N --value-bytes B)"
             ),
         }
     }

@@ -3,7 +3,8 @@
 //! installs it into `/var/tmp/serval-ci-venv`; `SERVAL_TANSU` names it). The tests are
 //! skipped without it unless `SERVAL_REQUIRE_KAFKA=1`. Records of a topic's partitions
 //! become Knative's events (id, source, subject, time, key, headers, data; plain, gzip and
-//! snappy batches); a `kill -9` of serval in the middle of 2 000 records loses none; a
+//! snappy batches); with `serval.dev/delivery-batch-size` they go as batches, in order
+//! within a partition one request at a time, or several at once when unordered; a `kill -9` of serval in the middle of 2 000 records loses none; a
 //! broker that goes away makes the source Ready=False (`KafkaUnreachable`) until it is back.
 
 mod support;
@@ -133,11 +134,16 @@ impl Drop for Tansu {
 
 /// Applies a KafkaSource through `serval apply -f`.
 fn apply_source(server: &Server, name: &str, tansu: &Tansu, topic: &str, sink: &str) {
+    apply_annotated_source(server, name, "", tansu, topic, sink);
+}
+
+/// Applies a KafkaSource with annotations (lines under `metadata:`).
+fn apply_annotated_source(server: &Server, name: &str, annotations: &str, tansu: &Tansu, topic: &str, sink: &str) {
     let file = server.dir.join(format!("{name}.yaml"));
     std::fs::write(
         &file,
         format!(
-            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: {name}\nspec:\n  \
+            "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: {name}\n{annotations}spec:\n  \
              bootstrapServers:\n  - {}\n  topics:\n  - {topic}\n  consumerGroup: serval-{name}\n  \
              initialOffset: earliest\n  sink:\n    uri: {sink}\n  ceOverrides:\n    extensions:\n      \
              origin: kafka\n",
@@ -283,6 +289,80 @@ async fn records_of_a_topic_become_events() {
     .expect("write manifest");
     let refused = server.fails(&["apply", "-f", &bad.display().to_string()]);
     assert!(refused.contains("spec.bootstrapServers[0]"), "{refused}");
+}
+
+/// The offsets of the events of batched requests, in the order they arrived.
+fn batched_offsets(sink: &Subscriber) -> Vec<Vec<i64>> {
+    sink.received()
+        .iter()
+        .map(|r| {
+            let content_type = header(r, "content-type").unwrap_or_default();
+            assert!(content_type.starts_with("application/cloudevents-batch+json"), "{content_type}");
+            let batch: Vec<Value> = serde_json::from_slice(&r.body).expect("a batch is a JSON array");
+            batch
+                .iter()
+                .map(|e| {
+                    let id = e["id"].as_str().unwrap_or_default();
+                    id.rsplit_once(':').and_then(|(_, o)| o.parse().ok()).unwrap_or(-1)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn records_go_to_a_sink_in_batches_in_order_or_several_at_once() {
+    let Some(bin) = tansu_bin() else { return };
+    let tansu = Tansu::start(bin);
+    let client = tansu.client().await;
+    let server = Server::start(&[]);
+    let (ordered_sink, unordered_sink) =
+        (Subscriber::start(vec![]).await, Subscriber::start_slow(vec![], Duration::from_millis(20)).await);
+    let produced = 1200i64;
+    for topic in ["ordered", "unordered"] {
+        tansu.create_topic(&client, topic, 1).await;
+        for chunk in 0..3 {
+            let records =
+                (chunk * 300..(chunk + 1) * 300).map(|n| record(None, &format!(r#"{{"n":{n}}}"#), &[])).collect();
+            produce(&client, topic, 0, records, Compression::NoCompression).await;
+        }
+    }
+    let batches = "  annotations:\n    serval.dev/delivery-batch-size: \"50\"\n";
+    apply_annotated_source(&server, "ordered", batches, &tansu, "ordered", &ordered_sink.url);
+    let unordered = format!("{batches}    serval.dev/delivery-order: unordered\n");
+    apply_annotated_source(&server, "unordered", &unordered, &tansu, "unordered", &unordered_sink.url);
+    // More records while the sources read.
+    for topic in ["ordered", "unordered"] {
+        let records = (900..produced).map(|n| record(None, &format!(r#"{{"n":{n}}}"#), &[])).collect();
+        produce(&client, topic, 0, records, Compression::NoCompression).await;
+    }
+    for (name, sink) in [("ordered", &ordered_sink), ("unordered", &unordered_sink)] {
+        let received = eventually(&format!("{name}: {produced} records"), Duration::from_secs(60), async || {
+            let received = batched_offsets(sink);
+            (received.iter().map(Vec::len).sum::<usize>() >= produced as usize).then_some(received)
+        })
+        .await;
+        let largest = received.iter().map(Vec::len).max().unwrap_or_default();
+        assert!(largest > 1 && largest <= 50, "{name}: batches of up to 50 records, the largest {largest}");
+        let mut offsets = received.concat();
+        if name == "unordered" {
+            offsets.sort_unstable();
+        }
+        assert_eq!(
+            offsets,
+            (0..produced).collect::<Vec<_>>(),
+            "{name}: each record once, in order within the partition"
+        );
+        let source = eventually(&format!("{name}: counters and lag"), Duration::from_secs(15), async || {
+            let s = server.get_json(&["kafkasource", name]);
+            let counters = &s["status"]["counters"];
+            (counters["delivered"] == produced && counters["lag"] == 0).then_some(s)
+        })
+        .await;
+        assert_eq!(ready(&source)["status"], "True", "{source:#}");
+    }
+    assert_eq!(ordered_sink.max_in_flight(), 1, "an ordered source posts one request at a time");
+    assert!(unordered_sink.max_in_flight() > 1, "an unordered source posts several requests at once");
 }
 
 #[tokio::test]

@@ -6,8 +6,11 @@
 //! default, or `earliest`).
 //!
 //! Every partition of every topic is read by its own loop, all in parallel, each in order:
-//! fetched records are delivered to the sink in batches of up to 100, and only then is the
-//! offset stored (at least once: a crash in between delivers that batch again). Records are Knative's events: type
+//! the next records are fetched while the last ones are delivered, in the sink's batches
+//! (one event per request unless `serval.dev/delivery-batch-size` says more), one request
+//! after the other (or several at once for an unordered source), and a partition's offset
+//! is stored only after every record before it was accepted (at least once: a crash
+//! delivers again what was in flight). Records are Knative's events: type
 //! `dev.knative.kafka.event`, source `/apis/v1/namespaces/<ns>/kafkasources/<name>#<topic>`,
 //! subject `partition:<p>#<offset>`, id `partition:<p>/offset:<offset>`, the record's
 //! timestamp as time, its key as the `key` extension and its headers as `kafkaheader<name>`
@@ -16,14 +19,16 @@
 //! A broker that cannot be reached makes the source NotReady (`KafkaUnreachable`), a topic
 //! that does not exist `TopicNotFound`; it connects again by itself, backing off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, try_join_all};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, MaybeDone, maybe_done, try_join_all};
 use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
@@ -32,8 +37,10 @@ use rskafka::record::RecordAndOffset;
 use serval_eventing::{CloudEvent, Data};
 use serval_model::KafkaSource;
 use tokio::sync::watch;
+use tokio::task::{self, JoinSet};
+use tokio::time::error::Elapsed;
 
-use super::{Backoff, SourceContext, SourceTask};
+use super::{Backoff, SourceContext, SourceTask, Stopped};
 use crate::DispatchError;
 
 /// The type of every event of a KafkaSource (Knative's).
@@ -44,9 +51,6 @@ pub const KEY_EXTENSION: &str = "key";
 pub const HEADER_PREFIX: &str = "kafkaheader";
 /// Longest header name (letters and digits) carried as an extension.
 const MAX_HEADER_NAME: usize = 20;
-/// Most records delivered before their offset is stored (a fetch may bring many more), or
-/// what the sink takes at once when more: what a crash may deliver again, per partition.
-const BATCH: usize = 100;
 /// Most bytes one fetch asks for.
 const FETCH_BYTES: i32 = 1_000_000;
 /// How long one fetch waits for records (the broker answers as soon as there are some);
@@ -311,7 +315,8 @@ impl KafkaTask {
         self.wait(&doing, stopped, partition.client.get_offset(at)).await
     }
 
-    /// Reads a partition from `offset`, delivering each batch before its offset is stored.
+    /// Reads a partition from `offset`: the next records are fetched while the last ones
+    /// are made into events, and those delivered in batches (see [`Deliveries`]).
     async fn read(
         &self,
         context: &SourceContext,
@@ -323,47 +328,48 @@ impl KafkaTask {
     ) -> Result<Infallible, End> {
         let source = format!("{event_source}#{}", partition.topic);
         let doing = format!("fetching records of {}", partition.key);
+        let mut next = Box::pin(fetching(partition, offset));
+        let mut deliveries = Deliveries::new(context, lags, &partition.key, offset);
         loop {
-            let fetched = tokio::select! {
-                done = tokio::time::timeout(
-                    OPERATION_TIMEOUT,
-                    partition.client.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS),
-                ) => done,
-                _ = stopped.wait_for(|s| *s) => return Err(End::Stopped),
-            };
-            let (records, high_watermark) = match fetched {
-                Ok(Ok(fetched)) => fetched,
-                Ok(Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. })) => {
+            loop {
+                tokio::select! {
+                    () = next.as_mut() => break,
+                    stepped = deliveries.step() => stepped?,
+                    _ = stopped.wait_for(|s| *s) => return Err(End::Stopped),
+                }
+            }
+            let (records, high_watermark) = match next.as_mut().take_output() {
+                Some(Ok(Ok(fetched))) => fetched,
+                Some(Ok(Err(KafkaError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. }))) => {
                     offset = self.out_of_range(stopped, partition, offset).await?;
+                    next = Box::pin(fetching(partition, offset));
                     continue;
                 }
-                Ok(Err(e)) => return Err(self.failed(&doing, e)),
-                Err(_) => return Err(self.unreachable(format!("{doing}: no answer in {OPERATION_TIMEOUT:?}"))),
+                Some(Ok(Err(e))) => return Err(self.failed(&doing, e)),
+                Some(Err(_)) | None => {
+                    return Err(self.unreachable(format!("{doing}: no answer in {OPERATION_TIMEOUT:?}")));
+                }
             };
             // A compressed batch may start before the offset asked for.
             let records: Vec<RecordAndOffset> = records.into_iter().filter(|r| r.offset >= offset).collect();
-            if records.is_empty() {
-                lags.set(context, &partition.key, u64::try_from(high_watermark - offset).unwrap_or(0));
+            let Some(fetched_to) = records.last().map(|r| r.offset + 1) else {
+                if deliveries.idle() {
+                    lags.set(context, &partition.key, u64::try_from(high_watermark - offset).unwrap_or(0));
+                }
+                next = Box::pin(fetching(partition, offset));
                 continue;
-            }
-            for batch in records.chunks(BATCH.max(context.sink.at_once())) {
+            };
+            next = Box::pin(fetching(partition, fetched_to));
+            for batch in records.chunks(context.sink.batch()) {
                 let Some(last) = batch.last().map(|r| r.offset) else { continue };
                 let events: Vec<CloudEvent> =
                     batch.iter().map(|r| event_of(&source, &partition.topic, partition.partition, r)).collect();
-                if context.sink.deliver(events, stopped).await.is_err() {
-                    return Err(End::Stopped);
+                while deliveries.full() {
+                    while_fetching(next.as_mut(), deliveries.step()).await?;
                 }
-                offset = last + 1;
-                if let Err(e) = context.positions.set(&[(&partition.key, offset + 1)]).await {
-                    tracing::error!(
-                        "kafkasource {}/{}: storing the offset of {}: {e}",
-                        context.namespace,
-                        context.name,
-                        partition.key
-                    );
-                }
-                lags.set(context, &partition.key, u64::try_from(high_watermark - offset).unwrap_or(0));
+                deliveries.start(events, last + 1, high_watermark, stopped);
             }
+            offset = fetched_to;
         }
     }
 
@@ -380,6 +386,123 @@ impl KafkaTask {
         let earliest = self.wait(&doing, stopped, partition.client.get_offset(OffsetAt::Earliest)).await?;
         tracing::warn!("{}: offset {offset} is not in the partition; going on from {earliest}", partition.key);
         Ok(earliest)
+    }
+}
+
+/// A partition's batches on their way to the sink and its stored offset. Each batch is
+/// delivered by a task of its own, up to the sink's requests in flight (one: in order), so
+/// that the next records are read and made into events meanwhile. The offset stored is the
+/// one after the last batch the sink accepted with every batch before it, by one commit at
+/// a time (at least once: a crash delivers again what came after it). Dropped, it aborts
+/// its tasks.
+struct Deliveries<'a> {
+    context: &'a SourceContext,
+    lags: &'a Lags,
+    key: &'a str,
+    posting: JoinSet<Result<(), Stopped>>,
+    /// Batches under way, oldest first: their task, the offset after their last record
+    /// and the partition's high watermark when they were fetched.
+    queue: VecDeque<(task::Id, i64, i64)>,
+    /// Tasks of `queue` whose batch was accepted.
+    accepted: HashSet<task::Id>,
+    /// The offset after every batch accepted so far.
+    delivered_to: i64,
+    /// The commit of an offset, at most one at a time.
+    storing: JoinSet<Result<i64, DispatchError>>,
+    stored: i64,
+    /// The last commit failed: the next is tried after the next batch is accepted.
+    store_failed: bool,
+}
+
+impl<'a> Deliveries<'a> {
+    fn new(context: &'a SourceContext, lags: &'a Lags, key: &'a str, offset: i64) -> Self {
+        Deliveries {
+            context,
+            lags,
+            key,
+            posting: JoinSet::new(),
+            queue: VecDeque::new(),
+            accepted: HashSet::new(),
+            delivered_to: offset,
+            storing: JoinSet::new(),
+            stored: offset,
+            store_failed: false,
+        }
+    }
+
+    /// Starts delivering a batch whose last record is before `after`.
+    fn start(&mut self, events: Vec<CloudEvent>, after: i64, high_watermark: i64, stopped: &watch::Receiver<bool>) {
+        let (sink, mut stopped) = (self.context.sink.clone(), stopped.clone());
+        let id = self.posting.spawn(async move { sink.deliver(events, &mut stopped).await }).id();
+        self.queue.push_back((id, after, high_watermark));
+    }
+
+    /// As many batches are under way as the sink takes requests at once.
+    fn full(&self) -> bool {
+        self.queue.len() >= self.context.sink.in_flight()
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Waits for a batch to be accepted or an offset stored and goes on from there
+    /// (pending while nothing is under way).
+    async fn step(&mut self) -> Result<(), End> {
+        tokio::select! {
+            Some(done) = self.posting.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, Ok(()))) => id,
+                    Ok((_, Err(Stopped))) => return Err(End::Stopped),
+                    Err(e) if e.is_cancelled() => return Err(End::Stopped),
+                    Err(e) => return Err(End::Problem(KAFKA_ERROR, format!("delivering records of {}: {e}", self.key))),
+                };
+                self.accepted.insert(id);
+                while let Some(&(first, after, high_watermark)) = self.queue.front()
+                    && self.accepted.remove(&first)
+                {
+                    self.queue.pop_front();
+                    self.delivered_to = after;
+                    self.lags.set(self.context, self.key, u64::try_from(high_watermark - after).unwrap_or(0));
+                }
+                self.store_failed = false;
+            }
+            Some(done) = self.storing.join_next() => match done {
+                Ok(Ok(offset)) => self.stored = offset,
+                Ok(Err(e)) => {
+                    tracing::error!("kafkasource {}/{}: storing the offset of {}: {e}", self.context.namespace, self.context.name, self.key);
+                    self.store_failed = true;
+                }
+                Err(_) => return Err(End::Stopped),
+            },
+            else => std::future::pending::<()>().await,
+        }
+        if self.storing.is_empty() && !self.store_failed && self.delivered_to > self.stored {
+            let (positions, key, offset) = (self.context.positions.clone(), self.key.to_string(), self.delivered_to);
+            // Kept as the next offset + 1, so that 0 stays "none".
+            self.storing.spawn(async move { positions.set(&[(&key, offset + 1)]).await.map(|()| offset) });
+        }
+        Ok(())
+    }
+}
+
+/// Records being fetched from an offset (the request goes out when first polled).
+type Fetching<'a> = MaybeDone<BoxFuture<'a, Result<Result<(Vec<RecordAndOffset>, i64), KafkaError>, Elapsed>>>;
+
+fn fetching(partition: &Partition, offset: i64) -> Fetching<'_> {
+    let fetch = partition.client.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS);
+    maybe_done(tokio::time::timeout(OPERATION_TIMEOUT, fetch).boxed())
+}
+
+/// Awaits `work` while the next records are fetched.
+async fn while_fetching<T>(mut next: Pin<&mut Fetching<'_>>, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    loop {
+        let fetched = matches!(*next, MaybeDone::Done(_));
+        tokio::select! {
+            done = &mut work => return done,
+            () = next.as_mut(), if !fetched => {}
+        }
     }
 }
 

@@ -352,6 +352,11 @@ impl SourceSink {
         self.delivery.batch.max(1)
     }
 
+    /// The most requests in flight at once (1: one after the other, in order).
+    pub fn in_flight(&self) -> usize {
+        self.delivery.in_flight.max(1)
+    }
+
     /// The most events posted at once (a batch per request in flight): a source reading
     /// many at once hands [`Self::deliver`] at least this many, so that the requests fill.
     pub fn at_once(&self) -> usize {
