@@ -2,11 +2,12 @@
 //! delivering to a subscriber in this process, beside baselines measured in the same run.
 //!
 //! `cargo run --release -p serval-bench --bin sources [-- --rounds R --messages N --seconds S --files F
-//! --only nats|kafka|postgres|files --unordered --batch B]`
+//! --only nats|kafka|postgres|files --unordered --batch B --value-bytes V]`
 //!
 //! `--unordered` and `--batch B` annotate the NATS, Kafka and file sources with
 //! `serval.dev/delivery-order: unordered` and `serval.dev/delivery-batch-size: B` (B events
-//! per request, as a CloudEvents batch, which the subscriber reads).
+//! per request, as a CloudEvents batch, which the subscriber reads). `--value-bytes V` makes
+//! each NATS message and Kafka record a JSON object of about V bytes (default `{"n":<i>}`).
 //!
 //! The real systems are started here on 127.0.0.1 and killed when the benchmark ends:
 //! `nats-server -js` (Debian's package), tansu (a Kafka-protocol broker, at `$SERVAL_TANSU`
