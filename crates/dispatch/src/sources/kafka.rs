@@ -446,6 +446,11 @@ impl<'a> Deliveries<'a> {
         self.queue.is_empty()
     }
 
+    /// A task that did not finish: aborted (this is being dropped), or it panicked.
+    fn ended(&self, doing: &str, e: task::JoinError) -> End {
+        if e.is_cancelled() { End::Stopped } else { End::Problem(KAFKA_ERROR, format!("{doing} ({}): {e}", self.key)) }
+    }
+
     /// Waits for a batch to be accepted or an offset stored and goes on from there
     /// (pending while nothing is under way).
     async fn step(&mut self) -> Result<(), End> {
@@ -454,8 +459,7 @@ impl<'a> Deliveries<'a> {
                 let id = match done {
                     Ok((id, Ok(()))) => id,
                     Ok((_, Err(Stopped))) => return Err(End::Stopped),
-                    Err(e) if e.is_cancelled() => return Err(End::Stopped),
-                    Err(e) => return Err(End::Problem(KAFKA_ERROR, format!("delivering records of {}: {e}", self.key))),
+                    Err(e) => return Err(self.ended("delivering", e)),
                 };
                 self.accepted.insert(id);
                 while let Some(&(first, after, high_watermark)) = self.queue.front()
@@ -470,10 +474,16 @@ impl<'a> Deliveries<'a> {
             Some(done) = self.storing.join_next() => match done {
                 Ok(Ok(offset)) => self.stored = offset,
                 Ok(Err(e)) => {
-                    tracing::error!("kafkasource {}/{}: storing the offset of {}: {e}", self.context.namespace, self.context.name, self.key);
+                    let context = self.context;
+                    tracing::error!(
+                        "kafkasource {}/{}: storing the offset of {}: {e}",
+                        context.namespace,
+                        context.name,
+                        self.key
+                    );
                     self.store_failed = true;
                 }
-                Err(_) => return Err(End::Stopped),
+                Err(e) => return Err(self.ended("storing the offset", e)),
             },
             else => std::future::pending::<()>().await,
         }
