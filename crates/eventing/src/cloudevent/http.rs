@@ -317,8 +317,7 @@ pub fn encode_structured(event: &CloudEvent) -> (HeaderMap, Bytes) {
 /// Encodes events in batched content mode: `application/cloudevents-batch+json` and a
 /// JSON array of the events in the JSON format.
 pub fn encode_batch(events: &[CloudEvent]) -> (HeaderMap, Bytes) {
-    let array = serde_json::to_string(events).expect("events serialize to JSON objects");
-    (json_headers(BATCH_CONTENT_TYPE), Bytes::from(array))
+    (json_headers(BATCH_CONTENT_TYPE), Bytes::from(super::json::to_json_array(events)))
 }
 
 fn json_headers(media_type: &'static str) -> HeaderMap {

@@ -18,7 +18,45 @@ pub fn to_json(event: &CloudEvent) -> Value {
 /// The event in the JSON event format, as text (what broker logs store), written straight
 /// from the event without an intermediate [`Value`].
 pub fn to_json_string(event: &CloudEvent) -> String {
-    serde_json::to_string(event).expect("an event serializes to a JSON object")
+    let mut text = Vec::with_capacity(json_len_hint(event));
+    serde_json::to_writer(&mut text, event).expect("an event serializes to a JSON object");
+    String::from_utf8(text).expect("serde_json writes UTF-8")
+}
+
+/// Events as a JSON array of objects in the JSON event format (the batched content mode),
+/// as text.
+pub(crate) fn to_json_array(events: &[CloudEvent]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(2 + events.iter().map(|e| json_len_hint(e) + 1).sum::<usize>());
+    serde_json::to_writer(&mut text, events).expect("events serialize to JSON objects");
+    text
+}
+
+/// About how long an event is in the JSON format (a little more for plain attributes and
+/// data): room made at once for the text, which otherwise grows by doubling, copying what
+/// it holds each time (for large data, most of the work of writing it).
+fn json_len_hint(event: &CloudEvent) -> usize {
+    /// Names, quotes, colons and commas of the attributes, and `specversion`.
+    const FRAME: usize = 128;
+    let optional = [&event.datacontenttype, &event.dataschema, &event.subject, &event.time];
+    let attributes: usize = [&event.id, &event.source, &event.ty].iter().map(|a| a.len() + 16).sum::<usize>()
+        + optional.iter().filter_map(|a| a.as_ref()).map(|a| a.len() + 20).sum::<usize>()
+        + event.extensions.iter().map(|(name, value)| name.len() + extension_len(value) + 8).sum::<usize>();
+    let data = match &event.data {
+        None => 0,
+        Some(Data::Json(json)) => json.as_str().len() + 8,
+        Some(Data::Text(text)) => text.len() + text.len() / 8 + 10,
+        Some(Data::Binary(bytes)) => bytes.len().div_ceil(3) * 4 + 16,
+    };
+    FRAME + attributes + data
+}
+
+/// The length of an extension's value, or more.
+fn extension_len(value: &ExtensionValue) -> usize {
+    match value {
+        ExtensionValue::String(s) => s.len(),
+        ExtensionValue::Integer(_) => 11,
+        ExtensionValue::Boolean(_) => 5,
+    }
 }
 
 /// Reads an event in the JSON event format from text, checking every rule (read straight
@@ -326,6 +364,33 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use serde_json::json;
+
+    #[test]
+    fn the_room_made_for_an_event_holds_it() {
+        let base = || {
+            CloudEvent::builder()
+                .id("partition:0/offset:12345")
+                .source("/apis/v1/namespaces/default/kafkasources/clicks#clicks")
+                .event_type("dev.knative.kafka.event")
+                .subject("partition:0#12345")
+                .time("2026-12-01T23:00:00.123Z")
+                .extension("key", "12345")
+                .extension("count", 2_000_000_000)
+                .extension("flag", false)
+        };
+        let events = [
+            base().build().expect("no data"),
+            base().data(json!({"n": 1, "pad": "x".repeat(1000)})).build().expect("JSON"),
+            base().datacontenttype("text/plain").data(Data::Text("a\tb\n".repeat(100))).build().expect("text"),
+            base().data(Data::Binary(Bytes::from(vec![7u8; 1000]))).build().expect("bytes"),
+        ];
+        for event in &events {
+            assert!(json_len_hint(event) >= to_json_string(event).len(), "{event:?}");
+        }
+        let array = to_json_array(&events);
+        assert!(array.capacity() >= array.len() && array.capacity() < 2 * array.len());
+        assert_eq!(serde_json::from_slice::<Vec<CloudEvent>>(&array).expect("an array of events"), events);
+    }
 
     /// The examples of JSON format §3.2 (the base64 payload made concrete).
     fn spec_binary_example() -> Value {
