@@ -462,12 +462,16 @@ impl<'a> Deliveries<'a> {
                     Err(e) => return Err(self.ended("delivering", e)),
                 };
                 self.accepted.insert(id);
+                let mut lag = None;
                 while let Some(&(first, after, high_watermark)) = self.queue.front()
                     && self.accepted.remove(&first)
                 {
                     self.queue.pop_front();
                     self.delivered_to = after;
-                    self.lags.set(self.context, self.key, u64::try_from(high_watermark - after).unwrap_or(0));
+                    lag = Some(u64::try_from(high_watermark - after).unwrap_or(0));
+                }
+                if let Some(lag) = lag {
+                    self.lags.set(self.context, self.key, lag);
                 }
                 self.store_failed = false;
             }
