@@ -326,7 +326,8 @@ impl KafkaTask {
         lags: &Lags,
         event_source: &str,
     ) -> Result<Infallible, End> {
-        let source = format!("{event_source}#{}", partition.topic);
+        let source: Arc<str> = format!("{event_source}#{}", partition.topic).into();
+        let topic: Arc<str> = partition.topic.as_str().into();
         let doing = format!("fetching records of {}", partition.key);
         let mut next = Box::pin(fetching(partition, offset));
         let mut deliveries = Deliveries::new(context, lags, &partition.key, offset);
@@ -360,13 +361,15 @@ impl KafkaTask {
                 continue;
             };
             next = Box::pin(fetching(partition, fetched_to));
-            for batch in records.chunks(context.sink.batch()) {
-                let Some(last) = batch.last().map(|r| r.offset) else { continue };
-                let events: Vec<CloudEvent> =
-                    batch.iter().map(|r| event_of(&source, &partition.topic, partition.partition, r)).collect();
+            let mut records = records.into_iter();
+            loop {
+                let batch: Vec<RecordAndOffset> = records.by_ref().take(context.sink.batch()).collect();
+                let Some(last) = batch.last().map(|r| r.offset) else { break };
                 while deliveries.full() {
                     while_fetching(next.as_mut(), deliveries.step()).await?;
                 }
+                let (source, topic, number) = (source.clone(), topic.clone(), partition.partition);
+                let events = move || batch.iter().map(|r| event_of(&source, &topic, number, r)).collect();
                 deliveries.start(events, last + 1, high_watermark, stopped);
             }
             offset = fetched_to;
@@ -430,10 +433,17 @@ impl<'a> Deliveries<'a> {
         }
     }
 
-    /// Starts delivering a batch whose last record is before `after`.
-    fn start(&mut self, events: Vec<CloudEvent>, after: i64, high_watermark: i64, stopped: &watch::Receiver<bool>) {
+    /// Starts delivering a batch whose last record is before `after`: its task makes the
+    /// records into `events` first, so that the reading loop goes back to the next fetch.
+    fn start(
+        &mut self,
+        events: impl FnOnce() -> Vec<CloudEvent> + Send + 'static,
+        after: i64,
+        high_watermark: i64,
+        stopped: &watch::Receiver<bool>,
+    ) {
         let (sink, mut stopped) = (self.context.sink.clone(), stopped.clone());
-        let id = self.posting.spawn(async move { sink.deliver(events, &mut stopped).await }).id();
+        let id = self.posting.spawn(async move { sink.deliver(events(), &mut stopped).await }).id();
         self.queue.push_back((id, after, high_watermark));
     }
 
