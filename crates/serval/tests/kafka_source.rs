@@ -4,8 +4,10 @@
 //! skipped without it unless `SERVAL_REQUIRE_KAFKA=1`. Records of a topic's partitions
 //! become Knative's events (id, source, subject, time, key, headers, data; plain, gzip and
 //! snappy batches); with `serval.dev/delivery-batch-size` they go as batches, in order
-//! within a partition one request at a time, or several at once when unordered; a `kill -9` of serval in the middle of 2 000 records loses none; a
-//! broker that goes away makes the source Ready=False (`KafkaUnreachable`) until it is back.
+//! within a partition one request at a time, or several at once when unordered; a `kill -9`
+//! of serval in the middle of 2 000 records loses none, nor does one of a source that
+//! started at the latest offset and has delivered nothing yet; a broker that goes away
+//! makes the source Ready=False (`KafkaUnreachable`) until it is back.
 
 mod support;
 
@@ -139,13 +141,26 @@ fn apply_source(server: &Server, name: &str, tansu: &Tansu, topic: &str, sink: &
 
 /// Applies a KafkaSource with annotations (lines under `metadata:`).
 fn apply_annotated_source(server: &Server, name: &str, annotations: &str, tansu: &Tansu, topic: &str, sink: &str) {
+    apply_source_from(server, name, annotations, "earliest", tansu, topic, sink);
+}
+
+/// Applies a KafkaSource with annotations and an `initialOffset`.
+fn apply_source_from(
+    server: &Server,
+    name: &str,
+    annotations: &str,
+    initial_offset: &str,
+    tansu: &Tansu,
+    topic: &str,
+    sink: &str,
+) {
     let file = server.dir.join(format!("{name}.yaml"));
     std::fs::write(
         &file,
         format!(
             "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata:\n  name: {name}\n{annotations}spec:\n  \
              bootstrapServers:\n  - {}\n  topics:\n  - {topic}\n  consumerGroup: serval-{name}\n  \
-             initialOffset: earliest\n  sink:\n    uri: {sink}\n  ceOverrides:\n    extensions:\n      \
+             initialOffset: {initial_offset}\n  sink:\n    uri: {sink}\n  ceOverrides:\n    extensions:\n      \
              origin: kafka\n",
             tansu.addr
         ),
@@ -408,6 +423,37 @@ async fn no_record_is_lost_across_kill_9() {
         counts.len(),
         delivered - counts.len()
     );
+}
+
+#[tokio::test]
+async fn a_source_at_the_latest_offset_misses_nothing_produced_once_it_is_ready() {
+    let Some(bin) = tansu_bin() else { return };
+    let tansu = Tansu::start(bin);
+    let client = tansu.client().await;
+    tansu.create_topic(&client, "orders", 1).await;
+    produce(&client, "orders", 0, vec![record(None, r#"{"old":true}"#, &[])], Compression::NoCompression).await;
+    let mut server = Server::start(&[]);
+    let sink = Subscriber::start(vec![]).await;
+    apply_source_from(&server, "latest", "", "latest", &tansu, "orders", &sink.url);
+    eventually("Ready", Duration::from_secs(20), async || {
+        let s = server.get_json(&["kafkasource", "latest"]);
+        (ready(&s)["status"] == "True").then_some(())
+    })
+    .await;
+    // Ready, nothing delivered yet: the offset it started at is stored, so records produced
+    // while serval is down come after a restart.
+    server.kill9();
+    let records: Vec<Record> = (0..10).map(|n| record(None, &format!("{{\"n\":{n}}}"), &[])).collect();
+    let offsets = produce(&client, "orders", 0, records, Compression::NoCompression).await;
+    let _restarted = Server::start_in(&server.dir.clone(), &[]);
+    let counts = eventually("the records produced while serval was down", Duration::from_secs(30), async || {
+        let counts = ids(&sink);
+        (counts.len() >= offsets.len()).then_some(counts)
+    })
+    .await;
+    let expected: Vec<String> = offsets.iter().map(|o| format!("partition:0/offset:{o}")).collect();
+    assert!(expected.iter().all(|id| counts.contains_key(id)), "{counts:?}");
+    assert_eq!(counts.len(), expected.len(), "not the record produced before the source existed: {counts:?}");
 }
 
 #[tokio::test]

@@ -296,7 +296,10 @@ impl KafkaTask {
         }
     }
 
-    /// Where a partition's reading starts: its stored offset, else `spec.initialOffset`.
+    /// Where a partition's reading starts: its stored offset, else `spec.initialOffset`,
+    /// which is stored at once (as Knative commits a consumer group's initial offsets), so
+    /// that a source that starts at the latest record and restarts, or loses the broker,
+    /// before its first delivery does not skip what was produced meanwhile.
     async fn start(
         &self,
         context: &SourceContext,
@@ -312,7 +315,14 @@ impl KafkaTask {
         }
         let at = if self.earliest { OffsetAt::Earliest } else { OffsetAt::Latest };
         let doing = format!("reading the offsets of {}", partition.key);
-        self.wait(&doing, stopped, partition.client.get_offset(at)).await
+        let offset = self.wait(&doing, stopped, partition.client.get_offset(at)).await?;
+        // Kept as the next offset + 1, so that 0 stays "none".
+        context
+            .positions
+            .set(&[(&partition.key, offset + 1)])
+            .await
+            .map_err(|e| End::Problem(KAFKA_ERROR, format!("storing the starting offset of {}: {e}", partition.key)))?;
+        Ok(offset)
     }
 
     /// Reads a partition from `offset`: the next records are fetched while the last ones
