@@ -6,8 +6,9 @@
 //! snappy batches); with `serval.dev/delivery-batch-size` they go as batches, in order
 //! within a partition one request at a time, or several at once when unordered; a `kill -9`
 //! of serval in the middle of 2 000 records loses none, nor does one of a source that
-//! started at the latest offset and has delivered nothing yet; a broker that goes away
-//! makes the source Ready=False (`KafkaUnreachable`) until it is back.
+//! started at the latest offset and has delivered nothing yet; a deleted source stops
+//! delivering at once; a broker that goes away makes the source Ready=False
+//! (`KafkaUnreachable`) until it is back.
 
 mod support;
 
@@ -454,6 +455,27 @@ async fn a_source_at_the_latest_offset_misses_nothing_produced_once_it_is_ready(
     let expected: Vec<String> = offsets.iter().map(|o| format!("partition:0/offset:{o}")).collect();
     assert!(expected.iter().all(|id| counts.contains_key(id)), "{counts:?}");
     assert_eq!(counts.len(), expected.len(), "not the record produced before the source existed: {counts:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_source_stops_delivering_at_once() {
+    let Some(bin) = tansu_bin() else { return };
+    let tansu = Tansu::start(bin);
+    let client = tansu.client().await;
+    tansu.create_topic(&client, "backlog", 1).await;
+    let records = (0..200).map(|n| record(None, &format!(r#"{{"n":{n}}}"#), &[])).collect();
+    produce(&client, "backlog", 0, records, Compression::NoCompression).await;
+    let server = Server::start(&[]);
+    // One fetch holds all 200; one at a time, 50 ms each, they would take 10 s.
+    let sink = Subscriber::start_slow(vec![], Duration::from_millis(50)).await;
+    apply_source(&server, "backlog", &tansu, "backlog", &sink.url);
+    eventually("some records delivered", Duration::from_secs(20), async || (sink.received().len() >= 5).then_some(()))
+        .await;
+    server.ok(&["delete", "kafkasource", "backlog"]);
+    let at_delete = sink.received().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sink.received().len();
+    assert!(after <= at_delete + 1, "{} records delivered in the second after the delete", after - at_delete);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! carrying a CloudEvent is that event); a `kill -9` of serval in the middle of 2 000
 //! messages loses none; a NATS server that goes away makes the source Ready=False until it
 //! is back, and then it delivers again by itself; a missing stream is Ready=False
-//! (`StreamNotFound`) until it is created.
+//! (`StreamNotFound`) until it is created; a deleted source stops delivering at once.
 
 mod support;
 
@@ -338,6 +338,28 @@ async fn no_message_lost_across_kill_9(metadata: &str) {
         counts.len(),
         delivered - counts.len()
     );
+}
+
+#[tokio::test]
+async fn a_deleted_source_stops_delivering_at_once() {
+    let Some(bin) = nats_server_bin() else { return };
+    let nats = NatsServer::start(bin);
+    let js = nats.jetstream().await;
+    nats.create_stream(&js, "BACKLOG", &["backlog.>"]).await;
+    for n in 0..200 {
+        publish(&js, "backlog.item", &[], &format!("{{\"n\":{n}}}")).await;
+    }
+    let server = Server::start(&[]);
+    // One fetch holds all 200; one at a time, 50 ms each, they would take 10 s.
+    let sink = Subscriber::start_slow(vec![], Duration::from_millis(50)).await;
+    apply_source(&server, "backlog", &nats, "BACKLOG", None, &sink.url);
+    eventually("some messages delivered", Duration::from_secs(20), async || (sink.received().len() >= 5).then_some(()))
+        .await;
+    server.ok(&["delete", "natssource", "backlog"]);
+    let at_delete = sink.received().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sink.received().len();
+    assert!(after <= at_delete + 1, "{} messages delivered in the second after the delete", after - at_delete);
 }
 
 #[tokio::test]

@@ -376,7 +376,15 @@ impl KafkaTask {
                 let batch: Vec<RecordAndOffset> = records.by_ref().take(context.sink.batch()).collect();
                 let Some(last) = batch.last().map(|r| r.offset) else { break };
                 while deliveries.full() {
-                    while_fetching(next.as_mut(), deliveries.step()).await?;
+                    tokio::select! {
+                        stepped = while_fetching(next.as_mut(), deliveries.step()) => stepped?,
+                        _ = stopped.wait_for(|s| *s) => return Err(End::Stopped),
+                    }
+                }
+                // A stopped source starts nothing more (its next run goes on from the
+                // stored offset; dropping `deliveries` aborts what is under way).
+                if *stopped.borrow() {
+                    return Err(End::Stopped);
                 }
                 let (source, topic, number) = (source.clone(), topic.clone(), partition.partition);
                 let events = move || batch.iter().map(|r| event_of(&source, &topic, number, r)).collect();

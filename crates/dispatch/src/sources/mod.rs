@@ -389,9 +389,14 @@ impl SourceSink {
                     {
                         posting.push(self.post_until_accepted(url, batch, stopped.clone()));
                     }
-                    match posting.next().await {
-                        Some(posted) => posted?,
-                        None => break,
+                    // A stopped source posts no more: what it did not deliver, its next
+                    // run delivers (its positions did not move past it).
+                    tokio::select! {
+                        posted = posting.next() => match posted {
+                            Some(posted) => posted?,
+                            None => break,
+                        },
+                        _ = stopped.wait_for(|s| *s) => return Err(Stopped),
                     }
                 }
             }
