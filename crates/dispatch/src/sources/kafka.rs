@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::{self, JoinSet};
 use tokio::time::error::Elapsed;
 
-use super::{Backoff, SourceContext, SourceTask, Stopped};
+use super::{Backoff, Positions, SourceContext, SourceTask, Stopped};
 use crate::DispatchError;
 
 /// The type of every event of a KafkaSource (Knative's).
@@ -316,10 +316,7 @@ impl KafkaTask {
         let at = if self.earliest { OffsetAt::Earliest } else { OffsetAt::Latest };
         let doing = format!("reading the offsets of {}", partition.key);
         let offset = self.wait(&doing, stopped, partition.client.get_offset(at)).await?;
-        // Kept as the next offset + 1, so that 0 stays "none".
-        context
-            .positions
-            .set(&[(&partition.key, offset + 1)])
+        store_next_offset(&context.positions, &partition.key, offset)
             .await
             .map_err(|e| End::Problem(KAFKA_ERROR, format!("storing the starting offset of {}: {e}", partition.key)))?;
         Ok(offset)
@@ -521,11 +518,16 @@ impl<'a> Deliveries<'a> {
         }
         if self.storing.is_empty() && !self.store_failed && self.delivered_to > self.stored {
             let (positions, key, offset) = (self.context.positions.clone(), self.key.to_string(), self.delivered_to);
-            // Kept as the next offset + 1, so that 0 stays "none".
-            self.storing.spawn(async move { positions.set(&[(&key, offset + 1)]).await.map(|()| offset) });
+            self.storing.spawn(async move { store_next_offset(&positions, &key, offset).await.map(|()| offset) });
         }
         Ok(())
     }
+}
+
+/// Stores `next` as the offset a partition goes on from: kept as `next + 1`, so that 0
+/// stays "none" (read back by [`KafkaTask::start`]).
+async fn store_next_offset(positions: &Positions, key: &str, next: i64) -> Result<(), DispatchError> {
+    positions.set(&[(key, next + 1)]).await
 }
 
 /// Records being fetched from an offset (the request goes out when first polled).
