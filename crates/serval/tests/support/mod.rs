@@ -293,6 +293,13 @@ impl Subscriber {
         self.received.lock().expect("lock").clone()
     }
 
+    /// How many requests arrive in the next `wait`.
+    pub async fn received_during(&self, wait: Duration) -> usize {
+        let before = self.received.lock().expect("lock").len();
+        tokio::time::sleep(wait).await;
+        self.received.lock().expect("lock").len() - before
+    }
+
     /// The most requests this subscriber was answering at once.
     pub fn max_in_flight(&self) -> usize {
         self.concurrency.1.load(std::sync::atomic::Ordering::SeqCst)
