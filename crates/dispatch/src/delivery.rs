@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serval_eventing::{CloudEvent, Decision, DeliveryWindow, Outcome, RetryAfter};
-use serval_gateway::{LocalClient, UpstreamBody, Upstreams};
+use serval_gateway::{Exchanges, LocalClient};
 use serval_model::{Broker, Channel, InMemoryChannel, Resource, Subscription, Trigger};
 use serval_store::{ResourceStoreExt, Storage, WriteOp};
 use tokio::sync::{Notify, watch};
@@ -157,7 +157,7 @@ pub struct Dispatchers {
     /// that accepts and never answers must not hold an in-flight slot for ever.
     default_timeout: Duration,
     http: reqwest::Client,
-    plain_http: Upstreams<String, Full<Bytes>>,
+    plain_http: Exchanges,
     /// The gateway in process, for destinations on it (set once the gateway exists).
     local: OnceLock<LocalClient>,
     running: Supervisor,
@@ -175,7 +175,7 @@ impl Dispatchers {
             store,
             default_timeout,
             http: reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build().unwrap_or_default(),
-            plain_http: Upstreams::with_max_idle(MAX_IDLE_PER_SUBSCRIBER).with_connect_timeout(CONNECT_TIMEOUT),
+            plain_http: Exchanges::new(MAX_IDLE_PER_SUBSCRIBER, CONNECT_TIMEOUT),
             local: OnceLock::new(),
             running: Supervisor::default(),
             counts: Mutex::new(HashMap::new()),
@@ -337,14 +337,11 @@ impl Dispatchers {
     }
 
     async fn post_plain(&self, to: &PlainTarget, mut headers: http::HeaderMap, body: Bytes) -> Option<Answer> {
-        let mut req = http::Request::post(to.path.clone()).body(Full::new(body)).ok()?;
         headers.insert(http::header::HOST, to.host.clone());
-        *req.headers_mut() = headers;
-        let (response, conn) = self.plain_http.send(&to.address, req).await.ok()?;
-        let (parts, body) = response.into_parts();
-        let body = UpstreamBody::new(body, self.plain_http.clone(), to.address.clone(), conn);
-        let body = http_body_util::Limited::new(body, MAX_REPLY).collect().await.ok()?.to_bytes();
-        Some(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+        let target = to.path.path_and_query().map_or("/", |p| p.as_str());
+        let answer =
+            self.plain_http.send(&to.address, &http::Method::POST, target, &headers, &body, MAX_REPLY).await.ok()?;
+        Some(Answer { status: answer.status.as_u16(), headers: answer.headers, body: answer.body })
     }
 
     async fn post_local(

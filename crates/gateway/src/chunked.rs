@@ -48,6 +48,16 @@ impl ChunkedEnd {
     /// Consumes the next bytes of the body. `Some(n)`: the body ends after the first `n`
     /// bytes of `bytes` (the rest belongs to whatever follows the message).
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, MalformedChunked> {
+        self.decode(bytes, |_| {})
+    }
+
+    /// As [`Self::feed`], handing each piece of chunk data (the message's content, without
+    /// the framing) to `data` as it passes.
+    pub(crate) fn decode(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, MalformedChunked> {
         if self.state == State::Done {
             return Ok(Some(0));
         }
@@ -55,6 +65,7 @@ impl ChunkedEnd {
         while i < bytes.len() {
             if self.state == State::Data {
                 let take = (bytes.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                data(&bytes[i..i + take]);
                 i += take;
                 self.size -= take as u64;
                 if self.size == 0 {
@@ -130,6 +141,22 @@ mod tests {
         let end = body.len() - b"GET / HTTP/1.1\r\n".len();
         for step in 1..=body.len() {
             assert_eq!(end_of(body, step), Ok(Some(end)), "pieces of {step}");
+        }
+    }
+
+    #[test]
+    fn decoding_gives_the_content_whatever_the_pieces() {
+        let body = b"5\r\nhello\r\n1a;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX: y\r\n\r\nnext";
+        for step in 1..=body.len() {
+            let (mut scanner, mut content, mut end) = (ChunkedEnd::new(), Vec::new(), None);
+            for (i, piece) in body.chunks(step).enumerate() {
+                if let Some(n) = scanner.decode(piece, |data| content.extend_from_slice(data)).expect("valid") {
+                    end = Some(i * step + n);
+                    break;
+                }
+            }
+            assert_eq!(end, Some(body.len() - 4), "pieces of {step}");
+            assert_eq!(content, b"helloabcdefghijklmnopqrstuvwxyz", "pieces of {step}");
         }
     }
 

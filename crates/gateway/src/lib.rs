@@ -7,18 +7,20 @@
 //! the rest) and the one set of rules both follow to rewrite requests and to send them again
 //! (`rewrite`), the hand-off of requests under registered path prefixes to [`Ingress`]
 //! handlers implemented elsewhere (brokers' `/b/…`), its listeners, the data plane's
-//! keep-alive client connections, and the single mapping of data-plane errors to HTTP
-//! statuses.
+//! keep-alive client connections, the whole-message exchanges event delivery sends through
+//! ([`Exchanges`]), and the single mapping of data-plane errors to HTTP statuses.
 //!
 //! Inside, dependencies point one way: `server` (listeners, accept loops) → `relay` and
 //! `proxy` (the two paths, which never import each other) → `router` (where a request
-//! goes) and `rewrite` (how it is rewritten; sans-IO).
+//! goes) and `rewrite` (how it is rewritten; sans-IO); `exchange` writes and reads heads
+//! with the relay's parsing and connections.
 //!
 //! Must not depend on: the store, the runtime or eventing. Instances are plain addresses
 //! added to and drained from pools by whoever runs them.
 
 mod chunked;
 mod error;
+mod exchange;
 #[cfg(test)]
 mod fuzz;
 mod listen;
@@ -33,6 +35,7 @@ mod server;
 mod upstream;
 
 pub use error::GatewayError;
+pub use exchange::{Exchanges, WholeResponse};
 pub use listen::{ConnectionCap, ConnectionLimits, serve_connection, serve_listener};
 pub use metrics::{GatewayMetrics, LatencyFamily, RevisionLabels, RevisionMetrics, latency_family};
 pub use pool::{
@@ -42,4 +45,4 @@ pub use proxy::{GatewayBody, LocalClient};
 pub use router::{ASYNC_PREFIX, AsyncQueue, Gateway, Ingress, prefers_async};
 pub use routes::{Route, RouteKey, RoutingTable, Target};
 pub use server::{bind, serve};
-pub use upstream::{Address, ProxyBody, RequestBody, UpstreamBody, UpstreamConn, Upstreams};
+pub use upstream::ProxyBody;

@@ -94,11 +94,20 @@ impl AsyncWrite for HandOff {
     }
 }
 
-/// A kept-alive connection to an instance, with the bytes read from it but not yet used.
+/// A kept-alive connection to an instance (or, for [`crate::exchange`], a subscriber), with
+/// the bytes read from it but not yet used.
 pub(crate) struct InstanceConn {
-    stream: TcpStream,
-    buf: BytesMut,
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
     idle_since: Instant,
+}
+
+impl InstanceConn {
+    /// A new connection on `stream`, just connected.
+    pub(crate) fn new(stream: TcpStream) -> InstanceConn {
+        let _ = stream.set_nodelay(true);
+        InstanceConn { stream, buf: BytesMut::with_capacity(READ_SPARE), idle_since: Instant::now() }
+    }
 }
 
 impl Reusable for InstanceConn {
@@ -140,8 +149,7 @@ impl InstanceConns {
         }
         let stream =
             TcpStream::connect(addr).await.map_err(|e| GatewayError::Upstream(format!("connect to {addr}: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        Ok((InstanceConn { stream, buf: BytesMut::with_capacity(READ_SPARE), idle_since: Instant::now() }, false))
+        Ok((InstanceConn::new(stream), false))
     }
 
     fn put(&self, addr: SocketAddr, conn: InstanceConn) {
@@ -150,7 +158,7 @@ impl InstanceConns {
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_SPARE / 2 {
         buf.reserve(READ_SPARE);
     }
@@ -158,7 +166,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 }
 
 /// What the `Connection` fields of a head say.
-fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> ConnectionOptions<'h> {
+pub(crate) fn connection_options<'h>(headers: &[httparse::Header<'h>]) -> ConnectionOptions<'h> {
     ConnectionOptions::parse(headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value))
 }
 
@@ -336,30 +344,17 @@ pub(crate) struct ResponseHead {
     pub(crate) reusable: bool,
 }
 
-/// Parses the response head at the start of `buf`; on success it is consumed and its
-/// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
-/// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
-pub(crate) fn parse_response(
-    buf: &mut BytesMut,
+/// How the body of a response with status `code` and `headers` is delimited (RFC 9112
+/// §6.3; `head_only`: the answer to a `HEAD`), and what its `transfer-encoding` said:
+/// `Some(true)` chunked last, `Some(false)` another coding last, `None` no such field.
+pub(crate) fn response_framing(
+    code: u16,
     head_only: bool,
-    out: &mut Vec<u8>,
-) -> Result<Option<ResponseHead>, GatewayError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err(GatewayError::Upstream("response head too large".into())),
-        Err(e) => return Err(GatewayError::Upstream(format!("malformed response: {e}"))),
-    };
-    let (Some(version), Some(code)) = (resp.version, resp.code) else {
-        return Err(GatewayError::Upstream("malformed response".into()));
-    };
-    let headers = resp.headers;
-    let connection = connection_options(headers);
+    headers: &[httparse::Header<'_>],
+) -> Result<(Framing, Option<bool>), GatewayError> {
     let mut length = None;
     let mut chunked = None;
-    for h in headers.iter() {
+    for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             match (parse_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
@@ -381,6 +376,31 @@ pub(crate) fn parse_response(
             (None, None) => Framing::UntilClose,
         }
     };
+    Ok((framing, chunked))
+}
+
+/// Parses the response head at the start of `buf`; on success it is consumed and its
+/// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
+/// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, GatewayError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(GatewayError::Upstream("response head too large".into())),
+        Err(e) => return Err(GatewayError::Upstream(format!("malformed response: {e}"))),
+    };
+    let (Some(version), Some(code)) = (resp.version, resp.code) else {
+        return Err(GatewayError::Upstream("malformed response".into()));
+    };
+    let headers = resp.headers;
+    let connection = connection_options(headers);
+    let (framing, chunked) = response_framing(code, head_only, headers)?;
     out.extend_from_slice(b"HTTP/1.1 ");
     match http::StatusCode::from_u16(code) {
         Ok(status) => out.extend_from_slice(status.as_str().as_bytes()),
@@ -749,7 +769,7 @@ impl ClientConn<'_> {
 }
 
 /// Writes all of `bytes` (as `write_all`); on failure, says whether any of them went out.
-async fn write_noting(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), (io::Error, Unanswered)> {
+pub(crate) async fn write_noting(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), (io::Error, Unanswered)> {
     let mut written = 0;
     while written < bytes.len() {
         let failure = if written == 0 { Unanswered::NotSent } else { Unanswered::Sent };

@@ -1,5 +1,6 @@
-//! Keep-alive HTTP/1.1 client connections of the data plane: from a gateway thread to
-//! instances, and from trigger delivery to subscribers.
+//! Keep-alive HTTP/1.1 client connections of the hyper path: from a gateway thread (and the
+//! data plane in process, [`crate::LocalClient`]) to instances. (The relay and event
+//! delivery keep raw connections of their own: [`crate::relay`], [`crate::exchange`].)
 //!
 //! A connection has no task of its own: the request that borrows it drives it (polls the
 //! hyper connection next to its own future) while it sends the request, waits for the
@@ -11,7 +12,7 @@
 //!
 //! Invariant: idle connections are only ever used on the runtime that opened them, because
 //! their sockets are registered with that runtime's reactor — each gateway thread owns one
-//! [`Upstreams`], delivery (on the main runtime) another.
+//! [`Upstreams`], the data plane in process (on the main runtime) another.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,7 +37,7 @@ use crate::rewrite::{self, Unanswered};
 
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle connections kept per address, unless [`Upstreams::with_max_idle`] says otherwise.
+/// Idle connections kept per address.
 pub(crate) const MAX_IDLE_PER_ADDRESS: usize = 256;
 /// How often the idle lists of all instances are swept for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -275,7 +276,10 @@ impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
     }
 
     /// The most recently used idle connection to `addr` that is still fresh.
-    pub(crate) fn take(&mut self, addr: &A) -> Option<C> {
+    pub(crate) fn take<Q: Hash + Eq + ?Sized>(&mut self, addr: &Q) -> Option<C>
+    where
+        A: std::borrow::Borrow<Q>,
+    {
         let list = self.by_address.get_mut(addr)?;
         while let Some(conn) = list.pop() {
             if conn.idle_since().elapsed() < IDLE_TIMEOUT && conn.is_open() {
@@ -308,33 +312,21 @@ impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
 /// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
 pub struct Upstreams<A = SocketAddr, B: RequestBody = ProxyBody> {
     idle: Arc<Mutex<IdleLists<A, Box<UpstreamConn<B>>>>>,
-    /// The longest wait for a new connection (`None`: the kernel's).
-    connect_timeout: Option<Duration>,
 }
 
 impl<A, B: RequestBody> Clone for Upstreams<A, B> {
     fn clone(&self) -> Self {
-        Upstreams { idle: self.idle.clone(), connect_timeout: self.connect_timeout }
+        Upstreams { idle: self.idle.clone() }
     }
 }
 
 impl<A: Address, B: RequestBody> Default for Upstreams<A, B> {
     fn default() -> Self {
-        Self::with_max_idle(MAX_IDLE_PER_ADDRESS)
+        Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(MAX_IDLE_PER_ADDRESS))) }
     }
 }
 
 impl<A: Address, B: RequestBody> Upstreams<A, B> {
-    /// Keeps up to `max_per_address` idle connections to each address.
-    pub fn with_max_idle(max_per_address: usize) -> Self {
-        Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(max_per_address))), connect_timeout: None }
-    }
-
-    /// Gives up connecting after `timeout`.
-    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
-        Upstreams { connect_timeout: Some(timeout), ..self }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, Box<UpstreamConn<B>>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -349,15 +341,8 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
 
     /// A new connection, boxed: it is large (hyper's buffers and state) and moves with the
     /// request through the pool and the response body.
-    async fn connect(addr: A, timeout: Option<Duration>) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
-        let connecting = TcpStream::connect(addr);
-        let stream = match timeout {
-            None => connecting.await,
-            Some(t) => tokio::time::timeout(t, connecting)
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
-        }
-        .map_err(UpstreamError::Connect)?;
+    async fn connect(addr: A) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
+        let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         let received = Arc::new(AtomicBool::new(false));
         let socket = Socket { stream, received: received.clone() };
@@ -390,7 +375,7 @@ impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
             let (mut upstream, reused) = match self.take_idle(addr) {
                 Some(c) => (c, true),
                 // Boxed: the rare path keeps the per-request future small.
-                None => (Box::pin(Self::connect(addr.clone(), self.connect_timeout)).await?, false),
+                None => (Box::pin(Self::connect(addr.clone())).await?, false),
             };
             let idempotent = rewrite::is_idempotent(req.method().as_str());
             if !upstream.ready().await {
