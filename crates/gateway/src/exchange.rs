@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 use crate::GatewayError;
 use crate::chunked::ChunkedEnd;
 use crate::relay::{
-    Framing, InstanceConn, MAX_HEAD, MAX_HEADERS, connection_options, read_more, response_framing, write_noting,
+    Framing, InstanceConn, MAX_HEADERS, ResponseLine, connection_options, parse_response_line, read_more,
+    response_framing, write_noting,
 };
 use crate::rewrite::{self, Unanswered};
 use crate::upstream::IdleLists;
@@ -149,21 +150,15 @@ struct Head {
 /// Parses the response head at the start of `buf`, consuming it. `None`: incomplete.
 fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, GatewayError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err(GatewayError::Upstream("response head too large".into())),
-        Err(e) => return Err(GatewayError::Upstream(format!("malformed response: {e}"))),
-    };
-    let (Some(version), Some(code)) = (resp.version, resp.code) else {
-        return Err(GatewayError::Upstream("malformed response".into()));
+    let Some(ResponseLine { head_len, version, code, headers: fields, .. }) = parse_response_line(buf, &mut fields)?
+    else {
+        return Ok(None);
     };
     let status = StatusCode::from_u16(code).map_err(|_| GatewayError::Upstream(format!("invalid status {code}")))?;
-    let (framing, _) = response_framing(code, head_only, resp.headers)?;
-    let reusable = version == 1 && !connection_options(resp.headers).close && framing != Framing::UntilClose;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
+    let (framing, _) = response_framing(code, head_only, fields)?;
+    let reusable = version == 1 && !connection_options(fields).close && framing != Framing::UntilClose;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for h in fields {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value))
         else {
             return Err(GatewayError::Upstream(format!("malformed response field {:?}", h.name)));

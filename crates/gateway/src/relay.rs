@@ -379,16 +379,23 @@ pub(crate) fn response_framing(
     Ok((framing, chunked))
 }
 
-/// Parses the response head at the start of `buf`; on success it is consumed and its
-/// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
-/// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
-pub(crate) fn parse_response(
-    buf: &mut BytesMut,
-    head_only: bool,
-    out: &mut Vec<u8>,
-) -> Result<Option<ResponseHead>, GatewayError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
+/// A response head parsed in place: its length, status line and fields.
+pub(crate) struct ResponseLine<'h, 'b> {
+    pub(crate) head_len: usize,
+    /// The minor HTTP version (1.x).
+    pub(crate) version: u8,
+    pub(crate) code: u16,
+    pub(crate) reason: Option<&'b str>,
+    pub(crate) headers: &'h [httparse::Header<'b>],
+}
+
+/// Parses the response head at the start of `buf` into `fields`. `None`: incomplete (and
+/// not yet too large).
+pub(crate) fn parse_response_line<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [httparse::Header<'b>],
+) -> Result<Option<ResponseLine<'h, 'b>>, GatewayError> {
+    let mut resp = httparse::Response::new(fields);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
@@ -398,7 +405,21 @@ pub(crate) fn parse_response(
     let (Some(version), Some(code)) = (resp.version, resp.code) else {
         return Err(GatewayError::Upstream("malformed response".into()));
     };
-    let headers = resp.headers;
+    Ok(Some(ResponseLine { head_len, version, code, reason: resp.reason, headers: resp.headers }))
+}
+
+/// Parses the response head at the start of `buf`; on success it is consumed and its
+/// rewritten form (without the final empty line) written to `out`. `None`: incomplete.
+/// A 101 keeps its `Upgrade` field (only ever an answer to an upgrade request).
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, GatewayError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Some(ResponseLine { head_len, version, code, reason, headers }) = parse_response_line(buf, &mut fields)? else {
+        return Ok(None);
+    };
     let connection = connection_options(headers);
     let (framing, chunked) = response_framing(code, head_only, headers)?;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -407,7 +428,7 @@ pub(crate) fn parse_response(
         Err(_) => return Err(GatewayError::Upstream(format!("invalid status {code}"))),
     }
     out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
     // The body goes on in the framing it came with: `transfer-encoding` as it is, and a
     // `content-length` beside it dropped (the coding wins, §6.3).
