@@ -38,7 +38,7 @@ pub struct WholeResponse {
 }
 
 /// Kept-alive connections by `host:port` (resolved on connect) for whole-message
-/// exchanges. Clones share the connections; like [`crate::Upstreams`], they are only used
+/// exchanges. Clones share the connections; like the hyper path's (`upstream.rs`), they are only used
 /// on the runtime that opened them.
 #[derive(Clone)]
 pub struct Exchanges {

@@ -59,7 +59,7 @@ impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>
 
 /// A request body the gateway's hyper path forwards: the client's, a whole one from inside
 /// the server ([`crate::LocalClient`]), or none (the request sent again after a kept-alive
-/// connection closed under it, see [`Upstreams::send`]).
+/// connection closed under it, see `Upstreams::send`).
 #[derive(Default)]
 pub enum ProxyBody {
     Client(Incoming),
