@@ -13,21 +13,18 @@
 //! A request on a kept-alive connection that fails before any byte of an answer goes out
 //! again on another connection by the gateway's one rule ([`rewrite::may_retry`]).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tokio::net::TcpStream;
 
 use crate::GatewayError;
 use crate::chunked::ChunkedEnd;
 use crate::relay::{
-    Framing, InstanceConn, MAX_HEADERS, ResponseLine, connection_options, parse_response_line, read_more,
-    response_framing, write_noting,
+    Framing, InstanceConn, InstanceConns, MAX_HEADERS, ResponseLine, connection_options, parse_response_line,
+    read_more, response_framing, write_noting,
 };
 use crate::rewrite::{self, Unanswered};
-use crate::upstream::IdleLists;
 
 /// An answer read whole.
 #[derive(Debug)]
@@ -38,12 +35,11 @@ pub struct WholeResponse {
 }
 
 /// Kept-alive connections by `host:port` (resolved on connect) for whole-message
-/// exchanges. Clones share the connections; like the hyper path's (`upstream.rs`), they are only used
-/// on the runtime that opened them.
+/// exchanges. Clones share the connections; like the hyper path's (`upstream.rs`), they are
+/// only used on the runtime that opened them.
 #[derive(Clone)]
 pub struct Exchanges {
-    idle: Arc<Mutex<IdleLists<String, InstanceConn>>>,
-    connect_timeout: Duration,
+    conns: InstanceConns<String>,
 }
 
 /// Why an exchange failed: `None`, the connection closed before a single byte of an answer.
@@ -53,24 +49,7 @@ impl Exchanges {
     /// Keeps up to `max_idle` idle connections to each address; gives up connecting after
     /// `connect_timeout`.
     pub fn new(max_idle: usize, connect_timeout: Duration) -> Exchanges {
-        Exchanges { idle: Arc::new(Mutex::new(IdleLists::new(max_idle))), connect_timeout }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<String, InstanceConn>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// An idle connection to `address` (`true`: reused) or a new one.
-    async fn get(&self, address: &str) -> Result<(InstanceConn, bool), GatewayError> {
-        if let Some(conn) = self.lock().take(address) {
-            return Ok((conn, true));
-        }
-        let connect = |e: std::io::Error| GatewayError::Upstream(format!("connect to {address}: {e}"));
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
-            .map_err(connect)?;
-        Ok((InstanceConn::new(stream), false))
+        Exchanges { conns: InstanceConns::new(max_idle, Some(connect_timeout)) }
     }
 
     /// Sends `method target` (origin form) with `headers` — `host` among them — and
@@ -89,7 +68,7 @@ impl Exchanges {
         let idempotent = rewrite::is_idempotent(method.as_str());
         let head_only = method == Method::HEAD;
         loop {
-            let (mut conn, reused) = self.get(address).await?;
+            let (mut conn, reused) = self.conns.get(address).await?;
             if let Err((e, failure)) = write_noting(&mut conn.stream, &request).await {
                 if rewrite::may_retry(reused, failure, idempotent, true) {
                     continue;
@@ -99,7 +78,7 @@ impl Exchanges {
             match read_response(&mut conn, head_only, max_body).await {
                 Ok((response, reusable)) => {
                     if reusable && conn.buf.is_empty() {
-                        self.lock().put(address.to_owned(), conn);
+                        self.conns.put(address.to_owned(), conn);
                     }
                     return Ok(response);
                 }

@@ -125,34 +125,54 @@ impl Reusable for InstanceConn {
     }
 }
 
-/// One gateway thread's idle instance connections. Clones share the lists.
+/// Idle raw connections by address — one gateway thread's to instances, or event
+/// delivery's to subscribers ([`crate::exchange`], keyed by `host:port`). Clones share the
+/// lists.
 #[derive(Clone)]
-pub(crate) struct InstanceConns {
-    idle: Arc<Mutex<IdleLists<SocketAddr, InstanceConn>>>,
+pub(crate) struct InstanceConns<A = SocketAddr> {
+    idle: Arc<Mutex<IdleLists<A, InstanceConn>>>,
+    /// The longest wait for a new connection (`None`: the kernel's).
+    connect_timeout: Option<Duration>,
 }
 
 impl Default for InstanceConns {
     fn default() -> Self {
-        InstanceConns { idle: Arc::new(Mutex::new(IdleLists::new(MAX_IDLE_PER_ADDRESS))) }
+        InstanceConns::new(MAX_IDLE_PER_ADDRESS, None)
     }
 }
 
-impl InstanceConns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<SocketAddr, InstanceConn>> {
+impl<A: std::hash::Hash + Eq> InstanceConns<A> {
+    /// Keeps up to `max_idle` idle connections to each address.
+    pub(crate) fn new(max_idle: usize, connect_timeout: Option<Duration>) -> Self {
+        InstanceConns { idle: Arc::new(Mutex::new(IdleLists::new(max_idle))), connect_timeout }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, InstanceConn>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An idle connection to `addr` (`true`: reused) or a new one.
-    async fn get(&self, addr: SocketAddr) -> Result<(InstanceConn, bool), GatewayError> {
-        if let Some(conn) = self.lock().take(&addr) {
+    pub(crate) async fn get<Q>(&self, addr: &Q) -> Result<(InstanceConn, bool), GatewayError>
+    where
+        A: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + std::fmt::Display + ?Sized,
+        for<'q> &'q Q: tokio::net::ToSocketAddrs,
+    {
+        if let Some(conn) = self.lock().take(addr) {
             return Ok((conn, true));
         }
-        let stream =
-            TcpStream::connect(addr).await.map_err(|e| GatewayError::Upstream(format!("connect to {addr}: {e}")))?;
+        let connecting = TcpStream::connect(addr);
+        let stream = match self.connect_timeout {
+            None => connecting.await,
+            Some(t) => tokio::time::timeout(t, connecting)
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+        }
+        .map_err(|e| GatewayError::Upstream(format!("connect to {addr}: {e}")))?;
         Ok((InstanceConn::new(stream), false))
     }
 
-    fn put(&self, addr: SocketAddr, conn: InstanceConn) {
+    pub(crate) fn put(&self, addr: A, conn: InstanceConn) {
         self.lock().put(addr, conn);
     }
 }
@@ -686,7 +706,7 @@ impl ClientConn<'_> {
             Failure::Answer(GatewayError::Upstream("an in-process instance cannot be relayed".into()))
         })?;
         loop {
-            let (mut instance, reused) = self.instances.get(addr).await.map_err(Failure::Answer)?;
+            let (mut instance, reused) = self.instances.get(&addr).await.map_err(Failure::Answer)?;
             let upstream_failed = |e: io::Error| Failure::Answer(GatewayError::Upstream(e.to_string()));
             if let Err((e, failure)) = write_noting(&mut instance.stream, &self.request).await {
                 if rewrite::may_retry(reused, failure, facts.idempotent, body_in_hand) {
