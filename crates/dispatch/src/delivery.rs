@@ -477,7 +477,7 @@ impl Dispatchers {
             Target::Http(url) => return self.post(url, event, structured, timeout, prefer_reply).await,
             Target::Log(log) => log,
         };
-        match self.append_to(log, vec![event.clone()], Ttl::KeepOrDefault).await {
+        match self.hand_off(log, vec![event.clone()], Ttl::KeepOrDefault).await {
             Ok(()) => (Outcome::Status(202, None), Bytes::new(), None),
             Err(e @ DispatchError::NotFound { .. }) => (Outcome::Status(404, None), Bytes::from(e.to_string()), None),
             Err(e @ DispatchError::BadEvent(_)) => (Outcome::Status(400, None), Bytes::from(e.to_string()), None),
@@ -504,16 +504,32 @@ impl Dispatchers {
             );
             return;
         }
-        if let Err(e) = self.append_to(broker, vec![reply], Ttl::Set(ttl)).await {
+        if let Err(e) = self.hand_off(broker, vec![reply], Ttl::Set(ttl)).await {
             tracing::error!("trigger {}/{}: storing a reply: {e}", plan.namespace, plan.name);
         }
     }
 
-    /// Appends events to an existing log in one durable commit, then wakes its dispatchers:
-    /// the one way events enter a broker or a channel (ingress, deliveries, replies,
-    /// sources). Events entering a broker are stamped with the time of arrival and their
-    /// `knativebrokerttl`; a channel takes them as they are.
+    /// Appends events to an existing log in one durable (fsynced) commit, then wakes its
+    /// dispatchers: the way events from outside enter a broker or a channel (ingress,
+    /// sources, workflows), answered for once this returns.
     pub async fn append_to(&self, log: &LogRef, events: Vec<CloudEvent>, ttl: Ttl) -> Result<(), DispatchError> {
+        self.append(log, events, ttl, true).await
+    }
+
+    /// [`Dispatchers::append_to`] for an event a delivery hands on (a reply, a delivery to
+    /// one of serval's logs, a dead letter): committed unsynced
+    /// ([`serval_store::Durable::write_unsynced`]), as the event it came from is redone
+    /// when this is lost — the cursor write that covers that event comes after it, and a
+    /// power loss loses the last commits, never one while keeping a later one.
+    async fn hand_off(&self, log: &LogRef, events: Vec<CloudEvent>, ttl: Ttl) -> Result<(), DispatchError> {
+        self.append(log, events, ttl, false).await
+    }
+
+    /// Appends events to an existing log in one commit (fsynced or not: `synced`), then
+    /// wakes its dispatchers: the one way events enter a broker or a channel. Events
+    /// entering a broker are stamped with the time of arrival and their
+    /// `knativebrokerttl`; a channel takes them as they are.
+    async fn append(&self, log: &LogRef, events: Vec<CloudEvent>, ttl: Ttl, synced: bool) -> Result<(), DispatchError> {
         let id = log.id();
         if !self.logs.read().unwrap_or_else(|p| p.into_inner()).contains(&id) {
             let kind = if matches!(log, LogRef::Broker { .. }) { Broker::KIND } else { Channel::KIND };
@@ -539,7 +555,11 @@ impl Dispatchers {
             }
             ops.push(WriteOp::append_event(&id, serval_eventing::to_json_string(&event)));
         }
-        self.store.write(ops).await?;
+        if synced {
+            self.store.write(ops).await?
+        } else {
+            self.store.write_unsynced(ops).await?
+        }
         self.notify(&id);
         Ok(())
     }
@@ -670,11 +690,13 @@ impl LogReader<'_> {
     }
 
     /// Stores a cursor (with `ops`), retrying (every [`POLL`]) until the store takes it;
-    /// takes at least [`SAVE_EVERY`].
+    /// takes at least [`SAVE_EVERY`]. Unsynced: a cursor lost to a power loss redoes
+    /// entries (at-least-once), and everything the handled entries wrote was committed
+    /// before it.
     async fn save(&self, ops: Vec<WriteOp>) {
         let spacing = tokio::time::sleep(SAVE_EVERY);
         loop {
-            match self.store.write(ops.clone()).await {
+            match self.store.write_unsynced(ops.clone()).await {
                 Ok(()) => return spacing.await,
                 Err(e) => tracing::error!("{}: saving the cursor: {e}", self.what),
             }
@@ -745,7 +767,8 @@ pub async fn compact_logs(store: &dyn Storage, retained: u32) -> Result<(), Disp
         }
     }
     if !ops.is_empty() {
-        store.write(ops).await?;
+        // A compaction lost to a power loss is done again: unsynced.
+        store.write_unsynced(ops).await?;
     }
     Ok(())
 }

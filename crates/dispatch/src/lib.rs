@@ -4,7 +4,7 @@
 //! replayed through the data plane with retries, outcomes to callbacks, destinations and a
 //! results log); the ingress of brokers (`/b/<namespace>/<broker>`), channels (`/c/…`) and webhook
 //! sources (`/s/…`), registered on the gateway; the one append into logs (a broker's stamps
-//! arrival time and TTL; one durable commit); plans (triggers and subscriptions with their
+//! arrival time and TTL; one commit, fsynced unless it is a hand-off between logs); plans (triggers and subscriptions with their
 //! destinations resolved once); dispatchers (log → filter → delivery with retries, dead
 //! letters and replies, cursors as the delivery window's watermark); log compaction; event
 //! sources (ping, files, NATS, PostgreSQL, Kafka, webhooks, serval's own resource changes

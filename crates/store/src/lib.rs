@@ -1,8 +1,9 @@
 //! Durable state of serval: one SQLite database (WAL mode) in the data directory.
 //!
 //! Owns: the schema, its migrations, every SQL statement of the project, group commit
-//! (one writer thread batches concurrent writes into one transaction and one fsync; each
-//! caller is answered only after its batch committed), resource versions, and the feed of
+//! (one writer thread batches concurrent writes into one transaction and one fsync — no
+//! fsync when every write in it is redone if lost; each caller is answered only after its
+//! batch committed), resource versions, and the feed of
 //! committed resource changes that watches read.
 //! Must not depend on: tokio beyond its channels, the network, or any serval crate: it
 //! stores resources as JSON documents keyed by a kind *string*, namespace and name, and
@@ -123,7 +124,8 @@ pub struct Store {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: every commit is fsynced before a caller is told it is durable.
+    // FULL: every commit is fsynced before a caller is told it is durable (the writer
+    // lowers it to NORMAL for a commit of unsynced writes only).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     Ok(conn)
@@ -172,6 +174,11 @@ impl Store {
         Ok(Store { writer, readers, feed })
     }
 
+    /// Commits that were fsynced (those carrying a [`Durable::write`]), of [`Durable::commits`].
+    pub fn fsynced_commits(&self) -> u64 {
+        self.writer.synced_batches()
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         use std::sync::TryLockError;
         // A poisoned lock only means another reader panicked mid-query; the connection is fine.
@@ -194,7 +201,13 @@ impl Store {
 impl Durable for Store {
     /// Group-committed with whatever other writes arrived meanwhile.
     fn write(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.writer.submit(ops))
+        Box::pin(self.writer.submit(ops, true))
+    }
+
+    /// Group-committed the same way; the commit is fsynced only when a [`Durable::write`]
+    /// shares it, otherwise by the next one's (`synchronous=NORMAL` for that commit).
+    fn write_unsynced(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.writer.submit(ops, false))
     }
 
     fn commits(&self) -> u64 {
@@ -760,6 +773,42 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the checkpointer copied nothing in 10 s");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn unsynced_writes_commit_in_order_and_are_fsynced_only_with_a_synced_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.write_unsynced(vec![WriteOp::append_event("a", "1".into())]).await.expect("append");
+        store.write_unsynced(vec![WriteOp::set_cursor("c", Some(1))]).await.expect("cursor");
+        assert_eq!((store.commits(), store.fsynced_commits()), (2, 0));
+        // Readers see an unsynced commit at once.
+        assert_eq!(store.events_after("a", 0, 10).expect("read")[0].body, "1");
+        assert_eq!(store.cursor("c").expect("cursor"), 1);
+        store.write(vec![WriteOp::append_event("a", "2".into())]).await.expect("append");
+        assert_eq!((store.commits(), store.fsynced_commits()), (3, 1));
+        // Back to unsynced after a synced commit, and both kinds in one batch are fsynced.
+        store.write_unsynced(vec![WriteOp::append_event("a", "3".into())]).await.expect("append");
+        assert_eq!((store.commits(), store.fsynced_commits()), (4, 1));
+        let store = std::sync::Arc::new(store);
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let op = vec![WriteOp::append_event("b", i.to_string())];
+                    if i == 0 { store.write(op).await } else { store.write_unsynced(op).await }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("join").expect("write");
+        }
+        assert!(store.fsynced_commits() >= 2, "the synced write was fsynced");
+        assert_eq!(store.events_after("b", 0, 100).expect("read").len(), 50);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let bodies: Vec<_> = store.events_after("a", 0, 10).expect("read").into_iter().map(|e| e.body).collect();
+        assert_eq!(bodies, ["1", "2", "3"]);
     }
 
     #[tokio::test]

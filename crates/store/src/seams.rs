@@ -4,7 +4,8 @@
 //! same calls.
 //!
 //! Writes go through [`Durable::write`]: a batch of [`WriteOp`]s that commits atomically
-//! (a trigger and its cursor, a broker's deletion and its log's), durable when it returns.
+//! (a trigger and its cursor, a broker's deletion and its log's), durable when it returns;
+//! or, for what is redone when lost, [`Durable::write_unsynced`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +20,20 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Atomic, durable batches of writes.
 pub trait Durable: Send + Sync {
-    /// Commits `ops` atomically; returns once they are durable.
+    /// Commits `ops` atomically, after every write called before; returns once they are
+    /// durable (fsynced): what a client is answered for.
     fn write(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Commits `ops` atomically, after every write called before; returns once they
+    /// survive the server's crash (`kill -9`), but not yet a power loss: the next
+    /// [`Durable::write`]'s fsync (or a checkpoint) covers them. A power loss loses the
+    /// last commits, never one while keeping a later one; so this is for writes that are
+    /// redone when lost — an event a dispatcher hands from one log to the next before the
+    /// cursor write that covers it, cursors themselves, compaction — never for one a client
+    /// is answered for. Without such a distinction (other stores), the same as `write`.
+    fn write_unsynced(&self, ops: Vec<WriteOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write(ops)
+    }
 
     /// Transactions committed so far (for metrics).
     fn commits(&self) -> u64;

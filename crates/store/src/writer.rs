@@ -28,6 +28,9 @@ pub enum WriteOp {
 
 struct Request {
     ops: Vec<WriteOp>,
+    /// Answered only once fsynced ([`crate::Durable::write`]); otherwise once in the WAL
+    /// ([`crate::Durable::write_unsynced`]).
+    synced: bool,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -45,7 +48,14 @@ const WAL_BACKSTOP_PAGES: i64 = 8192;
 
 pub(crate) struct Writer {
     tx: mpsc::Sender<Request>,
-    batches: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+/// Transactions committed, and how many of them were fsynced.
+#[derive(Default)]
+struct Counts {
+    batches: AtomicU64,
+    synced: AtomicU64,
 }
 
 impl Writer {
@@ -61,8 +71,8 @@ impl Writer {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let (tx, rx) = mpsc::channel();
         let (wrote, written) = mpsc::sync_channel(1);
-        let batches = Arc::new(AtomicU64::new(0));
-        let counter = batches.clone();
+        let counts = Arc::new(Counts::default());
+        let counter = counts.clone();
         std::thread::Builder::new()
             .name("serval-store-writer".into())
             .spawn(move || run(conn, rx, &counter, &wrote, &feed))
@@ -71,27 +81,39 @@ impl Writer {
             .name("serval-store-checkpointer".into())
             .spawn(move || checkpoint(&checkpoints, &written))
             .expect("spawning the store checkpointer thread must succeed at startup");
-        Ok(Writer { tx, batches })
+        Ok(Writer { tx, counts })
     }
 
-    pub(crate) async fn submit(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+    /// Commits `ops` after everything submitted before; answers once they are fsynced
+    /// (`synced`) or once they are in the WAL.
+    pub(crate) async fn submit(&self, ops: Vec<WriteOp>, synced: bool) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Request { ops, done }).map_err(|_| StoreError::WriterGone)?;
+        self.tx.send(Request { ops, synced, done }).map_err(|_| StoreError::WriterGone)?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub(crate) fn batches(&self) -> u64 {
-        self.batches.load(Ordering::Relaxed)
+        self.counts.batches.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn synced_batches(&self) -> u64 {
+        self.counts.synced.load(Ordering::Relaxed)
     }
 }
 
-fn run(
-    mut conn: Connection,
-    rx: mpsc::Receiver<Request>,
-    batches: &AtomicU64,
-    wrote: &mpsc::SyncSender<()>,
-    feed: &Feed,
-) {
+/// The connection's `synchronous` setting: FULL fsyncs the WAL at every commit, NORMAL
+/// only before a checkpoint. In WAL mode a commit is in the WAL file when it returns under
+/// either (it survives the process's crash), and a power loss loses a suffix of commits,
+/// never one with a later one kept: the fsync of a FULL commit makes every commit before it
+/// durable too.
+fn set_synchronous(conn: &Connection, full: bool) -> rusqlite::Result<()> {
+    let sql = if full { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Request>, counts: &Counts, wrote: &mpsc::SyncSender<()>, feed: &Feed) {
+    // As `open_connection` left it.
+    let mut full = true;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -101,6 +123,18 @@ fn run(
             }
         }
         let began = Instant::now();
+        // One request answered only once fsynced makes the whole batch fsynced.
+        let synced = batch.iter().any(|r| r.synced);
+        if synced != full {
+            if let Err(e) = set_synchronous(&conn, synced) {
+                tracing::error!("store: setting synchronous: {e}");
+                for request in batch {
+                    let _ = request.done.send(Err(StoreError::Sqlite(clone_err(&e))));
+                }
+                continue;
+            }
+            full = synced;
+        }
         let (results, changes) = commit(&mut conn, &batch);
         if !changes.is_empty() {
             feed.publish(changes);
@@ -109,7 +143,10 @@ fn run(
         if took >= SLOW_COMMIT {
             tracing::warn!("store commit of {} writes took {} ms", batch.len(), took.as_millis());
         }
-        batches.fetch_add(1, Ordering::Relaxed);
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+        if synced {
+            counts.synced.fetch_add(1, Ordering::Relaxed);
+        }
         // Full means a signal is already pending: the checkpointer will see this commit too.
         let _ = wrote.try_send(());
         for (request, result) in batch.into_iter().zip(results) {
