@@ -42,13 +42,13 @@ pub type GatewayBody = BoxBody<Bytes, BoxError>;
 /// One gateway thread's client connections to instances, for the requests hyper serves.
 #[derive(Clone, Default)]
 pub(crate) struct HyperUpstreams {
-    http1: Upstreams<SocketAddr, ProxyBody>,
+    http1: Upstreams,
     h2c: H2cUpstreams,
 }
 
 /// An instance's answer and, for HTTP/1.1, the connection its body comes over.
 enum Answer {
-    Http1(Response<Incoming>, Box<UpstreamConn<ProxyBody>>, SocketAddr),
+    Http1(Response<Incoming>, Box<UpstreamConn>, SocketAddr),
     H2c(Response<Incoming>),
     InProcess(Response<GatewayBody>),
 }

@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::TcpStream;
 
 use crate::GatewayError;
 use crate::rewrite::{self, Unanswered};
@@ -41,21 +41,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const MAX_IDLE_PER_ADDRESS: usize = 256;
 /// How often the idle lists of all instances are swept for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// What addresses connections: a socket address, or a `host:port` resolved on connect.
-pub trait Address: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static {}
-
-impl<A: ToSocketAddrs + Hash + Eq + Clone + Send + Unpin + 'static> Address for A {}
-
-/// What a request body must be to go out on an [`UpstreamConn`]. [`Upstreams::send`] also
-/// asks for `Default`, an empty body: a request without a body that met a kept-alive
-/// connection's close goes out again with one (see [`Upstreams::send`]).
-pub trait RequestBody:
-    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
-{
-}
-
-impl<B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static> RequestBody for B {}
 
 /// A request body the gateway's hyper path forwards: the client's, a whole one from inside
 /// the server ([`crate::LocalClient`]), or none (the request sent again after a kept-alive
@@ -150,10 +135,10 @@ impl AsyncWrite for Socket {
     }
 }
 
-/// One HTTP/1.1 connection to an instance (or subscriber), sending bodies of type `B`.
-pub struct UpstreamConn<B: RequestBody = ProxyBody> {
-    sender: http1::SendRequest<B>,
-    conn: http1::Connection<TokioIo<Socket>, B>,
+/// One HTTP/1.1 connection to an instance.
+pub struct UpstreamConn {
+    sender: http1::SendRequest<ProxyBody>,
+    conn: http1::Connection<TokioIo<Socket>, ProxyBody>,
     /// See [`Socket::received`].
     received: Arc<AtomicBool>,
     /// The connection finished (closed or failed); it must not be polled or reused.
@@ -165,7 +150,7 @@ pub struct UpstreamConn<B: RequestBody = ProxyBody> {
     idle_since: Instant,
 }
 
-impl<B: RequestBody> UpstreamConn<B> {
+impl UpstreamConn {
     /// Polls the connection itself (reads, writes, body hand-over); records when it ends.
     fn drive(&mut self, cx: &mut Context<'_>) -> Option<hyper::Error> {
         if self.done {
@@ -200,7 +185,7 @@ impl<B: RequestBody> UpstreamConn<B> {
     }
 }
 
-/// What went wrong talking to an instance or subscriber (reported as
+/// What went wrong talking to an instance (reported as
 /// [`GatewayError::Upstream`]).
 enum UpstreamError {
     Connect(std::io::Error),
@@ -250,7 +235,7 @@ pub(crate) trait Reusable {
     fn is_open(&self) -> bool;
 }
 
-impl<B: RequestBody> Reusable for Box<UpstreamConn<B>> {
+impl Reusable for Box<UpstreamConn> {
     fn idle_since(&self) -> Instant {
         self.idle_since
     }
@@ -309,39 +294,34 @@ impl<A: Hash + Eq, C: Reusable> IdleLists<A, C> {
     }
 }
 
-/// Idle connections by address, sending request bodies of type `B`. Clones share the lists.
-pub struct Upstreams<A = SocketAddr, B: RequestBody = ProxyBody> {
-    idle: Arc<Mutex<IdleLists<A, Box<UpstreamConn<B>>>>>,
+/// Idle connections by instance address. Clones share the lists.
+#[derive(Clone)]
+pub(crate) struct Upstreams {
+    idle: Arc<Mutex<IdleLists<SocketAddr, Box<UpstreamConn>>>>,
 }
 
-impl<A, B: RequestBody> Clone for Upstreams<A, B> {
-    fn clone(&self) -> Self {
-        Upstreams { idle: self.idle.clone() }
-    }
-}
-
-impl<A: Address, B: RequestBody> Default for Upstreams<A, B> {
+impl Default for Upstreams {
     fn default() -> Self {
         Upstreams { idle: Arc::new(Mutex::new(IdleLists::new(MAX_IDLE_PER_ADDRESS))) }
     }
 }
 
-impl<A: Address, B: RequestBody> Upstreams<A, B> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<A, Box<UpstreamConn<B>>>> {
+impl Upstreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleLists<SocketAddr, Box<UpstreamConn>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take_idle(&self, addr: &A) -> Option<Box<UpstreamConn<B>>> {
+    fn take_idle(&self, addr: &SocketAddr) -> Option<Box<UpstreamConn>> {
         self.lock().take(addr)
     }
 
-    fn put_idle(&self, addr: A, conn: Box<UpstreamConn<B>>) {
+    fn put_idle(&self, addr: SocketAddr, conn: Box<UpstreamConn>) {
         self.lock().put(addr, conn);
     }
 
     /// A new connection, boxed: it is large (hyper's buffers and state) and moves with the
     /// request through the pool and the response body.
-    async fn connect(addr: A) -> Result<Box<UpstreamConn<B>>, UpstreamError> {
+    async fn connect(addr: SocketAddr) -> Result<Box<UpstreamConn>, UpstreamError> {
         let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         let received = Arc::new(AtomicBool::new(false));
@@ -349,33 +329,31 @@ impl<A: Address, B: RequestBody> Upstreams<A, B> {
         let (sender, conn) = http1::handshake(TokioIo::new(socket)).await.map_err(UpstreamError::Http)?;
         Ok(Box::new(UpstreamConn { sender, conn, received, done: false, closing: false, idle_since: Instant::now() }))
     }
-}
 
-impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
     /// Sends `req` (origin-form URI, Host set) to `addr` on an idle connection or a new
     /// one, and returns the response head with the connection, which the body must keep
     /// driving (see [`UpstreamBody`]). When a kept-alive connection fails before any byte
     /// of an answer, the request goes out again on another connection by the gateway's one
     /// retry rule (`rewrite::may_retry`): when nothing of it was written, or when its method
-    /// is idempotent and it has no body (sent again with `B::default()`).
-    pub async fn send(
+    /// is idempotent and it has no body (sent again with an empty body).
+    pub(crate) async fn send(
         &self,
-        addr: &A,
-        req: Request<B>,
-    ) -> Result<(Response<Incoming>, Box<UpstreamConn<B>>), GatewayError> {
+        addr: &SocketAddr,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), GatewayError> {
         self.try_send(addr, req).await.map_err(UpstreamError::into_gateway_error)
     }
 
     async fn try_send(
         &self,
-        addr: &A,
-        mut req: Request<B>,
-    ) -> Result<(Response<Incoming>, Box<UpstreamConn<B>>), UpstreamError> {
+        addr: &SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), UpstreamError> {
         loop {
             let (mut upstream, reused) = match self.take_idle(addr) {
                 Some(c) => (c, true),
                 // Boxed: the rare path keeps the per-request future small.
-                None => (Box::pin(Self::connect(addr.clone())).await?, false),
+                None => (Box::pin(Self::connect(*addr)).await?, false),
             };
             let idempotent = rewrite::is_idempotent(req.method().as_str());
             if !upstream.ready().await {
@@ -405,7 +383,7 @@ impl<A: Address, B: RequestBody + Default> Upstreams<A, B> {
             .await;
             // A failure before any byte of an answer may be the kept-alive connection's close.
             let unanswered = !upstream.received.load(Ordering::Relaxed);
-            let mut same_again = || again.take().filter(|_| unanswered).map(|head| head.map(|()| B::default()));
+            let mut same_again = || again.take().filter(|_| unanswered).map(|head| head.map(|()| ProxyBody::Empty));
             match outcome {
                 Some(Ok(resp)) => {
                     upstream.closing = peer_closes(&resp);
@@ -456,17 +434,17 @@ fn request_head<B>(req: &Request<B>) -> Request<()> {
 
 /// A response body from an instance. Drives its connection while streaming and gives the
 /// connection back to the idle list after the last frame.
-pub struct UpstreamBody<A: Address = SocketAddr, B: RequestBody = ProxyBody> {
+pub(crate) struct UpstreamBody {
     body: Incoming,
-    upstream: Option<Borrowed<A, B>>,
+    upstream: Option<Borrowed>,
 }
 
 /// A connection on loan to a response body: where it goes back, and to which address.
-type Borrowed<A, B> = (Upstreams<A, B>, A, Box<UpstreamConn<B>>);
+type Borrowed = (Upstreams, SocketAddr, Box<UpstreamConn>);
 
-impl<A: Address, B: RequestBody> UpstreamBody<A, B> {
+impl UpstreamBody {
     /// The body of a response [`Upstreams::send`] returned, with that call's connection.
-    pub fn new(body: Incoming, upstreams: Upstreams<A, B>, addr: A, conn: Box<UpstreamConn<B>>) -> Self {
+    pub(crate) fn new(body: Incoming, upstreams: Upstreams, addr: SocketAddr, conn: Box<UpstreamConn>) -> Self {
         UpstreamBody { body, upstream: Some((upstreams, addr, conn)) }
     }
 
@@ -477,7 +455,7 @@ impl<A: Address, B: RequestBody> UpstreamBody<A, B> {
     }
 }
 
-impl<A: Address, B: RequestBody> Body for UpstreamBody<A, B> {
+impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -502,7 +480,7 @@ impl<A: Address, B: RequestBody> Body for UpstreamBody<A, B> {
     }
 }
 
-impl<A: Address, B: RequestBody> Drop for UpstreamBody<A, B> {
+impl Drop for UpstreamBody {
     /// A body read to its end (hyper stops polling once `is_end_stream` says so) gives its
     /// connection back; an abandoned one closes it (HTTP/1 cannot skip the rest).
     fn drop(&mut self) {

@@ -1,4 +1,5 @@
-//! The single writer thread: group commit of concurrent write requests.
+//! The single writer thread: group commit of concurrent write requests, fsynced when one of
+//! them asks for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +169,7 @@ fn checkpoint(conn: &Connection, written: &mpsc::Receiver<()>) {
     }
 }
 
-/// Applies a batch of requests in one transaction (one commit, one fsync); also returns
+/// Applies a batch of requests in one transaction (one commit, at most one fsync); also returns
 /// the resource changes it committed, in order. All of them at once first; when one of
 /// them fails (rare: a constraint), the batch is rolled back and goes again with each
 /// request in its own savepoint, so that the bad one fails alone. (A savepoint per request
