@@ -8,7 +8,9 @@
 //! of serval in the middle of 2 000 records loses none, nor does one of a source that
 //! started at the latest offset and has delivered nothing yet; a deleted source stops
 //! delivering at once; a broker that goes away makes the source Ready=False
-//! (`KafkaUnreachable`) until it is back.
+//! (`KafkaUnreachable`) until it is back; a topic with a transactional producer's commit
+//! marker (written with kafka-python, `SERVAL_PYTHON`) is reported as one the client cannot
+//! read (`KafkaError`), a known limit of rskafka 0.6.
 
 mod support;
 
@@ -464,6 +466,69 @@ async fn a_source_at_the_latest_offset_misses_nothing_produced_once_it_is_ready(
     let expected: Vec<String> = offsets.iter().map(|o| format!("partition:0/offset:{o}")).collect();
     assert!(expected.iter().all(|id| counts.contains_key(id)), "{counts:?}");
     assert_eq!(counts.len(), expected.len(), "not the record produced before the source existed: {counts:?}");
+}
+
+/// A Python interpreter with kafka-python (`SERVAL_PYTHON`, else CI's venv), or `None` after
+/// saying the test is skipped; a failure under `SERVAL_REQUIRE_KAFKA=1`.
+fn python_with_kafka() -> Option<String> {
+    let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|python| Command::new(python).args(["-c", "import kafka"]).output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        let required = std::env::var("SERVAL_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
+        assert!(!required, "SERVAL_REQUIRE_KAFKA=1 but no Python with kafka-python (set SERVAL_PYTHON)");
+        skip("no Python with kafka-python (set SERVAL_PYTHON)");
+    }
+    found
+}
+
+/// Produces `values` to partition 0 of `topic` in one committed transaction (kafka-python):
+/// the records, then the transaction's commit marker (a control batch of one offset).
+fn produce_in_a_transaction(python: &str, tansu: &Tansu, topic: &str, values: &[&str]) {
+    const PRODUCER: &str = r#"import sys
+from kafka import KafkaProducer
+bootstrap, topic, values = sys.argv[1], sys.argv[2], sys.argv[3:]
+producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="serval-test")
+producer.init_transactions()
+producer.begin_transaction()
+for value in values:
+    producer.send(topic, value.encode(), partition=0)
+producer.commit_transaction()
+producer.close()
+"#;
+    let out = Command::new(python)
+        .args(["-c", PRODUCER, &tansu.addr, topic])
+        .args(values)
+        .output()
+        .expect("run the transactional producer");
+    assert!(out.status.success(), "transactional producer: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Known limit (rskafka 0.6, influxdata/rskafka#297): a transaction's commit marker cannot be
+/// decoded. The source delivers nothing past it and says why — not that the broker is
+/// unreachable. When the client can read markers, this test fails and is to become one
+/// that the source steps over them.
+#[tokio::test]
+async fn a_transactional_topic_is_reported_as_not_readable_not_as_unreachable() {
+    let Some(bin) = tansu_bin() else { return };
+    let Some(python) = python_with_kafka() else { return };
+    let tansu = Tansu::start(bin);
+    let client = tansu.client().await;
+    tansu.create_topic(&client, "payments", 1).await;
+    let server = Server::start(&[]);
+    let sink = Subscriber::start(vec![]).await;
+    apply_source(&server, "payments", &tansu, "payments", &sink.url);
+    until_ready(&server, "payments", "True", Duration::from_secs(15)).await;
+    produce_in_a_transaction(&python, &tansu, "payments", &["one", "two"]);
+    let source = until_ready(&server, "payments", "False", Duration::from_secs(15)).await;
+    let condition = ready(&source);
+    assert_eq!(condition["reason"], "KafkaError", "{source:#}");
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains("fetching records of payments/0"), "{message}");
+    assert!(message.contains("rskafka#297"), "{message}");
+    assert_eq!(source["status"]["counters"]["delivered"], 0, "{source:#}");
 }
 
 #[tokio::test]

@@ -17,7 +17,10 @@
 //! extensions. Batches compressed with gzip, snappy, lz4 or zstd are read.
 //!
 //! A broker that cannot be reached makes the source NotReady (`KafkaUnreachable`), a topic
-//! that does not exist `TopicNotFound`; it connects again by itself, backing off.
+//! that does not exist `TopicNotFound`, an answer that cannot be decoded `KafkaError`; it
+//! connects again by itself, backing off. Known limit: rskafka 0.6 cannot decode the commit
+//! and abort markers of transactional producers (influxdata/rskafka#297), so such a topic
+//! stops at its first marker with `KafkaError` saying so.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -30,7 +33,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, MaybeDone, maybe_done, try_join_all};
 use rskafka::BackoffConfig;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::{Error as KafkaError, ProtocolError, RequestError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::RecordAndOffset;
@@ -212,6 +215,20 @@ impl KafkaTask {
             }
             KafkaError::ServerError { .. } | KafkaError::InvalidResponse(_) => {
                 End::Problem(KAFKA_ERROR, format!("{doing} on {}: {error}", self.shown))
+            }
+            // The broker answered, but the answer cannot be decoded: not an unreachable broker.
+            KafkaError::Request(
+                RequestError::ReadError(_) | RequestError::ReadVersionedError(_) | RequestError::TooMuchData { .. },
+            ) => {
+                let text = error.to_string();
+                let known = if text.contains("control batch") {
+                    " (a transaction's commit or abort marker: the Kafka client serval uses, rskafka 0.6, \
+                     cannot decode them, influxdata/rskafka#297; topics written by transactional \
+                     producers cannot be read yet)"
+                } else {
+                    ""
+                };
+                End::Problem(KAFKA_ERROR, format!("{doing} on {}: cannot decode the answer: {text}{known}", self.shown))
             }
             _ => self.unreachable(format!("{doing}: {error}")),
         }
