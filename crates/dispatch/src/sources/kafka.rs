@@ -18,9 +18,12 @@
 //!
 //! A broker that cannot be reached makes the source NotReady (`KafkaUnreachable`), a topic
 //! that does not exist `TopicNotFound`, an answer that cannot be decoded `KafkaError`; it
-//! connects again by itself, backing off. Known limit: rskafka 0.6 cannot decode the commit
-//! and abort markers of transactional producers (influxdata/rskafka#297), so such a topic
-//! stops at its first marker with `KafkaError` saying so.
+//! connects again by itself, backing off.
+//!
+//! Transactional producers' commit and abort markers are stepped over. rskafka 0.6 cannot
+//! decode them (influxdata/rskafka#297) and fails a whole fetch that holds one, so such a
+//! fetch goes again for the one batch at its offset: its records, or the marker, skipped.
+//! Records of aborted transactions are delivered (Kafka's default `read_uncommitted`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -219,17 +222,7 @@ impl KafkaTask {
             // The broker answered, but the answer cannot be decoded: not an unreachable broker.
             KafkaError::Request(
                 RequestError::ReadError(_) | RequestError::ReadVersionedError(_) | RequestError::TooMuchData { .. },
-            ) => {
-                let text = error.to_string();
-                let known = if text.contains("control batch") {
-                    " (a transaction's commit or abort marker: the Kafka client serval uses, rskafka 0.6, \
-                     cannot decode them, influxdata/rskafka#297; topics written by transactional \
-                     producers cannot be read yet)"
-                } else {
-                    ""
-                };
-                End::Problem(KAFKA_ERROR, format!("{doing} on {}: cannot decode the answer: {text}{known}", self.shown))
-            }
+            ) => End::Problem(KAFKA_ERROR, format!("{doing} on {}: cannot decode the answer: {error}", self.shown)),
             _ => self.unreachable(format!("{doing}: {error}")),
         }
     }
@@ -370,6 +363,16 @@ impl KafkaTask {
                     next = Box::pin(fetching(partition, offset));
                     continue;
                 }
+                Some(Ok(Err(e))) if is_marker_error(&e) => {
+                    match self.around_marker(stopped, partition, offset).await? {
+                        Some(fetched) => fetched,
+                        None => {
+                            offset += 1;
+                            next = Box::pin(fetching(partition, offset));
+                            continue;
+                        }
+                    }
+                }
                 Some(Ok(Err(e))) => return Err(self.failed(&doing, e)),
                 Some(Err(_)) | None => {
                     return Err(self.unreachable(format!("{doing}: no answer in {OPERATION_TIMEOUT:?}")));
@@ -406,6 +409,28 @@ impl KafkaTask {
             }
             offset = fetched_to;
         }
+    }
+
+    /// A fetch from `offset` failed on a transaction's commit or abort marker, which rskafka
+    /// 0.6 cannot decode (influxdata/rskafka#297) and which fails the whole answer it is in.
+    /// Fetches the one batch at `offset` alone (a broker answers the first batch whole
+    /// whatever the size asked for): its records and the partition's end, or `None` when
+    /// that batch is the marker itself (one offset: a control batch holds one record), to
+    /// be stepped over. Markers are never delivered (Kafka's consumers skip them too).
+    async fn around_marker(
+        &self,
+        stopped: &mut watch::Receiver<bool>,
+        partition: &Partition,
+        offset: i64,
+    ) -> Result<Option<(Vec<RecordAndOffset>, i64)>, End> {
+        let doing = format!("fetching the batch at {} of {}", offset, partition.key);
+        let one_batch = async {
+            match partition.client.fetch_records(offset, 1..2, FETCH_WAIT_MS).await {
+                Err(e) if is_marker_error(&e) => Ok(None),
+                fetched => fetched.map(Some),
+            }
+        };
+        self.wait(&doing, stopped, one_batch).await
     }
 
     /// The offset to go on from when `offset` is not in the partition: its earliest record
@@ -539,6 +564,12 @@ impl<'a> Deliveries<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether `error` is rskafka's failure to decode a transaction's marker (a control batch).
+fn is_marker_error(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Request(RequestError::ReadError(_) | RequestError::ReadVersionedError(_)))
+        && error.to_string().contains("control batch")
 }
 
 /// Stores `next` as the offset a partition goes on from: kept as `next + 1`, so that 0
