@@ -467,22 +467,6 @@ async fn a_source_at_the_latest_offset_misses_nothing_produced_once_it_is_ready(
     assert_eq!(counts.len(), expected.len(), "not the record produced before the source existed: {counts:?}");
 }
 
-/// A Python interpreter with kafka-python (`SERVAL_PYTHON`, else CI's venv), or `None` after
-/// saying the test is skipped; a failure under `SERVAL_REQUIRE_KAFKA=1`.
-fn python_with_kafka() -> Option<String> {
-    let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|python| Command::new(python).args(["-c", "import kafka"]).output().is_ok_and(|o| o.status.success()));
-    if found.is_none() {
-        let required = std::env::var("SERVAL_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
-        assert!(!required, "SERVAL_REQUIRE_KAFKA=1 but no Python with kafka-python (set SERVAL_PYTHON)");
-        skip("no Python with kafka-python (set SERVAL_PYTHON)");
-    }
-    found
-}
-
 /// Produces `values` to partition 0 of `topic` in one committed transaction (kafka-python):
 /// the records, then the transaction's commit marker (a control batch of one offset).
 fn produce_in_a_transaction(python: &str, tansu: &Tansu, topic: &str, values: &[&str]) {
@@ -508,7 +492,7 @@ producer.close()
 #[tokio::test]
 async fn transactions_commit_markers_are_stepped_over() {
     let Some(bin) = tansu_bin() else { return };
-    let Some(python) = python_with_kafka() else { return };
+    let Some(python) = support::python_with("kafka", "SERVAL_REQUIRE_KAFKA") else { return };
     let tansu = Tansu::start(bin);
     let client = tansu.client().await;
     tansu.create_topic(&client, "payments", 1).await;

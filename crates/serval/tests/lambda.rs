@@ -418,24 +418,6 @@ async fn a_node_handler_runs_unmodified_behind_a_function_url() {
     );
 }
 
-/// The Python interpreter with `module` (`SERVAL_PYTHON`, else CI's venv); `None` skips
-/// the test unless `SERVAL_REQUIRE_BOTO3=1` (CI's venv has boto3 and awslambdaric).
-fn python_with(module: &str) -> Option<String> {
-    let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
-    let found = candidates.into_iter().flatten().find(|python| {
-        let import = format!("import {module}");
-        std::process::Command::new(python).args(["-c", &import]).output().is_ok_and(|o| o.status.success())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("SERVAL_REQUIRE_BOTO3").as_deref() != Ok("1"),
-            "SERVAL_REQUIRE_BOTO3=1 but no Python with {module} (set SERVAL_PYTHON)"
-        );
-        support::skip(&format!("no Python with {module} (set SERVAL_PYTHON)"));
-    }
-    found
-}
-
 const RIC_HANDLER: &str = r#"import json, sys
 
 def handler(event, context):
@@ -447,7 +429,7 @@ def handler(event, context):
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awslambdaric_from_pypi_runs_a_function_as_its_runtime_client() {
-    let Some(python) = python_with("awslambdaric") else { return };
+    let Some(python) = support::python_with("awslambdaric", "SERVAL_REQUIRE_BOTO3") else { return };
     let server = Server::start(&[]);
     let code = server.dir.join("ricfn");
     std::fs::create_dir_all(&code).expect("dir");
@@ -631,7 +613,7 @@ print("boto3: all checks passed")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_creates_updates_versions_aliases_invokes_and_deletes_a_python_function() {
-    let Some(python) = python_with("boto3") else { return };
+    let Some(python) = support::python_with("boto3", "SERVAL_REQUIRE_BOTO3") else { return };
     let server = Server::start(&[]);
     let exports = server.ok(&["credentials", "aws"]);
     let value = |name: &str| {

@@ -176,6 +176,26 @@ pub fn runc_available() -> bool {
     ok
 }
 
+/// A Python interpreter that can import `module` (`SERVAL_PYTHON`, else CI's venv), or
+/// `None` after saying the test is skipped; a failure when the variable `required_by`
+/// (`SERVAL_REQUIRE_BOTO3`, `SERVAL_REQUIRE_KAFKA`) is 1.
+pub fn python_with(module: &str, required_by: &str) -> Option<String> {
+    let candidates = [std::env::var("SERVAL_PYTHON").ok(), Some("/var/tmp/serval-ci-venv/bin/python".to_string())];
+    let import = format!("import {module}");
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|python| Command::new(python).args(["-c", &import]).output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var(required_by).as_deref() != Ok("1"),
+            "{required_by}=1 but no Python with {module} (set SERVAL_PYTHON)"
+        );
+        skip(&format!("no Python with {module} (set SERVAL_PYTHON)"));
+    }
+    found
+}
+
 pub fn skip(reason: &str) {
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
